@@ -1,0 +1,3 @@
+from activities.household import HouseholdActivities
+
+__all__ = ["HouseholdActivities"]

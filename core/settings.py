@@ -1,0 +1,60 @@
+"""The one configuration object. Defaults match docker-compose.yml as seen from the host."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    # Same names as docker-compose.yml's environment blocks.
+    temporal_address: str = "127.0.0.1:7233"
+    temporal_namespace: str = "default"
+    temporal_task_queue: str = "households"
+    temporal_ui_url: str = "http://127.0.0.1:8080"
+    database_url: str = "postgresql://housing:housing@127.0.0.1:5432/housing"
+
+    # Embedded stack (used when TEMPORAL_ADDRESS / DATABASE_URL are not set explicitly).
+    state_dir: Path = ROOT / ".state"
+
+    # Funding source an allocation draws from when the Finance officer names none.
+    default_funding_source: str = "NS-TINH"
+
+    # Notification outbox dispatcher.
+    notify_channel: str = Field(default="file", description="file | log")
+    notify_file: Path | None = None
+    notify_batch_size: int = 200
+    notify_poll_seconds: float = 1.0
+    notify_max_attempts: int = 8
+
+    db_pool_size: int = 10
+    log_level: str = "INFO"
+    log_json: bool | None = None  # None: JSON unless stderr is a terminal
+
+    def explicitly_set(self, name: str) -> bool:
+        return name in self.model_fields_set
+
+    @property
+    def asyncpg_url(self) -> str:
+        """SQLAlchemy URL with the asyncpg driver, whatever scheme the operator wrote."""
+        url = self.database_url
+        for prefix in ("postgresql+asyncpg://", "postgresql://", "postgres://"):
+            if url.startswith(prefix):
+                return "postgresql+asyncpg://" + url[len(prefix):]
+        raise ValueError(f"DATABASE_URL must be a postgresql:// URL, got {url!r}")
+
+    @property
+    def notifications_path(self) -> Path:
+        return self.notify_file or self.state_dir / "notifications.jsonl"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

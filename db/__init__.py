@@ -1,0 +1,1 @@
+"""PostgreSQL access: tables, and services that only flush; the caller owns the transaction."""

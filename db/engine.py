@@ -1,0 +1,22 @@
+"""Engine and session maker. Sessions never expire loaded objects on commit and never lazy-load."""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+from core.settings import Settings
+
+Sessions = async_sessionmaker[AsyncSession]
+
+
+def make_engine(settings: Settings, *, url: str | None = None) -> AsyncEngine:
+    return create_async_engine(
+        url or settings.asyncpg_url,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_pool_size,
+        pool_pre_ping=True,
+    )
+
+
+def make_sessions(engine: AsyncEngine) -> Sessions:
+    return async_sessionmaker(engine, expire_on_commit=False)

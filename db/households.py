@@ -1,0 +1,108 @@
+"""The household registry and read model: who is on the list and where each household stands now."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from db.schema import households
+from models.household import Household
+
+
+@dataclass(frozen=True)
+class HouseholdRow:
+    code: str
+    district: str
+    commune: str
+    beneficiary_group: str
+    support_type: str
+    decision_ref: str
+    workflow_id: str
+    stage: str
+    stage_since: datetime
+    last_seq: int
+    entitlement: int
+    reserved: int
+    paid: int
+    funding_source: str | None
+
+
+_ROW_COLUMNS = [households.c[name] for name in HouseholdRow.__dataclass_fields__]
+
+
+def to_household(m) -> Household:
+    return Household(
+        code=m["code"],
+        head_of_household=m["head_of_household"],
+        cccd=m["cccd"],
+        province=m["province"],
+        district=m["district"],
+        commune=m["commune"],
+        beneficiary_group=m["beneficiary_group"],
+        support_type=m["support_type"],
+        decision_ref=m["decision_ref"],
+    )
+
+
+async def existing(session: AsyncSession, codes: list[str], cccds: list[str]) -> tuple[dict, dict]:
+    """Registered households whose code or CCCD is among these: (by code, by CCCD)."""
+    rows = (
+        await session.execute(
+            select(households).where(households.c.code.in_(codes) | households.c.cccd.in_(cccds))
+        )
+    ).mappings().all()
+    return {r["code"]: to_household(r) for r in rows}, {r["cccd"]: r["code"] for r in rows}
+
+
+async def insert_many(session: AsyncSession, items: list[Household], batch_id: int) -> None:
+    if not items:
+        return
+    await session.execute(
+        households.insert(),
+        [
+            {
+                **h.model_dump(mode="json"),
+                "workflow_id": h.workflow_id,
+                "import_batch_id": batch_id,
+            }
+            for h in items
+        ],
+    )
+
+
+async def get(session: AsyncSession, code: str) -> HouseholdRow | None:
+    row = (await session.execute(select(*_ROW_COLUMNS).where(households.c.code == code))).one_or_none()
+    return HouseholdRow(**row._mapping) if row else None
+
+
+async def get_household(session: AsyncSession, code: str) -> Household | None:
+    row = (await session.execute(select(households).where(households.c.code == code))).mappings().one_or_none()
+    return to_household(row) if row else None
+
+
+async def lock(session: AsyncSession, code: str) -> HouseholdRow | None:
+    """Lock the household's row for this transaction: its transitions are recorded one at a time."""
+    row = (
+        await session.execute(select(*_ROW_COLUMNS).where(households.c.code == code).with_for_update())
+    ).one_or_none()
+    return HouseholdRow(**row._mapping) if row else None
+
+
+async def record_transition(session: AsyncSession, code: str, **values: object) -> None:
+    await session.execute(
+        update(households).where(households.c.code == code).values(updated_at=func.now(), **values)
+    )
+
+
+async def list_rows(
+    session: AsyncSession, *, stage: str | None = None, district: str | None = None, limit: int = 1000
+) -> list[HouseholdRow]:
+    query = select(*_ROW_COLUMNS).order_by(households.c.district, households.c.code).limit(limit)
+    if stage:
+        query = query.where(households.c.stage == stage)
+    if district:
+        query = query.where(households.c.district == district)
+    return [HouseholdRow(**r._mapping) for r in await session.execute(query)]

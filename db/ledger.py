@@ -1,0 +1,327 @@
+"""Double-entry, two-phase ledger (reserve → post / void), after TigerBeetle's model.
+
+Every transfer moves one positive amount from a debit account to a credit account, so it balances by
+construction. Account totals are maintained by a PostgreSQL trigger from the transfers; the rules that
+no funding source goes below zero and that a pending transfer is resolved once live in PostgreSQL too.
+This module checks the same rules first, so a refusal reads as a sentence rather than a constraint name.
+
+Chart of accounts:
+  ORIGIN:<src>  where a source's money comes from (central budget, donors); debited when budget arrives
+  SRC:<src>     a funding source: credited by receipts, debited by reservations; never overdrawn
+  HH:<code>     a household's entitlement: credited when its reservation is posted (paid)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import func, insert, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core.errors import DomainError
+from db.schema import funding_sources, ledger_accounts, ledger_transfers
+
+
+@dataclass(frozen=True)
+class Account:
+    id: int
+    code: str
+    kind: str
+    debits_pending: int
+    debits_posted: int
+    credits_pending: int
+    credits_posted: int
+
+    @property
+    def free(self) -> int:
+        """What a funding source can still reserve."""
+        return self.credits_posted - self.debits_posted - self.debits_pending
+
+
+@dataclass(frozen=True)
+class Transfer:
+    id: int
+    idempotency_key: str
+    kind: str
+    debit_account_id: int
+    credit_account_id: int
+    amount: int
+    pending_id: int | None
+    household_code: str | None
+
+
+@dataclass(frozen=True)
+class SourceBalance:
+    code: str
+    name: str
+    category: str
+    is_state_budget: bool
+    received: int
+    reserved: int
+    posted: int
+
+    @property
+    def free(self) -> int:
+        return self.received - self.reserved - self.posted
+
+
+_ACCOUNT_COLUMNS = (
+    ledger_accounts.c.id,
+    ledger_accounts.c.code,
+    ledger_accounts.c.kind,
+    ledger_accounts.c.debits_pending,
+    ledger_accounts.c.debits_posted,
+    ledger_accounts.c.credits_pending,
+    ledger_accounts.c.credits_posted,
+)
+
+
+async def _account(session: AsyncSession, code: str, *, lock: bool = False) -> Account | None:
+    query = select(*_ACCOUNT_COLUMNS).where(ledger_accounts.c.code == code)
+    if lock:
+        query = query.with_for_update()
+    row = (await session.execute(query)).one_or_none()
+    return Account(**row._mapping) if row else None
+
+
+async def _ensure_account(session: AsyncSession, code: str, name: str, kind: str, **flags: bool) -> int:
+    await session.execute(
+        pg_insert(ledger_accounts)
+        .values(code=code, name=name, kind=kind, **flags)
+        .on_conflict_do_nothing(index_elements=["code"])
+    )
+    return await session.scalar(select(ledger_accounts.c.id).where(ledger_accounts.c.code == code))
+
+
+async def create_source(
+    session: AsyncSession, *, code: str, name: str, category: str, is_state_budget: bool
+) -> None:
+    """Register a funding source (idempotent by code)."""
+    if await session.scalar(select(funding_sources.c.code).where(funding_sources.c.code == code)):
+        return
+    account_id = await _ensure_account(
+        session, f"SRC:{code}", name, "source", debits_must_not_exceed_credits=True
+    )
+    origin_id = await _ensure_account(session, f"ORIGIN:{code}", f"{name} (origin)", "origin")
+    await session.execute(
+        insert(funding_sources).values(
+            code=code,
+            name=name,
+            category=category,
+            is_state_budget=is_state_budget,
+            account_id=account_id,
+            origin_account_id=origin_id,
+        )
+    )
+
+
+async def find_transfer(session: AsyncSession, key: str) -> Transfer | None:
+    row = (
+        await session.execute(
+            select(
+                ledger_transfers.c.id,
+                ledger_transfers.c.idempotency_key,
+                ledger_transfers.c.kind,
+                ledger_transfers.c.debit_account_id,
+                ledger_transfers.c.credit_account_id,
+                ledger_transfers.c.amount,
+                ledger_transfers.c.pending_id,
+                ledger_transfers.c.household_code,
+            ).where(ledger_transfers.c.idempotency_key == key)
+        )
+    ).one_or_none()
+    return Transfer(**row._mapping) if row else None
+
+
+async def _insert_transfer(session: AsyncSession, **values: object) -> Transfer:
+    new_id = await session.scalar(insert(ledger_transfers).values(**values).returning(ledger_transfers.c.id))
+    return Transfer(
+        id=new_id,
+        idempotency_key=values["idempotency_key"],
+        kind=values["kind"],
+        debit_account_id=values["debit_account_id"],
+        credit_account_id=values["credit_account_id"],
+        amount=values["amount"],
+        pending_id=values.get("pending_id"),
+        household_code=values.get("household_code"),
+    )
+
+
+def _check_amount(amount: int) -> None:
+    if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
+        raise DomainError("InvalidAmount", f"amount must be a positive whole number of đồng, got {amount!r}")
+
+
+async def receive(session: AsyncSession, *, key: str, source: str, amount: int, memo: str) -> Transfer:
+    """Budget or donation arriving in a source: ORIGIN:<src> → SRC:<src>, posted at once."""
+    _check_amount(amount)
+    if existing := await find_transfer(session, key):
+        return existing
+    src = await _account(session, f"SRC:{source}")
+    origin = await _account(session, f"ORIGIN:{source}")
+    if src is None or origin is None:
+        raise DomainError("UnknownFundingSource", f"funding source {source!r} does not exist")
+    return await _insert_transfer(
+        session,
+        idempotency_key=key,
+        kind="posted",
+        debit_account_id=origin.id,
+        credit_account_id=src.id,
+        amount=amount,
+        memo=memo,
+    )
+
+
+async def reserve(
+    session: AsyncSession, *, key: str, source: str, household_code: str, amount: int, memo: str
+) -> Transfer:
+    """Pending transfer SRC:<source> → HH:<household>; refused when the source's free balance is short."""
+    _check_amount(amount)
+    src = await _account(session, f"SRC:{source}", lock=True)  # row lock: concurrent reservations queue here
+    if src is None or src.kind != "source":
+        raise DomainError("UnknownFundingSource", f"funding source {source!r} does not exist")
+    if src.free < amount:
+        raise DomainError(
+            "InsufficientFunds",
+            f"funding source {source} has {src.free:,} đồng free; household {household_code} needs {amount:,}",
+        )
+    household_account = await _ensure_account(
+        session, f"HH:{household_code}", f"Household {household_code}", "household"
+    )
+    return await _insert_transfer(
+        session,
+        idempotency_key=key,
+        kind="pending",
+        debit_account_id=src.id,
+        credit_account_id=household_account,
+        amount=amount,
+        household_code=household_code,
+        memo=memo,
+    )
+
+
+async def _pending(session: AsyncSession, pending_id: int) -> Transfer:
+    row = (
+        await session.execute(
+            select(ledger_transfers).where(ledger_transfers.c.id == pending_id, ledger_transfers.c.kind == "pending")
+        )
+    ).one_or_none()
+    if row is None:
+        raise DomainError("UnknownReservation", f"transfer {pending_id} is not a pending reservation")
+    resolved = await session.scalar(
+        select(ledger_transfers.c.kind).where(ledger_transfers.c.pending_id == pending_id)
+    )
+    if resolved:
+        raise DomainError("ReservationResolved", f"reservation {pending_id} was already {resolved}")
+    m = row._mapping
+    return Transfer(
+        id=m["id"],
+        idempotency_key=m["idempotency_key"],
+        kind=m["kind"],
+        debit_account_id=m["debit_account_id"],
+        credit_account_id=m["credit_account_id"],
+        amount=m["amount"],
+        pending_id=None,
+        household_code=m["household_code"],
+    )
+
+
+async def post(session: AsyncSession, *, key: str, pending_id: int, memo: str) -> Transfer:
+    """The reservation becomes final: the household has been paid its whole reserved amount."""
+    p = await _pending(session, pending_id)
+    return await _insert_transfer(
+        session,
+        idempotency_key=key,
+        kind="post_pending",
+        debit_account_id=p.debit_account_id,
+        credit_account_id=p.credit_account_id,
+        amount=p.amount,
+        pending_id=p.id,
+        household_code=p.household_code,
+        memo=memo,
+    )
+
+
+async def void(session: AsyncSession, *, key: str, pending_id: int, memo: str) -> Transfer:
+    """Release a reservation back to its source."""
+    p = await _pending(session, pending_id)
+    return await _insert_transfer(
+        session,
+        idempotency_key=key,
+        kind="void_pending",
+        debit_account_id=p.debit_account_id,
+        credit_account_id=p.credit_account_id,
+        amount=p.amount,
+        pending_id=p.id,
+        household_code=p.household_code,
+        memo=memo,
+    )
+
+
+async def source_balances(session: AsyncSession) -> list[SourceBalance]:
+    rows = await session.execute(
+        select(
+            funding_sources.c.code,
+            funding_sources.c.name,
+            funding_sources.c.category,
+            funding_sources.c.is_state_budget,
+            ledger_accounts.c.credits_posted.label("received"),
+            ledger_accounts.c.debits_pending.label("reserved"),
+            ledger_accounts.c.debits_posted.label("posted"),
+        )
+        .join(ledger_accounts, ledger_accounts.c.id == funding_sources.c.account_id)
+        .order_by(funding_sources.c.code)
+    )
+    return [SourceBalance(**r._mapping) for r in rows]
+
+
+async def check_invariants(session: AsyncSession) -> list[str]:
+    """Recompute every account from the transfers and check the ledger's rules. Empty list: all hold."""
+    problems: list[str] = []
+    t = ledger_transfers
+    # Pending transfers still open = pending minus those resolved by a post or void.
+    resolution = t.alias("resolution")
+    open_pending = (
+        select(t.c.id, t.c.debit_account_id, t.c.credit_account_id, t.c.amount)
+        .where(t.c.kind == "pending")
+        .where(~select(resolution.c.id).where(resolution.c.pending_id == t.c.id).exists())
+        .subquery()
+    )
+    posted = select(t.c.debit_account_id, t.c.credit_account_id, t.c.amount).where(
+        t.c.kind.in_(("posted", "post_pending"))
+    ).subquery()
+
+    accounts = (await session.execute(select(*_ACCOUNT_COLUMNS))).all()
+    recomputed: dict[int, list[int]] = {a.id: [0, 0, 0, 0] for a in accounts}
+    for side, index in (("debit_account_id", 0), ("credit_account_id", 2)):
+        for rows, offset in ((open_pending, 0), (posted, 1)):
+            col = rows.c[side]
+            for account_id, total in await session.execute(
+                select(col, func.coalesce(func.sum(rows.c.amount), 0)).group_by(col)
+            ):
+                recomputed[account_id][index + offset] = int(total)
+    for a in accounts:
+        stored = [a.debits_pending, a.debits_posted, a.credits_pending, a.credits_posted]
+        if stored != recomputed[a.id]:
+            problems.append(f"account {a.code}: stored totals {stored} differ from transfers {recomputed[a.id]}")
+        if a.kind == "source" and a.debits_pending + a.debits_posted > a.credits_posted:
+            problems.append(f"account {a.code} is overdrawn")
+    sums = (
+        await session.execute(
+            select(
+                func.coalesce(func.sum(ledger_accounts.c.debits_posted), 0),
+                func.coalesce(func.sum(ledger_accounts.c.credits_posted), 0),
+                func.coalesce(func.sum(ledger_accounts.c.debits_pending), 0),
+                func.coalesce(func.sum(ledger_accounts.c.credits_pending), 0),
+            )
+        )
+    ).one()
+    if sums[0] != sums[1] or sums[2] != sums[3]:
+        problems.append(
+            f"debits and credits do not balance: posted {sums[0]} / {sums[1]}, pending {sums[2]} / {sums[3]}"
+        )
+    bad = await session.scalar(select(func.count()).select_from(t).where(t.c.amount <= 0)) or 0
+    if bad:
+        problems.append(f"{bad} transfers with a non-positive amount")
+    return problems

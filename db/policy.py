@@ -1,0 +1,47 @@
+"""Versioned policy data: the workflow policy and the support amount per house."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from sqlalchemy import or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core.errors import DomainError
+from db.schema import support_amounts, workflow_policies
+from models.household import BeneficiaryGroup, SupportType
+from models.policy import WorkflowPolicy
+
+
+async def current_workflow_policy(session: AsyncSession, as_of: date) -> WorkflowPolicy:
+    doc = await session.scalar(
+        select(workflow_policies.c.document)
+        .where(workflow_policies.c.effective_from <= as_of)
+        .order_by(workflow_policies.c.effective_from.desc())
+        .limit(1)
+    )
+    if doc is None:
+        raise DomainError("NoPolicy", f"no workflow policy is in effect on {as_of.isoformat()}")
+    return WorkflowPolicy.model_validate(doc)
+
+
+async def entitlement(
+    session: AsyncSession, support_type: SupportType, group: BeneficiaryGroup, as_of: date
+) -> int:
+    """Support for one house on a date; a group-specific level wins over the all-groups level."""
+    t = support_amounts
+    amount = await session.scalar(
+        select(t.c.amount)
+        .where(t.c.support_type == support_type.value)
+        .where(or_(t.c.beneficiary_group == group.value, t.c.beneficiary_group.is_(None)))
+        .where(t.c.effective_from <= as_of)
+        .where(or_(t.c.effective_to.is_(None), t.c.effective_to > as_of))
+        .order_by(t.c.beneficiary_group.is_(None), t.c.effective_from.desc())
+        .limit(1)
+    )
+    if amount is None:
+        raise DomainError(
+            "NoSupportLevel",
+            f"no support amount for {support_type.value} / {group.value} is in effect on {as_of.isoformat()}",
+        )
+    return int(amount)

@@ -1,0 +1,172 @@
+"""Table definitions for queries. The DDL (with its constraints and triggers) is in migrations/."""
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Date,
+    DateTime,
+    Integer,
+    MetaData,
+    Table,
+    Text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+metadata = MetaData()
+
+users = Table(
+    "users",
+    metadata,
+    Column("user_id", Text, primary_key=True),
+    Column("full_name", Text),
+    Column("role", Text),
+    Column("agency", Text),
+    Column("province", Text),
+    Column("district", Text),
+    Column("commune", Text),
+    Column("active", Boolean),
+    Column("created_at", DateTime(timezone=True)),
+)
+
+workflow_policies = Table(
+    "workflow_policies",
+    metadata,
+    Column("version", Text, primary_key=True),
+    Column("effective_from", Date),
+    Column("document", JSONB),
+    Column("created_at", DateTime(timezone=True)),
+)
+
+support_amounts = Table(
+    "support_amounts",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("support_type", Text),
+    Column("beneficiary_group", Text),
+    Column("amount", BigInteger),
+    Column("effective_from", Date),
+    Column("effective_to", Date),
+    Column("legal_basis", Text),
+)
+
+import_batches = Table(
+    "import_batches",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("file_name", Text),
+    Column("file_sha256", Text),
+    Column("row_count", Integer),
+    Column("imported_by", Text),
+    Column("imported_at", DateTime(timezone=True)),
+)
+
+households = Table(
+    "households",
+    metadata,
+    Column("code", Text, primary_key=True),
+    Column("head_of_household", Text),
+    Column("cccd", Text),
+    Column("province", Text),
+    Column("district", Text),
+    Column("commune", Text),
+    Column("beneficiary_group", Text),
+    Column("support_type", Text),
+    Column("decision_ref", Text),
+    Column("workflow_id", Text),
+    Column("import_batch_id", BigInteger),
+    Column("stage", Text),
+    Column("stage_since", DateTime(timezone=True)),
+    Column("last_seq", Integer),
+    Column("entitlement", BigInteger),
+    Column("reserved", BigInteger),
+    Column("paid", BigInteger),
+    Column("funding_source", Text),
+    Column("created_at", DateTime(timezone=True)),
+    Column("updated_at", DateTime(timezone=True)),
+)
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("household_code", Text),
+    Column("seq", Integer),
+    Column("idempotency_key", Text),
+    Column("step", Text),
+    Column("from_stage", Text),
+    Column("to_stage", Text),
+    Column("actor_user_id", Text),
+    Column("actor_role", Text),
+    Column("actor_agency", Text),
+    Column("evidence", JSONB),
+    Column("reason", Text),
+    Column("amount", BigInteger),
+    Column("transfer_id", BigInteger),
+    Column("occurred_at", DateTime(timezone=True)),
+    Column("recorded_at", DateTime(timezone=True)),
+    Column("prev_hash", Text),
+    Column("hash", Text),
+)
+
+ledger_accounts = Table(
+    "ledger_accounts",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("code", Text),
+    Column("name", Text),
+    Column("kind", Text),
+    Column("debits_must_not_exceed_credits", Boolean),
+    Column("credits_must_not_exceed_debits", Boolean),
+    Column("debits_pending", BigInteger),
+    Column("debits_posted", BigInteger),
+    Column("credits_pending", BigInteger),
+    Column("credits_posted", BigInteger),
+    Column("created_at", DateTime(timezone=True)),
+)
+
+funding_sources = Table(
+    "funding_sources",
+    metadata,
+    Column("code", Text, primary_key=True),
+    Column("name", Text),
+    Column("category", Text),
+    Column("is_state_budget", Boolean),
+    Column("account_id", BigInteger),
+    Column("origin_account_id", BigInteger),
+    Column("created_at", DateTime(timezone=True)),
+)
+
+ledger_transfers = Table(
+    "ledger_transfers",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("idempotency_key", Text),
+    Column("kind", Text),
+    Column("debit_account_id", BigInteger),
+    Column("credit_account_id", BigInteger),
+    Column("amount", BigInteger),
+    Column("pending_id", BigInteger),
+    Column("household_code", Text),
+    Column("memo", Text),
+    Column("created_at", DateTime(timezone=True)),
+)
+
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("idempotency_key", Text),
+    Column("household_code", Text),
+    Column("kind", Text),
+    Column("channel", Text),
+    Column("recipient", Text),
+    Column("subject", Text),
+    Column("body", Text),
+    Column("status", Text),
+    Column("attempts", Integer),
+    Column("next_attempt_at", DateTime(timezone=True)),
+    Column("last_error", Text),
+    Column("created_at", DateTime(timezone=True)),
+    Column("sent_at", DateTime(timezone=True)),
+)

@@ -1,0 +1,77 @@
+"""Officers and their roles, agencies and jurisdictions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core.errors import DomainError
+from db.schema import users
+from models.actor import Actor, Jurisdiction
+
+
+@dataclass(frozen=True)
+class User:
+    user_id: str
+    full_name: str
+    role: str
+    agency: str
+    province: str
+    district: str | None
+    commune: str | None
+    active: bool
+
+    def actor(self) -> Actor:
+        return Actor(
+            user_id=self.user_id,
+            role=self.role,
+            agency=self.agency,
+            jurisdiction=Jurisdiction(province=self.province, district=self.district, commune=self.commune),
+        )
+
+
+async def get(session: AsyncSession, user_id: str) -> User | None:
+    row = (await session.execute(select(users).where(users.c.user_id == user_id))).one_or_none()
+    if row is None:
+        return None
+    m = row._mapping
+    return User(**{k: m[k] for k in User.__dataclass_fields__})
+
+
+async def require_actor(session: AsyncSession, user_id: str) -> Actor:
+    """The actor for an active user, or a refusal naming the user."""
+    user = await get(session, user_id)
+    if user is None:
+        raise DomainError("UnknownUser", f"user {user_id!r} is not registered")
+    if not user.active:
+        raise DomainError("UserDisabled", f"user {user_id!r} is disabled")
+    return user.actor()
+
+
+async def confirm_actor(session: AsyncSession, actor: Actor) -> None:
+    """Refuse an action whose actor does not match the users table now (role or jurisdiction changed)."""
+    current = await require_actor(session, actor.user_id)
+    if current != actor:
+        raise DomainError(
+            "ActorMismatch",
+            f"user {actor.user_id!r} acted as {actor.role} of {actor.jurisdiction}, but the users table says "
+            f"{current.role} of {current.jurisdiction}",
+        )
+
+
+async def upsert(session: AsyncSession, rows: list[dict]) -> int:
+    if not rows:
+        return 0
+    stmt = pg_insert(users).values(rows)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["user_id"],
+        set_={
+            c: stmt.excluded[c]
+            for c in ("full_name", "role", "agency", "province", "district", "commune", "active")
+        },
+    )
+    await session.execute(stmt)
+    return len(rows)

@@ -1,0 +1,113 @@
+"""The household, its lifecycle stages and the steps that move it between them."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class Stage(StrEnum):
+    """Where a household waits. The six programme stages, then two terminal states."""
+
+    VERIFICATION = "verification"
+    APPROVAL = "approval"
+    FUND_ALLOCATION = "fund_allocation"
+    CONSTRUCTION = "construction"
+    ACCEPTANCE = "acceptance"
+    SETTLEMENT = "settlement"
+    CLOSED = "closed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (Stage.CLOSED, Stage.CANCELLED)
+
+
+class Step(StrEnum):
+    """An action an officer takes on a household."""
+
+    VERIFY = "verify"
+    APPROVE = "approve"
+    ALLOCATE = "allocate"
+    COMPLETE_CONSTRUCTION = "complete_construction"
+    ACCEPT = "accept"
+    SETTLE = "settle"
+    SEND_BACK = "send_back"
+    CANCEL = "cancel"
+
+
+# The programme's order of work: the step that ends each stage and the stage it leads to.
+# This is the lifecycle itself, so it lives in code; who may take each step is data (WorkflowPolicy).
+FORWARD: dict[Stage, tuple[Step, Stage]] = {
+    Stage.VERIFICATION: (Step.VERIFY, Stage.APPROVAL),
+    Stage.APPROVAL: (Step.APPROVE, Stage.FUND_ALLOCATION),
+    Stage.FUND_ALLOCATION: (Step.ALLOCATE, Stage.CONSTRUCTION),
+    Stage.CONSTRUCTION: (Step.COMPLETE_CONSTRUCTION, Stage.ACCEPTANCE),
+    Stage.ACCEPTANCE: (Step.ACCEPT, Stage.SETTLEMENT),
+    Stage.SETTLEMENT: (Step.SETTLE, Stage.CLOSED),
+}
+# Sending back for revision returns the file to the stage before; verification has nothing before it.
+PREVIOUS: dict[Stage, Stage] = {
+    Stage.APPROVAL: Stage.VERIFICATION,
+    Stage.FUND_ALLOCATION: Stage.APPROVAL,
+    Stage.CONSTRUCTION: Stage.FUND_ALLOCATION,
+    Stage.ACCEPTANCE: Stage.CONSTRUCTION,
+    Stage.SETTLEMENT: Stage.ACCEPTANCE,
+}
+# A reservation of funds is held while the household is in one of these stages.
+FUNDED_STAGES = frozenset({Stage.CONSTRUCTION, Stage.ACCEPTANCE, Stage.SETTLEMENT})
+
+
+class BeneficiaryGroup(StrEnum):
+    MERITORIOUS = "meritorious"  # người có công, thân nhân liệt sĩ
+    POOR = "poor"  # hộ nghèo
+    NEAR_POOR = "near_poor"  # hộ cận nghèo
+    DISASTER = "disaster"  # thiên tai, biến đổi khí hậu
+    OTHER = "other"
+
+
+class SupportType(StrEnum):
+    NEW_BUILD = "new_build"  # xây mới
+    REPAIR = "repair"  # sửa chữa
+
+
+class Household(BaseModel):
+    """One household on an approved list. `head_of_household` and `cccd` are personal data."""
+
+    model_config = ConfigDict(frozen=True, str_strip_whitespace=True)
+
+    code: str = Field(pattern=r"^[A-Z0-9][A-Z0-9._-]{2,39}$", description="Household code on the list")
+    head_of_household: str = Field(min_length=2, max_length=120)
+    cccd: str = Field(pattern=r"^\d{12}$", description="12-digit citizen ID of the head of household")
+    province: str = Field(min_length=2, max_length=80)
+    district: str = Field(min_length=2, max_length=80)
+    commune: str = Field(min_length=2, max_length=80)
+    beneficiary_group: BeneficiaryGroup
+    support_type: SupportType
+    decision_ref: str = Field(min_length=3, max_length=80, description="Approving decision, e.g. 270/QĐ-UBND")
+
+    @field_validator("code", mode="before")
+    @classmethod
+    def _upper_code(cls, v: object) -> object:
+        return v.strip().upper() if isinstance(v, str) else v
+
+    @property
+    def workflow_id(self) -> str:
+        return workflow_id_for(self.code)
+
+
+def workflow_id_for(code: str) -> str:
+    return f"household-{code}"
+
+
+STAGE_VI: dict[Stage, str] = {
+    Stage.VERIFICATION: "rà soát, thẩm định",
+    Stage.APPROVAL: "phê duyệt",
+    Stage.FUND_ALLOCATION: "phân bổ kinh phí",
+    Stage.CONSTRUCTION: "thi công",
+    Stage.ACCEPTANCE: "nghiệm thu",
+    Stage.SETTLEMENT: "thanh toán, quyết toán",
+    Stage.CLOSED: "hoàn thành",
+    Stage.CANCELLED: "đã hủy",
+}

@@ -1,0 +1,55 @@
+"""The workflow's input, result and queryable state."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from models.household import Household, Stage, Step
+from models.policy import WorkflowPolicy
+
+
+class HouseholdWorkflowInput(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    household: Household
+    policy: WorkflowPolicy
+
+
+class TimelineEntry(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    seq: int
+    step: Step
+    from_stage: Stage
+    to_stage: Stage
+    at: datetime
+    user_id: str
+    role: str
+    agency: str
+    evidence: list[str] = Field(default_factory=list)
+    reason: str | None = None
+    amount: int | None = None
+    audit_hash: str
+
+
+class HouseholdState(BaseModel):
+    household_code: str
+    stage: Stage
+    stage_since: datetime
+    policy_version: str
+    entitlement: int = 0
+    reserved: int = 0
+    paid: int = 0
+    reservation_id: int | None = None
+    funding_source: str | None = None
+    reminders_sent: int = 0
+    timeline: list[TimelineEntry] = Field(default_factory=list)
+
+
+class HouseholdWorkflowResult(BaseModel):
+    household_code: str
+    stage: Stage
+    paid: int
+    steps: int

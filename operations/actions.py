@@ -1,0 +1,86 @@
+"""Taking a step on a household: resolve the user, send the workflow update, report the engine's answer."""
+
+from __future__ import annotations
+
+from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
+
+from core.errors import DomainError
+from db import users
+from db.engine import Sessions
+from models import actions as m
+from models.household import Step, workflow_id_for
+from models.state import HouseholdState
+from workflows.household import HouseholdWorkflow
+
+UPDATES = {
+    Step.VERIFY: (HouseholdWorkflow.verify, m.VerifyInput),
+    Step.APPROVE: (HouseholdWorkflow.approve, m.ApproveInput),
+    Step.ALLOCATE: (HouseholdWorkflow.allocate, m.AllocateInput),
+    Step.COMPLETE_CONSTRUCTION: (HouseholdWorkflow.complete_construction, m.CompleteConstructionInput),
+    Step.ACCEPT: (HouseholdWorkflow.accept, m.AcceptInput),
+    Step.SETTLE: (HouseholdWorkflow.settle, m.SettleInput),
+    Step.SEND_BACK: (HouseholdWorkflow.send_back, m.SendBackInput),
+    Step.CANCEL: (HouseholdWorkflow.cancel, m.CancelInput),
+}
+
+
+class Refusal(Exception):
+    """The engine said no. `rule` names the rule (OutOfOrder, RoleNotAllowed, ...)."""
+
+    def __init__(self, rule: str, message: str) -> None:
+        super().__init__(message)
+        self.rule = rule
+        self.message = message
+
+    def __str__(self) -> str:
+        return f"{self.rule}: {self.message}"
+
+
+def refusal_from(err: Exception) -> Refusal:
+    cause = err.cause if isinstance(err, WorkflowUpdateFailedError) else err
+    if isinstance(cause, ApplicationError):
+        return Refusal(cause.type or "Refused", cause.message)
+    if isinstance(err, RPCError) and err.status == RPCStatusCode.NOT_FOUND:
+        return Refusal("UnknownHousehold", "no workflow for this household: is it on an imported list?")
+    return Refusal("Error", str(cause or err))
+
+
+async def take_step(
+    client: Client,
+    sessions: Sessions,
+    code: str,
+    step: Step,
+    user_id: str,
+    *,
+    evidence: list[str] | None = None,
+    reason: str | None = None,
+    source: str | None = None,
+) -> m.ActionResult:
+    async with sessions() as session:
+        try:
+            actor = await users.require_actor(session, user_id)
+        except DomainError as err:
+            raise Refusal(err.type, err.message) from None
+    update, input_type = UPDATES[step]
+    fields: dict = {"actor": actor, "evidence": evidence or [], "reason": reason}
+    if step is Step.ALLOCATE:
+        fields["source"] = source
+    try:
+        inp = input_type(**fields)
+    except ValueError as err:
+        raise Refusal("InvalidInput", str(err)) from None
+    handle = client.get_workflow_handle(workflow_id_for(code.strip().upper()))
+    try:
+        return await handle.execute_update(update, inp)
+    except (WorkflowUpdateFailedError, RPCError) as err:
+        raise refusal_from(err) from None
+
+
+async def household_state(client: Client, code: str) -> HouseholdState:
+    handle = client.get_workflow_handle(workflow_id_for(code.strip().upper()))
+    try:
+        return await handle.query(HouseholdWorkflow.state)
+    except RPCError as err:
+        raise refusal_from(err) from None

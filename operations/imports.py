@@ -1,0 +1,146 @@
+"""Importing an approved list: all rows or none, then one workflow per household.
+
+Re-importing a list is safe: households already registered with the same data are skipped and their
+workflows started only if missing (the workflow id is derived from the household code). A household
+code or CCCD already registered with different data is refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+from sqlalchemy import insert
+from temporalio.client import Client
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+
+from core.errors import DomainError
+from db import households, policy, users
+from db.engine import Sessions
+from db.schema import import_batches
+from models.household import Household
+from models.policy import WorkflowPolicy
+from models.state import HouseholdWorkflowInput
+from operations.csv_list import ParsedRow, Problem, parse
+from workflows import search_attributes
+from workflows.household import HouseholdWorkflow
+
+
+class ImportRejected(Exception):
+    def __init__(self, problems: list[Problem]) -> None:
+        super().__init__(f"{len(problems)} problem(s) in the list")
+        self.problems = problems
+
+
+@dataclass
+class ImportReport:
+    batch_id: int | None
+    rows: int
+    registered: int
+    unchanged: int
+    workflows_started: int
+    workflows_existing: int
+    codes: list[str] = field(default_factory=list)
+
+
+def _differences(a: Household, b: Household) -> list[str]:
+    return [name for name in Household.model_fields if getattr(a, name) != getattr(b, name)]
+
+
+async def register(
+    sessions: Sessions, data: bytes, file_name: str, user_id: str
+) -> tuple[ImportReport, list[Household], WorkflowPolicy]:
+    """Validate the whole list and write it in one transaction; refuse it whole on any problem."""
+    rows, problems = parse(data)
+    if problems:
+        raise ImportRejected(problems)
+    async with sessions() as session, session.begin():
+        actor = await users.require_actor(session, user_id)
+        current = await policy.current_workflow_policy(session, date.today())
+        if actor.role not in current.import_roles:
+            raise DomainError("RoleNotAllowed", f"role {actor.role!r} may not import lists (policy {current.version})")
+        by_code, by_cccd = await households.existing(
+            session, [r.household.code for r in rows], [r.household.cccd for r in rows]
+        )
+        new: list[ParsedRow] = []
+        unchanged: list[ParsedRow] = []
+        for row in rows:
+            h = row.household
+            if not actor.jurisdiction.covers(h):
+                problems.append(
+                    Problem(row.line, "district", f"outside the importer's jurisdiction ({actor.jurisdiction})")
+                )
+            elif h.code in by_code:
+                diff = _differences(by_code[h.code], h)
+                if diff:
+                    problems.append(
+                        Problem(row.line, "code", f"{h.code} is already registered with different {', '.join(diff)}")
+                    )
+                else:
+                    unchanged.append(row)
+            elif h.cccd in by_cccd:
+                problems.append(
+                    Problem(row.line, "cccd", f"{h.cccd} is already registered to household {by_cccd[h.cccd]}")
+                )
+            else:
+                new.append(row)
+        if problems:
+            raise ImportRejected(problems)
+        batch_id = None
+        if new:
+            batch_id = await session.scalar(
+                insert(import_batches)
+                .values(
+                    file_name=file_name,
+                    file_sha256=hashlib.sha256(data).hexdigest(),
+                    row_count=len(new),
+                    imported_by=actor.user_id,
+                )
+                .returning(import_batches.c.id)
+            )
+            await households.insert_many(session, [r.household for r in new], batch_id)
+    report = ImportReport(
+        batch_id=batch_id, rows=len(rows), registered=len(new), unchanged=len(unchanged), workflows_started=0,
+        workflows_existing=0, codes=[r.household.code for r in rows],
+    )  # fmt: skip
+    return report, [r.household for r in rows], current
+
+
+async def start_workflows(
+    client: Client, task_queue: str, items: list[Household], current: WorkflowPolicy, concurrency: int = 32
+) -> tuple[int, int]:
+    """Start one workflow per household unless it exists (running or closed). Returns (started, existing)."""
+    gate = asyncio.Semaphore(concurrency)
+
+    async def start(h: Household) -> bool:
+        async with gate:
+            try:
+                await client.start_workflow(
+                    HouseholdWorkflow.run,
+                    HouseholdWorkflowInput(household=h, policy=current),
+                    id=h.workflow_id,
+                    task_queue=task_queue,
+                    id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                    id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+                    search_attributes=search_attributes.at_start(h),
+                )
+                return True
+            except WorkflowAlreadyStartedError:
+                return False
+
+    results = await asyncio.gather(*(start(h) for h in items))
+    started = sum(results)
+    return started, len(results) - started
+
+
+async def import_file(
+    sessions: Sessions, client: Client, task_queue: str, path: Path, user_id: str
+) -> ImportReport:
+    data = path.read_bytes()
+    report, items, current = await register(sessions, data, path.name, user_id)
+    report.workflows_started, report.workflows_existing = await start_workflows(client, task_queue, items, current)
+    return report

