@@ -43,6 +43,8 @@ def refusal_from(err: Exception) -> Refusal:
     if isinstance(cause, ApplicationError):
         return Refusal(cause.type or "Refused", cause.message)
     if isinstance(err, RPCError) and err.status == RPCStatusCode.NOT_FOUND:
+        if "completed" in err.message:
+            return Refusal("Closed", "the household's file is closed (settled or cancelled): no step can be taken")
         return Refusal("UnknownHousehold", "no workflow for this household: is it on an imported list?")
     return Refusal("Error", str(cause or err))
 

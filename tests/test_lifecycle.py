@@ -83,7 +83,8 @@ async def test_new_build_and_repair_go_through_all_six_stages(client, sessions, 
 
 async def test_search_attributes_follow_the_stage_and_carry_no_personal_data(client, sessions, task_queue):
     (h,) = await enroll(client, sessions, task_queue, make_households(1, district="Lộc Bình", commune="Mẫu Sơn"))
-    await take_step(client, sessions, h.code, Step.VERIFY, sample.commune_user("Lộc Bình", "Mẫu Sơn"), evidence=["BB-1"])
+    commune = sample.commune_user("Lộc Bình", "Mẫu Sơn")
+    await take_step(client, sessions, h.code, Step.VERIFY, commune, evidence=["BB-1"])
     await take_step(client, sessions, h.code, Step.APPROVE, sample.district_user("Lộc Bình"), evidence=["QĐ"])
     handle = client.get_workflow_handle(workflow_id_for(h.code))
     attrs = (await handle.describe()).typed_search_attributes

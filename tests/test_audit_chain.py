@@ -1,0 +1,105 @@
+"""The hash chain: PostgreSQL refuses edits; an edit made behind its back is found and named."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select, text
+from sqlalchemy.exc import DBAPIError
+
+from db import audit
+from db.schema import audit_log
+from operations.demo import drive_one
+from tests.conftest import enroll, make_households
+
+
+@pytest.fixture
+async def settled(client, sessions, task_queue):
+    (h,) = await enroll(client, sessions, task_queue, make_households(1))
+    await drive_one(client, sessions, h)
+    return h
+
+
+async def _rows(sessions, code):
+    async with sessions() as s:
+        query = select(audit_log).where(audit_log.c.household_code == code).order_by(audit_log.c.seq)
+        return (await s.execute(query)).mappings().all()
+
+
+async def test_postgres_refuses_to_edit_or_delete_audit_rows(sessions, settled):
+    rows = await _rows(sessions, settled.code)
+    async with sessions() as s:
+        with pytest.raises(DBAPIError, match="append-only"):
+            await s.execute(text("UPDATE audit_log SET reason = 'x' WHERE id = :id"), {"id": rows[2]["id"]})
+    async with sessions() as s:
+        with pytest.raises(DBAPIError, match="append-only"):
+            await s.execute(text("DELETE FROM audit_log WHERE id = :id"), {"id": rows[5]["id"]})
+
+
+async def test_postgres_refuses_a_row_that_does_not_link_to_its_predecessor(sessions, settled):
+    last = (await _rows(sessions, settled.code))[-1]
+    forged = {k: v for k, v in last.items() if k not in ("id", "recorded_at")}
+    forged |= {"seq": 7, "idempotency_key": "forged", "hash": "f" * 64, "prev_hash": "0" * 64}
+    async with sessions() as s:
+        with pytest.raises(DBAPIError, match="broken at row 7"):
+            await s.execute(audit_log.insert().values(**forged))
+
+
+async def _tamper(sessions, sql: str, params: dict) -> None:
+    """What someone with the database owner's rights could do: switch the guard off and edit."""
+    async with sessions() as s, s.begin():
+        await s.execute(text("ALTER TABLE audit_log DISABLE TRIGGER audit_log_append_only"))
+        await s.execute(text(sql), params)
+        await s.execute(text("ALTER TABLE audit_log ENABLE TRIGGER audit_log_append_only"))
+
+
+async def test_an_edited_row_is_named_by_the_chain_check(sessions, settled):
+    rows = await _rows(sessions, settled.code)
+    async with sessions() as s:
+        assert (await audit.verify_chain(s, settled.code)).ok
+    target = rows[2]  # the allocation: someone changes the amount
+    await _tamper(sessions, "UPDATE audit_log SET amount = amount + 1000000 WHERE id = :id", {"id": target["id"]})
+    try:
+        async with sessions() as s:
+            report = await audit.verify_chain(s, settled.code)
+        assert not report.ok
+        assert (report.first_break.id, report.first_break.seq) == (target["id"], 3)
+        assert "edited" in report.first_break.reason
+        assert f"id={target['id']}" in str(report.first_break)
+    finally:
+        await _tamper(sessions, "UPDATE audit_log SET amount = :a WHERE id = :id",
+                      {"id": target["id"], "a": target["amount"]})  # fmt: skip
+    async with sessions() as s:
+        assert (await audit.verify_chain(s, settled.code)).ok
+
+
+async def test_a_rewritten_row_with_a_fresh_hash_breaks_the_next_link(sessions, settled):
+    rows = await _rows(sessions, settled.code)
+    target = rows[1]
+    fields = dict(target) | {"actor_user_id": "tinh.luong"}
+    new_hash = audit.row_hash(target["prev_hash"], fields)
+    await _tamper(sessions, "UPDATE audit_log SET actor_user_id = 'tinh.luong', hash = :h WHERE id = :id",
+                  {"id": target["id"], "h": new_hash})  # fmt: skip
+    try:
+        async with sessions() as s:
+            report = await audit.verify_chain(s, settled.code)
+        assert report.first_break.seq == 3 and "prev_hash" in report.first_break.reason
+    finally:
+        await _tamper(sessions, "UPDATE audit_log SET actor_user_id = :u, hash = :h WHERE id = :id",
+                      {"id": target["id"], "u": target["actor_user_id"], "h": target["hash"]})  # fmt: skip
+
+
+async def test_a_deleted_row_is_named_as_missing(sessions, settled):
+    rows = await _rows(sessions, settled.code)
+    victim = rows[3]
+    await _tamper(sessions, "DELETE FROM audit_log WHERE id = :id", {"id": victim["id"]})
+    try:
+        async with sessions() as s:
+            report = await audit.verify_chain(s, settled.code)
+        assert report.first_break.seq == 5 and "expected seq 4" in report.first_break.reason
+    finally:
+        async with sessions() as s, s.begin():
+            await s.execute(text("ALTER TABLE audit_log DISABLE TRIGGER audit_log_link"))
+            await s.execute(audit_log.insert().values(**dict(victim)))
+            await s.execute(text("ALTER TABLE audit_log ENABLE TRIGGER audit_log_link"))
+    async with sessions() as s:
+        assert (await audit.verify_chain(s, settled.code)).ok

@@ -1,0 +1,190 @@
+"""Every refusal the engine makes, asserted by the rule it names, and that a refusal changes nothing."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+from sqlalchemy import func, select
+from temporalio.client import WorkflowUpdateFailedError
+from temporalio.exceptions import ApplicationError
+
+from db import ledger, users
+from db.policy import current_workflow_policy
+from db.schema import audit_log, ledger_transfers
+from models import Actor, ApproveInput, Jurisdiction, SetPolicyInput, Stage, Step, VerifyInput
+from models.household import workflow_id_for
+from operations import sample
+from operations.actions import Refusal, household_state, take_step
+from operations.demo import drive_one
+from tests.conftest import enroll, make_households
+from workflows.household import HouseholdWorkflow
+
+
+async def _audit_rows(sessions, code: str) -> int:
+    async with sessions() as s:
+        return await s.scalar(select(func.count()).where(audit_log.c.household_code == code))
+
+
+async def _refused(client, sessions, code, step, user, **kw) -> Refusal:
+    before = await household_state(client, code)
+    rows_before = await _audit_rows(sessions, code)
+    with pytest.raises(Refusal) as caught:
+        await take_step(client, sessions, code, step, user, **kw)
+    after = await household_state(client, code)
+    assert after == before, "a refused step must not change the household"
+    assert await _audit_rows(sessions, code) == rows_before, "a refused step must write nothing"
+    return caught.value
+
+
+@pytest.fixture
+async def household(client, sessions, task_queue):
+    items = make_households(1, district="Cao Lộc", commune="Hải Yến", support_type="new_build")
+    (h,) = await enroll(client, sessions, task_queue, items)
+    return h
+
+
+COMMUNE = sample.commune_user("Cao Lộc", "Hải Yến")
+DISTRICT = sample.district_user("Cao Lộc")
+
+
+async def test_step_out_of_order_is_refused(client, sessions, household):
+    r = await _refused(client, sessions, household.code, Step.APPROVE, DISTRICT, evidence=["QĐ"])
+    assert r.rule == "OutOfOrder"
+    assert "'approve' is out of order" in r.message and "next step is 'verify'" in r.message
+    r = await _refused(client, sessions, household.code, Step.SETTLE, "tc.nong", evidence=["UNC"])
+    assert r.rule == "OutOfOrder"
+
+
+async def test_role_not_allowed_by_the_policy_is_refused(client, sessions, household):
+    r = await _refused(client, sessions, household.code, Step.VERIFY, "tc.hoang", evidence=["BB"])
+    assert r.rule == "RoleNotAllowed"
+    assert "role 'finance_officer' may not take step 'verify'" in r.message
+
+
+async def test_actor_outside_the_households_jurisdiction_is_refused(client, sessions, household):
+    other_commune = sample.commune_user("Cao Lộc", "Lộc Yên")
+    r = await _refused(client, sessions, household.code, Step.VERIFY, other_commune, evidence=["BB"])
+    assert r.rule == "OutsideJurisdiction"
+    other_district = sample.district_user("Lộc Bình")
+    r = await _refused(client, sessions, household.code, Step.VERIFY, other_district, evidence=["BB"])
+    assert r.rule == "OutsideJurisdiction" and household.code in r.message
+
+
+async def test_the_same_person_may_not_verify_and_approve(client, sessions, household):
+    # District officers may verify and may approve, but not both on one household.
+    await take_step(client, sessions, household.code, Step.VERIFY, DISTRICT, evidence=["BB"])
+    r = await _refused(client, sessions, household.code, Step.APPROVE, DISTRICT, evidence=["QĐ"])
+    assert r.rule == "SegregationOfDuties"
+    assert f"user {DISTRICT} took step 'verify'" in r.message
+    ok = await take_step(client, sessions, household.code, Step.APPROVE, sample.PROVINCE_USER, evidence=["QĐ"])
+    assert ok.to_stage is Stage.FUND_ALLOCATION
+
+
+async def test_the_finance_officer_who_allocated_may_not_settle(client, sessions, household):
+    for step, user, extra in (
+        (Step.VERIFY, COMMUNE, {}),
+        (Step.APPROVE, DISTRICT, {}),
+        (Step.ALLOCATE, "tc.hoang", {"source": "NS-TINH"}),
+        (Step.COMPLETE_CONSTRUCTION, COMMUNE, {}),
+        (Step.ACCEPT, DISTRICT, {}),
+    ):
+        await take_step(client, sessions, household.code, step, user, evidence=["doc"], **extra)
+    r = await _refused(client, sessions, household.code, Step.SETTLE, "tc.hoang", evidence=["UNC"])
+    assert r.rule == "SegregationOfDuties"
+
+
+async def test_a_step_without_evidence_is_refused(client, sessions, household):
+    r = await _refused(client, sessions, household.code, Step.VERIFY, COMMUNE)
+    assert r.rule == "EvidenceMissing"
+
+
+async def test_send_back_and_cancel_need_a_reason(client, sessions, household):
+    await take_step(client, sessions, household.code, Step.VERIFY, COMMUNE, evidence=["BB"])
+    assert (await _refused(client, sessions, household.code, Step.SEND_BACK, DISTRICT)).rule == "ReasonMissing"
+    assert (await _refused(client, sessions, household.code, Step.CANCEL, DISTRICT, reason=" ")).rule == "ReasonMissing"
+
+
+async def test_send_back_from_the_first_stage_is_out_of_order(client, sessions, household):
+    r = await _refused(client, sessions, household.code, Step.SEND_BACK, COMMUNE, reason="x")
+    assert r.rule == "OutOfOrder" and "no earlier stage" in r.message
+
+
+async def test_an_unknown_user_is_refused(client, sessions, household):
+    r = await _refused(client, sessions, household.code, Step.VERIFY, "nobody", evidence=["BB"])
+    assert r.rule == "UnknownUser"
+
+
+async def test_the_engine_refuses_an_actor_the_users_table_does_not_know(client, sessions, household):
+    """A client that bypasses the command line and invents an actor is refused inside the engine."""
+    handle = client.get_workflow_handle(workflow_id_for(household.code))
+    ghost = Actor(
+        user_id="ghost",
+        role="commune_officer",
+        agency="UBND xã Hải Yến",
+        jurisdiction=Jurisdiction(province="Lạng Sơn", district="Cao Lộc", commune="Hải Yến"),
+    )
+    with pytest.raises(WorkflowUpdateFailedError) as caught:
+        await handle.execute_update(HouseholdWorkflow.verify, VerifyInput(actor=ghost, evidence=["BB"]))
+    assert isinstance(caught.value.cause, ApplicationError) and caught.value.cause.type == "UnknownUser"
+
+    # A real user claiming a role the users table does not give them.
+    promoted = Actor(
+        user_id=COMMUNE,
+        role="district_officer",
+        agency="UBND Cao Lộc",
+        jurisdiction=Jurisdiction(province="Lạng Sơn", district="Cao Lộc"),
+    )
+    await take_step(client, sessions, household.code, Step.VERIFY, DISTRICT, evidence=["BB"])
+    with pytest.raises(WorkflowUpdateFailedError) as caught:
+        await handle.execute_update(HouseholdWorkflow.approve, ApproveInput(actor=promoted, evidence=["QĐ"]))
+    assert caught.value.cause.type == "ActorMismatch"
+    assert (await household_state(client, household.code)).stage is Stage.APPROVAL
+
+
+async def test_allocation_is_refused_when_the_source_is_short(client, sessions, household):
+    async with sessions() as s, s.begin():
+        await ledger.create_source(s, code="SMALL-1", name="Small", category="donation", is_state_budget=False)
+        await ledger.receive(s, key="small-1:budget", source="SMALL-1", amount=59_999_999, memo="t")
+    await take_step(client, sessions, household.code, Step.VERIFY, COMMUNE, evidence=["BB"])
+    await take_step(client, sessions, household.code, Step.APPROVE, DISTRICT, evidence=["QĐ"])
+    r = await _refused(client, sessions, household.code, Step.ALLOCATE, "tc.hoang", evidence=["PB"], source="SMALL-1")
+    assert r.rule == "InsufficientFunds" and "59,999,999 đồng free" in r.message
+    async with sessions() as s:
+        assert await s.scalar(select(func.count()).where(ledger_transfers.c.household_code == household.code)) == 0
+    r = await _refused(client, sessions, household.code, Step.ALLOCATE, "tc.hoang", evidence=["PB"], source="NOPE")
+    assert r.rule == "UnknownFundingSource"
+
+
+async def test_a_closed_household_takes_no_more_steps(client, sessions, household):
+    await drive_one(client, sessions, household)
+    with pytest.raises(Refusal) as caught:
+        await take_step(client, sessions, household.code, Step.CANCEL, DISTRICT, reason="late")
+    assert caught.value.rule == "Closed"
+
+
+async def test_only_an_admin_may_change_the_policy_of_a_household_in_flight(client, sessions, household):
+    handle = client.get_workflow_handle(workflow_id_for(household.code))
+    state = await household_state(client, household.code)
+    async with sessions() as s:
+        policy = await current_workflow_policy(s, date.today())
+    district_actor = await _user_actor(sessions, DISTRICT)
+    with pytest.raises(WorkflowUpdateFailedError) as caught:
+        await handle.execute_update(HouseholdWorkflow.set_policy, SetPolicyInput(actor=district_actor, policy=policy))
+    assert caught.value.cause.type == "RoleNotAllowed"
+
+    # The programme owner changes: from now on only district officers verify.
+    steps = dict(policy.steps)
+    steps[Step.VERIFY] = steps[Step.VERIFY].model_copy(update={"roles": ["district_officer"]})
+    changed = policy.model_copy(update={"version": "2025.2-test", "steps": steps})
+    admin = await _user_actor(sessions, sample.ADMIN_USER)
+    result = await handle.execute_update(HouseholdWorkflow.set_policy, SetPolicyInput(actor=admin, policy=changed))
+    assert (result.previous_version, result.version) == (state.policy_version, "2025.2-test")
+    r = await _refused(client, sessions, household.code, Step.VERIFY, COMMUNE, evidence=["BB"])
+    assert r.rule == "RoleNotAllowed" and "2025.2-test" in r.message
+    await take_step(client, sessions, household.code, Step.VERIFY, DISTRICT, evidence=["BB"])
+
+
+async def _user_actor(sessions, user_id: str) -> Actor:
+    async with sessions() as s:
+        return await users.require_actor(s, user_id)
