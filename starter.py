@@ -31,13 +31,13 @@ from core.logs import configure_logging
 from core.migrate import upgrade
 from core.settings import ROOT, Settings, get_settings
 from core.stack import Stack, StackError
-from core.temporal import connect
+from core.temporal import connect, ensure_search_attributes
 from db import audit, households, outbox
 from db.engine import make_engine, make_sessions
 from models.household import STAGE_VI, Stage, Step
 from operations import reports
 from operations.actions import Refusal, household_state, take_step
-from operations.imports import ImportRejected, import_file
+from operations.imports import ImportRejected, import_file, register, start_workflows
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Housing-support programme engine")
 stack_app = typer.Typer(no_args_is_help=True, help="The embedded stack: PostgreSQL, Temporal dev server, worker")
@@ -102,6 +102,13 @@ def _stack_up(stack: Stack, worker: bool) -> None:
                   f"Web UI {stack.settings.temporal_ui_url}")  # fmt: skip
     else:
         out.print(f"Temporal    external at {stack.settings.temporal_address}")
+
+    async def register_search_attributes() -> list[str]:
+        return await ensure_search_attributes(await connect(stack.settings), stack.settings.temporal_namespace)
+
+    added = asyncio.run(register_search_attributes())
+    if added:
+        out.print(f"Temporal    search attributes registered: {', '.join(added)}")
     if worker:
         started = stack.worker().start(stack.env())
         out.print(f"Worker      {'started' if started else 'running'} (log: {stack.worker().log_file.name} "
@@ -172,8 +179,14 @@ def import_list(
 
     async def go(settings: Settings):
         async with _sessions(settings) as sessions:
+            # The list is checked and registered before Temporal is contacted: a bad file is reported
+            # whatever the state of the workflow servers, and a re-run starts what is missing.
+            report, items, current = await register(sessions, file.read_bytes(), file.name, as_user)
             client = await connect(settings)
-            return await import_file(sessions, client, settings.temporal_task_queue, file, as_user)
+            report.workflows_started, report.workflows_existing = await start_workflows(
+                client, settings.temporal_task_queue, items, current
+            )
+            return report
 
     try:
         report = _run(go)

@@ -1,0 +1,39 @@
+# A newcomer needs python3, pip and make; everything else is installed into .venv from the package index.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: install demo test lint up down status clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## make demo: embedded stack + worker, import the sample list, every household through all six stages
+demo: install
+	$(PY) starter.py demo
+
+## make test: lint, then the whole suite against real PostgreSQL and Temporal test servers
+test: install
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+up: install
+	$(PY) starter.py stack up
+
+down:
+	@if [ -x $(PY) ]; then $(PY) starter.py stack down; fi
+
+status: install
+	$(PY) starter.py stack status
+
+clean: down
+	rm -rf .state

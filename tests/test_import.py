@@ -1,0 +1,128 @@
+"""Approved-list import: every problem named by line and field, nothing half-imported, re-import is safe."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from sqlalchemy import func, select
+
+from core.errors import DomainError
+from core.settings import ROOT
+from db.schema import households
+from models.household import workflow_id_for
+from operations import sample
+from operations.csv_list import COLUMNS, parse
+from operations.imports import ImportRejected, import_file, register
+from tests.conftest import make_households, to_csv
+
+
+def _rows(n=3, **overrides) -> list[dict]:
+    return [h.model_dump(mode="json") | overrides for h in make_households(n)]
+
+
+async def _count(sessions, codes) -> int:
+    async with sessions() as s:
+        return await s.scalar(select(func.count()).where(households.c.code.in_(codes)))
+
+
+async def _rejected(sessions, rows_or_bytes) -> list[str]:
+    data = rows_or_bytes if isinstance(rows_or_bytes, bytes) else to_csv(rows_or_bytes)
+    with pytest.raises(ImportRejected) as caught:
+        await register(sessions, data, "bad.csv", sample.PROVINCE_USER)
+    return [str(p) for p in caught.value.problems]
+
+
+async def test_bad_fields_are_named_by_line_and_nothing_is_imported(sessions):
+    rows = _rows(4)
+    rows[1]["cccd"] = "12345678901"  # 11 digits
+    rows[2]["beneficiary_group"] = "rich"
+    rows[3]["head_of_household"] = ""
+    problems = await _rejected(sessions, rows)
+    assert any(p.startswith("line 3, field cccd:") and "'12345678901'" in p for p in problems)
+    assert any(p.startswith("line 4, field beneficiary_group:") for p in problems)
+    assert any(p.startswith("line 5, field head_of_household:") for p in problems)
+    assert len(problems) == 3
+    assert await _count(sessions, [r["code"] for r in rows]) == 0, "the good row must not be imported either"
+
+
+async def test_a_missing_column_is_named(sessions):
+    data = to_csv(_rows(1)).replace(b",decision_ref", b",decision")
+    assert await _rejected(sessions, data) == ["line 1, field decision_ref: column is missing from the header"]
+
+
+async def test_duplicates_within_the_file_are_refused(sessions):
+    rows = _rows(3)
+    rows[2]["code"] = rows[0]["code"]
+    rows[1]["cccd"] = rows[0]["cccd"]
+    problems = await _rejected(sessions, rows)
+    assert f"line 3, field cccd: {rows[0]['cccd']} duplicates line 2" in problems
+    assert f"line 4, field code: {rows[0]['code']} duplicates line 2" in problems
+
+
+async def test_duplicates_of_registered_households_are_refused(sessions):
+    first = _rows(2)
+    await register(sessions, to_csv(first), "first.csv", sample.PROVINCE_USER)
+    again = _rows(2)
+    again[0]["cccd"] = first[0]["cccd"]  # a registered person under a new code
+    again[1] = first[1] | {"support_type": "repair" if first[1]["support_type"] == "new_build" else "new_build"}
+    problems = await _rejected(sessions, again)
+    assert problems == [
+        f"line 2, field cccd: {first[0]['cccd']} is already registered to household {first[0]['code']}",
+        f"line 3, field code: {first[1]['code']} is already registered with different support_type",
+    ]
+
+
+async def test_rows_outside_the_importers_jurisdiction_are_refused(sessions):
+    rows = _rows(2, district="Hữu Lũng", commune="Yên Thịnh")
+    rows[1] |= {"district": "Bắc Sơn", "commune": "Vũ Lễ"}
+    data = to_csv(rows)
+    with pytest.raises(ImportRejected) as caught:
+        await register(sessions, data, "x.csv", sample.district_user("Hữu Lũng"))
+    assert [str(p).split(":")[0] for p in caught.value.problems] == ["line 3, field district"]
+    with pytest.raises(DomainError) as denied:
+        await register(sessions, data, "x.csv", sample.commune_user("Hữu Lũng", "Yên Thịnh"))
+    assert denied.value.type == "RoleNotAllowed"
+
+
+def test_vietnamese_terms_and_excel_bom_are_accepted():
+    row = _rows(1)[0] | {"beneficiary_group": "Hộ cận nghèo", "support_type": "sửa chữa"}
+    data = "\ufeff".encode() + to_csv([row])
+    parsed, problems = parse(data)
+    assert problems == []
+    assert (parsed[0].household.beneficiary_group.value, parsed[0].household.support_type.value) == (
+        "near_poor", "repair",
+    )  # fmt: skip
+
+
+async def test_importing_the_same_list_twice_starts_nothing_twice(client, sessions, task_queue, tmp_csv):
+    items = make_households(5)
+    tmp_csv.write_bytes(to_csv(items))
+    first = await import_file(sessions, client, task_queue, tmp_csv, sample.PROVINCE_USER)
+    second = await import_file(sessions, client, task_queue, tmp_csv, sample.PROVINCE_USER)
+    assert (first.registered, first.workflows_started, first.workflows_existing) == (5, 5, 0)
+    assert (second.registered, second.unchanged, second.workflows_started, second.workflows_existing) == (0, 5, 0, 5)
+    runs = [w async for w in client.list_workflows(f"WorkflowId='{workflow_id_for(items[0].code)}'")]
+    assert len(runs) == 1
+
+
+def test_the_command_line_reports_a_bad_file_and_exits_non_zero(settings, sessions, tmp_csv):
+    rows = _rows(2)
+    rows[0]["cccd"] = "0201ABC"
+    tmp_csv.write_bytes(to_csv(rows))
+    env = {**os.environ, "DATABASE_URL": settings.database_url, "TEMPORAL_ADDRESS": "127.0.0.1:1", "COLUMNS": "200"}
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "starter.py"), "import", str(tmp_csv), "--as", sample.PROVINCE_USER],
+        capture_output=True, text=True, env=env, cwd=ROOT, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "rejected" in done.stderr and "nothing was imported" in done.stderr
+    assert "line 2, field cccd" in done.stderr
+
+
+def test_columns_match_the_household_model():
+    from models.household import Household
+
+    assert set(COLUMNS) == set(Household.model_fields)

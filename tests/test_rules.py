@@ -1,0 +1,99 @@
+"""The rule functions on their own: pure logic, no servers."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from models import Actor, Jurisdiction, Stage, Step, StepRule, VerifyInput, WorkflowPolicy
+from models.household import Household
+from models.state import TimelineEntry
+from workflows.rules import RuleViolation, check_action, target_of
+
+H = Household(
+    code="LS-1", head_of_household="Nông Văn A", cccd="020190000001", province="Lạng Sơn", district="Lộc Bình",
+    commune="Mẫu Sơn", beneficiary_group="poor", support_type="new_build", decision_ref="270/QĐ-UBND",
+)  # fmt: skip
+POLICY = WorkflowPolicy(
+    version="t",
+    steps={
+        Step.VERIFY: StepRule(roles=["commune_officer", "district_officer"], responsible_agency="xã"),
+        Step.APPROVE: StepRule(roles=["district_officer"], responsible_agency="huyện"),
+        Step.CANCEL: StepRule(roles=["district_officer"], responsible_agency="huyện", evidence_required=False),
+    },
+    distinct_actors=[(Step.VERIFY, Step.APPROVE)],
+)
+
+
+def actor(user="u1", role="district_officer", district="Lộc Bình", commune=None) -> Actor:
+    return Actor(user_id=user, role=role, agency="a",
+                 jurisdiction=Jurisdiction(province="Lạng Sơn", district=district, commune=commune))  # fmt: skip
+
+
+def check(step, stage, who, evidence=("doc",), reason=None, timeline=()):
+    action = VerifyInput(actor=who, evidence=list(evidence), reason=reason)
+    return check_action(step=step, stage=stage, household=H, policy=POLICY, action=action, timeline=timeline)
+
+
+def test_each_stage_has_exactly_one_forward_step():
+    assert target_of(Step.VERIFY, Stage.VERIFICATION, "x").to_stage is Stage.APPROVAL
+    assert target_of(Step.SETTLE, Stage.SETTLEMENT, "x").to_stage is Stage.CLOSED
+    for stage in (Stage.APPROVAL, Stage.CONSTRUCTION):
+        with pytest.raises(RuleViolation) as v:
+            target_of(Step.VERIFY, stage, "x")
+        assert v.value.rule == "OutOfOrder"
+    with pytest.raises(RuleViolation):
+        target_of(Step.CANCEL, Stage.CLOSED, "x")
+
+
+def test_send_back_is_governed_by_the_rule_of_the_step_it_refuses():
+    t = target_of(Step.SEND_BACK, Stage.APPROVAL, "x")
+    assert (t.to_stage, t.governing_step) == (Stage.VERIFICATION, Step.APPROVE)
+
+
+@pytest.mark.parametrize(
+    ("who", "rule"),
+    [
+        (actor(role="finance_officer", district=None), "RoleNotAllowed"),
+        (actor(district="Cao Lộc"), "OutsideJurisdiction"),
+        (actor(role="commune_officer", commune="Tú Mịch"), "OutsideJurisdiction"),
+    ],
+)
+def test_role_and_jurisdiction(who, rule):
+    with pytest.raises(RuleViolation) as v:
+        check(Step.VERIFY, Stage.VERIFICATION, who)
+    assert v.value.rule == rule
+
+
+def test_segregation_looks_at_who_last_took_the_paired_step():
+    entry = TimelineEntry(
+        seq=1, step=Step.VERIFY, from_stage=Stage.VERIFICATION, to_stage=Stage.APPROVAL, at=datetime.now(UTC),
+        user_id="u1", role="district_officer", agency="a", audit_hash="h",
+    )  # fmt: skip
+    with pytest.raises(RuleViolation) as v:
+        check(Step.APPROVE, Stage.APPROVAL, actor("u1"), timeline=[entry])
+    assert v.value.rule == "SegregationOfDuties"
+    assert check(Step.APPROVE, Stage.APPROVAL, actor("u2"), timeline=[entry]).to_stage is Stage.FUND_ALLOCATION
+
+
+def test_evidence_and_reason():
+    with pytest.raises(RuleViolation) as v:
+        check(Step.VERIFY, Stage.VERIFICATION, actor(), evidence=())
+    assert v.value.rule == "EvidenceMissing"
+    with pytest.raises(RuleViolation) as v:
+        check(Step.CANCEL, Stage.VERIFICATION, actor(), evidence=())
+    assert v.value.rule == "ReasonMissing"
+    cancelled = check(Step.CANCEL, Stage.VERIFICATION, actor(), evidence=(), reason="đã chuyển đi")
+    assert cancelled.to_stage is Stage.CANCELLED
+
+
+def test_blank_evidence_references_are_rejected_by_the_model():
+    with pytest.raises(ValueError):
+        VerifyInput(actor=actor(), evidence=["  "])
+
+
+def test_jurisdiction_narrowing():
+    assert Jurisdiction(province="Lạng Sơn").covers(H)
+    assert Jurisdiction(province="Lạng Sơn", district="Lộc Bình", commune="Mẫu Sơn").covers(H)
+    assert not Jurisdiction(province="Bắc Giang").covers(H)
