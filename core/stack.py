@@ -183,7 +183,10 @@ class EmbeddedPostgres:
             )
 
             ensure_user_exists(PG_SYSTEM_USER)
+            # The unprivileged user must traverse to its data and to the binaries inside this virtualenv
+            # (a fresh clone may sit under a private 0700 folder).
             ensure_prefix_permissions(self.data_dir)
+            ensure_prefix_permissions(self._bin)
             ensure_folder_permissions(self._bin, stat.S_IXGRP | stat.S_IXOTH | stat.S_IRGRP | stat.S_IROTH)
             ensure_folder_permissions(self._bin.parent / "lib", stat.S_IRGRP | stat.S_IROTH)
             pw = pwd.getpwnam(PG_SYSTEM_USER)
