@@ -45,8 +45,9 @@ audit_app = typer.Typer(no_args_is_help=True, help="Checks for auditors and insp
 app.add_typer(stack_app, name="stack")
 app.add_typer(audit_app, name="audit")
 
-out = Console()
-err = Console(stderr=True)
+# Off a terminal (CI logs, pipes) rich would assume 80 columns and squeeze the tables.
+out = Console(width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 T = TypeVar("T")
 
 
@@ -315,11 +316,11 @@ def print_report(rep: reports.Report) -> None:
     table.add_row("[bold]total", "", str(totals["households"]), str(totals["new_builds"]), str(totals["repairs"]),
                   _dong(totals["reserved"]), _dong(totals["paid"]))  # fmt: skip
     out.print(table)
-    funds = Table("source", "name", "state budget", "received (đ)", "reserved (đ)", "posted (đ)", "free (đ)",
+    funds = Table("source", "state budget", "received (đ)", "reserved (đ)", "posted (đ)", "free (đ)", "name",
                   title="Funds by source")  # fmt: skip
     for s in rep.by_source:
-        funds.add_row(s.code, s.name, "yes" if s.is_state_budget else "no", _dong(s.received), _dong(s.reserved),
-                      _dong(s.posted), _dong(s.free))  # fmt: skip
+        funds.add_row(s.code, "yes" if s.is_state_budget else "no", _dong(s.received), _dong(s.reserved),
+                      _dong(s.posted), _dong(s.free), s.name)  # fmt: skip
     out.print(funds)
 
 

@@ -11,7 +11,7 @@ from datetime import timedelta, timezone
 
 import structlog
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from core.errors import DomainError
 from core.settings import Settings
@@ -35,7 +35,10 @@ class HouseholdActivities:
             async with self._sessions() as session, session.begin():
                 return await self._record(session, rec)
         except DomainError as err:
-            raise ApplicationError(err.message, type=err.type, non_retryable=True) from None
+            # A business refusal is an answer, not a fault: non-retryable, and logged as benign.
+            raise ApplicationError(
+                err.message, type=err.type, non_retryable=True, category=ApplicationErrorCategory.BENIGN
+            ) from None
 
     @activity.defn(name="send_reminder")
     async def send_reminder(self, rec: ReminderRecord) -> bool:

@@ -61,9 +61,18 @@ def _wait_for(predicate, timeout: float, what: str, log: Path | None = None) -> 
 def _pid_alive(pid_file: Path) -> int | None:
     try:
         pid = int(pid_file.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+    try:
+        # When this process started it, an exited server stays a zombie until reaped.
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return None
+    except ChildProcessError:
+        pass  # not our child: whoever started it reaps it
+    try:
         os.kill(pid, 0)
         return pid
-    except (FileNotFoundError, ValueError, ProcessLookupError, PermissionError):
+    except (ProcessLookupError, PermissionError):
         return None
 
 
