@@ -17,7 +17,7 @@ from core.errors import DomainError
 from core.settings import Settings
 from db import audit, households, ledger, outbox, policy, users
 from db.engine import Sessions
-from models.household import STAGE_VI, Stage
+from models.household import STAGE_VI, Step
 from models.records import MoneyOp, ReminderRecord, TransitionOutcome, TransitionRecord
 
 log = structlog.get_logger(__name__)
@@ -151,7 +151,7 @@ class HouseholdActivities:
                 t = await ledger.post(session, key=key, pending_id=rec.reservation_id, memo=memo)
                 return t, {"reserved": 0, "paid": row.paid + t.amount}
             t = await ledger.void(session, key=key, pending_id=rec.reservation_id, memo=memo)
-            return t, {"reserved": 0}
+            return t, {"reserved": 0, "funding_source": None}
         return None, {}
 
     async def _notify(self, session, rec: TransitionRecord, row: households.HouseholdRow, amount: int | None) -> None:
@@ -170,12 +170,13 @@ class HouseholdActivities:
                     f"({rec.actor.user_id}, {rec.actor.agency}); đề nghị thực hiện bước '{STAGE_VI[rec.to_stage]}'."
                 ),
             )
+        # The household hears of what touches its money or its file.
         household_news = {
-            Stage.CONSTRUCTION: f"Hộ được bố trí {amount or 0:,} đồng hỗ trợ; có thể khởi công.",
-            Stage.CLOSED: f"Hộ đã được thanh toán {amount or 0:,} đồng hỗ trợ. Hồ sơ đã hoàn thành.",
-            Stage.CANCELLED: f"Hồ sơ hỗ trợ nhà ở của hộ đã bị hủy. Lý do: {rec.reason}",
+            Step.ALLOCATE: f"Hộ được bố trí {amount or 0:,} đồng hỗ trợ; có thể khởi công.",
+            Step.SETTLE: f"Hộ đã được thanh toán {amount or 0:,} đồng hỗ trợ. Hồ sơ đã hoàn thành.",
+            Step.CANCEL: f"Hồ sơ hỗ trợ nhà ở của hộ đã bị hủy. Lý do: {rec.reason}",
         }
-        if rec.step.value in ("allocate", "settle", "cancel") and rec.to_stage in household_news:
+        if rec.step in household_news:
             await outbox.enqueue(
                 session,
                 key=f"{rec.idempotency_key}:household",
@@ -184,5 +185,5 @@ class HouseholdActivities:
                 channel="sms",
                 recipient=f"household:{rec.household_code}",
                 subject=f"Hỗ trợ nhà ở - hộ {rec.household_code}",
-                body=household_news[rec.to_stage],
+                body=household_news[rec.step],
             )

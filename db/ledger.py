@@ -116,36 +116,21 @@ async def create_source(
     )
 
 
+_TRANSFER_COLUMNS = tuple(ledger_transfers.c[name] for name in Transfer.__dataclass_fields__)
+
+
 async def find_transfer(session: AsyncSession, key: str) -> Transfer | None:
     row = (
-        await session.execute(
-            select(
-                ledger_transfers.c.id,
-                ledger_transfers.c.idempotency_key,
-                ledger_transfers.c.kind,
-                ledger_transfers.c.debit_account_id,
-                ledger_transfers.c.credit_account_id,
-                ledger_transfers.c.amount,
-                ledger_transfers.c.pending_id,
-                ledger_transfers.c.household_code,
-            ).where(ledger_transfers.c.idempotency_key == key)
-        )
+        await session.execute(select(*_TRANSFER_COLUMNS).where(ledger_transfers.c.idempotency_key == key))
     ).one_or_none()
     return Transfer(**row._mapping) if row else None
 
 
 async def _insert_transfer(session: AsyncSession, **values: object) -> Transfer:
-    new_id = await session.scalar(insert(ledger_transfers).values(**values).returning(ledger_transfers.c.id))
-    return Transfer(
-        id=new_id,
-        idempotency_key=values["idempotency_key"],
-        kind=values["kind"],
-        debit_account_id=values["debit_account_id"],
-        credit_account_id=values["credit_account_id"],
-        amount=values["amount"],
-        pending_id=values.get("pending_id"),
-        household_code=values.get("household_code"),
-    )
+    row = (
+        await session.execute(insert(ledger_transfers).values(**values).returning(*_TRANSFER_COLUMNS))
+    ).one()
+    return Transfer(**row._mapping)
 
 
 def _check_amount(amount: int) -> None:
@@ -201,62 +186,41 @@ async def reserve(
     )
 
 
-async def _pending(session: AsyncSession, pending_id: int) -> Transfer:
-    row = (
+async def _resolve(session: AsyncSession, kind: str, *, key: str, pending_id: int, memo: str) -> Transfer:
+    pending = (
         await session.execute(
-            select(ledger_transfers).where(ledger_transfers.c.id == pending_id, ledger_transfers.c.kind == "pending")
+            select(*_TRANSFER_COLUMNS).where(ledger_transfers.c.id == pending_id, ledger_transfers.c.kind == "pending")
         )
     ).one_or_none()
-    if row is None:
+    if pending is None:
         raise DomainError("UnknownReservation", f"transfer {pending_id} is not a pending reservation")
     resolved = await session.scalar(
         select(ledger_transfers.c.kind).where(ledger_transfers.c.pending_id == pending_id)
     )
     if resolved:
         raise DomainError("ReservationResolved", f"reservation {pending_id} was already {resolved}")
-    m = row._mapping
-    return Transfer(
-        id=m["id"],
-        idempotency_key=m["idempotency_key"],
-        kind=m["kind"],
-        debit_account_id=m["debit_account_id"],
-        credit_account_id=m["credit_account_id"],
-        amount=m["amount"],
-        pending_id=None,
-        household_code=m["household_code"],
+    p = Transfer(**pending._mapping)
+    return await _insert_transfer(
+        session,
+        idempotency_key=key,
+        kind=kind,
+        debit_account_id=p.debit_account_id,
+        credit_account_id=p.credit_account_id,
+        amount=p.amount,
+        pending_id=p.id,
+        household_code=p.household_code,
+        memo=memo,
     )
 
 
 async def post(session: AsyncSession, *, key: str, pending_id: int, memo: str) -> Transfer:
     """The reservation becomes final: the household has been paid its whole reserved amount."""
-    p = await _pending(session, pending_id)
-    return await _insert_transfer(
-        session,
-        idempotency_key=key,
-        kind="post_pending",
-        debit_account_id=p.debit_account_id,
-        credit_account_id=p.credit_account_id,
-        amount=p.amount,
-        pending_id=p.id,
-        household_code=p.household_code,
-        memo=memo,
-    )
+    return await _resolve(session, "post_pending", key=key, pending_id=pending_id, memo=memo)
 
 
 async def void(session: AsyncSession, *, key: str, pending_id: int, memo: str) -> Transfer:
     """Release a reservation back to its source."""
-    p = await _pending(session, pending_id)
-    return await _insert_transfer(
-        session,
-        idempotency_key=key,
-        kind="void_pending",
-        debit_account_id=p.debit_account_id,
-        credit_account_id=p.credit_account_id,
-        amount=p.amount,
-        pending_id=p.id,
-        household_code=p.household_code,
-        memo=memo,
-    )
+    return await _resolve(session, "void_pending", key=key, pending_id=pending_id, memo=memo)
 
 
 async def source_balances(session: AsyncSession) -> list[SourceBalance]:
