@@ -18,10 +18,12 @@ import sys
 from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import asdict
+from datetime import date
 from pathlib import Path
 from typing import TypeVar
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -34,16 +36,21 @@ from core.stack import Stack, StackError
 from core.temporal import connect, ensure_search_attributes
 from db import audit, households, outbox
 from db.engine import make_engine, make_sessions
-from models.household import STAGE_VI, Stage, Step
+from db.policy import current_workflow_policy
+from models.household import FORWARD, STAGE_VI, Stage, Step
+from models.policy import WorkflowPolicy
 from operations import reports
 from operations.actions import Refusal, household_state, take_step
 from operations.imports import ImportRejected, import_file, register, start_workflows
+from operations.policies import add_version, push
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Housing-support programme engine")
 stack_app = typer.Typer(no_args_is_help=True, help="The embedded stack: PostgreSQL, Temporal dev server, worker")
 audit_app = typer.Typer(no_args_is_help=True, help="Checks for auditors and inspectors")
+policy_app = typer.Typer(no_args_is_help=True, help="Who may take which step: versioned policy data")
 app.add_typer(stack_app, name="stack")
 app.add_typer(audit_app, name="audit")
+app.add_typer(policy_app, name="policy")
 
 # Off a terminal (CI logs, pipes) rich would assume 80 columns and squeeze the tables.
 out = Console(width=None if sys.stdout.isatty() else 160)
@@ -322,6 +329,60 @@ def print_report(rep: reports.Report) -> None:
         funds.add_row(s.code, "yes" if s.is_state_budget else "no", _dong(s.received), _dong(s.reserved),
                       _dong(s.posted), _dong(s.free), s.name)  # fmt: skip
     out.print(funds)
+
+
+# ---------------------------------------------------------------------------------------------- policy
+
+
+@policy_app.command("show")
+def policy_show(as_json: bool = typer.Option(False, "--json")) -> None:
+    """The workflow policy in force today: roles per step, SLA days, steps that need different people."""
+
+    async def go(settings: Settings):
+        async with _sessions(settings) as sessions, sessions() as session:
+            return await current_workflow_policy(session, date.today())
+
+    current = _run(go)
+    if as_json:
+        print(current.model_dump_json(indent=2))
+        return
+    table = Table("step", "roles", "responsible agency", "evidence", "SLA days (stage)",
+                  title=f"Workflow policy {current.version}")  # fmt: skip
+    stage_of = {step: stage for stage, (step, _) in FORWARD.items()}
+    for step in (s for s in Step if s in current.steps):
+        rule = current.steps[step]
+        stage = stage_of.get(step)
+        sla = f"{current.sla_days.get(stage, '-')} ({stage.value})" if stage else "-"
+        table.add_row(step.value, ", ".join(rule.roles), rule.responsible_agency,
+                      "required" if rule.evidence_required else "-", sla)  # fmt: skip
+    out.print(table)
+    out.print("different people for: " + "; ".join(f"{a.value} / {b.value}" for a, b in current.distinct_actors))
+
+
+@policy_app.command("apply")
+def policy_apply(
+    file: Path = typer.Argument(..., exists=True, dir_okay=False, help="Policy JSON (see 'policy show --json')"),
+    as_user: str = typer.Option(..., "--as", help="An officer with a policy admin role"),
+    effective_from: str = typer.Option(None, help="YYYY-MM-DD; default today"),
+) -> None:
+    """Store a new policy version and apply it to every household in flight."""
+    try:
+        new = WorkflowPolicy.model_validate_json(file.read_bytes())
+        start = date.fromisoformat(effective_from) if effective_from else date.today()
+    except (ValidationError, ValueError) as e:
+        _fail(f"{file.name}: {e}")
+
+    async def go(settings: Settings):
+        async with _sessions(settings) as sessions:
+            await add_version(sessions, new, start, as_user)
+            return await push(await connect(settings), sessions, new, as_user)
+
+    try:
+        report = _run(go)
+    except DomainError as e:
+        _fail(str(e))
+    out.print(f"policy {new.version} stored (effective {start}); applied to {report.applied} households in flight"
+              + (f", refused by {report.refused}" if report.refused else ""))  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------- audit

@@ -1,0 +1,67 @@
+"""Publishing a new workflow policy version: who may take which step changes mid-programme (agencies are
+data). The version is stored with its effective date, then applied to every household in flight."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import date
+
+from sqlalchemy import insert, select
+from temporalio.client import Client, WorkflowUpdateFailedError
+
+from core.errors import DomainError
+from db import policy as policy_db
+from db import users
+from db.engine import Sessions
+from db.schema import workflow_policies
+from models.actions import SetPolicyInput
+from models.policy import WorkflowPolicy
+from workflows.household import HouseholdWorkflow
+
+
+@dataclass
+class PushReport:
+    applied: int = 0
+    refused: int = 0
+
+
+async def add_version(sessions: Sessions, new: WorkflowPolicy, effective_from: date, user_id: str) -> None:
+    async with sessions() as session, session.begin():
+        actor = await users.require_actor(session, user_id)
+        current = await policy_db.current_workflow_policy(session, date.today())
+        if actor.role not in current.policy_admin_roles:
+            raise DomainError("RoleNotAllowed", f"role {actor.role!r} may not publish workflow policies")
+        if await session.scalar(select(workflow_policies.c.version).where(workflow_policies.c.version == new.version)):
+            raise DomainError("PolicyExists", f"policy version {new.version} exists; versions are never edited")
+        await session.execute(
+            insert(workflow_policies).values(
+                version=new.version, effective_from=effective_from, document=new.model_dump(mode="json")
+            )
+        )
+
+
+IN_FLIGHT = "WorkflowType='HouseholdWorkflow' AND ExecutionStatus='Running'"
+
+
+async def push(
+    client: Client, sessions: Sessions, new: WorkflowPolicy, user_id: str, concurrency: int = 32, query: str = IN_FLIGHT
+) -> PushReport:
+    """Apply the policy to every running household workflow (each one checks the actor itself)."""
+    async with sessions() as session:
+        actor = await users.require_actor(session, user_id)
+    report = PushReport()
+    gate = asyncio.Semaphore(concurrency)
+
+    async def apply(workflow_id: str) -> None:
+        async with gate:
+            try:
+                await client.get_workflow_handle(workflow_id).execute_update(
+                    HouseholdWorkflow.set_policy, SetPolicyInput(actor=actor, policy=new)
+                )
+                report.applied += 1
+            except WorkflowUpdateFailedError:
+                report.refused += 1
+
+    await asyncio.gather(*[apply(w.id) async for w in client.list_workflows(query)])
+    return report
