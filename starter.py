@@ -34,15 +34,19 @@ from core.migrate import upgrade
 from core.settings import ROOT, Settings, get_settings
 from core.stack import Stack, StackError
 from core.temporal import connect, ensure_search_attributes
-from db import audit, households, outbox
+from db import audit, households, ledger, outbox
 from db.engine import make_engine, make_sessions
 from db.policy import current_workflow_policy
 from models.household import FORWARD, STAGE_VI, Stage, Step
 from models.policy import WorkflowPolicy
+from notify.channels import make_channel
+from notify.dispatcher import Dispatcher
 from operations import reports
 from operations.actions import Refusal, household_state, take_step
-from operations.imports import ImportRejected, import_file, register, start_workflows
+from operations.demo import drive_all
+from operations.imports import ImportRejected, import_file
 from operations.policies import add_version, push
+from operations.seed import seed_demo as seed
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Housing-support programme engine")
 stack_app = typer.Typer(no_args_is_help=True, help="The embedded stack: PostgreSQL, Temporal dev server, worker")
@@ -169,8 +173,6 @@ def migrate() -> None:
 @app.command("seed-demo")
 def seed_demo() -> None:
     """Load the demo officers, funding sources and budget receipts (safe to re-run)."""
-    from operations.seed import seed_demo as seed
-
     async def go(settings: Settings) -> dict:
         async with _sessions(settings) as sessions:
             return await seed(sessions)
@@ -187,14 +189,8 @@ def import_list(
 
     async def go(settings: Settings):
         async with _sessions(settings) as sessions:
-            # The list is checked and registered before Temporal is contacted: a bad file is reported
-            # whatever the state of the workflow servers, and a re-run starts what is missing.
-            report, items, current = await register(sessions, file.read_bytes(), file.name, as_user)
-            client = await connect(settings)
-            report.workflows_started, report.workflows_existing = await start_workflows(
-                client, settings.temporal_task_queue, items, current
-            )
-            return report
+            client = await connect(settings, lazy=True)  # not contacted until the list has been registered
+            return await import_file(sessions, client, settings.temporal_task_queue, file, as_user)
 
     try:
         report = _run(go)
@@ -205,10 +201,7 @@ def import_list(
         raise typer.Exit(2) from None
     except DomainError as e:
         _fail(str(e))
-    out.print(
-        f"{file.name}: {report.rows} households — {report.registered} registered, {report.unchanged} already "
-        f"registered; workflows {report.workflows_started} started, {report.workflows_existing} existing"
-    )
+    out.print(report.describe(file.name))
 
 
 # ---------------------------------------------------------------------------------------------- actions
@@ -406,9 +399,6 @@ def audit_chain(code: str | None = typer.Argument(None, help="One household; all
 @app.command("notify-drain")
 def notify_drain() -> None:
     """Send every due notification now (the worker does this continuously)."""
-    from notify.channels import make_channel
-    from notify.dispatcher import Dispatcher
-
     async def go(settings: Settings):
         async with _sessions(settings) as sessions:
             channel = make_channel(settings.notify_channel, settings.notifications_path)
@@ -430,9 +420,6 @@ def demo(
 ) -> None:
     """Start the stack and a worker, import the sample list, take every household through all six stages,
     and print the summary."""
-    from operations.demo import drive_all
-    from operations.seed import seed_demo as seed
-
     settings = get_settings()
     stack = Stack(settings)
     out.rule("[bold]1. Stack")
@@ -447,9 +434,7 @@ def demo(
             out.rule("[bold]2. Reference data and the approved list")
             out.print(f"seeded: {await seed(sessions)}")
             rep = await import_file(sessions, client, settings.temporal_task_queue, households_csv, "tinh.luong")
-            out.print(f"{households_csv.name}: {rep.rows} households — {rep.registered} registered, "
-                      f"{rep.unchanged} already registered; workflows {rep.workflows_started} started, "
-                      f"{rep.workflows_existing} existing")  # fmt: skip
+            out.print(rep.describe(households_csv.name))
             async with sessions() as session:
                 items = [h for code in rep.codes if (h := await households.get_household(session, code))]
 
@@ -481,8 +466,6 @@ def demo(
 
 
 async def _summary(settings: Settings, sessions, client, example: str) -> None:
-    from db import ledger
-
     async with sessions() as session:
         rep = await reports.build(session)
         mismatches = await reports.reconcile_households(session)

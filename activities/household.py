@@ -14,20 +14,18 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from core.errors import DomainError
-from core.settings import Settings
 from db import audit, households, ledger, outbox, policy, users
 from db.engine import Sessions
 from models.household import STAGE_VI, Step
-from models.records import MoneyOp, ReminderRecord, TransitionOutcome, TransitionRecord
+from models.records import MoneyOp, ReminderRecord, TransitionOutcome, TransitionRecord, money_effect
 
 log = structlog.get_logger(__name__)
 VIETNAM = timezone(timedelta(hours=7))
 
 
 class HouseholdActivities:
-    def __init__(self, sessions: Sessions, settings: Settings) -> None:
+    def __init__(self, sessions: Sessions) -> None:
         self._sessions = sessions
-        self._settings = settings
 
     @activity.defn(name="record_transition")
     async def record_transition(self, rec: TransitionRecord) -> TransitionOutcome:
@@ -90,8 +88,11 @@ class HouseholdActivities:
             )
         await users.confirm_actor(session, rec.actor)
 
-        transfer, readmodel = await self._move_money(session, rec, row)
+        transfer = await self._move_money(session, rec)
         amount = transfer.amount if transfer else None
+        effect = money_effect(rec.money, amount=amount, transfer_id=transfer.id if transfer else None,
+                              source=rec.source, paid_before=row.paid)  # fmt: skip
+        effect.pop("reservation_id", None)  # the ledger holds it; the read model does not
         entry = await audit.append(
             session,
             prev_hash=await audit.last_hash(session, rec.household_code, rec.seq - 1),
@@ -117,7 +118,7 @@ class HouseholdActivities:
             stage=rec.to_stage.value,
             stage_since=rec.at,
             last_seq=rec.seq,
-            **readmodel,
+            **effect,
         )
         log.info(
             "transition_recorded",
@@ -131,7 +132,7 @@ class HouseholdActivities:
             audit_id=entry.id, audit_hash=entry.hash, transfer_id=transfer.id if transfer else None, amount=amount
         )
 
-    async def _move_money(self, session, rec: TransitionRecord, row: households.HouseholdRow):
+    async def _move_money(self, session, rec: TransitionRecord) -> ledger.Transfer | None:
         memo = f"{rec.step.value} {rec.household_code} by {rec.actor.user_id}"
         key = f"{rec.idempotency_key}:{rec.money.value}"
         if rec.money is MoneyOp.RESERVE:
@@ -140,19 +141,15 @@ class HouseholdActivities:
             amount = await policy.entitlement(
                 session, rec.support_type, rec.beneficiary_group, rec.at.astimezone(VIETNAM).date()
             )
-            t = await ledger.reserve(
+            return await ledger.reserve(
                 session, key=key, source=rec.source, household_code=rec.household_code, amount=amount, memo=memo
             )
-            return t, {"entitlement": amount, "reserved": amount, "funding_source": rec.source}
         if rec.money in (MoneyOp.POST, MoneyOp.VOID):
             if rec.reservation_id is None:
                 raise DomainError("UnknownReservation", f"household {rec.household_code} holds no reservation")
-            if rec.money is MoneyOp.POST:
-                t = await ledger.post(session, key=key, pending_id=rec.reservation_id, memo=memo)
-                return t, {"reserved": 0, "paid": row.paid + t.amount}
-            t = await ledger.void(session, key=key, pending_id=rec.reservation_id, memo=memo)
-            return t, {"reserved": 0, "funding_source": None}
-        return None, {}
+            resolve = ledger.post if rec.money is MoneyOp.POST else ledger.void
+            return await resolve(session, key=key, pending_id=rec.reservation_id, memo=memo)
+        return None
 
     async def _notify(self, session, rec: TransitionRecord, row: households.HouseholdRow, amount: int | None) -> None:
         where = f"{row.district} / {row.commune}"

@@ -19,6 +19,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
 
 from sqlalchemy.engine import make_url
 
@@ -52,10 +53,8 @@ def _wait_for(predicate, timeout: float, what: str, log: Path | None = None) -> 
         if predicate():
             return
         time.sleep(0.2)
-    tail = ""
-    if log and log.exists():
-        tail = "\n" + "\n".join(log.read_text(errors="replace").splitlines()[-20:])
-    raise StackError(f"{what} did not come up within {timeout:.0f} s{tail}")
+    tail = _log_tail(log) if log else ""
+    raise StackError(f"{what} did not come up within {timeout:.0f} s" + (f"\n{tail}" if tail else ""))
 
 
 def _pid_alive(pid_file: Path) -> int | None:
@@ -92,6 +91,20 @@ def _stop_pid(pid_file: Path, timeout: float = 15) -> bool:
         os.killpg(pid, signal.SIGKILL)
     pid_file.unlink(missing_ok=True)
     return True
+
+
+def _log_tail(log: Path, lines: int = 20) -> str:
+    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:]) if log.exists() else ""
+
+
+def _spawn(cmd: list[str], log_file: Path, pid_file: Path, **popen) -> subprocess.Popen:
+    """Start a detached process (its own session, so 'stack down' can stop its whole group) logging to
+    log_file, and record its pid."""
+    pid_file.parent.mkdir(parents=True, exist_ok=True)
+    with log_file.open("ab") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True, **popen)
+    pid_file.write_text(str(proc.pid))
+    return proc
 
 
 def binary(name: str) -> Path:
@@ -265,12 +278,7 @@ class EmbeddedTemporal:
                 f"port {self.port} on {self.host} is taken by another program: stop it, or point "
                 "TEMPORAL_ADDRESS at that server"
             )
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        with self.log_file.open("ab") as log:
-            proc = subprocess.Popen(
-                self.command(), stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True
-            )
-        self.pid_file.write_text(str(proc.pid))
+        _spawn(self.command(), self.log_file, self.pid_file)
         _wait_for(lambda: port_open(self.host, self.port), 60, "Temporal dev server", self.log_file)
         return True
 
@@ -296,20 +304,13 @@ class BackgroundWorker:
     def start(self, env: dict[str, str]) -> bool:
         if self.running():
             return False
-        self.state_dir.mkdir(parents=True, exist_ok=True)
         ready = self.state_dir / "worker.ready"
         ready.unlink(missing_ok=True)
-        with self.log_file.open("ab") as log:
-            proc = subprocess.Popen(
-                [sys.executable, str(ROOT / "worker.py"), "--ready-file", str(ready)],
-                stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True,
-                env={**os.environ, **env, "LOG_JSON": "true"}, cwd=ROOT,
-            )  # fmt: skip
-        self.pid_file.write_text(str(proc.pid))
+        proc = _spawn([sys.executable, str(ROOT / "worker.py"), "--ready-file", str(ready)], self.log_file,
+                      self.pid_file, env={**os.environ, **env, "LOG_JSON": "true"}, cwd=ROOT)  # fmt: skip
         _wait_for(lambda: ready.exists() or proc.poll() is not None, 60, "worker", self.log_file)
         if proc.poll() is not None:
-            tail = "\n".join(self.log_file.read_text(errors="replace").splitlines()[-20:])
-            raise StackError(f"worker exited at start:\n{tail}")
+            raise StackError(f"worker exited at start:\n{_log_tail(self.log_file)}")
         return True
 
     def stop(self) -> bool:
@@ -333,7 +334,7 @@ class Stack:
 
     def temporal(self) -> EmbeddedTemporal:
         host, _, port = self.settings.temporal_address.rpartition(":")
-        ui_port = make_url_port(self.settings.temporal_ui_url)
+        ui_port = urlparse(self.settings.temporal_ui_url).port
         return EmbeddedTemporal(self.settings.state_dir / "temporal", host, int(port), ui_port,
                                 self.settings.temporal_namespace)  # fmt: skip
 
@@ -348,8 +349,3 @@ class Stack:
             "DATABASE_URL": self.settings.database_url,
         }
 
-
-def make_url_port(url: str) -> int | None:
-    from urllib.parse import urlparse
-
-    return urlparse(url).port

@@ -19,9 +19,10 @@ from workflows.search_attributes import ALL as SEARCH_ATTRIBUTES
 DATA_CONVERTER = pydantic_data_converter
 
 
-async def connect(settings: Settings) -> Client:
+async def connect(settings: Settings, *, lazy: bool = False) -> Client:
+    """A client; with lazy=True it reaches the server only on its first call."""
     return await Client.connect(
-        settings.temporal_address, namespace=settings.temporal_namespace, data_converter=DATA_CONVERTER
+        settings.temporal_address, namespace=settings.temporal_namespace, data_converter=DATA_CONVERTER, lazy=lazy
     )
 
 
@@ -56,7 +57,7 @@ def sandbox_runner() -> SandboxedWorkflowRunner:
 
 
 def make_worker(client: Client, sessions: Sessions, settings: Settings, *, task_queue: str | None = None) -> Worker:
-    activities = HouseholdActivities(sessions, settings)
+    activities = HouseholdActivities(sessions)
     return Worker(
         client,
         task_queue=task_queue or settings.temporal_task_queue,

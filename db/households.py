@@ -34,17 +34,7 @@ _ROW_COLUMNS = [households.c[name] for name in HouseholdRow.__dataclass_fields__
 
 
 def to_household(m) -> Household:
-    return Household(
-        code=m["code"],
-        head_of_household=m["head_of_household"],
-        cccd=m["cccd"],
-        province=m["province"],
-        district=m["district"],
-        commune=m["commune"],
-        beneficiary_group=m["beneficiary_group"],
-        support_type=m["support_type"],
-        decision_ref=m["decision_ref"],
-    )
+    return Household(**{name: m[name] for name in Household.model_fields})
 
 
 async def existing(session: AsyncSession, codes: list[str], cccds: list[str]) -> tuple[dict, dict]:

@@ -86,11 +86,15 @@ async def _account(session: AsyncSession, code: str, *, lock: bool = False) -> A
 
 
 async def _ensure_account(session: AsyncSession, code: str, name: str, kind: str, **flags: bool) -> int:
-    await session.execute(
+    """The account's id, creating it if new: one round trip on the usual path (a household's first reservation)."""
+    new_id = await session.scalar(
         pg_insert(ledger_accounts)
         .values(code=code, name=name, kind=kind, **flags)
         .on_conflict_do_nothing(index_elements=["code"])
+        .returning(ledger_accounts.c.id)
     )
+    if new_id is not None:
+        return new_id
     return await session.scalar(select(ledger_accounts.c.id).where(ledger_accounts.c.code == code))
 
 

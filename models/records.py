@@ -18,6 +18,20 @@ class MoneyOp(StrEnum):
     VOID = "void"  # the pending transfer is released back to the source
 
 
+def money_effect(
+    op: MoneyOp, *, amount: int | None, transfer_id: int | None, source: str | None, paid_before: int
+) -> dict[str, object]:
+    """What a money operation does to a household's money fields. The one definition, applied to the
+    workflow's state and to the read model alike."""
+    if op is MoneyOp.RESERVE:
+        return {"entitlement": amount, "reserved": amount, "reservation_id": transfer_id, "funding_source": source}
+    if op is MoneyOp.POST:
+        return {"reserved": 0, "paid": paid_before + (amount or 0), "reservation_id": None}
+    if op is MoneyOp.VOID:
+        return {"reserved": 0, "reservation_id": None, "funding_source": None}
+    return {}
+
+
 class TransitionRecord(BaseModel):
     """Everything one transition writes, in one transaction, under one idempotency key."""
 

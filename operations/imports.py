@@ -46,6 +46,12 @@ class ImportReport:
     workflows_existing: int
     codes: list[str] = field(default_factory=list)
 
+    def describe(self, file_name: str) -> str:
+        return (
+            f"{file_name}: {self.rows} households — {self.registered} registered, {self.unchanged} already "
+            f"registered; workflows {self.workflows_started} started, {self.workflows_existing} existing"
+        )
+
 
 def _differences(a: Household, b: Household) -> list[str]:
     return [name for name in Household.model_fields if getattr(a, name) != getattr(b, name)]
@@ -140,6 +146,8 @@ async def start_workflows(
 async def import_file(
     sessions: Sessions, client: Client, task_queue: str, path: Path, user_id: str
 ) -> ImportReport:
+    """Register the list, then start its workflows. The client is first used after registration, so with
+    a lazy client a bad file is reported whatever the state of the workflow servers."""
     data = path.read_bytes()
     report, items, current = await register(sessions, data, path.name, user_id)
     report.workflows_started, report.workflows_existing = await start_workflows(client, task_queue, items, current)

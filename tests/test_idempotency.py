@@ -54,8 +54,8 @@ async def _counts(sessions, code):
         )
 
 
-async def test_the_same_key_twice_leaves_one_audit_row_and_one_transfer(sessions, settings):
-    acts = HouseholdActivities(sessions, settings)
+async def test_the_same_key_twice_leaves_one_audit_row_and_one_transfer(sessions):
+    acts = HouseholdActivities(sessions)
     h = await _registered(sessions)
     commune, district = sample.commune_user(h.district, h.commune), sample.district_user(h.district)
     verify = await _record(sessions, h, 1, Step.VERIFY, Stage.VERIFICATION, Stage.APPROVAL, commune)
@@ -78,8 +78,8 @@ async def test_the_same_key_twice_leaves_one_audit_row_and_one_transfer(sessions
     assert await _counts(sessions, h.code) == before == (3, 1, 4)
 
 
-async def test_concurrent_attempts_with_one_key_write_once(sessions, settings):
-    acts = HouseholdActivities(sessions, settings)
+async def test_concurrent_attempts_with_one_key_write_once(sessions):
+    acts = HouseholdActivities(sessions)
     h = await _registered(sessions)
     rec = await _record(
         sessions, h, 1, Step.VERIFY, Stage.VERIFICATION, Stage.APPROVAL, sample.commune_user(h.district, h.commune)
@@ -90,8 +90,8 @@ async def test_concurrent_attempts_with_one_key_write_once(sessions, settings):
     assert (await _counts(sessions, h.code))[0] == 1
 
 
-async def test_a_key_reused_for_another_step_is_refused(sessions, settings):
-    acts = HouseholdActivities(sessions, settings)
+async def test_a_key_reused_for_another_step_is_refused(sessions):
+    acts = HouseholdActivities(sessions)
     h = await _registered(sessions)
     commune = sample.commune_user(h.district, h.commune)
     verify = await _record(sessions, h, 1, Step.VERIFY, Stage.VERIFICATION, Stage.APPROVAL, commune)
@@ -104,8 +104,8 @@ async def test_a_key_reused_for_another_step_is_refused(sessions, settings):
     assert caught.value.type == "IdempotencyConflict" and caught.value.non_retryable
 
 
-async def test_a_transition_that_does_not_follow_the_recorded_one_is_refused(sessions, settings):
-    acts = HouseholdActivities(sessions, settings)
+async def test_a_transition_that_does_not_follow_the_recorded_one_is_refused(sessions):
+    acts = HouseholdActivities(sessions)
     h = await _registered(sessions)
     skipping = await _record(
         sessions, h, 2, Step.APPROVE, Stage.APPROVAL, Stage.FUND_ALLOCATION, sample.district_user(h.district)

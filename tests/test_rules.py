@@ -8,6 +8,7 @@ import pytest
 
 from models import Actor, Jurisdiction, Stage, Step, StepRule, VerifyInput, WorkflowPolicy
 from models.household import Household
+from models.records import MoneyOp, money_effect
 from models.state import TimelineEntry
 from workflows.rules import RuleViolation, check_action, target_of
 
@@ -97,3 +98,15 @@ def test_jurisdiction_narrowing():
     assert Jurisdiction(province="Lạng Sơn").covers(H)
     assert Jurisdiction(province="Lạng Sơn", district="Lộc Bình", commune="Mẫu Sơn").covers(H)
     assert not Jurisdiction(province="Bắc Giang").covers(H)
+
+
+def test_money_effect_is_one_definition_for_workflow_state_and_read_model():
+    reserve = money_effect(MoneyOp.RESERVE, amount=60_000_000, transfer_id=7, source="NS-TINH", paid_before=0)
+    assert reserve == {"entitlement": 60_000_000, "reserved": 60_000_000, "reservation_id": 7,
+                       "funding_source": "NS-TINH"}  # fmt: skip
+    # Posting adds to what was paid before (a later tranche must not overwrite an earlier one).
+    post = money_effect(MoneyOp.POST, amount=18_000_000, transfer_id=9, source=None, paid_before=42_000_000)
+    assert post == {"reserved": 0, "paid": 60_000_000, "reservation_id": None}
+    void = money_effect(MoneyOp.VOID, amount=60_000_000, transfer_id=8, source=None, paid_before=0)
+    assert void == {"reserved": 0, "reservation_id": None, "funding_source": None}
+    assert money_effect(MoneyOp.NONE, amount=None, transfer_id=None, source=None, paid_before=5) == {}

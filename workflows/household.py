@@ -53,6 +53,7 @@ with workflow.unsafe.imports_passed_through():
         VerifyResult,
     )
     from models.household import FORWARD, FUNDED_STAGES
+    from models.records import money_effect
     from workflows import rules, search_attributes
 
 R = TypeVar("R", bound=ActionResult)
@@ -112,7 +113,7 @@ class HouseholdWorkflow:
         await workflow.execute_activity_method(
             HouseholdActivities.send_reminder,
             ReminderRecord(
-                idempotency_key=f"{workflow.info().workflow_id}#{self._state_seq()}#reminder{self._reminders_in_stage}",
+                idempotency_key=f"{workflow.info().workflow_id}#{len(self._state.timeline)}#reminder{self._reminders_in_stage}",
                 household_code=self._household.code,
                 stage=stage,
                 agency=self._policy.rule(step).responsible_agency,
@@ -125,9 +126,6 @@ class HouseholdWorkflow:
         )
         self._state = self._state.model_copy(update={"reminders_sent": self._state.reminders_sent + 1})
         workflow.logger.info("SLA reminder sent", extra={"stage": stage.value, "n": self._reminders_in_stage})
-
-    def _state_seq(self) -> int:
-        return len(self._state.timeline)
 
     # ---------------------------------------------------------------- queries
 
@@ -275,18 +273,12 @@ class HouseholdWorkflow:
                     f"step {step.value!r} was not recorded: {cause or err}", type="NotRecorded", non_retryable=True
                 ) from None
 
-            update: dict[str, object] = {"stage": target.to_stage, "stage_since": record.at}
-            if money is MoneyOp.RESERVE:
-                update |= {
-                    "entitlement": outcome.amount,
-                    "reserved": outcome.amount,
-                    "reservation_id": outcome.transfer_id,
-                    "funding_source": record.source,
-                }
-            elif money is MoneyOp.POST:
-                update |= {"reserved": 0, "paid": outcome.amount, "reservation_id": None}
-            elif money is MoneyOp.VOID:
-                update |= {"reserved": 0, "reservation_id": None, "funding_source": None}
+            update: dict[str, object] = {
+                "stage": target.to_stage,
+                "stage_since": record.at,
+                **money_effect(money, amount=outcome.amount, transfer_id=outcome.transfer_id, source=record.source,
+                               paid_before=state.paid),  # fmt: skip
+            }
             entry = TimelineEntry(
                 seq=seq,
                 step=step,
