@@ -15,8 +15,11 @@ from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from core.errors import DomainError
 from db import audit, households, ledger, outbox, policy, users
+from db import finance as finance_db
 from db.engine import Sessions
-from models.household import STAGE_VI, Step
+from finance.allocation import plan_allocation, split_into_tranches
+from models.finance import AllocationPiece, Piece
+from models.household import CHANNEL_STEPS, PAYOUT_STEPS, STAGE_VI, Step
 from models.records import MoneyOp, ReminderRecord, TransitionOutcome, TransitionRecord, money_effect
 
 log = structlog.get_logger(__name__)
@@ -88,11 +91,12 @@ class HouseholdActivities:
             )
         await users.confirm_actor(session, rec.actor)
 
-        transfer = await self._move_money(session, rec)
-        amount = transfer.amount if transfer else None
-        effect = money_effect(rec.money, amount=amount, transfer_id=transfer.id if transfer else None,
-                              source=rec.source, paid_before=row.paid)  # fmt: skip
-        effect.pop("reservation_id", None)  # the ledger holds it; the read model does not
+        moved = await self._move_money(session, rec)
+        transfer = moved.first
+        amount = moved.amount
+        effect = money_effect(rec.money, amount=amount, source=moved.sources or rec.source,
+                              reserved_before=row.reserved, paid_before=row.paid)  # fmt: skip
+        await self._update_payouts(session, rec, moved)
         entry = await audit.append(
             session,
             prev_hash=await audit.last_hash(session, rec.household_code, rec.seq - 1),
@@ -116,8 +120,8 @@ class HouseholdActivities:
             session,
             rec.household_code,
             stage=rec.to_stage.value,
-            stage_since=rec.at,
             last_seq=rec.seq,
+            **({"stage_since": rec.at} if rec.to_stage != rec.from_stage else {}),
             **effect,
         )
         log.info(
@@ -129,30 +133,101 @@ class HouseholdActivities:
             amount=amount,
         )
         return TransitionOutcome(
-            audit_id=entry.id, audit_hash=entry.hash, transfer_id=transfer.id if transfer else None, amount=amount
+            audit_id=entry.id,
+            audit_hash=entry.hash,
+            transfer_id=transfer.id if transfer else None,
+            amount=amount,
+            allocation=moved.allocation,
+            sources=moved.sources,
         )
 
-    async def _move_money(self, session, rec: TransitionRecord) -> ledger.Transfer | None:
+    async def _move_money(self, session, rec: TransitionRecord) -> _Moved:
         memo = f"{rec.step.value} {rec.household_code} by {rec.actor.user_id}"
         key = f"{rec.idempotency_key}:{rec.money.value}"
         if rec.money is MoneyOp.RESERVE:
+            as_of = rec.at.astimezone(VIETNAM).date()
+            amount = await policy.entitlement(session, rec.support_type, rec.beneficiary_group, as_of)
+            if rec.plan_tranches:
+                return await self._allocate(session, rec, amount, as_of, key, memo)
             if not rec.source:
                 raise DomainError("FundingSourceMissing", "fund allocation must name a funding source")
-            amount = await policy.entitlement(
-                session, rec.support_type, rec.beneficiary_group, rec.at.astimezone(VIETNAM).date()
-            )
-            return await ledger.reserve(
+            t = await ledger.reserve(
                 session, key=key, source=rec.source, household_code=rec.household_code, amount=amount, memo=memo
             )
+            return _Moved([t], t.amount, sources=rec.source)
         if rec.money in (MoneyOp.POST, MoneyOp.VOID):
-            if rec.reservation_id is None:
+            pending = rec.transfer_ids or ([rec.reservation_id] if rec.reservation_id is not None else [])
+            if not pending:
                 raise DomainError("UnknownReservation", f"household {rec.household_code} holds no reservation")
             resolve = ledger.post if rec.money is MoneyOp.POST else ledger.void
-            return await resolve(session, key=key, pending_id=rec.reservation_id, memo=memo)
-        return None
+            done = [
+                await resolve(session, key=f"{key}:{pid}" if rec.transfer_ids else key, pending_id=pid, memo=memo)
+                for pid in pending
+            ]
+            return _Moved(done, sum(t.amount for t in done))
+        return _Moved([], None)
+
+    async def _allocate(self, session, rec: TransitionRecord, need: int, as_of, key: str, memo: str) -> _Moved:
+        """Split the entitlement across sources by the allocation policy (or take it all from the source
+        Finance named), cut it into the tranche plan, and reserve one pending transfer per piece."""
+        household = await households.get_household(session, rec.household_code)
+        views = await finance_db.sources_for(session, household, only=rec.source)
+        if rec.source:
+            if views[0].free < need:
+                raise DomainError(
+                    "InsufficientFunds",
+                    f"funding source {rec.source} has {views[0].free:,} đồng free; household "
+                    f"{rec.household_code} needs {need:,}",
+                )
+            pieces = [(rec.source, need)]
+        else:
+            alloc_policy = await finance_db.allocation_policy(session, household.programme, as_of)
+            pieces = plan_allocation(household, need, views, alloc_policy)
+        plan = await finance_db.tranche_plan(session, rec.support_type, rec.beneficiary_group, as_of)
+        allocation: list[AllocationPiece] = []
+        transfers: list[ledger.Transfer] = []
+        for n, (spec, tranche_pieces) in enumerate(zip(plan.tranches, split_into_tranches(pieces, plan, need),
+                                                       strict=True), start=1):  # fmt: skip
+            reserved = [
+                await ledger.reserve(session, key=f"{key}:t{n}:{source}", source=source,
+                                     household_code=rec.household_code, amount=amount, memo=memo, tranche=n)
+                for source, amount in tranche_pieces
+            ]  # fmt: skip
+            transfers += reserved
+            allocation.append(
+                AllocationPiece(
+                    tranche=n, percent=spec.percent, milestone=spec.milestone, amount=sum(t.amount for t in reserved),
+                    pieces=[Piece(transfer_id=t.id, source=src, amount=t.amount)
+                            for t, (src, _) in zip(reserved, tranche_pieces, strict=True)],
+                )  # fmt: skip
+            )
+        await finance_db.record_allocation(session, rec.household_code, allocation)
+        return _Moved(transfers, need, sources="+".join(dict.fromkeys(src for src, _ in pieces)), allocation=allocation)
+
+    async def _update_payouts(self, session, rec: TransitionRecord, moved: _Moved) -> None:
+        if rec.tranche_updates:
+            await finance_db.update_tranches(
+                session,
+                rec.household_code,
+                rec.tranche_updates,
+                authorised_by=rec.actor.user_id if rec.step is Step.AUTHORISE_PAYOUT else None,
+                released_by=rec.actor.user_id if rec.step is Step.RELEASE_PAYOUT else None,
+            )
+        if rec.step in CHANNEL_STEPS and rec.payment_id:
+            await finance_db.resolve_payment(
+                session,
+                rec.payment_id,
+                "confirmed" if rec.step is Step.PAYMENT_CONFIRMED else "failed",
+                bank_ref=rec.evidence[0] if rec.evidence else None,
+                reason=rec.reason,
+                at=rec.at,
+            )
 
     async def _notify(self, session, rec: TransitionRecord, row: households.HouseholdRow, amount: int | None) -> None:
         where = f"{row.district} / {row.commune}"
+        if rec.step in PAYOUT_STEPS or rec.step in CHANNEL_STEPS:
+            await self._notify_payout(session, rec, where, amount)
+            return
         if rec.next_agency and not rec.to_stage.terminal:
             await outbox.enqueue(
                 session,
@@ -170,7 +245,7 @@ class HouseholdActivities:
         # The household hears of what touches its money or its file.
         household_news = {
             Step.ALLOCATE: f"Hộ được bố trí {amount or 0:,} đồng hỗ trợ; có thể khởi công.",
-            Step.SETTLE: f"Hộ đã được thanh toán {amount or 0:,} đồng hỗ trợ. Hồ sơ đã hoàn thành.",
+            Step.SETTLE: "Hồ sơ hỗ trợ nhà ở của hộ đã được quyết toán và hoàn thành.",
             Step.CANCEL: f"Hồ sơ hỗ trợ nhà ở của hộ đã bị hủy. Lý do: {rec.reason}",
         }
         if rec.step in household_news:
@@ -184,3 +259,39 @@ class HouseholdActivities:
                 subject=f"Hỗ trợ nhà ở - hộ {rec.household_code}",
                 body=household_news[rec.step],
             )
+
+    async def _notify_payout(self, session, rec: TransitionRecord, where: str, amount: int | None) -> None:
+        n = rec.tranche
+        tasks = {
+            Step.REPORT_PROGRESS: f"Hộ {rec.household_code}: đợt {n} đến hạn chi, đề nghị duyệt chi",
+            Step.AUTHORISE_PAYOUT: f"Hộ {rec.household_code}: đợt {n} đã được duyệt chi, đề nghị chuyển tiền",
+            Step.PAYMENT_FAILED: f"Hộ {rec.household_code}: chuyển tiền đợt {n} không thành công ({rec.reason})",
+        }
+        if rec.step in tasks and rec.next_agency:
+            await outbox.enqueue(
+                session, key=f"{rec.idempotency_key}:task", household_code=rec.household_code, kind="task",
+                channel="agency", recipient=f"{rec.next_agency} ({where})", subject=tasks[rec.step],
+                body=f"{tasks[rec.step]}. Người thực hiện bước trước: {rec.actor.user_id} ({rec.actor.agency}).",
+            )  # fmt: skip
+        if rec.step is Step.PAYMENT_CONFIRMED:
+            await outbox.enqueue(
+                session, key=f"{rec.idempotency_key}:household", household_code=rec.household_code,
+                kind="household", channel="sms", recipient=f"household:{rec.household_code}",
+                subject=f"Hỗ trợ nhà ở - hộ {rec.household_code}",
+                body=f"Hộ đã nhận đợt {n}: {amount or 0:,} đồng hỗ trợ nhà ở.",
+            )  # fmt: skip
+
+
+class _Moved:
+    """What one transition moved in the ledger."""
+
+    def __init__(self, transfers: list[ledger.Transfer], amount: int | None, *, sources: str | None = None,
+                 allocation: list[AllocationPiece] | None = None) -> None:  # fmt: skip
+        self.transfers = transfers
+        self.amount = amount
+        self.sources = sources
+        self.allocation = allocation or []
+
+    @property
+    def first(self) -> ledger.Transfer | None:
+        return self.transfers[0] if self.transfers else None

@@ -34,6 +34,12 @@ class Settings(BaseSettings):
     notify_poll_seconds: float = 1.0
     notify_max_attempts: int = 8
 
+    # Payment channel. The simulated bank answers after a delay and fails this share of first attempts.
+    payment_channel: str = Field(default="simulated", description="simulated (the only channel shipped)")
+    payment_channel_user: str = "kenh.thanhtoan"  # the system user that records the channel's answers
+    payment_delay_seconds: float = 0.5
+    payment_fail_rate: float = Field(default=0.0, ge=0.0, le=1.0)
+
     db_pool_size: int = 10
     log_level: str = "INFO"
     log_json: bool | None = None  # None: JSON unless stderr is a terminal

@@ -10,9 +10,14 @@ from temporalio.service import RPCError
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
+from activities.batches import BatchActivities
 from activities.household import HouseholdActivities
+from activities.payments import PaymentActivities
 from core.settings import Settings
 from db.engine import Sessions
+from finance.channel import PaymentChannel, SimulatedBank, fail_rate_rule
+from models.finance import PaymentInstruction, PaymentNotice
+from workflows.batch import PayoutBatchWorkflow
 from workflows.household import HouseholdWorkflow
 from workflows.search_attributes import ALL as SEARCH_ATTRIBUTES
 
@@ -56,12 +61,46 @@ def sandbox_runner() -> SandboxedWorkflowRunner:
     )
 
 
-def make_worker(client: Client, sessions: Sessions, settings: Settings, *, task_queue: str | None = None) -> Worker:
-    activities = HouseholdActivities(sessions)
+def make_channel(client: Client, settings: Settings) -> SimulatedBank:
+    """The payment channel named in the settings, calling back the household's workflow by signal."""
+    if settings.payment_channel != "simulated":
+        raise ValueError(f"unknown PAYMENT_CHANNEL {settings.payment_channel!r}; this build ships 'simulated'")
+    return SimulatedBank(delay=settings.payment_delay_seconds, decide=fail_rate_rule(settings.payment_fail_rate),
+                         notify=signaller(client))  # fmt: skip
+
+
+def signaller(client: Client):
+    async def notify(instr: PaymentInstruction) -> None:
+        await client.get_workflow_handle(instr.workflow_id).signal(
+            HouseholdWorkflow.payment_result, PaymentNotice(payment_id=instr.payment_id)
+        )
+
+    return notify
+
+
+def make_worker(
+    client: Client,
+    sessions: Sessions,
+    settings: Settings,
+    *,
+    task_queue: str | None = None,
+    channel: PaymentChannel | None = None,
+) -> Worker:
+    households = HouseholdActivities(sessions)
+    payments = PaymentActivities(sessions, channel or make_channel(client, settings), settings.payment_channel_user)
+    batches = BatchActivities(client, sessions)
     return Worker(
         client,
         task_queue=task_queue or settings.temporal_task_queue,
-        workflows=[HouseholdWorkflow],
-        activities=[activities.record_transition, activities.send_reminder],
+        workflows=[HouseholdWorkflow, PayoutBatchWorkflow],
+        activities=[
+            households.record_transition,
+            households.send_reminder,
+            payments.submit_payment,
+            payments.check_payment,
+            payments.escalate_payment,
+            batches.select_payouts,
+            batches.apply_payout,
+        ],
         workflow_runner=sandbox_runner(),
     )

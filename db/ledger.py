@@ -49,6 +49,8 @@ class Transfer:
     amount: int
     pending_id: int | None
     household_code: str | None
+    code: str | None
+    tranche: int | None
 
 
 @dataclass(frozen=True)
@@ -99,11 +101,35 @@ async def _ensure_account(session: AsyncSession, code: str, name: str, kind: str
 
 
 async def create_source(
-    session: AsyncSession, *, code: str, name: str, category: str, is_state_budget: bool
-) -> None:
-    """Register a funding source (idempotent by code)."""
-    if await session.scalar(select(funding_sources.c.code).where(funding_sources.c.code == code)):
-        return
+    session: AsyncSession,
+    *,
+    code: str,
+    name: str,
+    category: str,
+    is_state_budget: bool,
+    rules: dict | None = None,
+    priority: int = 100,
+) -> bool:
+    """Register a funding source, or update the name, rules and priority of an existing one (its
+    category and budget status never change: they decide how its money was reported). True if new."""
+    existing = (
+        await session.execute(
+            select(funding_sources.c.category, funding_sources.c.is_state_budget).where(funding_sources.c.code == code)
+        )
+    ).one_or_none()
+    if existing is not None:
+        if (existing.category, existing.is_state_budget) != (category, is_state_budget):
+            raise DomainError(
+                "SourceConflict",
+                f"funding source {code} is {existing.category} (state budget: {existing.is_state_budget}); "
+                "its category cannot change",
+            )
+        await session.execute(
+            funding_sources.update()
+            .where(funding_sources.c.code == code)
+            .values(name=name, rules=rules or {}, priority=priority)
+        )
+        return False
     account_id = await _ensure_account(
         session, f"SRC:{code}", name, "source", debits_must_not_exceed_credits=True
     )
@@ -116,8 +142,11 @@ async def create_source(
             is_state_budget=is_state_budget,
             account_id=account_id,
             origin_account_id=origin_id,
+            rules=rules or {},
+            priority=priority,
         )
     )
+    return True
 
 
 _TRANSFER_COLUMNS = tuple(ledger_transfers.c[name] for name in Transfer.__dataclass_fields__)
@@ -159,11 +188,47 @@ async def receive(session: AsyncSession, *, key: str, source: str, amount: int, 
         credit_account_id=src.id,
         amount=amount,
         memo=memo,
+        code="receipt",
+    )
+
+
+async def reimburse(
+    session: AsyncSession, *, key: str, payer: str, advance_source: str, amount: int, memo: str
+) -> Transfer:
+    """Cấp bù: the programme source pays back a district's advance, SRC:<payer> → ORIGIN:<advance>
+    (to the budget the district advanced from). Posted at once; the payer may not go below zero."""
+    _check_amount(amount)
+    if existing := await find_transfer(session, key):
+        return existing
+    src = await _account(session, f"SRC:{payer}", lock=True)
+    origin = await _account(session, f"ORIGIN:{advance_source}")
+    if src is None or origin is None:
+        raise DomainError("UnknownFundingSource", f"funding source {payer!r} or {advance_source!r} does not exist")
+    if src.free < amount:
+        raise DomainError(
+            "InsufficientFunds", f"funding source {payer} has {src.free:,} đồng free; the reimbursement is {amount:,}"
+        )
+    return await _insert_transfer(
+        session,
+        idempotency_key=key,
+        kind="posted",
+        debit_account_id=src.id,
+        credit_account_id=origin.id,
+        amount=amount,
+        memo=memo,
+        code="reimbursement",
     )
 
 
 async def reserve(
-    session: AsyncSession, *, key: str, source: str, household_code: str, amount: int, memo: str
+    session: AsyncSession,
+    *,
+    key: str,
+    source: str,
+    household_code: str,
+    amount: int,
+    memo: str,
+    tranche: int | None = None,
 ) -> Transfer:
     """Pending transfer SRC:<source> → HH:<household>; refused when the source's free balance is short."""
     _check_amount(amount)
@@ -187,6 +252,8 @@ async def reserve(
         amount=amount,
         household_code=household_code,
         memo=memo,
+        code="allocation",
+        tranche=tranche,
     )
 
 
@@ -214,6 +281,8 @@ async def _resolve(session: AsyncSession, kind: str, *, key: str, pending_id: in
         pending_id=p.id,
         household_code=p.household_code,
         memo=memo,
+        code="payout" if kind == "post_pending" else "release",
+        tranche=p.tranche,
     )
 
 
@@ -225,6 +294,15 @@ async def post(session: AsyncSession, *, key: str, pending_id: int, memo: str) -
 async def void(session: AsyncSession, *, key: str, pending_id: int, memo: str) -> Transfer:
     """Release a reservation back to its source."""
     return await _resolve(session, "void_pending", key=key, pending_id=pending_id, memo=memo)
+
+
+async def lock_sources(session: AsyncSession) -> None:
+    """Lock every funding source's account, in id order: an allocation that may draw on several sources
+    sees free balances no concurrent allocation can change under it, and two never deadlock."""
+    await session.execute(
+        select(ledger_accounts.c.id).where(ledger_accounts.c.kind == "source").order_by(ledger_accounts.c.id)
+        .with_for_update()
+    )
 
 
 async def source_balances(session: AsyncSession) -> list[SourceBalance]:

@@ -8,6 +8,7 @@ from sqlalchemy import (
     DateTime,
     Integer,
     MetaData,
+    SmallInteger,
     Table,
     Text,
 )
@@ -82,6 +83,7 @@ households = Table(
     Column("reserved", BigInteger),
     Column("paid", BigInteger),
     Column("funding_source", Text),
+    Column("programme", Text),
     Column("created_at", DateTime(timezone=True)),
     Column("updated_at", DateTime(timezone=True)),
 )
@@ -134,6 +136,8 @@ funding_sources = Table(
     Column("is_state_budget", Boolean),
     Column("account_id", BigInteger),
     Column("origin_account_id", BigInteger),
+    Column("rules", JSONB),
+    Column("priority", Integer),
     Column("created_at", DateTime(timezone=True)),
 )
 
@@ -149,6 +153,8 @@ ledger_transfers = Table(
     Column("pending_id", BigInteger),
     Column("household_code", Text),
     Column("memo", Text),
+    Column("code", Text),
+    Column("tranche", SmallInteger),
     Column("created_at", DateTime(timezone=True)),
 )
 
@@ -169,4 +175,84 @@ outbox = Table(
     Column("last_error", Text),
     Column("created_at", DateTime(timezone=True)),
     Column("sent_at", DateTime(timezone=True)),
+)
+
+allocation_policies = Table(
+    "allocation_policies",
+    metadata,
+    Column("programme", Text, primary_key=True),
+    Column("version", Text, primary_key=True),
+    Column("effective_from", Date),
+    Column("document", JSONB),
+    Column("created_at", DateTime(timezone=True)),
+)
+
+tranche_plans = Table(
+    "tranche_plans",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("support_type", Text),
+    Column("beneficiary_group", Text),
+    Column("effective_from", Date),
+    Column("document", JSONB),
+    Column("legal_basis", Text),
+)
+
+household_tranches = Table(
+    "household_tranches",
+    metadata,
+    Column("household_code", Text, primary_key=True),
+    Column("tranche", SmallInteger, primary_key=True),
+    Column("percent", SmallInteger),
+    Column("milestone", Text),
+    Column("amount", BigInteger),
+    Column("status", Text),
+    Column("authorised_by", Text),
+    Column("released_by", Text),
+    Column("attempts", Integer),
+    Column("updated_at", DateTime(timezone=True)),
+)
+
+payments = Table(
+    "payments",
+    metadata,
+    Column("payment_id", Text, primary_key=True),
+    Column("household_code", Text),
+    Column("tranche", SmallInteger),
+    Column("attempt", Integer),
+    Column("amount", BigInteger),
+    Column("payee", Text),
+    Column("channel", Text),
+    Column("status", Text),
+    Column("overdue", Boolean),
+    Column("bank_ref", Text),
+    Column("reason", Text),
+    Column("released_by", Text),
+    Column("sent_at", DateTime(timezone=True)),
+    Column("resolved_at", DateTime(timezone=True)),
+)
+
+decisions = Table(
+    "decisions",
+    metadata,
+    Column("ref", Text, primary_key=True),
+    Column("kind", Text),
+    Column("supplements", Text),
+    Column("decided_on", Date),
+    Column("note", Text),
+    Column("registered_at", DateTime(timezone=True)),
+)
+
+household_loans = Table(
+    "household_loans",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("idempotency_key", Text),
+    Column("household_code", Text),
+    Column("lender", Text),
+    Column("amount", BigInteger),
+    Column("status", Text),
+    Column("recorded_by", Text),
+    Column("note", Text),
+    Column("recorded_at", DateTime(timezone=True)),
 )

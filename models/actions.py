@@ -60,13 +60,14 @@ class ApproveResult(ActionResult):
 class AllocateInput(ActionInput):
     """Finance reserves the household's entitlement from one funding source."""
 
-    source: str = Field(min_length=2, max_length=40)
+    # None: the allocation policy picks the sources and splits across them; a code: this source alone.
+    source: str | None = Field(default=None, min_length=2, max_length=40)
 
 
 class AllocateResult(ActionResult):
-    source: str
+    source: str  # the sources drawn on, joined with '+'
     amount: int
-    transfer_id: int
+    transfer_id: int  # the first pending transfer
 
 
 class CompleteConstructionInput(ActionInput):
@@ -86,12 +87,13 @@ class AcceptResult(ActionResult):
 
 
 class SettleInput(ActionInput):
-    """Final settlement (thanh toán, quyết toán): the reservation is posted to the household."""
+    """Final settlement (quyết toán): closes the file once every tranche is paid (households allocated
+    before tranches: the whole reservation is posted now)."""
 
 
 class SettleResult(ActionResult):
-    amount: int
-    transfer_id: int
+    amount: int  # paid in all (tranches), or posted at settlement (households allocated before tranches)
+    transfer_id: int | None = None
 
 
 class SendBackInput(ActionInput):

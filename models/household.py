@@ -35,6 +35,17 @@ class Step(StrEnum):
     SETTLE = "settle"
     SEND_BACK = "send_back"
     CANCEL = "cancel"
+    # Payout steps: they move money, not the household between stages.
+    REPORT_PROGRESS = "report_progress"  # the commune reports a construction milestone (foundation, 30% done)
+    AUTHORISE_PAYOUT = "authorise_payout"  # Finance authorises a tranche
+    RELEASE_PAYOUT = "release_payout"  # the paying unit (commune or treasury) releases it to the payment channel
+    # Recorded from the payment channel's answer, by the channel's system user.
+    PAYMENT_CONFIRMED = "payment_confirmed"
+    PAYMENT_FAILED = "payment_failed"
+
+
+PAYOUT_STEPS = frozenset({Step.REPORT_PROGRESS, Step.AUTHORISE_PAYOUT, Step.RELEASE_PAYOUT})
+CHANNEL_STEPS = frozenset({Step.PAYMENT_CONFIRMED, Step.PAYMENT_FAILED})
 
 
 # The programme's order of work: the step that ends each stage and the stage it leads to.
@@ -86,6 +97,17 @@ class Household(BaseModel):
     beneficiary_group: BeneficiaryGroup
     support_type: SupportType
     decision_ref: str = Field(min_length=3, max_length=80, description="Approving decision, e.g. 270/QĐ-UBND")
+    # The national target programme that has already identified and budgeted this household, if any
+    # (e.g. MTQG-GNBV, sustainable poverty reduction). Its budget covers the household first.
+    programme: str | None = Field(default=None, pattern=r"^[A-Z0-9][A-Z0-9-]{1,39}$")
+
+    @field_validator("programme", mode="before")
+    @classmethod
+    def _blank_programme(cls, v: object) -> object:
+        if isinstance(v, str):
+            v = v.strip().upper()
+            return v or None
+        return v
 
     @field_validator("code", mode="before")
     @classmethod

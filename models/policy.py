@@ -28,6 +28,12 @@ class WorkflowPolicy(BaseModel):
     policy_admin_roles: list[str] = Field(default_factory=lambda: ["admin"])
     # Roles that may import an approved list (and so start households' workflows).
     import_roles: list[str] = Field(default_factory=lambda: ["province_officer", "admin"])
+    # A released payment not confirmed within this many hours is escalated to Finance (and again after
+    # each further period); it is never re-sent on a timeout, only on a definite failure.
+    payment_confirm_hours: int = Field(default=72, ge=1)
+    # Instructions sent for one tranche before a failed payment goes back to Finance to re-authorise.
+    payment_max_attempts: int = Field(default=2, ge=1)
+    finance_agency: str = "Sở Tài chính"
 
     def rule(self, step: Step) -> StepRule:
         try:

@@ -8,6 +8,7 @@ from enum import StrEnum
 from pydantic import BaseModel, ConfigDict, Field
 
 from models.actor import Actor
+from models.finance import AllocationPiece
 from models.household import BeneficiaryGroup, Stage, Step, SupportType
 
 
@@ -19,16 +20,19 @@ class MoneyOp(StrEnum):
 
 
 def money_effect(
-    op: MoneyOp, *, amount: int | None, transfer_id: int | None, source: str | None, paid_before: int
+    op: MoneyOp, *, amount: int | None, source: str | None, reserved_before: int, paid_before: int
 ) -> dict[str, object]:
     """What a money operation does to a household's money fields. The one definition, applied to the
-    workflow's state and to the read model alike."""
+    workflow's state and to the read model alike. `amount` is what the ledger moved: the whole
+    reservation, a tranche posted, or what a void released."""
+    moved = amount or 0
     if op is MoneyOp.RESERVE:
-        return {"entitlement": amount, "reserved": amount, "reservation_id": transfer_id, "funding_source": source}
+        return {"entitlement": moved, "reserved": moved, "funding_source": source}
     if op is MoneyOp.POST:
-        return {"reserved": 0, "paid": paid_before + (amount or 0), "reservation_id": None}
+        return {"reserved": max(reserved_before - moved, 0), "paid": paid_before + moved}
     if op is MoneyOp.VOID:
-        return {"reserved": 0, "reservation_id": None, "funding_source": None}
+        left = max(reserved_before - moved, 0)
+        return {"reserved": left} | ({"funding_source": None} if paid_before == 0 and left == 0 else {})
     return {}
 
 
@@ -50,7 +54,13 @@ class TransitionRecord(BaseModel):
     reason: str | None = None
     money: MoneyOp = MoneyOp.NONE
     source: str | None = None  # RESERVE: the funding source to draw on
-    reservation_id: int | None = None  # POST / VOID: the pending transfer
+    reservation_id: int | None = None  # POST / VOID of a single reservation (households allocated before tranches)
+    transfer_ids: list[int] = Field(default_factory=list)  # POST / VOID: the tranche pieces
+    plan_tranches: bool = False  # RESERVE: split by the allocation policy and the tranche plan
+    tranche: int | None = None  # the tranche a payout step or a payment concerns
+    tranche_updates: dict[int, str] = Field(default_factory=dict)  # tranche → its new status, for the read model
+    payment_id: str | None = None
+    milestone: str | None = None
     support_type: SupportType
     beneficiary_group: BeneficiaryGroup
     next_agency: str | None = None  # who must act next, to be notified
@@ -64,6 +74,8 @@ class TransitionOutcome(BaseModel):
     transfer_id: int | None = None
     amount: int | None = None
     replayed: bool = False  # True when the key had been recorded before: nothing was written
+    allocation: list[AllocationPiece] = Field(default_factory=list)  # RESERVE with tranches: what was reserved
+    sources: str | None = None  # RESERVE: the sources drawn on, as the read model shows them
 
 
 class ReminderRecord(BaseModel):

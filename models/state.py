@@ -6,6 +6,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from models.finance import TrancheState
 from models.household import Household, Stage, Step
 from models.policy import WorkflowPolicy
 
@@ -32,6 +33,7 @@ class TimelineEntry(BaseModel):
     reason: str | None = None
     amount: int | None = None
     audit_hash: str
+    tranche: int | None = None
 
 
 class HouseholdState(BaseModel):
@@ -44,6 +46,8 @@ class HouseholdState(BaseModel):
     paid: int = 0
     reservation_id: int | None = None
     funding_source: str | None = None
+    tranches: list[TrancheState] = Field(default_factory=list)  # empty for households allocated before tranches
+    payment_escalations: int = 0
     reminders_sent: int = 0
     timeline: list[TimelineEntry] = Field(default_factory=list)
 

@@ -10,6 +10,7 @@ from core.errors import DomainError
 from db import users
 from db.engine import Sessions
 from models import actions as m
+from models import finance as f
 from models.household import Step, workflow_id_for
 from models.state import HouseholdState
 from workflows.household import HouseholdWorkflow
@@ -23,6 +24,9 @@ UPDATES = {
     Step.SETTLE: (HouseholdWorkflow.settle, m.SettleInput),
     Step.SEND_BACK: (HouseholdWorkflow.send_back, m.SendBackInput),
     Step.CANCEL: (HouseholdWorkflow.cancel, m.CancelInput),
+    Step.REPORT_PROGRESS: (HouseholdWorkflow.report_progress, f.ReportProgressInput),
+    Step.AUTHORISE_PAYOUT: (HouseholdWorkflow.authorise_payout, f.AuthorisePayoutInput),
+    Step.RELEASE_PAYOUT: (HouseholdWorkflow.release_payout, f.ReleasePayoutInput),
 }
 
 
@@ -59,14 +63,24 @@ async def take_step(
     evidence: list[str] | None = None,
     reason: str | None = None,
     source: str | None = None,
-) -> m.ActionResult:
+    tranche: int | None = None,
+    milestone: str | None = None,
+) -> m.ActionResult | f.PayoutResult:
     async with sessions() as session:
         try:
             actor = await users.require_actor(session, user_id)
         except DomainError as err:
             raise Refusal(err.type, err.message) from None
     update, input_type = UPDATES[step]
-    fields: dict = {"actor": actor, "evidence": evidence or [], "reason": reason}
+    if step not in UPDATES:
+        raise Refusal("UnknownStep", f"{step.value!r} is recorded from the payment channel, not taken by an officer")
+    fields: dict = {"actor": actor, "evidence": evidence or []}
+    if step is Step.REPORT_PROGRESS:
+        fields["milestone"] = milestone
+    elif step in (Step.AUTHORISE_PAYOUT, Step.RELEASE_PAYOUT):
+        fields["tranche"] = tranche
+    else:
+        fields["reason"] = reason
     if step is Step.ALLOCATE:
         fields["source"] = source
     try:

@@ -25,6 +25,9 @@ COLUMNS = (
     "support_type",
     "decision_ref",
 )
+# Columns a list may leave out (older lists have none of them).
+OPTIONAL_COLUMNS = ("programme",)
+ALL_COLUMNS = COLUMNS + OPTIONAL_COLUMNS
 
 _ALIASES = {
     "beneficiary_group": {
@@ -85,7 +88,7 @@ def parse(data: bytes) -> tuple[list[ParsedRow], list[Problem]]:
             cells = len(header) + len(raw[None])
             problems.append(Problem(line, "row", f"has {cells} cells, the header has {len(header)}"))
             continue
-        values = {c: _normalise(c, raw.get(c) or "") for c in COLUMNS}
+        values = {c: _normalise(c, raw.get(c) or "") for c in ALL_COLUMNS if c in header}
         if not any(values.values()):
             continue  # a blank line, as Excel leaves at the end
         try:

@@ -1,4 +1,7 @@
-"""Drive imported households through all six stages as the officers responsible for each step would."""
+"""Drive imported households through the whole programme as the officers responsible for each step would:
+verification, approval, allocation by the allocation policy, construction with its progress report,
+payment of each tranche (authorised by Finance, released by the treasury, confirmed by the payment
+channel), acceptance and settlement."""
 
 from __future__ import annotations
 
@@ -10,29 +13,49 @@ from temporalio.client import Client
 
 from db import households
 from db.engine import Sessions
-from models.household import FORWARD, Household, Stage, Step
+from models.finance import REPORTED_MILESTONES, TrancheStatus
+from models.household import Household, Stage, Step
+from models.state import HouseholdState
 from operations import sample
 from operations.actions import Refusal, household_state, take_step
 
-# Funding sources in the order Finance draws on them in the demo.
-DEMO_SOURCE_ORDER = ("NS-TINH", "MTTQ-VD")
-# For each forward step: the stage it is taken in and the stage it leads to.
-STEP_STAGES = {step: (stage, to) for stage, (step, to) in FORWARD.items()}
+Action = tuple[Step, str, dict]  # step, user, keyword arguments for take_step
 
 
-def plan(h: Household) -> list[tuple[Step, str, list[str]]]:
-    """Who takes each step on this household, with the evidence they attach."""
+def next_action(state: HouseholdState, h: Household, *, payouts: bool = True) -> Action | str | None:
+    """The next thing an officer does on this household: an action, "wait" (for the payment channel),
+    "payout" (a tranche waits for Finance or the treasury and `payouts` is off), or None (closed)."""
     commune = sample.commune_user(h.district, h.commune)
     district = sample.district_user(h.district)
     first_finance, second_finance = sample.FINANCE_USERS
-    return [
-        (Step.VERIFY, commune, [f"BB-BINH-XET/{h.code}"]),
-        (Step.APPROVE, district, [h.decision_ref]),
-        (Step.ALLOCATE, first_finance, [f"QD-PHAN-BO/{h.code}"]),
-        (Step.COMPLETE_CONSTRUCTION, commune, [f"BC-HOAN-THANH/{h.code}"]),
-        (Step.ACCEPT, district, [f"BB-NGHIEM-THU/{h.code}"]),
-        (Step.SETTLE, second_finance, [f"UNC/{h.code}"]),
-    ]
+    stage = state.stage
+    if stage.terminal:
+        return None
+    for t in state.tranches:
+        if t.status is TrancheStatus.DUE:
+            evidence = [f"QD-DUYET-CHI/{h.code}/{t.n}"]
+            return (Step.AUTHORISE_PAYOUT, first_finance, {"tranche": t.n, "evidence": evidence}) if payouts else "payout"
+        if t.status is TrancheStatus.AUTHORISED:
+            evidence = [f"UNC/{h.code}/{t.n}"]
+            return (Step.RELEASE_PAYOUT, sample.TREASURY_USER, {"tranche": t.n, "evidence": evidence}) if payouts else "payout"
+    if stage is Stage.CONSTRUCTION:
+        planned = [t for t in state.tranches
+                   if t.status is TrancheStatus.PLANNED and t.milestone in REPORTED_MILESTONES]  # fmt: skip
+        if planned:
+            return (Step.REPORT_PROGRESS, commune,
+                    {"milestone": planned[0].milestone.value, "evidence": [f"BB-TIEN-DO/{h.code}"]})  # fmt: skip
+        if any(t.status is TrancheStatus.RELEASED for t in state.tranches):
+            return "wait"
+    if stage is Stage.SETTLEMENT and any(t.status is not TrancheStatus.PAID for t in state.tranches):
+        return "wait"
+    return {
+        Stage.VERIFICATION: (Step.VERIFY, commune, {"evidence": [f"BB-BINH-XET/{h.code}"]}),
+        Stage.APPROVAL: (Step.APPROVE, district, {"evidence": [h.decision_ref]}),
+        Stage.FUND_ALLOCATION: (Step.ALLOCATE, first_finance, {"evidence": [f"QD-PHAN-BO/{h.code}"]}),
+        Stage.CONSTRUCTION: (Step.COMPLETE_CONSTRUCTION, commune, {"evidence": [f"BC-HOAN-THANH/{h.code}"]}),
+        Stage.ACCEPTANCE: (Step.ACCEPT, district, {"evidence": [f"BB-NGHIEM-THU/{h.code}"]}),
+        Stage.SETTLEMENT: (Step.SETTLE, second_finance, {"evidence": [f"QUYET-TOAN/{h.code}"]}),
+    }[stage]
 
 
 @dataclass
@@ -43,40 +66,31 @@ class DriveResult:
     failures: dict[str, str] = field(default_factory=dict)
 
 
-async def drive_one(client: Client, sessions: Sessions, h: Household, sources=DEMO_SOURCE_ORDER) -> int:
-    """Take every remaining step on one household. Returns the number of steps taken."""
+async def drive_one(
+    client: Client, sessions: Sessions, h: Household, *, payouts: bool = True, wait_timeout: float = 60.0
+) -> int:
+    """Take every remaining step on one household (with `payouts` off, stop where a tranche waits for
+    Finance or the treasury). Returns the number of steps taken."""
     async with sessions() as session:
         row = await households.get(session, h.code)
     if row is not None and Stage(row.stage).terminal:
         return 0  # the read model is written in the same transaction as the closing step
-    state = await household_state(client, h.code)
     taken = 0
-    for step, user, evidence in plan(h):
-        if state.stage.terminal:
-            break
-        if STEP_STAGES[step][0] != state.stage:
+    waited = 0.0
+    while True:
+        state = await household_state(client, h.code)
+        action = next_action(state, h, payouts=payouts)
+        if action is None or action == "payout":
+            return taken
+        if action == "wait":
+            if waited > wait_timeout:
+                raise Refusal("PaymentNotConfirmed", f"household {h.code}: the payment channel has not answered")
+            await asyncio.sleep(0.1)
+            waited += 0.1
             continue
-        if step is Step.ALLOCATE:
-            await _allocate(client, sessions, h, user, evidence, sources)
-        else:
-            await take_step(client, sessions, h.code, step, user, evidence=evidence)
+        step, user, kwargs = action
+        await take_step(client, sessions, h.code, step, user, **kwargs)
         taken += 1
-        state = state.model_copy(update={"stage": STEP_STAGES[step][1]})
-    return taken
-
-
-async def _allocate(client, sessions, h: Household, user: str, evidence: list[str], sources) -> None:
-    last: Refusal | None = None
-    for source in sources:
-        try:
-            await take_step(client, sessions, h.code, Step.ALLOCATE, user, evidence=evidence, source=source)
-            return
-        except Refusal as refusal:
-            if refusal.rule != "InsufficientFunds":
-                raise
-            last = refusal
-    assert last is not None
-    raise last
 
 
 async def drive_all(
@@ -85,6 +99,7 @@ async def drive_all(
     items: list[Household],
     *,
     concurrency: int = 16,
+    payouts: bool = True,
     on_done: Callable[[str], None] | None = None,
 ) -> DriveResult:
     result = DriveResult()
@@ -93,12 +108,14 @@ async def drive_all(
     async def one(h: Household) -> None:
         async with gate:
             try:
-                taken = await drive_one(client, sessions, h)
+                taken = await drive_one(client, sessions, h, payouts=payouts)
                 result.steps += taken
-                if taken:
-                    result.closed += 1
-                else:
-                    result.already_closed += 1
+                state = await household_state(client, h.code)
+                if state.stage.terminal:
+                    if taken:
+                        result.closed += 1
+                    else:
+                        result.already_closed += 1
             except Refusal as refusal:
                 result.failures[h.code] = str(refusal)
             finally:

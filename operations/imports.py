@@ -19,6 +19,7 @@ from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from core.errors import DomainError
+from db import finance as finance_db
 from db import households, policy, users
 from db.engine import Sessions
 from db.schema import import_batches
@@ -98,6 +99,7 @@ async def register(
             raise ImportRejected(problems)
         batch_id = None
         if new:
+            await finance_db.ensure_decisions(session, {r.household.decision_ref for r in new})
             batch_id = await session.scalar(
                 insert(import_batches)
                 .values(

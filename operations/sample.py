@@ -10,7 +10,7 @@ import random
 import unicodedata
 from pathlib import Path
 
-from operations.csv_list import COLUMNS
+from operations.csv_list import ALL_COLUMNS
 
 PROVINCE = "Lạng Sơn"
 DECISION = "270/QĐ-UBND"
@@ -52,6 +52,9 @@ def district_user(district: str) -> str:
 
 
 FINANCE_USERS = ("tc.hoang", "tc.nong")  # two officers: the one who allocates may not also settle
+TREASURY_USER = "kb.tinh"  # the paying unit that releases payouts Finance authorised
+CHANNEL_USER = "kenh.thanhtoan"  # the payment channel's system user: records the bank's answers
+VBSP_USER = "nhcs.tinh"
 PROVINCE_USER = "tinh.luong"
 ADMIN_USER = "qt.admin"
 AUDITOR_USER = "kt.vi"
@@ -69,6 +72,13 @@ def users() -> list[dict]:
              province=PROVINCE, district=None, commune=None),
         dict(user_id=AUDITOR_USER, full_name="Vi Thị Kiểm", role="auditor", agency="Thanh tra tỉnh",
              province=PROVINCE, district=None, commune=None),
+        dict(user_id=TREASURY_USER, full_name="Chu Văn Khố", role="treasury_officer",
+             agency="Kho bạc Nhà nước khu vực Lạng Sơn", province=PROVINCE, district=None, commune=None),
+        dict(user_id=CHANNEL_USER, full_name="Kênh thanh toán (hệ thống)", role="payment_channel",
+             agency="Ngân hàng / Kho bạc (kênh thanh toán)", province=PROVINCE, district=None, commune=None),
+        dict(user_id=VBSP_USER, full_name="Lăng Thị Vay", role="vbsp_officer",
+             agency="Ngân hàng Chính sách xã hội chi nhánh Lạng Sơn", province=PROVINCE, district=None,
+             commune=None),
     ]  # fmt: skip
     for district, communes in UNITS.items():
         rows.append(
@@ -82,6 +92,17 @@ def users() -> list[dict]:
                      commune=commune)
             )  # fmt: skip
     return [r | {"active": True} for r in rows]
+
+
+# Districts where the ethnic-minority and mountainous areas programme (MTQG-DTTS) has identified households.
+DTTS_DISTRICTS = frozenset({"Bình Gia", "Đình Lập", "Tràng Định", "Văn Quan"})
+
+
+def programme_of(district: str, group: str, rng: random.Random) -> str:
+    """Most poor and near-poor households are already in a national target programme; others are not."""
+    if group not in ("poor", "near_poor") or rng.random() < 0.4:
+        return ""
+    return "MTQG-DTTS" if district in DTTS_DISTRICTS else "MTQG-GNBV"
 
 
 def households(count: int, *, seed: int = 270, prefix: str = "LS270", decision: str = DECISION,
@@ -108,10 +129,11 @@ def households(count: int, *, seed: int = 270, prefix: str = "LS270", decision: 
                 seen_cccd.add(cccd)
                 break
         name = f"{rng.choice(SURNAMES)} {rng.choice(MIDDLE)} {rng.choice(GIVEN)}"
+        group = rng.choices(groups, weights)[0]
         rows.append(
             dict(code=f"{prefix}-{i + 1:05d}", head_of_household=name, cccd=cccd, province=PROVINCE,
-                 district=district, commune=commune, beneficiary_group=rng.choices(groups, weights)[0],
-                 support_type=kinds[i], decision_ref=decision)
+                 district=district, commune=commune, beneficiary_group=group,
+                 support_type=kinds[i], decision_ref=decision, programme=programme_of(district, group, rng))
         )  # fmt: skip
     return rows
 
@@ -120,7 +142,7 @@ def write_households_csv(path: Path, rows: list[dict]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     # utf-8-sig: Excel opens it with the Vietnamese letters intact.
     with path.open("w", encoding="utf-8-sig", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer = csv.DictWriter(f, fieldnames=ALL_COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
 

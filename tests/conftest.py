@@ -30,7 +30,7 @@ from db import ledger
 from db.engine import make_engine, make_sessions
 from models.household import Household
 from operations import sample
-from operations.csv_list import COLUMNS
+from operations.csv_list import ALL_COLUMNS
 from operations.imports import register, start_workflows
 from operations.seed import seed_demo
 from workflows.search_attributes import ALL as SEARCH_ATTRIBUTES
@@ -69,7 +69,9 @@ def database_url(tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def settings(database_url, tmp_path_factory) -> Settings:
     state = tmp_path_factory.mktemp("state")
-    s = Settings(database_url=database_url, state_dir=state, notify_file=state / "notifications.jsonl")
+    s = Settings(
+        database_url=database_url, state_dir=state, notify_file=state / "notifications.jsonl", payment_delay_seconds=0.05
+    )
     upgrade(s.asyncpg_url)  # the real migrations, as production applies them
     return s
 
@@ -131,10 +133,10 @@ def make_households(n: int = 1, **overrides) -> list[Household]:
 
 
 def to_csv(items: list[Household] | list[dict]) -> bytes:
-    lines = [",".join(COLUMNS)]
+    lines = [",".join(ALL_COLUMNS)]
     for h in items:
         d = h.model_dump(mode="json") if isinstance(h, Household) else h
-        lines.append(",".join(str(d[c]) for c in COLUMNS))
+        lines.append(",".join(str(d.get(c) or "") for c in ALL_COLUMNS))
     return ("\n".join(lines) + "\n").encode()
 
 

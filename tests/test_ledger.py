@@ -20,7 +20,7 @@ from tests.conftest import enroll, make_households
 
 async def _source(sessions, code: str, budget: int) -> dict[str, int]:
     async with sessions() as s, s.begin():
-        await ledger.create_source(s, code=code, name=code, category="test", is_state_budget=True)
+        await ledger.create_source(s, code=code, name=code, category="provincial_budget", is_state_budget=True)
         await ledger.receive(s, key=f"{code}:budget", source=code, amount=budget, memo="t")
         await s.execute(
             insert(ledger_accounts).values(code=f"HH:{code}-X", name="x", kind="household")

@@ -20,10 +20,18 @@ FORWARD_STEPS = [
     Step.VERIFY,
     Step.APPROVE,
     Step.ALLOCATE,
+    Step.REPORT_PROGRESS,  # foundation done (new build) / 30% of the work (repair): tranche 1 falls due
+    Step.AUTHORISE_PAYOUT,
+    Step.RELEASE_PAYOUT,
+    Step.PAYMENT_CONFIRMED,  # recorded from the payment channel's answer
     Step.COMPLETE_CONSTRUCTION,
-    Step.ACCEPT,
+    Step.ACCEPT,  # tranche 2 falls due
+    Step.AUTHORISE_PAYOUT,
+    Step.RELEASE_PAYOUT,
+    Step.PAYMENT_CONFIRMED,
     Step.SETTLE,
 ]
+OFFICER_STEPS = len(FORWARD_STEPS) - 2
 
 
 async def _db_facts(sessions, code: str) -> dict:
@@ -59,23 +67,33 @@ async def test_new_build_and_repair_go_through_all_six_stages(client, sessions, 
         + make_households(1, support_type="repair")
     )
     for h, amount in ((new_build, 60_000_000), (repair, 30_000_000)):
-        assert await drive_one(client, sessions, h) == 6
+        assert await drive_one(client, sessions, h) == OFFICER_STEPS
+        n = len(FORWARD_STEPS)
 
         state = await household_state(client, h.code)
         assert state.stage is Stage.CLOSED
         assert [e.step for e in state.timeline] == FORWARD_STEPS
         assert (state.entitlement, state.reserved, state.paid) == (amount, 0, amount)
+        # 70% after the milestone, the rest after acceptance; each paid only on the channel's confirmation.
+        first = amount * 70 // 100
+        assert [(t.n, t.amount, t.status.value) for t in state.tranches] == [(1, first, "paid"),
+                                                                               (2, amount - first, "paid")]
+        assert [e.amount for e in state.timeline if e.step is Step.PAYMENT_CONFIRMED] == [first, amount - first]
+        assert state.timeline[6].user_id == sample.CHANNEL_USER
         result = await client.get_workflow_handle_for(HouseholdWorkflow.run, workflow_id_for(h.code)).result()
-        assert result == HouseholdWorkflowResult(household_code=h.code, stage=Stage.CLOSED, paid=amount, steps=6)
+        assert result == HouseholdWorkflowResult(household_code=h.code, stage=Stage.CLOSED, paid=amount, steps=n)
 
         facts = await _db_facts(sessions, h.code)
-        assert facts["audit_rows"] == 6
-        assert facts["chain"].ok and facts["chain"].rows == 6
-        assert facts["transfers"] == ["pending", "post_pending"]
+        assert facts["audit_rows"] == n
+        assert facts["chain"].ok and facts["chain"].rows == n
+        # One pending transfer per (tranche, source) piece, each posted once.
+        kinds = facts["transfers"]
+        assert kinds.count("pending") == kinds.count("post_pending") >= 2 and set(kinds) == {"pending", "post_pending"}
         assert tuple(facts["account"]) == (0, amount)
-        assert (facts["row"].stage, facts["row"].paid, facts["row"].last_seq) == ("closed", amount, 6)
-        # Five hand-overs to the next agency, two messages to the household (funds allocated, paid).
-        assert facts["outbox"] == ["household"] * 2 + ["task"] * 5
+        assert (facts["row"].stage, facts["row"].paid, facts["row"].last_seq) == ("closed", amount, n)
+        # Hand-overs to the next agency (5 stages + tranche due + 2 authorisations), messages to the
+        # household (funds allocated, two tranches received, file closed).
+        assert facts["outbox"] == ["household"] * 4 + ["task"] * 8
 
         description = await client.get_workflow_handle(workflow_id_for(h.code)).describe()
         assert description.typed_search_attributes.get(STAGE) == "closed"
@@ -114,11 +132,11 @@ async def test_send_back_returns_the_file_and_the_household_can_go_on(client, se
     back = await take_step(client, sessions, h.code, Step.SEND_BACK, district, reason="thiếu biên bản họp thôn")
     assert (back.from_stage, back.to_stage) == (Stage.APPROVAL, Stage.VERIFICATION)
 
-    assert await drive_one(client, sessions, h) == 6
+    assert await drive_one(client, sessions, h) == OFFICER_STEPS
     state = await household_state(client, h.code)
     assert [e.step for e in state.timeline] == [Step.VERIFY, Step.SEND_BACK, *FORWARD_STEPS]
     assert state.timeline[1].reason == "thiếu biên bản họp thôn"
-    assert (await _db_facts(sessions, h.code))["chain"].rows == 8
+    assert (await _db_facts(sessions, h.code))["chain"].rows == len(FORWARD_STEPS) + 2
 
 
 async def test_cancel_after_allocation_voids_the_reservation(client, sessions, task_queue):
@@ -137,7 +155,7 @@ async def test_cancel_after_allocation_voids_the_reservation(client, sessions, t
     assert (result.to_stage, result.released) == (Stage.CANCELLED, 60_000_000)
 
     facts = await _db_facts(sessions, h.code)
-    assert facts["transfers"] == ["pending", "void_pending"]
+    assert facts["transfers"] == ["pending", "pending", "void_pending", "void_pending"]  # one per tranche
     assert tuple(facts["account"]) == (0, 0)
     assert (facts["row"].stage, facts["row"].reserved, facts["row"].paid) == ("cancelled", 0, 0)
     final = await client.get_workflow_handle_for(HouseholdWorkflow.run, workflow_id_for(h.code)).result()
@@ -157,4 +175,5 @@ async def test_send_back_from_construction_releases_funds_and_reallocation_reser
     await take_step(client, sessions, h.code, Step.ALLOCATE, "tc.hoang", evidence=["PB-2"], source="MTTQ-VD")
     state = await household_state(client, h.code)
     assert (state.stage, state.reserved, state.funding_source) == (Stage.CONSTRUCTION, 30_000_000, "MTTQ-VD")
-    assert (await _db_facts(sessions, h.code))["transfers"] == ["pending", "void_pending", "pending"]
+    assert (await _db_facts(sessions, h.code))["transfers"] == ["pending"] * 2 + ["void_pending"] * 2 + ["pending"] * 2
+    assert {p.source for t in state.tranches for p in t.pieces} == {"MTTQ-VD"}

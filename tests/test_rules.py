@@ -101,12 +101,17 @@ def test_jurisdiction_narrowing():
 
 
 def test_money_effect_is_one_definition_for_workflow_state_and_read_model():
-    reserve = money_effect(MoneyOp.RESERVE, amount=60_000_000, transfer_id=7, source="NS-TINH", paid_before=0)
-    assert reserve == {"entitlement": 60_000_000, "reserved": 60_000_000, "reservation_id": 7,
-                       "funding_source": "NS-TINH"}  # fmt: skip
-    # Posting adds to what was paid before (a later tranche must not overwrite an earlier one).
-    post = money_effect(MoneyOp.POST, amount=18_000_000, transfer_id=9, source=None, paid_before=42_000_000)
-    assert post == {"reserved": 0, "paid": 60_000_000, "reservation_id": None}
-    void = money_effect(MoneyOp.VOID, amount=60_000_000, transfer_id=8, source=None, paid_before=0)
-    assert void == {"reserved": 0, "reservation_id": None, "funding_source": None}
-    assert money_effect(MoneyOp.NONE, amount=None, transfer_id=None, source=None, paid_before=5) == {}
+    reserve = money_effect(MoneyOp.RESERVE, amount=60_000_000, source="A+B", reserved_before=0, paid_before=0)
+    assert reserve == {"entitlement": 60_000_000, "reserved": 60_000_000, "funding_source": "A+B"}
+    # A tranche posted: paid adds to what was paid before, reserved keeps the rest.
+    first = money_effect(MoneyOp.POST, amount=42_000_000, source=None, reserved_before=60_000_000, paid_before=0)
+    assert first == {"reserved": 18_000_000, "paid": 42_000_000}
+    second = money_effect(MoneyOp.POST, amount=18_000_000, source=None, reserved_before=18_000_000,
+                          paid_before=42_000_000)  # fmt: skip
+    assert second == {"reserved": 0, "paid": 60_000_000}
+    # Cancelled after the first tranche: what was not paid goes back; the source stays on the record.
+    assert money_effect(MoneyOp.VOID, amount=18_000_000, source=None, reserved_before=18_000_000,
+                        paid_before=42_000_000) == {"reserved": 0}  # fmt: skip
+    void = money_effect(MoneyOp.VOID, amount=60_000_000, source=None, reserved_before=60_000_000, paid_before=0)
+    assert void == {"reserved": 0, "funding_source": None}
+    assert money_effect(MoneyOp.NONE, amount=None, source=None, reserved_before=0, paid_before=5) == {}

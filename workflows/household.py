@@ -12,7 +12,7 @@ activity has succeeded.
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TypeVar
 
 from temporalio import workflow
@@ -21,6 +21,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from activities.household import HouseholdActivities
+    from activities.payments import PaymentActivities
     from models import (
         AcceptInput,
         AcceptResult,
@@ -52,8 +53,22 @@ with workflow.unsafe.imports_passed_through():
         VerifyInput,
         VerifyResult,
     )
+    from models.actor import Actor
+    from models.finance import (
+        AuthorisePayoutInput,
+        EscalationRecord,
+        Milestone,
+        PaymentCheck,
+        PaymentInstruction,
+        PaymentNotice,
+        PayoutResult,
+        ReleasePayoutInput,
+        ReportProgressInput,
+        TrancheState,
+        TrancheStatus,
+    )
     from models.household import FORWARD, FUNDED_STAGES
-    from models.records import money_effect
+    from models.records import TransitionOutcome, money_effect
     from workflows import rules, search_attributes
 
 R = TypeVar("R", bound=ActionResult)
@@ -62,6 +77,14 @@ ACTIVITY_TIMEOUT = timedelta(seconds=30)
 # A database outage makes the caller wait at most this long before the update fails; nothing changes.
 ACTIVITY_DEADLINE = timedelta(minutes=2)
 ACTIVITY_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=10))
+# Sending to the payment channel may take longer to get through; if it never does, the confirmation
+# timeout escalates and re-sends the same instruction (same id), so nothing is lost or paid twice.
+SUBMIT_DEADLINE = timedelta(minutes=10)
+
+# Households allocated from this change on are paid in tranches (reserve per tranche and source, post
+# each tranche on the channel's confirmation); those allocated before keep one reservation posted at
+# settlement. Remove the legacy branch once no household allocated before it is open.
+TRANCHES_PATCH = "tranche-payouts-2025"
 
 
 @workflow.defn
@@ -93,14 +116,18 @@ class HouseholdWorkflow:
         )
 
     async def _wait_in_stage(self) -> None:
-        """Wait for the next change; remind the responsible agency each time the stage's SLA runs out."""
+        """Wait for the next change; remind the responsible agency each time the stage's SLA runs out, and
+        escalate a released payment the channel has not confirmed in time."""
         changes = self._changes
         stage = self._state.stage
         days = self._policy.sla_days.get(stage)
-        if not days:
+        sla_due = self._state.stage_since + timedelta(days=days) * (self._reminders_in_stage + 1) if days else None
+        payment = self._next_payment_due()
+        dues = [d for d in (sla_due, payment[0] if payment else None) if d is not None]
+        if not dues:
             await workflow.wait_condition(lambda: self._changes != changes)
             return
-        due = self._state.stage_since + timedelta(days=days) * (self._reminders_in_stage + 1)
+        due = min(dues)
         remaining = due - workflow.now()
         if remaining > timedelta(0):
             try:
@@ -108,6 +135,9 @@ class HouseholdWorkflow:
                 return
             except TimeoutError:
                 pass
+        if payment and payment[0] == due:
+            await self._escalate(payment[1])
+            return
         self._reminders_in_stage += 1
         step = FORWARD[stage][0]
         await workflow.execute_activity_method(
@@ -216,11 +246,212 @@ class HouseholdWorkflow:
         except rules.RuleViolation as v:
             raise ApplicationError(v.message, type=v.rule, non_retryable=True) from None
 
+    # ---------------------------------------------------------------- payouts
+
+    @workflow.update
+    async def report_progress(self, inp: ReportProgressInput) -> PayoutResult:
+        async with self._lock:
+            t = self._validate_payout(Step.REPORT_PROGRESS, inp)
+            return await self._payout_step(Step.REPORT_PROGRESS, inp, t, TrancheStatus.DUE, milestone=inp.milestone)
+
+    @report_progress.validator
+    def _validate_report_progress(self, inp: ReportProgressInput) -> None:
+        self._validate_payout(Step.REPORT_PROGRESS, inp)
+
+    @workflow.update
+    async def authorise_payout(self, inp: AuthorisePayoutInput) -> PayoutResult:
+        async with self._lock:
+            t = self._validate_payout(Step.AUTHORISE_PAYOUT, inp)
+            return await self._payout_step(Step.AUTHORISE_PAYOUT, inp, t, TrancheStatus.AUTHORISED)
+
+    @authorise_payout.validator
+    def _validate_authorise_payout(self, inp: AuthorisePayoutInput) -> None:
+        self._validate_payout(Step.AUTHORISE_PAYOUT, inp)
+
+    @workflow.update
+    async def release_payout(self, inp: ReleasePayoutInput) -> PayoutResult:
+        """Release to the payment channel. Returns once the channel has the instruction; the money counts
+        as paid only when the channel confirms (signal `payment_result`)."""
+        async with self._lock:
+            t = self._validate_payout(Step.RELEASE_PAYOUT, inp)
+            result = await self._payout_step(Step.RELEASE_PAYOUT, inp, t, TrancheStatus.RELEASED)
+            await self._submit(self._tranche(t.n))
+            return result
+
+    @release_payout.validator
+    def _validate_release_payout(self, inp: ReleasePayoutInput) -> None:
+        self._validate_payout(Step.RELEASE_PAYOUT, inp)
+
+    @workflow.signal
+    async def payment_result(self, notice: PaymentNotice) -> None:
+        """The channel says it has an answer. Only a wake-up: the answer is read from the channel itself."""
+        async with self._lock:
+            t = self._tranche_paying(notice.payment_id)
+            if t is None:
+                workflow.logger.info("payment notice ignored", extra={"payment_id": notice.payment_id})
+                return
+            check = await workflow.execute_activity_method(
+                PaymentActivities.check_payment,
+                notice.payment_id,
+                start_to_close_timeout=ACTIVITY_TIMEOUT,
+                retry_policy=ACTIVITY_RETRY,
+            )
+            await self._apply_payment(t, check)
+
+    def _validate_payout(self, step: Step, inp) -> TrancheState:
+        try:
+            self._check_roles(step, inp)
+            return rules.check_payout(
+                step=step,
+                stage=self._state.stage,
+                household_code=self._household.code,
+                tranches=self._state.tranches,
+                tranche=getattr(inp, "tranche", None),
+                milestone=getattr(inp, "milestone", None),
+                actor=inp.actor,
+            )
+        except rules.RuleViolation as v:
+            raise ApplicationError(v.message, type=v.rule, non_retryable=True) from None
+
+    def _check_roles(self, step: Step, inp) -> None:
+        rules.check_actor(step=step, household=self._household, policy=self._policy, actor=inp.actor,
+                          evidence=inp.evidence, timeline=self._state.timeline)  # fmt: skip
+
+    async def _payout_step(self, step: Step, inp, t: TrancheState, status: TrancheStatus, *,
+                           milestone: Milestone | None = None) -> PayoutResult:  # fmt: skip
+        payment_id = None
+        update: dict[str, object] = {"status": status}
+        if step is Step.AUTHORISE_PAYOUT:
+            update |= {"authorised_by": inp.actor.user_id, "released_by": None}
+        if step is Step.RELEASE_PAYOUT:
+            attempt = t.attempts + 1
+            payment_id = self._payment_id(t.n, attempt)
+            update |= {"released_by": inp.actor.user_id, "attempts": attempt, "payment_id": payment_id,
+                       "released_at": workflow.now(), "escalations": 0}  # fmt: skip
+        next_agency = {
+            Step.REPORT_PROGRESS: self._policy.finance_agency,
+            Step.AUTHORISE_PAYOUT: self._policy.rule(Step.RELEASE_PAYOUT).responsible_agency,
+        }.get(step)
+        seq, outcome = await self._transition(
+            step, inp.actor, inp.evidence, getattr(inp, "batch_id", None) and f"batch {inp.batch_id}",
+            self._state.stage, tranche=t.n, tranche_updates={t.n: status.value}, payment_id=payment_id,
+            milestone=milestone.value if milestone else None, next_agency=next_agency,
+        )  # fmt: skip
+        self._set_tranche(t.n, **update)
+        return PayoutResult(household_code=self._household.code, step=step.value, tranche=t.n, amount=t.amount,
+                            status=status, seq=seq, audit_hash=outcome.audit_hash, payment_id=payment_id)  # fmt: skip
+
+    def _payment_id(self, n: int, attempt: int) -> str:
+        # The end-to-end id: per household, tranche and attempt (and per allocation, after a re-allocation).
+        allocations = sum(1 for e in self._state.timeline if e.step is Step.ALLOCATE)
+        return f"{self._household.code}-A{allocations}-T{n}-{attempt}"
+
+    async def _submit(self, t: TrancheState) -> None:
+        try:
+            await workflow.execute_activity_method(
+                PaymentActivities.submit_payment,
+                self._instruction(t),
+                start_to_close_timeout=ACTIVITY_TIMEOUT,
+                schedule_to_close_timeout=SUBMIT_DEADLINE,
+                retry_policy=ACTIVITY_RETRY,
+            )
+        except ActivityError as err:
+            # Released and recorded; the confirmation timeout will find the channel never got it and re-send.
+            workflow.logger.warning("payment not handed to the channel yet", extra={"error": str(err.cause or err)})
+
+    def _instruction(self, t: TrancheState) -> PaymentInstruction:
+        return PaymentInstruction(
+            payment_id=t.payment_id or "",
+            workflow_id=workflow.info().workflow_id,
+            household_code=self._household.code,
+            tranche=t.n,
+            attempt=t.attempts,
+            amount=t.amount,
+            payee=self._household.head_of_household,
+            released_by=t.released_by or "",
+        )
+
+    async def _apply_payment(self, t: TrancheState, check: PaymentCheck) -> None:
+        status = check.status
+        if status.state == "confirmed":
+            await self._transition(
+                Step.PAYMENT_CONFIRMED, check.channel_actor, [status.bank_ref or status.payment_id], None,
+                self._state.stage, money=MoneyOp.POST, transfer_ids=[p.transfer_id for p in t.pieces], tranche=t.n,
+                tranche_updates={t.n: TrancheStatus.PAID.value}, payment_id=status.payment_id,
+            )  # fmt: skip
+            self._set_tranche(t.n, status=TrancheStatus.PAID)
+        elif status.state == "failed":
+            retry = t.attempts < self._policy.payment_max_attempts
+            after = TrancheStatus.RELEASED if retry else TrancheStatus.DUE
+            reason = f"{status.reason or 'failed'} → " + (
+                f"sent again as attempt {t.attempts + 1}" if retry else "returned to Finance to authorise again"
+            )
+            await self._transition(
+                Step.PAYMENT_FAILED, check.channel_actor, [], reason, self._state.stage, tranche=t.n,
+                tranche_updates={t.n: after.value}, payment_id=status.payment_id,
+                next_agency=None if retry else self._policy.finance_agency,
+            )  # fmt: skip
+            if retry:
+                attempt = t.attempts + 1
+                self._set_tranche(t.n, attempts=attempt, payment_id=self._payment_id(t.n, attempt),
+                                  released_at=workflow.now(), escalations=0)  # fmt: skip
+                await self._submit(self._tranche(t.n))
+            else:
+                self._set_tranche(t.n, status=TrancheStatus.DUE, authorised_by=None, released_by=None)
+
+    def _next_payment_due(self) -> tuple[datetime, int] | None:
+        period = timedelta(hours=self._policy.payment_confirm_hours)
+        dues = [
+            (t.released_at + period * (t.escalations + 1), t.n)
+            for t in self._state.tranches
+            if t.status is TrancheStatus.RELEASED and t.released_at is not None
+        ]
+        return min(dues) if dues else None
+
+    async def _escalate(self, n: int) -> None:
+        async with self._lock:
+            t = self._tranche(n)
+            if t.status is not TrancheStatus.RELEASED or t.released_at is None:
+                return
+            escalation = t.escalations + 1
+            check = await workflow.execute_activity_method(
+                PaymentActivities.escalate_payment,
+                EscalationRecord(
+                    instruction=self._instruction(t),
+                    overdue_hours=int((workflow.now() - t.released_at).total_seconds() // 3600),
+                    escalation=escalation,
+                    finance_agency=self._policy.finance_agency,
+                ),
+                start_to_close_timeout=ACTIVITY_TIMEOUT,
+                retry_policy=ACTIVITY_RETRY,
+            )
+            self._set_tranche(n, escalations=escalation)
+            self._state = self._state.model_copy(
+                update={"payment_escalations": self._state.payment_escalations + 1}
+            )
+            workflow.logger.warning("payment escalated", extra={"tranche": n, "channel": check.status.state})
+            if check.status.state in ("confirmed", "failed"):
+                await self._apply_payment(self._tranche(n), check)
+
+    def _tranche(self, n: int) -> TrancheState:
+        return next(t for t in self._state.tranches if t.n == n)
+
+    def _tranche_paying(self, payment_id: str) -> TrancheState | None:
+        return next(
+            (t for t in self._state.tranches if t.payment_id == payment_id and t.status is TrancheStatus.RELEASED),
+            None,
+        )
+
+    def _set_tranche(self, n: int, **changes: object) -> None:
+        self._state = self._state.model_copy(
+            update={"tranches": [t.model_copy(update=changes) if t.n == n else t for t in self._state.tranches]}
+        )
+
     # ---------------------------------------------------------------- the one path every step takes
 
     def _validate(self, step: Step, inp: ActionInput) -> rules.Target:
         try:
-            return rules.check_action(
+            target = rules.check_action(
                 step=step,
                 stage=self._state.stage,
                 household=self._household,
@@ -228,6 +459,8 @@ class HouseholdWorkflow:
                 action=inp,
                 timeline=self._state.timeline,
             )
+            rules.check_money(step, target, self._state.tranches, self._household.code)
+            return target
         except rules.RuleViolation as v:
             raise ApplicationError(v.message, type=v.rule, non_retryable=True) from None
 
@@ -235,79 +468,36 @@ class HouseholdWorkflow:
         async with self._lock:
             target = self._validate(step, inp)
             state = self._state
-            seq = len(state.timeline) + 1
-            money, reservation = self._money_for(step, target.to_stage)
+            plan_tranches = step is Step.ALLOCATE and workflow.patched(TRANCHES_PATCH)
+            money, reservation, pieces, updates = self._money_for(step, target.to_stage)
+            if step is Step.ACCEPT:
+                # The house is finished: every tranche still waiting for a milestone is now due.
+                updates = {t.n: TrancheStatus.DUE.value for t in state.tranches if t.status is TrancheStatus.PLANNED}
             next_step = FORWARD.get(target.to_stage)
-            record = TransitionRecord(
-                idempotency_key=f"{workflow.info().workflow_id}#{seq}",
-                workflow_id=workflow.info().workflow_id,
-                household_code=self._household.code,
-                seq=seq,
-                step=step,
-                from_stage=state.stage,
-                to_stage=target.to_stage,
-                at=workflow.now(),
-                actor=inp.actor,
-                evidence=inp.evidence,
-                reason=inp.reason,
-                money=money,
-                source=getattr(inp, "source", None),
-                reservation_id=reservation,
-                support_type=self._household.support_type,
-                beneficiary_group=self._household.beneficiary_group,
+            seq, outcome = await self._transition(
+                step, inp.actor, inp.evidence, inp.reason, target.to_stage, money=money,
+                source=getattr(inp, "source", None), reservation_id=reservation, transfer_ids=pieces,
+                plan_tranches=plan_tranches, tranche_updates=updates,
                 next_agency=self._policy.rule(next_step[0]).responsible_agency if next_step else None,
-            )
-            try:
-                outcome = await workflow.execute_activity_method(
-                    HouseholdActivities.record_transition,
-                    record,
-                    start_to_close_timeout=ACTIVITY_TIMEOUT,
-                    schedule_to_close_timeout=ACTIVITY_DEADLINE,
-                    retry_policy=ACTIVITY_RETRY,
-                )
-            except ActivityError as err:
-                cause = err.cause
-                if isinstance(cause, ApplicationError):
-                    raise ApplicationError(cause.message, type=cause.type, non_retryable=True) from None
-                raise ApplicationError(
-                    f"step {step.value!r} was not recorded: {cause or err}", type="NotRecorded", non_retryable=True
-                ) from None
-
-            update: dict[str, object] = {
-                "stage": target.to_stage,
-                "stage_since": record.at,
-                **money_effect(money, amount=outcome.amount, transfer_id=outcome.transfer_id, source=record.source,
-                               paid_before=state.paid),  # fmt: skip
-            }
-            entry = TimelineEntry(
-                seq=seq,
-                step=step,
-                from_stage=state.stage,
-                to_stage=target.to_stage,
-                at=record.at,
-                user_id=inp.actor.user_id,
-                role=inp.actor.role,
-                agency=inp.actor.agency,
-                evidence=inp.evidence,
-                reason=inp.reason,
-                amount=outcome.amount,
-                audit_hash=outcome.audit_hash,
-            )
-            update["timeline"] = [*state.timeline, entry]
-            self._state = state.model_copy(update=update)
+            )  # fmt: skip
             self._reminders_in_stage = 0
-            self._changes += 1
-            workflow.upsert_search_attributes(search_attributes.updates(self._household, target.to_stage))
-            workflow.logger.info(
-                "step taken",
-                extra={"step": step.value, "to_stage": target.to_stage.value, "user": inp.actor.user_id},
-            )
+            if step is Step.ALLOCATE:
+                if outcome.allocation:
+                    self._state = self._state.model_copy(update={"tranches": [
+                        TrancheState(n=a.tranche, percent=a.percent, milestone=a.milestone, amount=a.amount,
+                                     pieces=a.pieces) for a in outcome.allocation]})  # fmt: skip
+                else:
+                    self._state = self._state.model_copy(update={"reservation_id": outcome.transfer_id})
+            elif money is MoneyOp.VOID or money is MoneyOp.POST:
+                self._state = self._state.model_copy(update={"reservation_id": None})
+            for n, status in updates.items():
+                self._set_tranche(n, status=TrancheStatus(status))
             # Each result model declares which of these it reports.
             money_facts = {
-                "amount": outcome.amount,
+                "amount": self._state.paid if step is Step.SETTLE and outcome.amount is None else outcome.amount,
                 "transfer_id": outcome.transfer_id,
-                "source": record.source,
-                "released": state.reserved if money is MoneyOp.VOID else 0,
+                "source": outcome.sources or getattr(inp, "source", None),
+                "released": (outcome.amount or 0) if money is MoneyOp.VOID else 0,
             }
             extra = {k: v for k, v in money_facts.items() if k in result_type.model_fields}
             return result_type(
@@ -316,18 +506,124 @@ class HouseholdWorkflow:
                 from_stage=state.stage,
                 to_stage=target.to_stage,
                 seq=seq,
-                at=record.at,
+                at=self._state.timeline[-1].at,
                 audit_hash=outcome.audit_hash,
                 **extra,
             )
 
-    def _money_for(self, step: Step, to_stage: Stage) -> tuple[MoneyOp, int | None]:
+    async def _transition(
+        self,
+        step: Step,
+        actor: Actor,
+        evidence: list[str],
+        reason: str | None,
+        to_stage: Stage,
+        *,
+        money: MoneyOp = MoneyOp.NONE,
+        source: str | None = None,
+        reservation_id: int | None = None,
+        transfer_ids: list[int] | None = None,
+        plan_tranches: bool = False,
+        tranche: int | None = None,
+        tranche_updates: dict[int, str] | None = None,
+        payment_id: str | None = None,
+        milestone: str | None = None,
+        next_agency: str | None = None,
+    ) -> tuple[int, TransitionOutcome]:
+        """Record one transition through the activity, then (only then) change the state."""
+        state = self._state
+        seq = len(state.timeline) + 1
+        record = TransitionRecord(
+            idempotency_key=f"{workflow.info().workflow_id}#{seq}",
+            workflow_id=workflow.info().workflow_id,
+            household_code=self._household.code,
+            seq=seq,
+            step=step,
+            from_stage=state.stage,
+            to_stage=to_stage,
+            at=workflow.now(),
+            actor=actor,
+            evidence=evidence,
+            reason=reason,
+            money=money,
+            source=source,
+            reservation_id=reservation_id,
+            transfer_ids=transfer_ids or [],
+            plan_tranches=plan_tranches,
+            tranche=tranche,
+            tranche_updates=tranche_updates or {},
+            payment_id=payment_id,
+            milestone=milestone,
+            support_type=self._household.support_type,
+            beneficiary_group=self._household.beneficiary_group,
+            next_agency=next_agency,
+        )
+        try:
+            outcome = await workflow.execute_activity_method(
+                HouseholdActivities.record_transition,
+                record,
+                start_to_close_timeout=ACTIVITY_TIMEOUT,
+                schedule_to_close_timeout=ACTIVITY_DEADLINE,
+                retry_policy=ACTIVITY_RETRY,
+            )
+        except ActivityError as err:
+            cause = err.cause
+            if isinstance(cause, ApplicationError):
+                raise ApplicationError(cause.message, type=cause.type, non_retryable=True) from None
+            raise ApplicationError(
+                f"step {step.value!r} was not recorded: {cause or err}", type="NotRecorded", non_retryable=True
+            ) from None
+
+        state = self._state  # re-read: nothing else ran (the lock), but keep one source of truth
+        update: dict[str, object] = {
+            **money_effect(money, amount=outcome.amount, source=outcome.sources or source,
+                           reserved_before=state.reserved, paid_before=state.paid),  # fmt: skip
+        }
+        if to_stage != state.stage:
+            update |= {"stage": to_stage, "stage_since": record.at}
+        entry = TimelineEntry(
+            seq=seq,
+            step=step,
+            from_stage=state.stage,
+            to_stage=to_stage,
+            at=record.at,
+            user_id=actor.user_id,
+            role=actor.role,
+            agency=actor.agency,
+            evidence=evidence,
+            reason=reason,
+            amount=outcome.amount,
+            audit_hash=outcome.audit_hash,
+            tranche=tranche,
+        )
+        update["timeline"] = [*state.timeline, entry]
+        changed_stage = to_stage != state.stage
+        self._state = state.model_copy(update=update)
+        self._changes += 1
+        if changed_stage:
+            workflow.upsert_search_attributes(search_attributes.updates(self._household, to_stage))
+        workflow.logger.info(
+            "step taken", extra={"step": step.value, "to_stage": to_stage.value, "user": actor.user_id}
+        )
+        return seq, outcome
+
+    def _money_for(self, step: Step, to_stage: Stage) -> tuple[MoneyOp, int | None, list[int], dict[int, str]]:
+        """The money operation a lifecycle step makes: (op, legacy reservation, tranche pieces, tranche statuses)."""
         reservation = self._state.reservation_id
         if step is Step.ALLOCATE:
-            return MoneyOp.RESERVE, None
-        if step is Step.SETTLE:
-            return MoneyOp.POST, reservation
-        if reservation is not None and to_stage not in FUNDED_STAGES:
-            # Cancelled, or sent back before fund allocation: what was reserved goes back to the source.
-            return MoneyOp.VOID, reservation
-        return MoneyOp.NONE, None
+            return MoneyOp.RESERVE, None, [], {}
+        if reservation is not None:  # allocated before tranches: one reservation, posted whole at settlement
+            if step is Step.SETTLE:
+                return MoneyOp.POST, reservation, [], {}
+            if to_stage not in FUNDED_STAGES:
+                return MoneyOp.VOID, reservation, [], {}
+            return MoneyOp.NONE, None, [], {}
+        if to_stage in FUNDED_STAGES or step is Step.SETTLE:
+            return MoneyOp.NONE, None, [], {}
+        # Cancelled, or sent back before fund allocation: what is not paid goes back to its sources.
+        open_tranches = [t for t in self._state.tranches
+                         if t.status not in (TrancheStatus.PAID, TrancheStatus.VOIDED)]  # fmt: skip
+        pieces = [p.transfer_id for t in open_tranches for p in t.pieces]
+        if not pieces:
+            return MoneyOp.NONE, None, [], {}
+        return MoneyOp.VOID, None, pieces, {t.n: TrancheStatus.VOIDED.value for t in open_tranches}

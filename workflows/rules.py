@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 from models.actions import ActionInput
 from models.actor import Actor
-from models.household import FORWARD, PREVIOUS, Household, Stage, Step
+from models.finance import REPORTED_MILESTONES, Milestone, TrancheState, TrancheStatus
+from models.household import FORWARD, FUNDED_STAGES, PREVIOUS, Household, Stage, Step
 from models.policy import WorkflowPolicy
 from models.state import TimelineEntry
 
@@ -64,8 +65,28 @@ def check_action(
 ) -> Target:
     """All rules for one action, in the order an officer would want to hear about them."""
     target = target_of(step, stage, household.code)
-    actor = action.actor
-    rule = policy.rule(target.governing_step)
+    check_actor(step=step, household=household, policy=policy, actor=action.actor, evidence=action.evidence,
+                timeline=timeline, governing_step=target.governing_step)  # fmt: skip
+    if step in (Step.SEND_BACK, Step.CANCEL) and not (action.reason and action.reason.strip()):
+        raise RuleViolation("ReasonMissing", f"step {step.value!r} needs a reason")
+    return target
+
+
+def check_actor(
+    *,
+    step: Step,
+    household: Household,
+    policy: WorkflowPolicy,
+    actor: Actor,
+    evidence: Sequence[str],
+    timeline: Sequence[TimelineEntry],
+    governing_step: Step | None = None,
+) -> None:
+    """Role, jurisdiction, segregation of duties and evidence: who may take this step on this household."""
+    governing = governing_step or step
+    if governing not in policy.steps:
+        raise RuleViolation("RoleNotAllowed", f"policy {policy.version} lets no one take step {step.value!r}")
+    rule = policy.rule(governing)
     if actor.role not in rule.roles:
         raise RuleViolation(
             "RoleNotAllowed",
@@ -79,13 +100,103 @@ def check_action(
             f"({household.province} / {household.district} / {household.commune})",
         )
     _check_segregation(step, actor, policy, timeline, household.code)
-    if step in (Step.SEND_BACK, Step.CANCEL) and not (action.reason and action.reason.strip()):
-        raise RuleViolation("ReasonMissing", f"step {step.value!r} needs a reason")
-    if rule.evidence_required and step not in (Step.SEND_BACK, Step.CANCEL) and not action.evidence:
+    if rule.evidence_required and step not in (Step.SEND_BACK, Step.CANCEL) and not evidence:
         raise RuleViolation(
             "EvidenceMissing", f"step {step.value!r} needs at least one evidence document reference"
         )
-    return target
+
+
+_PAYOUT_NEEDS = {
+    Step.AUTHORISE_PAYOUT: TrancheStatus.DUE,
+    Step.RELEASE_PAYOUT: TrancheStatus.AUTHORISED,
+}
+
+
+def check_payout(
+    *,
+    step: Step,
+    stage: Stage,
+    household_code: str,
+    tranches: Sequence[TrancheState],
+    tranche: int | None,
+    milestone: Milestone | None,
+    actor: Actor,
+) -> TrancheState:
+    """The tranche a payout step acts on, or why it may not (order of payout steps, separation of duties)."""
+    if stage.terminal:
+        raise RuleViolation("OutOfOrder", f"household {household_code} is {stage.value}: no step can be taken")
+    if not tranches:
+        raise RuleViolation(
+            "NoTranches", f"household {household_code} has no tranches (not allocated, or allocated before tranches)"
+        )
+    if step is Step.REPORT_PROGRESS:
+        if stage is not Stage.CONSTRUCTION:
+            raise RuleViolation(
+                "OutOfOrder",
+                f"progress is reported during construction; household {household_code} is in {stage.value}",
+            )
+        if milestone not in REPORTED_MILESTONES:
+            raise RuleViolation("UnknownMilestone", f"milestone {milestone} is not reported by the commune")
+        match = [t for t in tranches if t.milestone is milestone]
+        if not match:
+            plan = ", ".join(t.milestone.value for t in tranches)
+            raise RuleViolation(
+                "UnknownMilestone",
+                f"household {household_code}'s tranches fall due at {plan}, not at {milestone.value}",
+            )
+        if match[0].status is not TrancheStatus.PLANNED:
+            raise RuleViolation(
+                "OutOfOrder", f"milestone {milestone.value} of household {household_code} was already reported"
+            )
+        return match[0]
+    if stage not in FUNDED_STAGES:
+        raise RuleViolation("OutOfOrder", f"household {household_code} is in {stage.value}: nothing to pay")
+    current = next((t for t in tranches if t.n == tranche), None)
+    if current is None:
+        raise RuleViolation("UnknownTranche", f"household {household_code} has no tranche {tranche}")
+    needed = _PAYOUT_NEEDS[step]
+    if current.status is not needed:
+        raise RuleViolation(
+            "OutOfOrder",
+            f"tranche {tranche} of household {household_code} is {current.status.value}; "
+            f"step {step.value!r} needs it {needed.value}",
+        )
+    if step is Step.RELEASE_PAYOUT and current.authorised_by == actor.user_id:
+        raise RuleViolation(
+            "SegregationOfDuties",
+            f"user {actor.user_id} authorised tranche {tranche} of household {household_code} and may not also "
+            "release it",
+        )
+    return current
+
+
+def check_money(step: Step, target: Target, tranches: Sequence[TrancheState], household_code: str) -> None:
+    """What the money of a household paid in tranches forbids: closing it unpaid, or undoing paid money."""
+    if not tranches:
+        return
+    in_flight = [t.n for t in tranches if t.status is TrancheStatus.RELEASED]
+    if step is Step.SETTLE:
+        unpaid = [t.n for t in tranches if t.status is not TrancheStatus.PAID]
+        if unpaid:
+            raise RuleViolation(
+                "PaymentsOutstanding",
+                f"household {household_code}: tranche(s) {', '.join(map(str, unpaid))} not confirmed paid; "
+                "settlement counts only confirmed money",
+            )
+    if target.to_stage not in FUNDED_STAGES and step in (Step.SEND_BACK, Step.CANCEL):
+        if in_flight:
+            raise RuleViolation(
+                "PaymentInFlight",
+                f"household {household_code}: tranche(s) {', '.join(map(str, in_flight))} are with the payment "
+                "channel; wait for its answer",
+            )
+        paid = [t.n for t in tranches if t.status is TrancheStatus.PAID]
+        if step is Step.SEND_BACK and paid:
+            raise RuleViolation(
+                "PaymentsMade",
+                f"household {household_code}: tranche(s) {', '.join(map(str, paid))} are paid; the allocation "
+                "cannot be redone",
+            )
 
 
 def _check_segregation(

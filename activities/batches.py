@@ -1,0 +1,84 @@
+"""Activities of a payout batch: pick the households, then take the step on each one through its own
+workflow's update, so every household's validators decide exactly as for a single action."""
+
+from __future__ import annotations
+
+from temporalio import activity
+from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError
+
+from core.errors import DomainError
+from db import finance as finance_db
+from db import users
+from db.engine import Sessions
+from models.finance import (
+    ApplyPayoutInput,
+    AuthorisePayoutInput,
+    BatchAction,
+    BatchItem,
+    ReleasePayoutInput,
+    SelectPayoutsInput,
+    TrancheStatus,
+)
+from models.household import workflow_id_for
+
+# The status a tranche must be in for the action, and the statuses that mean it was done already.
+NEEDS = {BatchAction.AUTHORISE: TrancheStatus.DUE, BatchAction.RELEASE: TrancheStatus.AUTHORISED}
+DONE_ALREADY = {
+    BatchAction.AUTHORISE: {TrancheStatus.AUTHORISED, TrancheStatus.RELEASED, TrancheStatus.PAID},
+    BatchAction.RELEASE: {TrancheStatus.RELEASED, TrancheStatus.PAID},
+}
+
+
+class BatchActivities:
+    def __init__(self, client: Client, sessions: Sessions) -> None:
+        self._client = client
+        self._sessions = sessions
+
+    @activity.defn(name="select_payouts")
+    async def select_payouts(self, inp: SelectPayoutsInput) -> list[str]:
+        async with self._sessions() as session:
+            try:
+                await users.confirm_actor(session, inp.actor)
+            except DomainError as err:
+                raise ApplicationError(err.message, type=err.type, non_retryable=True) from None
+            rows = await finance_db.tranches_for_batch(
+                session,
+                tranche=inp.tranche,
+                district=inp.selection.district,
+                decision_ref=inp.selection.decision_ref,
+                codes=inp.selection.codes,
+                province=inp.actor.jurisdiction.province,
+            )
+        return [r.household_code for r in rows]
+
+    @activity.defn(name="apply_payout")
+    async def apply_payout(self, inp: ApplyPayoutInput) -> BatchItem:
+        from workflows.household import HouseholdWorkflow  # the workflow module imports models only
+
+        handle = self._client.get_workflow_handle(workflow_id_for(inp.household_code))
+        try:
+            state = await handle.query(HouseholdWorkflow.state)
+        except RPCError as err:
+            return BatchItem(household_code=inp.household_code, outcome="failed", rule="Closed", message=err.message)
+        tranche = next((t for t in state.tranches if t.n == inp.tranche), None)
+        if tranche is None:
+            return BatchItem(household_code=inp.household_code, outcome="failed", rule="UnknownTranche",
+                             message=f"no tranche {inp.tranche}")  # fmt: skip
+        if tranche.status in DONE_ALREADY[inp.action]:
+            return BatchItem(household_code=inp.household_code, outcome="skipped", rule="AlreadyDone",
+                             message=f"tranche {inp.tranche} is {tranche.status.value}", amount=0)  # fmt: skip
+        fields = dict(actor=inp.actor, tranche=inp.tranche, evidence=inp.evidence, batch_id=inp.batch_id)
+        try:
+            if inp.action is BatchAction.AUTHORISE:
+                result = await handle.execute_update(HouseholdWorkflow.authorise_payout, AuthorisePayoutInput(**fields))
+            else:
+                result = await handle.execute_update(HouseholdWorkflow.release_payout, ReleasePayoutInput(**fields))
+        except WorkflowUpdateFailedError as err:
+            cause = err.cause
+            if isinstance(cause, ApplicationError):
+                return BatchItem(household_code=inp.household_code, outcome="failed", rule=cause.type,
+                                 message=cause.message)  # fmt: skip
+            raise
+        return BatchItem(household_code=inp.household_code, outcome="done", amount=result.amount)

@@ -1,0 +1,366 @@
+"""Finance data: source rules and allocation policies, tranche plans and the tranches read model,
+payment instructions, decisions, VBSP loans and reimbursements (cấp bù). Functions flush, never commit."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core.errors import DomainError
+from db.schema import (
+    allocation_policies,
+    decisions,
+    funding_sources,
+    household_loans,
+    household_tranches,
+    households,
+    ledger_accounts,
+    ledger_transfers,
+    payments,
+    tranche_plans,
+)
+from finance.allocation import AllocationPolicy, SourceRules, SourceView
+from models.finance import AllocationPiece, PaymentInstruction, TranchePlan
+from models.household import BeneficiaryGroup, Household, SupportType
+
+LOAN_STATUSES = ("approved", "disbursed", "repaying", "repaid", "cancelled")
+
+
+# ------------------------------------------------------------------ sources and policies
+
+
+async def sources_for(session: AsyncSession, h: Household, *, only: str | None = None) -> list[SourceView]:
+    """The sources whose rules accept this household, their accounts locked in id order, with the free
+    balance read after the lock (concurrent allocations queue here and never see a stale balance)."""
+    rows = (
+        await session.execute(
+            select(
+                funding_sources.c.code,
+                funding_sources.c.category,
+                funding_sources.c.priority,
+                funding_sources.c.rules,
+                funding_sources.c.account_id,
+            ).order_by(funding_sources.c.account_id)
+        )
+    ).all()
+    eligible = []
+    for r in rows:
+        if only is not None and r.code != only:
+            continue
+        rules = SourceRules.model_validate(r.rules or {})
+        if rules.accepts(h):
+            eligible.append((r, rules))
+    if only is not None and not eligible:
+        known = any(r.code == only for r in rows)
+        raise DomainError(
+            "SourceNotEligible" if known else "UnknownFundingSource",
+            f"funding source {only!r} " + ("does not cover household " + h.code + " by its rules" if known
+                                          else "does not exist"),  # fmt: skip
+        )
+    if not eligible:
+        return []
+    ids = [r.account_id for r, _ in eligible]
+    balances = {
+        a.id: a.credits_posted - a.debits_posted - a.debits_pending
+        for a in await session.execute(
+            select(
+                ledger_accounts.c.id,
+                ledger_accounts.c.credits_posted,
+                ledger_accounts.c.debits_posted,
+                ledger_accounts.c.debits_pending,
+            )
+            .where(ledger_accounts.c.id.in_(ids))
+            .order_by(ledger_accounts.c.id)
+            .with_for_update()
+        )
+    }
+    return [
+        SourceView(code=r.code, category=r.category, priority=r.priority, free=balances[r.account_id], rules=rules)
+        for r, rules in eligible
+    ]
+
+
+async def allocation_policy(session: AsyncSession, programme: str | None, as_of: date) -> AllocationPolicy:
+    """The programme's own policy if it has one, else the default, as in effect on `as_of`."""
+    t = allocation_policies
+    for name in ([programme] if programme else []) + ["default"]:
+        doc = await session.scalar(
+            select(t.c.document)
+            .where(t.c.programme == name, t.c.effective_from <= as_of)
+            .order_by(t.c.effective_from.desc())
+            .limit(1)
+        )
+        if doc is not None:
+            return AllocationPolicy.model_validate(doc)
+    raise DomainError("NoAllocationPolicy", f"no allocation policy is in effect on {as_of.isoformat()}")
+
+
+async def put_allocation_policy(session: AsyncSession, policy: AllocationPolicy, effective_from: date) -> None:
+    await session.execute(
+        pg_insert(allocation_policies)
+        .values(
+            programme=policy.programme,
+            version=policy.version,
+            effective_from=effective_from,
+            document=policy.model_dump(mode="json"),
+        )
+        .on_conflict_do_nothing()
+    )
+
+
+async def tranche_plan(
+    session: AsyncSession, support_type: SupportType, group: BeneficiaryGroup, as_of: date
+) -> TranchePlan:
+    """The plan for a support type and group; a group-specific plan wins over the all-groups plan."""
+    t = tranche_plans
+    row = (
+        await session.execute(
+            select(t.c.document, t.c.legal_basis)
+            .where(t.c.support_type == support_type.value)
+            .where((t.c.beneficiary_group == group.value) | t.c.beneficiary_group.is_(None))
+            .where(t.c.effective_from <= as_of)
+            .order_by(t.c.beneficiary_group.is_(None), t.c.effective_from.desc())
+            .limit(1)
+        )
+    ).one_or_none()
+    if row is None:
+        raise DomainError(
+            "NoTranchePlan", f"no tranche plan for {support_type.value} / {group.value} on {as_of.isoformat()}"
+        )
+    return TranchePlan(tranches=row.document, legal_basis=row.legal_basis)
+
+
+async def put_tranche_plan(
+    session: AsyncSession,
+    support_type: SupportType,
+    group: BeneficiaryGroup | None,
+    plan: TranchePlan,
+    effective_from: date,
+) -> None:
+    plan.amounts(100)  # refuses percentages that do not add up to 100
+    await session.execute(
+        pg_insert(tranche_plans)
+        .values(
+            support_type=support_type.value,
+            beneficiary_group=group.value if group else None,
+            effective_from=effective_from,
+            document=[t.model_dump(mode="json") for t in plan.tranches],
+            legal_basis=plan.legal_basis or "-",
+        )
+        .on_conflict_do_nothing()
+    )
+
+
+# ------------------------------------------------------------------ tranches read model
+
+
+async def record_allocation(session: AsyncSession, code: str, allocation: list[AllocationPiece]) -> None:
+    rows = [
+        dict(household_code=code, tranche=a.tranche, percent=a.percent, milestone=a.milestone.value,
+             amount=a.amount, status="planned", authorised_by=None, released_by=None, attempts=0)
+        for a in allocation
+    ]  # fmt: skip
+    stmt = pg_insert(household_tranches).values(rows)
+    # After a send-back and a new allocation the household's tranches start afresh.
+    await session.execute(
+        stmt.on_conflict_do_update(
+            index_elements=["household_code", "tranche"],
+            set_={c: stmt.excluded[c] for c in ("percent", "milestone", "amount", "status", "authorised_by",
+                                                "released_by", "attempts")} | {"updated_at": func.now()},
+        )  # fmt: skip
+    )
+
+
+async def update_tranches(
+    session: AsyncSession, code: str, updates: dict[int, str], *, authorised_by: str | None = None,
+    released_by: str | None = None, attempt: int | None = None,
+) -> None:  # fmt: skip
+    for n, status in updates.items():
+        values: dict = {"status": status, "updated_at": func.now()}
+        if authorised_by:
+            values |= {"authorised_by": authorised_by, "released_by": None}
+        if released_by:
+            values["released_by"] = released_by
+        if attempt is not None:
+            values["attempts"] = attempt
+        await session.execute(
+            household_tranches.update()
+            .where(household_tranches.c.household_code == code, household_tranches.c.tranche == n)
+            .values(**values)
+        )
+
+
+@dataclass(frozen=True)
+class TrancheRow:
+    household_code: str
+    tranche: int
+    amount: int
+    status: str
+
+
+async def tranches_for_batch(
+    session: AsyncSession, *, tranche: int, district: str | None, decision_ref: str | None, codes: list[str],
+    province: str,
+) -> list[TrancheRow]:  # fmt: skip
+    t, h = household_tranches, households
+    q = (
+        select(t.c.household_code, t.c.tranche, t.c.amount, t.c.status)
+        .join(h, h.c.code == t.c.household_code)
+        .where(t.c.tranche == tranche, h.c.province == province)
+        .order_by(t.c.household_code)
+    )
+    if district:
+        q = q.where(h.c.district == district)
+    if decision_ref:
+        q = q.where(h.c.decision_ref == decision_ref)
+    if codes:
+        q = q.where(t.c.household_code.in_(codes))
+    return [TrancheRow(**r._mapping) for r in await session.execute(q)]
+
+
+# ------------------------------------------------------------------ payments
+
+
+async def save_instruction(session: AsyncSession, instr: PaymentInstruction, channel: str) -> bool:
+    """Record a payment instruction once (by its end-to-end id). True if new."""
+    new = await session.scalar(
+        pg_insert(payments)
+        .values(
+            payment_id=instr.payment_id, household_code=instr.household_code, tranche=instr.tranche,
+            attempt=instr.attempt, amount=instr.amount, payee=instr.payee, channel=channel, status="sent",
+            released_by=instr.released_by,
+        )  # fmt: skip
+        .on_conflict_do_nothing(index_elements=["payment_id"])
+        .returning(payments.c.payment_id)
+    )
+    return new is not None
+
+
+async def resolve_payment(
+    session: AsyncSession, payment_id: str, status: str, *, bank_ref: str | None, reason: str | None, at: datetime
+) -> None:
+    await session.execute(
+        payments.update()
+        .where(payments.c.payment_id == payment_id, payments.c.status == "sent")
+        .values(status=status, bank_ref=bank_ref, reason=reason, resolved_at=at)
+    )
+
+
+async def mark_overdue(session: AsyncSession, payment_id: str) -> None:
+    await session.execute(
+        payments.update().where(payments.c.payment_id == payment_id, payments.c.status == "sent").values(overdue=True)
+    )
+
+
+# ------------------------------------------------------------------ decisions
+
+
+async def ensure_decisions(session: AsyncSession, refs: set[str]) -> None:
+    """Decisions named by an imported list are registered as original unless registered before."""
+    if refs:
+        await session.execute(
+            pg_insert(decisions).values([{"ref": r, "kind": "original"} for r in sorted(refs)]).on_conflict_do_nothing()
+        )
+
+
+async def add_decision(
+    session: AsyncSession, ref: str, *, supplements: str | None, decided_on: date | None, note: str | None
+) -> bool:
+    """Register a decision; a supplementary one names the decision whose list it amends. True if new."""
+    if supplements and not await session.scalar(select(decisions.c.ref).where(decisions.c.ref == supplements)):
+        raise DomainError("UnknownDecision", f"decision {supplements!r} is not registered; register it first")
+    existing = (await session.execute(select(decisions).where(decisions.c.ref == ref))).mappings().one_or_none()
+    if existing is not None:
+        if existing["supplements"] != supplements:
+            raise DomainError(
+                "DecisionConflict",
+                f"decision {ref} is registered as {existing['kind']}"
+                + (f" to {existing['supplements']}" if existing["supplements"] else ""),
+            )
+        return False
+    await session.execute(
+        decisions.insert().values(
+            ref=ref, kind="supplementary" if supplements else "original", supplements=supplements,
+            decided_on=decided_on, note=note,
+        )  # fmt: skip
+    )
+    return True
+
+
+# ------------------------------------------------------------------ VBSP loans
+
+
+async def record_loan(
+    session: AsyncSession, *, key: str, household_code: str, amount: int, status: str, recorded_by: str,
+    lender: str = "VBSP", note: str | None = None,
+) -> bool:  # fmt: skip
+    if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
+        raise DomainError("InvalidAmount", f"loan amount must be a positive whole number of đồng, got {amount!r}")
+    if status not in LOAN_STATUSES:
+        raise DomainError("InvalidLoanStatus", f"loan status must be one of {', '.join(LOAN_STATUSES)}, got {status!r}")
+    if not await session.scalar(select(households.c.code).where(households.c.code == household_code)):
+        raise DomainError("UnknownHousehold", f"household {household_code} is not registered")
+    new = await session.scalar(
+        pg_insert(household_loans)
+        .values(idempotency_key=key, household_code=household_code, lender=lender, amount=amount, status=status,
+                recorded_by=recorded_by, note=note)  # fmt: skip
+        .on_conflict_do_nothing(index_elements=["idempotency_key"])
+        .returning(household_loans.c.id)
+    )
+    return new is not None
+
+
+def current_loans():
+    """Each household's loan as its latest event says (amount and status), as a subquery."""
+    t = household_loans
+    latest = select(func.max(t.c.id)).group_by(t.c.household_code, t.c.lender).scalar_subquery()
+    return select(t.c.household_code, t.c.lender, t.c.amount, t.c.status).where(t.c.id.in_(latest)).subquery()
+
+
+# ------------------------------------------------------------------ reimbursement (cấp bù)
+
+
+@dataclass(frozen=True)
+class Receivable:
+    advance_source: str
+    districts: str
+    reimbursed_by: str
+    advanced: int  # paid to households out of the district's advance
+    reimbursed: int
+    outstanding: int
+
+
+async def receivables(session: AsyncSession) -> list[Receivable]:
+    """What each district advanced for programme households and what has been paid back: sums of
+    ledger entries (payouts from the advance source, reimbursements to its origin)."""
+    out = []
+    rows = (
+        await session.execute(
+            select(funding_sources.c.code, funding_sources.c.rules, funding_sources.c.account_id,
+                   funding_sources.c.origin_account_id).order_by(funding_sources.c.code)  # fmt: skip
+        )
+    ).all()
+    t = ledger_transfers
+    for r in rows:
+        rules = SourceRules.model_validate(r.rules or {})
+        if not rules.reimbursed_by:
+            continue
+        advanced = await session.scalar(
+            select(func.coalesce(func.sum(t.c.amount), 0)).where(
+                t.c.debit_account_id == r.account_id, t.c.kind == "post_pending"
+            )
+        )
+        reimbursed = await session.scalar(
+            select(func.coalesce(func.sum(t.c.amount), 0)).where(
+                t.c.credit_account_id == r.origin_account_id, t.c.code == "reimbursement"
+            )
+        )
+        out.append(
+            Receivable(r.code, ", ".join(rules.districts) or "-", rules.reimbursed_by, int(advanced),
+                       int(reimbursed), int(advanced) - int(reimbursed))  # fmt: skip
+        )
+    return out

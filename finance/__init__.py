@@ -1,0 +1,1 @@
+"""The money side: allocation across funding sources, tranches, payment channel, batches, reconciliation."""

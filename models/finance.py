@@ -1,0 +1,287 @@
+"""Money in tranches: the plan, the pieces reserved from each source, payouts and the payment channel.
+
+A household's entitlement is reserved at fund allocation as pending ledger transfers, one per (tranche,
+source) piece. A tranche is paid when the payment channel confirms it: its pieces are posted. Cancellation
+voids the pieces not yet paid. Amounts are whole đồng.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from models.actor import Actor
+
+
+class Milestone(StrEnum):
+    """What makes a tranche due."""
+
+    FOUNDATION = "foundation"  # new build: the foundation is done
+    PROGRESS_30 = "progress_30"  # repair: 30% of the work is done
+    ACCEPTANCE = "acceptance"  # the house is accepted (nghiệm thu)
+
+
+# Milestones the commune reports during construction; acceptance is the accept step itself.
+REPORTED_MILESTONES = frozenset({Milestone.FOUNDATION, Milestone.PROGRESS_30})
+
+
+class TrancheSpec(BaseModel):
+    """One tranche of a plan: a share of the entitlement, due at a milestone."""
+
+    model_config = ConfigDict(frozen=True)
+
+    percent: int = Field(gt=0, le=100)
+    milestone: Milestone
+
+
+class TranchePlan(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    tranches: list[TrancheSpec] = Field(min_length=1)
+    legal_basis: str = ""
+
+    def amounts(self, entitlement: int) -> list[int]:
+        """Whole-đồng amounts; the last tranche takes the remainder, so they add up to the entitlement."""
+        if sum(t.percent for t in self.tranches) != 100:
+            raise ValueError("tranche percentages must add up to 100")
+        out = [entitlement * t.percent // 100 for t in self.tranches[:-1]]
+        return [*out, entitlement - sum(out)]
+
+
+class TrancheStatus(StrEnum):
+    PLANNED = "planned"  # waiting for its milestone
+    DUE = "due"  # milestone reached (or payment returned to Finance): Finance may authorise
+    AUTHORISED = "authorised"  # the paying unit may release
+    RELEASED = "released"  # sent to the payment channel, waiting for its confirmation
+    PAID = "paid"  # confirmed by the channel; its pieces are posted
+    VOIDED = "voided"  # cancelled or sent back before payment; its pieces went back to their sources
+
+
+class Piece(BaseModel):
+    """A pending ledger transfer: part of one tranche, drawn from one source."""
+
+    model_config = ConfigDict(frozen=True)
+
+    transfer_id: int
+    source: str
+    amount: int = Field(gt=0)
+
+
+class TrancheState(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    n: int = Field(ge=1)
+    percent: int
+    milestone: Milestone
+    amount: int
+    status: TrancheStatus = TrancheStatus.PLANNED
+    pieces: list[Piece] = Field(default_factory=list)
+    authorised_by: str | None = None
+    released_by: str | None = None
+    attempts: int = 0  # payment instructions sent for this tranche
+    payment_id: str | None = None  # the instruction in flight, or the one that was confirmed
+    released_at: datetime | None = None
+    escalations: int = 0  # times the channel's silence on the instruction in flight was escalated
+
+
+class AllocationPiece(BaseModel):
+    """What the allocation activity reserved, tranche by tranche."""
+
+    model_config = ConfigDict(frozen=True)
+
+    tranche: int
+    percent: int
+    milestone: Milestone
+    amount: int
+    pieces: list[Piece]
+
+
+# ------------------------------------------------------------------ payout updates
+
+
+class ReportProgressInput(BaseModel):
+    """The commune reports a construction milestone; the tranche it triggers becomes due."""
+
+    model_config = ConfigDict(frozen=True, str_strip_whitespace=True)
+
+    actor: Actor
+    milestone: Milestone
+    evidence: list[str] = Field(default_factory=list)
+
+
+class PayoutInput(BaseModel):
+    model_config = ConfigDict(frozen=True, str_strip_whitespace=True)
+
+    actor: Actor
+    tranche: int = Field(ge=1)
+    evidence: list[str] = Field(default_factory=list)
+    batch_id: str | None = None  # set when the step is one household of a bulk batch
+
+
+class AuthorisePayoutInput(PayoutInput):
+    """Finance authorises a due tranche (approve → authorise → release)."""
+
+
+class ReleasePayoutInput(PayoutInput):
+    """The paying unit releases an authorised tranche to the payment channel; never its authoriser."""
+
+
+class PayoutResult(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    household_code: str
+    step: str
+    tranche: int
+    amount: int
+    status: TrancheStatus
+    seq: int
+    audit_hash: str
+    payment_id: str | None = None
+
+
+# ------------------------------------------------------------------ payment channel
+
+
+class PaymentInstruction(BaseModel):
+    """What the paying unit sends to the bank or treasury. `payment_id` is the end-to-end id: a channel
+    that sees it twice pays once."""
+
+    model_config = ConfigDict(frozen=True)
+
+    payment_id: str
+    workflow_id: str
+    household_code: str
+    tranche: int
+    attempt: int
+    amount: int = Field(gt=0)
+    payee: str  # the account holder (the head of household)
+    released_by: str
+
+
+ChannelState = Literal["pending", "confirmed", "failed", "unknown"]
+
+
+class ChannelStatus(BaseModel):
+    """The channel's own answer for one instruction; 'unknown' means it never received it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    payment_id: str
+    state: ChannelState
+    bank_ref: str | None = None
+    reason: str | None = None
+
+
+class PaymentNotice(BaseModel):
+    """The channel's callback (a signal): only a wake-up. The workflow asks the channel for the status
+    before it records anything, so a forged or repeated notice moves no money."""
+
+    model_config = ConfigDict(frozen=True)
+
+    payment_id: str
+
+
+class PaymentCheck(BaseModel):
+    """The authoritative status, with the channel's system user that records it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    status: ChannelStatus
+    channel_actor: Actor
+
+
+class EscalationRecord(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    instruction: PaymentInstruction
+    overdue_hours: int
+    escalation: int  # 1 for the first escalation of this instruction, 2 for the next, ...
+    finance_agency: str
+
+
+# ------------------------------------------------------------------ bulk batches
+
+
+class BatchAction(StrEnum):
+    AUTHORISE = "authorise"
+    RELEASE = "release"
+
+
+class BatchSelection(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    district: str | None = None
+    decision_ref: str | None = None
+    codes: list[str] = Field(default_factory=list)
+
+    def describe(self) -> str:
+        parts = [
+            f"district {self.district}" if self.district else "",
+            f"decision {self.decision_ref}" if self.decision_ref else "",
+            f"{len(self.codes)} listed households" if self.codes else "",
+        ]
+        return ", ".join(p for p in parts if p) or "the whole province"
+
+
+class PayoutBatchInput(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    batch_id: str
+    action: BatchAction
+    tranche: int = Field(ge=1)
+    selection: BatchSelection
+    actor: Actor
+    evidence: list[str] = Field(default_factory=list)
+    concurrency: int = Field(default=8, ge=1, le=64)
+
+
+class BatchItem(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    household_code: str
+    outcome: Literal["done", "skipped", "failed"]
+    rule: str | None = None
+    message: str | None = None
+    amount: int = 0
+
+
+class BatchProgress(BaseModel):
+    total: int = 0
+    done: int = 0
+    skipped: int = 0
+    failed: int = 0
+
+    @property
+    def finished(self) -> int:
+        return self.done + self.skipped + self.failed
+
+
+class PayoutBatchResult(BaseModel):
+    batch_id: str
+    action: BatchAction
+    tranche: int
+    progress: BatchProgress
+    amount: int
+    items: list[BatchItem]
+
+
+class ApplyPayoutInput(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    household_code: str
+    action: BatchAction
+    tranche: int
+    actor: Actor
+    evidence: list[str]
+    batch_id: str
+
+
+class SelectPayoutsInput(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    selection: BatchSelection
+    tranche: int
+    actor: Actor

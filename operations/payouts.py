@@ -1,0 +1,71 @@
+"""Payout batches from the command line and the demo: start (or rejoin) a batch workflow, follow its
+progress, wait for the payment channel's answers."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Callable
+
+from sqlalchemy import func, select
+from temporalio.client import Client
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+
+from db.engine import Sessions
+from db.schema import household_tranches
+from models.finance import BatchAction, BatchProgress, BatchSelection, PayoutBatchInput, PayoutBatchResult
+from workflows.batch import PayoutBatchWorkflow
+
+
+def batch_id_for(action: BatchAction, tranche: int, selection: BatchSelection, ref: str) -> str:
+    """The same command for the same selection is the same batch: running it again rejoins or re-runs it."""
+    key = "|".join([selection.district or "", selection.decision_ref or "", ",".join(sorted(selection.codes))])
+    return f"{action.value}-t{tranche}-{hashlib.sha256(key.encode()).hexdigest()[:10]}-{ref}"
+
+
+async def run_batch(
+    client: Client,
+    task_queue: str,
+    inp: PayoutBatchInput,
+    *,
+    on_progress: Callable[[BatchProgress], None] | None = None,
+    poll: float = 0.3,
+) -> PayoutBatchResult:
+    handle = await client.start_workflow(
+        PayoutBatchWorkflow.run,
+        inp,
+        id=f"payout-batch-{inp.batch_id}",
+        task_queue=task_queue,
+        # A finished batch may be run again (it skips what is done); a running one is joined, not doubled.
+        id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+    )
+    result_task = asyncio.ensure_future(handle.result())
+    while not result_task.done():
+        if on_progress:
+            try:
+                on_progress(await handle.query(PayoutBatchWorkflow.progress))
+            except Exception:  # a query can race the workflow's completion; the result follows
+                pass
+        await asyncio.wait([result_task], timeout=poll)
+    result = result_task.result()
+    if on_progress:
+        on_progress(result.progress)
+    return result
+
+
+async def payments_in_flight(sessions: Sessions, codes: list[str] | None = None) -> int:
+    async with sessions() as session:
+        q = select(func.count()).where(household_tranches.c.status == "released")
+        if codes is not None:
+            q = q.where(household_tranches.c.household_code.in_(codes))
+        return int(await session.scalar(q) or 0)
+
+
+async def wait_for_payments(sessions: Sessions, codes: list[str] | None = None, *, within: float = 120.0) -> int:
+    """Wait until the channel has answered every released payment (or `within` seconds). Returns those left."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while (left := await payments_in_flight(sessions, codes)) and loop.time() < deadline:
+        await asyncio.sleep(0.2)  # noqa: ASYNC110 - polling the database, not an in-process event
+    return left

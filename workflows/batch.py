@@ -1,0 +1,81 @@
+"""A payout batch: Finance authorises (or the paying unit releases) one tranche for hundreds of
+households in one command, by district, by decision or by a list of codes.
+
+The batch fans out to the households' own workflows with bounded concurrency. Each household's
+validators decide; a refusal is that household's failure, not the batch's. Progress is a query. Running
+the same batch again is safe: households already past the step are reported as skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.batches import BatchActivities
+    from models.finance import (
+        ApplyPayoutInput,
+        BatchItem,
+        BatchProgress,
+        PayoutBatchInput,
+        PayoutBatchResult,
+        SelectPayoutsInput,
+    )
+
+RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=20), maximum_attempts=5)
+
+
+@workflow.defn
+class PayoutBatchWorkflow:
+    @workflow.init
+    def __init__(self, inp: PayoutBatchInput) -> None:
+        self._progress = BatchProgress()
+
+    @workflow.run
+    async def run(self, inp: PayoutBatchInput) -> PayoutBatchResult:
+        codes = await workflow.execute_activity_method(
+            BatchActivities.select_payouts,
+            SelectPayoutsInput(selection=inp.selection, tranche=inp.tranche, actor=inp.actor),
+            start_to_close_timeout=timedelta(minutes=1),
+            retry_policy=RETRY,
+        )
+        self._progress = BatchProgress(total=len(codes))
+        gate = asyncio.Semaphore(inp.concurrency)
+        items: dict[str, BatchItem] = {}
+
+        async def one(code: str) -> None:
+            async with gate:
+                try:
+                    item = await workflow.execute_activity_method(
+                        BatchActivities.apply_payout,
+                        ApplyPayoutInput(household_code=code, action=inp.action, tranche=inp.tranche,
+                                         actor=inp.actor, evidence=inp.evidence, batch_id=inp.batch_id),  # fmt: skip
+                        start_to_close_timeout=timedelta(minutes=2),
+                        retry_policy=RETRY,
+                    )
+                except ActivityError as err:
+                    item = BatchItem(household_code=code, outcome="failed", rule="Error", message=str(err.cause or err))
+            items[code] = item
+            self._progress = self._progress.model_copy(
+                update={item.outcome: getattr(self._progress, item.outcome) + 1}
+            )
+
+        await asyncio.gather(*(one(c) for c in codes))
+        ordered = [items[c] for c in codes]
+        workflow.logger.info("batch finished", extra=self._progress.model_dump())
+        return PayoutBatchResult(
+            batch_id=inp.batch_id,
+            action=inp.action,
+            tranche=inp.tranche,
+            progress=self._progress,
+            amount=sum(i.amount for i in ordered if i.outcome == "done"),
+            items=ordered,
+        )
+
+    @workflow.query
+    def progress(self) -> BatchProgress:
+        return self._progress
