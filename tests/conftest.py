@@ -70,7 +70,10 @@ def database_url(tmp_path_factory) -> str:
 def settings(database_url, tmp_path_factory) -> Settings:
     state = tmp_path_factory.mktemp("state")
     s = Settings(
-        database_url=database_url, state_dir=state, notify_file=state / "notifications.jsonl", payment_delay_seconds=0.05
+        database_url=database_url,
+        state_dir=state,
+        notify_file=state / "notifications.jsonl",
+        payment_delay_seconds=0.05,
     )
     upgrade(s.asyncpg_url)  # the real migrations, as production applies them
     return s
@@ -105,10 +108,11 @@ async def client(env) -> Client:
 
 
 @asynccontextmanager
-async def running_worker(client: Client, sessions, settings) -> AsyncIterator[str]:
-    """A worker on a task queue of its own; yields the task queue's name."""
+async def running_worker(client: Client, sessions, settings, channel=None) -> AsyncIterator[str]:
+    """A worker on a task queue of its own (with this payment channel, else the settings' simulated bank);
+    yields the task queue's name."""
     task_queue = f"test-{uuid.uuid4()}"
-    async with make_worker(client, sessions, settings, task_queue=task_queue):
+    async with make_worker(client, sessions, settings, task_queue=task_queue, channel=channel):
         yield task_queue
 
 

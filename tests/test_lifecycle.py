@@ -62,9 +62,10 @@ async def _db_facts(sessions, code: str) -> dict:
 
 
 async def test_new_build_and_repair_go_through_all_six_stages(client, sessions, task_queue):
+    # Poor households: the poverty programme's 70/30 tranche plan (other groups' plans are data and may differ).
     new_build, repair = await enroll(
-        client, sessions, task_queue, make_households(1, support_type="new_build")
-        + make_households(1, support_type="repair")
+        client, sessions, task_queue, make_households(1, support_type="new_build", beneficiary_group="poor")
+        + make_households(1, support_type="repair", beneficiary_group="poor")
     )
     for h, amount in ((new_build, 60_000_000), (repair, 30_000_000)):
         assert await drive_one(client, sessions, h) == OFFICER_STEPS
@@ -126,7 +127,7 @@ async def test_search_attributes_follow_the_stage_and_carry_no_personal_data(cli
 
 
 async def test_send_back_returns_the_file_and_the_household_can_go_on(client, sessions, task_queue):
-    (h,) = await enroll(client, sessions, task_queue, make_households(1))
+    (h,) = await enroll(client, sessions, task_queue, make_households(1, beneficiary_group="poor"))
     commune, district = sample.commune_user(h.district, h.commune), sample.district_user(h.district)
     await take_step(client, sessions, h.code, Step.VERIFY, commune, evidence=["BB-1"])
     back = await take_step(client, sessions, h.code, Step.SEND_BACK, district, reason="thiếu biên bản họp thôn")

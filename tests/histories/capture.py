@@ -1,10 +1,15 @@
-"""Record one JSON history per workflow path into this folder, from the running stack.
+"""Record one JSON history per workflow path of the current release into this folder.
 
-    python -m tests.histories.capture        (after `python starter.py stack up` and `seed-demo`)
+    python starter.py stack up && python starter.py seed-demo
+    python -m tests.histories.capture
 
-The suite replays every file here against the current workflow code (tests/test_replay.py): a change
-that would break households already in flight fails CI. Re-capture only for a new release's paths;
-keep the old files.
+It runs its own worker on a fresh task queue, with a payment channel scripted to fail one household's
+first attempt, against the stack's Temporal and PostgreSQL. The suite replays every file here against the
+current workflow code (tests/test_replay.py): a change that would break households already in flight
+fails CI. Files of earlier releases stay: the households they stand for may still be open.
+
+Releases: the four files without a prefix are release 2025.1 (one reservation, posted at settlement);
+`tranches_*` and `batch_*` are release 2025.2 (tranche payouts through the payment channel).
 """
 
 from __future__ import annotations
@@ -14,11 +19,14 @@ import uuid
 from pathlib import Path
 
 from core.settings import get_settings
-from core.temporal import connect
+from core.temporal import connect, make_worker, signaller
+from db import users
 from db.engine import make_engine, make_sessions
+from finance.channel import SimulatedBank
+from models.finance import BatchAction, BatchSelection, PayoutBatchInput
 from models.household import Household, Step, workflow_id_for
-from operations import sample
-from operations.actions import Refusal, take_step
+from operations import payouts, sample
+from operations.actions import take_step
 from operations.demo import drive_one
 from operations.imports import register, start_workflows
 from tests.conftest import to_csv
@@ -32,43 +40,55 @@ async def main() -> None:
     sessions = make_sessions(engine)
     client = await connect(settings)
     prefix = f"HIST{uuid.uuid4().hex[:4].upper()}"
-    rows = sample.households(4, seed=4242, prefix=prefix)
+    rows = sample.households(6, seed=2025, prefix=prefix)
     for i, row in enumerate(rows):
-        row["cccd"] = f"0209990{uuid.uuid4().int % 10**5:05d}"[:12]
+        row["cccd"] = f"0209980{uuid.uuid4().int % 10**5:05d}"[:12]
         row["support_type"] = "repair" if i == 1 else "new_build"
+        row["beneficiary_group"] = "poor"
+        row["programme"] = "MTQG-GNBV" if i == 0 else ""
     items = [Household(**r) for r in rows]
-    _, registered, policy = await register(sessions, to_csv(items), "histories.csv", sample.PROVINCE_USER)
-    await start_workflows(client, settings.temporal_task_queue, registered, policy)
-    full_new, full_repair, sent_back, cancelled = items
+    full_new, full_repair, retried, cancelled, batched_a, batched_b = items
+    bank = SimulatedBank(delay=0.05, notify=signaller(client),
+                         decide=lambda i: ("failed", "sai số tài khoản") if i.household_code == retried.code
+                         and i.attempt == 1 else ("confirmed", None))  # fmt: skip
+    task_queue = f"capture-{uuid.uuid4()}"
+    async with make_worker(client, sessions, settings, task_queue=task_queue, channel=bank):
+        _, registered, policy = await register(sessions, to_csv(items), "histories.csv", sample.PROVINCE_USER)
+        await start_workflows(client, task_queue, registered, policy)
+        for h in (full_new, full_repair, retried):
+            await drive_one(client, sessions, h)
 
-    await drive_one(client, sessions, full_new)
-    await drive_one(client, sessions, full_repair)
+        await drive_one(client, sessions, cancelled, payouts=False)
+        await take_step(client, sessions, cancelled.code, Step.AUTHORISE_PAYOUT, "tc.hoang", tranche=1, evidence=["D"])
+        await take_step(client, sessions, cancelled.code, Step.RELEASE_PAYOUT, sample.TREASURY_USER, tranche=1,
+                        evidence=["U"])  # fmt: skip
+        assert await payouts.wait_for_payments(sessions, [cancelled.code]) == 0
+        await take_step(client, sessions, cancelled.code, Step.CANCEL, sample.district_user(cancelled.district),
+                        reason="hộ chuyển đi nơi khác")  # fmt: skip
 
-    commune = sample.commune_user(sent_back.district, sent_back.commune)
-    district = sample.district_user(sent_back.district)
-    try:  # a refused update leaves no trace in history; an accepted-then-failed one does
-        await take_step(client, sessions, sent_back.code, Step.APPROVE, district, evidence=["QĐ"])
-    except Refusal:
-        pass
-    await take_step(client, sessions, sent_back.code, Step.VERIFY, commune, evidence=["BB"])
-    await take_step(client, sessions, sent_back.code, Step.SEND_BACK, district, reason="thiếu hồ sơ")
-    await drive_one(client, sessions, sent_back)
+        for h in (batched_a, batched_b):
+            await drive_one(client, sessions, h, payouts=False)
+        async with sessions() as s:
+            actor = await users.require_actor(s, "tc.hoang")
+        selection = BatchSelection(codes=[batched_a.code, batched_b.code])
+        batch = await payouts.run_batch(client, task_queue, PayoutBatchInput(
+            batch_id=payouts.batch_id_for(BatchAction.AUTHORISE, 1, selection, prefix), action=BatchAction.AUTHORISE,
+            tranche=1, selection=selection, actor=actor, evidence=["BATCH"]))  # fmt: skip
 
-    commune = sample.commune_user(cancelled.district, cancelled.commune)
-    district = sample.district_user(cancelled.district)
-    await take_step(client, sessions, cancelled.code, Step.VERIFY, commune, evidence=["BB"])
-    await take_step(client, sessions, cancelled.code, Step.APPROVE, district, evidence=["QĐ"])
-    await take_step(client, sessions, cancelled.code, Step.ALLOCATE, "tc.hoang", evidence=["PB"], source="MTTQ-VD")
-    await take_step(client, sessions, cancelled.code, Step.CANCEL, district, reason="không còn đủ điều kiện")
-
-    for name, h in (("full_path_new_build", full_new), ("full_path_repair", full_repair),
-                    ("send_back_then_full_path", sent_back), ("cancel_after_allocation", cancelled)):  # fmt: skip
-        handle = client.get_workflow_handle(workflow_id_for(h.code))
-        await handle.result()
-        history = await handle.fetch_history()
-        path = HERE / f"{name}.json"
-        path.write_text(history.to_json())
-        print(f"wrote {path.name} ({len(history.events)} events)")
+        named = (("tranches_full_path_new_build", workflow_id_for(full_new.code)),
+                 ("tranches_full_path_repair", workflow_id_for(full_repair.code)),
+                 ("tranches_payment_failed_then_retried", workflow_id_for(retried.code)),
+                 ("tranches_cancel_after_first_tranche", workflow_id_for(cancelled.code)),
+                 ("batch_authorise", f"payout-batch-{batch.batch_id}"))  # fmt: skip
+        for name, workflow_id in named:
+            handle = client.get_workflow_handle(workflow_id)
+            await handle.result()
+            history = await handle.fetch_history()
+            path = HERE / f"{name}.json"
+            path.write_text(history.to_json())
+            print(f"wrote {path.name} ({len(history.events)} events)")
+        for h in (batched_a, batched_b):
+            await client.get_workflow_handle(workflow_id_for(h.code)).terminate("history captured")
     await engine.dispose()
 
 

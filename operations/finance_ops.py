@@ -1,0 +1,109 @@
+"""Finance's own operations outside a household's workflow: sources and their budgets, decisions,
+reimbursement of district advances (cấp bù) and VBSP loans. Each checks who asks, runs in one
+transaction, and is keyed by the caller's reference so that running it twice writes once."""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+
+from core.errors import DomainError
+from db import finance as finance_db
+from db import ledger, users
+from db.engine import Sessions
+from finance.allocation import SourceRules
+from models.actor import Actor
+
+FINANCE_ROLES = frozenset({"finance_officer", "admin"})
+LOAN_ROLES = frozenset({"vbsp_officer", "finance_officer"})
+CATEGORIES = ("national_target_programme", "provincial_budget", "storm_relief", "donation", "district_advance")
+
+
+def parse_dong(text: str) -> int:
+    """'1.200.000.000' (as written in Vietnam), '1_200_000_000', '1 200 000 000' or '1200000000' → an int.
+    A comma is the Vietnamese decimal mark, and đồng have no fraction: '1.200,5' is refused, not rounded."""
+    value = text.strip()
+    if not re.fullmatch(r"\d+|\d{1,3}(?:([._ ])\d{3})(?:\1\d{3})*", value):
+        raise DomainError(
+            "InvalidAmount", f"{text!r} is not a whole number of đồng (thousands may be grouped with '.')"
+        )
+    return int(re.sub(r"[._ ]", "", value))
+
+
+async def _actor(session, user_id: str, roles: frozenset[str], what: str) -> Actor:
+    actor = await users.require_actor(session, user_id)
+    if actor.role not in roles:
+        raise DomainError("RoleNotAllowed", f"role {actor.role!r} may not {what} (allowed: {', '.join(sorted(roles))})")
+    return actor
+
+
+async def add_source(
+    sessions: Sessions, user_id: str, *, code: str, name: str, category: str, state_budget: bool,
+    priority: int = 100, rules: dict | None = None,
+) -> bool:  # fmt: skip
+    if category not in CATEGORIES:
+        raise DomainError("InvalidCategory", f"category must be one of {', '.join(CATEGORIES)}, got {category!r}")
+    checked = SourceRules.model_validate(rules or {})  # names the bad rule before anything is written
+    async with sessions() as session, session.begin():
+        await _actor(session, user_id, FINANCE_ROLES, "manage funding sources")
+        return await ledger.create_source(session, code=code, name=name, category=category,
+                                          is_state_budget=state_budget, rules=checked.model_dump(exclude_defaults=True),
+                                          priority=priority)  # fmt: skip
+
+
+async def receive(sessions: Sessions, user_id: str, *, source: str, amount: int, ref: str) -> ledger.Transfer:
+    """Budget or donation arriving in a source, keyed by the document that brought it."""
+    async with sessions() as session, session.begin():
+        actor = await _actor(session, user_id, FINANCE_ROLES, "record money received")
+        return await ledger.receive(session, key=f"receipt:{source}:{ref}", source=source, amount=amount,
+                                    memo=f"{ref} (recorded by {actor.user_id})")  # fmt: skip
+
+
+async def add_decision(
+    sessions: Sessions, user_id: str, ref: str, *, supplements: str | None, decided_on: date | None, note: str | None
+) -> bool:
+    async with sessions() as session, session.begin():
+        await _actor(session, user_id, FINANCE_ROLES | {"province_officer", "district_officer"}, "register decisions")
+        return await finance_db.add_decision(session, ref, supplements=supplements, decided_on=decided_on, note=note)
+
+
+async def reimburse(
+    sessions: Sessions, user_id: str, *, advance_source: str, ref: str, amount: int | None = None
+) -> ledger.Transfer | None:
+    """Pay back (cấp bù) what a district advanced for programme households, from the source its rules
+    name, up to what is outstanding. `amount` None: as much as is outstanding and the payer has free."""
+    async with sessions() as session, session.begin():
+        actor = await _actor(session, user_id, FINANCE_ROLES, "reimburse district advances")
+        owed = {r.advance_source: r for r in await finance_db.receivables(session)}
+        if advance_source not in owed:
+            raise DomainError("NotAnAdvance", f"source {advance_source!r} is not a district advance to be reimbursed")
+        r = owed[advance_source]
+        key = f"reimbursement:{advance_source}:{ref}"
+        if existing := await ledger.find_transfer(session, key):
+            return existing
+        if amount is None:
+            payer_free = {b.code: b.free for b in await ledger.source_balances(session)}[r.reimbursed_by]
+            amount = min(r.outstanding, payer_free)
+            if amount <= 0:
+                return None
+        if amount > r.outstanding:
+            raise DomainError(
+                "OverReimbursement",
+                f"{advance_source} is owed {r.outstanding:,} đồng; a reimbursement of {amount:,} would overpay it",
+            )
+        return await ledger.reimburse(session, key=key, payer=r.reimbursed_by, advance_source=advance_source,
+                                      amount=amount, memo=f"cấp bù {ref} ({actor.user_id})")  # fmt: skip
+
+
+async def record_loan(
+    sessions: Sessions, user_id: str, *, household_code: str, amount: int, status: str, ref: str,
+    note: str | None = None,
+) -> bool:  # fmt: skip
+    async with sessions() as session, session.begin():
+        actor = await _actor(session, user_id, LOAN_ROLES, "record VBSP loans")
+        return await finance_db.record_loan(
+            session, key=f"loan:{household_code}:{ref}", household_code=household_code, amount=amount,
+            status=status, recorded_by=actor.user_id, note=note,
+        )  # fmt: skip
+
+

@@ -1,0 +1,453 @@
+"""Finance on the real engine: allocation across sources under concurrency, tranches, separation of duties
+for money, batches, supplementary decisions, cấp bù, VBSP loans and the reconciliation."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import uuid
+from datetime import date
+
+import pytest
+from openpyxl import load_workbook
+from sqlalchemy import func, select, text
+
+from core.errors import DomainError
+from db import finance as finance_db
+from db import ledger
+from db.schema import audit_log, household_loans, household_tranches, households, ledger_transfers, outbox
+from finance.allocation import AllocationPolicy, Tier
+from models.finance import BatchAction, BatchSelection, PayoutBatchInput, TranchePlan, TrancheSpec, TrancheStatus
+from models.household import BeneficiaryGroup, Stage, Step, SupportType
+from operations import finance_ops, payouts, reconciliation, sample
+from operations.actions import Refusal, household_state, take_step
+from operations.demo import drive_one
+from operations.payouts import run_batch
+from tests.conftest import enroll, make_households
+
+M = 1_000_000
+
+
+def tag() -> str:
+    return uuid.uuid4().hex[:6].upper()
+
+
+async def own_programme(sessions, sources: list[tuple[str, int]], *, category="national_target_programme") -> str:
+    """A programme of the test's own, covered only by its own sources (in this order): other tests' money
+    never hides a shortage."""
+    programme = f"P-{tag()}"
+    async with sessions() as s, s.begin():
+        for code, budget in sources:
+            await ledger.create_source(s, code=code, name=code, category=category, is_state_budget=True,
+                                       rules={"programmes": [programme]})  # fmt: skip
+            if budget:
+                await ledger.receive(s, key=f"t:{code}", source=code, amount=budget, memo="test budget")
+        await finance_db.put_allocation_policy(
+            s, AllocationPolicy(version="t", programme=programme,
+                                tiers=[Tier(name=f"tier {i}", sources=[code]) for i, (code, _) in enumerate(sources)]),
+            date(2024, 1, 1),
+        )  # fmt: skip
+    return programme
+
+
+async def to_allocation(client, sessions, h) -> None:
+    await take_step(client, sessions, h.code, Step.VERIFY, sample.commune_user(h.district, h.commune), evidence=["B"])
+    await take_step(client, sessions, h.code, Step.APPROVE, sample.district_user(h.district), evidence=["QĐ"])
+
+
+async def free_of(sessions, code: str) -> int:
+    async with sessions() as s:
+        return {b.code: b.free for b in await ledger.source_balances(s)}[code]
+
+
+async def wait_until(predicate, seconds: float = 15.0):
+    deadline = asyncio.get_running_loop().time() + seconds
+    while not (value := await predicate()):
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached"
+        await asyncio.sleep(0.05)
+    return value
+
+
+def tranche_status(client, code: str, n: int, status: TrancheStatus):
+    async def check():
+        state = await household_state(client, code)
+        return state if state.tranches[n - 1].status is status else None
+
+    return check
+
+
+# ------------------------------------------------------------------ allocation
+
+
+async def test_many_allocations_at_once_never_overcommit_a_small_source(client, sessions, task_queue):
+    code = f"RACE-{tag()}"
+    programme = await own_programme(sessions, [(code, 150 * M)])
+    items = await enroll(client, sessions, task_queue,
+                         make_households(8, support_type="new_build", programme=programme))  # fmt: skip
+    await asyncio.gather(*(to_allocation(client, sessions, h) for h in items))
+
+    async def allocate(h):
+        try:
+            return await take_step(client, sessions, h.code, Step.ALLOCATE, "tc.hoang", evidence=["PB"])
+        except Refusal as r:
+            return r
+
+    results = await asyncio.gather(*(allocate(h) for h in items))
+    done = [r for r in results if not isinstance(r, Refusal)]
+    refused = [r for r in results if isinstance(r, Refusal)]
+    # 150 M holds two 60 M houses, not three: exactly two succeed, whatever the interleaving.
+    assert len(done) == 2 and {r.rule for r in refused} == {"InsufficientFunds"}
+    assert await free_of(sessions, code) == 30 * M
+    async with sessions() as s:
+        assert await ledger.check_invariants(s) == []
+        refused_codes = {h.code for h, r in zip(items, results, strict=True) if isinstance(r, Refusal)}
+        assert await s.scalar(select(func.count()).select_from(ledger_transfers)
+                              .where(ledger_transfers.c.household_code.in_(refused_codes))) == 0  # fmt: skip
+    for h, r in zip(items, results, strict=True):
+        state = await household_state(client, h.code)
+        assert state.stage is (Stage.FUND_ALLOCATION if isinstance(r, Refusal) else Stage.CONSTRUCTION)
+
+
+async def test_one_household_is_split_across_sources_when_the_first_runs_short(client, sessions, task_queue):
+    first, second = f"SPLIT-A-{tag()}", f"SPLIT-B-{tag()}"
+    programme = await own_programme(sessions, [(first, 100 * M), (second, 100 * M)])
+    a, b = await enroll(client, sessions, task_queue,
+                        make_households(2, support_type="new_build", programme=programme))  # fmt: skip
+    for h in (a, b):
+        await to_allocation(client, sessions, h)
+        result = await take_step(client, sessions, h.code, Step.ALLOCATE, "tc.hoang", evidence=["PB"])
+        assert result.amount == 60 * M
+    state = await household_state(client, b.code)
+    pieces = [(t.n, p.source, p.amount) for t in state.tranches for p in t.pieces]
+    # 40 M left in the first source; the second covers the rest. Tranche 1 (70%) draws on the first first.
+    assert pieces == [(1, first, 40 * M), (1, second, 2 * M), (2, second, 18 * M)]
+    assert state.funding_source == f"{first}+{second}"
+    assert (await free_of(sessions, first), await free_of(sessions, second)) == (0, 80 * M)
+
+
+async def test_a_source_whose_rules_do_not_cover_the_household_is_refused_by_name(client, sessions, task_queue):
+    code = f"ONLY-{tag()}"
+    await own_programme(sessions, [(code, 100 * M)])
+    (h,) = await enroll(client, sessions, task_queue, make_households(1))  # not in that programme
+    await to_allocation(client, sessions, h)
+    with pytest.raises(Refusal) as e:
+        await take_step(client, sessions, h.code, Step.ALLOCATE, "tc.hoang", evidence=["PB"], source=code)
+    assert e.value.rule == "SourceNotEligible" and code in e.value.message
+
+
+# ------------------------------------------------------------------ tranches
+
+
+async def test_a_group_with_its_own_tranche_plan_is_paid_as_that_plan_says(client, sessions, task_queue):
+    async with sessions() as s, s.begin():
+        # Data, not code: from this date repairs for disaster-hit households are paid in one tranche.
+        await finance_db.put_tranche_plan(
+            s, SupportType.REPAIR, BeneficiaryGroup.DISASTER,
+            TranchePlan(tranches=[TrancheSpec(percent=100, milestone="acceptance")], legal_basis="test"),
+            date(2024, 6, 1),
+        )  # fmt: skip
+    (h,) = await enroll(client, sessions, task_queue,
+                        make_households(1, support_type="repair", beneficiary_group="disaster"))  # fmt: skip
+    await to_allocation(client, sessions, h)
+    await take_step(client, sessions, h.code, Step.ALLOCATE, "tc.hoang", evidence=["PB"])
+    state = await household_state(client, h.code)
+    assert [(t.percent, t.milestone.value, t.amount) for t in state.tranches] == [(100, "acceptance", 30 * M)]
+    with pytest.raises(Refusal) as e:
+        await take_step(client, sessions, h.code, Step.REPORT_PROGRESS, sample.commune_user(h.district, h.commune),
+                        milestone="progress_30", evidence=["BB"])  # fmt: skip
+    assert e.value.rule == "UnknownMilestone"
+    await drive_one(client, sessions, h)
+    state = await household_state(client, h.code)
+    assert state.stage is Stage.CLOSED and state.paid == 30 * M
+
+
+async def test_cancelling_after_the_first_tranche_releases_only_what_is_left(client, sessions, task_queue):
+    (h,) = await enroll(client, sessions, task_queue, make_households(1, support_type="new_build",
+                                                                       beneficiary_group="poor"))  # fmt: skip
+    district = sample.district_user(h.district)
+    await drive_one(client, sessions, h, payouts=False)  # to tranche 1 due
+    with pytest.raises(Refusal) as e:
+        await take_step(client, sessions, h.code, Step.SETTLE, "tc.nong", evidence=["QT"])
+    assert e.value.rule == "OutOfOrder"
+    await take_step(client, sessions, h.code, Step.AUTHORISE_PAYOUT, "tc.hoang", tranche=1, evidence=["D"])
+    await take_step(client, sessions, h.code, Step.RELEASE_PAYOUT, sample.TREASURY_USER, tranche=1, evidence=["U"])
+    await wait_until(tranche_status(client, h.code, 1, TrancheStatus.PAID))
+    with pytest.raises(Refusal) as e:
+        await take_step(client, sessions, h.code, Step.SEND_BACK, sample.commune_user(h.district, h.commune),
+                        reason="đổi nguồn")  # fmt: skip
+    assert e.value.rule == "PaymentsMade"
+    result = await take_step(client, sessions, h.code, Step.CANCEL, district, reason="hộ chuyển đi nơi khác")
+    assert result.released == 18 * M
+    state = await household_state(client, h.code)
+    assert (state.stage, state.paid, state.reserved) == (Stage.CANCELLED, 42 * M, 0)
+    assert [t.status for t in state.tranches] == [TrancheStatus.PAID, TrancheStatus.VOIDED]
+    async with sessions() as s:
+        row = (await s.execute(select(households.c.paid, households.c.reserved)
+                               .where(households.c.code == h.code))).one()  # fmt: skip
+        kinds = [k for (k,) in await s.execute(select(ledger_transfers.c.kind)
+                                               .where(ledger_transfers.c.household_code == h.code))]  # fmt: skip
+    assert tuple(row) == (42 * M, 0)
+    assert kinds.count("post_pending") >= 1 and kinds.count("void_pending") >= 1
+
+
+# ------------------------------------------------------------------ separation of duties for money
+
+
+async def test_the_person_who_authorises_a_payout_may_not_release_it(client, sessions, task_queue):
+    async with sessions() as s:
+        from db.policy import current_workflow_policy
+
+        current = await current_workflow_policy(s, date.today())
+    # Even a policy that lets Finance officers release (a treasury inside Finance) keeps the two people apart.
+    steps = dict(current.steps)
+    steps[Step.RELEASE_PAYOUT] = steps[Step.RELEASE_PAYOUT].model_copy(update={"roles": ["finance_officer"]})
+    lenient = current.model_copy(update={"version": "test-release-by-finance", "steps": steps})
+    (h,) = await enroll(client, sessions, task_queue, make_households(1, beneficiary_group="poor"), policy=lenient)
+    await drive_one(client, sessions, h, payouts=False)
+    await take_step(client, sessions, h.code, Step.AUTHORISE_PAYOUT, "tc.hoang", tranche=1, evidence=["D"])
+    with pytest.raises(Refusal) as e:
+        await take_step(client, sessions, h.code, Step.RELEASE_PAYOUT, "tc.hoang", tranche=1, evidence=["U"])
+    assert e.value.rule == "SegregationOfDuties" and "tc.hoang" in e.value.message
+    # A commune officer may not release under this policy at all; another Finance officer may.
+    with pytest.raises(Refusal) as e:
+        await take_step(client, sessions, h.code, Step.RELEASE_PAYOUT, sample.commune_user(h.district, h.commune),
+                        tranche=1, evidence=["U"])  # fmt: skip
+    assert e.value.rule == "RoleNotAllowed"
+    released = await take_step(client, sessions, h.code, Step.RELEASE_PAYOUT, "tc.nong", tranche=1, evidence=["U"])
+    assert released.status is TrancheStatus.RELEASED
+    # PostgreSQL holds the same rule for the read model whatever writes it.
+    async with sessions() as s, s.begin():
+        with pytest.raises(Exception, match="household_tranches_two_people"):
+            await s.execute(household_tranches.update().where(household_tranches.c.household_code == h.code,
+                                                              household_tranches.c.tranche == 1)
+                            .values(released_by="tc.hoang", authorised_by="tc.hoang"))  # fmt: skip
+
+
+# ------------------------------------------------------------------ batches
+
+
+async def test_a_batch_authorises_many_payouts_and_running_it_again_changes_nothing(client, sessions, task_queue):
+    items = await enroll(client, sessions, task_queue, make_households(6, beneficiary_group="poor"))
+    await asyncio.gather(*(drive_one(client, sessions, h, payouts=False) for h in items))
+    codes = [h.code for h in items]
+
+    async def batch(action, user, ref="r1"):
+        async with sessions() as s:
+            from db import users
+
+            actor = await users.require_actor(s, user)
+        selection = BatchSelection(codes=codes)
+        seen = []
+        result = await run_batch(client, task_queue, PayoutBatchInput(
+            batch_id=payouts.batch_id_for(action, 1, selection, ref), action=action, tranche=1,
+            selection=selection, actor=actor, evidence=["BATCH"], concurrency=3), on_progress=seen.append)  # fmt: skip
+        return result, seen
+
+    async def audit_rows():
+        async with sessions() as s:
+            return await s.scalar(select(func.count()).where(audit_log.c.household_code.in_(codes)))
+
+    first, seen = await batch(BatchAction.AUTHORISE, "tc.hoang")
+    assert (first.progress.total, first.progress.done, first.progress.failed) == (6, 6, 0)
+    assert first.amount == sum(h_amount for h_amount in [i.amount for i in first.items]) > 0
+    assert seen[-1].finished == 6
+    rows = await audit_rows()
+    again, _ = await batch(BatchAction.AUTHORISE, "tc.hoang")
+    assert (again.progress.done, again.progress.skipped) == (0, 6)
+    assert await audit_rows() == rows  # nothing written twice
+    # A commune officer may not release another commune's households: per-household failures, each named.
+    ours = {(h.district, h.commune) for h in items}
+    outsider = next(sample.commune_user(d, c) for d, cs in sample.UNITS.items() for c in cs if (d, c) not in ours)
+    refused, _ = await batch(BatchAction.RELEASE, outsider)
+    assert (refused.progress.failed, refused.progress.done) == (6, 0)
+    assert {i.rule for i in refused.items} == {"OutsideJurisdiction"}
+    released, _ = await batch(BatchAction.RELEASE, sample.TREASURY_USER)
+    assert released.progress.done == 6
+    assert await payouts.wait_for_payments(sessions, codes, within=20) == 0
+    for h in items:
+        assert (await household_state(client, h.code)).tranches[0].status is TrancheStatus.PAID
+
+
+# ------------------------------------------------------------------ decisions, cấp bù, loans
+
+
+async def test_a_supplementary_list_is_imported_and_reported_under_its_own_decision(client, sessions, task_queue):
+    ref = f"{tag()}/QĐ-UBND"
+    assert await finance_ops.add_decision(sessions, sample.PROVINCE_USER, ref, supplements="270/QĐ-UBND",
+                                          decided_on=date(2025, 6, 30), note="bổ sung")  # fmt: skip
+    with pytest.raises(DomainError) as e:
+        await finance_ops.add_decision(sessions, sample.PROVINCE_USER, f"X{ref}", supplements="NO-SUCH",
+                                       decided_on=None, note=None)  # fmt: skip
+    assert e.value.type == "UnknownDecision"
+    items = await enroll(client, sessions, task_queue, make_households(3, decision_ref=ref, support_type="repair"))
+    async with sessions() as s:
+        rec = await reconciliation.reconcile(s)
+    line = next(d for d in rec.decisions if d.key == ref)
+    assert (line.kind, line.households, line.repairs) == ("supplementary to 270/QĐ-UBND", 3, 3)
+    assert len(items) == 3
+
+
+async def test_a_districts_advance_is_a_receivable_until_the_programme_reimburses_it(client, sessions, task_queue):
+    payer, advance = f"PAYER-{tag()}", f"ADV-{tag()}"
+    programme = f"P-{tag()}"
+    async with sessions() as s, s.begin():
+        await ledger.create_source(s, code=payer, name=payer, category="national_target_programme",
+                                   is_state_budget=True, priority=10, rules={"programmes": [programme]})  # fmt: skip
+        await ledger.create_source(s, code=advance, name=advance, category="district_advance", is_state_budget=True,
+                                   priority=20, rules={"programmes": [programme], "districts": ["Chi Lăng"],
+                                                       "reimbursed_by": payer})  # fmt: skip
+        await ledger.receive(s, key=f"t:{advance}", source=advance, amount=100 * M, memo="district budget")
+        await finance_db.put_allocation_policy(s, AllocationPolicy(version="t", programme=programme, tiers=[
+            Tier(name="programme", categories=["national_target_programme", "district_advance"])]), date(2024, 1, 1))
+    (h,) = await enroll(client, sessions, task_queue, make_households(
+        1, programme=programme, district="Chi Lăng", commune="Vân An", support_type="new_build",
+        beneficiary_group="poor"))  # fmt: skip
+    await drive_one(client, sessions, h)  # the programme has no money yet: the district advances all of it
+
+    async def owed():
+        async with sessions() as s:
+            return next(r for r in await finance_db.receivables(s) if r.advance_source == advance)
+
+    assert (await owed()).outstanding == 60 * M
+    assert await finance_ops.reimburse(sessions, "tc.nong", advance_source=advance, ref="r0") is None  # payer empty
+    await finance_ops.receive(sessions, "tc.nong", source=payer, amount=100 * M, ref="giao dự toán")
+    with pytest.raises(DomainError) as e:
+        await finance_ops.reimburse(sessions, "tc.nong", advance_source=advance, ref="r1", amount=70 * M)
+    assert e.value.type == "OverReimbursement"
+    with pytest.raises(DomainError) as e:
+        await finance_ops.reimburse(sessions, sample.VBSP_USER, advance_source=advance, ref="r1")
+    assert e.value.type == "RoleNotAllowed"
+    paid_back = await finance_ops.reimburse(sessions, "tc.nong", advance_source=advance, ref="r1")
+    assert paid_back.amount == 60 * M and paid_back.code == "reimbursement"
+    again = await finance_ops.reimburse(sessions, "tc.nong", advance_source=advance, ref="r1")
+    assert again.id == paid_back.id  # the same reference twice is one transfer
+    assert (await owed()).outstanding == 0 and (await owed()).reimbursed == 60 * M
+    assert await free_of(sessions, payer) == 40 * M
+
+
+async def test_vbsp_loans_are_co_financing_recorded_apart_from_grant_money(client, sessions, task_queue):
+    (h,) = await enroll(client, sessions, task_queue, make_households(1, beneficiary_group="poor"))
+
+    async def transfers():
+        async with sessions() as s:
+            return await s.scalar(select(func.count()).select_from(ledger_transfers))
+
+    before = await transfers()
+    assert await finance_ops.record_loan(sessions, sample.VBSP_USER, household_code=h.code, amount=40 * M,
+                                         status="approved", ref="HĐ-1")  # fmt: skip
+    assert not await finance_ops.record_loan(sessions, sample.VBSP_USER, household_code=h.code, amount=40 * M,
+                                             status="approved", ref="HĐ-1")  # the same event twice: once  # fmt: skip
+    assert await finance_ops.record_loan(sessions, sample.VBSP_USER, household_code=h.code, amount=40 * M,
+                                         status="disbursed", ref="HĐ-1/giải ngân")  # fmt: skip
+    for kwargs, rule in ((dict(amount=0, status="approved"), "InvalidAmount"),
+                         (dict(amount=10 * M, status="forgiven"), "InvalidLoanStatus")):  # fmt: skip
+        with pytest.raises(DomainError) as e:
+            await finance_ops.record_loan(sessions, sample.VBSP_USER, household_code=h.code, ref="bad", **kwargs)
+        assert e.value.type == rule
+    with pytest.raises(DomainError) as e:
+        await finance_ops.record_loan(sessions, sample.commune_user(h.district, h.commune), household_code=h.code,
+                                      amount=M, status="approved", ref="x")  # fmt: skip
+    assert e.value.type == "RoleNotAllowed"
+    assert await transfers() == before  # loans never touch the grant ledger
+    async with sessions() as s:
+        rec = await reconciliation.reconcile(s)
+        statuses = [r for (r,) in await s.execute(select(household_loans.c.status)
+                                                  .where(household_loans.c.household_code == h.code)
+                                                  .order_by(household_loans.c.id))]  # fmt: skip
+    with pytest.raises(Exception, match="append-only"):
+        async with sessions() as s, s.begin():
+            await s.execute(text("UPDATE household_loans SET amount = 1 WHERE household_code = :c"), {"c": h.code})
+    assert statuses == ["approved", "disbursed"]
+    district = next(d for d in rec.districts if d.key == h.district)
+    assert district.vbsp_loans >= 40 * M
+
+
+# ------------------------------------------------------------------ reconciliation
+
+
+async def test_the_reconciliation_balances_after_a_run_with_cancellations_and_names_any_difference(
+    client, sessions, task_queue, tmp_path
+):
+    items = await enroll(client, sessions, task_queue, make_households(5, beneficiary_group="poor"))
+    closed, cancelled_early, cancelled_paid, sent_back, half = items
+    district = sample.district_user
+    await drive_one(client, sessions, closed)
+    await to_allocation(client, sessions, cancelled_early)
+    await take_step(client, sessions, cancelled_early.code, Step.ALLOCATE, "tc.hoang", evidence=["PB"])
+    await take_step(client, sessions, cancelled_early.code, Step.CANCEL, district(cancelled_early.district),
+                    reason="không đủ điều kiện")  # fmt: skip
+    for h in (cancelled_paid, half):
+        await drive_one(client, sessions, h, payouts=False)
+        await take_step(client, sessions, h.code, Step.AUTHORISE_PAYOUT, "tc.hoang", tranche=1, evidence=["D"])
+        await take_step(client, sessions, h.code, Step.RELEASE_PAYOUT, sample.TREASURY_USER, tranche=1, evidence=["U"])
+        await wait_until(tranche_status(client, h.code, 1, TrancheStatus.PAID))
+    await take_step(client, sessions, cancelled_paid.code, Step.CANCEL, district(cancelled_paid.district),
+                    reason="hộ tự xây bằng nguồn khác")  # fmt: skip
+    await to_allocation(client, sessions, sent_back)
+    await take_step(client, sessions, sent_back.code, Step.ALLOCATE, "tc.hoang", evidence=["PB"])
+    await take_step(client, sessions, sent_back.code, Step.SEND_BACK,
+                    sample.commune_user(sent_back.district, sent_back.commune), reason="sai nguồn")  # fmt: skip
+
+    async with sessions() as s:
+        rec = await reconciliation.reconcile(s)
+    assert rec.problems == [] and rec.balanced
+    ours = {h.code for h in items}
+    async with sessions() as s:
+        paid = await s.scalar(select(func.sum(households.c.paid)).where(households.c.code.in_(ours)))
+    amounts = {h.code: (60 if h.support_type.value == "new_build" else 30) * M for h in items}
+    first = {c: a * 70 // 100 for c, a in amounts.items()}
+    assert paid == amounts[closed.code] + first[cancelled_paid.code] + first[half.code]
+    totals = rec.totals(rec.sources)
+    assert totals["paid"] == sum(d.paid for d in rec.districts) == sum(d.paid for d in rec.decisions)
+    assert totals["free"] == totals["received"] - totals["reserved"] - totals["released"] - totals["paid"] \
+        - totals["reimbursed_out"]  # fmt: skip
+
+    # Exports open in Excel: a workbook with one sheet per view and the totals as numbers.
+    book = load_workbook(reconciliation.write_xlsx(rec, tmp_path / "r.xlsx"))
+    assert book.sheetnames == ["Theo nguồn", "Theo huyện", "Theo quyết định", "Cấp bù", "Kiểm tra"]
+    last = [c.value for c in book["Theo nguồn"][book["Theo nguồn"].max_row]]
+    assert last[0] == "Tổng cộng" and last[7] == totals["paid"]
+    assert book["Kiểm tra"]["A1"].value == "Cân đối đến từng đồng"
+    csv_files = reconciliation.write_csv(rec, tmp_path / "csv")
+    assert csv_files[0].read_bytes().startswith("\ufeffMã nguồn".encode())
+
+    # A difference anywhere is named: here the read model says one đồng more than the ledger paid.
+    async with sessions() as s, s.begin():
+        await s.execute(households.update().where(households.c.code == half.code).values(paid=households.c.paid + 1))
+        broken = await reconciliation.reconcile(s)
+        await s.rollback()
+    assert any(half.code in p and "read model paid" in p for p in broken.problems)
+
+
+async def test_report_command_exports_and_exits_zero_when_balanced(settings, sessions, tmp_path):
+    env = {**os.environ, "DATABASE_URL": settings.database_url, "COLUMNS": "200"}
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "starter.py", "report", "--json", "--xlsx", str(tmp_path / "r.xlsx"), "--csv",
+         str(tmp_path / "csv")], capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)["reconciliation"]
+    assert report["balanced"] is True and report["problems"] == []
+    assert {"state_budget", "not_state_budget", "all"} == set(report["source_totals"])
+    assert (tmp_path / "r.xlsx").exists() and (tmp_path / "csv" / "reconciliation_by_district.csv").exists()
+    bad = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "starter.py", "finance", "receive", "NS-TINH", "1.200,5", "--ref", "x",
+                         "--as", "tc.hoang"], capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+    assert bad.returncode != 0 and "InvalidAmount" in bad.stderr
+
+
+async def test_the_outbox_tells_finance_a_tranche_is_due_and_the_paying_unit_it_is_authorised(
+    client, sessions, task_queue
+):
+    (h,) = await enroll(client, sessions, task_queue, make_households(1, beneficiary_group="poor"))
+    await drive_one(client, sessions, h, payouts=False)
+    await take_step(client, sessions, h.code, Step.AUTHORISE_PAYOUT, "tc.hoang", tranche=1, evidence=["D"])
+    async with sessions() as s:
+        subjects = [r for (r,) in await s.execute(select(outbox.c.subject).where(outbox.c.household_code == h.code,
+                                                                                 outbox.c.kind == "task"))]  # fmt: skip
+    assert any("đến hạn chi" in x for x in subjects) and any("đã được duyệt chi" in x for x in subjects)
