@@ -705,8 +705,18 @@ def demo(
             out.print(f"seeded: {await seed(sessions)}")
             rep = await import_file(sessions, client, settings.temporal_task_queue, households_csv, "tinh.luong")
             out.print(rep.describe(households_csv.name))
+            codes = list(rep.codes)
+            extra = households_csv.with_name("households_supplementary.csv")
+            if extra.exists():  # a supplementary decision amends the approved list
+                await finance_ops.add_decision(sessions, sample.PROVINCE_USER, sample.SUPPLEMENTARY_DECISION,
+                                               supplements=sample.DECISION, decided_on=date(2025, 6, 30),
+                                               note="Danh sách bổ sung")  # fmt: skip
+                more = await import_file(sessions, client, settings.temporal_task_queue, extra, "tinh.luong")
+                out.print(more.describe(f"{extra.name} ({sample.SUPPLEMENTARY_DECISION}, supplements "
+                                        f"{sample.DECISION})"))  # fmt: skip
+                codes += more.codes
             async with sessions() as session:
-                items = [h for code in rep.codes if (h := await households.get_household(session, code))]
+                items = [h for code in codes if (h := await households.get_household(session, code))]
 
             out.rule("[bold]3. The engine refuses what the rules do not allow")
             first = items[0]

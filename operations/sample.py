@@ -147,9 +147,20 @@ def write_households_csv(path: Path, rows: list[dict]) -> None:
         writer.writerows(rows)
 
 
+SUPPLEMENTARY_DECISION = "1520/QĐ-UBND"  # the demo's supplementary list (the real one's number is not public)
+
+
+def supplementary(count: int = 12) -> list[dict]:
+    """Households added after Decision 270 by a supplementary decision (Lạng Sơn grew from 4,405 to 6,508)."""
+    return households(count, seed=1520, prefix="LS1520", decision=SUPPLEMENTARY_DECISION, new_builds=count // 2)
+
+
 if __name__ == "__main__":
     import sys
 
     target = Path(sys.argv[1] if len(sys.argv) > 1 else "data/demo/households.csv")
-    write_households_csv(target, households(int(sys.argv[2]) if len(sys.argv) > 2 else 120))
-    print(f"wrote {target}")
+    first = households(int(sys.argv[2]) if len(sys.argv) > 2 else 120)
+    write_households_csv(target, first)
+    extra = [r for r in supplementary() if r["cccd"] not in {f["cccd"] for f in first}]
+    write_households_csv(target.with_name("households_supplementary.csv"), extra)
+    print(f"wrote {target} and {target.with_name('households_supplementary.csv')}")
