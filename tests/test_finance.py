@@ -26,7 +26,7 @@ from operations import finance_ops, payouts, reconciliation, sample
 from operations.actions import Refusal, household_state, take_step
 from operations.demo import drive_one
 from operations.payouts import run_batch
-from tests.conftest import enroll, make_households
+from tests.conftest import enroll, make_households, tranche_is, wait_until
 
 M = 1_000_000
 
@@ -61,22 +61,6 @@ async def to_allocation(client, sessions, h) -> None:
 async def free_of(sessions, code: str) -> int:
     async with sessions() as s:
         return {b.code: b.free for b in await ledger.source_balances(s)}[code]
-
-
-async def wait_until(predicate, seconds: float = 15.0):
-    deadline = asyncio.get_running_loop().time() + seconds
-    while not (value := await predicate()):
-        assert asyncio.get_running_loop().time() < deadline, "condition not reached"
-        await asyncio.sleep(0.05)
-    return value
-
-
-def tranche_status(client, code: str, n: int, status: TrancheStatus):
-    async def check():
-        state = await household_state(client, code)
-        return state if state.tranches[n - 1].status is status else None
-
-    return check
 
 
 # ------------------------------------------------------------------ allocation
@@ -174,7 +158,7 @@ async def test_cancelling_after_the_first_tranche_releases_only_what_is_left(cli
     assert e.value.rule == "OutOfOrder"
     await take_step(client, sessions, h.code, Step.AUTHORISE_PAYOUT, "tc.hoang", tranche=1, evidence=["D"])
     await take_step(client, sessions, h.code, Step.RELEASE_PAYOUT, sample.TREASURY_USER, tranche=1, evidence=["U"])
-    await wait_until(tranche_status(client, h.code, 1, TrancheStatus.PAID))
+    await wait_until(tranche_is(client, h.code, TrancheStatus.PAID))
     with pytest.raises(Refusal) as e:
         await take_step(client, sessions, h.code, Step.SEND_BACK, sample.commune_user(h.district, h.commune),
                         reason="đổi nguồn")  # fmt: skip
@@ -383,7 +367,7 @@ async def test_the_reconciliation_balances_after_a_run_with_cancellations_and_na
         await drive_one(client, sessions, h, payouts=False)
         await take_step(client, sessions, h.code, Step.AUTHORISE_PAYOUT, "tc.hoang", tranche=1, evidence=["D"])
         await take_step(client, sessions, h.code, Step.RELEASE_PAYOUT, sample.TREASURY_USER, tranche=1, evidence=["U"])
-        await wait_until(tranche_status(client, h.code, 1, TrancheStatus.PAID))
+        await wait_until(tranche_is(client, h.code, TrancheStatus.PAID))
     await take_step(client, sessions, cancelled_paid.code, Step.CANCEL, district(cancelled_paid.district),
                     reason="hộ tự xây bằng nguồn khác")  # fmt: skip
     await to_allocation(client, sessions, sent_back)

@@ -6,12 +6,9 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
-import pytest
 from sqlalchemy import func, select
-from temporalio.testing import WorkflowEnvironment
 
-from core.stack import binary
-from core.temporal import DATA_CONVERTER, ensure_search_attributes, signaller
+from core.temporal import signaller
 from db.schema import ledger_transfers, outbox, payments
 from finance.channel import SimulatedBank
 from models.finance import PaymentNotice, TrancheStatus
@@ -19,30 +16,14 @@ from models.household import Step, workflow_id_for
 from operations import sample
 from operations.actions import household_state, take_step
 from operations.demo import drive_one
-from tests.conftest import enroll, make_households, running_worker
+from tests.conftest import enroll, make_households, running_worker, tranche_is, wait_until
 from workflows.household import HouseholdWorkflow
-
-
-async def wait_until(predicate, seconds: float = 15.0):
-    deadline = asyncio.get_running_loop().time() + seconds
-    while not (value := await predicate()):
-        assert asyncio.get_running_loop().time() < deadline, "condition not reached"
-        await asyncio.sleep(0.05)
-    return value
 
 
 async def release_first_tranche(client, sessions, h) -> None:
     await drive_one(client, sessions, h, payouts=False)
     await take_step(client, sessions, h.code, Step.AUTHORISE_PAYOUT, "tc.hoang", tranche=1, evidence=["D"])
     await take_step(client, sessions, h.code, Step.RELEASE_PAYOUT, sample.TREASURY_USER, tranche=1, evidence=["U"])
-
-
-def tranche_is(client, code: str, status: TrancheStatus, n: int = 1):
-    async def check():
-        state = await household_state(client, code)
-        return state if state.tranches[n - 1].status is status else None
-
-    return check
 
 
 async def payment_rows(sessions, code: str) -> list[tuple]:
@@ -112,15 +93,6 @@ async def test_a_payment_failing_every_attempt_goes_back_to_finance_and_is_paid_
         state = await wait_until(tranche_is(client, h.code, TrancheStatus.PAID))
         assert state.paid == 21_000_000
         assert [r[1] for r in await payment_rows(sessions, h.code)] == ["failed", "failed", "confirmed"]
-
-
-@pytest.fixture(scope="module")
-async def skipping_env():
-    async with await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=str(binary("temporal-test-server")), data_converter=DATA_CONVERTER
-    ) as environment:
-        await ensure_search_attributes(environment.client)
-        yield environment
 
 
 async def test_a_channel_that_stays_silent_is_escalated_to_finance_and_nothing_is_paid_or_resent(

@@ -2,29 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
 
-import pytest
 from sqlalchemy import select
-from temporalio.testing import WorkflowEnvironment
 
-from core.stack import binary
-from core.temporal import DATA_CONVERTER, ensure_search_attributes
 from db.schema import outbox
 from models.household import Step, workflow_id_for
 from operations import sample
 from operations.actions import household_state, take_step
-from tests.conftest import enroll, make_households, running_worker
-
-
-@pytest.fixture(scope="module")
-async def skipping_env():
-    async with await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=str(binary("temporal-test-server")), data_converter=DATA_CONVERTER
-    ) as environment:
-        await ensure_search_attributes(environment.client)
-        yield environment
+from tests.conftest import enroll, make_households, running_worker, wait_until
 
 
 async def _reminders(sessions, code: str) -> list[str]:
@@ -37,14 +23,6 @@ async def _reminders(sessions, code: str) -> list[str]:
         return [f"{r.recipient} | {r.subject}" for r in rows]
 
 
-async def _wait_for(predicate, seconds: float = 10.0):
-    deadline = asyncio.get_running_loop().time() + seconds
-    while not (value := await predicate()):
-        assert asyncio.get_running_loop().time() < deadline, "condition not reached"
-        await asyncio.sleep(0.05)
-    return value
-
-
 async def test_a_household_past_its_stage_limit_reminds_the_responsible_agency(skipping_env, sessions, settings):
     client = skipping_env.client
     async with running_worker(client, sessions, settings) as tq:
@@ -54,18 +32,18 @@ async def test_a_household_past_its_stage_limit_reminds_the_responsible_agency(s
         assert await _reminders(sessions, h.code) == []
 
         await skipping_env.sleep(timedelta(days=2))
-        (first,) = await _wait_for(lambda: _reminders(sessions, h.code))
+        (first,) = await wait_until(lambda: _reminders(sessions, h.code))
         assert first.startswith("UBND cấp xã (Đình Lập / Bắc Xa)") and "30 ngày" in first
 
         # Still waiting another 30 days: a second reminder; then the step is taken and the clock restarts.
         await skipping_env.sleep(timedelta(days=30))
-        await _wait_for(lambda: _has(sessions, h.code, 2))
+        await wait_until(lambda: _has(sessions, h.code, 2))
         await take_step(client, sessions, h.code, Step.VERIFY, sample.commune_user("Đình Lập", "Bắc Xa"),
                         evidence=["BB"])  # fmt: skip
         await skipping_env.sleep(timedelta(days=14))  # approval allows 15 days
         assert len(await _reminders(sessions, h.code)) == 2
         await skipping_env.sleep(timedelta(days=2))
-        reminders = await _wait_for(lambda: _has(sessions, h.code, 3))
+        reminders = await wait_until(lambda: _has(sessions, h.code, 3))
         assert "phê duyệt" in reminders[2] and reminders[2].startswith("UBND cấp huyện")
         state = await household_state(client, h.code)
         assert state.reminders_sent == 3
