@@ -461,8 +461,11 @@ def finance_receive(
             return await finance_ops.receive(sessions, as_user, source=source, amount=finance_ops.parse_dong(amount),
                                              ref=ref)  # fmt: skip
 
-    t = _finance(go)
-    out.print(f"{source}: received {_dong(t.amount)} đồng ({ref}), transfer {t.id}")
+    t, new = _finance(go)
+    if new:
+        out.print(f"{source}: received {_dong(t.amount)} đồng ({ref}), transfer {t.id}")
+    else:
+        out.print(f"{source}: {ref} was recorded before ({_dong(t.amount)} đồng, transfer {t.id}); nothing written")
 
 
 @finance_app.command("batch")
@@ -566,9 +569,12 @@ def finance_reimburse(
             return await finance_ops.reimburse(sessions, as_user, advance_source=advance_source, ref=ref,
                                                amount=finance_ops.parse_dong(amount) if amount else None)  # fmt: skip
 
-    t = _finance(go)
-    out.print(f"{advance_source}: nothing outstanding or nothing free to pay it" if t is None
-              else f"{advance_source}: reimbursed {_dong(t.amount)} đồng ({ref}), transfer {t.id}")  # fmt: skip
+    t, new = _finance(go)
+    if t is None:
+        out.print(f"{advance_source}: nothing outstanding, or nothing free to pay it")
+    else:
+        out.print(f"{advance_source}: reimbursed {_dong(t.amount)} đồng ({ref}), transfer {t.id}"
+                  + ("" if new else " — recorded before; nothing written"))  # fmt: skip
 
 
 @finance_app.command("loan")
@@ -786,13 +792,15 @@ async def _demo_rounds(settings: Settings, sessions, client, items, concurrency:
 
 async def _demo_finance_extras(sessions, items) -> None:
     finance_user = sample.FINANCE_USERS[1]
-    t = await finance_ops.receive(sessions, finance_user, source="MTQG-GNBV", amount=1_000_000_000,
-                                  ref="Giao dự toán MTQG GNBV 2025 đợt 2")  # fmt: skip
-    out.print(f"MTQG-GNBV received {_dong(t.amount)} đồng (second assignment)")
-    paid_back = await finance_ops.reimburse(sessions, finance_user, advance_source="ADV-LOCBINH",
-                                            ref="QĐ cấp bù Lộc Bình đợt 1")  # fmt: skip
-    out.print("ADV-LOCBINH: " + (f"reimbursed {_dong(paid_back.amount)} đồng by MTQG-GNBV (cấp bù)" if paid_back
-                                  else "nothing to reimburse"))  # fmt: skip
+    t, new = await finance_ops.receive(sessions, finance_user, source="MTQG-GNBV", amount=1_000_000_000,
+                                       ref="Giao dự toán MTQG GNBV 2025 đợt 2")  # fmt: skip
+    again = "" if new else " — recorded before, nothing written"
+    out.print(f"MTQG-GNBV received {_dong(t.amount)} đồng (second assignment){again}")
+    paid_back, new = await finance_ops.reimburse(sessions, finance_user, advance_source="ADV-LOCBINH",
+                                                 ref="QĐ cấp bù Lộc Bình đợt 1")  # fmt: skip
+    again = "" if new else " — recorded before, nothing written"
+    out.print("ADV-LOCBINH: " + (f"reimbursed {_dong(paid_back.amount)} đồng by MTQG-GNBV (cấp bù){again}"
+                                  if paid_back else "nothing to reimburse"))  # fmt: skip
     poor = [h for h in items if h.beneficiary_group.value == "poor"][:6]
     for h in poor:
         await finance_ops.record_loan(sessions, sample.VBSP_USER, household_code=h.code, amount=40_000_000,

@@ -17,6 +17,7 @@ from models.finance import (
     AuthorisePayoutInput,
     BatchAction,
     BatchItem,
+    PayoutCandidate,
     ReleasePayoutInput,
     SelectPayoutsInput,
     TrancheStatus,
@@ -38,6 +39,13 @@ class BatchActivities:
 
     @activity.defn(name="select_payouts")
     async def select_payouts(self, inp: SelectPayoutsInput) -> list[str]:
+        """The selection's households (batches started before `select_payout_candidates` existed)."""
+        return [c.household_code for c in await self.select_payout_candidates(inp)]
+
+    @activity.defn(name="select_payout_candidates")
+    async def select_payout_candidates(self, inp: SelectPayoutsInput) -> list[PayoutCandidate]:
+        """The selection's households with their tranche's status, so a re-run skips what is done without
+        asking each (closed) workflow."""
         async with self._sessions() as session:
             try:
                 await users.confirm_actor(session, inp.actor)
@@ -51,7 +59,7 @@ class BatchActivities:
                 codes=inp.selection.codes,
                 province=inp.actor.jurisdiction.province,
             )
-        return [r.household_code for r in rows]
+        return [PayoutCandidate(household_code=r.household_code, status=TrancheStatus(r.status)) for r in rows]
 
     @activity.defn(name="apply_payout")
     async def apply_payout(self, inp: ApplyPayoutInput) -> BatchItem:

@@ -100,6 +100,7 @@ def make_worker(
             payments.check_payment,
             payments.escalate_payment,
             batches.select_payouts,
+            batches.select_payout_candidates,
             batches.apply_payout,
         ],
         workflow_runner=sandbox_runner(),

@@ -285,3 +285,13 @@ class SelectPayoutsInput(BaseModel):
     selection: BatchSelection
     tranche: int
     actor: Actor
+
+
+class PayoutCandidate(BaseModel):
+    """A household of the selection and its tranche's status in the read model (written in the same
+    transaction as the step, so a tranche it shows done is done)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    household_code: str
+    status: TrancheStatus

@@ -51,12 +51,18 @@ async def add_source(
                                           priority=priority)  # fmt: skip
 
 
-async def receive(sessions: Sessions, user_id: str, *, source: str, amount: int, ref: str) -> ledger.Transfer:
-    """Budget or donation arriving in a source, keyed by the document that brought it."""
+async def receive(
+    sessions: Sessions, user_id: str, *, source: str, amount: int, ref: str
+) -> tuple[ledger.Transfer, bool]:
+    """Budget or donation arriving in a source, keyed by the document that brought it. Returns the
+    transfer and whether it is new (False: that document was recorded before; nothing was written)."""
+    key = f"receipt:{source}:{ref}"
     async with sessions() as session, session.begin():
         actor = await _actor(session, user_id, FINANCE_ROLES, "record money received")
-        return await ledger.receive(session, key=f"receipt:{source}:{ref}", source=source, amount=amount,
-                                    memo=f"{ref} (recorded by {actor.user_id})")  # fmt: skip
+        if existing := await ledger.find_transfer(session, key):
+            return existing, False
+        return await ledger.receive(session, key=key, source=source, amount=amount,
+                                    memo=f"{ref} (recorded by {actor.user_id})"), True  # fmt: skip
 
 
 async def add_decision(
@@ -69,9 +75,10 @@ async def add_decision(
 
 async def reimburse(
     sessions: Sessions, user_id: str, *, advance_source: str, ref: str, amount: int | None = None
-) -> ledger.Transfer | None:
+) -> tuple[ledger.Transfer | None, bool]:
     """Pay back (cấp bù) what a district advanced for programme households, from the source its rules
-    name, up to what is outstanding. `amount` None: as much as is outstanding and the payer has free."""
+    name, up to what is outstanding. `amount` None: as much as is outstanding and the payer has free.
+    Returns the transfer (None: nothing to pay) and whether it is new (False: `ref` was paid before)."""
     async with sessions() as session, session.begin():
         actor = await _actor(session, user_id, FINANCE_ROLES, "reimburse district advances")
         owed = {r.advance_source: r for r in await finance_db.receivables(session)}
@@ -80,19 +87,19 @@ async def reimburse(
         r = owed[advance_source]
         key = f"reimbursement:{advance_source}:{ref}"
         if existing := await ledger.find_transfer(session, key):
-            return existing
+            return existing, False
         if amount is None:
             payer_free = {b.code: b.free for b in await ledger.source_balances(session)}[r.reimbursed_by]
             amount = min(r.outstanding, payer_free)
             if amount <= 0:
-                return None
+                return None, False
         if amount > r.outstanding:
             raise DomainError(
                 "OverReimbursement",
                 f"{advance_source} is owed {r.outstanding:,} đồng; a reimbursement of {amount:,} would overpay it",
             )
         return await ledger.reimburse(session, key=key, payer=r.reimbursed_by, advance_source=advance_source,
-                                      amount=amount, memo=f"cấp bù {ref} ({actor.user_id})")  # fmt: skip
+                                      amount=amount, memo=f"cấp bù {ref} ({actor.user_id})"), True  # fmt: skip
 
 
 async def record_loan(

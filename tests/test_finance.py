@@ -296,7 +296,7 @@ async def test_a_districts_advance_is_a_receivable_until_the_programme_reimburse
             return next(r for r in await finance_db.receivables(s) if r.advance_source == advance)
 
     assert (await owed()).outstanding == 60 * M
-    assert await finance_ops.reimburse(sessions, "tc.nong", advance_source=advance, ref="r0") is None  # payer empty
+    assert await finance_ops.reimburse(sessions, "tc.nong", advance_source=advance, ref="r0") == (None, False)
     await finance_ops.receive(sessions, "tc.nong", source=payer, amount=100 * M, ref="giao dự toán")
     with pytest.raises(DomainError) as e:
         await finance_ops.reimburse(sessions, "tc.nong", advance_source=advance, ref="r1", amount=70 * M)
@@ -304,10 +304,10 @@ async def test_a_districts_advance_is_a_receivable_until_the_programme_reimburse
     with pytest.raises(DomainError) as e:
         await finance_ops.reimburse(sessions, sample.VBSP_USER, advance_source=advance, ref="r1")
     assert e.value.type == "RoleNotAllowed"
-    paid_back = await finance_ops.reimburse(sessions, "tc.nong", advance_source=advance, ref="r1")
-    assert paid_back.amount == 60 * M and paid_back.code == "reimbursement"
-    again = await finance_ops.reimburse(sessions, "tc.nong", advance_source=advance, ref="r1")
-    assert again.id == paid_back.id  # the same reference twice is one transfer
+    paid_back, new = await finance_ops.reimburse(sessions, "tc.nong", advance_source=advance, ref="r1")
+    assert (paid_back.amount, paid_back.code, new) == (60 * M, "reimbursement", True)
+    again, new = await finance_ops.reimburse(sessions, "tc.nong", advance_source=advance, ref="r1")
+    assert (again.id, new) == (paid_back.id, False)  # the same reference twice is one transfer
     assert (await owed()).outstanding == 0 and (await owed()).reimbursed == 60 * M
     assert await free_of(sessions, payer) == 40 * M
 

@@ -25,7 +25,8 @@ def test_histories_are_checked_in():
     assert {"full_path_new_build", "full_path_repair", "send_back_then_full_path", "cancel_after_allocation"} <= names
     # Release 2025.2: tranches through the payment channel, and the payout batch.
     assert {"tranches_full_path_new_build", "tranches_full_path_repair", "tranches_payment_failed_then_retried",
-            "tranches_cancel_after_first_tranche", "batch_authorise"} <= names  # fmt: skip
+            "tranches_cancel_after_first_tranche", "batch_authorise", "batch_authorise_rerun",
+            "batch_authorise_asks_every_household"} <= names  # fmt: skip
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])

@@ -16,16 +16,20 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.batches import BatchActivities
+    from activities.batches import DONE_ALREADY, BatchActivities
     from models.finance import (
         ApplyPayoutInput,
         BatchItem,
         BatchProgress,
         PayoutBatchInput,
         PayoutBatchResult,
+        PayoutCandidate,
         SelectPayoutsInput,
+        TrancheStatus,
     )
 
+# A re-run skips the households the read model shows done, instead of asking each workflow.
+SKIP_FROM_READ_MODEL = "batch-skip-from-read-model"
 RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=20), maximum_attempts=5)
 
 
@@ -37,17 +41,29 @@ class PayoutBatchWorkflow:
 
     @workflow.run
     async def run(self, inp: PayoutBatchInput) -> PayoutBatchResult:
-        codes = await workflow.execute_activity_method(
-            BatchActivities.select_payouts,
-            SelectPayoutsInput(selection=inp.selection, tranche=inp.tranche, actor=inp.actor),
-            start_to_close_timeout=timedelta(minutes=1),
-            retry_policy=RETRY,
-        )
+        select = SelectPayoutsInput(selection=inp.selection, tranche=inp.tranche, actor=inp.actor)
+        if workflow.patched(SKIP_FROM_READ_MODEL):
+            candidates = await workflow.execute_activity_method(
+                BatchActivities.select_payout_candidates, select,
+                start_to_close_timeout=timedelta(minutes=1), retry_policy=RETRY,
+            )  # fmt: skip
+        else:  # batches started before: every household is asked
+            codes = await workflow.execute_activity_method(
+                BatchActivities.select_payouts, select, start_to_close_timeout=timedelta(minutes=1), retry_policy=RETRY
+            )
+            candidates = [PayoutCandidate(household_code=c, status=TrancheStatus.PLANNED) for c in codes]
+        codes = [c.household_code for c in candidates]
         self._progress = BatchProgress(total=len(codes))
         gate = asyncio.Semaphore(inp.concurrency)
         items: dict[str, BatchItem] = {}
+        done_before = {c.household_code: c.status for c in candidates if c.status in DONE_ALREADY[inp.action]}
 
         async def one(code: str) -> None:
+            if code in done_before:  # a re-run: reported, not sent again
+                item = BatchItem(household_code=code, outcome="skipped", rule="AlreadyDone",
+                                 message=f"tranche {inp.tranche} is {done_before[code].value}")  # fmt: skip
+                self._count(items, item)
+                return
             async with gate:
                 try:
                     item = await workflow.execute_activity_method(
@@ -59,10 +75,7 @@ class PayoutBatchWorkflow:
                     )
                 except ActivityError as err:
                     item = BatchItem(household_code=code, outcome="failed", rule="Error", message=str(err.cause or err))
-            items[code] = item
-            self._progress = self._progress.model_copy(
-                update={item.outcome: getattr(self._progress, item.outcome) + 1}
-            )
+            self._count(items, item)
 
         await asyncio.gather(*(one(c) for c in codes))
         ordered = [items[c] for c in codes]
@@ -75,6 +88,10 @@ class PayoutBatchWorkflow:
             amount=sum(i.amount for i in ordered if i.outcome == "done"),
             items=ordered,
         )
+
+    def _count(self, items: dict[str, BatchItem], item: BatchItem) -> None:
+        items[item.household_code] = item
+        self._progress = self._progress.model_copy(update={item.outcome: getattr(self._progress, item.outcome) + 1})
 
     @workflow.query
     def progress(self) -> BatchProgress:

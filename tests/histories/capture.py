@@ -9,7 +9,9 @@ current workflow code (tests/test_replay.py): a change that would break househol
 fails CI. Files of earlier releases stay: the households they stand for may still be open.
 
 Releases: the four files without a prefix are release 2025.1 (one reservation, posted at settlement);
-`tranches_*` and `batch_*` are release 2025.2 (tranche payouts through the payment channel).
+`tranches_*` and `batch_*` are release 2025.2 (tranche payouts through the payment channel);
+`batch_authorise_asks_every_household` is a batch from before it skipped done households by the read
+model (patch `batch-skip-from-read-model`).
 """
 
 from __future__ import annotations
@@ -71,15 +73,22 @@ async def main() -> None:
         async with sessions() as s:
             actor = await users.require_actor(s, "tc.hoang")
         selection = BatchSelection(codes=[batched_a.code, batched_b.code])
-        batch = await payouts.run_batch(client, task_queue, PayoutBatchInput(
+        batch_input = PayoutBatchInput(
             batch_id=payouts.batch_id_for(BatchAction.AUTHORISE, 1, selection, prefix), action=BatchAction.AUTHORISE,
-            tranche=1, selection=selection, actor=actor, evidence=["BATCH"]))  # fmt: skip
+            tranche=1, selection=selection, actor=actor, evidence=["BATCH"])  # fmt: skip
+        batch = await payouts.run_batch(client, task_queue, batch_input)
+        handle = client.get_workflow_handle(f"payout-batch-{batch.batch_id}")
+        first_run = await handle.fetch_history()
+        await payouts.run_batch(client, task_queue, batch_input)  # the re-run: both skipped
 
         named = (("tranches_full_path_new_build", workflow_id_for(full_new.code)),
                  ("tranches_full_path_repair", workflow_id_for(full_repair.code)),
                  ("tranches_payment_failed_then_retried", workflow_id_for(retried.code)),
                  ("tranches_cancel_after_first_tranche", workflow_id_for(cancelled.code)),
-                 ("batch_authorise", f"payout-batch-{batch.batch_id}"))  # fmt: skip
+                 ("batch_authorise_rerun", f"payout-batch-{batch.batch_id}"))  # fmt: skip
+        path = HERE / "batch_authorise.json"
+        path.write_text(first_run.to_json())
+        print(f"wrote {path.name} ({len(first_run.events)} events)")
         for name, workflow_id in named:
             handle = client.get_workflow_handle(workflow_id)
             await handle.result()
