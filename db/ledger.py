@@ -171,25 +171,29 @@ def _check_amount(amount: int) -> None:
         raise DomainError("InvalidAmount", f"amount must be a positive whole number of đồng, got {amount!r}")
 
 
-async def receive(session: AsyncSession, *, key: str, source: str, amount: int, memo: str) -> Transfer:
-    """Budget or donation arriving in a source: ORIGIN:<src> → SRC:<src>, posted at once."""
+async def _post_between(
+    session: AsyncSession, *, key: str, debit: str, credit: str, amount: int, memo: str, code: str, what: str
+) -> Transfer:
+    """A transfer posted at once, once per key; a debited source may not go below zero."""
     _check_amount(amount)
     if existing := await find_transfer(session, key):
         return existing
-    src = await _account(session, f"SRC:{source}")
-    origin = await _account(session, f"ORIGIN:{source}")
-    if src is None or origin is None:
-        raise DomainError("UnknownFundingSource", f"funding source {source!r} does not exist")
-    return await _insert_transfer(
-        session,
-        idempotency_key=key,
-        kind="posted",
-        debit_account_id=origin.id,
-        credit_account_id=src.id,
-        amount=amount,
-        memo=memo,
-        code="receipt",
-    )
+    from_account = await _account(session, debit, lock=debit.startswith("SRC:"))
+    to_account = await _account(session, credit)
+    if from_account is None or to_account is None:
+        raise DomainError("UnknownFundingSource", f"{what}: account {debit} or {credit} does not exist")
+    if from_account.kind == "source" and from_account.free < amount:
+        raise DomainError(
+            "InsufficientFunds", f"{what}: {debit} has {from_account.free:,} đồng free, {amount:,} are needed"
+        )
+    return await _insert_transfer(session, idempotency_key=key, kind="posted", debit_account_id=from_account.id,
+                                  credit_account_id=to_account.id, amount=amount, memo=memo, code=code)  # fmt: skip
+
+
+async def receive(session: AsyncSession, *, key: str, source: str, amount: int, memo: str) -> Transfer:
+    """Budget or donation arriving in a source: ORIGIN:<src> → SRC:<src>, posted at once."""
+    return await _post_between(session, key=key, debit=f"ORIGIN:{source}", credit=f"SRC:{source}", amount=amount,
+                               memo=memo, code="receipt", what=f"receipt into {source}")  # fmt: skip
 
 
 async def reimburse(
@@ -197,27 +201,9 @@ async def reimburse(
 ) -> Transfer:
     """Cấp bù: the programme source pays back a district's advance, SRC:<payer> → ORIGIN:<advance>
     (to the budget the district advanced from). Posted at once; the payer may not go below zero."""
-    _check_amount(amount)
-    if existing := await find_transfer(session, key):
-        return existing
-    src = await _account(session, f"SRC:{payer}", lock=True)
-    origin = await _account(session, f"ORIGIN:{advance_source}")
-    if src is None or origin is None:
-        raise DomainError("UnknownFundingSource", f"funding source {payer!r} or {advance_source!r} does not exist")
-    if src.free < amount:
-        raise DomainError(
-            "InsufficientFunds", f"funding source {payer} has {src.free:,} đồng free; the reimbursement is {amount:,}"
-        )
-    return await _insert_transfer(
-        session,
-        idempotency_key=key,
-        kind="posted",
-        debit_account_id=src.id,
-        credit_account_id=origin.id,
-        amount=amount,
-        memo=memo,
-        code="reimbursement",
-    )
+    return await _post_between(session, key=key, debit=f"SRC:{payer}", credit=f"ORIGIN:{advance_source}",
+                               amount=amount, memo=memo, code="reimbursement",
+                               what=f"reimbursement of {advance_source} by {payer}")  # fmt: skip
 
 
 async def reserve(

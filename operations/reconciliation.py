@@ -204,6 +204,13 @@ async def reconcile(session: AsyncSession) -> Reconciliation:
         receivables=await finance_db.receivables(session),
     )
     report.problems = await _check(session, report, sources, hh, per_household)
+    orphans = [x.id for x in transfers if x.debit_account_id in sources and x.kind in ("pending", "post_pending")
+               and x.household_code not in hh]  # fmt: skip
+    if orphans:
+        report.problems.append(
+            f"{len(orphans)} transfers reserve or pay source money for no registered household (ids "
+            f"{', '.join(map(str, orphans[:10]))}{', …' if len(orphans) > 10 else ''})"
+        )
     return report
 
 

@@ -92,6 +92,23 @@ async def sessions(settings):
     await engine.dispose()
 
 
+@pytest.fixture(scope="module")
+async def scratch_sessions(settings):
+    """A database of the module's own on the same server, migrated and empty, for tests that write the
+    ledger by hand (raw transfers, drifted totals) and must not leave that in the database every other
+    test reconciles."""
+    url = make_url(settings.asyncpg_url)
+    name = f"{url.database}_scratch_{uuid.uuid4().hex[:8]}"
+    conn = await asyncpg.connect(url.set(drivername="postgresql").render_as_string(hide_password=False))
+    await conn.execute(f'CREATE DATABASE "{name}"')
+    await conn.close()
+    scratch = settings.model_copy(update={"database_url": url.set(database=name).render_as_string(hide_password=False)})
+    await asyncio.to_thread(upgrade, scratch.asyncpg_url)
+    engine = make_engine(scratch)
+    yield make_sessions(engine)
+    await engine.dispose()
+
+
 @pytest.fixture(scope="session")
 async def env() -> AsyncIterator[WorkflowEnvironment]:
     async with await WorkflowEnvironment.start_local(

@@ -404,6 +404,13 @@ async def test_the_reconciliation_balances_after_a_run_with_cancellations_and_na
         broken = await reconciliation.reconcile(s)
         await s.rollback()
     assert any(half.code in p and "read model paid" in p for p in broken.problems)
+    # Source money reserved by hand for nobody on the list is named too (and the views then disagree).
+    async with sessions() as s, s.begin():
+        await ledger.reserve(s, key=f"orphan-{tag()}", source="NS-TINH", household_code=None, amount=5, memo="x")
+        broken = await reconciliation.reconcile(s)
+        await s.rollback()
+    assert any("no registered household" in p for p in broken.problems)
+    assert any(p.startswith("reserved differs between views") for p in broken.problems)
 
 
 async def test_report_command_exports_and_exits_zero_when_balanced(settings, sessions, tmp_path):

@@ -36,7 +36,8 @@ async def _raw_transfer(sessions, **values):
         return await s.scalar(insert(ledger_transfers).values(**values).returning(ledger_transfers.c.id))
 
 
-async def test_postgres_refuses_unbalanced_or_non_positive_transfers(sessions):
+async def test_postgres_refuses_unbalanced_or_non_positive_transfers(scratch_sessions):
+    sessions = scratch_sessions  # raw ledger rows stay out of the shared database
     acc = await _source(sessions, "PG-RULES", 1_000)
     with pytest.raises(IntegrityError, match="amount"):
         await _raw_transfer(sessions, idempotency_key="r1", kind="pending", debit_account_id=acc["src"],
@@ -46,7 +47,8 @@ async def test_postgres_refuses_unbalanced_or_non_positive_transfers(sessions):
                             credit_account_id=acc["src"], amount=10)  # fmt: skip
 
 
-async def test_postgres_refuses_to_overdraw_a_source_even_when_the_application_does_not_check(sessions):
+async def test_postgres_refuses_to_overdraw_a_source_even_when_the_application_does_not_check(scratch_sessions):
+    sessions = scratch_sessions  # raw ledger rows stay out of the shared database
     acc = await _source(sessions, "PG-OVERDRAW", 1_000)
     with pytest.raises(IntegrityError, match="no_overdraw"):
         await _raw_transfer(sessions, idempotency_key="o1", kind="pending", debit_account_id=acc["src"],
@@ -56,7 +58,8 @@ async def test_postgres_refuses_to_overdraw_a_source_even_when_the_application_d
     assert pending
 
 
-async def test_a_reservation_is_resolved_once_and_only_on_its_own_accounts(sessions):
+async def test_a_reservation_is_resolved_once_and_only_on_its_own_accounts(scratch_sessions):
+    sessions = scratch_sessions  # raw ledger rows stay out of the shared database
     acc = await _source(sessions, "PG-RESOLVE", 1_000)
     pending = await _raw_transfer(sessions, idempotency_key="p1", kind="pending", debit_account_id=acc["src"],
                                   credit_account_id=acc["hh"], amount=400)  # fmt: skip
@@ -73,7 +76,8 @@ async def test_a_reservation_is_resolved_once_and_only_on_its_own_accounts(sessi
     assert (src["debits_pending"], src["debits_posted"], src["credits_posted"]) == (0, 400, 1_000)
 
 
-async def test_transfers_are_append_only(sessions):
+async def test_transfers_are_append_only(scratch_sessions):
+    sessions = scratch_sessions  # raw ledger rows stay out of the shared database
     acc = await _source(sessions, "PG-APPEND", 1_000)
     tid = await _raw_transfer(sessions, idempotency_key="a1", kind="pending", debit_account_id=acc["src"],
                               credit_account_id=acc["hh"], amount=10)  # fmt: skip
@@ -85,7 +89,8 @@ async def test_transfers_are_append_only(sessions):
             await s.execute(text("DELETE FROM ledger_transfers WHERE id = :id"), {"id": tid})
 
 
-async def test_concurrent_reservations_never_overcommit_a_source(sessions):
+async def test_concurrent_reservations_never_overcommit_a_source(scratch_sessions):
+    sessions = scratch_sessions  # raw ledger rows stay out of the shared database
     await _source(sessions, "RACE", 3 * 60_000_000 + 59_999_999)
 
     async def attempt(i: int) -> bool:
@@ -138,7 +143,8 @@ async def test_ledger_invariants_hold_after_a_batch_with_cancellations(client, s
     assert open_pending == 0
 
 
-async def test_invariant_check_notices_a_total_that_drifted_from_its_transfers(sessions):
+async def test_invariant_check_notices_a_total_that_drifted_from_its_transfers(scratch_sessions):
+    sessions = scratch_sessions  # raw ledger rows stay out of the shared database
     acc = await _source(sessions, "DRIFT", 1_000)
     async with sessions() as s, s.begin():
         await s.execute(update(ledger_accounts).where(ledger_accounts.c.id == acc["src"]).values(credits_posted=999))
