@@ -30,7 +30,6 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
-from sqlalchemy import func, select
 
 from core.errors import DomainError
 from core.logs import configure_logging
@@ -42,8 +41,6 @@ from db import audit, households, ledger, outbox, users
 from db import finance as finance_db
 from db.engine import make_engine, make_sessions
 from db.policy import current_workflow_policy
-from db.schema import funding_sources, household_tranches
-from db.schema import payments as payments_table
 from models.finance import BatchAction, BatchSelection, Milestone, PayoutBatchInput, PayoutResult
 from models.household import FORWARD, STAGE_VI, Stage, Step
 from models.policy import WorkflowPolicy
@@ -401,8 +398,7 @@ def finance_sources(as_json: bool = typer.Option(False, "--json")) -> None:
 
     async def go(settings: Settings):
         async with _sessions(settings) as sessions, sessions() as session:
-            rules = {r.code: (r.priority, r.rules) for r in await session.execute(
-                select(funding_sources.c.code, funding_sources.c.priority, funding_sources.c.rules))}  # fmt: skip
+            rules = await finance_db.source_rules(session)
             return (await reconciliation.reconcile(session)).sources, rules
 
     lines, rules = _run(go)
@@ -761,17 +757,10 @@ async def _demo_rounds(settings: Settings, sessions, client, items, concurrency:
                                      on_done=lambda _, t=task: progress.advance(t))  # fmt: skip
         failures |= result.failures
         out.print(f"round {round_no}: {result.steps} steps taken; {result.closed} files closed")
-        async with sessions() as session:
-            pending = (await session.execute(
-                select(household_tranches.c.tranche, household_tranches.c.status, func.count())
-                .where(household_tranches.c.household_code.in_(codes),
-                       household_tranches.c.status.in_(("due", "authorised")))
-                .group_by(household_tranches.c.tranche, household_tranches.c.status)
-                .order_by(household_tranches.c.tranche)
-            )).all()  # fmt: skip
+        pending = await payouts.tranche_counts(sessions, codes, ("due", "authorised"))
         if not pending:
             break
-        for tranche in sorted({t for t, _, _ in pending}):
+        for tranche in sorted({n for n, _ in pending}):
             for decision in decisions:
                 selection = BatchSelection(decision_ref=decision)
                 for action, user in ((BatchAction.AUTHORISE, finance_user), (BatchAction.RELEASE, treasury)):
@@ -779,12 +768,8 @@ async def _demo_rounds(settings: Settings, sessions, client, items, concurrency:
                     await _batch(client, sessions, settings.temporal_task_queue, action, tranche, selection, user,
                                  evidence, f"demo-r{round_no}", 8)  # fmt: skip
         left = await payouts.wait_for_payments(sessions, codes)
-        async with sessions() as session:
-            answered = (await session.execute(
-                select(payments_table.c.status, func.count()).where(payments_table.c.household_code.in_(codes))
-                .group_by(payments_table.c.status)
-            )).all()  # fmt: skip
-        out.print(f"payment channel: {dict(answered)}" + (f"; {left} not answered yet" if left else ""))
+        answered = await payouts.payment_counts(sessions, codes)
+        out.print(f"payment channel: {answered}" + (f"; {left} not answered yet" if left else ""))
     for code, why in failures.items():
         err.print(f"[red]{code}[/]: {why}")
     return failures

@@ -23,9 +23,9 @@ from models.finance import (
     TrancheStatus,
 )
 from models.household import workflow_id_for
+from workflows.household import HouseholdWorkflow
 
-# The status a tranche must be in for the action, and the statuses that mean it was done already.
-NEEDS = {BatchAction.AUTHORISE: TrancheStatus.DUE, BatchAction.RELEASE: TrancheStatus.AUTHORISED}
+# The statuses that mean the action was taken on the tranche already.
 DONE_ALREADY = {
     BatchAction.AUTHORISE: {TrancheStatus.AUTHORISED, TrancheStatus.RELEASED, TrancheStatus.PAID},
     BatchAction.RELEASE: {TrancheStatus.RELEASED, TrancheStatus.PAID},
@@ -63,8 +63,6 @@ class BatchActivities:
 
     @activity.defn(name="apply_payout")
     async def apply_payout(self, inp: ApplyPayoutInput) -> BatchItem:
-        from workflows.household import HouseholdWorkflow  # the workflow module imports models only
-
         handle = self._client.get_workflow_handle(workflow_id_for(inp.household_code))
         try:
             state = await handle.query(HouseholdWorkflow.state)

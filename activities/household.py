@@ -7,6 +7,7 @@ nothing twice.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import timedelta, timezone
 
 import structlog
@@ -76,12 +77,20 @@ class HouseholdActivities:
                     f"key {rec.idempotency_key} was recorded for step {prior.step} by {prior.actor_user_id}, "
                     f"not {rec.step.value} by {rec.actor.user_id}",
                 )
+            # A retry must hand the workflow what the first attempt did, tranches included.
+            allocation, sources = [], None
+            if rec.money is MoneyOp.RESERVE and rec.plan_tranches:
+                allocation, sources = await finance_db.allocation_recorded(
+                    session, rec.household_code, f"{rec.idempotency_key}:{rec.money.value}:"
+                )
             return TransitionOutcome(
                 audit_id=prior.id,
                 audit_hash=prior.hash,
                 transfer_id=prior.transfer_id,
                 amount=prior.amount,
                 replayed=True,
+                allocation=allocation,
+                sources=sources,
             )
         if row.last_seq != rec.seq - 1 or row.stage != rec.from_stage.value:
             raise DomainError(
@@ -96,7 +105,7 @@ class HouseholdActivities:
         amount = moved.amount
         effect = money_effect(rec.money, amount=amount, source=moved.sources or rec.source,
                               reserved_before=row.reserved, paid_before=row.paid)  # fmt: skip
-        await self._update_payouts(session, rec, moved)
+        await self._update_payouts(session, rec)
         entry = await audit.append(
             session,
             prev_hash=await audit.last_hash(session, rec.household_code, rec.seq - 1),
@@ -204,7 +213,7 @@ class HouseholdActivities:
         await finance_db.record_allocation(session, rec.household_code, allocation)
         return _Moved(transfers, need, sources="+".join(dict.fromkeys(src for src, _ in pieces)), allocation=allocation)
 
-    async def _update_payouts(self, session, rec: TransitionRecord, moved: _Moved) -> None:
+    async def _update_payouts(self, session, rec: TransitionRecord) -> None:
         if rec.tranche_updates:
             await finance_db.update_tranches(
                 session,
@@ -282,15 +291,14 @@ class HouseholdActivities:
             )  # fmt: skip
 
 
+@dataclass(frozen=True)
 class _Moved:
     """What one transition moved in the ledger."""
 
-    def __init__(self, transfers: list[ledger.Transfer], amount: int | None, *, sources: str | None = None,
-                 allocation: list[AllocationPiece] | None = None) -> None:  # fmt: skip
-        self.transfers = transfers
-        self.amount = amount
-        self.sources = sources
-        self.allocation = allocation or []
+    transfers: list[ledger.Transfer]
+    amount: int | None
+    sources: str | None = None
+    allocation: list[AllocationPiece] = field(default_factory=list)
 
     @property
     def first(self) -> ledger.Transfer | None:

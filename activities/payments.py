@@ -31,7 +31,9 @@ class PaymentActivities:
 
     @activity.defn(name="check_payment")
     async def check_payment(self, payment_id: str) -> PaymentCheck:
-        return PaymentCheck(status=await self._channel.status(payment_id), channel_actor=await self._actor())
+        status = await self._channel.status(payment_id)
+        async with self._sessions() as session:
+            return PaymentCheck(status=status, channel_actor=await users.require_actor(session, self._channel_user))
 
     @activity.defn(name="escalate_payment")
     async def escalate_payment(self, rec: EscalationRecord) -> PaymentCheck:
@@ -42,6 +44,7 @@ class PaymentActivities:
         if status.state == "unknown":
             await self._channel.submit(instr)
         async with self._sessions() as session, session.begin():
+            channel_actor = await users.require_actor(session, self._channel_user)
             await finance_db.mark_overdue(session, instr.payment_id)
             row = await households.get(session, instr.household_code)
             where = f"{row.district} / {row.commune}" if row else ""
@@ -59,8 +62,4 @@ class PaymentActivities:
                 ),
             )
         log.warning("payment_escalated", payment_id=instr.payment_id, channel_state=status.state, n=rec.escalation)
-        return PaymentCheck(status=status, channel_actor=await self._actor())
-
-    async def _actor(self):
-        async with self._sessions() as session:
-            return await users.require_actor(session, self._channel_user)
+        return PaymentCheck(status=status, channel_actor=channel_actor)

@@ -24,7 +24,7 @@ from db.schema import (
     tranche_plans,
 )
 from finance.allocation import AllocationPolicy, SourceRules, SourceView
-from models.finance import AllocationPiece, PaymentInstruction, TranchePlan
+from models.finance import AllocationPiece, PaymentInstruction, Piece, TranchePlan
 from models.household import BeneficiaryGroup, Household, SupportType
 
 LOAN_STATUSES = ("approved", "disbursed", "repaying", "repaid", "cancelled")
@@ -82,6 +82,12 @@ async def sources_for(session: AsyncSession, h: Household, *, only: str | None =
         SourceView(code=r.code, category=r.category, priority=r.priority, free=balances[r.account_id], rules=rules)
         for r, rules in eligible
     ]
+
+
+async def source_rules(session: AsyncSession) -> dict[str, tuple[int, dict]]:
+    """Each source's priority and rules, by code."""
+    rows = await session.execute(select(funding_sources.c.code, funding_sources.c.priority, funding_sources.c.rules))
+    return {r.code: (r.priority, r.rules) for r in rows}
 
 
 async def allocation_policy(session: AsyncSession, programme: str | None, as_of: date) -> AllocationPolicy:
@@ -175,9 +181,40 @@ async def record_allocation(session: AsyncSession, code: str, allocation: list[A
     )
 
 
+async def allocation_recorded(
+    session: AsyncSession, code: str, key_prefix: str
+) -> tuple[list[AllocationPiece], str]:
+    """What an allocation recorded under `key_prefix` reserved, tranche by tranche, from the ledger (and
+    each tranche's share and milestone from the read model written in the same transaction)."""
+    t, fs, ht = ledger_transfers, funding_sources, household_tranches
+    rows = (
+        await session.execute(
+            select(t.c.id, t.c.tranche, t.c.amount, fs.c.code.label("source"))
+            .join(fs, fs.c.account_id == t.c.debit_account_id)
+            .where(t.c.household_code == code, t.c.idempotency_key.startswith(key_prefix, autoescape=True))
+            .order_by(t.c.id)
+        )
+    ).all()
+    specs = {
+        r.tranche: r
+        for r in await session.execute(
+            select(ht.c.tranche, ht.c.percent, ht.c.milestone).where(ht.c.household_code == code)
+        )
+    }
+    allocation = [
+        AllocationPiece(
+            tranche=n, percent=specs[n].percent, milestone=specs[n].milestone,
+            amount=sum(r.amount for r in rows if r.tranche == n),
+            pieces=[Piece(transfer_id=r.id, source=r.source, amount=r.amount) for r in rows if r.tranche == n],
+        )
+        for n in sorted({r.tranche for r in rows})
+    ]  # fmt: skip
+    return allocation, "+".join(dict.fromkeys(r.source for r in rows))
+
+
 async def update_tranches(
     session: AsyncSession, code: str, updates: dict[int, str], *, authorised_by: str | None = None,
-    released_by: str | None = None, attempt: int | None = None,
+    released_by: str | None = None,
 ) -> None:  # fmt: skip
     for n, status in updates.items():
         values: dict = {"status": status, "updated_at": func.now()}
@@ -185,8 +222,6 @@ async def update_tranches(
             values |= {"authorised_by": authorised_by, "released_by": None}
         if released_by:
             values["released_by"] = released_by
-        if attempt is not None:
-            values["attempts"] = attempt
         await session.execute(
             household_tranches.update()
             .where(household_tranches.c.household_code == code, household_tranches.c.tranche == n)
@@ -226,7 +261,7 @@ async def tranches_for_batch(
 
 
 async def save_instruction(session: AsyncSession, instr: PaymentInstruction, channel: str) -> bool:
-    """Record a payment instruction once (by its end-to-end id). True if new."""
+    """Record a payment instruction once (by its end-to-end id), and count it on its tranche. True if new."""
     new = await session.scalar(
         pg_insert(payments)
         .values(
@@ -237,6 +272,12 @@ async def save_instruction(session: AsyncSession, instr: PaymentInstruction, cha
         .on_conflict_do_nothing(index_elements=["payment_id"])
         .returning(payments.c.payment_id)
     )
+    await session.execute(
+        household_tranches.update()
+        .where(household_tranches.c.household_code == instr.household_code,
+               household_tranches.c.tranche == instr.tranche, household_tranches.c.attempts < instr.attempt)
+        .values(attempts=instr.attempt, updated_at=func.now())
+    )  # fmt: skip
     return new is not None
 
 

@@ -282,15 +282,6 @@ async def void(session: AsyncSession, *, key: str, pending_id: int, memo: str) -
     return await _resolve(session, "void_pending", key=key, pending_id=pending_id, memo=memo)
 
 
-async def lock_sources(session: AsyncSession) -> None:
-    """Lock every funding source's account, in id order: an allocation that may draw on several sources
-    sees free balances no concurrent allocation can change under it, and two never deadlock."""
-    await session.execute(
-        select(ledger_accounts.c.id).where(ledger_accounts.c.kind == "source").order_by(ledger_accounts.c.id)
-        .with_for_update()
-    )
-
-
 async def source_balances(session: AsyncSession) -> list[SourceBalance]:
     rows = await session.execute(
         select(

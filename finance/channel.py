@@ -58,9 +58,6 @@ class SimulatedBank:
         self._tasks: set[asyncio.Task] = set()
         self.submissions = 0  # instructions accepted as new (a repeated id is not a new payment)
 
-    def on_result(self, notify: Notify) -> None:
-        self._notify = notify
-
     async def submit(self, instruction: PaymentInstruction) -> None:
         if instruction.payment_id in self._book:
             return  # the same end-to-end id: already accepted, never paid twice

@@ -8,11 +8,12 @@ import hashlib
 from collections.abc import Callable
 
 from sqlalchemy import func, select
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowQueryFailedError
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.service import RPCError
 
 from db.engine import Sessions
-from db.schema import household_tranches
+from db.schema import household_tranches, payments
 from models.finance import BatchAction, BatchProgress, BatchSelection, PayoutBatchInput, PayoutBatchResult
 from workflows.batch import PayoutBatchWorkflow
 
@@ -45,7 +46,7 @@ async def run_batch(
         if on_progress:
             try:
                 on_progress(await handle.query(PayoutBatchWorkflow.progress))
-            except Exception:  # a query can race the workflow's completion; the result follows
+            except (RPCError, WorkflowQueryFailedError):  # a query can race the completion; the result follows
                 pass
         await asyncio.wait([result_task], timeout=poll)
     result = result_task.result()
@@ -54,12 +55,27 @@ async def run_batch(
     return result
 
 
-async def payments_in_flight(sessions: Sessions, codes: list[str] | None = None) -> int:
+async def tranche_counts(
+    sessions: Sessions, codes: list[str] | None, statuses: tuple[str, ...]
+) -> dict[tuple[int, str], int]:
+    """How many of these households' tranches are in each of these statuses: {(tranche, status): n}."""
+    t = household_tranches.c
+    q = select(t.tranche, t.status, func.count()).where(t.status.in_(statuses)).group_by(t.tranche, t.status)
+    if codes is not None:
+        q = q.where(t.household_code.in_(codes))
     async with sessions() as session:
-        q = select(func.count()).where(household_tranches.c.status == "released")
-        if codes is not None:
-            q = q.where(household_tranches.c.household_code.in_(codes))
-        return int(await session.scalar(q) or 0)
+        return {(n, status): count for n, status, count in await session.execute(q)}
+
+
+async def payment_counts(sessions: Sessions, codes: list[str]) -> dict[str, int]:
+    """Payment instructions of these households by status (sent, confirmed, failed)."""
+    q = select(payments.c.status, func.count()).where(payments.c.household_code.in_(codes)).group_by(payments.c.status)
+    async with sessions() as session:
+        return dict((await session.execute(q)).all())
+
+
+async def payments_in_flight(sessions: Sessions, codes: list[str] | None = None) -> int:
+    return sum((await tranche_counts(sessions, codes, ("released",))).values())
 
 
 async def wait_for_payments(sessions: Sessions, codes: list[str] | None = None, *, within: float = 120.0) -> int:

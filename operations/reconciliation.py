@@ -82,7 +82,7 @@ class Reconciliation:
         return not self.problems
 
     def totals(self, lines: list) -> dict[str, int]:
-        keys = [f.name for f in fields(lines[0]) if f.type == "int"] if lines else []
+        keys = [f.name for f in fields(lines[0]) if f.type in ("int", int)] if lines else []
         out = {k: sum(getattr(x, k) for x in lines) for k in keys}
         if lines and hasattr(lines[0], "free"):
             out["free"] = sum(x.free for x in lines)

@@ -93,7 +93,7 @@ async def sessions(settings):
 
 
 @pytest.fixture(scope="module")
-async def scratch_sessions(settings):
+async def scratch(settings):
     """A database of the module's own on the same server, migrated and empty, for tests that write the
     ledger by hand (raw transfers, drifted totals) and must not leave that in the database every other
     test reconciles."""

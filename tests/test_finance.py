@@ -236,7 +236,8 @@ async def test_a_batch_authorises_many_payouts_and_running_it_again_changes_noth
 
     first, seen = await batch(BatchAction.AUTHORISE, "tc.hoang")
     assert (first.progress.total, first.progress.done, first.progress.failed) == (6, 6, 0)
-    assert first.amount == sum(h_amount for h_amount in [i.amount for i in first.items]) > 0
+    # Tranche 1 is 70% of each household's entitlement.
+    assert first.amount == sum((42 if h.support_type.value == "new_build" else 21) * M for h in items)
     assert seen[-1].finished == 6
     rows = await audit_rows()
     again, _ = await batch(BatchAction.AUTHORISE, "tc.hoang")

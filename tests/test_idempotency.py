@@ -114,3 +114,23 @@ async def test_a_transition_that_does_not_follow_the_recorded_one_is_refused(ses
         await acts.record_transition(skipping)
     assert caught.value.type == "OutOfSequence"
     assert await _counts(sessions, h.code) == (0, 0, 0)
+
+
+async def test_a_retried_allocation_hands_back_the_same_tranches_and_reserves_nothing_more(sessions):
+    acts = HouseholdActivities(sessions)
+    h = await _registered(sessions)
+    commune, district = sample.commune_user(h.district, h.commune), sample.district_user(h.district)
+    await acts.record_transition(await _record(sessions, h, 1, Step.VERIFY, Stage.VERIFICATION, Stage.APPROVAL,
+                                               commune))  # fmt: skip
+    await acts.record_transition(await _record(sessions, h, 2, Step.APPROVE, Stage.APPROVAL,
+                                               Stage.FUND_ALLOCATION, district))  # fmt: skip
+    allocate = await _record(sessions, h, 3, Step.ALLOCATE, Stage.FUND_ALLOCATION, Stage.CONSTRUCTION, "tc.hoang",
+                             money=MoneyOp.RESERVE, plan_tranches=True)  # fmt: skip
+    first = await acts.record_transition(allocate)
+    counts = await _counts(sessions, h.code)
+    # The worker died before reporting: the activity runs again with the same key.
+    again = await acts.record_transition(allocate)
+    assert again.replayed and not first.replayed
+    assert (again.allocation, again.sources, again.amount) == (first.allocation, first.sources, first.amount)
+    assert [a.amount for a in first.allocation] == [42_000_000, 18_000_000]
+    assert await _counts(sessions, h.code) == counts

@@ -36,65 +36,60 @@ async def _raw_transfer(sessions, **values):
         return await s.scalar(insert(ledger_transfers).values(**values).returning(ledger_transfers.c.id))
 
 
-async def test_postgres_refuses_unbalanced_or_non_positive_transfers(scratch_sessions):
-    sessions = scratch_sessions  # raw ledger rows stay out of the shared database
-    acc = await _source(sessions, "PG-RULES", 1_000)
+async def test_postgres_refuses_unbalanced_or_non_positive_transfers(scratch):
+    acc = await _source(scratch, "PG-RULES", 1_000)
     with pytest.raises(IntegrityError, match="amount"):
-        await _raw_transfer(sessions, idempotency_key="r1", kind="pending", debit_account_id=acc["src"],
+        await _raw_transfer(scratch, idempotency_key="r1", kind="pending", debit_account_id=acc["src"],
                             credit_account_id=acc["hh"], amount=0)  # fmt: skip
     with pytest.raises(IntegrityError, match="two_accounts"):
-        await _raw_transfer(sessions, idempotency_key="r2", kind="pending", debit_account_id=acc["src"],
+        await _raw_transfer(scratch, idempotency_key="r2", kind="pending", debit_account_id=acc["src"],
                             credit_account_id=acc["src"], amount=10)  # fmt: skip
 
 
-async def test_postgres_refuses_to_overdraw_a_source_even_when_the_application_does_not_check(scratch_sessions):
-    sessions = scratch_sessions  # raw ledger rows stay out of the shared database
-    acc = await _source(sessions, "PG-OVERDRAW", 1_000)
+async def test_postgres_refuses_to_overdraw_a_source_even_when_the_application_does_not_check(scratch):
+    acc = await _source(scratch, "PG-OVERDRAW", 1_000)
     with pytest.raises(IntegrityError, match="no_overdraw"):
-        await _raw_transfer(sessions, idempotency_key="o1", kind="pending", debit_account_id=acc["src"],
+        await _raw_transfer(scratch, idempotency_key="o1", kind="pending", debit_account_id=acc["src"],
                             credit_account_id=acc["hh"], amount=1_001)  # fmt: skip
-    pending = await _raw_transfer(sessions, idempotency_key="o2", kind="pending", debit_account_id=acc["src"],
+    pending = await _raw_transfer(scratch, idempotency_key="o2", kind="pending", debit_account_id=acc["src"],
                                   credit_account_id=acc["hh"], amount=1_000)  # fmt: skip
     assert pending
 
 
-async def test_a_reservation_is_resolved_once_and_only_on_its_own_accounts(scratch_sessions):
-    sessions = scratch_sessions  # raw ledger rows stay out of the shared database
-    acc = await _source(sessions, "PG-RESOLVE", 1_000)
-    pending = await _raw_transfer(sessions, idempotency_key="p1", kind="pending", debit_account_id=acc["src"],
+async def test_a_reservation_is_resolved_once_and_only_on_its_own_accounts(scratch):
+    acc = await _source(scratch, "PG-RESOLVE", 1_000)
+    pending = await _raw_transfer(scratch, idempotency_key="p1", kind="pending", debit_account_id=acc["src"],
                                   credit_account_id=acc["hh"], amount=400)  # fmt: skip
     with pytest.raises(DBAPIError, match="exceeds pending"):
-        await _raw_transfer(sessions, idempotency_key="p2", kind="post_pending", pending_id=pending,
+        await _raw_transfer(scratch, idempotency_key="p2", kind="post_pending", pending_id=pending,
                             debit_account_id=acc["src"], credit_account_id=acc["hh"], amount=401)  # fmt: skip
-    await _raw_transfer(sessions, idempotency_key="p3", kind="post_pending", pending_id=pending,
+    await _raw_transfer(scratch, idempotency_key="p3", kind="post_pending", pending_id=pending,
                         debit_account_id=acc["src"], credit_account_id=acc["hh"], amount=400)  # fmt: skip
     with pytest.raises(IntegrityError, match="one_resolution"):
-        await _raw_transfer(sessions, idempotency_key="p4", kind="void_pending", pending_id=pending,
+        await _raw_transfer(scratch, idempotency_key="p4", kind="void_pending", pending_id=pending,
                             debit_account_id=acc["src"], credit_account_id=acc["hh"], amount=400)  # fmt: skip
-    async with sessions() as s:
+    async with scratch() as s:
         src = (await s.execute(select(ledger_accounts).where(ledger_accounts.c.id == acc["src"]))).mappings().one()
     assert (src["debits_pending"], src["debits_posted"], src["credits_posted"]) == (0, 400, 1_000)
 
 
-async def test_transfers_are_append_only(scratch_sessions):
-    sessions = scratch_sessions  # raw ledger rows stay out of the shared database
-    acc = await _source(sessions, "PG-APPEND", 1_000)
-    tid = await _raw_transfer(sessions, idempotency_key="a1", kind="pending", debit_account_id=acc["src"],
+async def test_transfers_are_append_only(scratch):
+    acc = await _source(scratch, "PG-APPEND", 1_000)
+    tid = await _raw_transfer(scratch, idempotency_key="a1", kind="pending", debit_account_id=acc["src"],
                               credit_account_id=acc["hh"], amount=10)  # fmt: skip
-    async with sessions() as s:
+    async with scratch() as s:
         with pytest.raises(DBAPIError, match="append-only"):
             await s.execute(update(ledger_transfers).where(ledger_transfers.c.id == tid).values(amount=1))
-    async with sessions() as s:
+    async with scratch() as s:
         with pytest.raises(DBAPIError, match="append-only"):
             await s.execute(text("DELETE FROM ledger_transfers WHERE id = :id"), {"id": tid})
 
 
-async def test_concurrent_reservations_never_overcommit_a_source(scratch_sessions):
-    sessions = scratch_sessions  # raw ledger rows stay out of the shared database
-    await _source(sessions, "RACE", 3 * 60_000_000 + 59_999_999)
+async def test_concurrent_reservations_never_overcommit_a_source(scratch):
+    await _source(scratch, "RACE", 3 * 60_000_000 + 59_999_999)
 
     async def attempt(i: int) -> bool:
-        async with sessions() as s, s.begin():
+        async with scratch() as s, s.begin():
             try:
                 await ledger.reserve(s, key=f"race-{i}", source="RACE", household_code=None, amount=60_000_000,
                                      memo="race")  # fmt: skip
@@ -105,7 +100,7 @@ async def test_concurrent_reservations_never_overcommit_a_source(scratch_session
 
     results = await asyncio.gather(*(attempt(i) for i in range(12)))
     assert sum(results) == 3
-    async with sessions() as s:
+    async with scratch() as s:
         (bal,) = [b for b in await ledger.source_balances(s) if b.code == "RACE"]
     assert (bal.reserved, bal.free) == (180_000_000, 59_999_999)
 
@@ -143,10 +138,9 @@ async def test_ledger_invariants_hold_after_a_batch_with_cancellations(client, s
     assert open_pending == 0
 
 
-async def test_invariant_check_notices_a_total_that_drifted_from_its_transfers(scratch_sessions):
-    sessions = scratch_sessions  # raw ledger rows stay out of the shared database
-    acc = await _source(sessions, "DRIFT", 1_000)
-    async with sessions() as s, s.begin():
+async def test_invariant_check_notices_a_total_that_drifted_from_its_transfers(scratch):
+    acc = await _source(scratch, "DRIFT", 1_000)
+    async with scratch() as s, s.begin():
         await s.execute(update(ledger_accounts).where(ledger_accounts.c.id == acc["src"]).values(credits_posted=999))
         problems = await ledger.check_invariants(s)
         await s.rollback()

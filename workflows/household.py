@@ -300,7 +300,8 @@ class HouseholdWorkflow:
 
     def _validate_payout(self, step: Step, inp) -> TrancheState:
         try:
-            self._check_roles(step, inp)
+            rules.check_actor(step=step, household=self._household, policy=self._policy, actor=inp.actor,
+                              evidence=inp.evidence, timeline=self._state.timeline)  # fmt: skip
             return rules.check_payout(
                 step=step,
                 stage=self._state.stage,
@@ -312,10 +313,6 @@ class HouseholdWorkflow:
             )
         except rules.RuleViolation as v:
             raise ApplicationError(v.message, type=v.rule, non_retryable=True) from None
-
-    def _check_roles(self, step: Step, inp) -> None:
-        rules.check_actor(step=step, household=self._household, policy=self._policy, actor=inp.actor,
-                          evidence=inp.evidence, timeline=self._state.timeline)  # fmt: skip
 
     async def _payout_step(self, step: Step, inp, t: TrancheState, status: TrancheStatus, *,
                            milestone: Milestone | None = None) -> PayoutResult:  # fmt: skip
@@ -470,9 +467,6 @@ class HouseholdWorkflow:
             state = self._state
             plan_tranches = step is Step.ALLOCATE and workflow.patched(TRANCHES_PATCH)
             money, reservation, pieces, updates = self._money_for(step, target.to_stage)
-            if step is Step.ACCEPT:
-                # The house is finished: every tranche still waiting for a milestone is now due.
-                updates = {t.n: TrancheStatus.DUE.value for t in state.tranches if t.status is TrancheStatus.PLANNED}
             next_step = FORWARD.get(target.to_stage)
             seq, outcome = await self._transition(
                 step, inp.actor, inp.evidence, inp.reason, target.to_stage, money=money,
@@ -574,7 +568,6 @@ class HouseholdWorkflow:
                 f"step {step.value!r} was not recorded: {cause or err}", type="NotRecorded", non_retryable=True
             ) from None
 
-        state = self._state  # re-read: nothing else ran (the lock), but keep one source of truth
         update: dict[str, object] = {
             **money_effect(money, amount=outcome.amount, source=outcome.sources or source,
                            reserved_before=state.reserved, paid_before=state.paid),  # fmt: skip
@@ -612,6 +605,10 @@ class HouseholdWorkflow:
         reservation = self._state.reservation_id
         if step is Step.ALLOCATE:
             return MoneyOp.RESERVE, None, [], {}
+        if step is Step.ACCEPT:
+            # The house is finished: every tranche still waiting for a milestone is now due.
+            due = {t.n: TrancheStatus.DUE.value for t in self._state.tranches if t.status is TrancheStatus.PLANNED}
+            return MoneyOp.NONE, None, [], due
         if reservation is not None:  # allocated before tranches: one reservation, posted whole at settlement
             if step is Step.SETTLE:
                 return MoneyOp.POST, reservation, [], {}
