@@ -37,6 +37,12 @@ class Settings(BaseSettings):
     payment_delay_seconds: float = 0.5
     payment_fail_rate: float = Field(default=0.0, ge=0.0, le=1.0)
 
+    # Payload encryption (core/codec.py). PAYLOAD_KEYS inline ("id:base64-key" per comma, first active) wins
+    # over the key file; the embedded stack creates the file in the state folder on first start.
+    payload_encryption: bool = True
+    payload_keys: str = ""
+    payload_keys_file: Path | None = None
+
     db_pool_size: int = 10
     log_level: str = "INFO"
     log_json: bool | None = None  # None: JSON unless stderr is a terminal
@@ -52,6 +58,10 @@ class Settings(BaseSettings):
             if url.startswith(prefix):
                 return "postgresql+asyncpg://" + url[len(prefix):]
         raise ValueError(f"DATABASE_URL must be a postgresql:// URL, got {url!r}")
+
+    @property
+    def payload_keys_path(self) -> Path:
+        return self.payload_keys_file or self.state_dir / "payload-keys"
 
     @property
     def notifications_path(self) -> Path:

@@ -6,6 +6,7 @@ from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.converter import DataConverter
 from temporalio.service import RPCError
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
@@ -13,6 +14,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 from activities.batches import BatchActivities
 from activities.household import HouseholdActivities
 from activities.payments import PaymentActivities
+from core.codec import KeyRing, PayloadKeyError, read_ring, with_codec
 from core.settings import Settings
 from db.engine import Sessions
 from finance.channel import PaymentChannel, SimulatedBank, fail_rate_rule
@@ -21,13 +23,35 @@ from workflows.batch import PayoutBatchWorkflow
 from workflows.household import HouseholdWorkflow
 from workflows.search_attributes import ALL as SEARCH_ATTRIBUTES
 
-DATA_CONVERTER = pydantic_data_converter
+DATA_CONVERTER = pydantic_data_converter  # without the codec: what the server stores, as it stores it
 
 
-async def connect(settings: Settings, *, lazy: bool = False) -> Client:
-    """A client; with lazy=True it reaches the server only on its first call."""
+def key_ring(settings: Settings, *, required: bool = True) -> KeyRing | None:
+    """The payload keys from the settings. Missing keys are an error unless encryption is switched off or
+    the caller can work on ciphertext (`required=False`: the auditors' tools without the key)."""
+    if settings.payload_keys:
+        return KeyRing.parse(settings.payload_keys)
+    path = settings.payload_keys_path
+    if path.exists():
+        return read_ring(path)
+    if required and settings.payload_encryption:
+        raise PayloadKeyError(
+            f"no payload key: set PAYLOAD_KEYS or PAYLOAD_KEYS_FILE, or create one with "
+            f"'python starter.py keys new' (it writes {path.name} in the state folder)"
+        )
+    return None
+
+
+def data_converter(settings: Settings, *, keys_required: bool = True) -> DataConverter:
+    return with_codec(DATA_CONVERTER, key_ring(settings, required=keys_required))
+
+
+async def connect(settings: Settings, *, lazy: bool = False, keys_required: bool = True) -> Client:
+    """A client whose payloads are sealed with the configured keys; with lazy=True it reaches the server
+    only on its first call."""
+    converter = data_converter(settings, keys_required=keys_required)
     return await Client.connect(
-        settings.temporal_address, namespace=settings.temporal_namespace, data_converter=DATA_CONVERTER, lazy=lazy
+        settings.temporal_address, namespace=settings.temporal_namespace, data_converter=converter, lazy=lazy
     )
 
 
@@ -56,7 +80,7 @@ def sandbox_runner() -> SandboxedWorkflowRunner:
     # Our models and pydantic are deterministic; passing them through avoids re-importing them per run.
     return SandboxedWorkflowRunner(
         restrictions=SandboxRestrictions.default.with_passthrough_modules(
-            "models", "pydantic", "pydantic_core", "annotated_types"
+            "models", "pydantic", "pydantic_core", "annotated_types", "workflows.rules", "workflows.search_attributes"
         )
     )
 

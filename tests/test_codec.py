@@ -1,0 +1,111 @@
+"""The payload codec: AES-GCM with the key id in the metadata, rotation that keeps old keys readable, and
+clear refusals for a missing key, an altered payload or a malformed key ring."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from temporalio.client import Client
+
+from auditor.history import read_trail
+from core.codec import EncryptionCodec, KeyRing, PayloadKeyError, new_ring, read_ring, write_ring
+from core.temporal import DATA_CONVERTER, with_codec
+from models.household import Step
+from operations import sample
+from operations.actions import household_state, take_step
+from tests.conftest import TEST_RING, enroll, make_households, running_worker
+
+PLAIN = DATA_CONVERTER.payload_converter
+
+
+async def test_round_trip_with_the_key_id_in_the_metadata_and_no_plaintext():
+    codec = EncryptionCodec(TEST_RING)
+    [payload] = PLAIN.to_payloads([{"head_of_household": "Hoàng Văn Thụ", "cccd": "020198001234"}])
+    [sealed] = await codec.encode([payload])
+    assert sealed.metadata["encoding"] == b"binary/encrypted"
+    assert sealed.metadata["encryption-key-id"] == b"test-2026a"
+    assert b"020198001234" not in sealed.data and "Thụ".encode() not in sealed.data
+    [opened] = await codec.decode([sealed])
+    assert opened == payload
+    [again] = await codec.encode([payload])
+    assert again.data != sealed.data  # a fresh nonce every time
+
+
+async def test_rotation_old_keys_still_open_what_they_sealed():
+    old = new_ring("k2025")
+    rotated = old.rotated("k2026")
+    assert rotated.active == "k2026" and list(rotated.keys) == ["k2026", "k2025"]
+    [payload] = PLAIN.to_payloads(["Vi Thị Sinh"])
+    [by_old] = await EncryptionCodec(old).encode([payload])
+    [by_new] = await EncryptionCodec(rotated).encode([payload])
+    assert by_new.metadata["encryption-key-id"] == b"k2026"
+    assert await EncryptionCodec(rotated).decode([by_old, by_new]) == [payload, payload]
+    with pytest.raises(PayloadKeyError, match="key 'k2026', which the key ring does not hold"):
+        await EncryptionCodec(old).decode([by_new])
+
+
+async def test_an_altered_payload_or_a_swapped_key_id_does_not_open():
+    ring = new_ring("a").rotated("b")
+    [payload] = PLAIN.to_payloads([{"amount": 60_000_000}])
+    [sealed] = await EncryptionCodec(ring).encode([payload])
+    flipped = bytearray(sealed.data)
+    flipped[-1] ^= 1
+    altered = type(sealed)(metadata=dict(sealed.metadata), data=bytes(flipped))
+    with pytest.raises(PayloadKeyError, match="does not open"):
+        await EncryptionCodec(ring).decode([altered])
+    # The key id is bound as associated data: relabelling the payload to another key is refused too.
+    relabelled = type(sealed)(metadata={**sealed.metadata, "encryption-key-id": b"a"}, data=sealed.data)
+    with pytest.raises(PayloadKeyError, match="does not open"):
+        await EncryptionCodec(ring).decode([relabelled])
+
+
+async def test_plain_payloads_from_before_encryption_still_decode():
+    [payload] = PLAIN.to_payloads([{"code": "LS270-00001"}])
+    assert await EncryptionCodec(TEST_RING).decode([payload]) == [payload]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "no key"),
+        ("k1", "entry 1: expected 'id:base64-key'"),
+        ("k1:c2hvcnQ", "key 'k1': 5 bytes, AES-256 needs 32"),
+        ("k1:" + "A" * 43 + ",k1:" + "B" * 43, "key id 'k1' appears twice"),
+        ("bad id:" + "A" * 43, "entry 1"),
+    ],
+)
+def test_a_malformed_key_ring_is_refused_by_name(text, message):
+    with pytest.raises(PayloadKeyError, match=message):
+        KeyRing.parse(text)
+
+
+def test_a_key_file_round_trips_and_is_private(tmp_path):
+    path = tmp_path / "payload-keys"
+    ring = new_ring("k1").rotated("k2")
+    write_ring(path, ring)
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert read_ring(path) == ring
+
+
+async def test_a_household_started_under_one_key_continues_after_rotation(client, sessions, settings):
+    """Rotation mid-flight: the household was started by a client sealing with the old key; then every
+    process gets the rotated ring (new key active, old key kept). The workflow goes on, its history holds
+    payloads under both keys, and only the rotated ring reads all of them."""
+    rotated = TEST_RING.rotated(f"test-rot-{uuid.uuid4().hex[:6]}")
+    new_client = Client(client.service_client, namespace=client.namespace,
+                        data_converter=with_codec(DATA_CONVERTER, rotated))  # fmt: skip
+    [h] = make_households(1)
+    async with running_worker(new_client, sessions, settings) as tq:
+        await enroll(client, sessions, tq, [h])  # started with the old key
+        await take_step(new_client, sessions, h.code, Step.VERIFY, sample.commune_user(h.district, h.commune),
+                        evidence=["BB-1"])  # fmt: skip
+        await take_step(new_client, sessions, h.code, Step.APPROVE, sample.district_user(h.district),
+                        evidence=[h.decision_ref])  # fmt: skip
+        assert (await household_state(new_client, h.code)).stage.value == "fund_allocation"
+    history = await new_client.get_workflow_handle(h.workflow_id).fetch_history()
+    trail = await read_trail(history, with_codec(DATA_CONVERTER, rotated))
+    assert trail.sealed_keys == {TEST_RING.active, rotated.active}
+    assert trail.opened and [t.step for t in trail.transitions] == ["verify", "approve"]
+    with pytest.raises(PayloadKeyError, match=rotated.active):
+        await read_trail(history, with_codec(DATA_CONVERTER, TEST_RING))
