@@ -8,7 +8,8 @@
     python starter.py list [--stage S] [--district D] [--json]
     python starter.py report [--json] [--csv DIR] [--xlsx FILE]
     python starter.py finance sources|source-add|receive|batch|decision-add|loan|reimburse
-    python starter.py audit chain [CODE]
+    python starter.py audit export DIR | replay [--from DIR] | timeline CODE [--lang en] [--json] | verify | chain
+    python starter.py keys new|rotate|list
     python starter.py demo
 """
 
@@ -19,7 +20,6 @@ import json
 import os
 import sys
 from collections.abc import Awaitable, Callable
-from contextlib import asynccontextmanager
 from dataclasses import asdict
 from datetime import date
 from pathlib import Path
@@ -27,19 +27,22 @@ from typing import TypeVar
 
 import typer
 from pydantic import ValidationError
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from auditor import cli as auditor_cli
+from auditor.history import read_trail
+from auditor.records import fetch_histories, read_records, workflow_ids
+from auditor.verify import verify
+from core.cli import database, err, fail, out, run
+from core.codec import PayloadKeyError, new_ring, read_ring, write_ring
 from core.errors import DomainError
-from core.logs import configure_logging
 from core.migrate import upgrade
 from core.settings import ROOT, Settings, get_settings
 from core.stack import Stack, StackError
-from core.temporal import connect, ensure_search_attributes
+from core.temporal import connect, ensure_search_attributes, key_ring
 from db import audit, households, ledger, outbox, users
 from db import finance as finance_db
-from db.engine import make_engine, make_sessions
 from db.policy import current_workflow_policy
 from models.finance import BatchAction, BatchSelection, Milestone, PayoutBatchInput, PayoutResult
 from models.household import FORWARD, STAGE_VI, Stage, Step
@@ -55,38 +58,16 @@ from operations.seed import seed_demo as seed
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Housing-support programme engine")
 stack_app = typer.Typer(no_args_is_help=True, help="The embedded stack: PostgreSQL, Temporal dev server, worker")
-audit_app = typer.Typer(no_args_is_help=True, help="Checks for auditors and inspectors")
+keys_app = typer.Typer(no_args_is_help=True, help="Payload encryption keys: create, rotate, list")
 policy_app = typer.Typer(no_args_is_help=True, help="Who may take which step: versioned policy data")
 finance_app = typer.Typer(no_args_is_help=True, help="Funding sources, payout batches, decisions, cấp bù, loans")
 app.add_typer(finance_app, name="finance")
 app.add_typer(stack_app, name="stack")
-app.add_typer(audit_app, name="audit")
+app.add_typer(auditor_cli.app, name="audit")
 app.add_typer(policy_app, name="policy")
+app.add_typer(keys_app, name="keys")
 
-# Off a terminal (CI logs, pipes) rich would assume 80 columns and squeeze the tables.
-out = Console(width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 T = TypeVar("T")
-
-
-def _run(fn: Callable[..., Awaitable[T]], *args, **kwargs) -> T:
-    settings = get_settings()
-    configure_logging(settings.log_level if settings.explicitly_set("log_level") else "WARNING", settings.log_json)
-    return asyncio.run(fn(settings, *args, **kwargs))
-
-
-@asynccontextmanager
-async def _sessions(settings: Settings):
-    engine = make_engine(settings)
-    try:
-        yield make_sessions(engine)
-    finally:
-        await engine.dispose()
-
-
-def _fail(message: str, code: int = 1) -> None:
-    err.print(f"[bold red]refused[/]: {message}")
-    raise typer.Exit(code)
 
 
 def _dong(amount: int) -> str:
@@ -104,10 +85,11 @@ def stack_up(worker: bool = typer.Option(True, help="Also start a background wor
     try:
         _stack_up(stack, worker)
     except StackError as e:
-        _fail(str(e))
+        fail(str(e))
 
 
 def _stack_up(stack: Stack, worker: bool) -> None:
+    _ensure_payload_keys(stack.settings)
     if stack.embedded_db:
         started = stack.postgres().start()
         out.print(f"PostgreSQL  {'started' if started else 'running'} at {stack.settings.database_url}")
@@ -167,6 +149,58 @@ def stack_env() -> None:
         print(f"export {key}={value}")
 
 
+def _ensure_payload_keys(settings: Settings) -> None:
+    """The embedded stack's first start creates its payload key; configured keys are left alone."""
+    path = settings.payload_keys_path
+    if settings.payload_keys or not settings.payload_encryption or path.exists():
+        return
+    ring = new_ring()
+    write_ring(path, ring)
+    out.print(f"Keys        payload key {ring.active} created ({path.name} in the state folder; keep a copy: "
+              "without it the histories cannot be read)")  # fmt: skip
+
+
+# ----------------------------------------------------------------------------------------------- keys
+
+
+@keys_app.command("new")
+def keys_new(file: Path = typer.Option(None, help="Where to write (default: the configured key file)")) -> None:
+    """Create a key file with one fresh AES-256 key. Refuses to overwrite an existing file."""
+    path = file or get_settings().payload_keys_path
+    if path.exists():
+        fail(f"{path.name} exists; use 'keys rotate' to add a key")
+    ring = new_ring()
+    write_ring(path, ring)
+    out.print(f"payload key {ring.active} written to {path.name}")
+
+
+@keys_app.command("rotate")
+def keys_rotate(file: Path = typer.Option(None, help="The key file (default: the configured one)")) -> None:
+    """Make a fresh key the active one. Old keys stay in the file: they still open what they sealed.
+    Restart the worker to seal with the new key."""
+    path = file or get_settings().payload_keys_path
+    try:
+        ring = read_ring(path).rotated()
+    except (OSError, PayloadKeyError) as e:
+        fail(str(e))
+    write_ring(path, ring)
+    out.print(f"active payload key is now {ring.active}; kept: {', '.join(k for k in ring.keys if k != ring.active)}")
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """Key ids in the ring, the active one first (never the keys themselves)."""
+    try:
+        ring = key_ring(get_settings())
+    except PayloadKeyError as e:
+        fail(str(e))
+    if ring is None:
+        out.print("payload encryption is switched off (PAYLOAD_ENCRYPTION=false)")
+        return
+    for k in ring.keys:
+        out.print(f"{k}{'  (active)' if k == ring.active else ''}")
+
+
 @app.command("migrate")
 def migrate() -> None:
     """Apply the database migrations (alembic upgrade head)."""
@@ -181,10 +215,10 @@ def migrate() -> None:
 def seed_demo() -> None:
     """Load the demo officers, funding sources and budget receipts (safe to re-run)."""
     async def go(settings: Settings) -> dict:
-        async with _sessions(settings) as sessions:
+        async with database(settings) as sessions:
             return await seed(sessions)
 
-    out.print(_run(go))
+    out.print(run(go))
 
 
 @app.command("import")
@@ -195,19 +229,19 @@ def import_list(
     """Import an approved list: every row is checked; any problem and nothing is imported."""
 
     async def go(settings: Settings):
-        async with _sessions(settings) as sessions:
+        async with database(settings) as sessions:
             client = await connect(settings, lazy=True)  # not contacted until the list has been registered
             return await import_file(sessions, client, settings.temporal_task_queue, file, as_user)
 
     try:
-        report = _run(go)
+        report = run(go)
     except ImportRejected as rejected:
         err.print(f"[bold red]{file.name} rejected[/]: {len(rejected.problems)} problem(s); nothing was imported")
         for p in rejected.problems:
             err.print(f"  {p}")
         raise typer.Exit(2) from None
     except DomainError as e:
-        _fail(str(e))
+        fail(str(e))
     out.print(report.describe(file.name))
 
 
@@ -231,16 +265,16 @@ def act(
     """Take one step on a household. The engine refuses what the rules do not allow."""
 
     async def go(settings: Settings):
-        async with _sessions(settings) as sessions:
+        async with database(settings) as sessions:
             client = await connect(settings)
             return await take_step(client, sessions, code, step, as_user, evidence=evidence, reason=reason,
                                    source=source, tranche=tranche,
                                    milestone=milestone.value if milestone else None)  # fmt: skip
 
     try:
-        result = _run(go)
+        result = run(go)
     except Refusal as r:
-        _fail(str(r))
+        fail(str(r))
     if as_json:
         print(result.model_dump_json(indent=2))
         return
@@ -262,9 +296,9 @@ def status(code: str, as_json: bool = typer.Option(False, "--json")) -> None:
         return await household_state(await connect(settings), code)
 
     try:
-        state = _run(go)
+        state = run(go)
     except Refusal as r:
-        _fail(str(r))
+        fail(str(r))
     if as_json:
         print(state.model_dump_json(indent=2))
         return
@@ -299,11 +333,11 @@ def list_households(
     """Households from the read model, filtered by stage and district."""
 
     async def go(settings: Settings):
-        async with _sessions(settings) as sessions, sessions() as session:
+        async with database(settings) as sessions, sessions() as session:
             return await households.list_rows(session, stage=stage.value if stage else None, district=district,
                                               limit=limit)  # fmt: skip
 
-    rows = _run(go)
+    rows = run(go)
     if as_json:
         print(json.dumps([asdict(r) for r in rows], default=str, ensure_ascii=False, indent=2))
         return
@@ -325,10 +359,10 @@ def report(
     (received, reserved, released, paid, free), checked against the ledger. Exit 1 if it does not balance."""
 
     async def go(settings: Settings):
-        async with _sessions(settings) as sessions, sessions() as session:
+        async with database(settings) as sessions, sessions() as session:
             return await reports.build(session), await reconciliation.reconcile(session)
 
-    rep, rec = _run(go)
+    rep, rec = run(go)
     written = (reconciliation.write_csv(rec, csv_dir) if csv_dir else []) + (
         [reconciliation.write_xlsx(rec, xlsx)] if xlsx else []
     )
@@ -387,9 +421,9 @@ def print_report(rep: reports.Report) -> None:
 
 def _finance(fn: Callable[..., Awaitable[T]]) -> T:
     try:
-        return _run(fn)
+        return run(fn)
     except (DomainError, Refusal) as e:
-        _fail(str(e) if isinstance(e, Refusal) else f"{e.type}: {e.message}")
+        fail(str(e) if isinstance(e, Refusal) else f"{e.type}: {e.message}")
 
 
 @finance_app.command("sources")
@@ -397,11 +431,11 @@ def finance_sources(as_json: bool = typer.Option(False, "--json")) -> None:
     """Funding sources, their rules and balances (received, reserved, released, paid, free)."""
 
     async def go(settings: Settings):
-        async with _sessions(settings) as sessions, sessions() as session:
+        async with database(settings) as sessions, sessions() as session:
             rules = await finance_db.source_rules(session)
             return (await reconciliation.reconcile(session)).sources, rules
 
-    lines, rules = _run(go)
+    lines, rules = run(go)
     if as_json:
         print(json.dumps([asdict(s) | {"free": s.free, "priority": rules[s.code][0], "rules": rules[s.code][1]}
                           for s in lines], ensure_ascii=False, indent=2))  # fmt: skip
@@ -429,17 +463,17 @@ def finance_source_add(
     try:
         parsed = json.loads(rules)
     except json.JSONDecodeError as e:
-        _fail(f"--rules is not JSON: {e}")
+        fail(f"--rules is not JSON: {e}")
 
     async def go(settings: Settings):
-        async with _sessions(settings) as sessions:
+        async with database(settings) as sessions:
             return await finance_ops.add_source(sessions, as_user, code=code, name=name, category=category,
                                                 state_budget=state_budget, priority=priority, rules=parsed)  # fmt: skip
 
     try:
         new = _finance(go)
     except ValidationError as e:
-        _fail(f"--rules: {e}")
+        fail(f"--rules: {e}")
     out.print(f"source {code} {'added' if new else 'updated'}")
 
 
@@ -453,7 +487,7 @@ def finance_receive(
     """Record budget or donations arriving in a source. The same --ref twice records it once."""
 
     async def go(settings: Settings):
-        async with _sessions(settings) as sessions:
+        async with database(settings) as sessions:
             return await finance_ops.receive(sessions, as_user, source=source, amount=finance_ops.parse_dong(amount),
                                              ref=ref)  # fmt: skip
 
@@ -482,7 +516,7 @@ def finance_batch(
     selection = BatchSelection(district=district, decision_ref=decision, codes=[c.upper() for c in codes])
 
     async def go(settings: Settings):
-        async with _sessions(settings) as sessions:
+        async with database(settings) as sessions:
             client = await connect(settings)
             return await _batch(client, sessions, settings.temporal_task_queue, action, tranche, selection, as_user,
                                 evidence or [f"{action.value}/{ref}"], ref, concurrency, quiet=as_json)  # fmt: skip
@@ -539,10 +573,10 @@ def finance_decision_add(
     try:
         when = date.fromisoformat(decided_on) if decided_on else None
     except ValueError:
-        _fail(f"--date {decided_on!r} is not YYYY-MM-DD")
+        fail(f"--date {decided_on!r} is not YYYY-MM-DD")
 
     async def go(settings: Settings):
-        async with _sessions(settings) as sessions:
+        async with database(settings) as sessions:
             return await finance_ops.add_decision(sessions, as_user, ref, supplements=supplements, decided_on=when,
                                                   note=note)  # fmt: skip
 
@@ -561,7 +595,7 @@ def finance_reimburse(
     """Cấp bù: pay back a district's advance for national target programme households."""
 
     async def go(settings: Settings):
-        async with _sessions(settings) as sessions:
+        async with database(settings) as sessions:
             return await finance_ops.reimburse(sessions, as_user, advance_source=advance_source, ref=ref,
                                                amount=finance_ops.parse_dong(amount) if amount else None)  # fmt: skip
 
@@ -584,7 +618,7 @@ def finance_loan(
     """Record a VBSP preferential loan event for a household: co-financing, never grant money."""
 
     async def go(settings: Settings):
-        async with _sessions(settings) as sessions:
+        async with database(settings) as sessions:
             return await finance_ops.record_loan(
                 sessions, as_user, household_code=code.upper(), amount=finance_ops.parse_dong(amount),
                 status=status, ref=ref,
@@ -602,10 +636,10 @@ def policy_show(as_json: bool = typer.Option(False, "--json")) -> None:
     """The workflow policy in force today: roles per step, SLA days, steps that need different people."""
 
     async def go(settings: Settings):
-        async with _sessions(settings) as sessions, sessions() as session:
+        async with database(settings) as sessions, sessions() as session:
             return await current_workflow_policy(session, date.today())
 
-    current = _run(go)
+    current = run(go)
     if as_json:
         print(current.model_dump_json(indent=2))
         return
@@ -633,17 +667,17 @@ def policy_apply(
         new = WorkflowPolicy.model_validate_json(file.read_bytes())
         start = date.fromisoformat(effective_from) if effective_from else date.today()
     except (ValidationError, ValueError) as e:
-        _fail(f"{file.name}: {e}")
+        fail(f"{file.name}: {e}")
 
     async def go(settings: Settings):
-        async with _sessions(settings) as sessions:
+        async with database(settings) as sessions:
             await add_version(sessions, new, start, as_user)
             return await push(await connect(settings), sessions, new, as_user)
 
     try:
-        report = _run(go)
+        report = run(go)
     except DomainError as e:
-        _fail(str(e))
+        fail(str(e))
     out.print(f"policy {new.version} stored (effective {start}); applied to {report.applied} households in flight"
               + (f", refused by {report.refused}" if report.refused else ""))  # fmt: skip
 
@@ -651,32 +685,17 @@ def policy_apply(
 # ---------------------------------------------------------------------------------------------- audit
 
 
-@audit_app.command("chain")
-def audit_chain(code: str | None = typer.Argument(None, help="One household; all when omitted")) -> None:
-    """Recompute the audit log's hash chains; name the first broken row. Exit 1 when broken."""
-
-    async def go(settings: Settings):
-        async with _sessions(settings) as sessions, sessions() as session:
-            return await audit.verify_chain(session, code)
-
-    result = _run(go)
-    if result.ok:
-        out.print(f"audit chain verified: {result.rows} rows over {result.households} households, no break")
-    else:
-        _fail(f"audit chain broken at {result.first_break}")
-
-
 @app.command("notify-drain")
 def notify_drain() -> None:
     """Send every due notification now (the worker does this continuously)."""
     async def go(settings: Settings):
-        async with _sessions(settings) as sessions:
+        async with database(settings) as sessions:
             channel = make_channel(settings.notify_channel, settings.notifications_path)
             sent = await Dispatcher(sessions, channel, settings).drain()
             async with sessions() as session:
                 return sent, await outbox.counts(session)
 
-    sent, counts = _run(go)
+    sent, counts = run(go)
     out.print(f"sent {sent}; outbox now {counts}")
 
 
@@ -698,10 +717,10 @@ def demo(
     try:
         _stack_up(stack, worker=True)
     except StackError as e:
-        _fail(str(e))
+        fail(str(e))
 
     async def go(settings: Settings) -> None:
-        async with _sessions(settings) as sessions:
+        async with database(settings) as sessions:
             client = await connect(settings)
             out.rule("[bold]2. Reference data and the approved list")
             out.print(f"seeded: {await seed(sessions)}")
@@ -739,7 +758,7 @@ def demo(
             if failures:
                 raise typer.Exit(1)
 
-    _run(go)
+    run(go)
 
 
 async def _demo_rounds(settings: Settings, sessions, client, items, concurrency: int) -> dict[str, str]:
@@ -805,6 +824,9 @@ async def _summary(settings: Settings, sessions, client, example: str) -> None:
     print_reconciliation(rec)
     xlsx = reconciliation.write_xlsx(rec, settings.state_dir / "reconciliation.xlsx")
     closed = await client.count_workflows("Stage='closed'")
+    ids = await workflow_ids(client)
+    trails = [await read_trail(h, client.data_converter) async for h in fetch_histories(client, ids)]
+    verified = verify(trails, await read_records(sessions))
     checks = Table("check", "result", title="Checks")
     checks.add_row("paid per household = ledger posting = policy amount",
                    "ok" if not mismatches else f"{len(mismatches)} mismatches")  # fmt: skip
@@ -817,6 +839,9 @@ async def _summary(settings: Settings, sessions, client, example: str) -> None:
     checks.add_row("reconciliation per source, district, decision", "balanced to the đồng" if rec.balanced
                    else f"{len(rec.problems)} differences")  # fmt: skip
     checks.add_row("temporal workflow list --query \"Stage='closed'\"", f"{closed.count} workflows")
+    checks.add_row("audit verify: histories × audit log × ledger",
+                   f"{len(verified.discrepancies)} discrepancies over {verified.transitions} steps, "
+                   f"{verified.households} households")  # fmt: skip
     out.print(checks)
     for m in mismatches[:10]:
         err.print(f"[red]{m}[/]")
@@ -829,9 +854,10 @@ async def _summary(settings: Settings, sessions, client, example: str) -> None:
     out.print("Report:           python starter.py report [--json] [--csv DIR] [--xlsx FILE]")
     out.print(f"Excel:            {xlsx}")
     out.print("Funds:            python starter.py finance sources")
-    out.print("Audit chain:      python starter.py audit chain")
+    out.print(f"Audit:            python starter.py audit timeline {example} --lang en")
+    out.print("                  python starter.py audit export DIR, then audit replay / verify --from DIR")
     out.print("Stop everything:  python starter.py stack down")
-    if mismatches or ledger_problems or not chain.ok or not rec.balanced:
+    if mismatches or ledger_problems or not chain.ok or not rec.balanced or not verified.ok:
         raise typer.Exit(1)
 
 

@@ -72,14 +72,14 @@ class ChainReport:
         return self.first_break is None
 
 
-def _canonical(value: Any) -> Any:
+def canonical(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.astimezone(UTC).isoformat(timespec="microseconds")
     return value
 
 
 def row_hash(prev_hash: str, fields: dict[str, Any]) -> str:
-    body = {name: _canonical(fields[name]) for name in HASHED_FIELDS}
+    body = {name: canonical(fields[name]) for name in HASHED_FIELDS}
     payload = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256((prev_hash + payload).encode()).hexdigest()
 

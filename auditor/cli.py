@@ -1,0 +1,281 @@
+"""`starter.py audit …`: the auditors' and inspectors' commands.
+
+    audit export DIR                      histories + audit log + ledger + manifest of hashes
+    audit replay [--from DIR]             replay every history against the current code
+    audit timeline CODE [--lang vi|en] [--json] [--from DIR]
+    audit verify [--from DIR] [--code C]… [--json]
+    audit chain [CODE]                    recompute the audit log's hash chains
+
+Histories come from the Temporal server, or with --from from an export (no server needed). Payloads are
+opened with the configured keys or --key-file; without a key, timelines show ciphertext markers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from temporalio.client import WorkflowHistory
+from temporalio.converter import DataConverter
+from temporalio.service import RPCError
+
+from auditor import archive as archive_mod
+from auditor import timeline as tl
+from auditor.history import read_trail
+from auditor.records import (
+    ALL_WORKFLOWS,
+    HOUSEHOLDS,
+    fetch_histories,
+    household_workflow_ids,
+    read_records,
+    workflow_ids,
+)
+from auditor.replay import replay, replay_files
+from auditor.verify import KINDS, verify
+from core.cli import database, err, fail, out, run
+from core.codec import PayloadKeyError, read_ring, with_codec
+from core.settings import Settings
+from core.temporal import DATA_CONVERTER, connect, key_ring
+from db import audit
+from models.household import workflow_id_for
+
+app = typer.Typer(no_args_is_help=True, help="Checks for auditors and inspectors: export, replay, timeline, verify")
+
+FROM = typer.Option(None, "--from", help="An export folder (from 'audit export') instead of the live servers")
+KEY_FILE = typer.Option(None, "--key-file", help="Payload keys to open the histories (default: the configured ones)")
+COLUMNS = {
+    "vi": ("Thời gian", "Sự việc", "Người thực hiện", "Vai trò", "Cơ quan", "Căn cứ", "Lý do", "Tiền"),
+    "en": ("Time (UTC+7)", "What", "Who", "Role", "Agency", "Evidence", "Reason", "Money"),
+}
+NO_KEY = typer.Option(False, "--no-key", help="Read without any key: personal data stays ciphertext")
+
+
+def _converter(settings: Settings, key_file: Path | None, no_key: bool) -> DataConverter:
+    if no_key:
+        return DATA_CONVERTER
+    try:
+        ring = read_ring(key_file) if key_file else key_ring(settings, required=False)
+    except (OSError, PayloadKeyError) as e:
+        fail(f"payload keys: {e}")
+    return with_codec(DATA_CONVERTER, ring)
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=err, transient=True)  # fmt: skip
+
+
+def _open_archive(directory: Path) -> archive_mod.Archive:
+    try:
+        return archive_mod.Archive.open(directory)
+    except (OSError, ValueError) as e:
+        fail(str(e))
+
+
+@app.command("export")
+def export(directory: Path = typer.Argument(..., help="An empty or new folder")) -> None:
+    """Write every workflow history (sealed, as stored), the audit log, the ledger's household transfers and
+    the policy versions, with a manifest of SHA-256 hashes (and SHA256SUMS for sha256sum -c)."""
+
+    async def go(settings: Settings):
+        client = await connect(settings, keys_required=False)  # histories are written as stored: sealed
+        async with database(settings) as sessions:
+            with _progress() as bar:
+                task = bar.add_task("histories", total=None)
+                return await archive_mod.export(
+                    client, sessions, directory, namespace=settings.temporal_namespace,
+                    on_total=lambda n: bar.update(task, total=n), on_done=lambda: bar.advance(task),
+                )  # fmt: skip
+
+    try:
+        result = run(go)
+    except FileExistsError as e:
+        fail(str(e))
+    out.print(f"exported {result.histories} histories ({result.households} households), {result.audit_rows} audit "
+              f"rows, {result.transfers} ledger transfers to {directory}")  # fmt: skip
+    out.print(f"payloads sealed with key(s): {', '.join(result.key_ids) or 'none'}; "
+              f"manifest SHA-256 {result.manifest_sha256}")  # fmt: skip
+
+
+def _archive_files(arch: archive_mod.Archive, query: str, codes: list[str] | None) -> list[tuple[str, Path]]:
+    wanted = set(household_workflow_ids(c.strip().upper() for c in codes)) if codes else None
+    files = [(w, p) for w, p in arch.history_files() if wanted is None or w in wanted]
+    return [(w, p) for w, p in files if w.startswith("household-")] if query == HOUSEHOLDS else files
+
+
+async def _histories(settings: Settings, source: Path | None, query: str, codes: list[str] | None):
+    """(count, async iterator of histories, problems, archive) from an export or the server."""
+    if source:
+        arch = _open_archive(source)
+        files = _archive_files(arch, query, codes)
+
+        async def read() -> AsyncIterator[WorkflowHistory]:
+            for workflow_id, path in files:
+                yield WorkflowHistory.from_json(workflow_id, path.read_text(encoding="utf-8"))
+
+        return len(files), read(), arch.problems, arch
+    client = await connect(settings, keys_required=False)
+    ids = household_workflow_ids(c.strip().upper() for c in codes) if codes else await workflow_ids(client, query)
+    return len(ids), fetch_histories(client, ids), [], None
+
+
+@app.command("replay")
+def replay_cmd(
+    source: Path | None = FROM,
+    codes: list[str] = typer.Option(None, "--code", help="Only these households"),
+    jobs: int = typer.Option(os.cpu_count() or 1, "--jobs", min=1, help="Processes replaying an export"),
+    key_file: Path | None = KEY_FILE,
+) -> None:
+    """Replay histories against the current workflow code; name every household whose history the code no
+    longer reproduces (non-determinism), with the reason. Exit 1 when any does."""
+
+    async def go(settings: Settings):
+        converter = _converter(settings, key_file, False)
+        if converter.payload_codec is None:
+            fail("replay opens every payload: give the payload keys (PAYLOAD_KEYS, the key file or --key-file)")
+        started = time.perf_counter()
+        if source:
+            arch = _open_archive(source)
+            files = _archive_files(arch, ALL_WORKFLOWS, codes)
+            with _progress() as bar:
+                task = bar.add_task(f"replaying ({jobs} processes)", total=len(files))
+                report = await replay_files(files, converter.payload_codec.ring.dump(), jobs=jobs,
+                                            on_done=lambda n: bar.advance(task, n))  # fmt: skip
+            return report, time.perf_counter() - started, arch.problems
+        total, histories, problems, _ = await _histories(settings, None, ALL_WORKFLOWS, codes)
+        with _progress() as bar:
+            task = bar.add_task("replaying", total=total)
+            report = await replay(histories, converter, on_done=lambda: bar.advance(task))
+        return report, time.perf_counter() - started, problems
+
+    report, seconds, problems = run(go)
+    for p in problems:
+        err.print(f"[yellow]export[/]: {p}")
+    rate = report.replayed / seconds if seconds else 0
+    out.print(f"replayed {report.replayed} histories against the current code in {seconds:.1f} s ({rate:.1f}/s): "
+              f"{len(report.failures)} not reproduced")  # fmt: skip
+    if report.failures:
+        table = Table("workflow", "error", "reason", title="Histories the current code does not reproduce")
+        for f in report.failures:
+            table.add_row(f.workflow_id, f.kind, f.reason[:300])
+        out.print(table)
+    if report.failures or problems:
+        raise typer.Exit(1)
+
+
+@app.command("timeline")
+def timeline_cmd(
+    code: str = typer.Argument(..., help="Household code"),
+    lang: str = typer.Option("vi", "--lang", help="vi | en"),
+    as_json: bool = typer.Option(False, "--json"),
+    source: Path | None = FROM,
+    key_file: Path | None = KEY_FILE,
+    no_key: bool = NO_KEY,
+) -> None:
+    """Who did what, when, in which role and agency, with which evidence and reason, and what money moved:
+    from the household's history alone."""
+    if lang not in ("vi", "en"):
+        fail(f"--lang {lang!r}: use vi or en")
+    code = code.strip().upper()
+
+    async def go(settings: Settings):
+        converter = _converter(settings, key_file, no_key)
+        if source:
+            arch = _open_archive(source)
+            match = [p for w, p in arch.history_files() if w == workflow_id_for(code)]
+            if not match:
+                fail(f"household {code}: no history in the export {source.name}")
+            history = WorkflowHistory.from_json(workflow_id_for(code), match[0].read_text(encoding="utf-8"))
+        else:
+            client = await connect(settings, keys_required=False)
+            try:
+                history = await client.get_workflow_handle(workflow_id_for(code)).fetch_history()
+            except RPCError as e:
+                fail(f"household {code}: no workflow history on the server ({e.message})")
+        return await read_trail(history, converter)
+
+    trail = run(go)
+    if as_json:
+        print(json.dumps(tl.as_json(trail), ensure_ascii=False, indent=1, default=str))
+        return
+    head = Table(show_header=False, box=None)
+    for label, value in tl.header(trail, lang):  # type: ignore[arg-type]
+        head.add_row(f"[bold]{label}[/]", str(value))
+    out.print(head)
+    table = Table(*COLUMNS[lang], show_lines=False)
+    for line in tl.lines(trail, lang):  # type: ignore[arg-type]
+        table.add_row(line.at, line.what, line.who, line.role, line.agency, ", ".join(line.evidence),
+                      line.reason or "", line.money)  # fmt: skip
+    out.print(table)
+
+
+@app.command("verify")
+def verify_cmd(
+    source: Path | None = FROM,
+    codes: list[str] = typer.Option(None, "--code", help="Only these households"),
+    as_json: bool = typer.Option(False, "--json"),
+    key_file: Path | None = KEY_FILE,
+) -> None:
+    """Cross-check the Temporal histories, the hash-chained audit log and the ledger; list every
+    discrepancy. Exit 1 when there is any."""
+
+    async def go(settings: Settings):
+        converter = _converter(settings, key_file, False)
+        total, histories, problems, arch = await _histories(settings, source, HOUSEHOLDS, codes)
+        trails = []
+        with _progress() as bar:
+            task = bar.add_task("reading histories", total=total)
+            async for history in histories:
+                trails.append(await read_trail(history, converter))
+                bar.advance(task)
+        if arch is not None:
+            records = arch.records()
+            if codes:
+                wanted = {c.strip().upper() for c in codes}
+                records.audit_rows = [r for r in records.audit_rows if r["household_code"] in wanted]
+                records.transfers = [t for t in records.transfers if t["household_code"] in wanted]
+        else:
+            async with database(settings) as sessions:
+                records = await read_records(sessions, [c.strip().upper() for c in codes] if codes else None)
+        return verify(trails, records, archive_problems=problems)
+
+    report = run(go)
+    if as_json:
+        print(json.dumps(report.as_dict(), ensure_ascii=False, indent=1))
+    else:
+        agreed = f"{report.amount_checked:,}".replace(",", ".")
+        out.print(f"verified {report.households} households: {report.transitions} steps in the histories, "
+                  f"{report.audit_rows} audit rows, {report.transfers} ledger transfers; "
+                  f"{agreed} đồng moved, agreed by all three records")  # fmt: skip
+        if report.ok:
+            out.print("histories, audit log and ledger agree: 0 discrepancies")
+        else:
+            table = Table("kind", "household", "where", "detail", title=f"{len(report.discrepancies)} discrepancies")
+            for d in report.discrepancies:
+                table.add_row(d.kind, d.household, d.where, d.detail)
+            out.print(table)
+            for kind, n in sorted(report.by_kind().items()):
+                out.print(f"  {kind}: {n} — {KINDS[kind]}")
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@app.command("chain")
+def chain_cmd(code: str | None = typer.Argument(None, help="One household; all when omitted")) -> None:
+    """Recompute the audit log's hash chains; name the first broken row. Exit 1 when broken."""
+
+    async def go(settings: Settings):
+        async with database(settings) as sessions, sessions() as session:
+            return await audit.verify_chain(session, code)
+
+    result = run(go)
+    if result.ok:
+        out.print(f"audit chain verified: {result.rows} rows over {result.households} households, no break")
+    else:
+        fail(f"audit chain broken at {result.first_break}")

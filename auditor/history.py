@@ -1,0 +1,244 @@
+"""Read a household's Temporal event history as an auditor does: from the history alone.
+
+`read_trail` walks the events in order and returns what they say: the household the workflow was started
+for, every step that was recorded (the `record_transition` activity's input is the whole record: who, in
+which role and agency, with which evidence and reason, from which stage to which; its result is the audit
+hash and the money the ledger moved), every step the engine refused, policy changes, payment instructions
+and the channel's answers, reminders and escalations. Payloads are opened with the converter given; with
+no key they stay sealed and the trail says so instead of guessing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from temporalio.api.common.v1 import Payload
+from temporalio.api.enums.v1 import EventType
+from temporalio.api.history.v1 import HistoryEvent
+from temporalio.client import WorkflowHistory
+from temporalio.converter import DataConverter
+
+from core.codec import is_sealed, sealed_key_ids
+
+E = EventType
+
+
+@dataclass(frozen=True)
+class Sealed:
+    """A payload the reader could not open: encrypted under these key ids."""
+
+    key_ids: tuple[str, ...]
+
+    def __str__(self) -> str:
+        return f"[encrypted, key {', '.join(self.key_ids)}]"
+
+
+@dataclass
+class Transition:
+    """One step the engine recorded (audit row, ledger, read model, in one transaction)."""
+
+    key: str
+    household_code: str
+    seq: int
+    step: str
+    from_stage: str
+    to_stage: str
+    at: datetime
+    actor: dict[str, Any]
+    evidence: list[str]
+    reason: str | None
+    money: str
+    tranche: int | None
+    payment_id: str | None
+    policy_version: str | None
+    event_id: int
+    # From the activity's result; None while the activity has not completed.
+    recorded: bool = False
+    amount: int | None = None
+    audit_id: int | None = None
+    audit_hash: str | None = None
+    transfer_id: int | None = None
+    allocation: list[dict[str, Any]] = field(default_factory=list)
+    sources: str | None = None
+    refusal: str | None = None  # the engine's business refusal, when the activity failed
+
+
+@dataclass(frozen=True)
+class Event:
+    """One line of the timeline: what happened, when, and its particulars."""
+
+    at: datetime
+    kind: str
+    data: dict[str, Any]
+    event_id: int
+
+
+@dataclass
+class Trail:
+    workflow_id: str
+    run_id: str
+    workflow_type: str
+    status: str = "running"
+    household: dict[str, Any] | Sealed | None = None
+    policy: dict[str, Any] | Sealed | None = None
+    transitions: list[Transition] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    sealed_keys: set[str] = field(default_factory=set)
+    opened: bool = True  # False when some payload stayed sealed (no key)
+
+    @property
+    def household_code(self) -> str:
+        if isinstance(self.household, dict) and self.household.get("code"):
+            return self.household["code"]
+        if self.transitions:
+            return self.transitions[0].household_code
+        prefix = "household-"
+        return self.workflow_id[len(prefix):] if self.workflow_id.startswith(prefix) else self.workflow_id
+
+    def policy_versions(self) -> set[str]:
+        return {t.policy_version for t in self.transitions if t.policy_version}
+
+
+def _at(event: HistoryEvent) -> datetime:
+    return event.event_time.ToDatetime(tzinfo=UTC)
+
+
+class _Reader:
+    def __init__(self, converter: DataConverter, trail: Trail) -> None:
+        self._converter = converter
+        self._trail = trail
+
+    async def values(self, payloads: Sequence[Payload]) -> list[Any]:
+        if not payloads:
+            return []
+        sealed = any(is_sealed(p) for p in payloads)
+        if sealed:
+            self._trail.sealed_keys |= sealed_key_ids(payloads)
+            if self._converter.payload_codec is None:
+                self._trail.opened = False
+                return [Sealed(tuple(sorted(sealed_key_ids(payloads))))] * len(payloads)
+        return await self._converter.decode(payloads)
+
+    async def value(self, payloads: Sequence[Payload]) -> Any:
+        found = await self.values(payloads)
+        return found[0] if found else None
+
+
+async def read_trail(history: WorkflowHistory, converter: DataConverter) -> Trail:
+    """Everything the history says about its workflow, in event order."""
+    first = history.events[0] if history.events else None
+    started = first.workflow_execution_started_event_attributes if first else None
+    trail = Trail(workflow_id=history.workflow_id,
+                  run_id=started.original_execution_run_id if started else "",
+                  workflow_type=started.workflow_type.name if started else "")  # fmt: skip
+    read = _Reader(converter, trail)
+    scheduled: dict[int, tuple[str, Any]] = {}  # activity scheduled event id → (type, input)
+    updates: dict[str, tuple[str, Any]] = {}  # update id → (name, argument)
+    pending: dict[int, Transition] = {}
+    policy_version: str | None = None
+
+    for ev in history.events:
+        at, eid, t = _at(ev), ev.event_id, ev.event_type
+        if t == E.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED:
+            inp = await read.value(ev.workflow_execution_started_event_attributes.input.payloads)
+            if isinstance(inp, dict) and "household" in inp:
+                trail.household, trail.policy = inp["household"], inp.get("policy")
+                policy_version = (trail.policy or {}).get("version")
+            elif isinstance(inp, Sealed):
+                trail.household = trail.policy = inp
+            trail.events.append(Event(at, "opened", {"household": trail.household, "policy": policy_version,
+                                                     "input": None if trail.household else inp}, eid))  # fmt: skip
+        elif t == E.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED:
+            a = ev.workflow_execution_update_accepted_event_attributes
+            name = a.accepted_request.input.name
+            arg = await read.value(a.accepted_request.input.args.payloads)
+            updates[a.accepted_request.meta.update_id] = (name, arg)
+        elif t == E.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_COMPLETED:
+            a = ev.workflow_execution_update_completed_event_attributes
+            name, arg = updates.get(a.meta.update_id, ("?", None))
+            if a.outcome.HasField("failure"):
+                f = a.outcome.failure
+                kind = f.application_failure_info.type or f.cause.application_failure_info.type or "Failure"
+                message = f.cause.message if f.HasField("cause") and f.cause.message else f.message
+                trail.events.append(Event(at, "refused", {"update": name, "rule": kind, "message": message,
+                                                          "actor": _actor_of(arg)}, eid))  # fmt: skip
+            elif name == "set_policy" and isinstance(arg, dict):
+                policy_version = (arg.get("policy") or {}).get("version")
+                trail.policy = arg.get("policy")
+                trail.events.append(Event(at, "policy", {"version": policy_version, "actor": _actor_of(arg)}, eid))
+        elif t == E.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+            a = ev.activity_task_scheduled_event_attributes
+            inp = await read.value(a.input.payloads)
+            scheduled[eid] = (a.activity_type.name, inp)
+            if a.activity_type.name == "record_transition" and isinstance(inp, dict):
+                pending[eid] = _transition(inp, eid, policy_version)
+        elif t == E.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
+            a = ev.activity_task_completed_event_attributes
+            kind, inp = scheduled.get(a.scheduled_event_id, ("?", None))
+            result = await read.value(a.result.payloads)
+            if kind == "record_transition" and a.scheduled_event_id in pending:
+                tr = pending.pop(a.scheduled_event_id)
+                if isinstance(result, dict):
+                    tr.recorded = True
+                    tr.amount, tr.audit_id = result.get("amount"), result.get("audit_id")
+                    tr.audit_hash, tr.transfer_id = result.get("audit_hash"), result.get("transfer_id")
+                    tr.allocation, tr.sources = result.get("allocation") or [], result.get("sources")
+                trail.transitions.append(tr)
+                trail.events.append(Event(tr.at, "step", {"transition": tr}, eid))
+            elif kind in ("submit_payment", "check_payment", "escalate_payment", "send_reminder"):
+                trail.events.append(Event(at, kind, {"input": inp, "result": result}, eid))
+        elif t in (E.EVENT_TYPE_ACTIVITY_TASK_FAILED, E.EVENT_TYPE_ACTIVITY_TASK_TIMED_OUT):
+            a = (ev.activity_task_failed_event_attributes if t == E.EVENT_TYPE_ACTIVITY_TASK_FAILED
+                 else ev.activity_task_timed_out_event_attributes)  # fmt: skip
+            kind, _ = scheduled.get(a.scheduled_event_id, ("?", None))
+            if kind == "record_transition" and a.scheduled_event_id in pending:
+                tr = pending.pop(a.scheduled_event_id)
+                f = a.failure.cause if a.failure.HasField("cause") else a.failure
+                tr.refusal = f"{f.application_failure_info.type or 'Failure'}: {f.message}"
+                trail.transitions.append(tr)  # the update's failure, next, is the timeline's line for it
+        elif t == E.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED:
+            a = ev.workflow_execution_signaled_event_attributes
+            trail.events.append(Event(at, "signal", {"name": a.signal_name,
+                                                     "input": await read.value(a.input.payloads)}, eid))  # fmt: skip
+        elif t == E.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED:
+            trail.status = "completed"
+            result = await read.value(ev.workflow_execution_completed_event_attributes.result.payloads)
+            trail.events.append(Event(at, "closed", {"result": result}, eid))
+        elif t == E.EVENT_TYPE_WORKFLOW_EXECUTION_TERMINATED:
+            trail.status = "terminated"
+            trail.events.append(Event(at, "terminated",
+                                      {"reason": ev.workflow_execution_terminated_event_attributes.reason}, eid))
+        elif t == E.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED:
+            trail.status = "failed"
+        elif t == E.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW:
+            trail.status = "continued"
+    # A transition whose activity is still running is in the history but not (yet) recorded.
+    trail.transitions.extend(pending.values())
+    return trail
+
+
+def _transition(rec: dict[str, Any], event_id: int, policy_version: str | None) -> Transition:
+    return Transition(
+        key=rec["idempotency_key"],
+        household_code=rec["household_code"],
+        seq=rec["seq"],
+        step=rec["step"],
+        from_stage=rec["from_stage"],
+        to_stage=rec["to_stage"],
+        at=datetime.fromisoformat(rec["at"]),
+        actor=rec["actor"],
+        evidence=list(rec.get("evidence") or []),
+        reason=rec.get("reason"),
+        money=rec.get("money", "none"),
+        tranche=rec.get("tranche"),
+        payment_id=rec.get("payment_id"),
+        policy_version=policy_version,
+        event_id=event_id,
+    )
+
+
+def _actor_of(arg: Any) -> dict[str, Any] | None:
+    return arg.get("actor") if isinstance(arg, dict) else None

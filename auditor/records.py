@@ -1,0 +1,90 @@
+"""The three records an auditor cross-checks, read from where they live (Temporal and PostgreSQL) or from
+an export: workflow histories, the audit log, the ledger (and the policy versions, to judge who may act)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import select
+from temporalio.client import Client, WorkflowHistory
+
+from db.audit import canonical
+from db.engine import Sessions
+from db.schema import audit_log, ledger_accounts, ledger_transfers, workflow_policies
+from models.household import workflow_id_for
+
+HOUSEHOLDS = "WorkflowType = 'HouseholdWorkflow'"
+ALL_WORKFLOWS = "WorkflowType = 'HouseholdWorkflow' OR WorkflowType = 'PayoutBatchWorkflow'"
+
+
+@dataclass
+class Records:
+    """The audit log and the ledger's household transfers as plain rows (JSON-ready), and the policies."""
+
+    audit_rows: list[dict[str, Any]]
+    transfers: list[dict[str, Any]]
+    policies: dict[str, dict[str, Any]]
+
+
+def _plain(row: dict[str, Any]) -> dict[str, Any]:
+    # The same text the audit hash covers, so a row read back from an export hashes as it did in PostgreSQL.
+    return {k: (canonical(v) if isinstance(v, datetime) else v.isoformat() if isinstance(v, date) else v)
+            for k, v in row.items()}  # fmt: skip
+
+
+async def read_records(sessions: Sessions, codes: Iterable[str] | None = None) -> Records:
+    wanted = sorted(set(codes)) if codes is not None else None
+    async with sessions() as session:
+        q = select(audit_log).order_by(audit_log.c.household_code, audit_log.c.seq)
+        if wanted is not None:
+            q = q.where(audit_log.c.household_code.in_(wanted))
+        audit_rows = [_plain(dict(r)) for r in (await session.execute(q)).mappings()]
+        debit, credit = ledger_accounts.alias("debit"), ledger_accounts.alias("credit")
+        q = (
+            select(ledger_transfers, debit.c.code.label("debit_account"), credit.c.code.label("credit_account"))
+            .join(debit, debit.c.id == ledger_transfers.c.debit_account_id)
+            .join(credit, credit.c.id == ledger_transfers.c.credit_account_id)
+            .where(ledger_transfers.c.household_code.is_not(None))
+            .order_by(ledger_transfers.c.id)
+        )
+        if wanted is not None:
+            q = q.where(ledger_transfers.c.household_code.in_(wanted))
+        transfers = [_plain(dict(r)) for r in (await session.execute(q)).mappings()]
+        policies = {r.version: dict(r.document) for r in await session.execute(select(workflow_policies))}
+    return Records(audit_rows=audit_rows, transfers=transfers, policies=policies)
+
+
+async def workflow_ids(client: Client, query: str = HOUSEHOLDS) -> list[str]:
+    return sorted({wf.id async for wf in client.list_workflows(query)})
+
+
+async def fetch_histories(
+    client: Client,
+    ids: Iterable[str],
+    *,
+    concurrency: int = 16,
+    on_done: Callable[[], None] | None = None,
+) -> AsyncIterator[WorkflowHistory]:
+    """Each workflow's latest run's history, fetched a few at a time, in the order of `ids`."""
+    ids = list(ids)
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(wid: str) -> WorkflowHistory:
+        async with gate:
+            history = await client.get_workflow_handle(wid).fetch_history()
+        if on_done:
+            on_done()
+        return history
+
+    for start in range(0, len(ids), concurrency * 4):
+        chunk = await asyncio.gather(*(one(w) for w in ids[start:start + concurrency * 4]))
+        for history in chunk:
+            yield history
+
+
+def household_workflow_ids(codes: Iterable[str]) -> list[str]:
+    return [workflow_id_for(c) for c in codes]

@@ -1,0 +1,106 @@
+"""Replay histories against the current workflow code, as a worker would on a restart: the proof that the
+code running today still reproduces every decision recorded. No server is needed, only the histories (and
+the key that opens their payloads)."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+from collections.abc import AsyncIterator, Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from temporalio.client import WorkflowHistory
+from temporalio.converter import DataConverter
+from temporalio.worker import Replayer
+
+from core.codec import KeyRing, with_codec
+from core.temporal import DATA_CONVERTER, sandbox_runner
+from workflows.batch import PayoutBatchWorkflow
+from workflows.household import HouseholdWorkflow
+
+
+@dataclass(frozen=True)
+class ReplayFailure:
+    workflow_id: str
+    run_id: str
+    kind: str  # NondeterminismError, or the error that stopped the replay
+    reason: str
+
+
+@dataclass
+class ReplayReport:
+    replayed: int = 0
+    failures: list[ReplayFailure] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+
+def replayer(converter: DataConverter) -> Replayer:
+    return Replayer(workflows=[HouseholdWorkflow, PayoutBatchWorkflow], data_converter=converter,
+                    workflow_runner=sandbox_runner())  # fmt: skip
+
+
+async def replay(
+    histories: Iterable[WorkflowHistory] | AsyncIterator[WorkflowHistory],
+    converter: DataConverter,
+    *,
+    on_done: Callable[[], None] | None = None,
+) -> ReplayReport:
+    """Replay every history; a history the code no longer reproduces is reported with its reason."""
+    report = ReplayReport()
+    async with replayer(converter).workflow_replay_iterator(_aiter(histories)) as results:
+        async for result in results:
+            report.replayed += 1
+            failure = result.replay_failure
+            if failure is not None:
+                started = result.history.events[0].workflow_execution_started_event_attributes
+                report.failures.append(ReplayFailure(result.history.workflow_id, started.original_execution_run_id,
+                                                     type(failure).__name__, str(failure)))  # fmt: skip
+            if on_done:
+                on_done()
+    return report
+
+
+async def _aiter(histories):
+    if hasattr(histories, "__aiter__"):
+        async for h in histories:
+            yield h
+    else:
+        for h in histories:
+            yield h
+
+
+def _replay_chunk(files: list[tuple[str, str]], keys: str | None) -> tuple[int, list[ReplayFailure]]:
+    """One worker process's share: read and replay these history files (runs in a child process)."""
+    converter = with_codec(DATA_CONVERTER, KeyRing.parse(keys) if keys else None)
+    histories = (WorkflowHistory.from_json(wid, Path(path).read_text(encoding="utf-8")) for wid, path in files)
+    report = asyncio.run(replay(histories, converter))
+    return report.replayed, report.failures
+
+
+async def replay_files(
+    files: list[tuple[str, Path]],
+    keys: str | None,
+    *,
+    jobs: int,
+    chunk: int = 8,
+    on_done: Callable[[int], None] | None = None,
+) -> ReplayReport:
+    """Replay history files in `jobs` processes (JSON parsing and replay are CPU-bound: one process uses
+    one core). `keys` is the key ring's text, handed to each process."""
+    report = ReplayReport()
+    loop = asyncio.get_running_loop()
+    parts = [[(w, str(p)) for w, p in files[i:i + chunk]] for i in range(0, len(files), chunk)]
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [loop.run_in_executor(pool, _replay_chunk, part, keys) for part in parts]
+        for done in asyncio.as_completed(futures):
+            replayed, failures = await done
+            report.replayed += replayed
+            report.failures.extend(failures)
+            if on_done:
+                on_done(replayed)
+    return report

@@ -1,0 +1,211 @@
+"""A household's timeline, from its history alone, for a person (Vietnamese or English) or a program (JSON).
+
+Each line: when (Vietnam time), what happened, who did it (user, role, agency), the evidence and the reason
+given, and the money the ledger moved (amount, tranche, sources).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta, timezone
+from typing import Any, Literal
+
+from auditor.history import Sealed, Trail, Transition
+
+Lang = Literal["vi", "en"]
+VIETNAM = timezone(timedelta(hours=7))
+
+STEPS: dict[str, tuple[str, str]] = {
+    "verify": ("Rà soát, thẩm định hộ", "Household verified"),
+    "approve": ("Phê duyệt danh sách", "Household approved"),
+    "allocate": ("Phân bổ kinh phí", "Funds allocated"),
+    "complete_construction": ("Báo cáo hoàn thành xây dựng", "Construction completed"),
+    "accept": ("Nghiệm thu", "House accepted"),
+    "settle": ("Quyết toán", "Settled"),
+    "send_back": ("Trả lại để bổ sung", "Sent back"),
+    "cancel": ("Hủy hồ sơ", "Cancelled"),
+    "report_progress": ("Báo cáo tiến độ", "Progress reported"),
+    "authorise_payout": ("Duyệt chi", "Payout authorised"),
+    "release_payout": ("Chuyển tiền", "Payout released"),
+    "payment_confirmed": ("Ngân hàng xác nhận đã chi", "Payment confirmed by the channel"),
+    "payment_failed": ("Chuyển tiền không thành công", "Payment failed"),
+}
+STAGES: dict[str, tuple[str, str]] = {
+    "verification": ("rà soát, thẩm định", "verification"),
+    "approval": ("phê duyệt", "approval"),
+    "fund_allocation": ("phân bổ kinh phí", "fund allocation"),
+    "construction": ("thi công", "construction"),
+    "acceptance": ("nghiệm thu", "acceptance"),
+    "settlement": ("thanh toán, quyết toán", "settlement"),
+    "closed": ("hoàn thành", "closed"),
+    "cancelled": ("đã hủy", "cancelled"),
+}
+ROLES: dict[str, tuple[str, str]] = {
+    "commune_officer": ("cán bộ UBND xã", "commune officer"),
+    "district_officer": ("cán bộ UBND huyện", "district officer"),
+    "province_officer": ("cán bộ tỉnh", "province officer"),
+    "finance_officer": ("cán bộ Sở Tài chính", "Finance officer"),
+    "treasury_officer": ("cán bộ Kho bạc", "treasury officer"),
+    "payment_channel": ("kênh thanh toán (hệ thống)", "payment channel (system)"),
+    "auditor": ("thanh tra, kiểm toán", "auditor"),
+    "admin": ("quản trị", "administrator"),
+}
+WORDS: dict[str, tuple[str, str]] = {
+    "opened": ("Mở hồ sơ trên hệ thống", "File opened in the engine"),
+    "refused": ("Bị từ chối", "Refused"),
+    "policy": ("Áp dụng quy trình phiên bản", "Policy version applied"),
+    "submit_payment": ("Gửi lệnh chi tới kênh thanh toán", "Payment instruction sent to the channel"),
+    "check_payment": ("Kênh thanh toán trả lời", "Channel answered"),
+    "escalate_payment": ("Báo Sở Tài chính: chưa có xác nhận chi", "Escalated to Finance: no confirmation"),
+    "send_reminder": ("Nhắc hạn cơ quan phụ trách", "Deadline reminder to the agency"),
+    "signal": ("Kênh thanh toán báo có kết quả", "Channel callback"),
+    "closed": ("Kết thúc quy trình", "Workflow closed"),
+    "terminated": ("Quy trình bị dừng", "Workflow terminated"),
+    "by": ("bởi", "by"),
+    "evidence": ("căn cứ", "evidence"),
+    "reason": ("lý do", "reason"),
+    "stage": ("giai đoạn", "stage"),
+    "tranche": ("đợt", "tranche"),
+    "reserved": ("giữ chỗ", "reserved"),
+    "paid": ("đã chi", "paid"),
+    "released": ("hoàn về nguồn", "released to source"),
+    "household": ("Hộ", "Household"),
+    "sealed": ("(dữ liệu mã hóa, cần khóa để đọc)", "(encrypted; the key is needed to read it)"),
+}
+MONEY_WORD = {"reserve": "reserved", "post": "paid", "void": "released"}
+
+
+def _w(key: str, lang: Lang, table: dict[str, tuple[str, str]] = WORDS) -> str:
+    pair = table.get(key)
+    return (pair[0] if lang == "vi" else pair[1]) if pair else key
+
+
+def dong(amount: int, lang: Lang) -> str:
+    text = f"{amount:,}"
+    return (text.replace(",", ".") + " đ") if lang == "vi" else text + " VND"
+
+
+@dataclass
+class Line:
+    at: str
+    what: str
+    who: str = ""
+    role: str = ""
+    agency: str = ""
+    evidence: list[str] = field(default_factory=list)
+    reason: str | None = None
+    money: str = ""
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+def lines(trail: Trail, lang: Lang = "vi") -> list[Line]:
+    out: list[Line] = []
+    for ev in trail.events:
+        at = ev.at.astimezone(VIETNAM).strftime("%d/%m/%Y %H:%M:%S")
+        if ev.kind == "step":
+            out.append(_step_line(ev.data["transition"], at, lang))
+            continue
+        line = Line(at=at, what=_w(ev.kind, lang), detail={"kind": ev.kind, "event_id": ev.event_id})
+        actor = ev.data.get("actor") if isinstance(ev.data.get("actor"), dict) else None
+        if actor:
+            line.who, line.role, line.agency = actor["user_id"], _w(actor["role"], lang, ROLES), actor["agency"]
+        if ev.kind == "opened":
+            policy = ev.data.get("policy")
+            line.what += f" ({_w('policy', lang).lower()} {policy})" if policy else ""
+        elif ev.kind == "refused":
+            line.what += f": {_w(ev.data['update'], lang, STEPS)} — {ev.data['rule']}"
+            line.reason = ev.data.get("message")
+        elif ev.kind == "policy":
+            line.what += f" {ev.data['version']}"
+        elif ev.kind in ("submit_payment", "escalate_payment"):
+            instr = ev.data.get("input")
+            instr = instr.get("instruction", instr) if isinstance(instr, dict) else instr
+            if isinstance(instr, dict):
+                line.what += f" ({_w('tranche', lang)} {instr['tranche']}, #{instr['attempt']})"
+                line.money = dong(instr["amount"], lang)
+                line.evidence = [instr["payment_id"]]
+            elif isinstance(instr, Sealed):
+                line.what += f" {_w('sealed', lang)}"
+        elif ev.kind == "check_payment":
+            result = ev.data.get("result")
+            if isinstance(result, dict):
+                status = result["status"]
+                line.what += f": {status['state']}"
+                line.evidence = [e for e in (status["payment_id"], status.get("bank_ref")) if e]
+                line.reason = status.get("reason")
+        elif ev.kind == "send_reminder":
+            rec = ev.data.get("input")
+            if isinstance(rec, dict):
+                line.what += f": {rec['agency']} ({_w(rec['stage'], lang, STAGES)}, {rec['overdue_days']} d)"
+        elif ev.kind == "signal":
+            continue  # only a wake-up; the channel's answer (check_payment) is the line that counts
+        elif ev.kind == "terminated":
+            line.reason = ev.data.get("reason")
+        out.append(line)
+    return out
+
+
+def _step_line(t: Transition, at: str, lang: Lang) -> Line:
+    what = _w(t.step, lang, STEPS)
+    if t.tranche:
+        what += f" ({_w('tranche', lang)} {t.tranche})"
+    if t.from_stage != t.to_stage:
+        what += f": {_w(t.from_stage, lang, STAGES)} → {_w(t.to_stage, lang, STAGES)}"
+    money = ""
+    if t.money in MONEY_WORD and t.amount:
+        money = f"{_w(MONEY_WORD[t.money], lang)} {dong(t.amount, lang)}"
+        pieces = [f"{p['source']} {dong(p['amount'], lang)} ({_w('tranche', lang)} {a['tranche']})"
+                  for a in t.allocation for p in a.get("pieces", [])]  # fmt: skip
+        if pieces:
+            money += ": " + "; ".join(pieces)
+    if t.refusal:
+        what = f"{_w('refused', lang)}: {what} — {t.refusal}"
+    return Line(
+        at=at, what=what, who=t.actor["user_id"], role=_w(t.actor["role"], lang, ROLES), agency=t.actor["agency"],
+        evidence=t.evidence, reason=t.reason, money=money,
+        detail={"kind": "step", "seq": t.seq, "step": t.step, "key": t.key, "amount": t.amount, "money": t.money,
+                "audit_hash": t.audit_hash, "policy": t.policy_version, "event_id": t.event_id},
+    )  # fmt: skip
+
+
+def header(trail: Trail, lang: Lang) -> list[tuple[str, str]]:
+    h = trail.household
+    if isinstance(h, Sealed):
+        return [(_w("household", lang), f"{trail.household_code} {_w('sealed', lang)}")]
+    if not isinstance(h, dict):
+        return [(_w("household", lang), trail.household_code)]
+    labels = {"vi": ("Chủ hộ", "CCCD", "Địa bàn", "Đối tượng", "Loại hỗ trợ", "Quyết định", "Trạng thái"),
+              "en": ("Head of household", "CCCD", "Place", "Group", "Support", "Decision", "Status")}[lang]  # fmt: skip
+    values = (h["head_of_household"], h["cccd"], f"{h['commune']}, {h['district']}, {h['province']}",
+              h["beneficiary_group"], h["support_type"], h["decision_ref"], trail.status)  # fmt: skip
+    return [(_w("household", lang), h["code"]), *zip(labels, values, strict=True)]
+
+
+def as_json(trail: Trail) -> dict[str, Any]:
+    """The timeline as data: every transition with its money, and the other events, times in UTC ISO."""
+
+    def opened(value: Any) -> Any:
+        return str(value) if isinstance(value, Sealed) else value
+
+    return {
+        "workflow_id": trail.workflow_id,
+        "run_id": trail.run_id,
+        "household_code": trail.household_code,
+        "status": trail.status,
+        "opened_with_key": trail.opened,
+        "sealed_key_ids": sorted(trail.sealed_keys),
+        "household": opened(trail.household),
+        "transitions": [
+            {"seq": t.seq, "key": t.key, "step": t.step, "from_stage": t.from_stage, "to_stage": t.to_stage,
+             "at": t.at.isoformat(), "actor": t.actor, "evidence": t.evidence, "reason": t.reason,
+             "policy_version": t.policy_version, "money": t.money, "amount": t.amount, "tranche": t.tranche,
+             "payment_id": t.payment_id, "allocation": t.allocation, "sources": t.sources,
+             "audit_hash": t.audit_hash, "recorded": t.recorded, "refusal": t.refusal}
+            for t in trail.transitions
+        ],  # fmt: skip
+        "events": [
+            {"at": e.at.isoformat(), "kind": e.kind, "event_id": e.event_id,
+             **{k: opened(v) for k, v in e.data.items() if k != "transition"}}
+            for e in trail.events if e.kind != "step"
+        ],  # fmt: skip
+    }
