@@ -3,6 +3,9 @@
     python starter.py stack up && python starter.py seed-demo
     python -m tests.histories.capture
 
+(The paths of the current release, sealed by the payload codec, timers included, are recorded by
+capture_sealed.py next to this file, on the suite's own servers.)
+
 It runs its own worker on a fresh task queue, with a payment channel scripted to fail one household's
 first attempt, against the stack's Temporal and PostgreSQL. The suite replays every file here against the
 current workflow code (tests/test_replay.py): a change that would break households already in flight
@@ -31,13 +34,13 @@ from operations import payouts, sample
 from operations.actions import take_step
 from operations.demo import drive_one
 from operations.imports import register, start_workflows
-from tests.conftest import to_csv
+from tests.conftest import TEST_KEYS_FILE, to_csv
 
 HERE = Path(__file__).parent
 
 
 async def main() -> None:
-    settings = get_settings()
+    settings = get_settings().model_copy(update={"payload_keys_file": TEST_KEYS_FILE, "payload_keys": ""})
     engine = make_engine(settings)
     sessions = make_sessions(engine)
     client = await connect(settings)
