@@ -867,3 +867,6 @@ if __name__ == "__main__":
     except StackError as e:
         err.print(f"[bold red]stack[/]: {e}")
         sys.exit(1)
+    except PayloadKeyError as e:
+        err.print(f"[bold red]payload keys[/]: {e}")
+        sys.exit(1)

@@ -112,7 +112,8 @@ def test_the_command_line_reports_a_bad_file_and_exits_non_zero(settings, sessio
     rows = _rows(2)
     rows[0]["cccd"] = "0201ABC"
     tmp_csv.write_bytes(to_csv(rows))
-    env = {**os.environ, "DATABASE_URL": settings.database_url, "TEMPORAL_ADDRESS": "127.0.0.1:1", "COLUMNS": "200"}
+    env = {**os.environ, "DATABASE_URL": settings.database_url, "TEMPORAL_ADDRESS": "127.0.0.1:1", "COLUMNS": "200",
+           "PAYLOAD_KEYS_FILE": str(settings.payload_keys_path)}  # fmt: skip
     done = subprocess.run(
         [sys.executable, str(ROOT / "starter.py"), "import", str(tmp_csv), "--as", sample.PROVINCE_USER],
         capture_output=True, text=True, env=env, cwd=ROOT, timeout=120,
