@@ -66,6 +66,7 @@ WORDS: dict[str, tuple[str, str]] = {
     "reason": ("lý do", "reason"),
     "stage": ("giai đoạn", "stage"),
     "tranche": ("đợt", "tranche"),
+    "policy_version": ("quy trình", "policy"),
     "reserved": ("giữ chỗ", "reserved"),
     "paid": ("đã chi", "paid"),
     "released": ("hoàn về nguồn", "released to source"),
@@ -111,7 +112,7 @@ def lines(trail: Trail, lang: Lang = "vi") -> list[Line]:
             line.who, line.role, line.agency = actor["user_id"], _w(actor["role"], lang, ROLES), actor["agency"]
         if ev.kind == "opened":
             policy = ev.data.get("policy")
-            line.what += f" ({_w('policy', lang).lower()} {policy})" if policy else ""
+            line.what += f" ({_w('policy_version', lang)} {policy})" if policy else ""
         elif ev.kind == "refused":
             line.what += f": {_w(ev.data['update'], lang, STEPS)} — {ev.data['rule']}"
             line.reason = ev.data.get("message")
