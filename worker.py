@@ -12,6 +12,7 @@ from pathlib import Path
 import structlog
 import typer
 
+from core.codec import EncryptionCodec
 from core.logs import configure_logging
 from core.settings import get_settings
 from core.temporal import connect, make_worker
@@ -37,11 +38,13 @@ async def serve(dispatcher_on: bool, ready_file: Path | None) -> None:
     if dispatcher_on:
         channel = make_channel(settings.notify_channel, settings.notifications_path)
         tasks.append(asyncio.create_task(Dispatcher(sessions, channel, settings).run_forever(stop), name="dispatcher"))
+    codec = client.data_converter.payload_codec
     log.info(
         "worker_started",
         task_queue=settings.temporal_task_queue,
         temporal=settings.temporal_address,
         dispatcher=dispatcher_on,
+        payload_key=codec.ring.active if isinstance(codec, EncryptionCodec) else None,  # the id, never the key
     )
     if ready_file:
         ready_file.write_text("ready\n")
