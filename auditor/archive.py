@@ -163,7 +163,9 @@ class Archive:
             if f"histories/{f.name}" not in listed:
                 archive.problems.append(f"histories/{f.name}: not listed in the manifest (added after export)")
         sums = directory / SUMS
-        if sums.exists() and f"{sha256(path.read_bytes())}  {MANIFEST}" not in sums.read_text():
+        if not sums.exists():
+            archive.problems.append(f"{SUMS}: missing (it holds the manifest's own hash)")
+        elif f"{sha256(path.read_bytes())}  {MANIFEST}" not in sums.read_text():
             archive.problems.append(f"{MANIFEST}: its hash is not the one {SUMS} gives (the manifest was edited)")
         return archive
 

@@ -5,7 +5,7 @@ for, every step that was recorded (the `record_transition` activity's input is t
 which role and agency, with which evidence and reason, from which stage to which; its result is the audit
 hash and the money the ledger moved), every step the engine refused, policy changes, payment instructions
 and the channel's answers, reminders and escalations. Payloads are opened with the converter given; with
-no key they stay sealed and the trail says so instead of guessing.
+no key (or not the key that sealed them) they stay sealed and the trail says so instead of guessing.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import WorkflowHistory
 from temporalio.converter import DataConverter
 
-from core.codec import is_sealed, sealed_key_ids
+from core.codec import PayloadKeyError, is_sealed, sealed_key_ids
 
 E = EventType
 
@@ -114,12 +114,18 @@ class _Reader:
     async def values(self, payloads: Sequence[Payload]) -> list[Any]:
         if not payloads:
             return []
-        sealed = any(is_sealed(p) for p in payloads)
-        if sealed:
-            self._trail.sealed_keys |= sealed_key_ids(payloads)
+        if any(is_sealed(p) for p in payloads):
+            keys = sealed_key_ids(payloads)
+            self._trail.sealed_keys |= keys
             if self._converter.payload_codec is None:
                 self._trail.opened = False
-                return [Sealed(tuple(sorted(sealed_key_ids(payloads))))] * len(payloads)
+                return [Sealed(tuple(sorted(keys)))] * len(payloads)
+            try:
+                return await self._converter.decode(payloads)
+            except PayloadKeyError:
+                # A key the reader does not hold (or an altered payload): say so, do not stop the audit.
+                self._trail.opened = False
+                return [Sealed(tuple(sorted(keys)))] * len(payloads)
         return await self._converter.decode(payloads)
 
     async def value(self, payloads: Sequence[Payload]) -> Any:

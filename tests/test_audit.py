@@ -152,6 +152,8 @@ async def test_export_then_offline_replay_and_verify(client, sessions, run, tmp_
     assert altered.problems == [f"histories/{path.name}: content differs from the manifest's SHA-256 (edited "
                                 "after export)"]  # fmt: skip
     assert verify([], arch.records(), archive_problems=altered.problems).by_kind()["archive_altered"] == 1
+    (tmp_path / "x" / "SHA256SUMS").unlink()
+    assert "SHA256SUMS: missing (it holds the manifest's own hash)" in archive.Archive.open(tmp_path / "x").problems
 
 
 def reseal(directory: Path) -> None:
