@@ -71,9 +71,9 @@ async def take_step(
             actor = await users.require_actor(session, user_id)
         except DomainError as err:
             raise Refusal(err.type, err.message) from None
-    update, input_type = UPDATES[step]
     if step not in UPDATES:
         raise Refusal("UnknownStep", f"{step.value!r} is recorded from the payment channel, not taken by an officer")
+    update, input_type = UPDATES[step]
     fields: dict = {"actor": actor, "evidence": evidence or []}
     if step is Step.REPORT_PROGRESS:
         fields["milestone"] = milestone

@@ -108,3 +108,12 @@ def parse(data: bytes) -> tuple[list[ParsedRow], list[Problem]]:
     if not rows and not problems:
         problems.append(Problem(2, "file", "the list has no households"))
     return rows, problems
+
+
+def to_csv(items: list[Household] | list[dict]) -> bytes:
+    """A list as the import reads it: the header, then one row per household (models or plain rows)."""
+    lines = [",".join(ALL_COLUMNS)]
+    for h in items:
+        d = h.model_dump(mode="json") if isinstance(h, Household) else h
+        lines.append(",".join(str(d.get(c) or "") for c in ALL_COLUMNS))
+    return ("\n".join(lines) + "\n").encode()

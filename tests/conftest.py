@@ -32,7 +32,7 @@ from db.engine import make_engine, make_sessions
 from models.household import Household
 from operations import sample
 from operations.actions import household_state
-from operations.csv_list import ALL_COLUMNS
+from operations.csv_list import to_csv
 from operations.imports import register, start_workflows
 from operations.seed import seed_demo
 from workflows.search_attributes import ALL as SEARCH_ATTRIBUTES
@@ -159,14 +159,6 @@ def make_households(n: int = 1, **overrides) -> list[Household]:
         row["cccd"] = f"0209{os.getpid() % 100:02d}{next(_serial):06d}"
         out.append(Household(**(row | overrides)))
     return out
-
-
-def to_csv(items: list[Household] | list[dict]) -> bytes:
-    lines = [",".join(ALL_COLUMNS)]
-    for h in items:
-        d = h.model_dump(mode="json") if isinstance(h, Household) else h
-        lines.append(",".join(str(d.get(c) or "") for c in ALL_COLUMNS))
-    return ("\n".join(lines) + "\n").encode()
 
 
 async def enroll(client: Client, sessions, task_queue: str, items: list[Household], policy=None) -> list[Household]:

@@ -1,0 +1,270 @@
+"""Push households through all six stages as officers would, and the bare baseline on the same servers.
+
+    python starter.py stack up                     # a fresh STATE_DIR for a clean run
+    python -m bench.driver --households 6508 --officers 20
+
+Ours: every household of the generated province (bench/province.py) is imported, then taken through its
+13 recorded steps — verify, approve, allocate, report progress, authorise and release tranche 1, complete,
+accept, authorise and release tranche 2, settle, plus the channel's two confirmations — by `--officers`
+concurrent officers, each action an update round trip through the engine (user looked up, validator,
+activity, PostgreSQL transaction). The baseline: as many bare workflows, each taking the same number of
+updates, each running one activity that does nothing, with the same concurrency, on a worker process of
+its own. Reported for both: households/s, transitions/s, p50/p95/p99 of an action, CPU of the worker, of
+Temporal and of PostgreSQL; and the ratio ours / baseline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from sqlalchemy import select
+from temporalio.client import Client
+
+from bench.baseline import BaselineWorkflow
+from bench.province import lang_son
+from core.settings import ROOT, Settings, get_settings
+from core.temporal import connect
+from db import ledger
+from db.engine import Sessions, make_engine, make_sessions
+from db.schema import household_tranches
+from models.household import Household, Step
+from operations import sample
+from operations.actions import Refusal, take_step
+from operations.csv_list import to_csv
+from operations.imports import register, start_workflows
+from operations.seed import seed_demo
+
+HERE = Path(__file__).parent
+STEPS_PER_HOUSEHOLD = 13  # 11 officers' updates + the channel's 2 confirmations
+MILESTONE = {"new_build": "foundation", "repair": "progress_30"}
+# Processes whose CPU is reported, by what their command line contains.
+PROCESSES = (("postgres", ("postgres",)), ("temporal", ("temporal", "server")), ("worker", ("worker.py",)),
+             ("baseline worker", ("bench.baseline",)))  # fmt: skip
+
+
+@dataclass
+class Figures:
+    label: str
+    households: int = 0
+    transitions: int = 0
+    seconds: float = 0.0
+    latencies_ms: list[float] = field(default_factory=list)
+    cpu: dict[str, float] = field(default_factory=dict)
+
+    def pct(self, p: float) -> float:
+        xs = sorted(self.latencies_ms)
+        return xs[min(len(xs) - 1, int(p / 100 * len(xs)))] if xs else 0.0
+
+    @property
+    def per_second(self) -> float:
+        return self.households / self.seconds if self.seconds else 0.0
+
+    def summary(self) -> dict:
+        return {"label": self.label, "households": self.households, "transitions": self.transitions,
+                "seconds": round(self.seconds, 1), "households_per_s": round(self.per_second, 2),
+                "transitions_per_s": round(self.transitions / self.seconds, 1) if self.seconds else 0,
+                "p50_ms": round(self.pct(50), 1), "p95_ms": round(self.pct(95), 1), "p99_ms": round(self.pct(99), 1),
+                "cpu_s": {k: round(v, 1) for k, v in self.cpu.items()}}  # fmt: skip
+
+
+def script(h: Household) -> list[tuple[Step, str, dict]]:
+    """The officers' 11 actions on one household, in order; the channel confirms each release."""
+    commune, district = sample.commune_user(h.district, h.commune), sample.district_user(h.district)
+    finance, settles = sample.FINANCE_USERS
+    return [
+        (Step.VERIFY, commune, {"evidence": [f"BB/{h.code}"]}),
+        (Step.APPROVE, district, {"evidence": [h.decision_ref]}),
+        (Step.ALLOCATE, finance, {"evidence": [f"PB/{h.code}"]}),
+        (Step.REPORT_PROGRESS, commune, {"milestone": MILESTONE[h.support_type.value], "evidence": ["TD"]}),
+        (Step.AUTHORISE_PAYOUT, finance, {"tranche": 1, "evidence": ["DC1"]}),
+        (Step.RELEASE_PAYOUT, sample.TREASURY_USER, {"tranche": 1, "evidence": ["UNC1"]}),
+        (Step.COMPLETE_CONSTRUCTION, commune, {"evidence": ["HT"]}),
+        (Step.ACCEPT, district, {"evidence": ["NT"]}),
+        (Step.AUTHORISE_PAYOUT, finance, {"tranche": 2, "evidence": ["DC2"]}),
+        (Step.RELEASE_PAYOUT, sample.TREASURY_USER, {"tranche": 2, "evidence": ["UNC2"]}),
+        (Step.SETTLE, settles, {"evidence": ["QT"]}),
+    ]
+
+
+async def _paid(sessions: Sessions, code: str, within: float = 120.0) -> None:
+    deadline = time.monotonic() + within
+    while True:
+        async with sessions() as s:
+            statuses = (await s.scalars(select(household_tranches.c.status)
+                                        .where(household_tranches.c.household_code == code))).all()  # fmt: skip
+        if statuses and all(st == "paid" for st in statuses):
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"household {code}: tranches not paid after {within:.0f} s ({statuses})")
+        await asyncio.sleep(0.05)
+
+
+async def _officers(n: int, work: list, one: Callable, advance: Callable[[], None]) -> None:
+    queue: asyncio.Queue = asyncio.Queue()
+    for item in work:
+        queue.put_nowait(item)
+
+    async def officer() -> None:
+        while not queue.empty():
+            await one(queue.get_nowait())
+            advance()
+
+    await asyncio.gather(*(officer() for _ in range(n)))
+
+
+async def run_ours(client: Client, sessions: Sessions, task_queue: str, items: list[Household], officers: int,
+                   advance: Callable[[], None] = lambda: None) -> Figures:  # fmt: skip
+    """Import `items`, start their workflows, then take every household through all its steps."""
+    _, registered, policy = await register(sessions, to_csv(items), "bench.csv", sample.PROVINCE_USER)
+    await start_workflows(client, task_queue, registered, policy)
+    figures = Figures("ours")
+
+    async def household(h: Household) -> None:
+        for step, user, kwargs in script(h):
+            if step is Step.SETTLE:
+                await _paid(sessions, h.code)
+            for attempt in range(40):
+                started = time.perf_counter()
+                try:
+                    await take_step(client, sessions, h.code, step, user, **kwargs)
+                    break
+                except Refusal as refusal:
+                    # The read model shows the payment a moment before the workflow has applied it.
+                    if refusal.rule != "PaymentsOutstanding" or attempt == 39:
+                        raise
+                    await asyncio.sleep(0.05)
+            figures.latencies_ms.append((time.perf_counter() - started) * 1000)
+        figures.households += 1
+        figures.transitions += STEPS_PER_HOUSEHOLD
+
+    started = time.perf_counter()
+    await _officers(officers, registered, household, advance)
+    figures.seconds = time.perf_counter() - started
+    return figures
+
+
+async def run_baseline(client: Client, task_queue: str, n: int, officers: int,
+                       advance: Callable[[], None] = lambda: None) -> Figures:  # fmt: skip
+    figures = Figures("baseline")
+    prefix = f"baseline-{uuid.uuid4().hex[:8]}"
+    handles = [await client.start_workflow(BaselineWorkflow.run, STEPS_PER_HOUSEHOLD, id=f"{prefix}-{i}",
+                                           task_queue=task_queue) for i in range(n)]  # fmt: skip
+
+    async def one(handle) -> None:
+        for k in range(STEPS_PER_HOUSEHOLD):
+            started = time.perf_counter()
+            await handle.execute_update(BaselineWorkflow.step, k)
+            figures.latencies_ms.append((time.perf_counter() - started) * 1000)
+        figures.households += 1
+        figures.transitions += STEPS_PER_HOUSEHOLD
+
+    started = time.perf_counter()
+    await _officers(officers, handles, one, advance)
+    figures.seconds = time.perf_counter() - started
+    return figures
+
+
+def cpu_by_process() -> dict[str, float]:
+    """CPU seconds (user + system) so far of the processes that matter, by name: PostgreSQL, Temporal and
+    the Python workers (ours and the baseline's), read from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    totals: dict[str, float] = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        seconds = (int(fields[11]) + int(fields[12])) / tick
+        name = next((label for label, marks in PROCESSES if all(m in cmd for m in marks)), None)
+        if name:
+            totals[name] = totals.get(name, 0.0) + seconds
+    return totals
+
+
+def _delta(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
+    return {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--households", type=int, default=6508)
+    ap.add_argument("--officers", type=int, default=20)
+    ap.add_argument("--seed", type=int, default=2025)
+    args = ap.parse_args()
+    settings: Settings = get_settings()
+    console = Console()
+    engine = make_engine(settings)
+    sessions = make_sessions(engine)
+    await seed_demo(sessions)
+    async with sessions() as s, s.begin():
+        await ledger.receive(s, key="bench:province-budget", source="NS-TINH", amount=400_000_000_000,
+                             memo="benchmark: the province's whole budget")  # fmt: skip
+    run = uuid.uuid4().hex[:4].upper()
+    # Codes and CCCDs of their own, so a second run on the same database registers new households
+    # (adding one salt to the last six digits keeps the CCCDs unique within the run).
+    salt = int(run, 16)
+    items = [Household(**(r | {"code": f"B{run}{r['code']}", "programme": "",
+                               "cccd": f"{r['cccd'][:6]}{(int(r['cccd'][6:]) + salt) % 10**6:06d}"}))
+             for r in lang_son(args.seed).all[: args.households]]  # fmt: skip
+    client = await connect(settings)
+    bare = await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace)
+    baseline_queue = f"baseline-{run}"
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "bench.baseline", baseline_queue, cwd=ROOT,
+                                                stdout=asyncio.subprocess.PIPE)  # fmt: skip
+    assert proc.stdout and (await proc.stdout.readline()).strip() == b"ready"
+    try:
+        results = []
+        for label in ("ours", "baseline"):
+            with Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                          console=console) as bar:  # fmt: skip
+                task = bar.add_task("", total=len(items))
+                before = cpu_by_process()
+                if label == "ours":
+                    figures = await run_ours(client, sessions, settings.temporal_task_queue, items, args.officers,
+                                             lambda t=task: bar.advance(t))  # fmt: skip
+                else:
+                    figures = await run_baseline(bare, baseline_queue, len(items), args.officers,
+                                                 lambda t=task: bar.advance(t))  # fmt: skip
+                figures.cpu = _delta(cpu_by_process(), before)
+            results.append(figures)
+    finally:
+        proc.terminate()
+        await proc.wait()
+        await engine.dispose()
+    ours, base = results
+    table = Table("figure", "ours", "baseline", "ratio ours / baseline", title="Driver")
+    rows = [("households/s", ours.per_second, base.per_second),
+            ("transitions/s", ours.transitions / ours.seconds, base.transitions / base.seconds),
+            ("action p50 ms", ours.pct(50), base.pct(50)), ("action p95 ms", ours.pct(95), base.pct(95)),
+            ("action p99 ms", ours.pct(99), base.pct(99))]  # fmt: skip
+    for name, a, b in rows:
+        table.add_row(name, f"{a:,.1f}", f"{b:,.1f}", f"{(b / a if 'per' in name or '/s' in name else a / b):.2f}")
+    for name in sorted(set(ours.cpu) | set(base.cpu)):
+        table.add_row(f"CPU s: {name}", f"{ours.cpu.get(name, 0):,.1f}", f"{base.cpu.get(name, 0):,.1f}", "")
+    console.print(table)
+    out = HERE / "results" / f"driver-{datetime.now(UTC):%Y%m%d-%H%M%S}.json"
+    out.parent.mkdir(exist_ok=True)
+    record = {"measured_at": datetime.now(UTC).isoformat(timespec="seconds"), "households": len(items),
+              "officers": args.officers, "ours": ours.summary(), "baseline": base.summary(),
+              "ratio_time_per_household": round(base.per_second / ours.per_second, 2)}
+    out.write_text(json.dumps(record, indent=1) + "\n")
+    console.print(f"written to bench/results/{out.name}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,38 @@
+"""A smoke of the benchmark driver (bench/driver.py) on the suite's servers, so it keeps working: a couple
+of dozen households through all their steps, and the bare baseline with as many updates. Figures are not
+asserted; what is asserted is that every household closed, paid in full, and every action was timed."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import func, select
+from temporalio.worker import Worker
+
+from bench.baseline import BaselineWorkflow, noop
+from bench.driver import STEPS_PER_HOUSEHOLD, run_baseline, run_ours
+from core.temporal import sandbox_runner
+from db.schema import households
+from tests.conftest import make_households, running_worker
+
+
+async def test_the_driver_closes_every_household_and_times_every_action(client, sessions, settings):
+    items = make_households(24, programme="")
+    async with running_worker(client, sessions, settings) as tq:
+        ours = await run_ours(client, sessions, tq, items, officers=8)
+    assert (ours.households, ours.transitions) == (24, 24 * STEPS_PER_HOUSEHOLD)
+    assert len(ours.latencies_ms) == 24 * 11 and ours.pct(50) <= ours.pct(95) <= ours.pct(99)
+    async with sessions() as s:
+        closed, paid = (await s.execute(
+            select(func.count(), func.sum(households.c.paid))
+            .where(households.c.code.in_([h.code for h in items]), households.c.stage == "closed"))).one()  # fmt: skip
+    assert closed == 24
+    assert paid == sum(60_000_000 if h.support_type.value == "new_build" else 30_000_000 for h in items)
+
+
+async def test_the_baseline_takes_as_many_updates_through_a_bare_workflow(client):
+    tq = f"baseline-{uuid.uuid4()}"
+    async with Worker(client, task_queue=tq, workflows=[BaselineWorkflow], activities=[noop],
+                      workflow_runner=sandbox_runner()):  # fmt: skip
+        base = await run_baseline(client, tq, 24, officers=8)
+    assert (base.households, base.transitions, len(base.latencies_ms)) == (24, 24 * 13, 24 * 13)
