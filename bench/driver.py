@@ -112,17 +112,25 @@ async def _paid(sessions: Sessions, code: str, within: float = 120.0) -> None:
         await asyncio.sleep(0.05)
 
 
-async def _officers(n: int, work: list, one: Callable, advance: Callable[[], None]) -> None:
+async def _officers(label: str, n: int, work: list, one: Callable, advance: Callable[[], None]) -> Figures:
+    """`n` officers take the items of `work` one after another; `one(item, latencies)` does an item's
+    steps and appends each action's round trip in ms."""
+    figures = Figures(label)
     queue: asyncio.Queue = asyncio.Queue()
     for item in work:
         queue.put_nowait(item)
 
     async def officer() -> None:
         while not queue.empty():
-            await one(queue.get_nowait())
+            await one(queue.get_nowait(), figures.latencies_ms)
+            figures.households += 1
+            figures.transitions += STEPS_PER_HOUSEHOLD
             advance()
 
+    started = time.perf_counter()
     await asyncio.gather(*(officer() for _ in range(n)))
+    figures.seconds = time.perf_counter() - started
+    return figures
 
 
 async def run_ours(client: Client, sessions: Sessions, task_queue: str, items: list[Household], officers: int,
@@ -130,9 +138,8 @@ async def run_ours(client: Client, sessions: Sessions, task_queue: str, items: l
     """Import `items`, start their workflows, then take every household through all its steps."""
     _, registered, policy = await register(sessions, to_csv(items), "bench.csv", sample.PROVINCE_USER)
     await start_workflows(client, task_queue, registered, policy)
-    figures = Figures("ours")
 
-    async def household(h: Household) -> None:
+    async def household(h: Household, latencies: list[float]) -> None:
         for step, user, kwargs in script(h):
             if step is Step.SETTLE:
                 await _paid(sessions, h.code)
@@ -146,35 +153,24 @@ async def run_ours(client: Client, sessions: Sessions, task_queue: str, items: l
                     if refusal.rule != "PaymentsOutstanding" or attempt == 39:
                         raise
                     await asyncio.sleep(0.05)
-            figures.latencies_ms.append((time.perf_counter() - started) * 1000)
-        figures.households += 1
-        figures.transitions += STEPS_PER_HOUSEHOLD
+            latencies.append((time.perf_counter() - started) * 1000)
 
-    started = time.perf_counter()
-    await _officers(officers, registered, household, advance)
-    figures.seconds = time.perf_counter() - started
-    return figures
+    return await _officers("ours", officers, registered, household, advance)
 
 
 async def run_baseline(client: Client, task_queue: str, n: int, officers: int,
                        advance: Callable[[], None] = lambda: None) -> Figures:  # fmt: skip
-    figures = Figures("baseline")
     prefix = f"baseline-{uuid.uuid4().hex[:8]}"
     handles = [await client.start_workflow(BaselineWorkflow.run, STEPS_PER_HOUSEHOLD, id=f"{prefix}-{i}",
                                            task_queue=task_queue) for i in range(n)]  # fmt: skip
 
-    async def one(handle) -> None:
+    async def one(handle, latencies: list[float]) -> None:
         for k in range(STEPS_PER_HOUSEHOLD):
             started = time.perf_counter()
             await handle.execute_update(BaselineWorkflow.step, k)
-            figures.latencies_ms.append((time.perf_counter() - started) * 1000)
-        figures.households += 1
-        figures.transitions += STEPS_PER_HOUSEHOLD
+            latencies.append((time.perf_counter() - started) * 1000)
 
-    started = time.perf_counter()
-    await _officers(officers, handles, one, advance)
-    figures.seconds = time.perf_counter() - started
-    return figures
+    return await _officers("baseline", officers, handles, one, advance)
 
 
 def cpu_by_process() -> dict[str, float]:
