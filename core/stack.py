@@ -264,7 +264,9 @@ class EmbeddedTemporal:
         cmd = [str(binary("temporal")), "server", "start-dev", "--ip", self.host, "--port", str(self.port),
                "--namespace", self.namespace, "--log-level", "warn"]  # fmt: skip
         if self.persistent:
-            cmd += ["--db-filename", str(self.state_dir / "temporal.db")]
+            # WAL with synchronous=NORMAL: a commit is one sequential append, still safe if the process dies.
+            cmd += ["--db-filename", str(self.state_dir / "temporal.db"),
+                    "--sqlite-pragma", "journal_mode=wal", "--sqlite-pragma", "synchronous=normal"]  # fmt: skip
         cmd += ["--ui-port", str(self.ui_port)] if self.ui_port else ["--headless"]
         for key in SEARCH_ATTRIBUTES:
             cmd += ["--search-attribute", f"{key.name}=Keyword"]
