@@ -69,7 +69,7 @@ class HouseholdActivities:
         if row is None:
             raise DomainError("UnknownHousehold", f"household {rec.household_code} is not registered")
 
-        prior = await audit.find_by_key(session, rec.idempotency_key)
+        prior, link = await audit.prior_and_link(session, rec.idempotency_key, rec.household_code, rec.seq)
         if prior is not None:
             if prior.step != rec.step.value or prior.actor_user_id != rec.actor.user_id:
                 raise DomainError(
@@ -108,7 +108,7 @@ class HouseholdActivities:
         await self._update_payouts(session, rec)
         entry = await audit.append(
             session,
-            prev_hash=await audit.last_hash(session, rec.household_code, rec.seq - 1),
+            prev_hash=link,
             household_code=rec.household_code,
             seq=rec.seq,
             idempotency_key=rec.idempotency_key,

@@ -84,8 +84,10 @@ def row_hash(prev_hash: str, fields: dict[str, Any]) -> str:
     return hashlib.sha256((prev_hash + payload).encode()).hexdigest()
 
 
-async def find_by_key(session: AsyncSession, key: str) -> AuditRow | None:
-    row = (
+async def prior_and_link(session: AsyncSession, key: str, household_code: str, seq: int) -> tuple[AuditRow | None, str]:
+    """In one query: the row already recorded under `key` (a retry), and the hash the new row at `seq` links
+    to (the row before it, or the genesis hash)."""
+    rows = (
         await session.execute(
             select(
                 audit_log.c.id,
@@ -97,19 +99,15 @@ async def find_by_key(session: AsyncSession, key: str) -> AuditRow | None:
                 audit_log.c.amount,
                 audit_log.c.transfer_id,
                 audit_log.c.hash,
-            ).where(audit_log.c.idempotency_key == key)
+            ).where(
+                (audit_log.c.idempotency_key == key)
+                | ((audit_log.c.household_code == household_code) & (audit_log.c.seq == seq - 1))
+            )
         )
-    ).one_or_none()
-    return AuditRow(**row._mapping) if row else None
-
-
-async def last_hash(session: AsyncSession, household_code: str, seq: int) -> str:
-    if seq == 0:
-        return GENESIS
-    found = await session.scalar(
-        select(audit_log.c.hash).where(audit_log.c.household_code == household_code, audit_log.c.seq == seq)
-    )
-    return found or GENESIS
+    ).all()
+    prior = next((AuditRow(**r._mapping) for r in rows if r.idempotency_key == key), None)
+    link = next((r.hash for r in rows if r.household_code == household_code and r.seq == seq - 1), GENESIS)
+    return prior, link
 
 
 async def append(session: AsyncSession, *, prev_hash: str, **fields: Any) -> AuditRow:
