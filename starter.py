@@ -31,7 +31,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from auditor import cli as auditor_cli
-from auditor.history import read_trail
+from auditor.history import read_trails
 from auditor.records import fetch_histories, read_records, workflow_ids
 from auditor.verify import verify
 from core.cli import database, err, fail, out, run
@@ -825,7 +825,7 @@ async def _summary(settings: Settings, sessions, client, example: str) -> None:
     xlsx = reconciliation.write_xlsx(rec, settings.state_dir / "reconciliation.xlsx")
     closed = await client.count_workflows("Stage='closed'")
     ids = await workflow_ids(client)
-    trails = [await read_trail(h, client.data_converter) async for h in fetch_histories(client, ids)]
+    trails = await read_trails(fetch_histories(client, ids), client.data_converter)
     verified = verify(trails, await read_records(sessions))
     checks = Table("check", "result", title="Checks")
     checks.add_row("paid per household = ledger posting = policy amount",

@@ -177,14 +177,17 @@ class Archive:
         for workflow_id, path in self.history_files():
             yield WorkflowHistory.from_json(workflow_id, path.read_text(encoding="utf-8"))
 
-    def records(self) -> Records:
+    def records(self, codes: list[str] | None = None) -> Records:
+        """The exported audit log, ledger transfers and policies; only these households' rows if given."""
         base = self.directory / "records"
+        wanted = set(codes) if codes else None
 
         def rows(name: str) -> list[dict[str, Any]]:
             p = base / name
             if not p.exists():
                 return []
-            return [json.loads(line) for line in p.read_text(encoding="utf-8").splitlines() if line]
+            found = (json.loads(line) for line in p.read_text(encoding="utf-8").splitlines() if line)
+            return [r for r in found if wanted is None or r["household_code"] in wanted]
 
         policies_path = base / "workflow_policies.json"
         policies = json.loads(policies_path.read_text(encoding="utf-8")) if policies_path.exists() else {}

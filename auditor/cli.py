@@ -22,12 +22,11 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from temporalio.client import WorkflowHistory
-from temporalio.converter import DataConverter
 from temporalio.service import RPCError
 
 from auditor import archive as archive_mod
 from auditor import timeline as tl
-from auditor.history import read_trail
+from auditor.history import read_trail, read_trails
 from auditor.records import (
     ALL_WORKFLOWS,
     HOUSEHOLDS,
@@ -39,7 +38,7 @@ from auditor.records import (
 from auditor.replay import replay, replay_files
 from auditor.verify import KINDS, verify
 from core.cli import database, err, fail, out, run
-from core.codec import PayloadKeyError, read_ring, with_codec
+from core.codec import KeyRing, PayloadKeyError, read_ring, with_codec
 from core.settings import Settings
 from core.temporal import DATA_CONVERTER, connect, key_ring
 from db import audit
@@ -56,14 +55,18 @@ COLUMNS = {
 NO_KEY = typer.Option(False, "--no-key", help="Read without any key: personal data stays ciphertext")
 
 
-def _converter(settings: Settings, key_file: Path | None, no_key: bool) -> DataConverter:
+def _ring(settings: Settings, key_file: Path | None, no_key: bool = False) -> KeyRing | None:
+    """The keys to open payloads with: --key-file, else the configured ones; None with --no-key or none."""
     if no_key:
-        return DATA_CONVERTER
+        return None
     try:
-        ring = read_ring(key_file) if key_file else key_ring(settings, required=False)
+        return read_ring(key_file) if key_file else key_ring(settings, required=False)
     except (OSError, PayloadKeyError) as e:
         fail(f"payload keys: {e}")
-    return with_codec(DATA_CONVERTER, ring)
+
+
+def _codes(codes: list[str] | None) -> list[str] | None:
+    return [c.strip().upper() for c in codes] if codes else None
 
 
 def _progress() -> Progress:
@@ -104,13 +107,13 @@ def export(directory: Path = typer.Argument(..., help="An empty or new folder"))
 
 
 def _archive_files(arch: archive_mod.Archive, query: str, codes: list[str] | None) -> list[tuple[str, Path]]:
-    wanted = set(household_workflow_ids(c.strip().upper() for c in codes)) if codes else None
+    wanted = set(household_workflow_ids(codes)) if codes else None
     files = [(w, p) for w, p in arch.history_files() if wanted is None or w in wanted]
     return [(w, p) for w, p in files if w.startswith("household-")] if query == HOUSEHOLDS else files
 
 
 async def _histories(settings: Settings, source: Path | None, query: str, codes: list[str] | None):
-    """(count, async iterator of histories, problems, archive) from an export or the server."""
+    """(count, async iterator of histories, the archive or None) from an export or the server."""
     if source:
         arch = _open_archive(source)
         files = _archive_files(arch, query, codes)
@@ -119,10 +122,10 @@ async def _histories(settings: Settings, source: Path | None, query: str, codes:
             for workflow_id, path in files:
                 yield WorkflowHistory.from_json(workflow_id, path.read_text(encoding="utf-8"))
 
-        return len(files), read(), arch.problems, arch
+        return len(files), read(), arch
     client = await connect(settings, keys_required=False)
-    ids = household_workflow_ids(c.strip().upper() for c in codes) if codes else await workflow_ids(client, query)
-    return len(ids), fetch_histories(client, ids), [], None
+    ids = household_workflow_ids(codes) if codes else await workflow_ids(client, query)
+    return len(ids), fetch_histories(client, ids), None
 
 
 @app.command("replay")
@@ -136,23 +139,22 @@ def replay_cmd(
     longer reproduces (non-determinism), with the reason. Exit 1 when any does."""
 
     async def go(settings: Settings):
-        converter = _converter(settings, key_file, False)
-        if converter.payload_codec is None:
+        ring = _ring(settings, key_file)
+        if ring is None:
             fail("replay opens every payload: give the payload keys (PAYLOAD_KEYS, the key file or --key-file)")
         started = time.perf_counter()
         if source:
             arch = _open_archive(source)
-            files = _archive_files(arch, ALL_WORKFLOWS, codes)
+            files = _archive_files(arch, ALL_WORKFLOWS, _codes(codes))
             with _progress() as bar:
                 task = bar.add_task(f"replaying ({jobs} processes)", total=len(files))
-                report = await replay_files(files, converter.payload_codec.ring.dump(), jobs=jobs,
-                                            on_done=lambda n: bar.advance(task, n))  # fmt: skip
+                report = await replay_files(files, ring.dump(), jobs=jobs, on_done=lambda n: bar.advance(task, n))
             return report, time.perf_counter() - started, arch.problems
-        total, histories, problems, _ = await _histories(settings, None, ALL_WORKFLOWS, codes)
+        total, histories, _ = await _histories(settings, None, ALL_WORKFLOWS, _codes(codes))
         with _progress() as bar:
             task = bar.add_task("replaying", total=total)
-            report = await replay(histories, converter, on_done=lambda: bar.advance(task))
-        return report, time.perf_counter() - started, problems
+            report = await replay(histories, with_codec(DATA_CONVERTER, ring), on_done=lambda: bar.advance(task))
+        return report, time.perf_counter() - started, []
 
     report, seconds, problems = run(go)
     for p in problems:
@@ -185,7 +187,7 @@ def timeline_cmd(
     code = code.strip().upper()
 
     async def go(settings: Settings):
-        converter = _converter(settings, key_file, no_key)
+        converter = with_codec(DATA_CONVERTER, _ring(settings, key_file, no_key))
         if source:
             arch = _open_archive(source)
             match = [p for w, p in arch.history_files() if w == workflow_id_for(code)]
@@ -226,24 +228,16 @@ def verify_cmd(
     discrepancy. Exit 1 when there is any."""
 
     async def go(settings: Settings):
-        converter = _converter(settings, key_file, False)
-        total, histories, problems, arch = await _histories(settings, source, HOUSEHOLDS, codes)
-        trails = []
+        converter = with_codec(DATA_CONVERTER, _ring(settings, key_file))
+        wanted = _codes(codes)
+        total, histories, arch = await _histories(settings, source, HOUSEHOLDS, wanted)
         with _progress() as bar:
             task = bar.add_task("reading histories", total=total)
-            async for history in histories:
-                trails.append(await read_trail(history, converter))
-                bar.advance(task)
+            trails = await read_trails(histories, converter, on_done=lambda: bar.advance(task))
         if arch is not None:
-            records = arch.records()
-            if codes:
-                wanted = {c.strip().upper() for c in codes}
-                records.audit_rows = [r for r in records.audit_rows if r["household_code"] in wanted]
-                records.transfers = [t for t in records.transfers if t["household_code"] in wanted]
-        else:
-            async with database(settings) as sessions:
-                records = await read_records(sessions, [c.strip().upper() for c in codes] if codes else None)
-        return verify(trails, records, archive_problems=problems)
+            return verify(trails, arch.records(wanted), archive_problems=arch.problems)
+        async with database(settings) as sessions:
+            return verify(trails, await read_records(sessions, wanted))
 
     report = run(go)
     if as_json:

@@ -1,16 +1,17 @@
 """Read a household's Temporal event history as an auditor does: from the history alone.
 
 `read_trail` walks the events in order and returns what they say: the household the workflow was started
-for, every step that was recorded (the `record_transition` activity's input is the whole record: who, in
-which role and agency, with which evidence and reason, from which stage to which; its result is the audit
-hash and the money the ledger moved), every step the engine refused, policy changes, payment instructions
-and the channel's answers, reminders and escalations. Payloads are opened with the converter given; with
+for, every step that was recorded (the `record_transition` activity's input is the engine's whole
+`TransitionRecord`: who, in which role and agency, with which evidence and reason, from which stage to
+which; its result, the `TransitionOutcome`, is the audit hash and the money the ledger moved), every
+step the engine refused, policy changes, payment instructions and the channel's answers, reminders and
+escalations. Payloads are opened with the converter given; with
 no key (or not the key that sealed them) they stay sealed and the trail says so instead of guessing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -22,6 +23,7 @@ from temporalio.client import WorkflowHistory
 from temporalio.converter import DataConverter
 
 from core.codec import PayloadKeyError, is_sealed, sealed_key_ids
+from models.records import TransitionOutcome, TransitionRecord
 
 E = EventType
 
@@ -38,32 +40,22 @@ class Sealed:
 
 @dataclass
 class Transition:
-    """One step the engine recorded (audit row, ledger, read model, in one transaction)."""
+    """One step as its history holds it: the record the engine was asked to write (the `record_transition`
+    activity's input) and, once it is written, what the engine answered (the activity's result)."""
 
-    key: str
-    household_code: str
-    seq: int
-    step: str
-    from_stage: str
-    to_stage: str
-    at: datetime
-    actor: dict[str, Any]
-    evidence: list[str]
-    reason: str | None
-    money: str
-    tranche: int | None
-    payment_id: str | None
-    policy_version: str | None
+    record: TransitionRecord
+    policy_version: str | None  # the policy the workflow ran under when it took the step
     event_id: int
-    # From the activity's result; None while the activity has not completed.
-    recorded: bool = False
-    amount: int | None = None
-    audit_id: int | None = None
-    audit_hash: str | None = None
-    transfer_id: int | None = None
-    allocation: list[dict[str, Any]] = field(default_factory=list)
-    sources: str | None = None
+    outcome: TransitionOutcome | None = None  # None while the activity runs, or when it was refused
     refusal: str | None = None  # the engine's business refusal, when the activity failed
+
+    @property
+    def recorded(self) -> bool:
+        return self.outcome is not None
+
+    @property
+    def amount(self) -> int | None:
+        return self.outcome.amount if self.outcome else None
 
 
 @dataclass(frozen=True)
@@ -94,12 +86,10 @@ class Trail:
         if isinstance(self.household, dict) and self.household.get("code"):
             return self.household["code"]
         if self.transitions:
-            return self.transitions[0].household_code
+            return self.transitions[0].record.household_code
         prefix = "household-"
         return self.workflow_id[len(prefix):] if self.workflow_id.startswith(prefix) else self.workflow_id
 
-    def policy_versions(self) -> set[str]:
-        return {t.policy_version for t in self.transitions if t.policy_version}
 
 
 def _at(event: HistoryEvent) -> datetime:
@@ -180,7 +170,7 @@ async def read_trail(history: WorkflowHistory, converter: DataConverter) -> Trai
             inp = await read.value(a.input.payloads)
             scheduled[eid] = (a.activity_type.name, inp)
             if a.activity_type.name == "record_transition" and isinstance(inp, dict):
-                pending[eid] = _transition(inp, eid, policy_version)
+                pending[eid] = Transition(TransitionRecord.model_validate(inp), policy_version, eid)
         elif t == E.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
             a = ev.activity_task_completed_event_attributes
             kind, inp = scheduled.get(a.scheduled_event_id, ("?", None))
@@ -188,12 +178,9 @@ async def read_trail(history: WorkflowHistory, converter: DataConverter) -> Trai
             if kind == "record_transition" and a.scheduled_event_id in pending:
                 tr = pending.pop(a.scheduled_event_id)
                 if isinstance(result, dict):
-                    tr.recorded = True
-                    tr.amount, tr.audit_id = result.get("amount"), result.get("audit_id")
-                    tr.audit_hash, tr.transfer_id = result.get("audit_hash"), result.get("transfer_id")
-                    tr.allocation, tr.sources = result.get("allocation") or [], result.get("sources")
+                    tr.outcome = TransitionOutcome.model_validate(result)
                 trail.transitions.append(tr)
-                trail.events.append(Event(tr.at, "step", {"transition": tr}, eid))
+                trail.events.append(Event(tr.record.at, "step", {"transition": tr}, eid))
             elif kind in ("submit_payment", "check_payment", "escalate_payment", "send_reminder"):
                 trail.events.append(Event(at, kind, {"input": inp, "result": result}, eid))
         elif t in (E.EVENT_TYPE_ACTIVITY_TASK_FAILED, E.EVENT_TYPE_ACTIVITY_TASK_TIMED_OUT):
@@ -226,25 +213,16 @@ async def read_trail(history: WorkflowHistory, converter: DataConverter) -> Trai
     return trail
 
 
-def _transition(rec: dict[str, Any], event_id: int, policy_version: str | None) -> Transition:
-    return Transition(
-        key=rec["idempotency_key"],
-        household_code=rec["household_code"],
-        seq=rec["seq"],
-        step=rec["step"],
-        from_stage=rec["from_stage"],
-        to_stage=rec["to_stage"],
-        at=datetime.fromisoformat(rec["at"]),
-        actor=rec["actor"],
-        evidence=list(rec.get("evidence") or []),
-        reason=rec.get("reason"),
-        money=rec.get("money", "none"),
-        tranche=rec.get("tranche"),
-        payment_id=rec.get("payment_id"),
-        policy_version=policy_version,
-        event_id=event_id,
-    )
-
-
 def _actor_of(arg: Any) -> dict[str, Any] | None:
     return arg.get("actor") if isinstance(arg, dict) else None
+
+
+async def read_trails(
+    histories: AsyncIterator[WorkflowHistory], converter: DataConverter, *, on_done: Callable[[], None] | None = None
+) -> list[Trail]:
+    trails = []
+    async for history in histories:
+        trails.append(await read_trail(history, converter))
+        if on_done:
+            on_done()
+    return trails

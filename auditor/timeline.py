@@ -147,25 +147,27 @@ def lines(trail: Trail, lang: Lang = "vi") -> list[Line]:
 
 
 def _step_line(t: Transition, at: str, lang: Lang) -> Line:
-    what = _w(t.step, lang, STEPS)
-    if t.tranche:
-        what += f" ({_w('tranche', lang)} {t.tranche})"
-    if t.from_stage != t.to_stage:
-        what += f": {_w(t.from_stage, lang, STAGES)} → {_w(t.to_stage, lang, STAGES)}"
+    rec, outcome = t.record, t.outcome
+    what = _w(rec.step.value, lang, STEPS)
+    if rec.tranche:
+        what += f" ({_w('tranche', lang)} {rec.tranche})"
+    if rec.from_stage != rec.to_stage:
+        what += f": {_w(rec.from_stage.value, lang, STAGES)} → {_w(rec.to_stage.value, lang, STAGES)}"
     money = ""
-    if t.money in MONEY_WORD and t.amount:
-        money = f"{_w(MONEY_WORD[t.money], lang)} {dong(t.amount, lang)}"
-        pieces = [f"{p['source']} {dong(p['amount'], lang)} ({_w('tranche', lang)} {a['tranche']})"
-                  for a in t.allocation for p in a.get("pieces", [])]  # fmt: skip
+    if rec.money.value in MONEY_WORD and t.amount:
+        money = f"{_w(MONEY_WORD[rec.money.value], lang)} {dong(t.amount, lang)}"
+        pieces = [f"{p.source} {dong(p.amount, lang)} ({_w('tranche', lang)} {a.tranche})"
+                  for a in outcome.allocation for p in a.pieces]  # fmt: skip
         if pieces:
             money += ": " + "; ".join(pieces)
     if t.refusal:
         what = f"{_w('refused', lang)}: {what} — {t.refusal}"
     return Line(
-        at=at, what=what, who=t.actor["user_id"], role=_w(t.actor["role"], lang, ROLES), agency=t.actor["agency"],
-        evidence=t.evidence, reason=t.reason, money=money,
-        detail={"kind": "step", "seq": t.seq, "step": t.step, "key": t.key, "amount": t.amount, "money": t.money,
-                "audit_hash": t.audit_hash, "policy": t.policy_version, "event_id": t.event_id},
+        at=at, what=what, who=rec.actor.user_id, role=_w(rec.actor.role, lang, ROLES), agency=rec.actor.agency,
+        evidence=list(rec.evidence), reason=rec.reason, money=money,
+        detail={"kind": "step", "seq": rec.seq, "step": rec.step.value, "key": rec.idempotency_key,
+                "amount": t.amount, "money": rec.money.value, "audit_hash": outcome.audit_hash if outcome else None,
+                "policy": t.policy_version, "event_id": t.event_id},
     )  # fmt: skip
 
 
@@ -196,17 +198,23 @@ def as_json(trail: Trail) -> dict[str, Any]:
         "opened_with_key": trail.opened,
         "sealed_key_ids": sorted(trail.sealed_keys),
         "household": opened(trail.household),
-        "transitions": [
-            {"seq": t.seq, "key": t.key, "step": t.step, "from_stage": t.from_stage, "to_stage": t.to_stage,
-             "at": t.at.isoformat(), "actor": t.actor, "evidence": t.evidence, "reason": t.reason,
-             "policy_version": t.policy_version, "money": t.money, "amount": t.amount, "tranche": t.tranche,
-             "payment_id": t.payment_id, "allocation": t.allocation, "sources": t.sources,
-             "audit_hash": t.audit_hash, "recorded": t.recorded, "refusal": t.refusal}
-            for t in trail.transitions
-        ],  # fmt: skip
+        "transitions": [_transition_json(t) for t in trail.transitions],
         "events": [
             {"at": e.at.isoformat(), "kind": e.kind, "event_id": e.event_id,
              **{k: opened(v) for k, v in e.data.items() if k != "transition"}}
             for e in trail.events if e.kind != "step"
         ],  # fmt: skip
     }
+
+
+def _transition_json(t: Transition) -> dict[str, Any]:
+    rec = t.record.model_dump(mode="json")
+    outcome = t.outcome.model_dump(mode="json") if t.outcome else {}
+    return {
+        "seq": rec["seq"], "key": rec["idempotency_key"], "step": rec["step"], "from_stage": rec["from_stage"],
+        "to_stage": rec["to_stage"], "at": t.record.at.isoformat(), "actor": rec["actor"], "evidence": rec["evidence"],
+        "reason": rec["reason"], "policy_version": t.policy_version, "money": rec["money"], "amount": t.amount,
+        "tranche": rec["tranche"], "payment_id": rec["payment_id"], "allocation": outcome.get("allocation", []),
+        "sources": outcome.get("sources"), "audit_hash": outcome.get("audit_hash"), "recorded": t.recorded,
+        "refusal": t.refusal,
+    }  # fmt: skip

@@ -23,11 +23,11 @@ from typing import Any
 
 from auditor.history import Trail, Transition
 from auditor.records import Records
-from db.audit import GENESIS, canonical, row_hash
-from models.household import FORWARD, Stage, Step
+from db.audit import ChainWalk, canonical
+from models.household import CHANNEL_STEPS, FORWARD, Step
+from models.records import MoneyOp
 
 CHANNEL_ROLE = "payment_channel"  # the system user that records the payment channel's answers
-CHANNEL_STEPS = {Step.PAYMENT_CONFIRMED.value, Step.PAYMENT_FAILED.value}
 
 KINDS: dict[str, str] = {
     "history_without_audit": "a step in the history has no audit row",
@@ -45,15 +45,15 @@ KINDS: dict[str, str] = {
 }
 # Audit-row fields and the history's value for each.
 _COMPARED = (
-    ("step", lambda t: t.step),
-    ("from_stage", lambda t: t.from_stage),
-    ("to_stage", lambda t: t.to_stage),
-    ("actor_user_id", lambda t: t.actor["user_id"]),
-    ("actor_role", lambda t: t.actor["role"]),
-    ("actor_agency", lambda t: t.actor["agency"]),
-    ("evidence", lambda t: list(t.evidence)),
-    ("reason", lambda t: t.reason),
-    ("occurred_at", lambda t: canonical(t.at)),
+    ("step", lambda r: r.step.value),
+    ("from_stage", lambda r: r.from_stage.value),
+    ("to_stage", lambda r: r.to_stage.value),
+    ("actor_user_id", lambda r: r.actor.user_id),
+    ("actor_role", lambda r: r.actor.role),
+    ("actor_agency", lambda r: r.actor.agency),
+    ("evidence", lambda r: list(r.evidence)),
+    ("reason", lambda r: r.reason),
+    ("occurred_at", lambda r: canonical(r.at)),
 )
 
 
@@ -113,6 +113,7 @@ def verify(trails: Iterable[Trail], records: Records, *, archive_problems: Itera
         transfers_by_key[_transition_key(t["idempotency_key"])].append(t)
 
     with_history: set[str] = set()
+    sealed: set[str] = set()  # households whose history could not be read: their rows are not judged
     seen_keys: set[str] = set()
     for trail in trails:
         report.histories += 1
@@ -125,30 +126,27 @@ def verify(trails: Iterable[Trail], records: Records, *, archive_problems: Itera
             keys = ", ".join(sorted(trail.sealed_keys))
             report.add("history_sealed", code, f"history {trail.workflow_id}",
                        f"payloads sealed with key(s) {keys}; give the key to verify")  # fmt: skip
-            seen_keys |= {k for k, r in audit_by_key.items() if r["household_code"] == code}
-            seen_keys |= {k for k, ts in transfers_by_key.items() if ts[0]["household_code"] == code}
+            sealed.add(code)
             continue
         for t in trail.transitions:
-            seen_keys.add(t.key)
+            key = t.record.idempotency_key
+            seen_keys.add(key)
             if t.recorded:
                 report.transitions += 1
-                _check_transition(report, t, audit_by_key.get(t.key), transfers_by_key.get(t.key, []),
+                _check_transition(report, t, audit_by_key.get(key), transfers_by_key.get(key, []),
                                   transfers_by_id, records.policies)  # fmt: skip
         _check_policy_documents(report, trail, records.policies)
 
+    judged = with_history - sealed
     for key, row in audit_by_key.items():
-        if key in seen_keys:
-            continue
         code = row["household_code"]
-        if code in with_history:
+        if key not in seen_keys and code in judged:
             report.add("audit_without_history", code, f"audit row id={row['id']} (seq {row['seq']})",
                        f"step {row['step']} by {row['actor_user_id']} at {row['occurred_at']}, key {key}: "
                        "no such step in the household's history")  # fmt: skip
     for key, transfers in transfers_by_key.items():
-        if key in seen_keys:
-            continue
         code = transfers[0]["household_code"]
-        if code in with_history:
+        if key not in seen_keys and code in judged:
             for t in transfers:
                 report.add("ledger_without_history", code, f"ledger transfer id={t['id']}",
                            f"{t['kind']} {t['amount']:,} đ {t['debit_account']} → {t['credit_account']}, "
@@ -170,25 +168,29 @@ def _check_transition(
     transfers_by_id: dict[int, dict[str, Any]],
     policies: dict[str, dict[str, Any]],
 ) -> None:
-    code = t.household_code
-    where = f"history {code} seq {t.seq} ({t.step}, event {t.event_id})"
+    rec, outcome = t.record, t.outcome
+    assert outcome is not None  # only recorded steps are checked
+    code, key, step = rec.household_code, rec.idempotency_key, rec.step.value
+    where = f"history {code} seq {rec.seq} ({step}, event {t.event_id})"
     if row is None:
-        report.add("history_without_audit", code, where, f"key {t.key}: the audit log has no row for this step")
+        report.add("history_without_audit", code, where, f"key {key}: the audit log has no row for this step")
     else:
-        differs = [f"{name}: history {get(t)!r}, audit {row[name]!r}" for name, get in _COMPARED if row[name] != get(t)]
-        if row["seq"] != t.seq:
-            differs.append(f"seq: history {t.seq}, audit {row['seq']}")
+        differs = [f"{name}: history {get(rec)!r}, audit {row[name]!r}"
+                   for name, get in _COMPARED if row[name] != get(rec)]  # fmt: skip
+        if row["seq"] != rec.seq:
+            differs.append(f"seq: history {rec.seq}, audit {row['seq']}")
         if differs:
             report.add("record_differs", code, f"audit row id={row['id']}", "; ".join(differs))
-        if t.audit_hash and row["hash"] != t.audit_hash:
+        if row["hash"] != outcome.audit_hash:
             report.add("audit_hash_differs", code, f"audit row id={row['id']}",
-                       f"hash {row['hash'][:16]}…, the engine recorded {t.audit_hash[:16]}… for this step")  # fmt: skip
-        if (row["amount"] or None) != (t.amount or None):
+                       f"hash {row['hash'][:16]}…, the engine recorded {outcome.audit_hash[:16]}… "
+                       "for this step")  # fmt: skip
+        if (row["amount"] or None) != (outcome.amount or None):
             report.add("amount_differs", code, f"audit row id={row['id']}",
-                       f"audit amount {row['amount']}, history {t.amount} ({t.step})")  # fmt: skip
+                       f"audit amount {row['amount']}, history {outcome.amount} ({step})")  # fmt: skip
 
     moved = sum(x["amount"] for x in transfers)
-    expected = (t.amount or 0) if t.money != "none" else 0
+    expected = (outcome.amount or 0) if rec.money is not MoneyOp.NONE else 0
     if moved != expected:
         ids = ", ".join(str(x["id"]) for x in transfers) or "none"
         report.add("amount_differs", code, where,
@@ -196,41 +198,40 @@ def _check_transition(
                    f"the history says {expected:,} đ")  # fmt: skip
     else:
         report.amount_checked += moved
-    for tranche in t.allocation:
-        for piece in tranche.get("pieces", []):
-            found = transfers_by_id.get(piece["transfer_id"])
-            if found is None or _transition_key(found["idempotency_key"]) != t.key:
+    for tranche in outcome.allocation:
+        for piece in tranche.pieces:
+            found = transfers_by_id.get(piece.transfer_id)
+            if found is None or _transition_key(found["idempotency_key"]) != key:
                 report.add("amount_differs", code, where,
-                           f"tranche {tranche['tranche']} piece from {piece['source']}: transfer "
-                           f"{piece['transfer_id']} is not in the ledger under this step")  # fmt: skip
-            elif found["amount"] != piece["amount"] or found["debit_account"] != f"SRC:{piece['source']}":
+                           f"tranche {tranche.tranche} piece from {piece.source}: transfer "
+                           f"{piece.transfer_id} is not in the ledger under this step")  # fmt: skip
+            elif found["amount"] != piece.amount or found["debit_account"] != f"SRC:{piece.source}":
                 report.add("amount_differs", code, f"ledger transfer id={found['id']}",
                            f"{found['amount']:,} đ from {found['debit_account']}; the history has "
-                           f"{piece['amount']:,} đ from SRC:{piece['source']} "
-                           f"(tranche {tranche['tranche']})")  # fmt: skip
+                           f"{piece.amount:,} đ from SRC:{piece.source} (tranche {tranche.tranche})")  # fmt: skip
     _check_role(report, t, where, policies)
 
 
 def _check_role(report: VerifyReport, t: Transition, where: str, policies: dict[str, dict[str, Any]]) -> None:
-    role = t.actor["role"]
-    if t.step in CHANNEL_STEPS:
+    rec = t.record
+    role, code = rec.actor.role, rec.household_code
+    if rec.step in CHANNEL_STEPS:
         if role != CHANNEL_ROLE:
-            report.add("role_not_allowed", t.household_code, where,
-                       f"the payment channel's answer was recorded by {t.actor['user_id']} as {role!r}, "
+            report.add("role_not_allowed", code, where,
+                       f"the payment channel's answer was recorded by {rec.actor.user_id} as {role!r}, "
                        f"not by the channel's system role {CHANNEL_ROLE!r}")  # fmt: skip
         return
     doc = policies.get(t.policy_version or "")
     if doc is None:
-        report.add("policy_unknown", t.household_code, where,
-                   f"policy version {t.policy_version!r} is not in the policy table")  # fmt: skip
+        report.add("policy_unknown", code, where, f"policy version {t.policy_version!r} is not in the policy table")
         return
-    governing = t.step
-    if t.step == Step.SEND_BACK.value and t.from_stage in {s.value for s in FORWARD}:
-        governing = FORWARD[Stage(t.from_stage)][0].value  # a send-back is governed by the refused step's rule
-    allowed = (doc.get("steps", {}).get(governing) or {}).get("roles", [])
+    governing = rec.step
+    if rec.step is Step.SEND_BACK and rec.from_stage in FORWARD:
+        governing = FORWARD[rec.from_stage][0]  # a send-back is governed by the refused step's rule
+    allowed = (doc.get("steps", {}).get(governing.value) or {}).get("roles", [])
     if role not in allowed:
-        report.add("role_not_allowed", t.household_code, where,
-                   f"{t.actor['user_id']} took {t.step!r} as {role!r} on {t.at:%Y-%m-%d}; policy "
+        report.add("role_not_allowed", code, where,
+                   f"{rec.actor.user_id} took {rec.step.value!r} as {role!r} on {rec.at:%Y-%m-%d}; policy "
                    f"{t.policy_version} allows {', '.join(allowed) or 'no one'}")  # fmt: skip
 
 
@@ -252,20 +253,7 @@ def _check_policy_documents(report: VerifyReport, trail: Trail, policies: dict[s
 
 
 def _check_chain(report: VerifyReport, rows: list[dict[str, Any]]) -> None:
-    by_household: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for r in rows:
-        by_household[r["household_code"]].append(r)
-    for code, chain in sorted(by_household.items()):
-        prev = GENESIS
-        for expected_seq, r in enumerate(sorted(chain, key=lambda r: r["seq"]), start=1):
-            reason = None
-            if r["seq"] != expected_seq:
-                reason = f"expected seq {expected_seq}, found {r['seq']} (a row is missing)"
-            elif r["prev_hash"] != prev:
-                reason = "prev_hash is not the hash of the row before it"
-            elif row_hash(r["prev_hash"], r) != r["hash"]:
-                reason = "content does not match its hash (the row was edited)"
-            if reason:
-                report.add("chain_broken", code, f"audit row id={r['id']} (seq {r['seq']})", reason)
-                break  # the first break of a chain is the one to report
-            prev = r["hash"]
+    walk = ChainWalk()
+    for row in sorted(rows, key=lambda r: (r["household_code"], r["seq"])):
+        if (found := walk.see(row)) is not None:
+            report.add("chain_broken", found.household_code, f"audit row id={found.id} (seq {found.seq})", found.reason)

@@ -30,7 +30,6 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
-from sqlalchemy import select
 from temporalio.client import Client
 
 from bench.baseline import BaselineWorkflow
@@ -39,10 +38,10 @@ from core.settings import ROOT, Settings, get_settings
 from core.temporal import connect
 from db import ledger
 from db.engine import Sessions, make_engine, make_sessions
-from db.schema import household_tranches
+from models.finance import TrancheStatus
 from models.household import Household, Step
 from operations import sample
-from operations.actions import Refusal, take_step
+from operations.actions import household_state, take_step
 from operations.csv_list import to_csv
 from operations.imports import register, start_workflows
 from operations.seed import seed_demo
@@ -99,16 +98,16 @@ def script(h: Household) -> list[tuple[Step, str, dict]]:
     ]
 
 
-async def _paid(sessions: Sessions, code: str, within: float = 120.0) -> None:
+async def _paid(client: Client, code: str, within: float = 120.0) -> None:
+    """Wait until the workflow itself shows every tranche paid: settlement is judged on its state (the read
+    model is written a moment before the workflow applies the channel's answer)."""
     deadline = time.monotonic() + within
     while True:
-        async with sessions() as s:
-            statuses = (await s.scalars(select(household_tranches.c.status)
-                                        .where(household_tranches.c.household_code == code))).all()  # fmt: skip
-        if statuses and all(st == "paid" for st in statuses):
+        tranches = (await household_state(client, code)).tranches
+        if tranches and all(t.status is TrancheStatus.PAID for t in tranches):
             return
         if time.monotonic() > deadline:
-            raise TimeoutError(f"household {code}: tranches not paid after {within:.0f} s ({statuses})")
+            raise TimeoutError(f"household {code}: tranches not paid after {within:.0f} s")
         await asyncio.sleep(0.05)
 
 
@@ -142,17 +141,9 @@ async def run_ours(client: Client, sessions: Sessions, task_queue: str, items: l
     async def household(h: Household, latencies: list[float]) -> None:
         for step, user, kwargs in script(h):
             if step is Step.SETTLE:
-                await _paid(sessions, h.code)
-            for attempt in range(40):
-                started = time.perf_counter()
-                try:
-                    await take_step(client, sessions, h.code, step, user, **kwargs)
-                    break
-                except Refusal as refusal:
-                    # The read model shows the payment a moment before the workflow has applied it.
-                    if refusal.rule != "PaymentsOutstanding" or attempt == 39:
-                        raise
-                    await asyncio.sleep(0.05)
+                await _paid(client, h.code)
+            started = time.perf_counter()
+            await take_step(client, sessions, h.code, step, user, **kwargs)
             latencies.append((time.perf_counter() - started) * 1000)
 
     return await _officers("ours", officers, registered, household, advance)

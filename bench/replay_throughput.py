@@ -32,6 +32,7 @@ from auditor.archive import Archive
 from auditor.replay import replay_files
 from core.codec import read_ring
 from core.settings import get_settings
+from core.temporal import key_ring
 
 HERE = Path(__file__).parent
 
@@ -60,7 +61,8 @@ async def main() -> None:
     sources = [(w, p) for w, p in arch.history_files() if w.startswith("household-")]
     if not sources:
         raise SystemExit(f"{args.export.name}: no household histories")
-    keys = read_ring(args.keys or get_settings().payload_keys_path).dump()
+    ring = read_ring(args.keys) if args.keys else key_ring(get_settings())
+    keys = ring.dump()
     events = sum(a["events"] for r, a in arch.manifest["files"].items() if r.startswith("histories/household-"))
     console = Console()
     with tempfile.TemporaryDirectory(prefix="replay-set-") as tmp:

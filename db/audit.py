@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -78,7 +79,7 @@ def canonical(value: Any) -> Any:
     return value
 
 
-def row_hash(prev_hash: str, fields: dict[str, Any]) -> str:
+def row_hash(prev_hash: str, fields: Mapping[str, Any]) -> str:
     body = {name: canonical(fields[name]) for name in HASHED_FIELDS}
     payload = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256((prev_hash + payload).encode()).hexdigest()
@@ -128,37 +129,50 @@ async def append(session: AsyncSession, *, prev_hash: str, **fields: Any) -> Aud
     )
 
 
+class ChainWalk:
+    """Checks rows in (household, seq) order, one at a time: each chain must number its rows from 1 without
+    gaps, link each row to the hash of the one before, and hash to its own content. `see` returns the first
+    break of a chain (later rows of a broken chain are not judged again)."""
+
+    def __init__(self) -> None:
+        self.rows = self.households = 0
+        self._current: str | None = None
+        self._prev_hash = GENESIS
+        self._expected_seq = 1
+        self._broken = False
+
+    def see(self, row: Mapping[str, Any]) -> ChainBreak | None:
+        self.rows += 1
+        if row["household_code"] != self._current:
+            self._current, self._prev_hash, self._expected_seq, self._broken = row["household_code"], GENESIS, 1, False
+            self.households += 1
+        if self._broken:
+            return None
+        reason = None
+        if row["seq"] != self._expected_seq:
+            reason = f"expected seq {self._expected_seq}, found {row['seq']} (a row is missing)"
+        elif row["prev_hash"] != self._prev_hash:
+            reason = "prev_hash does not match the hash of the row before it"
+        elif row_hash(row["prev_hash"], row) != row["hash"]:
+            reason = "content does not match its hash (the row was edited)"
+        if reason:
+            self._broken = True
+            return ChainBreak(row["id"], row["household_code"], row["seq"], reason)
+        self._prev_hash = row["hash"]
+        self._expected_seq += 1
+        return None
+
+
 async def verify_chain(session: AsyncSession, household_code: str | None = None) -> ChainReport:
     """Recompute every hash and link. Reports the broken row with the lowest id, if any."""
     query = select(audit_log).order_by(audit_log.c.household_code, audit_log.c.seq)
     if household_code is not None:
         query = query.where(audit_log.c.household_code == household_code)
+    walk = ChainWalk()
     breaks: list[ChainBreak] = []
-    rows = households = 0
-    current: str | None = None
-    prev_hash = GENESIS
-    expected_seq = 1
-    broken = False
     result = await session.stream(query.execution_options(yield_per=2000))
     async for row in result.mappings():
-        rows += 1
-        if row["household_code"] != current:
-            current, prev_hash, expected_seq, broken = row["household_code"], GENESIS, 1, False
-            households += 1
-        if broken:
-            continue  # the first break of a chain is the one to report
-        reason = None
-        if row["seq"] != expected_seq:
-            reason = f"expected seq {expected_seq}, found {row['seq']} (a row is missing)"
-        elif row["prev_hash"] != prev_hash:
-            reason = "prev_hash does not match the hash of the row before it"
-        elif row_hash(row["prev_hash"], dict(row)) != row["hash"]:
-            reason = "content does not match its hash (the row was edited)"
-        if reason:
-            breaks.append(ChainBreak(row["id"], row["household_code"], row["seq"], reason))
-            broken = True
-            continue
-        prev_hash = row["hash"]
-        expected_seq += 1
+        if (found := walk.see(row)) is not None:
+            breaks.append(found)
     first = min(breaks, key=lambda b: b.id) if breaks else None
-    return ChainReport(rows=rows, households=households, first_break=first)
+    return ChainReport(rows=walk.rows, households=walk.households, first_break=first)

@@ -17,7 +17,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHistory
 
 from auditor import archive, timeline
-from auditor.history import read_trail
+from auditor.history import read_trail, read_trails
 from auditor.records import fetch_histories, household_workflow_ids, read_records
 from auditor.replay import replay
 from auditor.verify import verify
@@ -53,7 +53,7 @@ async def run(client, sessions, settings):
 
 
 async def trails_of(client, codes, converter=SEALED):
-    return [await read_trail(h, converter) async for h in fetch_histories(client, household_workflow_ids(codes))]
+    return await read_trails(fetch_histories(client, household_workflow_ids(codes)), converter)
 
 
 @asynccontextmanager
@@ -91,7 +91,7 @@ async def test_timeline_from_the_history_alone_in_both_languages(client, run):
     [trail] = await trails_of(client, [paid.code])
     vi = timeline.lines(trail, "vi")
     en = timeline.lines(trail, "en")
-    steps = [t.step for t in trail.transitions]
+    steps = [t.record.step for t in trail.transitions]
     assert steps[:3] == ["verify", "approve", "allocate"] and steps[-1] == "settle"
     allocate = next(line for line in vi if line.detail.get("step") == "allocate")
     assert allocate.who == "tc.hoang" and allocate.role == "cán bộ Sở Tài chính"

@@ -12,6 +12,7 @@ import pytest
 from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 
+from auditor.history import read_trail
 from core.temporal import sandbox_runner
 from tests.conftest import SEALED
 from workflows.batch import PayoutBatchWorkflow
@@ -44,3 +45,14 @@ async def test_history_replays_against_current_code(path: Path):
                         workflow_runner=sandbox_runner())  # fmt: skip
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     assert result.replay_failure is None, f"{path.name}: {result.replay_failure}"
+
+
+@pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
+async def test_the_auditors_reader_takes_every_recorded_history(path: Path):
+    """Every release's step records still parse as the engine's models, each recorded step with its outcome."""
+    trail = await read_trail(WorkflowHistory.from_json(path.stem, path.read_text()), SEALED)
+    assert trail.opened
+    if trail.workflow_type == "HouseholdWorkflow":
+        recorded = [t for t in trail.transitions if t.recorded]
+        assert [t.record.seq for t in recorded] == list(range(1, len(recorded) + 1))
+        assert all(t.outcome.audit_hash for t in recorded)
