@@ -1,5 +1,10 @@
-"""Temporal's floor for the driver: a bare workflow with as many updates as a household takes, each running
-one activity that does nothing. Same servers, same client library, no database, no codec.
+"""Temporal's floor for the driver: a bare workflow that takes exactly the Temporal calls a household takes,
+each activity doing nothing. Same servers, same client library; no database, no codec.
+
+Per household (as `HouseholdWorkflow` on the driver's path): 11 updates, 17 activities and 2 signals —
+every update records its step (one activity), the two releases also hand the instruction to the channel
+(a second activity), and each of the channel's two confirmations is a signal whose handler checks the
+payment and records it (two activities).
 
     python -m bench.baseline TASK_QUEUE      # a worker for it, as its own process (the driver starts it)
 """
@@ -17,6 +22,13 @@ from temporalio.worker import Worker
 with workflow.unsafe.imports_passed_through():
     from core.settings import get_settings
 
+# Activities each of the 11 updates runs, in the driver's order: the releases (6th and 10th) run two.
+ACTIVITIES_PER_UPDATE = (1, 1, 1, 1, 1, 2, 1, 1, 1, 2, 1)
+ACTIVITIES_PER_SIGNAL = 2
+SIGNALS = 2
+UPDATES = len(ACTIVITIES_PER_UPDATE)
+RELEASES = tuple(k for k, n in enumerate(ACTIVITIES_PER_UPDATE) if n == 2)
+
 
 @activity.defn(name="baseline_noop")
 async def noop(n: int) -> int:
@@ -26,18 +38,32 @@ async def noop(n: int) -> int:
 @workflow.defn(name="BaselineWorkflow")
 class BaselineWorkflow:
     def __init__(self) -> None:
-        self._done = 0
+        self._updates = 0
+        self._signals = 0
 
     @workflow.run
-    async def run(self, steps: int) -> int:
-        await workflow.wait_condition(lambda: self._done >= steps and workflow.all_handlers_finished())
-        return self._done
+    async def run(self) -> int:
+        await workflow.wait_condition(
+            lambda: self._updates >= UPDATES and self._signals >= SIGNALS and workflow.all_handlers_finished()
+        )
+        return self._updates + self._signals
 
     @workflow.update
-    async def step(self, n: int) -> int:
-        await workflow.execute_activity(noop, n, start_to_close_timeout=timedelta(seconds=30))
-        self._done += 1
-        return self._done
+    async def step(self, k: int) -> int:
+        for i in range(ACTIVITIES_PER_UPDATE[k]):
+            await workflow.execute_activity(noop, i, start_to_close_timeout=timedelta(seconds=30))
+        self._updates += 1
+        return self._updates
+
+    @workflow.signal
+    async def confirm(self) -> None:
+        for i in range(ACTIVITIES_PER_SIGNAL):
+            await workflow.execute_activity(noop, i, start_to_close_timeout=timedelta(seconds=30))
+        self._signals += 1
+
+    @workflow.query
+    def confirmed(self) -> int:
+        return self._signals
 
 
 async def serve(task_queue: str) -> None:
