@@ -17,12 +17,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import os
+import random
+import resource
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -136,9 +139,23 @@ async def _officers(label: str, n: int, work: list, one: Callable, advance: Call
     return figures
 
 
+def thinker(think: float, seed: int = 0) -> Callable[[], Awaitable[None]]:
+    """An officer's pause before each action: exponential with mean `think` seconds (none when 0), drawn
+    from a seeded generator so a run can be repeated."""
+    rng = random.Random(seed)
+
+    async def pause() -> None:
+        if think:
+            await asyncio.sleep(rng.expovariate(1 / think))
+
+    return pause
+
+
 async def run_ours(client: Client, sessions: Sessions, task_queue: str, items: list[Household], officers: int,
-                   advance: Callable[[], None] = lambda: None) -> Figures:  # fmt: skip
-    """Import `items`, start their workflows, then take every household through all its steps."""
+                   advance: Callable[[], None] = lambda: None, think: float = 0.0) -> Figures:  # fmt: skip
+    """Import `items`, start their workflows, then take every household through all its steps (with a
+    pause of `think` seconds on average before each action; none for the throughput run)."""
+    pause = thinker(think)
     _, registered, policy = await register(sessions, to_csv(items), "bench.csv", sample.PROVINCE_USER)
     await start_workflows(client, task_queue, registered, policy)
 
@@ -146,6 +163,7 @@ async def run_ours(client: Client, sessions: Sessions, task_queue: str, items: l
         for step, user, kwargs in script(h):
             if step is Step.SETTLE:
                 await _paid(client, h.code)
+            await pause()
             started = time.perf_counter()
             await take_step(client, sessions, h.code, step, user, **kwargs)
             latencies.append((time.perf_counter() - started) * 1000)
@@ -154,10 +172,12 @@ async def run_ours(client: Client, sessions: Sessions, task_queue: str, items: l
 
 
 async def run_baseline(client: Client, task_queue: str, n: int, officers: int,
-                       advance: Callable[[], None] = lambda: None, prefix: str | None = None) -> Figures:  # fmt: skip
+                       advance: Callable[[], None] = lambda: None, prefix: str | None = None,
+                       think: float = 0.0) -> Figures:  # fmt: skip
     """The floor: `n` bare workflows taking the same Temporal calls as a household, by the same officers. The
     channel's confirmation after each release is a signal sent from here; the settling update waits, as
     ours does, until the workflow shows both confirmations applied."""
+    pause = thinker(think)
     prefix = prefix or f"baseline-{uuid.uuid4().hex[:8]}"
     handles = [await client.start_workflow(BaselineWorkflow.run, id=f"{prefix}-{i}", task_queue=task_queue)
                for i in range(n)]  # fmt: skip
@@ -166,6 +186,7 @@ async def run_baseline(client: Client, task_queue: str, n: int, officers: int,
         for k in range(UPDATES):
             if k == UPDATES - 1:
                 await _until(lambda: handle.query(BaselineWorkflow.confirmed), lambda c: c >= SIGNALS, handle.id)
+            await pause()
             started = time.perf_counter()
             await handle.execute_update(BaselineWorkflow.step, k)
             latencies.append((time.perf_counter() - started) * 1000)
@@ -187,21 +208,40 @@ def cpu_by_process() -> dict[str, float]:
         except OSError:
             continue
         fields = stat.rsplit(")", 1)[1].split()
-        seconds = (int(fields[11]) + int(fields[12])) / tick
+        # utime + stime, plus cutime + cstime: PostgreSQL's backends come and go, and the postmaster
+        # keeps the CPU of those that have ended.
+        seconds = sum(int(x) for x in fields[11:15]) / tick
         name = next((label for label, marks in PROCESSES if all(m in cmd for m in marks)), None)
         if name:
             totals[name] = totals.get(name, 0.0) + seconds
     return totals
 
 
+def _own_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 def _delta(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
     return {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
+
+
+def province_items(seed: int, n: int, run: str) -> list[Household]:
+    """The first `n` households of the generated province under codes and CCCDs of this run's own, so a
+    second run on the same database registers new households (one salt added to the last six digits of
+    every CCCD keeps them unique within the run)."""
+    salt = int(hashlib.sha256(run.encode()).hexdigest()[:5], 16)
+    return [Household(**(r | {"code": f"{run}{r['code']}", "programme": "",
+                              "cccd": f"{r['cccd'][:6]}{(int(r['cccd'][6:]) + salt) % 10**6:06d}"}))
+            for r in lang_son(seed).all[:n]]  # fmt: skip
 
 
 async def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--households", type=int, default=6508)
     ap.add_argument("--officers", type=int, default=20)
+    ap.add_argument("--paced", type=int, default=200, help="households in the latency pass (0: none)")
+    ap.add_argument("--think", type=float, default=2.0, help="officers' mean pause in the latency pass, s")
     ap.add_argument("--seed", type=int, default=2025)
     args = ap.parse_args()
     settings: Settings = get_settings()
@@ -213,53 +253,62 @@ async def main() -> None:
         await ledger.receive(s, key="bench:province-budget", source="NS-TINH", amount=400_000_000_000,
                              memo="benchmark: the province's whole budget")  # fmt: skip
     run = uuid.uuid4().hex[:4].upper()
-    # Codes and CCCDs of their own, so a second run on the same database registers new households
-    # (adding one salt to the last six digits keeps the CCCDs unique within the run).
-    salt = int(run, 16)
-    items = [Household(**(r | {"code": f"B{run}{r['code']}", "programme": "",
-                               "cccd": f"{r['cccd'][:6]}{(int(r['cccd'][6:]) + salt) % 10**6:06d}"}))
-             for r in lang_son(args.seed).all[: args.households]]  # fmt: skip
     client = await connect(settings)
     bare = await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace)
     baseline_queue = f"baseline-{run}"
     proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "bench.baseline", baseline_queue, cwd=ROOT,
                                                 stdout=asyncio.subprocess.PIPE)  # fmt: skip
     assert proc.stdout and (await proc.stdout.readline()).strip() == b"ready"
+    # Throughput: officers act back to back, the machine saturated. Latency: the same officers at a
+    # human pace (a pause before each action), as a working day looks.
+    phases = [("ours", province_items(args.seed, args.households, f"B{run}"), 0.0),
+              ("baseline", args.households, 0.0)]
+    if args.paced:
+        phases += [("ours paced", province_items(args.seed, args.paced, f"P{run}"), args.think),
+                   ("baseline paced", args.paced, args.think)]  # fmt: skip
+    results: dict[str, Figures] = {}
     try:
-        results = []
-        for label in ("ours", "baseline"):
+        for label, work, think in phases:
+            total = len(work) if isinstance(work, list) else work
             with Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                           console=console) as bar:  # fmt: skip
-                task = bar.add_task("", total=len(items))
-                before = cpu_by_process()
-                if label == "ours":
-                    figures = await run_ours(client, sessions, settings.temporal_task_queue, items, args.officers,
-                                             lambda t=task: bar.advance(t))  # fmt: skip
+                task = bar.add_task("", total=total)
+                before = cpu_by_process() | {"driver": _own_cpu()}
+                if label.startswith("ours"):
+                    figures = await run_ours(client, sessions, settings.temporal_task_queue, work, args.officers,
+                                             lambda t=task: bar.advance(t), think=think)  # fmt: skip
                 else:
-                    figures = await run_baseline(bare, baseline_queue, len(items), args.officers,
-                                                 lambda t=task: bar.advance(t))  # fmt: skip
-                figures.cpu = _delta(cpu_by_process(), before)
-            results.append(figures)
+                    figures = await run_baseline(bare, baseline_queue, work, args.officers,
+                                                 lambda t=task: bar.advance(t), think=think)  # fmt: skip
+                figures.cpu = _delta(cpu_by_process() | {"driver": _own_cpu()}, before)
+                figures.label = label
+            results[label] = figures
     finally:
         proc.terminate()
         await proc.wait()
         await engine.dispose()
-    ours, base = results
+    ours, base = results["ours"], results["baseline"]
     table = Table("figure", "ours", "baseline", "ratio ours / baseline", title="Driver")
     rows = [("households/s", ours.per_second, base.per_second),
             ("transitions/s", ours.transitions / ours.seconds, base.transitions / base.seconds),
             ("action p50 ms", ours.pct(50), base.pct(50)), ("action p95 ms", ours.pct(95), base.pct(95)),
             ("action p99 ms", ours.pct(99), base.pct(99))]  # fmt: skip
+    if args.paced:
+        po, pb = results["ours paced"], results["baseline paced"]
+        rows += [(f"paced ({args.think:g} s pause) p{p} ms", po.pct(p), pb.pct(p)) for p in (50, 95, 99)]
     for name, a, b in rows:
-        table.add_row(name, f"{a:,.1f}", f"{b:,.1f}", f"{(b / a if 'per' in name or '/s' in name else a / b):.2f}")
+        table.add_row(name, f"{a:,.1f}", f"{b:,.1f}", f"{(b / a if '/s' in name else a / b):.2f}")
     for name in sorted(set(ours.cpu) | set(base.cpu)):
         table.add_row(f"CPU s: {name}", f"{ours.cpu.get(name, 0):,.1f}", f"{base.cpu.get(name, 0):,.1f}", "")
     console.print(table)
     out = HERE / "results" / f"driver-{datetime.now(UTC):%Y%m%d-%H%M%S}.json"
     out.parent.mkdir(exist_ok=True)
-    record = {"measured_at": datetime.now(UTC).isoformat(timespec="seconds"), "households": len(items),
+    record = {"measured_at": datetime.now(UTC).isoformat(timespec="seconds"), "households": args.households,
               "officers": args.officers, "ours": ours.summary(), "baseline": base.summary(),
               "ratio_time_per_household": round(base.per_second / ours.per_second, 2)}
+    if args.paced:
+        record["paced"] = {"households": args.paced, "think_s": args.think,
+                           "ours": results["ours paced"].summary(), "baseline": results["baseline paced"].summary()}
     out.write_text(json.dumps(record, indent=1) + "\n")
     console.print(f"written to bench/results/{out.name}")
 

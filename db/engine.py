@@ -14,7 +14,7 @@ def make_engine(settings: Settings, *, url: str | None = None) -> AsyncEngine:
         url or settings.asyncpg_url,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_pool_size,
-        pool_pre_ping=True,
+        pool_pre_ping=settings.db_pre_ping,
     )
 
 
