@@ -134,6 +134,8 @@ def replay_cmd(
     codes: list[str] = typer.Option(None, "--code", help="Only these households"),
     jobs: int = typer.Option(os.cpu_count() or 1, "--jobs", min=1, help="Processes replaying an export"),
     key_file: Path | None = KEY_FILE,
+    sandbox: bool = typer.Option(False, "--sandbox", help="Replay inside the workflow sandbox (slower; catches "
+                                 "calls that could become non-deterministic, as the test suite does)"),
 ) -> None:
     """Replay histories against the current workflow code; name every household whose history the code no
     longer reproduces (non-determinism), with the reason. Exit 1 when any does."""
@@ -148,12 +150,14 @@ def replay_cmd(
             files = _archive_files(arch, ALL_WORKFLOWS, _codes(codes))
             with _progress() as bar:
                 task = bar.add_task(f"replaying ({jobs} processes)", total=len(files))
-                report = await replay_files(files, ring.dump(), jobs=jobs, on_done=lambda n: bar.advance(task, n))
+                report = await replay_files(files, ring.dump(), jobs=jobs, sandbox=sandbox,
+                                            on_done=lambda n: bar.advance(task, n))  # fmt: skip
             return report, time.perf_counter() - started, arch.problems
         total, histories, _ = await _histories(settings, None, ALL_WORKFLOWS, _codes(codes))
         with _progress() as bar:
             task = bar.add_task("replaying", total=total)
-            report = await replay(histories, with_codec(DATA_CONVERTER, ring), on_done=lambda: bar.advance(task))
+            report = await replay(histories, with_codec(DATA_CONVERTER, ring), sandbox=sandbox,
+                                  on_done=lambda: bar.advance(task))  # fmt: skip
         return report, time.perf_counter() - started, []
 
     report, seconds, problems = run(go)

@@ -1,13 +1,16 @@
 """Replay throughput of the auditors' tool over a province-sized set of histories.
 
     python starter.py audit export EXPORT            # after `make demo`: 132 household histories
-    python -m bench.replay_throughput EXPORT --size 6508 [--jobs 2] [--keys FILE]
+    python -m bench.replay_throughput EXPORT --size 6508 [--jobs 2] [--keys FILE] [--sandbox]
+    python -m bench.replay_throughput EXPORT --size 0     # the export's own histories, as they are
 
 The set is the export's household histories, copied round-robin into a scratch folder until it holds
-`--size` files (6,508 = Lạng Sơn's 2025 province). Each copy is a separate file, read and parsed from disk
-and replayed in full, so the figure includes everything `audit replay --from` does per history. Replaying
-one history does not depend on any other, so a set of copies costs what a set of distinct households with
-the same paths would. Prints a table and writes the figures as JSON next to this file (results/).
+`--size` files (6,508 = Lạng Sơn's 2025 province); with `--size 0`, the export's histories themselves
+(after a driver run over the whole province: its 6,508 distinct households). Each copy is a separate file,
+read and parsed from disk and replayed in full, so the figure includes everything `audit replay --from`
+does per history. Replaying one history does not depend on any other, so a set of copies costs what a set
+of distinct households with the same paths would. Prints a table and writes the figures as JSON next to
+this file (results/).
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ async def main() -> None:
     ap.add_argument("--size", type=int, default=6508)
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--keys", type=Path, help="payload key file (default: the configured one)")
+    ap.add_argument("--sandbox", action="store_true", help="replay inside the workflow sandbox")
     args = ap.parse_args()
 
     arch = Archive.open(args.export)
@@ -66,7 +70,7 @@ async def main() -> None:
     events = sum(a["events"] for r, a in arch.manifest["files"].items() if r.startswith("histories/household-"))
     console = Console()
     with tempfile.TemporaryDirectory(prefix="replay-set-") as tmp:
-        files = []
+        files = list(sources) if args.size == 0 else []
         for i in range(args.size):
             wid, src = sources[i % len(sources)]
             dst = Path(tmp) / f"{i:05d}-{src.name}"
@@ -78,7 +82,8 @@ async def main() -> None:
         with Progress(TextColumn("replaying"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=console) as bar:  # fmt: skip
             task = bar.add_task("", total=len(files))
-            report = await replay_files(files, keys, jobs=args.jobs, on_done=lambda n: bar.advance(task, n))
+            report = await replay_files(files, keys, jobs=args.jobs, sandbox=args.sandbox,
+                                        on_done=lambda n: bar.advance(task, n))  # fmt: skip
         seconds = time.perf_counter() - started
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
@@ -88,6 +93,7 @@ async def main() -> None:
         "set": {"histories": len(files), "distinct": len(sources), "mb": round(size_mb, 1),
                 "events_per_history": round(events / len(sources), 1)},
         "jobs": args.jobs,
+        "sandbox": args.sandbox,
         "seconds": round(seconds, 1),
         "histories_per_second": round(len(files) / seconds, 1),
         "cpu_seconds": round(cpu, 1),

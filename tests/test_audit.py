@@ -142,6 +142,8 @@ async def test_export_then_offline_replay_and_verify(client, sessions, run, tmp_
     assert arch.problems == []
     report = await replay(arch.histories(), SEALED)
     assert (report.replayed, report.failures) == (3, [])
+    sandboxed = await replay(arch.histories(), SEALED, sandbox=True)
+    assert (sandboxed.replayed, sandboxed.failures) == (3, [])
     trails = [await read_trail(h, SEALED) for h in arch.histories()]
     assert verify(trails, arch.records()).discrepancies == []
 
