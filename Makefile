@@ -15,8 +15,9 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 ## make demo: embedded stack + worker, import the sample list, every household through all six stages
+## make demo PROVINCE=lang-son: the same on a generated province (Lạng Sơn 2025, 6,508 households)
 demo: install
-	$(PY) starter.py demo
+	$(PY) starter.py demo $(if $(PROVINCE),--province $(PROVINCE))
 
 ## make test: lint, then the whole suite against real PostgreSQL and Temporal test servers
 test: install

@@ -19,6 +19,7 @@ import asyncio
 import json
 import os
 import sys
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from datetime import date
@@ -414,6 +415,12 @@ def print_report(rep: reports.Report) -> None:
     table.add_row("[bold]total", "", str(totals["households"]), str(totals["new_builds"]), str(totals["repairs"]),
                   _dong(totals["reserved"]), _dong(totals["paid"]))  # fmt: skip
     out.print(table)
+    table = Table("decision", "households", "new builds", "repairs", "entitled (đ)", "reserved (đ)", "paid (đ)",
+                  title="Households by approving decision")  # fmt: skip
+    for d in rep.by_decision:
+        table.add_row(d.decision_ref, f"{d.households:,}", f"{d.new_builds:,}", f"{d.repairs:,}", _dong(d.entitled),
+                      _dong(d.reserved), _dong(d.paid))  # fmt: skip
+    out.print(table)
 
 
 # ---------------------------------------------------------------------------------------------- finance
@@ -706,12 +713,17 @@ def notify_drain() -> None:
 def demo(
     households_csv: Path = typer.Option(ROOT / "data/demo/households.csv", "--households", exists=True),
     concurrency: int = typer.Option(16, min=1, max=200),
+    province: str | None = typer.Option(None, "--province", help="Run on a generated province instead of the "
+                                        "sample list: 'lang-son' (Lạng Sơn 2025, 6,508 households)"),
 ) -> None:
     """Start the stack and a worker, import the sample list, take every household through all six stages
     (allocation split across sources, tranches paid through the payment channel), and print the summary."""
     # The simulated bank fails a few first attempts so the demo shows retries; a started worker keeps its own.
     os.environ.setdefault("PAYMENT_FAIL_RATE", "0.05")
     settings = get_settings()
+    budget = None
+    if province:
+        households_csv, budget = _province_files(settings, province)
     stack = Stack(settings)
     out.rule("[bold]1. Stack")
     try:
@@ -724,6 +736,11 @@ def demo(
             client = await connect(settings)
             out.rule("[bold]2. Reference data and the approved list")
             out.print(f"seeded: {await seed(sessions)}")
+            if budget:
+                ref = f"Giao dự toán hỗ trợ nhà ở 2025 toàn tỉnh ({province})"
+                t, _ = await finance_ops.receive(sessions, sample.FINANCE_USERS[1], source="NS-TINH", amount=budget,
+                                                 ref=ref)  # fmt: skip
+                out.print(f"NS-TINH received {_dong(t.amount)} đồng: the province's whole list at today's policy")
             rep = await import_file(sessions, client, settings.temporal_task_queue, households_csv, "tinh.luong")
             out.print(rep.describe(households_csv.name))
             codes = list(rep.codes)
@@ -761,12 +778,37 @@ def demo(
     run(go)
 
 
+def _province_files(settings: Settings, name: str) -> tuple[Path, int]:
+    """Write the generated province's lists into the state folder; return the main list and the support
+    its households are entitled to (the budget the demo gives the province)."""
+    from bench.province import SUPPORT, lang_son, write  # the generator lives with the benchmarks
+
+    if name != "lang-son":
+        fail(f"--province {name!r}: this build generates 'lang-son'")
+    where = settings.state_dir / f"province-{name}"
+    where.mkdir(parents=True, exist_ok=True)
+    generated = lang_son()
+    write(generated, where)
+    return where / "households.csv", sum(SUPPORT[r["support_type"]] for r in generated.all)
+
+
+# A payout batch covers one decision, split by district when the decision's list is longer than this: what
+# one Finance officer authorises at a time, and a batch workflow's history stays small.
+BATCH_SPLIT = 500
+
+
 async def _demo_rounds(settings: Settings, sessions, client, items, concurrency: int) -> dict[str, str]:
     """Officers take every step they can; then Finance authorises and the treasury releases each due
     tranche in one batch per decision; the payment channel answers; again until every file is closed."""
     failures: dict[str, str] = {}
     finance_user, treasury = sample.FINANCE_USERS[0], sample.TREASURY_USER
-    decisions = sorted({h.decision_ref for h in items})
+    per_decision = Counter(h.decision_ref for h in items)
+    selections = [
+        BatchSelection(decision_ref=d, district=district)
+        for d in sorted(per_decision)
+        for district in (sorted({h.district for h in items if h.decision_ref == d})
+                         if per_decision[d] > BATCH_SPLIT else [None])
+    ]  # fmt: skip
     codes = [h.code for h in items]
     for round_no in range(1, 8):
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -780,10 +822,10 @@ async def _demo_rounds(settings: Settings, sessions, client, items, concurrency:
         if not pending:
             break
         for tranche in sorted({n for n, _ in pending}):
-            for decision in decisions:
-                selection = BatchSelection(decision_ref=decision)
+            for selection in selections:
                 for action, user in ((BatchAction.AUTHORISE, finance_user), (BatchAction.RELEASE, treasury)):
-                    evidence = [f"{action.value}/{decision}/t{tranche}/r{round_no}"]
+                    where = "/".join(filter(None, (selection.decision_ref, selection.district)))
+                    evidence = [f"{action.value}/{where}/t{tranche}/r{round_no}"]
                     await _batch(client, sessions, settings.temporal_task_queue, action, tranche, selection, user,
                                  evidence, f"demo-r{round_no}", 8)  # fmt: skip
         left = await payouts.wait_for_payments(sessions, codes)

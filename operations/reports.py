@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from datetime import timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 
 from sqlalchemy import case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -28,12 +28,28 @@ class DistrictStageRow:
 
 
 @dataclass(frozen=True)
+class DecisionRow:
+    """One approving decision's list: its houses, the support they are entitled to at today's policy, and
+    what has been reserved and paid for them so far."""
+
+    decision_ref: str
+    households: int
+    new_builds: int
+    repairs: int
+    entitled: int
+    reserved: int
+    paid: int
+
+
+@dataclass(frozen=True)
 class Report:
     by_district_stage: list[DistrictStageRow]
     by_source: list[ledger.SourceBalance]
+    by_decision: list[DecisionRow]
 
     def as_json(self) -> dict:
         return {
+            "by_decision": [asdict(r) for r in self.by_decision],
             "by_district_stage": [asdict(r) for r in self.by_district_stage],
             "by_source": [asdict(s) | {"free": s.free} for s in self.by_source],
             "totals": {
@@ -46,7 +62,7 @@ class Report:
         }
 
 
-async def build(session: AsyncSession) -> Report:
+async def build(session: AsyncSession, today: date | None = None) -> Report:
     h = households.c
     rows = await session.execute(
         select(
@@ -61,7 +77,28 @@ async def build(session: AsyncSession) -> Report:
     )
     table = [DistrictStageRow(d, s, n, nb, rp, int(res), int(paid)) for d, s, n, nb, rp, res, paid in rows]
     table.sort(key=lambda r: (r.district, STAGE_ORDER.index(r.stage)))
-    return Report(by_district_stage=table, by_source=await ledger.source_balances(session))
+    return Report(by_district_stage=table, by_source=await ledger.source_balances(session),
+                  by_decision=await by_decision(session, today or datetime.now(VIETNAM).date()))  # fmt: skip
+
+
+async def by_decision(session: AsyncSession, today: date) -> list[DecisionRow]:
+    h = households.c
+    rows = await session.execute(
+        select(h.decision_ref, h.support_type, h.beneficiary_group, func.count(),
+               func.coalesce(func.sum(h.reserved), 0), func.coalesce(func.sum(h.paid), 0))
+        .group_by(h.decision_ref, h.support_type, h.beneficiary_group)
+    )  # fmt: skip
+    totals: dict[str, list[int]] = {}
+    amounts: dict[tuple[str, str], int] = {}
+    for ref, support, group, n, reserved, paid in rows:
+        if (support, group) not in amounts:
+            amounts[support, group] = await policy.entitlement(session, SupportType(support),
+                                                               BeneficiaryGroup(group), today)  # fmt: skip
+        t = totals.setdefault(ref, [0, 0, 0, 0, 0, 0])
+        new = support == SupportType.NEW_BUILD.value
+        for i, v in enumerate((n, n if new else 0, 0 if new else n, n * amounts[support, group], reserved, paid)):
+            t[i] += int(v)
+    return [DecisionRow(ref, *t) for ref, t in sorted(totals.items())]
 
 
 async def reconcile_households(session: AsyncSession) -> list[str]:

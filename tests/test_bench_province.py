@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import uuid
 from collections import Counter
+from datetime import date
 
-from bench.province import lang_son, write
-from operations import sample
-from operations.csv_list import parse
+from bench.driver import province_items
+from bench.province import DECISION_270, lang_son, write
+from operations import reports, sample
+from operations.csv_list import parse, to_csv
+from operations.imports import register
 
 
 def test_lang_son_has_decision_270s_figures_and_the_supplementary_list_completes_the_province():
@@ -30,3 +37,25 @@ def test_the_same_seed_gives_the_same_files_and_they_import_cleanly(tmp_path):
     for name in first:
         rows, problems = parse((tmp_path / "a" / name).read_bytes())
         assert problems == [] and len(rows) in (4405, 2103)
+
+
+async def test_the_report_shows_decision_270s_houses_and_support(sessions):
+    """Decision 270's list imported (under a reference of this test's own, the database is shared): the
+    report's row for it holds 3,079 new builds, 1,326 repairs and 224,520,000,000 đồng of support."""
+    ref = f"270-{uuid.uuid4().hex[:6]}/QĐ-UBND"
+    items = [h.model_copy(update={"decision_ref": ref})
+             for h in province_items(2025, DECISION_270["count"], f"R{uuid.uuid4().hex[:4].upper()}")]  # fmt: skip
+    _, registered, _ = await register(sessions, to_csv(items), "lang-son-270.csv", sample.PROVINCE_USER)
+    assert len(registered) == 4405
+    async with sessions() as s:
+        rows = {r.decision_ref: r for r in await reports.by_decision(s, date(2025, 6, 1))}
+    assert rows[ref] == reports.DecisionRow(ref, households=4405, new_builds=3079, repairs=1326,
+                                            entitled=224_520_000_000, reserved=0, paid=0)  # fmt: skip
+
+
+def test_the_demo_names_the_provinces_it_can_generate_and_starts_nothing(tmp_path):
+    env = {**os.environ, "STATE_DIR": str(tmp_path / "state")}
+    done = subprocess.run([sys.executable, "starter.py", "demo", "--province", "atlantis"], capture_output=True,
+                          text=True, env=env, timeout=120)  # fmt: skip
+    assert done.returncode == 1 and "--province 'atlantis': this build generates 'lang-son'" in done.stderr
+    assert not (tmp_path / "state" / "pg").exists()
