@@ -10,6 +10,8 @@
     python starter.py finance sources|source-add|receive|batch|decision-add|loan|reimburse
     python starter.py audit export DIR | replay [--from DIR] | timeline CODE [--lang en] [--json] | verify | chain
     python starter.py keys new|rotate|list
+    python starter.py users add|reset|disable|enable|token|revoke|list
+    python starter.py web [--port N]
     python starter.py demo
 """
 
@@ -38,6 +40,7 @@ from auditor.verify import verify
 from core.cli import database, err, fail, out, run
 from core.codec import PayloadKeyError, new_ring, read_ring, write_ring
 from core.errors import DomainError
+from core.logs import configure_logging
 from core.migrate import upgrade
 from core.settings import ROOT, Settings, get_settings
 from core.stack import Stack, StackError
@@ -56,6 +59,7 @@ from operations.demo import drive_all
 from operations.imports import ImportRejected, import_file
 from operations.policies import add_version, push
 from operations.seed import seed_demo as seed
+from web import accounts as web_accounts
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Housing-support programme engine")
 stack_app = typer.Typer(no_args_is_help=True, help="The embedded stack: PostgreSQL, Temporal dev server, worker")
@@ -67,6 +71,7 @@ app.add_typer(stack_app, name="stack")
 app.add_typer(auditor_cli.app, name="audit")
 app.add_typer(policy_app, name="policy")
 app.add_typer(keys_app, name="keys")
+app.add_typer(web_accounts.app, name="users")
 
 T = TypeVar("T")
 
@@ -707,6 +712,20 @@ def notify_drain() -> None:
 
 
 # ---------------------------------------------------------------------------------------------- demo
+
+
+@app.command("web")
+def web_cmd(
+    host: str | None = typer.Option(None, "--host", help="Default: WEB_HOST (127.0.0.1)"),
+    port: int | None = typer.Option(None, "--port", help="Default: WEB_PORT (8000)"),
+) -> None:
+    """Serve the web app and the HTTP API (OpenAPI at /docs) on the configured servers."""
+    import uvicorn
+
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_json)
+    uvicorn.run("web.app:create_app", factory=True, host=host or settings.web_host, port=port or settings.web_port,
+                log_config=None)  # fmt: skip
 
 
 @app.command("demo")

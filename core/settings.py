@@ -44,6 +44,12 @@ class Settings(BaseSettings):
     payload_keys_file: Path | None = None
 
     db_pool_size: int = 10
+
+    # The web app. Cookies are sent over HTTPS only unless switched off for plain-HTTP development
+    # (browsers treat http://localhost as secure, so the demo keeps it on).
+    web_host: str = "127.0.0.1"
+    web_port: int = 8000
+    web_secure_cookie: bool = True
     # Test each pooled connection with a round trip before use. Off by default: an activity that meets a
     # connection PostgreSQL has dropped fails and is retried by Temporal, and the ping costs three round
     # trips (begin, select, rollback) on every checkout, about a fifth of a transition's SQL traffic.

@@ -256,3 +256,44 @@ household_loans = Table(
     Column("note", Text),
     Column("recorded_at", DateTime(timezone=True)),
 )
+
+user_credentials = Table(
+    "user_credentials",
+    metadata,
+    Column("user_id", Text, primary_key=True),
+    Column("password_hash", Text),
+    Column("changed_at", DateTime(timezone=True)),
+)
+
+web_sessions = Table(
+    "web_sessions",
+    metadata,
+    Column("token_hash", Text, primary_key=True),
+    Column("user_id", Text),
+    Column("csrf_token", Text),
+    Column("created_at", DateTime(timezone=True)),
+    Column("expires_at", DateTime(timezone=True)),
+    Column("ended_at", DateTime(timezone=True)),
+)
+
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("user_id", Text),
+    Column("name", Text),
+    Column("token_hash", Text),
+    Column("created_at", DateTime(timezone=True)),
+    Column("last_used_at", DateTime(timezone=True)),
+    Column("revoked_at", DateTime(timezone=True)),
+)
+
+login_attempts = Table(
+    "login_attempts",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("user_id", Text),
+    Column("client", Text),
+    Column("ok", Boolean),
+    Column("at", DateTime(timezone=True)),
+)

@@ -1,0 +1,241 @@
+"""The HTTP API (FastAPI; OpenAPI at /docs) on the same engine as the command line.
+
+Every request acts as a signed-in user: a session cookie (pages; unsafe methods also need the session's
+CSRF token in `X-CSRF-Token`) or an API token (`Authorization: Bearer …`, machine clients). An action is
+the household workflow's Update for that step, sent as that user: the engine's validators decide, and the
+API adds no rule of its own. Reads are limited to the user's jurisdiction: an officer of one district
+neither sees nor acts on another district's households.
+
+    uvicorn --factory web.app:create_app      # or: python starter.py web
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import Depends, FastAPI, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+from temporalio.client import Client
+
+from auditor import timeline as timeline_view
+from auditor.history import read_trail
+from core.settings import Settings, get_settings
+from core.temporal import connect
+from db import access
+from db.engine import Sessions, make_engine, make_sessions
+from db.schema import households
+from db.users import User
+from models.household import Stage, Step, workflow_id_for
+from operations import reports
+from operations.actions import UPDATES, Refusal, household_state, take_step
+from web.problems import Problem, problem_handler, validation_handler
+
+COOKIE = "xnt_session"
+SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+
+
+class SignInInput(BaseModel):
+    user_id: str = Field(min_length=1, max_length=64)
+    password: str = Field(min_length=1, max_length=200)
+
+
+class Me(BaseModel):
+    user_id: str
+    full_name: str
+    role: str
+    agency: str
+    province: str
+    district: str | None
+    commune: str | None
+
+
+class SignInResult(BaseModel):
+    user: Me
+    csrf_token: str
+
+
+class HouseholdSummary(BaseModel):
+    code: str
+    head_of_household: str
+    district: str
+    commune: str
+    beneficiary_group: str
+    support_type: str
+    decision_ref: str
+    stage: Stage
+    stage_since: datetime | None
+    reserved: int
+    paid: int
+
+
+class ActionBody(BaseModel):
+    evidence: list[str] = Field(default_factory=list, max_length=20)
+    reason: str | None = Field(default=None, max_length=2000)
+    source: str | None = None
+    tranche: int | None = None
+    milestone: str | None = None
+
+
+async def signed_in(request: Request) -> access.SignedIn:
+    auth = request.headers.get("authorization", "")
+    cookie = request.cookies.get(COOKIE)
+    async with request.app.state.sessions() as s, s.begin():
+        if auth.lower().startswith("bearer "):
+            who = await access.token_user(s, auth[7:].strip())
+        elif cookie:
+            who = await access.session_user(s, cookie)
+            if who and request.method not in SAFE_METHODS and not secrets.compare_digest(
+                request.headers.get("x-csrf-token", ""), who.csrf_token or ""
+            ):
+                raise Problem("CsrfFailed", "this form is stale or was not sent by the application's page")
+        else:
+            who = None
+    if who is None:
+        raise Problem("NotSignedIn", "sign in first (session cookie or API token)")
+    return who
+
+
+Who = Annotated[access.SignedIn, Depends(signed_in)]
+
+
+def me(user: User) -> Me:
+    return Me(**{k: getattr(user, k) for k in Me.model_fields})
+
+
+def create_app(settings: Settings | None = None, *, sessions: Sessions | None = None,
+               client: Client | None = None) -> FastAPI:  # fmt: skip
+    """The app; `sessions` and `client` are made from the settings unless given (the tests give theirs)."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = None
+        if hasattr(app.state, "client"):
+            yield
+            return
+        if sessions is None:
+            engine = make_engine(settings)
+            app.state.sessions = make_sessions(engine)
+        else:
+            app.state.sessions = sessions
+        app.state.client = client or await connect(settings)
+        try:
+            yield
+        finally:
+            if engine is not None:
+                await engine.dispose()
+
+    app = FastAPI(title="Xóa nhà tạm — engine API", version="1", lifespan=lifespan)
+    if sessions is not None and client is not None:  # given: usable without the lifespan (in-process tests)
+        app.state.sessions, app.state.client = sessions, client
+    app.add_exception_handler(Problem, problem_handler)
+    app.add_exception_handler(RequestValidationError, validation_handler)
+    secure_cookie = settings.web_secure_cookie
+
+    @app.post("/api/session", response_model=SignInResult, tags=["session"])
+    async def sign_in(body: SignInInput, request: Request, response: Response) -> SignInResult:
+        client_addr = request.client.host if request.client else "?"
+        async with request.app.state.sessions() as s, s.begin():
+            outcome = await access.sign_in(s, body.user_id, body.password, client_addr)
+        if outcome.refusal is not None:
+            raise Problem(outcome.refusal.type, outcome.refusal.message)
+        token, who = outcome.token, outcome.who
+        assert token is not None and who is not None
+        response.set_cookie(COOKIE, token, httponly=True, secure=secure_cookie, samesite="strict",
+                            max_age=int(access.SESSION_TTL.total_seconds()), path="/")  # fmt: skip
+        return SignInResult(user=me(who.user), csrf_token=who.csrf_token or "")
+
+    @app.delete("/api/session", status_code=204, tags=["session"])
+    async def sign_out(request: Request, who: Who) -> Response:
+        cookie = request.cookies.get(COOKIE)
+        if cookie:
+            async with request.app.state.sessions() as s, s.begin():
+                await access.sign_out(s, cookie)
+        response = Response(status_code=204)
+        response.delete_cookie(COOKIE, path="/")
+        return response
+
+    @app.get("/api/me", response_model=Me, tags=["session"])
+    async def whoami(who: Who) -> Me:
+        return me(who.user)
+
+    @app.get("/api/households", response_model=list[HouseholdSummary], tags=["households"])
+    async def list_households(
+        request: Request, who: Who,
+        stage: Stage | None = None, district: str | None = None, commune: str | None = None,
+        group: str | None = None, limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0),
+    ) -> list[HouseholdSummary]:  # fmt: skip
+        h = households.c
+        q = select(*(h[f] for f in HouseholdSummary.model_fields)).where(*_within(who.user))
+        for column, value in ((h.stage, stage and stage.value), (h.district, district), (h.commune, commune),
+                              (h.beneficiary_group, group)):  # fmt: skip
+            if value:
+                q = q.where(column == value)
+        async with request.app.state.sessions() as s:
+            rows = (await s.execute(q.order_by(h.code).limit(limit).offset(offset))).mappings().all()
+        return [HouseholdSummary(**r) for r in rows]
+
+    @app.get("/api/households/{code}", tags=["households"])
+    async def household(code: str, request: Request, who: Who) -> dict:
+        summary = await _visible(request, who.user, code)
+        state = await household_state(request.app.state.client, summary.code)
+        return {"household": summary.model_dump(mode="json"), "state": state.model_dump(mode="json")}
+
+    @app.get("/api/households/{code}/timeline", tags=["households", "audit"])
+    async def household_timeline(code: str, request: Request, who: Who, lang: str = Query("vi", pattern="^(vi|en)$"),
+                                 ) -> dict:  # fmt: skip
+        summary = await _visible(request, who.user, code)
+        c: Client = request.app.state.client
+        history = await c.get_workflow_handle(workflow_id_for(summary.code)).fetch_history()
+        trail = await read_trail(history, c.data_converter)
+        return {"household": summary.code, "lines": [vars(line) for line in timeline_view.lines(trail, lang)]}
+
+    @app.post("/api/households/{code}/actions/{step}", tags=["actions"])
+    async def act(code: str, step: str, body: ActionBody, request: Request, who: Who) -> dict:
+        try:
+            chosen = Step(step)
+        except ValueError:
+            steps = ", ".join(s.value for s in UPDATES)
+            raise Problem("UnknownStep", f"no step {step!r}; the steps are: {steps}") from None
+        if chosen not in UPDATES:
+            raise Problem("UnknownStep", f"{step!r} is recorded from the payment channel, not taken by an officer")
+        try:
+            result = await take_step(request.app.state.client, request.app.state.sessions, code, chosen,
+                                     who.user.user_id, **body.model_dump())  # fmt: skip
+        except Refusal as r:
+            raise Problem.of(r) from None
+        return result.model_dump(mode="json")
+
+    @app.get("/api/reports/province", tags=["reports"])
+    async def province_report(request: Request, who: Who) -> dict:
+        if who.user.district is not None:
+            raise Problem("ProvinceWideOnly", "the province's report is for users whose jurisdiction is the province")
+        async with request.app.state.sessions() as s:
+            return (await reports.build(s)).as_json()
+
+    async def _visible(request: Request, user: User, code: str) -> HouseholdSummary:
+        h = households.c
+        q = select(*(h[f] for f in HouseholdSummary.model_fields)).where(h.code == code.strip().upper(), *_within(user))
+        async with request.app.state.sessions() as s:
+            row = (await s.execute(q)).mappings().one_or_none()
+        if row is None:  # outside the user's jurisdiction reads exactly as not there
+            raise Problem("UnknownHousehold", f"no household {code!r} in your jurisdiction")
+        return HouseholdSummary(**row)
+
+    return app
+
+
+def _within(user: User) -> list:
+    h = households.c
+    where = [h.province == user.province]
+    if user.district:
+        where.append(h.district == user.district)
+    if user.commune:
+        where.append(h.commune == user.commune)
+    return where
