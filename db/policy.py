@@ -45,3 +45,11 @@ async def entitlement(
             f"no support amount for {support_type.value} / {group.value} is in effect on {as_of.isoformat()}",
         )
     return int(amount)
+
+
+async def workflow_policy(session: AsyncSession, version: str) -> WorkflowPolicy:
+    """A workflow policy by its version (the one a household's workflow runs under)."""
+    doc = await session.scalar(select(workflow_policies.c.document).where(workflow_policies.c.version == version))
+    if doc is None:
+        raise DomainError("NoPolicy", f"no workflow policy {version!r}")
+    return WorkflowPolicy.model_validate(doc)

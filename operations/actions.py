@@ -7,12 +7,15 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from core.errors import DomainError
-from db import users
+from db import households, users
+from db import policy as policy_db
 from db.engine import Sessions
 from models import actions as m
 from models import finance as f
+from models.actor import Actor
 from models.household import Step, workflow_id_for
 from models.state import HouseholdState
+from workflows import rules
 from workflows.household import HouseholdWorkflow
 
 UPDATES = {
@@ -100,3 +103,15 @@ async def household_state(client: Client, code: str) -> HouseholdState:
         return await handle.query(HouseholdWorkflow.state)
     except RPCError as err:
         raise refusal_from(err) from None
+
+
+async def next_actions(client: Client, sessions: Sessions, code: str, actor: Actor) -> list[rules.Option]:
+    """The steps the engine would accept from `actor` on this household now (what a page offers)."""
+    state = await household_state(client, code)
+    async with sessions() as session:
+        household = await households.get_household(session, code.strip().upper())
+        policy = await policy_db.workflow_policy(session, state.policy_version)
+    if household is None:
+        return []
+    return rules.allowed_actions(household=household, policy=policy, actor=actor, stage=state.stage,
+                                 timeline=state.timeline, tranches=state.tranches)  # fmt: skip

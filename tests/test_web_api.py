@@ -178,12 +178,16 @@ async def test_every_step_is_refused_to_every_role_the_policy_does_not_name(web,
             if role in named:
                 continue
             async with http(web["app"], token) as c:
+                offered = {a["step"] for a in (await c.get(f"/api/households/{h.code}")).json()["actions"]}
+                assert step.value not in offered, (step, role)  # a page offers only what the engine accepts
                 r = await c.post(url, json=body)
             assert (r.status_code, r.json()["type"]) == (403, "RoleNotAllowed"), (step, role, r.text)
             assert f"role {role!r} may not take step {step.value!r}" in r.json()["detail"]
             refusals += 1
         actor = sample.FINANCE_USERS[1] if step is Step.SETTLE else users[allowed]  # the allocator may not settle
         async with http(web["app"], await token_for(sessions, actor) if step is Step.SETTLE else tokens[allowed]) as c:
+            offered = (await c.get(f"/api/households/{h.code}")).json()["actions"]
+            assert any(a["step"] == step.value for a in offered), (step, offered)
             done = await c.post(url, json=body)
         assert done.status_code == 200, (step, done.text)
     assert refusals >= len(path) * (len(users) - 3)

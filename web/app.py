@@ -33,7 +33,7 @@ from db.schema import households
 from db.users import User
 from models.household import Stage, Step, workflow_id_for
 from operations import reports
-from operations.actions import UPDATES, Refusal, household_state, take_step
+from operations.actions import UPDATES, Refusal, household_state, next_actions, take_step
 from web.problems import Problem, problem_handler, validation_handler
 
 COOKIE = "xnt_session"
@@ -185,7 +185,11 @@ def create_app(settings: Settings | None = None, *, sessions: Sessions | None = 
     async def household(code: str, request: Request, who: Who) -> dict:
         summary = await _visible(request, who.user, code)
         state = await household_state(request.app.state.client, summary.code)
-        return {"household": summary.model_dump(mode="json"), "state": state.model_dump(mode="json")}
+        options = await next_actions(request.app.state.client, request.app.state.sessions, summary.code,
+                                     who.user.actor())  # fmt: skip
+        return {"household": summary.model_dump(mode="json"), "state": state.model_dump(mode="json"),
+                "actions": [{"step": o.step.value, "tranche": o.tranche,
+                             "milestone": o.milestone.value if o.milestone else None} for o in options]}  # fmt: skip
 
     @app.get("/api/households/{code}/timeline", tags=["households", "audit"])
     async def household_timeline(code: str, request: Request, who: Who, lang: str = Query("vi", pattern="^(vi|en)$"),

@@ -219,3 +219,52 @@ def _check_segregation(
 def check_policy_change(actor: Actor, admin_roles: Sequence[str]) -> None:
     if actor.role not in admin_roles:
         raise RuleViolation("RoleNotAllowed", f"role {actor.role!r} may not change the workflow policy")
+
+
+@dataclass(frozen=True)
+class Option:
+    """A step the engine would accept from an actor now, with the tranche or milestone it applies to."""
+
+    step: Step
+    tranche: int | None = None
+    milestone: Milestone | None = None
+
+
+LIFECYCLE_OPTIONS = (Step.VERIFY, Step.APPROVE, Step.ALLOCATE, Step.COMPLETE_CONSTRUCTION, Step.ACCEPT, Step.SETTLE,
+                     Step.SEND_BACK, Step.CANCEL)  # fmt: skip
+
+
+def allowed_actions(
+    *,
+    household: Household,
+    policy: WorkflowPolicy,
+    actor: Actor,
+    stage: Stage,
+    timeline: Sequence[TimelineEntry],
+    tranches: Sequence[TrancheState],
+) -> list[Option]:
+    """What a page may offer this actor on this household: every step the workflow's validators would
+    accept now, found by running those same rules (with evidence and a reason taken as given, since the
+    officer supplies them in the form). The engine still decides when the step is sent."""
+    probe = ActionInput(actor=actor, evidence=["…"], reason="…")
+    options: list[Option] = []
+    for step in LIFECYCLE_OPTIONS:
+        try:
+            target = check_action(step=step, stage=stage, household=household, policy=policy, action=probe,
+                                  timeline=timeline)  # fmt: skip
+            check_money(step, target, tranches, household.code)
+        except RuleViolation:
+            continue
+        options.append(Option(step))
+    for step in (Step.REPORT_PROGRESS, Step.AUTHORISE_PAYOUT, Step.RELEASE_PAYOUT):
+        for t in tranches:
+            milestone = t.milestone if step is Step.REPORT_PROGRESS else None
+            try:
+                check_actor(step=step, household=household, policy=policy, actor=actor, evidence=probe.evidence,
+                            timeline=timeline)  # fmt: skip
+                check_payout(step=step, stage=stage, household_code=household.code, tranches=tranches,
+                             tranche=t.n, milestone=milestone, actor=actor)  # fmt: skip
+            except RuleViolation:
+                continue
+            options.append(Option(step, tranche=None if milestone else t.n, milestone=milestone))
+    return options
