@@ -200,3 +200,22 @@ def tranche_is(client: Client, code: str, status, n: int = 1):
         return state if state.tranches[n - 1].status is status else None
 
     return check
+
+
+WEB_DISTRICT, WEB_OTHER_DISTRICT = "Lộc Bình", "Cao Lộc"
+
+
+@pytest.fixture(scope="module")
+async def web(client, sessions, settings):
+    """The web app on the suite's servers, a worker on a queue of its own, and one household in each of two
+    districts (`mine` in Lộc Bình, `theirs` in Cao Lộc)."""
+    from web.app import create_app
+
+    async with running_worker(client, sessions, settings) as tq:
+        app = create_app(settings.model_copy(update={"temporal_task_queue": tq}), sessions=sessions, client=client)
+        communes = {d: sample.UNITS[d][0] for d in (WEB_DISTRICT, WEB_OTHER_DISTRICT)}
+        mine, theirs = [
+            (await enroll(client, sessions, tq, make_households(1, district=d, commune=communes[d], programme="")))[0]
+            for d in (WEB_DISTRICT, WEB_OTHER_DISTRICT)
+        ]
+        yield {"app": app, "mine": mine, "theirs": theirs, "communes": communes, "task_queue": tq}

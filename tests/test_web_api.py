@@ -20,24 +20,11 @@ from models.household import Step
 from models.policy import WorkflowPolicy
 from operations import sample
 from operations.actions import household_state
-from tests.conftest import enroll, make_households, running_worker
-from web.app import COOKIE, create_app
+from tests.conftest import WEB_DISTRICT, WEB_OTHER_DISTRICT
+from web.app import COOKIE
 
 PASSWORD = "mat-khau-thu-nghiem-2025"
-DISTRICT, OTHER_DISTRICT = "Lộc Bình", "Cao Lộc"
-
-
-@pytest.fixture(scope="module")
-async def web(client, sessions, settings):
-    """The app on the suite's servers, a worker on a queue of its own, two households (one per district)."""
-    async with running_worker(client, sessions, settings) as tq:
-        app = create_app(settings, sessions=sessions, client=client)
-        communes = {d: sample.UNITS[d][0] for d in (DISTRICT, OTHER_DISTRICT)}
-        mine, theirs = [
-            (await enroll(client, sessions, tq, make_households(1, district=d, commune=communes[d], programme="")))[0]
-            for d in (DISTRICT, OTHER_DISTRICT)
-        ]
-        yield {"app": app, "mine": mine, "theirs": theirs, "communes": communes}
+DISTRICT, OTHER_DISTRICT = WEB_DISTRICT, WEB_OTHER_DISTRICT
 
 
 def http(app, token: str | None = None) -> httpx.AsyncClient:

@@ -15,10 +15,13 @@ import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
+from pathlib import Path
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
+from fastapi.responses import RedirectResponse
+from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 from temporalio.client import Client
@@ -34,7 +37,8 @@ from db.users import User
 from models.household import Stage, Step, workflow_id_for
 from operations import reports
 from operations.actions import UPDATES, Refusal, household_state, next_actions, take_step
-from web.problems import Problem, problem_handler, validation_handler
+from web import pages
+from web.problems import STATUS, Problem, problem_handler, validation_handler
 
 COOKIE = "xnt_session"
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
@@ -104,6 +108,16 @@ async def signed_in(request: Request) -> access.SignedIn:
 Who = Annotated[access.SignedIn, Depends(signed_in)]
 
 
+async def refused_page(request: Request, exc: Exception) -> Response:
+    """A refusal raised under a page (a stale form, an attachment too large): shown, with its rule."""
+    assert isinstance(exc, Refusal)
+    words = pages.Words(request.cookies.get("lang", "vi"))
+    context = {"t": words, "me": None, "rule": exc.rule, "message": exc.message}
+    resp = pages.templates.TemplateResponse(request, "refused.html", context)
+    resp.status_code = STATUS.get(exc.rule, 409)
+    return resp
+
+
 def me(user: User) -> Me:
     return Me(**{k: getattr(user, k) for k in Me.model_fields})
 
@@ -136,6 +150,10 @@ def create_app(settings: Settings | None = None, *, sessions: Sessions | None = 
         app.state.sessions, app.state.client = sessions, client
     app.add_exception_handler(Problem, problem_handler)
     app.add_exception_handler(RequestValidationError, validation_handler)
+    app.add_exception_handler(pages.SignedOut, lambda request, exc: RedirectResponse("/login", status_code=303))
+    app.add_exception_handler(Refusal, refused_page)
+    app.mount("/static", StaticFiles(directory=Path(pages.__file__).parent / "static"), name="static")
+    app.include_router(pages.router(settings, COOKIE))
     secure_cookie = settings.web_secure_cookie
 
     @app.post("/api/session", response_model=SignInResult, tags=["session"])

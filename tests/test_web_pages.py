@@ -1,0 +1,88 @@
+"""The pages, through HTTP as a browser sends them (forms, cookies, CSRF fields), on the real engine."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+from sqlalchemy import select
+
+from db import access
+from db.schema import audit_log
+from operations import sample
+from tests.conftest import WEB_DISTRICT
+
+PASSWORD = "mat-khau-trang-2025"
+
+
+@asynccontextmanager
+async def browser(app, sessions, user: str) -> AsyncIterator[tuple[httpx.AsyncClient, str]]:
+    """A client signed in through the login form, and the pages' CSRF field."""
+    async with sessions() as s, s.begin():
+        await access.set_password(s, user, PASSWORD)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="https://testserver") as c:
+        yield c, await _sign_in(c, user)
+
+
+async def _sign_in(c: httpx.AsyncClient, user: str) -> str:
+    form = await c.get("/login")
+    login_csrf = re.search(r'name="csrf" value="([^"]+)"', form.text).group(1)
+    signed = await c.post("/login", data={"user_id": user, "password": PASSWORD, "csrf": login_csrf})
+    assert signed.status_code == 303 and signed.headers["location"] == "/"
+    home = await c.get("/")
+    assert home.status_code == 200
+    return re.search(r'name="csrf" value="([^"]+)"', home.text).group(1)
+
+
+async def test_a_page_needs_a_session_and_a_login_form_needs_its_token(web):
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=web["app"]), base_url="https://testserver") as c:
+        assert (await c.get("/households")).headers["location"] == "/login"
+        forged = await c.post("/login", data={"user_id": "x", "password": "y", "csrf": "made-up"})
+        assert "CsrfFailed" in forged.headers["location"]
+
+
+async def test_a_commune_officer_verifies_with_an_attachment_and_sees_the_refusal_of_a_step_out_of_order(
+    web, sessions
+):
+    h = web["mine"]
+    officer = sample.commune_user(WEB_DISTRICT, web["communes"][WEB_DISTRICT])
+    async with browser(web["app"], sessions, officer) as (c, csrf):
+        queue = await c.get("/households", params={"stage": "verification"})
+        assert h.code in queue.text and web["theirs"].code not in queue.text  # another district's is not listed
+        page = await c.get(f"/households/{h.code}")
+        assert 'name="step" value="verify"' in page.text and 'value="approve"' not in page.text  # only what it may
+        scan = b"%PDF-1.4 bien ban xac minh"
+        done = await c.post(f"/households/{h.code}/act", data={"csrf": csrf, "step": "verify", "evidence": "BB-01"},
+                            files={"files": ("bien-ban.pdf", scan, "application/pdf")})  # fmt: skip
+        assert done.status_code == 303 and "message=" in done.headers["location"]
+        after = await c.get(done.headers["location"])
+        assert "Phê duyệt" in after.text  # now in approval, shown in Vietnamese
+        # The district's step, posted by the commune officer anyway: the engine's refusal is on the page.
+        refused = await c.post(f"/households/{h.code}/act", data={"csrf": csrf, "step": "approve", "evidence": "x"})
+        shown = await c.get(refused.headers["location"])
+        assert "RoleNotAllowed" in shown.text and "commune_officer" in shown.text
+        stale = await c.post(f"/households/{h.code}/act", data={"csrf": "old", "step": "approve", "evidence": "x"})
+        assert stale.status_code == 403 and "CsrfFailed" in stale.text
+        other = await c.get(f"/households/{web['theirs'].code}")
+        assert "not in your jurisdiction" in other.text and web["theirs"].head_of_household not in other.text
+    async with sessions() as s:
+        evidence = await s.scalar(select(audit_log.c.evidence).where(audit_log.c.household_code == h.code,
+                                                                     audit_log.c.step == "verify"))  # fmt: skip
+    assert evidence == ["BB-01", f"bien-ban.pdf sha256:{hashlib.sha256(scan).hexdigest()}"]
+
+
+async def test_finance_sees_sources_and_an_auditor_reads_a_timeline_in_english(web, sessions):
+    async with browser(web["app"], sessions, sample.FINANCE_USERS[0]) as (c, _):
+        finance = await c.get("/finance")
+        assert finance.status_code == 200 and "NS-TINH" in finance.text
+        xlsx = await c.get("/finance/reconciliation.xlsx")
+        assert xlsx.status_code == 200 and xlsx.content[:2] == b"PK"  # an Excel workbook
+    async with browser(web["app"], sessions, sample.AUDITOR_USER) as (c, _):
+        await c.get("/lang/en")
+        found = await c.get("/audit", params={"code": web["mine"].code})
+        timeline = await c.get(found.headers["location"])
+        assert "File opened in the engine" in timeline.text and "There is no step you may take now." in timeline.text
+        assert (await c.get("/finance")).status_code == 200 and "not for your role" in (await c.get("/finance")).text

@@ -1,0 +1,93 @@
+"""The pages' words, Vietnamese first; English when the user switches (cookie `lang`)."""
+
+from __future__ import annotations
+
+from models.household import Stage, Step
+
+LANGS = ("vi", "en")
+
+WORDS: dict[str, tuple[str, str]] = {
+    "app": ("Hỗ trợ xóa nhà tạm, nhà dột nát", "Housing support: temporary and dilapidated houses"),
+    "dashboard": ("Tổng quan", "Dashboard"),
+    "households": ("Hộ gia đình", "Households"),
+    "finance": ("Tài chính", "Finance"),
+    "audit": ("Kiểm tra", "Audit"),
+    "sign_in": ("Đăng nhập", "Sign in"),
+    "sign_out": ("Đăng xuất", "Sign out"),
+    "user": ("Tên đăng nhập", "User name"),
+    "password": ("Mật khẩu", "Password"),
+    "stage": ("Bước", "Stage"),
+    "district": ("Huyện", "District"),
+    "commune": ("Xã", "Commune"),
+    "group": ("Đối tượng", "Group"),
+    "support": ("Loại hỗ trợ", "Support"),
+    "code": ("Mã hộ", "Code"),
+    "head": ("Chủ hộ", "Head of household"),
+    "since": ("Từ ngày", "Since"),
+    "due": ("Hạn xử lý", "Due by"),
+    "overdue": ("Quá hạn", "Overdue"),
+    "reserved": ("Đã bố trí (đ)", "Reserved (đ)"),
+    "paid": ("Đã chi (đ)", "Paid (đ)"),
+    "received": ("Đã nhận (đ)", "Received (đ)"),
+    "free": ("Còn lại (đ)", "Free (đ)"),
+    "source": ("Nguồn vốn", "Funding source"),
+    "filter": ("Lọc", "Filter"),
+    "all": ("Tất cả", "All"),
+    "timeline": ("Diễn biến hồ sơ", "Timeline"),
+    "actions": ("Bước tiếp theo bạn được làm", "Next steps you may take"),
+    "no_actions": ("Không có bước nào bạn được làm lúc này.", "There is no step you may take now."),
+    "evidence": ("Số hiệu văn bản / chứng từ", "Document reference"),
+    "attachments": ("Tệp đính kèm", "Attachments"),
+    "reason": ("Lý do", "Reason"),
+    "submit": ("Thực hiện", "Take the step"),
+    "tranches": ("Các đợt chi", "Tranches"),
+    "amount": ("Số tiền (đ)", "Amount (đ)"),
+    "status": ("Trạng thái", "Status"),
+    "bulk": ("Thực hiện cho các hộ đã chọn", "Apply to the selected households"),
+    "progress": ("Tiến độ theo huyện và bước", "Progress by district and stage"),
+    "money": ("Tiền theo nguồn", "Money by source"),
+    "batch": ("Lô chi trả", "Payout batch"),
+    "authorise": ("Duyệt chi", "Authorise"),
+    "release": ("Chuyển tiền", "Release"),
+    "tranche": ("Đợt", "Tranche"),
+    "decision": ("Quyết định", "Decision"),
+    "due_tranches": ("Các đợt chờ xử lý", "Tranches waiting"),
+    "export": ("Xuất Excel đối chiếu", "Reconciliation (Excel)"),
+    "reconciliation": ("Đối chiếu theo nguồn", "Reconciliation by source"),
+    "search": ("Tìm hộ theo mã", "Find a household by code"),
+    "verify": ("Đối chiếu lịch sử × nhật ký × sổ cái", "Histories × audit log × ledger"),
+    "run_verify": ("Chạy đối chiếu", "Run the check"),
+    "refused": ("Bị từ chối", "Refused"),
+    "done": ("Đã thực hiện", "Done"),
+    "total": ("Tổng", "Total"),
+    "language": ("English", "Tiếng Việt"),
+}
+
+STAGES_VI = {
+    Stage.VERIFICATION: "Xác minh", Stage.APPROVAL: "Phê duyệt", Stage.FUND_ALLOCATION: "Bố trí vốn",
+    Stage.CONSTRUCTION: "Thi công", Stage.ACCEPTANCE: "Nghiệm thu", Stage.SETTLEMENT: "Quyết toán",
+    Stage.CLOSED: "Hoàn thành", Stage.CANCELLED: "Đã hủy",
+}  # fmt: skip
+STEPS_VI = {
+    Step.VERIFY: "Xác minh hộ", Step.APPROVE: "Phê duyệt", Step.ALLOCATE: "Bố trí vốn",
+    Step.REPORT_PROGRESS: "Báo cáo tiến độ", Step.AUTHORISE_PAYOUT: "Duyệt chi", Step.RELEASE_PAYOUT: "Chuyển tiền",
+    Step.COMPLETE_CONSTRUCTION: "Hoàn thành thi công", Step.ACCEPT: "Nghiệm thu", Step.SETTLE: "Quyết toán",
+    Step.SEND_BACK: "Trả lại bước trước", Step.CANCEL: "Hủy hồ sơ",
+}  # fmt: skip
+
+
+class Words:
+    def __init__(self, lang: str) -> None:
+        self.lang = lang if lang in LANGS else "vi"
+        self._i = LANGS.index(self.lang)
+
+    def __call__(self, key: str) -> str:
+        return WORDS[key][self._i]
+
+    def stage(self, stage: Stage | str) -> str:
+        s = Stage(stage)
+        return STAGES_VI[s] if self.lang == "vi" else s.value.replace("_", " ")
+
+    def step(self, step: Step | str) -> str:
+        s = Step(step)
+        return STEPS_VI.get(s, s.value) if self.lang == "vi" else s.value.replace("_", " ")

@@ -1,0 +1,325 @@
+"""Server-rendered pages (Jinja2 + htmx, no build step) for committees, Finance and auditors.
+
+The pages use the same session, jurisdiction and engine path as the API: a form's step goes to the
+workflow's Update as the signed-in user, and a refusal is shown with the engine's rule and message. A page
+offers only the steps the engine would accept (rules.allowed_actions).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import tempfile
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from urllib.parse import quote
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+from sqlalchemy import func, select
+from starlette.datastructures import UploadFile
+
+from auditor import timeline as timeline_view
+from auditor.history import read_trail, read_trails
+from auditor.records import fetch_histories, read_records, workflow_ids
+from auditor.verify import verify
+from core.settings import Settings
+from db import access
+from db import policy as policy_db
+from db.schema import households
+from models.finance import BatchAction, BatchSelection, PayoutBatchInput
+from models.household import Stage, Step, workflow_id_for
+from operations import payouts, reconciliation, reports
+from operations.actions import Refusal, household_state, next_actions, take_step
+from web.i18n import Words
+
+__all__ = ["Words", "router", "templates"]
+
+HERE = Path(__file__).parent
+LOGIN_CSRF = "xnt_login_csrf"
+MAX_ATTACHMENT = 10 * 1024 * 1024
+FINANCE_ROLES = {"finance_officer", "treasury_officer", "province_officer", "admin"}
+AUDIT_ROLES = {"auditor", "admin", "province_officer"}
+
+templates = Jinja2Templates(directory=HERE / "templates")
+templates.env.filters["dong"] = lambda n: f"{int(n or 0):,}".replace(",", ".")
+templates.env.filters["vn_date"] = lambda d: d.astimezone(timezone_vn()).strftime("%d/%m/%Y") if d else ""
+
+
+def timezone_vn():
+    from datetime import timezone
+
+    return timezone(timedelta(hours=7))
+
+
+class SignedOut(Exception):
+    """No session: the page handler sends the browser to the sign-in page."""
+
+
+def router(settings: Settings, cookie: str) -> APIRouter:
+    r = APIRouter(include_in_schema=False)
+
+    def words(request: Request) -> Words:
+        return Words(request.cookies.get("lang", "vi"))
+
+    async def who(request: Request) -> access.SignedIn:
+        token = request.cookies.get(cookie)
+        if token:
+            async with request.app.state.sessions() as s, s.begin():
+                signed = await access.session_user(s, token)
+            if signed:
+                return signed
+        raise SignedOut()
+
+    def page(request: Request, name: str, signed: access.SignedIn | None, **ctx) -> HTMLResponse:
+        return templates.TemplateResponse(request, name, {"t": words(request), "me": signed and signed.user,
+                                                          "csrf": signed and signed.csrf_token, "Stage": Stage,
+                                                          "finance_roles": FINANCE_ROLES, "audit_roles": AUDIT_ROLES,
+                                                          **ctx})  # fmt: skip
+
+    def check_csrf(signed: access.SignedIn, sent: str) -> None:
+        if not secrets.compare_digest(sent or "", signed.csrf_token or ""):
+            raise Refusal("CsrfFailed", "this form is stale or was not sent by the application's page; reload it")
+
+    # ------------------------------------------------------------------ session
+
+    @r.get("/login")
+    async def login_form(request: Request, error: str | None = None) -> Response:
+        token = secrets.token_urlsafe(24)
+        resp = page(request, "login.html", None, login_csrf=token, error=error)
+        resp.set_cookie(LOGIN_CSRF, token, httponly=True, secure=settings.web_secure_cookie, samesite="strict")
+        return resp
+
+    @r.post("/login")
+    async def login(request: Request, user_id: str = Form(...), password: str = Form(...),
+                    csrf: str = Form(...)) -> Response:  # fmt: skip
+        if not secrets.compare_digest(csrf, request.cookies.get(LOGIN_CSRF, "")):
+            return RedirectResponse("/login?error=" + quote("CsrfFailed"), status_code=303)
+        client = request.client.host if request.client else "?"
+        async with request.app.state.sessions() as s, s.begin():
+            outcome = await access.sign_in(s, user_id.strip(), password, client)
+        if outcome.refusal is not None:
+            message = f"{outcome.refusal.type}: {outcome.refusal.message}"
+            return RedirectResponse("/login?error=" + quote(message), status_code=303)
+        resp = RedirectResponse("/", status_code=303)
+        resp.set_cookie(cookie, outcome.token or "", httponly=True, secure=settings.web_secure_cookie,
+                        samesite="strict", max_age=int(access.SESSION_TTL.total_seconds()))  # fmt: skip
+        resp.delete_cookie(LOGIN_CSRF)
+        return resp
+
+    @r.post("/logout")
+    async def logout(request: Request, csrf: str = Form("")) -> Response:
+        signed = await who(request)
+        check_csrf(signed, csrf)
+        async with request.app.state.sessions() as s, s.begin():
+            await access.sign_out(s, request.cookies.get(cookie, ""))
+        resp = RedirectResponse("/login", status_code=303)
+        resp.delete_cookie(cookie)
+        return resp
+
+    @r.get("/lang/{lang}")
+    async def switch_language(lang: str, request: Request) -> Response:
+        back = request.headers.get("referer") or "/"
+        resp = RedirectResponse(back if back.startswith(str(request.base_url)) else "/", status_code=303)
+        resp.set_cookie("lang", "en" if lang == "en" else "vi", samesite="lax", max_age=365 * 24 * 3600)
+        return resp
+
+    # ------------------------------------------------------------------ dashboard
+
+    @r.get("/")
+    async def dashboard(request: Request) -> Response:
+        signed = await who(request)
+        async with request.app.state.sessions() as s:
+            rep = await reports.build(s)
+        user = signed.user
+        rows = [x for x in rep.by_district_stage if not user.district or x.district == user.district]
+        districts = sorted({x.district for x in rows})
+        by = {(x.district, x.stage): x.households for x in rows}
+        stages = [st for st in Stage if st is not Stage.CANCELLED]
+        bars = [(d, [(st, by.get((d, st.value), 0)) for st in stages], sum(by.get((d, st.value), 0) for st in Stage))
+                for d in districts]  # fmt: skip
+        sources = rep.by_source if user.district is None else []
+        top = max([s.received for s in sources] or [1])
+        return page(request, "dashboard.html", signed, bars=bars, stages=stages, sources=sources, top=top,
+                    decisions=rep.by_decision if user.district is None else [])  # fmt: skip
+
+    # ------------------------------------------------------------------ households
+
+    @r.get("/households")
+    async def household_list(request: Request, stage: str = "", commune: str = "", q: str = "",
+                             message: str = "") -> Response:  # fmt: skip
+        signed = await who(request)
+        user = signed.user
+        h = households.c
+        query = select(h.code, h.head_of_household, h.district, h.commune, h.stage, h.stage_since,
+                       h.beneficiary_group, h.support_type, h.paid).where(h.province == user.province)  # fmt: skip
+        if user.district:
+            query = query.where(h.district == user.district)
+        if user.commune:
+            query = query.where(h.commune == user.commune)
+        if stage:
+            query = query.where(h.stage == stage)
+        if commune:
+            query = query.where(h.commune == commune)
+        if q:
+            query = query.where(h.code.ilike(f"%{q.strip()}%"))
+        async with request.app.state.sessions() as s:
+            rows = (await s.execute(query.order_by(h.stage_since, h.code).limit(300))).mappings().all()
+            total = await s.scalar(select(func.count()).select_from(query.subquery()))
+            policy = await policy_db.current_workflow_policy(s, datetime.now(timezone_vn()).date())
+        now = datetime.now(UTC)
+        items = []
+        for row in rows:
+            days = policy.sla_days.get(Stage(row["stage"]))
+            due = row["stage_since"] + timedelta(days=days) if days and row["stage_since"] else None
+            items.append({**row, "due": due, "overdue": bool(due and due < now)})
+        return page(request, "households.html", signed, items=items, total=total, stage=stage, commune=commune, q=q,
+                    steps=[s for s in Step if s in BULK_STEPS], message=message)  # fmt: skip
+
+    @r.post("/households/bulk")
+    async def bulk(request: Request) -> Response:
+        signed = await who(request)
+        form = await request.form()
+        check_csrf(signed, str(form.get("csrf", "")))
+        step = Step(str(form.get("step")))
+        evidence = [e.strip() for e in str(form.get("evidence", "")).split(";") if e.strip()]
+        results = []
+        for code in form.getlist("code"):
+            try:
+                await take_step(request.app.state.client, request.app.state.sessions, str(code), step,
+                                signed.user.user_id, evidence=evidence)  # fmt: skip
+                results.append((code, "ok", ""))
+            except Refusal as e:
+                results.append((code, e.rule, e.message))
+        return page(request, "bulk.html", signed, step=step, results=results)
+
+    @r.get("/households/{code}")
+    async def household_page(code: str, request: Request, message: str = "", error: str = "") -> Response:
+        signed = await who(request)
+        user = signed.user
+        h = households.c
+        query = select(households).where(h.code == code.strip().upper(), h.province == user.province)
+        if user.district:
+            query = query.where(h.district == user.district)
+        if user.commune:
+            query = query.where(h.commune == user.commune)
+        async with request.app.state.sessions() as s:
+            row = (await s.execute(query)).mappings().one_or_none()
+        if row is None:
+            return page(request, "missing.html", signed, code=code)
+        client = request.app.state.client
+        state = await household_state(client, row["code"])
+        options = await next_actions(client, request.app.state.sessions, row["code"], user.actor())
+        history = await client.get_workflow_handle(workflow_id_for(row["code"])).fetch_history()
+        lines = timeline_view.lines(await read_trail(history, client.data_converter), words(request).lang)
+        return page(request, "household.html", signed, h=row, state=state, options=options, lines=lines,
+                    message=message, error=error)  # fmt: skip
+
+    @r.post("/households/{code}/act")
+    async def act(code: str, request: Request) -> Response:
+        signed = await who(request)
+        form = await request.form()
+        check_csrf(signed, str(form.get("csrf", "")))
+        evidence = [e.strip() for e in str(form.get("evidence", "")).split(";") if e.strip()]
+        for upload in form.getlist("files"):
+            if isinstance(upload, UploadFile) and upload.filename:
+                evidence.append(await _store(settings, upload))
+        step = str(form.get("step", ""))
+        tranche = int(str(form["tranche"])) if form.get("tranche") else None
+        milestone = str(form["milestone"]) if form.get("milestone") else None
+        reason = str(form.get("reason") or "") or None
+        back = f"/households/{quote(code)}"
+        try:
+            done = await take_step(request.app.state.client, request.app.state.sessions, code, Step(step),
+                                   signed.user.user_id, evidence=evidence, reason=reason, tranche=tranche,
+                                   milestone=milestone)  # fmt: skip
+        except Refusal as e:
+            return RedirectResponse(f"{back}?error={quote(f'{e.rule}: {e.message}')}", status_code=303)
+        except ValueError:
+            return RedirectResponse(f"{back}?error={quote(f'UnknownStep: {step}')}", status_code=303)
+        return RedirectResponse(f"{back}?message={quote(f'{step} #{done.seq}')}", status_code=303)
+
+    # ------------------------------------------------------------------ finance
+
+    @r.get("/finance")
+    async def finance(request: Request, message: str = "") -> Response:
+        signed = await who(request)
+        if signed.user.role not in FINANCE_ROLES:
+            return page(request, "forbidden.html", signed)
+        async with request.app.state.sessions() as s:
+            rec = await reconciliation.reconcile(s)
+        waiting = await payouts.tranche_counts(request.app.state.sessions, None, ("due", "authorised"))
+        districts = sorted({d.key for d in rec.districts}) if rec.districts else []
+        return page(request, "finance.html", signed, rec=rec, waiting=sorted(waiting.items()), message=message,
+                    districts=districts, decisions=[d.key for d in rec.decisions])  # fmt: skip
+
+    @r.post("/finance/batch")
+    async def batch(request: Request, csrf: str = Form(...), action: str = Form(...), tranche: int = Form(...),
+                    district: str = Form(""), decision: str = Form(""),
+                    evidence: str = Form(...)) -> Response:  # fmt: skip
+        signed = await who(request)
+        check_csrf(signed, csrf)
+        selection = BatchSelection(district=district or None, decision_ref=decision or None)
+        ref = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
+        refs = [e.strip() for e in evidence.split(";") if e.strip()]
+        inp = PayoutBatchInput(batch_id=payouts.batch_id_for(BatchAction(action), tranche, selection, f"web-{ref}"),
+                               action=BatchAction(action), tranche=tranche, selection=selection,
+                               actor=signed.user.actor(), evidence=refs)  # fmt: skip
+        result = await payouts.run_batch(request.app.state.client, settings.temporal_task_queue, inp)
+        p = result.progress
+        message = f"{action} t{tranche}: {p.done} done ({result.amount:,} đ), {p.skipped} skipped, {p.failed} failed"
+        failures = [i for i in result.items if i.outcome == "failed"]
+        return page(request, "batch.html", signed, message=message, failures=failures)
+
+    @r.get("/finance/reconciliation.xlsx")
+    async def export(request: Request) -> Response:
+        signed = await who(request)
+        if signed.user.role not in FINANCE_ROLES | AUDIT_ROLES:
+            return page(request, "forbidden.html", signed)
+        async with request.app.state.sessions() as s:
+            rec = await reconciliation.reconcile(s)
+        path = Path(tempfile.mkdtemp(prefix="xnt-")) / "doi-chieu.xlsx"
+        reconciliation.write_xlsx(rec, path)
+        return FileResponse(path, filename="doi-chieu.xlsx",
+                            media_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")  # fmt: skip
+
+    # ------------------------------------------------------------------ audit
+
+    @r.get("/audit")
+    async def audit(request: Request, code: str = "") -> Response:
+        signed = await who(request)
+        if signed.user.role not in AUDIT_ROLES:
+            return page(request, "forbidden.html", signed)
+        if code:
+            return RedirectResponse(f"/households/{quote(code.strip().upper())}", status_code=303)
+        return page(request, "audit.html", signed, report=None)
+
+    @r.post("/audit/verify")
+    async def audit_verify(request: Request, csrf: str = Form(...)) -> Response:
+        signed = await who(request)
+        check_csrf(signed, csrf)
+        if signed.user.role not in AUDIT_ROLES:
+            return page(request, "forbidden.html", signed)
+        client = request.app.state.client
+        trails = await read_trails(fetch_histories(client, await workflow_ids(client)), client.data_converter)
+        report = verify(trails, await read_records(request.app.state.sessions))
+        return page(request, "audit.html", signed, report=report)
+
+    return r
+
+
+BULK_STEPS = {Step.VERIFY, Step.APPROVE, Step.COMPLETE_CONSTRUCTION, Step.ACCEPT}
+
+
+async def _store(settings: Settings, upload: UploadFile) -> str:
+    """Keep an attachment by its SHA-256 and return the evidence reference the audit trail records."""
+    data = await upload.read(MAX_ATTACHMENT + 1)
+    if len(data) > MAX_ATTACHMENT:
+        raise Refusal("AttachmentTooLarge", f"{upload.filename}: larger than {MAX_ATTACHMENT // 2**20} MB")
+    digest = hashlib.sha256(data).hexdigest()
+    folder = settings.state_dir / "evidence"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / digest).write_bytes(data)
+    name = Path(upload.filename or "file").name[:80]
+    return f"{name} sha256:{digest}"
