@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import select
 
 from db import access
+from db import users as users_db
 from db.schema import workflow_policies
 from models.finance import TrancheStatus
 from models.household import Step
@@ -38,8 +39,11 @@ async def token_for(sessions, user_id: str) -> str:
 
 
 async def test_sign_in_sets_a_strict_cookie_and_throttles_guessing(web, sessions):
-    user = sample.AUDITOR_USER
+    user = f"kt.{uuid.uuid4().hex[:6]}"  # an auditor of its own: the lock it ends with lasts 15 minutes
     async with sessions() as s, s.begin():
+        row = dict(user_id=user, full_name="Kiểm Tra", role="auditor", agency="Thanh tra tỉnh",
+                   province=sample.PROVINCE, district=None, commune=None, active=True)  # fmt: skip
+        await users_db.upsert(s, [row])
         await access.set_password(s, user, PASSWORD)
     async with http(web["app"]) as c:
         ok = await c.post("/api/session", json={"user_id": user, "password": PASSWORD})
