@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import secrets
 import sys
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -45,7 +46,7 @@ from core.migrate import upgrade
 from core.settings import ROOT, Settings, get_settings
 from core.stack import Stack, StackError
 from core.temporal import connect, ensure_search_attributes, key_ring
-from db import audit, households, ledger, outbox, users
+from db import access, audit, households, ledger, outbox, users
 from db import finance as finance_db
 from db.policy import current_workflow_policy
 from models.finance import BatchAction, BatchSelection, Milestone, PayoutBatchInput, PayoutResult
@@ -120,12 +121,16 @@ def _stack_up(stack: Stack, worker: bool) -> None:
         started = stack.worker().start(stack.env())
         out.print(f"Worker      {'started' if started else 'running'} (log: {stack.worker().log_file.name} "
                   "in the state folder)")  # fmt: skip
+        web = stack.web()
+        started = web.start(stack.env())
+        out.print(f"Web app     {'started' if started else 'running'} at {web.url} (API docs {web.url}/docs)")
 
 
 @stack_app.command("down")
 def stack_down() -> None:
     """Stop the worker, Temporal and PostgreSQL started by 'stack up' (their data is kept)."""
     stack = Stack(get_settings())
+    out.print(f"Web app     {'stopped' if stack.web().stop() else 'was not running'}")
     out.print(f"Worker      {'stopped' if stack.worker().stop() else 'was not running'}")
     if stack.embedded_temporal:
         out.print(f"Temporal    {'stopped' if stack.temporal().stop() else 'was not running'}")
@@ -145,6 +150,7 @@ def stack_status() -> None:
                   ("running" if tp.running() else "stopped") if stack.embedded_temporal else "external")  # fmt: skip
     table.add_row("Web UI", stack.settings.temporal_ui_url, "")
     table.add_row("Worker", stack.settings.temporal_task_queue, "running" if stack.worker().running() else "stopped")
+    table.add_row("Web app", stack.web().url, "running" if stack.web().running() else "stopped")
     out.print(table)
 
 
@@ -790,7 +796,8 @@ def demo(
             await _demo_finance_extras(sessions, items)
 
             out.rule("[bold]6. Summary")
-            await _summary(settings, sessions, client, example=first.code)
+            logins = await _demo_logins(sessions, first, items)
+            await _summary(settings, sessions, client, example=first.code, logins=logins)
             if failures:
                 raise typer.Exit(1)
 
@@ -873,7 +880,29 @@ async def _demo_finance_extras(sessions, items) -> None:
     out.print(f"VBSP loans recorded for {len(poor)} poor households (co-financing, not grant money)")
 
 
-async def _summary(settings: Settings, sessions, client, example: str) -> None:
+async def _demo_logins(sessions, first, items) -> list[tuple[str, str, str, str]]:
+    """Passwords for one officer of each kind (new ones on every demo run), to sign in to the web app."""
+    other = next((h for h in items if h.district != first.district), first)
+    who = [
+        ("commune officer", sample.commune_user(first.district, first.commune), f"{first.commune}: verify, report"),
+        ("district officer", sample.district_user(first.district), f"{first.district}: approve, accept"),
+        ("district officer", sample.district_user(other.district), f"{other.district} (cannot see {first.district})"),
+        ("finance", sample.FINANCE_USERS[0], "allocate, authorise payout batches"),
+        ("finance", sample.FINANCE_USERS[1], "settle (not the same officer who allocated)"),
+        ("treasury", sample.TREASURY_USER, "release authorised payouts"),
+        ("auditor", sample.AUDITOR_USER, "read-only: timelines, three-way check"),
+    ]
+    logins = []
+    async with sessions() as session, session.begin():
+        for kind, user, does in who:
+            password = secrets.token_urlsafe(9)
+            await access.set_password(session, user, password)
+            logins.append((kind, user, password, does))
+    return logins
+
+
+async def _summary(settings: Settings, sessions, client, example: str,
+                   logins: list[tuple[str, str, str, str]] | None = None) -> None:  # fmt: skip
     async with sessions() as session:
         rep = await reports.build(session)
         rec = await reconciliation.reconcile(session)
@@ -917,6 +946,13 @@ async def _summary(settings: Settings, sessions, client, example: str) -> None:
     out.print("Funds:            python starter.py finance sources")
     out.print(f"Audit:            python starter.py audit timeline {example} --lang en")
     out.print("                  python starter.py audit export DIR, then audit replay / verify --from DIR")
+    web = Stack(settings).web()
+    out.print(f"Web app:          {web.url}  (API: {web.url}/docs)")
+    if logins:
+        table = Table("who", "user", "password (new on every demo run)", "what they do", title="Sign in as")
+        for row in logins:
+            table.add_row(*row)
+        out.print(table)
     out.print("Stop everything:  python starter.py stack down")
     if mismatches or ledger_problems or not chain.ok or not rec.balanced or not verified.ok:
         raise typer.Exit(1)

@@ -320,6 +320,45 @@ class BackgroundWorker:
 
 
 @dataclass
+class BackgroundWeb:
+    """The web app and API (`starter.py web`), served for the demo and the embedded stack."""
+
+    state_dir: Path
+    host: str
+    port: int
+
+    @property
+    def pid_file(self) -> Path:
+        return self.state_dir / "web.pid"
+
+    @property
+    def log_file(self) -> Path:
+        return self.state_dir / "web.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def running(self) -> bool:
+        return _pid_alive(self.pid_file) is not None
+
+    def start(self, env: dict[str, str]) -> bool:
+        if self.running():
+            return False
+        if port_open(self.host, self.port):
+            raise StackError(f"port {self.port} is taken by another program: set WEB_PORT to a free one")
+        proc = _spawn([sys.executable, str(ROOT / "starter.py"), "web"], self.log_file, self.pid_file,
+                      env={**os.environ, **env, "LOG_JSON": "true"}, cwd=ROOT)  # fmt: skip
+        _wait_for(lambda: port_open(self.host, self.port) or proc.poll() is not None, 60, "web app", self.log_file)
+        if proc.poll() is not None:
+            raise StackError(f"web app exited at start:\n{_log_tail(self.log_file)}")
+        return True
+
+    def stop(self) -> bool:
+        return _stop_pid(self.pid_file)
+
+
+@dataclass
 class Stack:
     settings: Settings
 
@@ -342,6 +381,9 @@ class Stack:
 
     def worker(self) -> BackgroundWorker:
         return BackgroundWorker(self.settings.state_dir)
+
+    def web(self) -> BackgroundWeb:
+        return BackgroundWeb(self.settings.state_dir, self.settings.web_host, self.settings.web_port)
 
     def env(self) -> dict[str, str]:
         return {

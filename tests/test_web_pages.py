@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 from collections.abc import AsyncIterator
@@ -10,10 +11,11 @@ from contextlib import asynccontextmanager
 import httpx
 from sqlalchemy import select
 
+from core.stack import BackgroundWeb, free_port
 from db import access
 from db.schema import audit_log
 from operations import sample
-from tests.conftest import WEB_DISTRICT
+from tests.conftest import TEST_KEYS_FILE, WEB_DISTRICT
 
 PASSWORD = "mat-khau-trang-2025"
 
@@ -86,3 +88,19 @@ async def test_finance_sees_sources_and_an_auditor_reads_a_timeline_in_english(w
         timeline = await c.get(found.headers["location"])
         assert "File opened in the engine" in timeline.text and "There is no step you may take now." in timeline.text
         assert (await c.get("/finance")).status_code == 200 and "not for your role" in (await c.get("/finance")).text
+
+
+async def test_the_stack_serves_the_web_app_as_a_process_of_its_own(client, settings, tmp_path):
+    port = free_port()
+    web = BackgroundWeb(tmp_path, "127.0.0.1", port)
+    env = {"DATABASE_URL": settings.database_url, "TEMPORAL_ADDRESS": client.service_client.config.target_host,
+           "PAYLOAD_KEYS_FILE": str(TEST_KEYS_FILE), "STATE_DIR": str(tmp_path), "WEB_PORT": str(port)}  # fmt: skip
+    assert await asyncio.to_thread(web.start, env)
+    try:
+        async with httpx.AsyncClient(base_url=web.url) as c:
+            login = await c.get("/login")
+            assert login.status_code == 200 and 'name="password"' in login.text
+            assert (await c.get("/openapi.json")).json()["info"]["title"].startswith("Xóa nhà tạm")
+    finally:
+        assert web.stop()
+    assert not web.running()
