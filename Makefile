@@ -19,8 +19,16 @@ install: $(STAMP)
 demo: install
 	$(PY) starter.py demo $(if $(PROVINCE),--province $(PROVINCE))
 
+# The browser tests drive Debian's Chromium; Playwright never downloads a browser of its own.
+CHROMIUM := /usr/bin/chromium
+$(CHROMIUM):
+	@echo "Installing Debian's Chromium for the browser tests (apt-get)"
+	@if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null
+
 ## make test: lint, then the whole suite against real PostgreSQL and Temporal test servers
-test: install
+test: install $(CHROMIUM)
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest
 
