@@ -124,10 +124,16 @@ async def sign_in(session: AsyncSession, user_id: str, password: str, client: st
     if HASHER.check_needs_rehash(stored):
         await session.execute(update(user_credentials).where(user_credentials.c.user_id == user_id)
                               .values(password_hash=HASHER.hash(password)))  # fmt: skip
+    token, signed = await open_session(session, user)
+    return SignInOutcome(token=token, who=signed)
+
+
+async def open_session(session: AsyncSession, user: User) -> tuple[str, SignedIn]:
+    """A new session for a user whose identity has been established (by `sign_in`'s password check)."""
     token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
-    await session.execute(web_sessions.insert().values(token_hash=digest(token), user_id=user_id, csrf_token=csrf,
-                                                       expires_at=now + SESSION_TTL))  # fmt: skip
-    return SignInOutcome(token=token, who=SignedIn(user, csrf, "session"))
+    await session.execute(web_sessions.insert().values(token_hash=digest(token), user_id=user.user_id, csrf_token=csrf,
+                                                       expires_at=datetime.now(UTC) + SESSION_TTL))  # fmt: skip
+    return token, SignedIn(user, csrf, "session")
 
 
 async def session_user(session: AsyncSession, token: str) -> SignedIn | None:
