@@ -209,6 +209,9 @@ WEB_DISTRICT, WEB_OTHER_DISTRICT = "Lộc Bình", "Cao Lộc"
 async def web(client, sessions, settings):
     """The web app on the suite's servers, a worker on a queue of its own, and one household in each of two
     districts (`mine` in Lộc Bình, `theirs` in Cao Lộc)."""
+    # The test modules import this file as `tests.conftest`, pytest as `conftest`: two modules, two serial
+    # counters. Households are made from the test modules' copy so their CCCD numbers never collide.
+    from tests.conftest import make_households
     from web.app import create_app
 
     async with running_worker(client, sessions, settings) as tq:

@@ -14,8 +14,10 @@ from sqlalchemy import select
 from core.stack import BackgroundWeb, free_port
 from db import access
 from db.schema import audit_log
+from models.household import Step
 from operations import sample
-from tests.conftest import TEST_KEYS_FILE, WEB_DISTRICT
+from operations.actions import household_state, take_step
+from tests.conftest import TEST_KEYS_FILE, WEB_DISTRICT, enroll, make_households
 
 PASSWORD = "mat-khau-trang-2025"
 
@@ -104,3 +106,26 @@ async def test_the_stack_serves_the_web_app_as_a_process_of_its_own(client, sett
     finally:
         assert web.stop()
     assert not web.running()
+
+
+async def test_a_district_officer_approves_a_selection_in_bulk_and_each_refusal_is_named(web, client, sessions):
+    commune = web["communes"][WEB_DISTRICT]
+    officer = sample.commune_user(WEB_DISTRICT, commune)
+    fresh = make_households(2, district=WEB_DISTRICT, commune=commune, programme="")
+    items = await enroll(client, sessions, web["task_queue"], fresh)
+    await take_step(client, sessions, items[0].code, Step.VERIFY, officer, evidence=["BB"])
+    async with browser(web["app"], sessions, sample.district_user(WEB_DISTRICT)) as (c, csrf):
+        done = await c.post("/households/bulk", data={"csrf": csrf, "step": "approve", "evidence": "QĐ-BULK",
+                                                      "code": [items[0].code, items[1].code]})  # fmt: skip
+        rows = re.findall(r"<tr class=\"(late)?\"><td><a href=\"/households/([^\"]+)\">", done.text)
+        assert [(bool(late), code) for late, code in rows] == [(False, items[0].code), (True, items[1].code)]
+        assert "OutOfOrder" in done.text  # the second was not verified yet
+    assert (await household_state(client, items[0].code)).stage.value == "fund_allocation"
+    assert (await household_state(client, items[1].code)).stage.value == "verification"
+
+
+async def test_an_auditor_runs_the_three_way_check_from_the_page(web, sessions):
+    async with browser(web["app"], sessions, sample.AUDITOR_USER) as (c, csrf):
+        report = await c.post("/audit/verify", data={"csrf": csrf})
+        assert report.status_code == 200
+        assert re.search(r"\d+ discrepancies · \d+ steps · \d+ households", report.text)
