@@ -12,7 +12,7 @@ from sqlalchemy import (
     Table,
     Text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
 metadata = MetaData()
 
@@ -296,4 +296,15 @@ login_attempts = Table(
     Column("client", Text),
     Column("ok", Boolean),
     Column("at", DateTime(timezone=True)),
+)
+
+programme_deadlines = Table(
+    "programme_deadlines",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", Text),
+    Column("due_on", Date),
+    Column("support_types", ARRAY(Text)),
+    Column("beneficiary_groups", ARRAY(Text)),
+    Column("legal_basis", Text),
 )

@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from datetime import date, datetime, timedelta, timezone
 
-from sqlalchemy import case, func, select
+from sqlalchemy import and_, case, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db import ledger, policy
-from db.schema import audit_log, households, ledger_accounts
+from db.schema import audit_log, households, ledger_accounts, programme_deadlines
 from models.household import BeneficiaryGroup, Stage, SupportType
 
 VIETNAM = timezone(timedelta(hours=7))
@@ -155,3 +155,43 @@ async def support_totals(session: AsyncSession, decision_ref: str | None = None)
         q = q.where(h.decision_ref == decision_ref)
     nb, rp, paid = (await session.execute(q)).one()
     return {"new_builds": nb, "repairs": rp, "paid": int(paid)}
+
+
+@dataclass(frozen=True)
+class DeadlineProgress:
+    """One programme deadline: the houses it covers (in the asked area), how many are finished, and the
+    days left on `today` (negative once past)."""
+
+    name: str
+    due_on: date
+    legal_basis: str
+    covered: int
+    closed: int
+    days_left: int
+
+    @property
+    def remaining(self) -> int:
+        return self.covered - self.closed
+
+    @property
+    def missed(self) -> bool:
+        return self.days_left < 0 and self.remaining > 0
+
+
+async def deadline_progress(session: AsyncSession, today: date, district: str | None = None) -> list[DeadlineProgress]:
+    h, d = households.c, programme_deadlines.c
+    covers = and_(
+        or_(d.support_types.is_(None), h.support_type == func.any(d.support_types)),
+        or_(d.beneficiary_groups.is_(None), h.beneficiary_group == func.any(d.beneficiary_groups)),
+        h.stage != Stage.CANCELLED.value,
+        *([h.district == district] if district else []),
+    )
+    q = (
+        select(d.name, d.due_on, d.legal_basis, func.count(h.code),
+               func.count(h.code).filter(h.stage == Stage.CLOSED.value))
+        .select_from(programme_deadlines.outerjoin(households, covers))
+        .group_by(d.id, d.name, d.due_on, d.legal_basis)
+        .order_by(d.due_on)
+    )  # fmt: skip
+    return [DeadlineProgress(name, due, basis, n, closed, (due - today).days)
+            for name, due, basis, n, closed in await session.execute(q)]  # fmt: skip

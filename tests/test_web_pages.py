@@ -7,6 +7,7 @@ import hashlib
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import date
 
 import httpx
 from sqlalchemy import select
@@ -15,7 +16,7 @@ from core.stack import BackgroundWeb, free_port
 from db import access
 from db.schema import audit_log
 from models.household import Step
-from operations import sample
+from operations import reports, sample
 from operations.actions import household_state, take_step
 from tests.conftest import TEST_KEYS_FILE, WEB_DISTRICT, enroll, make_households
 
@@ -129,3 +130,18 @@ async def test_an_auditor_runs_the_three_way_check_from_the_page(web, sessions):
         report = await c.post("/audit/verify", data={"csrf": csrf})
         assert report.status_code == 200
         assert re.search(r"\d+ discrepancies · \d+ steps · \d+ households", report.text)
+
+
+async def test_the_dashboard_measures_progress_against_the_deadlines(web, sessions):
+    async with sessions() as s:
+        rows = await reports.deadline_progress(s, date(2025, 5, 10), WEB_DISTRICT)
+        everyone = await reports.deadline_progress(s, date(2025, 5, 10))
+    names = [r.name for r in rows]
+    assert names == ["Sửa chữa nhà hộ người có công, hộ nghèo, cận nghèo", "Nhà ở cho người có công với cách mạng",
+                     "Hoàn thành xóa nhà tạm, nhà dột nát"]  # fmt: skip
+    repairs, _, whole = rows
+    assert repairs.days_left == -10 and whole.days_left == 113
+    assert 0 < whole.covered <= everyone[2].covered and repairs.covered <= whole.covered
+    async with browser(web["app"], sessions, sample.district_user(WEB_DISTRICT)) as (c, _):
+        home = await c.get("/")
+        assert "Tiến độ so với các mốc thời hạn" in home.text and "Hoàn thành xóa nhà tạm" in home.text

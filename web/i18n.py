@@ -61,6 +61,12 @@ WORDS: dict[str, tuple[str, str]] = {
     "done": ("Đã thực hiện", "Done"),
     "total": ("Tổng", "Total"),
     "language": ("English", "Tiếng Việt"),
+    "deadlines": ("Tiến độ so với các mốc thời hạn", "Progress against the deadlines"),
+    "finished": ("hoàn thành", "finished"),
+    "days_left": ("còn {} ngày", "{} days left"),
+    "missed": ("quá hạn {} ngày, còn {} hộ", "{} days late, {} houses left"),
+    "met": ("đã qua hạn", "past"),
+    "allocation_queue": ("Hộ chờ bố trí vốn", "Households waiting for fund allocation"),
 }
 
 STAGES_VI = {

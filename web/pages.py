@@ -130,9 +130,10 @@ def router(settings: Settings, cookie: str) -> APIRouter:
     @r.get("/")
     async def dashboard(request: Request) -> Response:
         signed = await who(request)
+        user = signed.user
         async with request.app.state.sessions() as s:
             rep = await reports.build(s)
-        user = signed.user
+            deadlines = await reports.deadline_progress(s, datetime.now(timezone_vn()).date(), user.district)
         rows = [x for x in rep.by_district_stage if not user.district or x.district == user.district]
         districts = sorted({x.district for x in rows})
         by = {(x.district, x.stage): x.households for x in rows}
@@ -142,7 +143,7 @@ def router(settings: Settings, cookie: str) -> APIRouter:
         sources = rep.by_source if user.district is None else []
         top = max([s.received for s in sources] or [1])
         return page(request, "dashboard.html", signed, bars=bars, stages=stages, sources=sources, top=top,
-                    decisions=rep.by_decision if user.district is None else [])  # fmt: skip
+                    decisions=rep.by_decision if user.district is None else [], deadlines=deadlines)  # fmt: skip
 
     # ------------------------------------------------------------------ households
 
