@@ -82,6 +82,12 @@ STEPS_VI = {
 }  # fmt: skip
 
 
+GROUPS = {"meritorious": ("Người có công", "Meritorious service"), "poor": ("Hộ nghèo", "Poor"),
+          "near_poor": ("Hộ cận nghèo", "Near-poor"), "disaster": ("Thiên tai", "Natural disaster"),
+          "other": ("Khác", "Other")}  # fmt: skip
+SUPPORT = {"new_build": ("Xây mới", "New build"), "repair": ("Sửa chữa", "Repair")}
+
+
 class Words:
     def __init__(self, lang: str) -> None:
         self.lang = lang if lang in LANGS else "vi"
@@ -97,3 +103,9 @@ class Words:
     def step(self, step: Step | str) -> str:
         s = Step(step)
         return STEPS_VI.get(s, s.value) if self.lang == "vi" else s.value.replace("_", " ")
+
+    def group(self, value: str) -> str:
+        return GROUPS.get(value, (value, value))[self._i]
+
+    def support(self, value: str) -> str:
+        return SUPPORT.get(value, (value, value))[self._i]
