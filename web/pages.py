@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import tempfile
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from urllib.parse import quote
 
@@ -41,16 +41,11 @@ LOGIN_CSRF = "xnt_login_csrf"
 MAX_ATTACHMENT = 10 * 1024 * 1024
 FINANCE_ROLES = {"finance_officer", "treasury_officer", "province_officer", "admin"}
 AUDIT_ROLES = {"auditor", "admin", "province_officer"}
+VIETNAM = timezone(timedelta(hours=7))
 
 templates = Jinja2Templates(directory=HERE / "templates")
 templates.env.filters["dong"] = lambda n: f"{int(n or 0):,}".replace(",", ".")
-templates.env.filters["vn_date"] = lambda d: d.astimezone(timezone_vn()).strftime("%d/%m/%Y") if d else ""
-
-
-def timezone_vn():
-    from datetime import timezone
-
-    return timezone(timedelta(hours=7))
+templates.env.filters["vn_date"] = lambda d: d.astimezone(VIETNAM).strftime("%d/%m/%Y") if d else ""
 
 
 class SignedOut(Exception):
@@ -133,7 +128,7 @@ def router(settings: Settings, cookie: str) -> APIRouter:
         user = signed.user
         async with request.app.state.sessions() as s:
             rep = await reports.build(s)
-            deadlines = await reports.deadline_progress(s, datetime.now(timezone_vn()).date(), user.district)
+            deadlines = await reports.deadline_progress(s, datetime.now(VIETNAM).date(), user.district)
         rows = [x for x in rep.by_district_stage if not user.district or x.district == user.district]
         districts = sorted({x.district for x in rows})
         by = {(x.district, x.stage): x.households for x in rows}
@@ -168,7 +163,7 @@ def router(settings: Settings, cookie: str) -> APIRouter:
         async with request.app.state.sessions() as s:
             rows = (await s.execute(query.order_by(h.stage_since, h.code).limit(300))).mappings().all()
             total = await s.scalar(select(func.count()).select_from(query.subquery()))
-            policy = await policy_db.current_workflow_policy(s, datetime.now(timezone_vn()).date())
+            policy = await policy_db.current_workflow_policy(s, datetime.now(VIETNAM).date())
         now = datetime.now(UTC)
         items = []
         for row in rows:
