@@ -796,6 +796,7 @@ def demo(
             await _demo_finance_extras(sessions, items)
 
             out.rule("[bold]6. Summary")
+            await _demo_web_work(settings, sessions, client, first)
             logins = await _demo_logins(sessions, first, items)
             await _summary(settings, sessions, client, example=first.code, logins=logins)
             if failures:
@@ -878,6 +879,18 @@ async def _demo_finance_extras(sessions, items) -> None:
         await finance_ops.record_loan(sessions, sample.VBSP_USER, household_code=h.code, amount=40_000_000,
                                       status="disbursed", ref=f"HĐ-VAY/{h.code}")  # fmt: skip
     out.print(f"VBSP loans recorded for {len(poor)} poor households (co-financing, not grant money)")
+
+
+async def _demo_web_work(settings: Settings, sessions, client, first) -> None:
+    """A few households left at verification in the first household's commune, so that each officer has
+    work waiting in the web app (the demo's own list is closed by now)."""
+    rows = sample.households(6, seed=2026, prefix="LS270W", decision=sample.SUPPLEMENTARY_DECISION)
+    rows = [r | {"district": first.district, "commune": first.commune, "programme": ""} for r in rows]
+    path = settings.state_dir / "web-work.csv"
+    sample.write_households_csv(path, rows)
+    rep = await import_file(sessions, client, settings.temporal_task_queue, path, sample.PROVINCE_USER)
+    out.print(f"left for the web app: {len(rep.codes)} households at verification in {first.commune} "
+              f"({', '.join(rep.codes)})")  # fmt: skip
 
 
 async def _demo_logins(sessions, first, items) -> list[tuple[str, str, str, str]]:

@@ -28,7 +28,7 @@ from web.app import COOKIE  # noqa: E402
 OUT = Path(__file__).parent / "screenshots"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]  # fmt: skip
-DISTRICT, COMMUNE = "Lộc Bình", "Lộc Bình"
+OPEN = "LS270W-00001"  # left at verification by the demo for the web app
 
 
 async def main() -> None:
@@ -38,20 +38,22 @@ async def main() -> None:
     sessions = make_sessions(engine)
     tokens = {}
     async with sessions() as s, s.begin():
-        for user_id in (sample.PROVINCE_USER, sample.district_user(DISTRICT), sample.commune_user(DISTRICT, COMMUNE),
+        district, commune = (await s.execute(text("select district, commune from households where code = :c"),
+                                             {"c": OPEN})).one()  # fmt: skip
+        closed = await s.scalar(text("select code from households where district = :d and stage = 'closed' "
+                                     "order by code limit 1"), {"d": district})  # fmt: skip
+        for user_id in (sample.PROVINCE_USER, sample.district_user(district), sample.commune_user(district, commune),
                         sample.FINANCE_USERS[0], sample.AUDITOR_USER):  # fmt: skip
             tokens[user_id], _ = await access.open_session(s, await users.get(s, user_id))
-        code = await s.scalar(text("select code from households where district = :d and stage = 'closed' "
-                                   "order by code limit 1"), {"d": DISTRICT})  # fmt: skip
     await engine.dispose()
     OUT.mkdir(exist_ok=True)
     shots = [
         (None, "/login", "01-dang-nhap.png", "vi"),
         (sample.PROVINCE_USER, "/", "02-tong-quan.png", "vi"),
-        (sample.district_user(DISTRICT), "/households", "03-hang-doi-huyen.png", "vi"),
-        (sample.commune_user(DISTRICT, COMMUNE), f"/households/{code}", "04-ho-gia-dinh.png", "vi"),
+        (sample.district_user(district), "/households", "03-hang-doi-huyen.png", "vi"),
+        (sample.commune_user(district, commune), f"/households/{OPEN}", "04-ho-gia-dinh-xac-minh.png", "vi"),
         (sample.FINANCE_USERS[0], "/finance", "05-tai-chinh.png", "vi"),
-        (sample.AUDITOR_USER, f"/households/{code}", "06-auditor-timeline-en.png", "en"),
+        (sample.AUDITOR_USER, f"/households/{closed}", "06-auditor-timeline-en.png", "en"),
     ]
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS, headless=True)

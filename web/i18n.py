@@ -61,6 +61,7 @@ WORDS: dict[str, tuple[str, str]] = {
     "done": ("Đã thực hiện", "Done"),
     "total": ("Tổng", "Total"),
     "language": ("English", "Tiếng Việt"),
+    "entitled": ("Mức hỗ trợ (đ)", "Support entitled (đ)"),
     "deadlines": ("Tiến độ so với các mốc thời hạn", "Progress against the deadlines"),
     "finished": ("hoàn thành", "finished"),
     "days_left": ("còn {} ngày", "{} days left"),
