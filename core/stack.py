@@ -288,74 +288,68 @@ class EmbeddedTemporal:
         return _stop_pid(self.pid_file)
 
 
-@dataclass
-class BackgroundWorker:
+class _Background:
+    """A process of ours the stack starts in the background, found again by its pid file."""
+
+    name: str
     state_dir: Path
 
     @property
     def pid_file(self) -> Path:
-        return self.state_dir / "worker.pid"
+        return self.state_dir / f"{self.name}.pid"
 
     @property
     def log_file(self) -> Path:
-        return self.state_dir / "worker.log"
+        return self.state_dir / f"{self.name}.log"
 
     def running(self) -> bool:
         return _pid_alive(self.pid_file) is not None
+
+    def stop(self) -> bool:
+        return _stop_pid(self.pid_file)
+
+    def _spawn(self, cmd: list[str], env: dict[str, str], ready, what: str) -> None:
+        proc = _spawn(cmd, self.log_file, self.pid_file, env={**os.environ, **env, "LOG_JSON": "true"}, cwd=ROOT)
+        _wait_for(lambda: ready() or proc.poll() is not None, 60, what, self.log_file)
+        if proc.poll() is not None:
+            raise StackError(f"{what} exited at start:\n{_log_tail(self.log_file)}")
+
+
+@dataclass
+class BackgroundWorker(_Background):
+    state_dir: Path
+    name: str = "worker"
 
     def start(self, env: dict[str, str]) -> bool:
         if self.running():
             return False
         ready = self.state_dir / "worker.ready"
         ready.unlink(missing_ok=True)
-        proc = _spawn([sys.executable, str(ROOT / "worker.py"), "--ready-file", str(ready)], self.log_file,
-                      self.pid_file, env={**os.environ, **env, "LOG_JSON": "true"}, cwd=ROOT)  # fmt: skip
-        _wait_for(lambda: ready.exists() or proc.poll() is not None, 60, "worker", self.log_file)
-        if proc.poll() is not None:
-            raise StackError(f"worker exited at start:\n{_log_tail(self.log_file)}")
+        self._spawn([sys.executable, str(ROOT / "worker.py"), "--ready-file", str(ready)], env, ready.exists, "worker")
         return True
-
-    def stop(self) -> bool:
-        return _stop_pid(self.pid_file)
 
 
 @dataclass
-class BackgroundWeb:
+class BackgroundWeb(_Background):
     """The web app and API (`starter.py web`), served for the demo and the embedded stack."""
 
     state_dir: Path
     host: str
     port: int
-
-    @property
-    def pid_file(self) -> Path:
-        return self.state_dir / "web.pid"
-
-    @property
-    def log_file(self) -> Path:
-        return self.state_dir / "web.log"
+    name: str = "web"
 
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
-
-    def running(self) -> bool:
-        return _pid_alive(self.pid_file) is not None
 
     def start(self, env: dict[str, str]) -> bool:
         if self.running():
             return False
         if port_open(self.host, self.port):
             raise StackError(f"port {self.port} is taken by another program: set WEB_PORT to a free one")
-        proc = _spawn([sys.executable, str(ROOT / "starter.py"), "web"], self.log_file, self.pid_file,
-                      env={**os.environ, **env, "LOG_JSON": "true"}, cwd=ROOT)  # fmt: skip
-        _wait_for(lambda: port_open(self.host, self.port) or proc.poll() is not None, 60, "web app", self.log_file)
-        if proc.poll() is not None:
-            raise StackError(f"web app exited at start:\n{_log_tail(self.log_file)}")
+        self._spawn([sys.executable, str(ROOT / "starter.py"), "web"], env,
+                    lambda: port_open(self.host, self.port), "web app")  # fmt: skip
         return True
-
-    def stop(self) -> bool:
-        return _stop_pid(self.pid_file)
 
 
 @dataclass

@@ -98,25 +98,22 @@ def reset(user_id: str, generate: bool = GENERATE, password_stdin: bool = STDIN)
 def disable(user_id: str) -> None:
     """Stop a user from signing in or acting: ends their sessions, revokes their API tokens. The engine
     refuses their steps too (it checks the users table inside every step's transaction)."""
-
-    async def go(settings: Settings) -> None:
-        async with database(settings) as sessions, sessions() as s, s.begin():
-            await access.set_active(s, user_id, False)
-
-    _act(go)
-    out.print(f"user {user_id} disabled")
+    _set_active(user_id, False)
 
 
 @app.command("enable")
 def enable(user_id: str) -> None:
     """Let a disabled user sign in again (with a password reset if it was lost; tokens stay revoked)."""
+    _set_active(user_id, True)
 
+
+def _set_active(user_id: str, active: bool) -> None:
     async def go(settings: Settings) -> None:
         async with database(settings) as sessions, sessions() as s, s.begin():
-            await access.set_active(s, user_id, True)
+            await access.set_active(s, user_id, active)
 
     _act(go)
-    out.print(f"user {user_id} enabled")
+    out.print(f"user {user_id} {'enabled' if active else 'disabled'}")
 
 
 @app.command("token")
