@@ -25,7 +25,8 @@ $(CHROMIUM):
 	@echo "Installing Debian's Chromium for the browser tests (apt-get)"
 	@if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	  export DEBIAN_FRONTEND=noninteractive; \
-	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null
+	  $$SUDO apt-get -o Acquire::Retries=3 update -qq && \
+	  $$SUDO apt-get -o Acquire::Retries=3 install -y -qq --no-install-recommends chromium >/dev/null
 
 ## make test: lint, then the whole suite against real PostgreSQL and Temporal test servers
 test: install $(CHROMIUM)
