@@ -50,7 +50,7 @@ from operations.imports import register, start_workflows
 from operations.seed import seed_demo
 
 HERE = Path(__file__).parent
-STEPS_PER_HOUSEHOLD = 13  # 11 officers' updates + the channel's 2 confirmations
+STEPS_PER_HOUSEHOLD = UPDATES + SIGNALS  # 11 officers' updates + the channel's 2 confirmations
 MILESTONE = {"new_build": "foundation", "repair": "progress_30"}
 # Processes whose CPU is reported, by what their command line contains.
 PROCESSES = (("postgres", ("postgres",)), ("temporal", ("temporal", "server")), ("worker", ("worker.py",)),
@@ -217,9 +217,10 @@ def cpu_by_process() -> dict[str, float]:
     return totals
 
 
-def _own_cpu() -> float:
+def cpu_now() -> dict[str, float]:
+    """`cpu_by_process()` and the driver's own CPU (its officers are part of the system measured)."""
     r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
+    return cpu_by_process() | {"driver": r.ru_utime + r.ru_stime}
 
 
 def _delta(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
@@ -273,14 +274,14 @@ async def main() -> None:
             with Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                           console=console) as bar:  # fmt: skip
                 task = bar.add_task("", total=total)
-                before = cpu_by_process() | {"driver": _own_cpu()}
+                before = cpu_now()
                 if label.startswith("ours"):
                     figures = await run_ours(client, sessions, settings.temporal_task_queue, work, args.officers,
                                              lambda t=task: bar.advance(t), think=think)  # fmt: skip
                 else:
                     figures = await run_baseline(bare, baseline_queue, work, args.officers,
                                                  lambda t=task: bar.advance(t), think=think)  # fmt: skip
-                figures.cpu = _delta(cpu_by_process() | {"driver": _own_cpu()}, before)
+                figures.cpu = _delta(cpu_now(), before)
                 figures.label = label
             results[label] = figures
     finally:

@@ -308,7 +308,7 @@ class _Background:
     def stop(self) -> bool:
         return _stop_pid(self.pid_file)
 
-    def _spawn(self, cmd: list[str], env: dict[str, str], ready, what: str) -> None:
+    def _launch(self, cmd: list[str], env: dict[str, str], ready, what: str) -> None:
         proc = _spawn(cmd, self.log_file, self.pid_file, env={**os.environ, **env, "LOG_JSON": "true"}, cwd=ROOT)
         _wait_for(lambda: ready() or proc.poll() is not None, 60, what, self.log_file)
         if proc.poll() is not None:
@@ -325,7 +325,7 @@ class BackgroundWorker(_Background):
             return False
         ready = self.state_dir / "worker.ready"
         ready.unlink(missing_ok=True)
-        self._spawn([sys.executable, str(ROOT / "worker.py"), "--ready-file", str(ready)], env, ready.exists, "worker")
+        self._launch([sys.executable, str(ROOT / "worker.py"), "--ready-file", str(ready)], env, ready.exists, "worker")
         return True
 
 
@@ -347,7 +347,7 @@ class BackgroundWeb(_Background):
             return False
         if port_open(self.host, self.port):
             raise StackError(f"port {self.port} is taken by another program: set WEB_PORT to a free one")
-        self._spawn([sys.executable, str(ROOT / "starter.py"), "web"], env,
+        self._launch([sys.executable, str(ROOT / "starter.py"), "web"], env,
                     lambda: port_open(self.host, self.port), "web app")  # fmt: skip
         return True
 

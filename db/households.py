@@ -9,6 +9,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.schema import households
+from models.actor import Jurisdiction
 from models.household import Household
 
 
@@ -96,3 +97,14 @@ async def list_rows(
     if district:
         query = query.where(households.c.district == district)
     return [HouseholdRow(**r._mapping) for r in await session.execute(query)]
+
+
+def in_jurisdiction(j: Jurisdiction) -> list:
+    """`Jurisdiction.covers` as SQL conditions on the register: what an officer may read."""
+    h = households.c
+    where = [h.province == j.province]
+    if j.district:
+        where.append(h.district == j.district)
+    if j.commune:
+        where.append(h.commune == j.commune)
+    return where

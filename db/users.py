@@ -24,13 +24,12 @@ class User:
     commune: str | None
     active: bool
 
+    @property
+    def jurisdiction(self) -> Jurisdiction:
+        return Jurisdiction(province=self.province, district=self.district, commune=self.commune)
+
     def actor(self) -> Actor:
-        return Actor(
-            user_id=self.user_id,
-            role=self.role,
-            agency=self.agency,
-            jurisdiction=Jurisdiction(province=self.province, district=self.district, commune=self.commune),
-        )
+        return Actor(user_id=self.user_id, role=self.role, agency=self.agency, jurisdiction=self.jurisdiction)
 
 
 async def get(session: AsyncSession, user_id: str) -> User | None:

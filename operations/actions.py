@@ -105,11 +105,11 @@ async def household_state(client: Client, code: str) -> HouseholdState:
         raise refusal_from(err) from None
 
 
-async def next_actions(client: Client, sessions: Sessions, code: str, actor: Actor) -> list[rules.Option]:
-    """The steps the engine would accept from `actor` on this household now (what a page offers)."""
-    state = await household_state(client, code)
+async def next_actions(sessions: Sessions, state: HouseholdState, actor: Actor) -> list[rules.Option]:
+    """The steps the engine would accept from `actor` on this household now (what a page offers), given
+    the state the caller has just queried from its workflow."""
     async with sessions() as session:
-        household = await households.get_household(session, code.strip().upper())
+        household = await households.get_household(session, state.household_code)
         policy = await policy_db.workflow_policy(session, state.policy_version)
     if household is None:
         return []

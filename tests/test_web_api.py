@@ -13,6 +13,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from core.errors import DomainError
 from db import access
 from db import users as users_db
 from db.schema import workflow_policies
@@ -69,9 +70,9 @@ async def test_sign_in_sets_a_strict_cookie_and_throttles_guessing(web, sessions
 
 async def test_a_weak_password_is_refused_with_the_rule(sessions):
     async with sessions() as s:
-        with pytest.raises(Exception, match="at least 10 characters"):
+        with pytest.raises(DomainError, match="at least 10 characters"):
             await access.set_password(s, sample.PROVINCE_USER, "short")
-        with pytest.raises(Exception, match="must not contain the user name"):
+        with pytest.raises(DomainError, match="must not contain the user name"):
             await access.set_password(s, sample.PROVINCE_USER, f"xx{sample.PROVINCE_USER}xx")
         await s.rollback()
 

@@ -36,9 +36,10 @@ def _password(generate: bool, from_stdin: bool, user_id: str) -> tuple[str, bool
     return typer.prompt(f"password for {user_id}", hide_input=True, confirmation_prompt=True), False
 
 
-def _act(fn) -> None:
+def _act(fn):
+    """Run `fn(settings)`; a refusal ends the command with its rule and a non-zero exit."""
     try:
-        run(fn)
+        return run(fn)
     except DomainError as e:
         fail(f"{e.type}: {e.message}")
 
@@ -124,10 +125,7 @@ def token(user_id: str, name: str = typer.Option(..., "--name", help="What the t
         async with database(settings) as sessions, sessions() as s, s.begin():
             return await access.create_token(s, user_id, name)
 
-    try:
-        value = run(go)
-    except DomainError as e:
-        fail(f"{e.type}: {e.message}")
+    value = _act(go)
     out.print(f"API token {name!r} for {user_id} (shown once; send as 'Authorization: Bearer …'):")
     print(value)
 

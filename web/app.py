@@ -32,6 +32,7 @@ from core.settings import Settings, get_settings
 from core.temporal import connect
 from db import access
 from db.engine import Sessions, make_engine, make_sessions
+from db.households import in_jurisdiction
 from db.schema import households
 from db.users import User
 from models.household import Stage, Step, workflow_id_for
@@ -49,18 +50,8 @@ class SignInInput(BaseModel):
     password: str = Field(min_length=1, max_length=200)
 
 
-class Me(BaseModel):
-    user_id: str
-    full_name: str
-    role: str
-    agency: str
-    province: str
-    district: str | None
-    commune: str | None
-
-
 class SignInResult(BaseModel):
-    user: Me
+    user: User
     csrf_token: str
 
 
@@ -118,10 +109,6 @@ async def refused_page(request: Request, exc: Exception) -> Response:
     return resp
 
 
-def me(user: User) -> Me:
-    return Me(**{k: getattr(user, k) for k in Me.model_fields})
-
-
 def create_app(settings: Settings | None = None, *, sessions: Sessions | None = None,
                client: Client | None = None) -> FastAPI:  # fmt: skip
     """The app; `sessions` and `client` are made from the settings unless given (the tests give theirs)."""
@@ -129,16 +116,13 @@ def create_app(settings: Settings | None = None, *, sessions: Sessions | None = 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        """Make what was not given: the database sessions and the Temporal client."""
         engine = None
-        if hasattr(app.state, "client"):
-            yield
-            return
         if sessions is None:
             engine = make_engine(settings)
             app.state.sessions = make_sessions(engine)
-        else:
-            app.state.sessions = sessions
-        app.state.client = client or await connect(settings)
+        if client is None:
+            app.state.client = await connect(settings)
         try:
             yield
         finally:
@@ -146,8 +130,11 @@ def create_app(settings: Settings | None = None, *, sessions: Sessions | None = 
                 await engine.dispose()
 
     app = FastAPI(title="Xóa nhà tạm — engine API", version="1", lifespan=lifespan)
-    if sessions is not None and client is not None:  # given: usable without the lifespan (in-process tests)
-        app.state.sessions, app.state.client = sessions, client
+    # Given ones are usable at once, also where the lifespan does not run (in-process tests).
+    if sessions is not None:
+        app.state.sessions = sessions
+    if client is not None:
+        app.state.client = client
     app.add_exception_handler(Problem, problem_handler)
     app.add_exception_handler(RequestValidationError, validation_handler)
     app.add_exception_handler(pages.SignedOut, lambda request, exc: RedirectResponse("/login", status_code=303))
@@ -167,7 +154,7 @@ def create_app(settings: Settings | None = None, *, sessions: Sessions | None = 
         assert token is not None and who is not None
         response.set_cookie(COOKIE, token, httponly=True, secure=secure_cookie, samesite="strict",
                             max_age=int(access.SESSION_TTL.total_seconds()), path="/")  # fmt: skip
-        return SignInResult(user=me(who.user), csrf_token=who.csrf_token or "")
+        return SignInResult(user=who.user, csrf_token=who.csrf_token or "")
 
     @app.delete("/api/session", status_code=204, tags=["session"])
     async def sign_out(request: Request, who: Who) -> Response:
@@ -179,9 +166,9 @@ def create_app(settings: Settings | None = None, *, sessions: Sessions | None = 
         response.delete_cookie(COOKIE, path="/")
         return response
 
-    @app.get("/api/me", response_model=Me, tags=["session"])
-    async def whoami(who: Who) -> Me:
-        return me(who.user)
+    @app.get("/api/me", response_model=User, tags=["session"])
+    async def whoami(who: Who) -> User:
+        return who.user
 
     @app.get("/api/households", response_model=list[HouseholdSummary], tags=["households"])
     async def list_households(
@@ -190,7 +177,7 @@ def create_app(settings: Settings | None = None, *, sessions: Sessions | None = 
         group: str | None = None, limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0),
     ) -> list[HouseholdSummary]:  # fmt: skip
         h = households.c
-        q = select(*(h[f] for f in HouseholdSummary.model_fields)).where(*_within(who.user))
+        q = select(*(h[f] for f in HouseholdSummary.model_fields)).where(*in_jurisdiction(who.user.jurisdiction))
         for column, value in ((h.stage, stage and stage.value), (h.district, district), (h.commune, commune),
                               (h.beneficiary_group, group)):  # fmt: skip
             if value:
@@ -203,8 +190,7 @@ def create_app(settings: Settings | None = None, *, sessions: Sessions | None = 
     async def household(code: str, request: Request, who: Who) -> dict:
         summary = await _visible(request, who.user, code)
         state = await household_state(request.app.state.client, summary.code)
-        options = await next_actions(request.app.state.client, request.app.state.sessions, summary.code,
-                                     who.user.actor())  # fmt: skip
+        options = await next_actions(request.app.state.sessions, state, who.user.actor())
         return {"household": summary.model_dump(mode="json"), "state": state.model_dump(mode="json"),
                 "actions": [{"step": o.step.value, "tranche": o.tranche,
                              "milestone": o.milestone.value if o.milestone else None} for o in options]}  # fmt: skip
@@ -243,7 +229,9 @@ def create_app(settings: Settings | None = None, *, sessions: Sessions | None = 
 
     async def _visible(request: Request, user: User, code: str) -> HouseholdSummary:
         h = households.c
-        q = select(*(h[f] for f in HouseholdSummary.model_fields)).where(h.code == code.strip().upper(), *_within(user))
+        q = select(*(h[f] for f in HouseholdSummary.model_fields)).where(
+            h.code == code.strip().upper(), *in_jurisdiction(user.jurisdiction)
+        )
         async with request.app.state.sessions() as s:
             row = (await s.execute(q)).mappings().one_or_none()
         if row is None:  # outside the user's jurisdiction reads exactly as not there
@@ -252,12 +240,3 @@ def create_app(settings: Settings | None = None, *, sessions: Sessions | None = 
 
     return app
 
-
-def _within(user: User) -> list:
-    h = households.c
-    where = [h.province == user.province]
-    if user.district:
-        where.append(h.district == user.district)
-    if user.commune:
-        where.append(h.commune == user.commune)
-    return where

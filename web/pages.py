@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import tempfile
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import quote
 
@@ -27,11 +27,13 @@ from auditor.verify import verify
 from core.settings import Settings
 from db import access
 from db import policy as policy_db
+from db.households import in_jurisdiction
 from db.schema import households
 from models.finance import BatchAction, BatchSelection, PayoutBatchInput
 from models.household import Stage, Step, workflow_id_for
 from operations import payouts, reconciliation, reports
 from operations.actions import Refusal, household_state, next_actions, take_step
+from operations.reports import VIETNAM
 from web.i18n import Words
 
 __all__ = ["Words", "router", "templates"]
@@ -41,7 +43,6 @@ LOGIN_CSRF = "xnt_login_csrf"
 MAX_ATTACHMENT = 10 * 1024 * 1024
 FINANCE_ROLES = {"finance_officer", "treasury_officer", "province_officer", "admin"}
 AUDIT_ROLES = {"auditor", "admin", "province_officer"}
-VIETNAM = timezone(timedelta(hours=7))
 
 templates = Jinja2Templates(directory=HERE / "templates")
 templates.env.filters["dong"] = lambda n: f"{int(n or 0):,}".replace(",", ".")
@@ -149,11 +150,8 @@ def router(settings: Settings, cookie: str) -> APIRouter:
         user = signed.user
         h = households.c
         query = select(h.code, h.head_of_household, h.district, h.commune, h.stage, h.stage_since,
-                       h.beneficiary_group, h.support_type, h.paid).where(h.province == user.province)  # fmt: skip
-        if user.district:
-            query = query.where(h.district == user.district)
-        if user.commune:
-            query = query.where(h.commune == user.commune)
+                       h.beneficiary_group, h.support_type, h.paid)  # fmt: skip
+        query = query.where(*in_jurisdiction(user.jurisdiction))
         if stage:
             query = query.where(h.stage == stage)
         if commune:
@@ -179,7 +177,7 @@ def router(settings: Settings, cookie: str) -> APIRouter:
         form = await request.form()
         check_csrf(signed, str(form.get("csrf", "")))
         step = Step(str(form.get("step")))
-        evidence = [e.strip() for e in str(form.get("evidence", "")).split(";") if e.strip()]
+        evidence = _refs(form.get("evidence"))
         results = []
         for code in form.getlist("code"):
             try:
@@ -195,18 +193,14 @@ def router(settings: Settings, cookie: str) -> APIRouter:
         signed = await who(request)
         user = signed.user
         h = households.c
-        query = select(households).where(h.code == code.strip().upper(), h.province == user.province)
-        if user.district:
-            query = query.where(h.district == user.district)
-        if user.commune:
-            query = query.where(h.commune == user.commune)
+        query = select(households).where(h.code == code.strip().upper(), *in_jurisdiction(user.jurisdiction))
         async with request.app.state.sessions() as s:
             row = (await s.execute(query)).mappings().one_or_none()
         if row is None:
             return page(request, "missing.html", signed, code=code)
         client = request.app.state.client
         state = await household_state(client, row["code"])
-        options = await next_actions(client, request.app.state.sessions, row["code"], user.actor())
+        options = await next_actions(request.app.state.sessions, state, user.actor())
         history = await client.get_workflow_handle(workflow_id_for(row["code"])).fetch_history()
         lines = timeline_view.lines(await read_trail(history, client.data_converter), words(request).lang)
         return page(request, "household.html", signed, h=row, state=state, options=options, lines=lines,
@@ -217,7 +211,7 @@ def router(settings: Settings, cookie: str) -> APIRouter:
         signed = await who(request)
         form = await request.form()
         check_csrf(signed, str(form.get("csrf", "")))
-        evidence = [e.strip() for e in str(form.get("evidence", "")).split(";") if e.strip()]
+        evidence = _refs(form.get("evidence"))
         for upload in form.getlist("files"):
             if isinstance(upload, UploadFile) and upload.filename:
                 evidence.append(await _store(settings, upload))
@@ -258,10 +252,9 @@ def router(settings: Settings, cookie: str) -> APIRouter:
         check_csrf(signed, csrf)
         selection = BatchSelection(district=district or None, decision_ref=decision or None)
         ref = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
-        refs = [e.strip() for e in evidence.split(";") if e.strip()]
         inp = PayoutBatchInput(batch_id=payouts.batch_id_for(BatchAction(action), tranche, selection, f"web-{ref}"),
                                action=BatchAction(action), tranche=tranche, selection=selection,
-                               actor=signed.user.actor(), evidence=refs)  # fmt: skip
+                               actor=signed.user.actor(), evidence=_refs(evidence))  # fmt: skip
         result = await payouts.run_batch(request.app.state.client, settings.temporal_task_queue, inp)
         p = result.progress
         message = f"{action} t{tranche}: {p.done} done ({result.amount:,} đ), {p.skipped} skipped, {p.failed} failed"
@@ -303,6 +296,11 @@ def router(settings: Settings, cookie: str) -> APIRouter:
         return page(request, "audit.html", signed, report=report)
 
     return r
+
+
+def _refs(text: object) -> list[str]:
+    """Document references as an officer types them in one field, separated by ';'."""
+    return [e.strip() for e in str(text or "").split(";") if e.strip()]
 
 
 BULK_STEPS = {Step.VERIFY, Step.APPROVE, Step.COMPLETE_CONSTRUCTION, Step.ACCEPT}
