@@ -19,10 +19,10 @@ from pathlib import Path
 
 from temporalio.client import WorkflowHistory
 from temporalio.converter import DataConverter
-from temporalio.worker import Replayer, UnsandboxedWorkflowRunner
+from temporalio.worker import Replayer
 
 from core.codec import KeyRing, with_codec
-from core.temporal import DATA_CONVERTER, sandbox_runner
+from core.temporal import DATA_CONVERTER, workflow_runner
 from workflows.batch import PayoutBatchWorkflow
 from workflows.household import HouseholdWorkflow
 
@@ -47,7 +47,7 @@ class ReplayReport:
 
 def replayer(converter: DataConverter, *, sandbox: bool = False) -> Replayer:
     return Replayer(workflows=[HouseholdWorkflow, PayoutBatchWorkflow], data_converter=converter,
-                    workflow_runner=sandbox_runner() if sandbox else UnsandboxedWorkflowRunner())  # fmt: skip
+                    workflow_runner=workflow_runner(converter, sandbox=sandbox))  # fmt: skip
 
 
 async def replay(

@@ -8,13 +8,14 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import DataConverter
 from temporalio.service import RPCError
-from temporalio.worker import Worker
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.batches import BatchActivities
 from activities.household import HouseholdActivities
 from activities.payments import PaymentActivities
 from core.codec import KeyRing, PayloadKeyError, read_ring, with_codec
+from core.runner import ContextFreeRunner, context_free
 from core.settings import Settings
 from db.engine import Sessions
 from finance.channel import PaymentChannel, SimulatedBank, fail_rate_rule
@@ -85,6 +86,13 @@ def sandbox_runner() -> SandboxedWorkflowRunner:
     )
 
 
+def workflow_runner(converter: DataConverter, *, sandbox: bool = True) -> WorkflowRunner:
+    """The sandbox (or none, for the auditors' replay), answering the worker's per-payload context questions
+    itself when `converter` takes no context (core/runner.py)."""
+    inner = sandbox_runner() if sandbox else UnsandboxedWorkflowRunner()
+    return ContextFreeRunner(inner) if context_free(converter) else inner
+
+
 def make_channel(client: Client, settings: Settings) -> SimulatedBank:
     """The payment channel named in the settings, calling back the household's workflow by signal."""
     if settings.payment_channel != "simulated":
@@ -127,5 +135,5 @@ def make_worker(
             batches.select_payout_candidates,
             batches.apply_payout,
         ],
-        workflow_runner=sandbox_runner(),
+        workflow_runner=workflow_runner(client.data_converter),
     )

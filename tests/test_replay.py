@@ -13,7 +13,7 @@ from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 
 from auditor.history import read_trail
-from core.temporal import sandbox_runner
+from core.temporal import workflow_runner
 from tests.conftest import SEALED
 from workflows.batch import PayoutBatchWorkflow
 from workflows.household import HouseholdWorkflow
@@ -42,7 +42,7 @@ async def test_history_replays_against_current_code(path: Path):
     history = WorkflowHistory.from_json(path.stem, path.read_text())
     # The codec opens sealed payloads and passes plain ones (histories from before encryption) through.
     replayer = Replayer(workflows=[HouseholdWorkflow, PayoutBatchWorkflow], data_converter=SEALED,
-                        workflow_runner=sandbox_runner())  # fmt: skip
+                        workflow_runner=workflow_runner(SEALED))  # fmt: skip
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     assert result.replay_failure is None, f"{path.name}: {result.replay_failure}"
 
