@@ -33,14 +33,19 @@ class HouseholdActivities:
 
     @activity.defn(name="record_transition")
     async def record_transition(self, rec: TransitionRecord) -> TransitionOutcome:
+        """Write the step. Run as a local activity, the history keeps only its answer, so the answer carries
+        the record: the outcome as `record`, a refusal as its details."""
+        local = activity.in_activity() and activity.info().is_local
         try:
             async with self._sessions() as session, session.begin():
-                return await self._record(session, rec)
+                outcome = await self._record(session, rec)
         except DomainError as err:
             # A business refusal is an answer, not a fault: non-retryable, and logged as benign.
             raise ApplicationError(
-                err.message, type=err.type, non_retryable=True, category=ApplicationErrorCategory.BENIGN
-            ) from None
+                err.message, *([rec] if local else []), type=err.type, non_retryable=True,
+                category=ApplicationErrorCategory.BENIGN,
+            ) from None  # fmt: skip
+        return outcome.model_copy(update={"record": rec}) if local else outcome
 
     @activity.defn(name="send_reminder")
     async def send_reminder(self, rec: ReminderRecord) -> bool:

@@ -132,6 +132,8 @@ def _payload_lists(ev) -> Iterator[Any]:
         yield ev.activity_task_scheduled_event_attributes.input.payloads
     elif ev.HasField("workflow_execution_update_accepted_event_attributes"):
         yield ev.workflow_execution_update_accepted_event_attributes.accepted_request.input.args.payloads
+    elif ev.HasField("marker_recorded_event_attributes") and "result" in ev.marker_recorded_event_attributes.details:
+        yield ev.marker_recorded_event_attributes.details["result"].payloads  # a local activity's answer
 
 
 @dataclass

@@ -3,7 +3,9 @@
 `read_trail` walks the events in order and returns what they say: the household the workflow was started
 for, every step that was recorded (the `record_transition` activity's input is the engine's whole
 `TransitionRecord`: who, in which role and agency, with which evidence and reason, from which stage to
-which; its result, the `TransitionOutcome`, is the audit hash and the money the ledger moved), every
+which; its result, the `TransitionOutcome`, is the audit hash and the money the ledger moved; since the
+step is written by a local activity, whose marker event keeps only the result, the result carries the
+record), every
 step the engine refused, policy changes, payment instructions and the channel's answers, reminders and
 escalations. Payloads are opened with the converter given; with
 no key (or not the key that sealed them) they stay sealed and the trail says so instead of guessing.
@@ -11,6 +13,7 @@ no key (or not the key that sealed them) they stay sealed and the trail says so 
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -26,6 +29,7 @@ from core.codec import PayloadKeyError, is_sealed, sealed_key_ids
 from models.records import TransitionOutcome, TransitionRecord
 
 E = EventType
+LOCAL_ACTIVITY_MARKER = "core_local_activity"  # the SDK core's marker for a local activity's result
 
 
 @dataclass(frozen=True)
@@ -192,6 +196,12 @@ async def read_trail(history: WorkflowHistory, converter: DataConverter) -> Trai
                 f = a.failure.cause if a.failure.HasField("cause") else a.failure
                 tr.refusal = f"{f.application_failure_info.type or 'Failure'}: {f.message}"
                 trail.transitions.append(tr)  # the update's failure, next, is the timeline's line for it
+        elif t == E.EVENT_TYPE_MARKER_RECORDED:
+            tr = await _local_transition(read, ev.marker_recorded_event_attributes, policy_version, eid)
+            if tr is not None:
+                trail.transitions.append(tr)
+                if tr.recorded:
+                    trail.events.append(Event(tr.record.at, "step", {"transition": tr}, eid))
         elif t == E.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED:
             a = ev.workflow_execution_signaled_event_attributes
             trail.events.append(Event(at, "signal", {"name": a.signal_name,
@@ -211,6 +221,31 @@ async def read_trail(history: WorkflowHistory, converter: DataConverter) -> Trai
     # A transition whose activity is still running is in the history but not (yet) recorded.
     trail.transitions.extend(pending.values())
     return trail
+
+
+async def _local_transition(read: _Reader, marker: Any, policy_version: str | None, eid: int) -> Transition | None:
+    """A step written by the local activity (patch `record-step-locally-2026`): its marker holds the answer
+    only, which carries the record — the outcome as `record`, a refusal as the failure's details."""
+    if marker.marker_name != LOCAL_ACTIVITY_MARKER or "data" not in marker.details:
+        return None
+    data = json.loads(marker.details["data"].payloads[0].data or b"{}")
+    if data.get("activity_type") != "record_transition":
+        return None
+    if marker.HasField("failure"):
+        f = marker.failure
+        while f.HasField("cause") and not f.application_failure_info.type:
+            f = f.cause
+        record = await read.value(f.application_failure_info.details.payloads)
+        if not isinstance(record, dict):
+            return None  # sealed without the key: the update's refusal, next, still says who and why
+        return Transition(TransitionRecord.model_validate(record), policy_version, eid,
+                          refusal=f"{f.application_failure_info.type or 'Failure'}: {f.message}")  # fmt: skip
+    result = await read.value(marker.details["result"].payloads) if "result" in marker.details else None
+    if not isinstance(result, dict) or not result.get("record"):
+        return None
+    outcome = TransitionOutcome.model_validate(result)
+    assert outcome.record is not None
+    return Transition(outcome.record, policy_version, eid, outcome=outcome)
 
 
 def _actor_of(arg: Any) -> dict[str, Any] | None:

@@ -4,7 +4,9 @@ each activity doing nothing. Same servers, same client library; no database, no 
 Per household (as `HouseholdWorkflow` on the driver's path): 11 updates, 17 activities and 2 signals —
 every update records its step (one activity), the two releases also hand the instruction to the channel
 (a second activity), and each of the channel's two confirmations is a signal whose handler checks the
-payment and records it (two activities).
+payment and records it (two activities). The activities are regular ones; started with `local=True`, the
+13 that stand for recording a step are local activities, as ours have been since the
+`record-step-locally-2026` patch (the driver's `--baseline-local`).
 
     python -m bench.baseline TASK_QUEUE      # a worker for it, as its own process (the driver starts it)
 """
@@ -37,12 +39,14 @@ async def noop(n: int) -> int:
 
 @workflow.defn(name="BaselineWorkflow")
 class BaselineWorkflow:
-    def __init__(self) -> None:
+    @workflow.init
+    def __init__(self, local: bool = False) -> None:
         self._updates = 0
         self._signals = 0
+        self._local = local
 
     @workflow.run
-    async def run(self) -> int:
+    async def run(self, local: bool = False) -> int:
         await workflow.wait_condition(
             lambda: self._updates >= UPDATES and self._signals >= SIGNALS and workflow.all_handlers_finished()
         )
@@ -51,15 +55,19 @@ class BaselineWorkflow:
     @workflow.update
     async def step(self, k: int) -> int:
         for i in range(ACTIVITIES_PER_UPDATE[k]):
-            await workflow.execute_activity(noop, i, start_to_close_timeout=timedelta(seconds=30))
+            await self._noop(i, record=i == 0)  # the step's record first, then (releases) the hand-over
         self._updates += 1
         return self._updates
 
     @workflow.signal
     async def confirm(self) -> None:
         for i in range(ACTIVITIES_PER_SIGNAL):
-            await workflow.execute_activity(noop, i, start_to_close_timeout=timedelta(seconds=30))
+            await self._noop(i, record=i == ACTIVITIES_PER_SIGNAL - 1)  # the channel checked, then the record
         self._signals += 1
+
+    async def _noop(self, i: int, *, record: bool) -> int:
+        run = workflow.execute_local_activity if record and self._local else workflow.execute_activity
+        return await run(noop, i, start_to_close_timeout=timedelta(seconds=30))
 
     @workflow.query
     def confirmed(self) -> int:

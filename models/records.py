@@ -76,6 +76,9 @@ class TransitionOutcome(BaseModel):
     replayed: bool = False  # True when the key had been recorded before: nothing was written
     allocation: list[AllocationPiece] = Field(default_factory=list)  # RESERVE with tranches: what was reserved
     sources: str | None = None  # RESERVE: the sources drawn on, as the read model shows them
+    # A local activity's marker holds its result, not its input: the record comes back with the outcome so
+    # the history alone still says who took which step (auditor/history.py reads it from there).
+    record: TransitionRecord | None = None
 
 
 class ReminderRecord(BaseModel):

@@ -175,12 +175,15 @@ async def test_a_forged_history_in_a_resealed_export_is_named(client, sessions, 
     await archive.export(client, sessions, tmp_path / "x", namespace="default", codes=[paid.code])
     path = tmp_path / "x" / "histories" / f"household-{paid.code}.json"
     history = WorkflowHistory.from_json(paid.workflow_id, path.read_text())
-    ev = next(e for e in history.events if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
-              and e.activity_task_scheduled_event_attributes.activity_type.name == "record_transition")  # fmt: skip
-    payloads = ev.activity_task_scheduled_event_attributes.input.payloads
-    [record] = await SEALED.decode(list(payloads))
-    record = record | {"actor": record["actor"] | {"user_id": "ke.gia.mao", "role": "citizen"}}
-    [forged] = await SEALED.encode([record])
+    # The first step's record, in the marker of the local activity that wrote it.
+    ev = next(e for e in history.events if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
+              and "result" in e.marker_recorded_event_attributes.details)  # fmt: skip
+    payloads = ev.marker_recorded_event_attributes.details["result"].payloads
+    [outcome] = await SEALED.decode(list(payloads))
+    record = outcome["record"]
+    assert record["seq"] == 1
+    outcome["record"] = record | {"actor": record["actor"] | {"user_id": "ke.gia.mao", "role": "citizen"}}
+    [forged] = await SEALED.encode([outcome])
     payloads[0].CopyFrom(forged)
     path.write_text(history.to_json())
     reseal(tmp_path / "x")
@@ -298,11 +301,12 @@ async def test_replay_names_a_history_the_code_does_not_reproduce(client, run):
     paid = run["households"][0]
     history = await client.get_workflow_handle(paid.workflow_id).fetch_history()
     ev = next(e for e in history.events if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED)
-    ev.activity_task_scheduled_event_attributes.activity_type.name = "record_transition_v0"
+    name = ev.activity_task_scheduled_event_attributes.activity_type.name
+    ev.activity_task_scheduled_event_attributes.activity_type.name = f"{name}_v0"
     report = await replay([history], SEALED)
     assert report.replayed == 1 and len(report.failures) == 1
     failure = report.failures[0]
-    assert failure.workflow_id == paid.workflow_id and "record_transition" in failure.reason
+    assert failure.workflow_id == paid.workflow_id and name in failure.reason
 
 
 def test_the_audit_commands_end_to_end(client, settings, run, tmp_path):

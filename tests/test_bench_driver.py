@@ -11,6 +11,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from auditor.history import LOCAL_ACTIVITY_MARKER
 from bench.baseline import BaselineWorkflow, noop
 from bench.driver import STEPS_PER_HOUSEHOLD, run_baseline, run_ours
 from core.temporal import sandbox_runner
@@ -18,18 +19,24 @@ from db.schema import households
 from models.household import workflow_id_for
 from tests.conftest import make_households, running_worker
 
-# What a household on the driver's path costs in Temporal calls: 17 activities completed, 11 updates, 2 signals.
-OURS_CALLS = {"activities": 17, "updates": 11, "signals": 2}
+# What a household on the driver's path costs in Temporal calls: 17 activities completed (the 13 that record
+# a step are local activities), 11 updates, 2 signals. The baseline takes the same, its activities regular
+# unless started with local=True.
+OURS_CALLS = {"activities": 17, "local": 13, "updates": 11, "signals": 2}
+REGULAR_CALLS = OURS_CALLS | {"local": 0}
 
 
 async def temporal_calls(client: Client, workflow_id: str) -> dict[str, int]:
     kinds = {EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED: "activities",
              EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_COMPLETED: "updates",
              EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED: "signals"}  # fmt: skip
-    counts = dict.fromkeys(kinds.values(), 0)
+    counts = dict.fromkeys([*kinds.values(), "local"], 0)
     async for event in client.get_workflow_handle(workflow_id).fetch_history_events():
         if event.event_type in kinds:
             counts[kinds[event.event_type]] += 1
+        elif event.marker_recorded_event_attributes.marker_name == LOCAL_ACTIVITY_MARKER:
+            counts["activities"] += 1
+            counts["local"] += 1
     return counts
 
 
@@ -53,5 +60,7 @@ async def test_the_baseline_takes_the_same_temporal_calls_through_a_bare_workflo
     async with Worker(client, task_queue=tq, workflows=[BaselineWorkflow], activities=[noop],
                       workflow_runner=sandbox_runner()):  # fmt: skip
         base = await run_baseline(client, tq, 24, officers=8, prefix=tq)
+        local = await run_baseline(client, tq, 2, officers=2, prefix=f"{tq}-local", local=True)
     assert (base.households, base.transitions, len(base.latencies_ms)) == (24, 24 * 13, 24 * 11)
-    assert await temporal_calls(client, f"{tq}-0") == OURS_CALLS
+    assert await temporal_calls(client, f"{tq}-0") == REGULAR_CALLS
+    assert local.households == 2 and await temporal_calls(client, f"{tq}-local-0") == OURS_CALLS

@@ -9,6 +9,7 @@ from sqlalchemy import func, select
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 
+from auditor.history import read_trail
 from db import ledger, users
 from db.policy import current_workflow_policy
 from db.schema import audit_log, ledger_transfers
@@ -17,7 +18,7 @@ from models.household import workflow_id_for
 from operations import sample
 from operations.actions import Refusal, household_state, take_step
 from operations.demo import drive_one
-from tests.conftest import enroll, make_households
+from tests.conftest import SEALED, enroll, make_households
 from workflows.household import HouseholdWorkflow
 
 
@@ -154,6 +155,14 @@ async def test_allocation_is_refused_when_the_source_is_short(client, sessions, 
         assert await s.scalar(select(func.count()).where(ledger_transfers.c.household_code == household.code)) == 0
     r = await _refused(client, sessions, household.code, Step.ALLOCATE, "tc.hoang", evidence=["PB"], source="NOPE")
     assert r.rule == "UnknownFundingSource"
+    # The history alone says who was refused which step, and why (the local activity's failure keeps the record).
+    history = await client.get_workflow_handle(workflow_id_for(household.code)).fetch_history()
+    trail = await read_trail(history, SEALED)
+    assert [(t.record.step, t.record.source, t.record.actor.user_id, t.refusal.split(":")[0])
+            for t in trail.transitions if not t.recorded] == [
+        (Step.ALLOCATE, "SMALL-1", "tc.hoang", "InsufficientFunds"),
+        (Step.ALLOCATE, "NOPE", "tc.hoang", "UnknownFundingSource"),
+    ]  # fmt: skip
 
 
 async def test_a_closed_household_takes_no_more_steps(client, sessions, household):

@@ -18,7 +18,8 @@ from tests.conftest import SEALED
 from workflows.batch import PayoutBatchWorkflow
 from workflows.household import HouseholdWorkflow
 
-HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
+HERE = Path(__file__).parent / "histories"
+HISTORIES = sorted(HERE.glob("*.json"))
 
 
 def test_histories_are_checked_in():
@@ -35,6 +36,26 @@ def test_histories_are_checked_in():
             "sealed_allocation_refused_then_allocated", "sealed_payment_returned_to_finance",
             "sealed_policy_changed_mid_flight", "sealed_batch_release",
             "sealed_sla_reminder_and_payment_escalation"} <= names  # fmt: skip
+    # Release 2026.1: the step's record written by a local activity (patch record-step-locally-2026); the
+    # same paths again (capture_sealed.py, RELEASE = "local").
+    assert {f"local_{n.removeprefix('sealed_')}" for n in names if n.startswith("sealed_")} <= names
+
+
+async def test_both_ways_of_writing_a_step_are_read_back_whole():
+    """Before the patch a step is an activity the server schedules; after it, a local activity's marker. The
+    reader finds the same steps, records and outcomes in both, refusals included."""
+    before, after = [await read_trail(WorkflowHistory.from_json(n, (HERE / f"{n}.json").read_text()), SEALED)
+                     for n in ("sealed_allocation_refused_then_allocated", "local_allocation_refused_then_allocated")]
+    for trail, markers in ((before, False), (after, True)):
+        steps = [(t.record.step.value, t.record.actor.user_id, t.recorded, (t.refusal or "").split(":")[0])
+                 for t in trail.transitions]  # fmt: skip
+        assert steps[:4] == [("verify", steps[0][1], True, ""), ("approve", steps[1][1], True, ""),
+                             ("allocate", "tc.hoang", False, "SourceNotEligible"),
+                             ("allocate", steps[3][1], True, "")], (markers, steps)  # fmt: skip
+        assert all(t.outcome.record == (t.record if markers else None) for t in trail.transitions if t.recorded)
+    raw = {n: (HERE / f"{n}.json").read_text() for n in ("sealed_full_path_new_build", "local_full_path_new_build")}
+    assert "core_local_activity" not in raw["sealed_full_path_new_build"]
+    assert "core_local_activity" in raw["local_full_path_new_build"]
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])

@@ -85,6 +85,11 @@ SUBMIT_DEADLINE = timedelta(minutes=10)
 # each tranche on the channel's confirmation); those allocated before keep one reservation posted at
 # settlement. Remove the legacy branch once no household allocated before it is open.
 TRANCHES_PATCH = "tranche-payouts-2025"
+# From this change on, a step's record is written by a local activity: run by the worker inside the
+# workflow task, its result (which echoes the record) kept in one marker event, instead of an activity
+# task the server schedules, dispatches and completes. Households that took a step before it keep the
+# regular activity to the end.
+LOCAL_RECORD_PATCH = "record-step-locally-2026"
 
 
 @workflow.defn
@@ -553,7 +558,9 @@ class HouseholdWorkflow:
             next_agency=next_agency,
         )
         try:
-            outcome = await workflow.execute_activity_method(
+            run = (workflow.execute_local_activity_method if workflow.patched(LOCAL_RECORD_PATCH)
+                   else workflow.execute_activity_method)  # fmt: skip
+            outcome = await run(
                 HouseholdActivities.record_transition,
                 record,
                 start_to_close_timeout=ACTIVITY_TIMEOUT,

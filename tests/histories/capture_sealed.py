@@ -30,6 +30,9 @@ from tests.conftest import enroll, make_households, running_worker, tranche_is, 
 from workflows.household import HouseholdWorkflow
 
 HERE = Path(__file__).parent
+# The prefix of this release's files. Earlier releases' files stay: `sealed_*` were recorded before the step
+# record moved to a local activity (patch record-step-locally-2026), `local_*` after.
+RELEASE = "local"
 
 
 async def save(client, workflow_id: str, name: str) -> None:
@@ -103,13 +106,13 @@ async def test_capture_the_paths_of_the_current_release(client, sessions, settin
 
         for h in (full, sent_back, refused, returned, policy_changed):
             await client.get_workflow_handle(h.workflow_id).result()
-        await save(client, full.workflow_id, "sealed_full_path_new_build")
-        await save(client, sent_back.workflow_id, "sealed_send_back_then_full_path")
-        await save(client, cancelled.workflow_id, "sealed_cancel_before_allocation")
-        await save(client, refused.workflow_id, "sealed_allocation_refused_then_allocated")
-        await save(client, returned.workflow_id, "sealed_payment_returned_to_finance")
-        await save(client, policy_changed.workflow_id, "sealed_policy_changed_mid_flight")
-        await save(client, release_batch, "sealed_batch_release")
+        await save(client, full.workflow_id, f"{RELEASE}_full_path_new_build")
+        await save(client, sent_back.workflow_id, f"{RELEASE}_send_back_then_full_path")
+        await save(client, cancelled.workflow_id, f"{RELEASE}_cancel_before_allocation")
+        await save(client, refused.workflow_id, f"{RELEASE}_allocation_refused_then_allocated")
+        await save(client, returned.workflow_id, f"{RELEASE}_payment_returned_to_finance")
+        await save(client, policy_changed.workflow_id, f"{RELEASE}_policy_changed_mid_flight")
+        await save(client, release_batch, f"{RELEASE}_batch_release")
         await client.get_workflow_handle(batched.workflow_id).terminate("history captured")
 
 
@@ -133,7 +136,7 @@ async def test_capture_the_timer_paths(skipping_env, sessions, settings):
         await skipping_env.sleep(timedelta(hours=73))
         await wait_until(lambda: _has(kinds, "payment_overdue"))
         await client.get_workflow_handle(h.workflow_id).terminate("history captured")
-        await save(client, h.workflow_id, "sealed_sla_reminder_and_payment_escalation")
+        await save(client, h.workflow_id, f"{RELEASE}_sla_reminder_and_payment_escalation")
 
 
 async def _has(kinds, kind: str) -> bool:
