@@ -5,7 +5,6 @@ from __future__ import annotations
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import DataConverter
 from temporalio.service import RPCError
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker, WorkflowRunner
@@ -15,6 +14,7 @@ from activities.batches import BatchActivities
 from activities.household import HouseholdActivities
 from activities.payments import PaymentActivities
 from core.codec import KeyRing, PayloadKeyError, read_ring, with_codec
+from core.converter import DATA_CONVERTER
 from core.runner import ContextFreeRunner, context_free
 from core.settings import Settings
 from db.engine import Sessions
@@ -23,8 +23,6 @@ from models.finance import PaymentInstruction, PaymentNotice
 from workflows.batch import PayoutBatchWorkflow
 from workflows.household import HouseholdWorkflow
 from workflows.search_attributes import ALL as SEARCH_ATTRIBUTES
-
-DATA_CONVERTER = pydantic_data_converter  # without the codec: what the server stores, as it stores it
 
 
 def key_ring(settings: Settings, *, required: bool = True) -> KeyRing | None:

@@ -1,5 +1,6 @@
-"""The runner that answers the worker's serialization-context questions itself (core/runner.py) is used only
-where no context can change a payload."""
+"""What the worker adds to the SDK's plumbing: the runner that answers serialization-context questions itself
+(core/runner.py), used only where no context can change a payload, and one payload converter for the process
+(core/converter.py)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ from temporalio.converter import PayloadCodec, WithSerializationContext
 from temporalio.worker import UnsandboxedWorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
+from core.converter import SharedPydanticPayloadConverter
 from core.runner import ContextFreeRunner, context_free
 from core.temporal import DATA_CONVERTER, workflow_runner
+from models import Actor, Jurisdiction, VerifyInput
 from tests.conftest import SEALED
 
 
@@ -40,3 +43,16 @@ def test_a_codec_that_takes_context_gets_the_plain_runner():
     assert not context_free(converter)
     assert isinstance(workflow_runner(converter), SandboxedWorkflowRunner)
     assert isinstance(workflow_runner(converter, sandbox=False), UnsandboxedWorkflowRunner)
+
+
+async def test_every_data_converter_shares_one_payload_converter_and_models_round_trip():
+    # The SDK makes a data converter per activation; each must not start a pydantic type cache of its own.
+    a, b = dataclasses.replace(DATA_CONVERTER), dataclasses.replace(SEALED)
+    assert SharedPydanticPayloadConverter() is SharedPydanticPayloadConverter()
+    inp = VerifyInput(actor=Actor(user_id="u", role="commune_officer", agency="UBND",
+                                  jurisdiction=Jurisdiction(province="Lạng Sơn", district="Cao Lộc")),
+                      evidence=["BB"])  # fmt: skip
+    [sealed] = await b.encode([inp])
+    assert sealed.metadata["encoding"] != b"json/plain"
+    assert await a.decode(await a.encode([inp]), [VerifyInput]) == [inp]
+    assert await SEALED.decode([sealed], [VerifyInput]) == [inp]
