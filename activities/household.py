@@ -15,7 +15,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from core.errors import DomainError
-from db import audit, households, ledger, outbox, policy, users
+from db import audit, households, ledger, outbox, policy, steps, users
 from db import finance as finance_db
 from db.engine import Sessions
 from finance.allocation import plan_allocation, split_into_tranches
@@ -111,32 +111,32 @@ class HouseholdActivities:
         effect = money_effect(rec.money, amount=amount, source=moved.sources or rec.source,
                               reserved_before=row.reserved, paid_before=row.paid)  # fmt: skip
         await self._update_payouts(session, rec)
-        entry = await audit.append(
+        entry = await steps.write(
             session,
             prev_hash=link,
-            household_code=rec.household_code,
-            seq=rec.seq,
-            idempotency_key=rec.idempotency_key,
-            step=rec.step.value,
-            from_stage=rec.from_stage.value,
-            to_stage=rec.to_stage.value,
-            actor_user_id=rec.actor.user_id,
-            actor_role=rec.actor.role,
-            actor_agency=rec.actor.agency,
-            evidence=list(rec.evidence),
-            reason=rec.reason,
-            amount=amount,
-            transfer_id=transfer.id if transfer else None,
-            occurred_at=rec.at,
-        )
-        await self._notify(session, rec, row, amount)
-        await households.record_transition(
-            session,
-            rec.household_code,
-            stage=rec.to_stage.value,
-            last_seq=rec.seq,
-            **({"stage_since": rec.at} if rec.to_stage != rec.from_stage else {}),
-            **effect,
+            audit={
+                "household_code": rec.household_code,
+                "seq": rec.seq,
+                "idempotency_key": rec.idempotency_key,
+                "step": rec.step.value,
+                "from_stage": rec.from_stage.value,
+                "to_stage": rec.to_stage.value,
+                "actor_user_id": rec.actor.user_id,
+                "actor_role": rec.actor.role,
+                "actor_agency": rec.actor.agency,
+                "evidence": list(rec.evidence),
+                "reason": rec.reason,
+                "amount": amount,
+                "transfer_id": transfer.id if transfer else None,
+                "occurred_at": rec.at,
+            },
+            messages=self._messages(rec, row, amount),
+            register={
+                "stage": rec.to_stage.value,
+                "last_seq": rec.seq,
+                **({"stage_since": rec.at} if rec.to_stage != rec.from_stage else {}),
+                **effect,
+            },
         )
         log.info(
             "transition_recorded",
@@ -237,14 +237,15 @@ class HouseholdActivities:
                 at=rec.at,
             )
 
-    async def _notify(self, session, rec: TransitionRecord, row: households.HouseholdRow, amount: int | None) -> None:
+    def _messages(self, rec: TransitionRecord, row: households.HouseholdRow, amount: int | None) -> list[dict]:
+        """The outbox rows that announce this step: a task for the agency that acts next, and news for the
+        household of what touches its money or its file."""
         where = f"{row.district} / {row.commune}"
         if rec.step in PAYOUT_STEPS or rec.step in CHANNEL_STEPS:
-            await self._notify_payout(session, rec, where, amount)
-            return
+            return self._payout_messages(rec, where, amount)
+        out = []
         if rec.next_agency and not rec.to_stage.terminal:
-            await outbox.enqueue(
-                session,
+            out.append(steps.message(
                 key=f"{rec.idempotency_key}:task",
                 household_code=rec.household_code,
                 kind="task",
@@ -255,16 +256,14 @@ class HouseholdActivities:
                     f"Hộ {rec.household_code} ({where}) đã qua bước '{STAGE_VI[rec.from_stage]}' "
                     f"({rec.actor.user_id}, {rec.actor.agency}); đề nghị thực hiện bước '{STAGE_VI[rec.to_stage]}'."
                 ),
-            )
-        # The household hears of what touches its money or its file.
+            ))  # fmt: skip
         household_news = {
             Step.ALLOCATE: f"Hộ được bố trí {amount or 0:,} đồng hỗ trợ; có thể khởi công.",
             Step.SETTLE: "Hồ sơ hỗ trợ nhà ở của hộ đã được quyết toán và hoàn thành.",
             Step.CANCEL: f"Hồ sơ hỗ trợ nhà ở của hộ đã bị hủy. Lý do: {rec.reason}",
         }
         if rec.step in household_news:
-            await outbox.enqueue(
-                session,
+            out.append(steps.message(
                 key=f"{rec.idempotency_key}:household",
                 household_code=rec.household_code,
                 kind="household",
@@ -272,28 +271,31 @@ class HouseholdActivities:
                 recipient=f"household:{rec.household_code}",
                 subject=f"Hỗ trợ nhà ở - hộ {rec.household_code}",
                 body=household_news[rec.step],
-            )
+            ))  # fmt: skip
+        return out
 
-    async def _notify_payout(self, session, rec: TransitionRecord, where: str, amount: int | None) -> None:
+    def _payout_messages(self, rec: TransitionRecord, where: str, amount: int | None) -> list[dict]:
         n = rec.tranche
         tasks = {
             Step.REPORT_PROGRESS: f"Hộ {rec.household_code}: đợt {n} đến hạn chi, đề nghị duyệt chi",
             Step.AUTHORISE_PAYOUT: f"Hộ {rec.household_code}: đợt {n} đã được duyệt chi, đề nghị chuyển tiền",
             Step.PAYMENT_FAILED: f"Hộ {rec.household_code}: chuyển tiền đợt {n} không thành công ({rec.reason})",
         }
+        out = []
         if rec.step in tasks and rec.next_agency:
-            await outbox.enqueue(
-                session, key=f"{rec.idempotency_key}:task", household_code=rec.household_code, kind="task",
+            out.append(steps.message(
+                key=f"{rec.idempotency_key}:task", household_code=rec.household_code, kind="task",
                 channel="agency", recipient=f"{rec.next_agency} ({where})", subject=tasks[rec.step],
                 body=f"{tasks[rec.step]}. Người thực hiện bước trước: {rec.actor.user_id} ({rec.actor.agency}).",
-            )  # fmt: skip
+            ))  # fmt: skip
         if rec.step is Step.PAYMENT_CONFIRMED:
-            await outbox.enqueue(
-                session, key=f"{rec.idempotency_key}:household", household_code=rec.household_code,
+            out.append(steps.message(
+                key=f"{rec.idempotency_key}:household", household_code=rec.household_code,
                 kind="household", channel="sms", recipient=f"household:{rec.household_code}",
                 subject=f"Hỗ trợ nhà ở - hộ {rec.household_code}",
                 body=f"Hộ đã nhận đợt {n}: {amount or 0:,} đồng hỗ trợ nhà ở.",
-            )  # fmt: skip
+            ))  # fmt: skip
+        return out
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.schema import audit_log
@@ -109,24 +109,6 @@ async def prior_and_link(session: AsyncSession, key: str, household_code: str, s
     prior = next((AuditRow(**r._mapping) for r in rows if r.idempotency_key == key), None)
     link = next((r.hash for r in rows if r.household_code == household_code and r.seq == seq - 1), GENESIS)
     return prior, link
-
-
-async def append(session: AsyncSession, *, prev_hash: str, **fields: Any) -> AuditRow:
-    digest = row_hash(prev_hash, fields)
-    new_id = await session.scalar(
-        insert(audit_log).values(prev_hash=prev_hash, hash=digest, **fields).returning(audit_log.c.id)
-    )
-    return AuditRow(
-        id=new_id,
-        household_code=fields["household_code"],
-        seq=fields["seq"],
-        idempotency_key=fields["idempotency_key"],
-        step=fields["step"],
-        actor_user_id=fields["actor_user_id"],
-        amount=fields.get("amount"),
-        transfer_id=fields.get("transfer_id"),
-        hash=digest,
-    )
 
 
 class ChainWalk:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.schema import households
@@ -80,12 +80,6 @@ async def lock(session: AsyncSession, code: str) -> HouseholdRow | None:
         await session.execute(select(*_ROW_COLUMNS).where(households.c.code == code).with_for_update())
     ).one_or_none()
     return HouseholdRow(**row._mapping) if row else None
-
-
-async def record_transition(session: AsyncSession, code: str, **values: object) -> None:
-    await session.execute(
-        update(households).where(households.c.code == code).values(updated_at=func.now(), **values)
-    )
 
 
 async def list_rows(
