@@ -245,7 +245,7 @@ class HouseholdActivities:
             return self._payout_messages(rec, where, amount)
         out = []
         if rec.next_agency and not rec.to_stage.terminal:
-            out.append(steps.message(
+            out.append(outbox.row(
                 key=f"{rec.idempotency_key}:task",
                 household_code=rec.household_code,
                 kind="task",
@@ -263,7 +263,7 @@ class HouseholdActivities:
             Step.CANCEL: f"Hồ sơ hỗ trợ nhà ở của hộ đã bị hủy. Lý do: {rec.reason}",
         }
         if rec.step in household_news:
-            out.append(steps.message(
+            out.append(outbox.row(
                 key=f"{rec.idempotency_key}:household",
                 household_code=rec.household_code,
                 kind="household",
@@ -283,13 +283,13 @@ class HouseholdActivities:
         }
         out = []
         if rec.step in tasks and rec.next_agency:
-            out.append(steps.message(
+            out.append(outbox.row(
                 key=f"{rec.idempotency_key}:task", household_code=rec.household_code, kind="task",
                 channel="agency", recipient=f"{rec.next_agency} ({where})", subject=tasks[rec.step],
                 body=f"{tasks[rec.step]}. Người thực hiện bước trước: {rec.actor.user_id} ({rec.actor.agency}).",
             ))  # fmt: skip
         if rec.step is Step.PAYMENT_CONFIRMED:
-            out.append(steps.message(
+            out.append(outbox.row(
                 key=f"{rec.idempotency_key}:household", household_code=rec.household_code,
                 kind="household", channel="sms", recipient=f"household:{rec.household_code}",
                 subject=f"Hỗ trợ nhà ở - hộ {rec.household_code}",

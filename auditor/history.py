@@ -193,8 +193,7 @@ async def read_trail(history: WorkflowHistory, converter: DataConverter) -> Trai
             kind, _ = scheduled.get(a.scheduled_event_id, ("?", None))
             if kind == "record_transition" and a.scheduled_event_id in pending:
                 tr = pending.pop(a.scheduled_event_id)
-                f = a.failure.cause if a.failure.HasField("cause") else a.failure
-                tr.refusal = f"{f.application_failure_info.type or 'Failure'}: {f.message}"
+                tr.refusal = _refusal(_engine_failure(a.failure))
                 trail.transitions.append(tr)  # the update's failure, next, is the timeline's line for it
         elif t == E.EVENT_TYPE_MARKER_RECORDED:
             tr = await _local_transition(read, ev.marker_recorded_event_attributes, policy_version, eid)
@@ -232,20 +231,29 @@ async def _local_transition(read: _Reader, marker: Any, policy_version: str | No
     if data.get("activity_type") != "record_transition":
         return None
     if marker.HasField("failure"):
-        f = marker.failure
-        while f.HasField("cause") and not f.application_failure_info.type:
-            f = f.cause
+        f = _engine_failure(marker.failure)
         record = await read.value(f.application_failure_info.details.payloads)
         if not isinstance(record, dict):
             return None  # sealed without the key: the update's refusal, next, still says who and why
-        return Transition(TransitionRecord.model_validate(record), policy_version, eid,
-                          refusal=f"{f.application_failure_info.type or 'Failure'}: {f.message}")  # fmt: skip
+        return Transition(TransitionRecord.model_validate(record), policy_version, eid, refusal=_refusal(f))
     result = await read.value(marker.details["result"].payloads) if "result" in marker.details else None
     if not isinstance(result, dict) or not result.get("record"):
         return None
     outcome = TransitionOutcome.model_validate(result)
     assert outcome.record is not None
     return Transition(outcome.record, policy_version, eid, outcome=outcome)
+
+
+def _engine_failure(failure: Any) -> Any:
+    """The failure the activity raised: the first in the chain that names its rule (the activity's wrapper,
+    when there is one, names none)."""
+    while failure.HasField("cause") and not failure.application_failure_info.type:
+        failure = failure.cause
+    return failure
+
+
+def _refusal(failure: Any) -> str:
+    return f"{failure.application_failure_info.type or 'Failure'}: {failure.message}"
 
 
 def _actor_of(arg: Any) -> dict[str, Any] | None:

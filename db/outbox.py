@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -25,32 +26,22 @@ class Message:
     attempts: int
 
 
-async def enqueue(
-    session: AsyncSession,
-    *,
-    key: str,
-    household_code: str | None,
-    kind: str,
-    channel: str,
-    recipient: str,
-    subject: str,
-    body: str,
-) -> bool:
-    """Add a message unless one with this key exists. True when a row was written."""
-    new_id = await session.scalar(
-        pg_insert(outbox)
-        .values(
-            idempotency_key=key,
-            household_code=household_code,
-            kind=kind,
-            channel=channel,
-            recipient=recipient,
-            subject=subject,
-            body=body,
-        )
-        .on_conflict_do_nothing(index_elements=["idempotency_key"])
-        .returning(outbox.c.id)
-    )
+def row(*, key: str, household_code: str | None, kind: str, channel: str, recipient: str, subject: str,
+        body: str) -> dict[str, Any]:  # fmt: skip
+    """A message as its outbox row; written once per key (a retry writes it again as nothing)."""
+    return {"idempotency_key": key, "household_code": household_code, "kind": kind, "channel": channel,
+            "recipient": recipient, "subject": subject, "body": body}  # fmt: skip
+
+
+def insert_rows(rows: list[dict[str, Any]]):
+    """The statement that adds `rows`, skipping any whose key is already there; returns the ids written."""
+    return (pg_insert(outbox).values(rows).on_conflict_do_nothing(index_elements=["idempotency_key"])
+            .returning(outbox.c.id))  # fmt: skip
+
+
+async def enqueue(session: AsyncSession, **message: Any) -> bool:
+    """Add a message (the arguments of `row`) unless one with this key exists. True when a row was written."""
+    new_id = await session.scalar(insert_rows([row(**message)]))
     return new_id is not None
 
 

@@ -11,24 +11,17 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import func, insert, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from db import outbox
 from db.audit import AuditRow, row_hash
-from db.schema import audit_log, households, outbox
-
-
-def message(*, key: str, household_code: str, kind: str, channel: str, recipient: str, subject: str,
-            body: str) -> dict[str, Any]:  # fmt: skip
-    """An outbox row to write with the step (once per key: a retried step writes it again as nothing)."""
-    return {"idempotency_key": key, "household_code": household_code, "kind": kind, "channel": channel,
-            "recipient": recipient, "subject": subject, "body": body}  # fmt: skip
+from db.schema import audit_log, households
 
 
 async def write(session: AsyncSession, *, prev_hash: str, audit: dict[str, Any], messages: list[dict[str, Any]],
                 register: dict[str, Any]) -> AuditRow:  # fmt: skip
-    """Append the audit row (`audit`: its fields), enqueue `messages`, and set `register` on the household's
-    read-model row. Returns the audit row as written."""
+    """Append the audit row (`audit`: its fields), enqueue `messages` (`outbox.row`s), and set `register` on
+    the household's read-model row. Returns the audit row as written."""
     digest = row_hash(prev_hash, audit)
     entry = insert(audit_log).values(prev_hash=prev_hash, hash=digest, **audit).returning(audit_log.c.id).cte("entry")
     ctes = [
@@ -36,8 +29,7 @@ async def write(session: AsyncSession, *, prev_hash: str, audit: dict[str, Any],
         .values(updated_at=func.now(), **register).returning(households.c.code).cte("register")
     ]  # fmt: skip
     if messages:
-        ctes.append(pg_insert(outbox).values(messages).on_conflict_do_nothing(index_elements=["idempotency_key"])
-                    .returning(outbox.c.id).cte("messages"))  # fmt: skip
+        ctes.append(outbox.insert_rows(messages).cte("messages"))
     new_id = await session.scalar(select(entry.c.id).add_cte(*ctes))
     return AuditRow(id=new_id, household_code=audit["household_code"], seq=audit["seq"],
                     idempotency_key=audit["idempotency_key"], step=audit["step"],
