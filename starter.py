@@ -118,9 +118,10 @@ def _stack_up(stack: Stack, worker: bool) -> None:
     if added:
         out.print(f"Temporal    search attributes registered: {', '.join(added)}")
     if worker:
-        started = stack.worker().start(stack.env())
-        out.print(f"Worker      {'started' if started else 'running'} (log: {stack.worker().log_file.name} "
-                  "in the state folder)")  # fmt: skip
+        for each in stack.workers():
+            started = each.start(stack.env())
+            out.print(f"Worker      {'started' if started else 'running'} (log: {each.log_file.name} "
+                      "in the state folder)")  # fmt: skip
         web = stack.web()
         started = web.start(stack.env())
         out.print(f"Web app     {'started' if started else 'running'} at {web.url} (API docs {web.url}/docs)")
@@ -131,7 +132,10 @@ def stack_down() -> None:
     """Stop the worker, Temporal and PostgreSQL started by 'stack up' (their data is kept)."""
     stack = Stack(get_settings())
     out.print(f"Web app     {'stopped' if stack.web().stop() else 'was not running'}")
-    out.print(f"Worker      {'stopped' if stack.worker().stop() else 'was not running'}")
+    workers = stack.running_workers()
+    for each in workers:
+        each.stop()
+    out.print(f"Worker      {f'{len(workers)} stopped' if workers else 'was not running'}")
     if stack.embedded_temporal:
         out.print(f"Temporal    {'stopped' if stack.temporal().stop() else 'was not running'}")
     if stack.embedded_db:
@@ -149,7 +153,9 @@ def stack_status() -> None:
     table.add_row("Temporal", stack.settings.temporal_address,
                   ("running" if tp.running() else "stopped") if stack.embedded_temporal else "external")  # fmt: skip
     table.add_row("Web UI", stack.settings.temporal_ui_url, "")
-    table.add_row("Worker", stack.settings.temporal_task_queue, "running" if stack.worker().running() else "stopped")
+    running = len(stack.running_workers())
+    table.add_row("Worker", stack.settings.temporal_task_queue,
+                  f"{running} running" if running else "stopped")  # fmt: skip
     table.add_row("Web app", stack.web().url, "running" if stack.web().running() else "stopped")
     out.print(table)
 

@@ -197,24 +197,33 @@ async def run_baseline(client: Client, task_queue: str, n: int, officers: int,
     return await _officers("baseline", officers, handles, one, advance)
 
 
-def cpu_by_process() -> dict[str, float]:
-    """CPU seconds (user + system) so far of the processes that matter, by name: PostgreSQL, Temporal and
-    the Python workers (ours and the baseline's), read from /proc."""
-    tick = os.sysconf("SC_CLK_TCK")
-    totals: dict[str, float] = {}
+def _labelled_processes():
+    """(label, /proc/<pid>/stat text) of every process `PROCESSES` names."""
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             stat = Path(f"/proc/{pid}/stat").read_text()
             cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
+        name = next((label for label, marks in PROCESSES if all(m in cmd for m in marks)), None)
+        if name:
+            yield name, stat
+
+
+def count_processes(label: str) -> int:
+    return sum(1 for name, _ in _labelled_processes() if name == label)
+
+
+def cpu_by_process() -> dict[str, float]:
+    """CPU seconds (user + system) so far of the processes that matter, by name: PostgreSQL, Temporal and
+    the Python workers (ours and the baseline's), read from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    totals: dict[str, float] = {}
+    for name, stat in _labelled_processes():
         fields = stat.rsplit(")", 1)[1].split()
         # utime + stime, plus cutime + cstime: PostgreSQL's backends come and go, and the postmaster
         # keeps the CPU of those that have ended.
-        seconds = sum(int(x) for x in fields[11:15]) / tick
-        name = next((label for label, marks in PROCESSES if all(m in cmd for m in marks)), None)
-        if name:
-            totals[name] = totals.get(name, 0.0) + seconds
+        totals[name] = totals.get(name, 0.0) + sum(int(x) for x in fields[11:15]) / tick
     return totals
 
 
@@ -247,6 +256,8 @@ async def main() -> None:
     ap.add_argument("--seed", type=int, default=2025)
     ap.add_argument("--baseline-local", action="store_true",
                     help="the baseline's 13 step-recording activities as local activities, as ours are")
+    ap.add_argument("--baseline-workers", type=int, default=None,
+                    help="worker processes for the baseline (default: as many as ours, counted when the run starts)")
     args = ap.parse_args()
     settings: Settings = get_settings()
     console = Console()
@@ -260,9 +271,15 @@ async def main() -> None:
     client = await connect(settings)
     bare = await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace)
     baseline_queue = f"baseline-{run}"
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "bench.baseline", baseline_queue, cwd=ROOT,
-                                                stdout=asyncio.subprocess.PIPE)  # fmt: skip
-    assert proc.stdout and (await proc.stdout.readline()).strip() == b"ready"
+    # The floor gets as many worker processes as ours has, so a second process of ours is not compared
+    # with a floor held to one core's worth of Python.
+    ours_workers = count_processes("worker")
+    baseline_workers = args.baseline_workers or max(ours_workers, 1)
+    procs = [await asyncio.create_subprocess_exec(sys.executable, "-m", "bench.baseline", baseline_queue, cwd=ROOT,
+                                                  stdout=asyncio.subprocess.PIPE)  # fmt: skip
+             for _ in range(baseline_workers)]
+    for proc in procs:
+        assert proc.stdout and (await proc.stdout.readline()).strip() == b"ready"
     # Throughput: officers act back to back, the machine saturated. Latency: the same officers at a
     # human pace (a pause before each action), as a working day looks.
     phases = [("ours", province_items(args.seed, args.households, f"B{run}"), 0.0),
@@ -289,8 +306,9 @@ async def main() -> None:
                 figures.label = label
             results[label] = figures
     finally:
-        proc.terminate()
-        await proc.wait()
+        for proc in procs:
+            proc.terminate()
+            await proc.wait()
         await engine.dispose()
     ours, base = results["ours"], results["baseline"]
     table = Table("figure", "ours", "baseline", "ratio ours / baseline", title="Driver")
@@ -310,6 +328,7 @@ async def main() -> None:
     out.parent.mkdir(exist_ok=True)
     record = {"measured_at": datetime.now(UTC).isoformat(timespec="seconds"), "households": args.households,
               "officers": args.officers, "baseline_local_activities": args.baseline_local,
+              "worker_processes": {"ours": ours_workers, "baseline": baseline_workers},
               "ours": ours.summary(), "baseline": base.summary(),
               "ratio_time_per_household": round(base.per_second / ours.per_second, 2)}
     if args.paced:

@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     payload_keys_file: Path | None = None
 
     db_pool_size: int = 10
+    # Worker processes 'stack up' starts on the one task queue. One Python process gives at most one core,
+    # so a machine with more cores than that gets more workers; only the first drains the outbox.
+    worker_processes: int = Field(default=1, ge=1, le=64)
 
     # The web app. Cookies are sent over HTTPS only unless switched off for plain-HTTP development
     # (browsers treat http://localhost as secure, so the demo keeps it on).

@@ -9,6 +9,7 @@ alone.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -317,15 +318,25 @@ class _Background:
 
 @dataclass
 class BackgroundWorker(_Background):
+    """Worker number `number` (from 1). The first also drains the notification outbox; the others only
+    poll the task queue, so adding workers adds no second dispatcher."""
+
     state_dir: Path
-    name: str = "worker"
+    number: int = 1
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        return "worker" if self.number == 1 else f"worker-{self.number}"
 
     def start(self, env: dict[str, str]) -> bool:
         if self.running():
             return False
-        ready = self.state_dir / "worker.ready"
+        ready = self.state_dir / f"{self.name}.ready"
         ready.unlink(missing_ok=True)
-        self._launch([sys.executable, str(ROOT / "worker.py"), "--ready-file", str(ready)], env, ready.exists, "worker")
+        cmd = [sys.executable, str(ROOT / "worker.py"), "--ready-file", str(ready)]
+        if self.number > 1:
+            cmd.append("--no-dispatcher")
+        self._launch(cmd, env, ready.exists, self.name)
         return True
 
 
@@ -373,8 +384,15 @@ class Stack:
         return EmbeddedTemporal(self.settings.state_dir / "temporal", host, int(port), ui_port,
                                 self.settings.temporal_namespace)  # fmt: skip
 
-    def worker(self) -> BackgroundWorker:
-        return BackgroundWorker(self.settings.state_dir)
+    def workers(self) -> list[BackgroundWorker]:
+        """The workers 'stack up' starts (WORKER_PROCESSES of them)."""
+        return [BackgroundWorker(self.settings.state_dir, n) for n in range(1, self.settings.worker_processes + 1)]
+
+    def running_workers(self) -> list[BackgroundWorker]:
+        """Every worker with a live pid file, also those a larger WORKER_PROCESSES started earlier."""
+        found = (int(m.group(1) or 1) for p in self.settings.state_dir.glob("worker*.pid")
+                 if (m := re.fullmatch(r"worker(?:-(\d+))?\.pid", p.name)))  # fmt: skip
+        return [w for n in sorted(found) if (w := BackgroundWorker(self.settings.state_dir, n)).running()]
 
     def web(self) -> BackgroundWeb:
         return BackgroundWeb(self.settings.state_dir, self.settings.web_host, self.settings.web_port)
