@@ -5,6 +5,8 @@ household transfers and the policy versions, with a manifest of SHA-256 hashes.
     DIR/SHA256SUMS              the same hashes, for `sha256sum -c SHA256SUMS` without this tool
     DIR/histories/<id>.json     one workflow history each (the JSON `temporal workflow show --output json`
                                 writes and `WorkflowHistory.from_json` reads), payloads sealed as stored
+    DIR/histories/<id>.binpb    the same history in protobuf's binary form (temporal.api.history.v1.History),
+                                which replay reads: parsing the JSON costs more CPU than replaying it
     DIR/records/audit_log.jsonl, ledger_transfers.jsonl, workflow_policies.json
 
 Payloads stay encrypted in the archive: whoever holds the archive without the key sees no name or CCCD.
@@ -20,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from temporalio.api.history.v1 import History
 from temporalio.client import Client, WorkflowHistory
 
 from auditor.records import (
@@ -33,7 +36,8 @@ from auditor.records import (
 from core.codec import sealed_key_ids
 from db.engine import Sessions
 
-FORMAT = "housing-audit-archive/1"
+FORMAT = "housing-audit-archive/2"  # 2: each history also as binary protobuf
+READABLE = ("housing-audit-archive/1", FORMAT)
 MANIFEST = "manifest.json"
 SUMS = "SHA256SUMS"
 
@@ -42,9 +46,27 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _file_name(workflow_id: str) -> str:
+def _file_name(workflow_id: str, suffix: str = ".json") -> str:
     # Workflow ids are ours (household-<code>, payout-batch-<id>): letters, digits, '-', '.', '_'.
-    return "".join(c if c.isalnum() or c in "-._" else "_" for c in workflow_id) + ".json"
+    return "".join(c if c.isalnum() or c in "-._" else "_" for c in workflow_id) + suffix
+
+
+def read_history(workflow_id: str, path: Path) -> WorkflowHistory:
+    """A history file of an export, JSON or binary by its name."""
+    if path.suffix == ".binpb":
+        return WorkflowHistory(workflow_id, list(History.FromString(path.read_bytes()).events))
+    return WorkflowHistory.from_json(workflow_id, path.read_text(encoding="utf-8"))
+
+
+def copy_differs(json_history: WorkflowHistory, binary: Path) -> str | None:
+    """How a history's binary copy differs from its JSON, or None when they hold the same events."""
+    copy = History.FromString(binary.read_bytes()).events
+    if len(copy) != len(json_history.events):
+        return f"{len(copy)} events, the JSON has {len(json_history.events)}"
+    for mine, theirs in zip(json_history.events, copy, strict=True):
+        if mine != theirs:
+            return f"event {mine.event_id} differs"
+    return None
 
 
 @dataclass
@@ -91,8 +113,12 @@ async def export(
                 keys |= sealed_key_ids(payloads)
         kind = history.events[0].workflow_execution_started_event_attributes.workflow_type.name
         households += kind == "HouseholdWorkflow"
-        write(f"histories/{_file_name(history.workflow_id)}", history.to_json().encode(),
+        rel = f"histories/{_file_name(history.workflow_id)}"
+        write(rel, history.to_json().encode(),
               workflow_id=history.workflow_id, workflow_type=kind, events=len(history.events))  # fmt: skip
+        # Written from the same events as the JSON; `audit verify --from` compares the two.
+        write(f"histories/{_file_name(history.workflow_id, '.binpb')}",
+              History(events=history.events).SerializeToString(), copy_of=rel)  # fmt: skip
 
     records = await read_records(sessions, codes)
     write("records/audit_log.jsonl", _jsonl(records.audit_rows), rows=len(records.audit_rows))
@@ -151,8 +177,8 @@ class Archive:
         if not path.exists():
             raise FileNotFoundError(f"{directory.name} has no {MANIFEST}: not an export of 'audit export'")
         manifest = json.loads(path.read_text(encoding="utf-8"))
-        if manifest.get("format") != FORMAT:
-            raise ValueError(f"{MANIFEST}: format {manifest.get('format')!r}, expected {FORMAT!r}")
+        if manifest.get("format") not in READABLE:
+            raise ValueError(f"{MANIFEST}: format {manifest.get('format')!r}, expected one of {', '.join(READABLE)}")
         archive = cls(directory, manifest)
         listed = manifest["files"]
         for rel, about in listed.items():
@@ -161,7 +187,7 @@ class Archive:
                 archive.problems.append(f"{rel}: listed in the manifest, missing from the archive")
             elif sha256(f.read_bytes()) != about["sha256"]:
                 archive.problems.append(f"{rel}: content differs from the manifest's SHA-256 (edited after export)")
-        for f in sorted((directory / "histories").glob("*.json")):
+        for f in sorted((directory / "histories").iterdir()):
             if f"histories/{f.name}" not in listed:
                 archive.problems.append(f"histories/{f.name}: not listed in the manifest (added after export)")
         sums = directory / SUMS
@@ -171,13 +197,28 @@ class Archive:
             archive.problems.append(f"{MANIFEST}: its hash is not the one {SUMS} gives (the manifest was edited)")
         return archive
 
-    def history_files(self) -> list[tuple[str, Path]]:
-        return [(about["workflow_id"], self.directory / rel) for rel, about in self.manifest["files"].items()
-                if rel.startswith("histories/") and (self.directory / rel).exists()]  # fmt: skip
+    def history_files(self, *, binary: bool = False) -> list[tuple[str, Path]]:
+        """(workflow id, file) of every history: the JSON, or with `binary` its binary copy where the
+        export has one (an export of format 1 has none)."""
+        copies = self._copies() if binary else {}
+        return [(about["workflow_id"], self.directory / copies.get(rel, rel))
+                for rel, about in self.manifest["files"].items()
+                if "workflow_id" in about and (self.directory / rel).exists()]  # fmt: skip
 
-    def histories(self) -> Iterator[WorkflowHistory]:
-        for workflow_id, path in self.history_files():
-            yield WorkflowHistory.from_json(workflow_id, path.read_text(encoding="utf-8"))
+    def _copies(self) -> dict[str, str]:
+        return {about["copy_of"]: rel for rel, about in self.manifest["files"].items()
+                if "copy_of" in about and (self.directory / rel).exists()}  # fmt: skip
+
+    def histories(self, files: list[tuple[str, Path]] | None = None) -> Iterator[WorkflowHistory]:
+        """The histories from their JSON (all, or these of `history_files()`). Each binary copy is compared
+        with its JSON on the way: a copy that differs is added to `problems`."""
+        copies = self._copies()
+        for workflow_id, path in self.history_files() if files is None else files:
+            history = read_history(workflow_id, path)
+            rel = path.relative_to(self.directory).as_posix()
+            if rel in copies and (how := copy_differs(history, self.directory / copies[rel])):
+                self.problems.append(f"{copies[rel]}: not the same history as {rel} ({how})")
+            yield history
 
     def records(self, codes: list[str] | None = None) -> Records:
         """The exported audit log, ledger transfers and policies; only these households' rows if given."""

@@ -21,6 +21,7 @@ from temporalio.client import WorkflowHistory
 from temporalio.converter import DataConverter
 from temporalio.worker import Replayer
 
+from auditor.archive import read_history
 from core.codec import KeyRing, with_codec
 from core.temporal import DATA_CONVERTER, workflow_runner
 from workflows.batch import PayoutBatchWorkflow
@@ -84,7 +85,7 @@ async def _aiter(histories):
 def _replay_chunk(files: list[tuple[str, str]], keys: str | None, sandbox: bool) -> tuple[int, list[ReplayFailure]]:
     """One worker process's share: read and replay these history files (runs in a child process)."""
     converter = with_codec(DATA_CONVERTER, KeyRing.parse(keys) if keys else None)
-    histories = (WorkflowHistory.from_json(wid, Path(path).read_text(encoding="utf-8")) for wid, path in files)
+    histories = (read_history(wid, Path(path)) for wid, path in files)
     report = asyncio.run(replay(histories, converter, sandbox=sandbox))
     return report.replayed, report.failures
 

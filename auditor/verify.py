@@ -41,7 +41,7 @@ KINDS: dict[str, str] = {
     "policy_unknown": "a history names a policy version the policy table does not hold, or holds otherwise",
     "history_missing": "the audit log or the ledger has a household with no workflow history",
     "history_sealed": "the history is encrypted and no key to open it was given",
-    "archive_altered": "a file of the export differs from its manifest",
+    "archive_altered": "a file of the export differs from its manifest, or a history's binary copy from its JSON",
 }
 # Audit-row fields and the history's value for each.
 _COMPARED = (

@@ -3,14 +3,15 @@
     python starter.py audit export EXPORT            # after `make demo`: 132 household histories
     python -m bench.replay_throughput EXPORT --size 6508 [--jobs 2] [--keys FILE] [--sandbox]
     python -m bench.replay_throughput EXPORT --size 0     # the export's own histories, as they are
+    python -m bench.replay_throughput EXPORT --size 0 --json   # from the JSON, not the binary copies
 
 The set is the export's household histories, copied round-robin into a scratch folder until it holds
 `--size` files (6,508 = Lạng Sơn's 2025 province); with `--size 0`, the export's histories themselves
 (after a driver run over the whole province: its 6,508 distinct households). Each copy is a separate file,
-read and parsed from disk and replayed in full, so the figure includes everything `audit replay --from`
-does per history. Replaying one history does not depend on any other, so a set of copies costs what a set
-of distinct households with the same paths would. Prints a table and writes the figures as JSON next to
-this file (results/).
+read and parsed from disk (the binary copy, as `audit replay --from` reads it; `--json` for the JSON) and
+replayed in full, so the figure includes everything `audit replay --from` does per history. Replaying one
+history does not depend on any other, so a set of copies costs what a set of distinct households with the
+same paths would. Prints a table and writes the figures as JSON next to this file (results/).
 """
 
 from __future__ import annotations
@@ -57,17 +58,20 @@ async def main() -> None:
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--keys", type=Path, help="payload key file (default: the configured one)")
     ap.add_argument("--sandbox", action="store_true", help="replay inside the workflow sandbox")
+    ap.add_argument("--json", action="store_true",
+                    help="read the JSON histories, not their binary copies (as an export of format 1 has only)")
     args = ap.parse_args()
 
     arch = Archive.open(args.export)
     if arch.problems:
         raise SystemExit("export altered: " + "; ".join(arch.problems))
-    sources = [(w, p) for w, p in arch.history_files() if w.startswith("household-")]
+    sources = [(w, p) for w, p in arch.history_files(binary=not args.json) if w.startswith("household-")]
     if not sources:
         raise SystemExit(f"{args.export.name}: no household histories")
     ring = read_ring(args.keys) if args.keys else key_ring(get_settings())
     keys = ring.dump()
-    events = sum(a["events"] for r, a in arch.manifest["files"].items() if r.startswith("histories/household-"))
+    events = sum(a["events"] for r, a in arch.manifest["files"].items()
+                 if r.startswith("histories/household-") and "events" in a)  # fmt: skip
     console = Console()
     with tempfile.TemporaryDirectory(prefix="replay-set-") as tmp:
         files = list(sources) if args.size == 0 else []
@@ -94,6 +98,7 @@ async def main() -> None:
                 "events_per_history": round(events / len(sources), 1)},
         "jobs": args.jobs,
         "sandbox": args.sandbox,
+        "read_from": ", ".join(sorted({p.suffix[1:] for _, p in sources})),
         "seconds": round(seconds, 1),
         "histories_per_second": round(len(files) / seconds, 1),
         "cpu_seconds": round(cpu, 1),
@@ -101,7 +106,7 @@ async def main() -> None:
         "failures": len(report.failures),
     }  # fmt: skip
     table = Table("figure", "value", title="audit replay --from: throughput")
-    for k, v in (("histories", f"{len(files):,} ({len(sources)} distinct, {size_mb:,.0f} MB of JSON)"),
+    for k, v in (("histories", f"{len(files):,} ({len(sources)} distinct, {size_mb:,.0f} MB of {result['read_from']})"),
                  ("events per history (mean)", result["set"]["events_per_history"]),
                  ("processes", args.jobs), ("wall time", f"{seconds:,.1f} s"),
                  ("histories per second", result["histories_per_second"]),

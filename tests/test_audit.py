@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from temporalio.api.enums.v1 import EventType
+from temporalio.api.history.v1 import History
 from temporalio.client import WorkflowHistory
 
 from auditor import archive, timeline
@@ -137,10 +138,17 @@ async def test_export_then_offline_replay_and_verify(client, sessions, run, tmp_
     result = await archive.export(client, sessions, tmp_path / "x", namespace="default", codes=run["codes"])
     assert (result.histories, result.households, result.key_ids) == (3, 3, ["test-2026a"])
     manifest = json.loads((tmp_path / "x" / "manifest.json").read_text())
-    assert manifest["audit_rows"] == result.audit_rows and len(manifest["files"]) == 3 + 3
+    assert manifest["audit_rows"] == result.audit_rows and len(manifest["files"]) == 3 + 3 + 3
     arch = archive.Archive.open(tmp_path / "x")
     assert arch.problems == []
     report = await replay(arch.histories(), SEALED)
+    assert (report.replayed, report.failures) == (3, [])
+    # What 'audit replay --from' reads: the binary copies, the same events as the JSON.
+    binary = arch.history_files(binary=True)
+    assert [p.suffix for _, p in binary] == [".binpb"] * 3
+    copies = [archive.read_history(w, p) for w, p in binary]
+    assert [c.events for c in copies] == [h.events for h in arch.histories()] and arch.problems == []
+    report = await replay(copies, SEALED)
     assert (report.replayed, report.failures) == (3, [])
     sandboxed = await replay(arch.histories(), SEALED, sandbox=True)
     assert (sandboxed.replayed, sandboxed.failures) == (3, [])
@@ -186,6 +194,7 @@ async def test_a_forged_history_in_a_resealed_export_is_named(client, sessions, 
     [forged] = await SEALED.encode([outcome])
     payloads[0].CopyFrom(forged)
     path.write_text(history.to_json())
+    path.with_suffix(".binpb").write_bytes(History(events=history.events).SerializeToString())  # both copies
     reseal(tmp_path / "x")
 
     arch = archive.Archive.open(tmp_path / "x")
@@ -196,6 +205,46 @@ async def test_a_forged_history_in_a_resealed_export_is_named(client, sessions, 
     differs = next(d for d in report.discrepancies if d.kind == "record_differs")
     assert "actor_user_id: history 'ke.gia.mao'" in differs.detail and "actor_role: history 'citizen'" in differs.detail
     assert "seq 1 (verify" in next(d.where for d in report.discrepancies if d.kind == "role_not_allowed")
+
+
+async def test_a_binary_copy_that_differs_from_its_json_is_named(client, sessions, run, tmp_path):
+    """Replay reads the binary copies; a copy changed and resealed is named by 'audit verify --from', which
+    reads the JSON and compares each copy with it."""
+    paid = run["households"][0]
+    await archive.export(client, sessions, tmp_path / "x", namespace="default", codes=[paid.code])
+    binary = tmp_path / "x" / "histories" / f"household-{paid.code}.binpb"
+    history = History.FromString(binary.read_bytes())
+    history.events[4].event_time.seconds += 3600  # one event an hour later, in the binary copy only
+    binary.write_bytes(history.SerializeToString())
+    reseal(tmp_path / "x")
+
+    arch = archive.Archive.open(tmp_path / "x")
+    assert arch.problems == []  # the hashes were redone …
+    trails = [await read_trail(h, SEALED) for h in arch.histories()]
+    assert arch.problems == [f"histories/{binary.name}: not the same history as histories/household-{paid.code}"
+                             f".json (event {history.events[4].event_id} differs)"]  # fmt: skip
+    report = verify(trails, arch.records(), archive_problems=arch.problems)
+    assert report.by_kind() == {"archive_altered": 1}
+
+
+async def test_an_export_without_binary_copies_is_still_read(client, sessions, run, tmp_path):
+    """Format 1 (before the binary copies): replay falls back to the JSON."""
+    paid = run["households"][0]
+    await archive.export(client, sessions, tmp_path / "x", namespace="default", codes=[paid.code])
+    manifest = json.loads((tmp_path / "x" / "manifest.json").read_text())
+    for rel in [r for r in manifest["files"] if r.endswith(".binpb")]:
+        (tmp_path / "x" / rel).unlink()
+        del manifest["files"][rel]
+    manifest["format"] = "housing-audit-archive/1"
+    (tmp_path / "x" / "manifest.json").write_text(json.dumps(manifest))
+    reseal(tmp_path / "x")
+
+    arch = archive.Archive.open(tmp_path / "x")
+    assert arch.problems == []
+    [(workflow_id, path)] = arch.history_files(binary=True)
+    assert (workflow_id, path.suffix) == (paid.workflow_id, ".json")
+    report = await replay([archive.read_history(workflow_id, path)], SEALED)
+    assert (report.replayed, report.failures) == (1, [])
 
 
 async def test_a_deleted_audit_row_is_a_step_without_audit_and_a_chain_gap(client, sessions, run):
