@@ -170,6 +170,7 @@ class Archive:
     directory: Path
     manifest: dict[str, Any]
     problems: list[str] = field(default_factory=list)
+    _compared: set[str] = field(default_factory=set)  # the JSON files whose binary copy has been compared
 
     @classmethod
     def open(cls, directory: Path) -> Archive:
@@ -216,13 +217,18 @@ class Archive:
         for workflow_id, path in self.history_files() if files is None else files:
             history = read_history(workflow_id, path)
             rel = path.relative_to(self.directory).as_posix()
-            if rel in copies and (how := copy_differs(history, self.directory / copies[rel])):
-                self.problems.append(f"{copies[rel]}: not the same history as {rel} ({how})")
+            if rel in copies and rel not in self._compared:
+                self._compared.add(rel)
+                if how := copy_differs(history, self.directory / copies[rel]):
+                    self.problems.append(f"{copies[rel]}: not the same history as {rel} ({how})")
             yield history
 
-    def compare_copies(self, files: list[tuple[str, Path]]) -> None:
-        """Compare these histories' binary copies with their JSON, adding any difference to `problems`."""
-        for _ in self.histories(files):
+    def compare_copies(self) -> None:
+        """Compare every binary copy not yet compared by `histories()` with its JSON, adding any difference
+        to `problems`: after a reader went through some of the histories, the rest are parsed only here."""
+        rest = [(w, p) for w, p in self.history_files()
+                if p.relative_to(self.directory).as_posix() not in self._compared]  # fmt: skip
+        for _ in self.histories(rest):
             pass
 
     def records(self, codes: list[str] | None = None) -> Records:

@@ -12,7 +12,7 @@ import pytest
 from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 
-from auditor.history import read_trail
+from auditor.history import LOCAL_ACTIVITY_MARKER, read_trail
 from core.temporal import workflow_runner
 from tests.conftest import SEALED
 from workflows.batch import PayoutBatchWorkflow
@@ -54,8 +54,8 @@ async def test_both_ways_of_writing_a_step_are_read_back_whole():
                              ("allocate", steps[3][1], True, "")], (markers, steps)  # fmt: skip
         assert all(t.outcome.record == (t.record if markers else None) for t in trail.transitions if t.recorded)
     raw = {n: (HERE / f"{n}.json").read_text() for n in ("sealed_full_path_new_build", "local_full_path_new_build")}
-    assert "core_local_activity" not in raw["sealed_full_path_new_build"]
-    assert "core_local_activity" in raw["local_full_path_new_build"]
+    assert LOCAL_ACTIVITY_MARKER not in raw["sealed_full_path_new_build"]
+    assert LOCAL_ACTIVITY_MARKER in raw["local_full_path_new_build"]
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
