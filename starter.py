@@ -42,7 +42,7 @@ from core.cli import database, err, fail, out, run
 from core.codec import PayloadKeyError, new_ring, read_ring, write_ring
 from core.errors import DomainError
 from core.logs import configure_logging
-from core.migrate import upgrade
+from core.migrate import migrate as apply_migrations
 from core.settings import ROOT, Settings, get_settings
 from core.stack import Stack, StackError
 from core.temporal import connect, ensure_search_attributes, key_ring
@@ -89,10 +89,24 @@ def stack_up(worker: bool = typer.Option(True, help="Also start a background wor
     """Start what is not running yet (PostgreSQL, Temporal, the worker) and apply migrations."""
     settings = get_settings()
     stack = Stack(settings)
+    code = 0
     try:
         _stack_up(stack, worker)
+        if down := stack.down(with_processes=worker):
+            err.print(f"[bold red]refused[/]: not running after start: {', '.join(down)}")
+            code = 1
     except StackError as e:
-        fail(str(e))
+        err.print(f"[bold red]refused[/]: {e}")
+        code = 1
+    except Exception as e:  # a migration or the Temporal client failed: say so, with a non-zero exit
+        err.print(f"[bold red]failed[/]: {type(e).__name__}: {e}")
+        code = 1
+    # Leave without interpreter shutdown: the Temporal client's runtime threads may still call into Python
+    # while it finalises, and abort the process (SIGABRT) after every piece had started. The pieces are
+    # processes of their own; nothing here needs finalising.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _stack_up(stack: Stack, worker: bool) -> None:
@@ -102,8 +116,9 @@ def _stack_up(stack: Stack, worker: bool) -> None:
         out.print(f"PostgreSQL  {'started' if started else 'running'} at {stack.settings.database_url}")
     else:
         out.print(f"PostgreSQL  external at {stack.settings.database_url}")
-    upgrade(stack.settings.asyncpg_url)
-    out.print("Migrations  applied (alembic upgrade head)")
+    apply_migrations(stack.settings)  # as the owner; the worker and web app get the application's login
+    out.print(f"Migrations  applied (alembic upgrade head) as {stack.settings.owner_role}; the application "
+              f"connects as {stack.settings.app_role}")  # fmt: skip
     if stack.embedded_temporal:
         started = stack.temporal().start()
         out.print(f"Temporal    {'started' if started else 'running'} at {stack.settings.temporal_address}, "
@@ -117,6 +132,14 @@ def _stack_up(stack: Stack, worker: bool) -> None:
     added = asyncio.run(register_search_attributes())
     if added:
         out.print(f"Temporal    search attributes registered: {', '.join(added)}")
+    _ensure_callback_secret(stack.settings)
+    if stack.embedded_bank:
+        bank = stack.bank()
+        started = bank.start(stack.env())
+        out.print(f"Bank        {'started' if started else 'running'} at {bank.url} (simulated; its book in "
+                  "bank/ in the state folder)")  # fmt: skip
+    else:
+        out.print(f"Bank        external at {stack.settings.bank_url}")
     if worker:
         for each in stack.workers():
             started = each.start(stack.env())
@@ -136,6 +159,8 @@ def stack_down() -> None:
     for each in workers:
         each.stop()
     out.print(f"Worker      {f'{len(workers)} stopped' if workers else 'was not running'}")
+    if stack.embedded_bank:
+        out.print(f"Bank        {'stopped' if stack.bank().stop() else 'was not running'}")
     if stack.embedded_temporal:
         out.print(f"Temporal    {'stopped' if stack.temporal().stop() else 'was not running'}")
     if stack.embedded_db:
@@ -157,7 +182,12 @@ def stack_status() -> None:
     table.add_row("Worker", stack.settings.temporal_task_queue,
                   f"{running} running" if running else "stopped")  # fmt: skip
     table.add_row("Web app", stack.web().url, "running" if stack.web().running() else "stopped")
+    bank_state = ("running" if stack.bank().running() else "stopped") if stack.embedded_bank else "external"
+    table.add_row("Bank", stack.settings.bank_url, bank_state)
     out.print(table)
+    if down := stack.down():
+        err.print(f"down: {', '.join(down)}")
+        raise typer.Exit(1)
 
 
 @stack_app.command("env")
@@ -176,6 +206,17 @@ def _ensure_payload_keys(settings: Settings) -> None:
     write_ring(path, ring)
     out.print(f"Keys        payload key {ring.active} created ({path.name} in the state folder; keep a copy: "
               "without it the histories cannot be read)")  # fmt: skip
+
+
+def _ensure_callback_secret(settings: Settings) -> None:
+    """The embedded stack's first start creates the secret the bank signs its callbacks with."""
+    path = settings.callback_secret_path
+    if settings.payment_callback_secret or path.exists():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600)
+    path.write_text(secrets.token_urlsafe(32) + "\n")
+    out.print(f"Keys        payment callback secret created ({path.name} in the state folder)")
 
 
 # ----------------------------------------------------------------------------------------------- keys
@@ -221,9 +262,13 @@ def keys_list() -> None:
 
 @app.command("migrate")
 def migrate() -> None:
-    """Apply the database migrations (alembic upgrade head)."""
-    upgrade(get_settings().asyncpg_url)
-    out.print("migrations applied")
+    """Apply the database migrations (alembic upgrade head) as the schema owner (DATABASE_OWNER_URL),
+    granting the application's role (DATABASE_URL's user) what it needs."""
+    settings = get_settings()
+    apply_migrations(settings)
+    one = settings.owner_role == settings.app_role
+    out.print(f"migrations applied as {settings.owner_role}; "
+              + ("one role owns and runs everything: nothing granted" if one else f"granted to {settings.app_role}"))
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -749,7 +794,7 @@ def demo(
 ) -> None:
     """Start the stack and a worker, import the sample list, take every household through all six stages
     (allocation split across sources, tranches paid through the payment channel), and print the summary."""
-    # The simulated bank fails a few first attempts so the demo shows retries; a started worker keeps its own.
+    # The simulated bank fails a few first attempts so the demo shows retries; a running bank keeps its own.
     os.environ.setdefault("PAYMENT_FAIL_RATE", "0.05")
     settings = get_settings()
     budget = None

@@ -15,7 +15,7 @@ import typer
 from core.codec import EncryptionCodec
 from core.logs import configure_logging
 from core.settings import get_settings
-from core.temporal import connect, make_worker
+from core.temporal import ChannelNotConfigured, check_channel, connect, make_worker
 from db.engine import make_engine, make_sessions
 from notify.channels import make_channel
 from notify.dispatcher import Dispatcher
@@ -66,6 +66,11 @@ def main(
 ) -> None:
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_json)
+    try:
+        check_channel(settings)  # refuse to start without one, before connecting to anything
+    except ChannelNotConfigured as e:
+        log.error("worker_refused", error=str(e))
+        raise typer.Exit(2) from None
     asyncio.run(serve(not no_dispatcher, ready_file))
 
 

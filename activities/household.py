@@ -15,7 +15,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from core.errors import DomainError
-from db import audit, households, ledger, outbox, policy, steps, users
+from db import audit, households, ledger, outbox, policy, restores, steps, users
 from db import finance as finance_db
 from db.engine import Sessions
 from finance.allocation import plan_allocation, split_into_tranches
@@ -45,7 +45,10 @@ class HouseholdActivities:
                 err.message, *([rec] if local else []), type=err.type, non_retryable=True,
                 category=ApplicationErrorCategory.BENIGN,
             ) from None  # fmt: skip
-        return outcome.model_copy(update={"record": rec}) if local else outcome
+        if not local:
+            return outcome
+        # The history keeps what the database committed: a retry's record carries the first attempt's time.
+        return outcome.model_copy(update={"record": rec.model_copy(update={"at": outcome.at})})
 
     @activity.defn(name="send_reminder")
     async def send_reminder(self, rec: ReminderRecord) -> bool:
@@ -93,6 +96,7 @@ class HouseholdActivities:
                 audit_hash=prior.hash,
                 transfer_id=prior.transfer_id,
                 amount=prior.amount,
+                at=prior.occurred_at,
                 replayed=True,
                 allocation=allocation,
                 sources=sources,
@@ -153,6 +157,7 @@ class HouseholdActivities:
             amount=amount,
             allocation=moved.allocation,
             sources=moved.sources,
+            at=rec.at,
         )
 
     async def _move_money(self, session, rec: TransitionRecord) -> _Moved:
@@ -171,6 +176,7 @@ class HouseholdActivities:
             return _Moved([t], t.amount, sources=rec.source)
         if rec.money in (MoneyOp.POST, MoneyOp.VOID):
             pending = rec.transfer_ids or ([rec.reservation_id] if rec.reservation_id is not None else [])
+            pending = await restores.current_ids(session, rec.household_code, pending) if pending else pending
             if not pending:
                 raise DomainError("UnknownReservation", f"household {rec.household_code} holds no reservation")
             resolve = ledger.post if rec.money is MoneyOp.POST else ledger.void

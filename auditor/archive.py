@@ -126,6 +126,9 @@ async def export(
     write("records/workflow_policies.json",
           json.dumps(records.policies, ensure_ascii=False, indent=1, sort_keys=True).encode(),
           rows=len(records.policies))  # fmt: skip
+    if records.restored:  # steps re-recorded after a database restore (`audit restore`): verify reads the marks
+        marks = sorted(records.restored.values(), key=lambda m: (m["household_code"], m["seq"]))
+        write("records/restored_steps.jsonl", _jsonl(marks), rows=len(marks))
 
     manifest = {
         "format": FORMAT,
@@ -245,4 +248,5 @@ class Archive:
 
         policies_path = base / "workflow_policies.json"
         policies = json.loads(policies_path.read_text(encoding="utf-8")) if policies_path.exists() else {}
-        return Records(rows("audit_log.jsonl"), rows("ledger_transfers.jsonl"), policies)
+        restored = {m["idempotency_key"]: m for m in rows("restored_steps.jsonl")}
+        return Records(rows("audit_log.jsonl"), rows("ledger_transfers.jsonl"), policies, restored)

@@ -5,6 +5,8 @@
     audit timeline CODE [--lang vi|en] [--json] [--from DIR]
     audit verify [--from DIR] [--code C]… [--json]
     audit chain [CODE]                    recompute the audit log's hash chains
+    audit restore [CODE…|--all] --as USER --reason TEXT [--dry-run]
+                                          re-record, from the histories, steps a database restore lost
 
 Histories come from the Temporal server, or with --from from an export (no server needed). Payloads are
 opened with the configured keys or --key-file; without a key, timelines show ciphertext markers.
@@ -25,6 +27,7 @@ from temporalio.client import WorkflowHistory
 from temporalio.service import RPCError
 
 from auditor import archive as archive_mod
+from auditor import restore as restore_mod
 from auditor import timeline as tl
 from auditor.history import read_trail, read_trails
 from auditor.records import (
@@ -42,6 +45,7 @@ from core.codec import KeyRing, PayloadKeyError, read_ring, with_codec
 from core.settings import Settings
 from core.temporal import DATA_CONVERTER, connect, key_ring
 from db import audit
+from finance.channel import HttpBank
 from models.household import workflow_id_for
 
 app = typer.Typer(no_args_is_help=True, help="Checks for auditors and inspectors: export, replay, timeline, verify")
@@ -281,3 +285,54 @@ def chain_cmd(code: str | None = typer.Argument(None, help="One household; all w
         out.print(f"audit chain verified: {result.rows} rows over {result.households} households, no break")
     else:
         fail(f"audit chain broken at {result.first_break}")
+
+
+@app.command("restore")
+def restore_cmd(
+    codes: list[str] = typer.Argument(None, help="Household codes (or --all)"),
+    every: bool = typer.Option(False, "--all", help="Every household with a workflow history"),
+    operator: str = typer.Option(..., "--as", help="The operator (an active admin in the users table)"),
+    reason: str = typer.Option(..., "--reason", help="Why (e.g. the restore's ticket and backup)"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="List what would be re-recorded; write nothing"),
+    key_file: Path | None = KEY_FILE,
+) -> None:
+    """After the database was restored from a backup older than Temporal's state: re-record, in order, each
+    step a household's history holds beyond its last audit row, from the history's own records, through the
+    engine's write path; each marked restored (by whom, when, from which run). A household whose rows
+    contradict its history is refused. Exit 1 when any household is refused."""
+    if bool(codes) == every:
+        fail("name household codes, or --all")
+
+    async def go(settings: Settings):
+        ring = _ring(settings, key_file)
+        if ring is None:
+            fail("restore reads every record from the histories: give the payload keys")
+        total, histories, _ = await _histories(settings, None, HOUSEHOLDS, None if every else _codes(codes))
+        with _progress() as bar:
+            task = bar.add_task("reading histories", total=total)
+            trails = await read_trails(histories, with_codec(DATA_CONVERTER, ring), on_done=lambda: bar.advance(task))
+        async with database(settings) as sessions:
+            return await restore_mod.restore(sessions, trails, operator=operator, reason=reason,
+                                             channel=HttpBank.name, dry_run=dry_run)  # fmt: skip
+
+    try:
+        report = run(go)
+    except restore_mod.RestoreRefused as e:
+        fail(str(e))
+    if report.restored:
+        verb = "would re-record" if report.dry_run else "re-recorded"
+        table = Table("household", "seq", "step", "who", "when (UTC+7)", "money", "audit hash", "same hash",
+                      title=f"{verb} {len(report.restored)} steps")  # fmt: skip
+        for r in report.restored:
+            same = "-" if r.audit_hash is None else "yes" if r.same_hash else f"no (ids {r.transfer_ids})"
+            table.add_row(r.household, str(r.seq), r.step, r.actor, f"{r.at.astimezone(tl.VIETNAM):%d/%m/%Y %H:%M}",
+                          f"{r.amount:,}" if r.amount else "", (r.audit_hash or r.history_hash)[:16] + "…", same)
+        out.print(table)
+    households = len({r.household for r in report.restored})
+    out.print(f"{'dry run: ' if report.dry_run else ''}{len(report.restored)} steps over {households} households "
+              f"{'to re-record' if report.dry_run else 're-recorded'} by {operator}; {len(report.up_to_date)} "
+              f"households had lost nothing; {len(report.refused)} refused")  # fmt: skip
+    for code, e in report.refused:
+        err.print(f"[bold red]refused[/] {code}: {e}")
+    if report.refused:
+        raise typer.Exit(1)

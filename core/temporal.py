@@ -18,8 +18,7 @@ from core.converter import DATA_CONVERTER
 from core.runner import ContextFreeRunner, context_free
 from core.settings import Settings
 from db.engine import Sessions
-from finance.channel import PaymentChannel, SimulatedBank, fail_rate_rule
-from models.finance import PaymentInstruction, PaymentNotice
+from finance.channel import HttpBank, PaymentChannel
 from workflows.batch import PayoutBatchWorkflow
 from workflows.household import HouseholdWorkflow
 from workflows.search_attributes import ALL as SEARCH_ATTRIBUTES
@@ -91,21 +90,25 @@ def workflow_runner(converter: DataConverter, *, sandbox: bool = True) -> Workfl
     return ContextFreeRunner(inner) if context_free(converter) else inner
 
 
-def make_channel(client: Client, settings: Settings) -> SimulatedBank:
-    """The payment channel named in the settings, calling back the household's workflow by signal."""
-    if settings.payment_channel != "simulated":
-        raise ValueError(f"unknown PAYMENT_CHANNEL {settings.payment_channel!r}; this build ships 'simulated'")
-    return SimulatedBank(delay=settings.payment_delay_seconds, decide=fail_rate_rule(settings.payment_fail_rate),
-                         notify=signaller(client))  # fmt: skip
+class ChannelNotConfigured(RuntimeError):
+    pass
 
 
-def signaller(client: Client):
-    async def notify(instr: PaymentInstruction) -> None:
-        await client.get_workflow_handle(instr.workflow_id).signal(
-            HouseholdWorkflow.payment_result, PaymentNotice(payment_id=instr.payment_id)
+def make_channel(settings: Settings) -> HttpBank:
+    """The payment channel named in the settings: the bank at BANK_URL, calling back PAYMENT_CALLBACK_URL."""
+    check_channel(settings)
+    return HttpBank(settings.bank_url, callback_url=settings.callback_url)
+
+
+def check_channel(settings: Settings) -> None:
+    """Refuse a worker without a payment channel: there is no silent default."""
+    if not settings.payment_channel:
+        raise ChannelNotConfigured(
+            "PAYMENT_CHANNEL is not set: set PAYMENT_CHANNEL=bank and BANK_URL to the bank's API "
+            "('python starter.py stack up' starts the simulated bank and sets both for its workers)"
         )
-
-    return notify
+    if settings.payment_channel != "bank":
+        raise ChannelNotConfigured(f"unknown PAYMENT_CHANNEL {settings.payment_channel!r}; this build ships 'bank'")
 
 
 def make_worker(
@@ -117,7 +120,7 @@ def make_worker(
     channel: PaymentChannel | None = None,
 ) -> Worker:
     households = HouseholdActivities(sessions)
-    payments = PaymentActivities(sessions, channel or make_channel(client, settings), settings.payment_channel_user)
+    payments = PaymentActivities(sessions, channel or make_channel(settings), settings.payment_channel_user)
     batches = BatchActivities(client, sessions)
     return Worker(
         client,

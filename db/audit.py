@@ -49,6 +49,7 @@ class AuditRow:
     amount: int | None
     transfer_id: int | None
     hash: str
+    occurred_at: datetime
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,7 @@ async def prior_and_link(session: AsyncSession, key: str, household_code: str, s
                 audit_log.c.amount,
                 audit_log.c.transfer_id,
                 audit_log.c.hash,
+                audit_log.c.occurred_at,
             ).where(
                 (audit_log.c.idempotency_key == key)
                 | ((audit_log.c.household_code == household_code) & (audit_log.c.seq == seq - 1))

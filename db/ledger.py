@@ -13,6 +13,8 @@ Chart of accounts:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 from sqlalchemy import func, insert, select
@@ -159,7 +161,14 @@ async def find_transfer(session: AsyncSession, key: str) -> Transfer | None:
     return Transfer(**row._mapping) if row else None
 
 
+# Transfer ids to write, by idempotency key: set only while a step is re-recorded from its history after a
+# database restore (auditor/restore.py), so a transfer gets back the id its history names. Empty otherwise.
+PINNED_IDS: ContextVar[Mapping[str, int] | None] = ContextVar("ledger_pinned_ids", default=None)
+
+
 async def _insert_transfer(session: AsyncSession, **values: object) -> Transfer:
+    if (pinned := (PINNED_IDS.get() or {}).get(str(values["idempotency_key"]))) is not None:
+        values["id"] = pinned
     row = (
         await session.execute(insert(ledger_transfers).values(**values).returning(*_TRANSFER_COLUMNS))
     ).one()

@@ -34,4 +34,5 @@ async def write(session: AsyncSession, *, prev_hash: str, audit: dict[str, Any],
     return AuditRow(id=new_id, household_code=audit["household_code"], seq=audit["seq"],
                     idempotency_key=audit["idempotency_key"], step=audit["step"],
                     actor_user_id=audit["actor_user_id"], amount=audit.get("amount"),
-                    transfer_id=audit.get("transfer_id"), hash=digest)  # fmt: skip
+                    transfer_id=audit.get("transfer_id"), hash=digest,
+                    occurred_at=audit["occurred_at"])  # fmt: skip

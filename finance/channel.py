@@ -4,17 +4,19 @@ A channel takes an instruction, pays it at most once per end-to-end id (`payment
 inquiries, and calls back when it has a result. The engine treats the callback as a wake-up only and
 asks `status` before recording anything.
 
-`SimulatedBank` is the channel shipped for the demo and the tests: it confirms or fails each instruction
-after a delay, by a deterministic rule, and remembers what it has paid for as long as it runs.
+`HttpBank` is the worker's channel: the adapter to a bank speaking the API of `finance/bank.py` (the
+simulated bank shipped for the demo and the tests, a process of its own with a durable book). Transport
+errors raise, so the activity is retried.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
+from types import TracebackType
 from typing import Protocol
 
+import httpx
 import structlog
 
 from models.finance import ChannelStatus, PaymentInstruction
@@ -23,7 +25,6 @@ log = structlog.get_logger(__name__)
 
 Outcome = tuple[str, str | None]  # ("confirmed" | "failed" | "pending", reason); "pending": never answers
 Decide = Callable[[PaymentInstruction], Outcome]
-Notify = Callable[[PaymentInstruction], Awaitable[None]]
 
 
 class PaymentChannel(Protocol):
@@ -34,58 +35,60 @@ class PaymentChannel(Protocol):
     async def status(self, payment_id: str) -> ChannelStatus: ...
 
 
-def fail_rate_rule(rate: float) -> Decide:
+FAIL_REASON = "Số tài khoản không khớp tên chủ hộ (account name mismatch)"
+
+
+def fail_rate_rule(rate: float, attempts: int = 1) -> Decide:
     """Fail about `rate` of first attempts (chosen by a hash of the id, so a run is repeatable); a retry
-    of the same tranche is paid."""
+    of the same tranche is paid. `attempts` > 1 fails that many attempts of the chosen tranches."""
 
     def decide(instr: PaymentInstruction) -> Outcome:
-        h = int(hashlib.sha256(instr.payment_id.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
-        if instr.attempt == 1 and h < rate:
-            return "failed", "Số tài khoản không khớp tên chủ hộ (account name mismatch)"
+        key = instr.payment_id if attempts == 1 else instr.payment_id.rsplit("-", 1)[0]  # the tranche, not the try
+        h = int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+        if instr.attempt <= attempts and h < rate:
+            return "failed", FAIL_REASON
         return "confirmed", None
 
     return decide
 
 
-class SimulatedBank:
-    name = "simulated-bank"
+class InstructionConflict(ValueError):
+    """The channel already holds this payment id with other terms: it will not pay it (nor pay it twice)."""
 
-    def __init__(self, *, delay: float = 0.5, decide: Decide | None = None, notify: Notify | None = None) -> None:
-        self._delay = delay
-        self._decide = decide or fail_rate_rule(0.0)
-        self._notify = notify
-        self._book: dict[str, ChannelStatus] = {}
-        self._tasks: set[asyncio.Task] = set()
-        self.submissions = 0  # instructions accepted as new (a repeated id is not a new payment)
+
+class HttpBank:
+    """The channel adapter for a bank reached over HTTP (the API of finance/bank.py)."""
+
+    name = "http-bank"
+
+    def __init__(self, url: str, *, callback_url: str | None = None, timeout: float = 10.0) -> None:
+        self.url = url.rstrip("/")
+        self.callback_url = callback_url or None
+        self._http = httpx.AsyncClient(base_url=self.url, timeout=timeout)
 
     async def submit(self, instruction: PaymentInstruction) -> None:
-        if instruction.payment_id in self._book:
-            return  # the same end-to-end id: already accepted, never paid twice
-        self.submissions += 1
-        self._book[instruction.payment_id] = ChannelStatus(payment_id=instruction.payment_id, state="pending")
-        task = asyncio.get_running_loop().create_task(self._settle(instruction))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        body = instruction.model_dump(mode="json") | {"callback_url": self.callback_url}
+        r = await self._http.post("/instructions", json=body)
+        if r.status_code == 409:
+            raise InstructionConflict(r.json().get("detail", r.text))
+        r.raise_for_status()
 
     async def status(self, payment_id: str) -> ChannelStatus:
-        return self._book.get(payment_id) or ChannelStatus(payment_id=payment_id, state="unknown")
+        r = await self._http.get(f"/instructions/{payment_id}")
+        r.raise_for_status()
+        return ChannelStatus.model_validate(r.json())
 
-    async def _settle(self, instr: PaymentInstruction) -> None:
-        await asyncio.sleep(self._delay)
-        state, reason = self._decide(instr)
-        if state == "pending":
-            return
-        digest = hashlib.sha256(instr.payment_id.encode()).hexdigest()[:12].upper()
-        ref = f"SIM{digest}" if state == "confirmed" else None
-        self._book[instr.payment_id] = ChannelStatus(payment_id=instr.payment_id, state=state, bank_ref=ref,
-                                                     reason=reason)  # fmt: skip
-        log.info("payment_answered", payment_id=instr.payment_id, state=state, amount=instr.amount)
-        if self._notify is None:
-            return
-        for attempt in range(5):
-            try:
-                await self._notify(instr)
-                return
-            except Exception as err:  # the engine also inquires on its timeout; a lost callback is not lost money
-                log.warning("payment_callback_failed", payment_id=instr.payment_id, error=str(err), attempt=attempt)
-                await asyncio.sleep(0.5 * (attempt + 1))
+    async def statement(self) -> list[dict]:
+        """Every instruction the bank holds, as it paid them (for reconciliation with the ledger)."""
+        r = await self._http.get("/statement")
+        r.raise_for_status()
+        return r.json()["payments"]
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> HttpBank:
+        return self
+
+    async def __aexit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        await self.aclose()

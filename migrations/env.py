@@ -1,4 +1,4 @@
-"""Alembic environment: runs migrations over asyncpg against DATABASE_URL (or the URL a caller passes)."""
+"""Alembic environment: runs migrations over asyncpg against DATABASE_OWNER_URL (or the URL a caller passes)."""
 
 import asyncio
 
@@ -24,7 +24,10 @@ async def _main(url: str) -> None:
     await engine.dispose()
 
 
-url = config.attributes.get("url") or get_settings().asyncpg_url
+# As the schema owner (DATABASE_OWNER_URL); the application's role (DATABASE_URL's user) is what 0007 and
+# later migrations grant to (migrations/privileges.py).
+url = config.attributes.get("url") or get_settings().owner_asyncpg_url
+config.attributes.setdefault("app_role", get_settings().app_role)
 if context.is_offline_mode():
     context.configure(url=url, literal_binds=True)
     with context.begin_transaction():

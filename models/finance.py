@@ -85,6 +85,7 @@ class TrancheState(BaseModel):
     payment_id: str | None = None  # the instruction in flight, or the one that was confirmed
     released_at: datetime | None = None
     escalations: int = 0  # times the channel's silence on the instruction in flight was escalated
+    inquiries: int = 0  # scheduled status inquiries made about the instruction in flight
 
 
 class AllocationPiece(BaseModel):

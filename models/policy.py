@@ -31,9 +31,20 @@ class WorkflowPolicy(BaseModel):
     # A released payment not confirmed within this many hours is escalated to Finance (and again after
     # each further period); it is never re-sent on a timeout, only on a definite failure.
     payment_confirm_hours: int = Field(default=72, ge=1)
+    # Before that, the channel is asked for the status of a released payment after each of these gaps in
+    # minutes, then every last gap: a lost callback or a crash is found within minutes, not days. An
+    # instruction the channel never received is sent again under the same id (paid at most once).
+    payment_inquiry_minutes: list[int] = Field(default_factory=lambda: [2, 5, 15, 60, 240, 720])
     # Instructions sent for one tranche before a failed payment goes back to Finance to re-authorise.
     payment_max_attempts: int = Field(default=2, ge=1)
     finance_agency: str = "Sở Tài chính"
+
+    def inquiry_offset_minutes(self, n: int) -> int | None:
+        """Minutes after release of the n-th status inquiry (from 1); None when none are asked."""
+        gaps = [g for g in self.payment_inquiry_minutes if g > 0]
+        if not gaps:
+            return None
+        return sum(gaps[:n]) + max(0, n - len(gaps)) * gaps[-1]
 
     def rule(self, step: Step) -> StepRule:
         try:

@@ -76,6 +76,9 @@ class TransitionOutcome(BaseModel):
     replayed: bool = False  # True when the key had been recorded before: nothing was written
     allocation: list[AllocationPiece] = Field(default_factory=list)  # RESERVE with tranches: what was reserved
     sources: str | None = None  # RESERVE: the sources drawn on, as the read model shows them
+    # When the step was recorded: the record's own time, or on a retry the time the first attempt committed
+    # (a worker that crashed after the commit retries with a later workflow.now()). None in older histories.
+    at: datetime | None = None
     # A local activity's marker holds its result, not its input: the record comes back with the outcome so
     # the history alone still says who took which step (auditor/history.py reads it from there).
     record: TransitionRecord | None = None

@@ -9,26 +9,37 @@ search attributes registered. Nothing is downloaded.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import itertools
 import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from pathlib import Path
 
 import asyncpg
+import httpx
 import pytest
+import uvicorn
 from sqlalchemy.engine import make_url
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from core.codec import KeyRing
-from core.migrate import upgrade
+from core.migrate import migrate
 from core.settings import Settings
-from core.stack import EmbeddedPostgres, binary, free_port
+from core.stack import EmbeddedPostgres, binary, free_port, port_open
 from core.temporal import DATA_CONVERTER, ensure_search_attributes, make_worker, with_codec
 from db import ledger
 from db.engine import make_engine, make_sessions
+from finance import callbacks
+from finance.channel import HttpBank
 from models.household import Household
 from operations import sample
 from operations.actions import household_state
@@ -43,8 +54,14 @@ TEST_RING = KeyRing.parse(TEST_KEYS_FILE.read_text(), where=TEST_KEYS_FILE.name)
 SEALED = with_codec(DATA_CONVERTER, TEST_RING)
 
 
+# The application's role in the tests, as in the embedded stack and docker-compose: it owns nothing.
+APP_ROLE = APP_PASSWORD = "housing_app"
+
+
 @pytest.fixture(scope="session")
-def database_url(tmp_path_factory) -> str:
+def database_owner_url(tmp_path_factory) -> str:
+    """The schema owner's URL: migrations and the tests that tamper on purpose. The owner creates the
+    database; the application's role (APP_ROLE) is created beside it, owning nothing."""
     external = os.environ.get("DATABASE_URL")
     if external:
         url = make_url(external)
@@ -53,6 +70,8 @@ def database_url(tmp_path_factory) -> str:
         async def create() -> None:
             conn = await asyncpg.connect(external.replace("+asyncpg", ""))
             await conn.execute(f'CREATE DATABASE "{name}"')
+            if not await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", APP_ROLE):
+                await conn.execute(f"CREATE ROLE {APP_ROLE} LOGIN PASSWORD '{APP_PASSWORD}'")
             await conn.close()
 
         asyncio.run(create())
@@ -65,6 +84,9 @@ def database_url(tmp_path_factory) -> str:
         user="housing",
         password="housing",
         database="housing_test",
+        app_user=APP_ROLE,
+        app_password=APP_PASSWORD,
+        durable=False,  # a throwaway cluster: the suite's only non-durable one (stack up is always durable)
     )
     pg.start()
     try:
@@ -73,17 +95,32 @@ def database_url(tmp_path_factory) -> str:
         pg.destroy()
 
 
+def app_url_of(owner_url: str) -> str:
+    """The same database as the application's role."""
+    url = make_url(owner_url).set(username=APP_ROLE, password=APP_PASSWORD)
+    return url.render_as_string(hide_password=False)
+
+
 @pytest.fixture(scope="session")
-def settings(database_url, tmp_path_factory) -> Settings:
+def database_url(database_owner_url) -> str:
+    """The application's URL (the worker's and the web app's login)."""
+    return app_url_of(database_owner_url)
+
+
+@pytest.fixture(scope="session")
+def settings(database_url, database_owner_url, tmp_path_factory) -> Settings:
     state = tmp_path_factory.mktemp("state")
     s = Settings(
         database_url=database_url,
+        database_owner_url=database_owner_url,
         state_dir=state,
         notify_file=state / "notifications.jsonl",
+        payment_channel="bank",
         payment_delay_seconds=0.05,
+        payment_callback_secret=TEST_CALLBACK_SECRET,
         payload_keys_file=TEST_KEYS_FILE,
     )
-    upgrade(s.asyncpg_url)  # the real migrations, as production applies them
+    migrate(s)  # the real migrations, as production applies them: as the owner, granting to the application
     return s
 
 
@@ -99,19 +136,45 @@ async def sessions(settings):
     await engine.dispose()
 
 
+@pytest.fixture(scope="session")
+async def owner_sessions(settings):
+    """Sessions as the schema owner, for tests that tamper with the audit log or the ledger on purpose
+    (switching the append-only triggers off): the application's role cannot."""
+    engine = make_engine(settings, url=settings.owner_asyncpg_url)
+    yield make_sessions(engine)
+    await engine.dispose()
+
+
 @pytest.fixture(scope="module")
-async def scratch(settings):
-    """A database of the module's own on the same server, migrated and empty, for tests that write the
-    ledger by hand (raw transfers, drifted totals) and must not leave that in the database every other
-    test reconciles."""
-    url = make_url(settings.asyncpg_url)
-    name = f"{url.database}_scratch_{uuid.uuid4().hex[:8]}"
-    conn = await asyncpg.connect(url.set(drivername="postgresql").render_as_string(hide_password=False))
+async def scratch_settings(settings) -> Settings:
+    """Settings for a database of the module's own on the same server, created by the owner and migrated."""
+    owner = make_url(settings.owner_asyncpg_url)
+    name = f"{owner.database}_scratch_{uuid.uuid4().hex[:8]}"
+    conn = await asyncpg.connect(owner.set(drivername="postgresql").render_as_string(hide_password=False))
     await conn.execute(f'CREATE DATABASE "{name}"')
     await conn.close()
-    scratch = settings.model_copy(update={"database_url": url.set(database=name).render_as_string(hide_password=False)})
-    await asyncio.to_thread(upgrade, scratch.asyncpg_url)
-    engine = make_engine(scratch)
+    urls = {key: make_url(u).set(database=name).render_as_string(hide_password=False)
+            for key, u in (("database_url", settings.asyncpg_url),
+                           ("database_owner_url", settings.owner_asyncpg_url))}  # fmt: skip
+    scratch = settings.model_copy(update=urls)
+    await asyncio.to_thread(migrate, scratch)
+    return scratch
+
+
+@pytest.fixture(scope="module")
+async def scratch(scratch_settings):
+    """A database of the module's own on the same server, migrated and empty, for tests that write the
+    ledger by hand (raw transfers, drifted totals) and must not leave that in the database every other
+    test reconciles. Connected as the application's role."""
+    engine = make_engine(scratch_settings)
+    yield make_sessions(engine)
+    await engine.dispose()
+
+
+@pytest.fixture(scope="module")
+async def scratch_owner(scratch_settings):
+    """The scratch database as its owner, for tampering on purpose (drifted totals, a simulated restore)."""
+    engine = make_engine(scratch_settings, url=scratch_settings.owner_asyncpg_url)
     yield make_sessions(engine)
     await engine.dispose()
 
@@ -132,12 +195,114 @@ async def client(env) -> Client:
     return env.client
 
 
+TEST_CALLBACK_SECRET = "test-callback-secret"
+
+
+class BankProcess:
+    """The simulated bank (`python -m finance.bank`) as a real process on a free port, its book in `state`."""
+
+    def __init__(self, state: Path, *, delay: float = 0.05, fail_rate: float = 0.0, fail_attempts: int = 1,
+                 fail_match: tuple[str, ...] = (), hold: bool = False, secret: str = TEST_CALLBACK_SECRET,
+                 callback_backoff: float = 0.1, port: int | None = None) -> None:  # fmt: skip
+        self.state, self.secret, self.port = state, secret, port or free_port()
+        self.flags = {"delay": delay, "fail_rate": fail_rate, "fail_attempts": fail_attempts, "hold": hold,
+                      "fail_match": fail_match, "callback_backoff": callback_backoff}  # fmt: skip
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, **flags) -> BankProcess:
+        """Start (again, on the same book and port), with these flags changed."""
+        self.flags |= flags
+        f = self.flags
+        cmd = [sys.executable, "-m", "finance.bank", "--state", str(self.state), "--port", str(self.port),
+               "--delay", str(f["delay"]), "--fail-rate", str(f["fail_rate"]), "--fail-attempts",
+               str(f["fail_attempts"]), "--callback-secret", self.secret,
+               "--callback-backoff", str(f["callback_backoff"])]  # fmt: skip
+        cmd += [a for pattern in f["fail_match"] for a in ("--fail-match", pattern)]
+        cmd += ["--hold"] if f["hold"] else []
+        self.state.mkdir(parents=True, exist_ok=True)
+        with (self.state / "bank.log").open("ab") as log:
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, cwd=Path(__file__).parent.parent,
+                                         env={**os.environ, "LOG_JSON": "true"})  # fmt: skip
+        deadline = time.monotonic() + 30
+        while not port_open("127.0.0.1", self.port):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the bank did not start:\n" + (self.state / "bank.log").read_text()[-2000:])
+            time.sleep(0.05)
+        return self
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(15)
+
+    def stop(self) -> None:
+        self.kill(signal.SIGTERM)
+
+    async def statement(self, household_code: str | None = None) -> list[dict]:
+        """What the bank holds (its /statement), this household's only when given."""
+        async with httpx.AsyncClient(timeout=10) as http:
+            rows = (await http.get(f"{self.url}/statement")).json()["payments"]
+        return [r for r in rows if household_code is None or r["household_code"] == household_code]
+
+
+@contextmanager
+def bank_process(state: Path, **flags):
+    """A bank process for the block (see BankProcess for the flags), stopped at its end."""
+    bank = BankProcess(state, **flags).start()
+    try:
+        yield bank
+    finally:
+        bank.stop()
+
+
+_default_bank: BankProcess | None = None
+
+
+def default_bank(settings) -> BankProcess:
+    """The suite's shared bank (the settings' delay and fail rate), started on first use."""
+    global _default_bank
+    if _default_bank is None:
+        bank = BankProcess(Path(tempfile.mkdtemp(prefix="bank-")), delay=settings.payment_delay_seconds,
+                           fail_rate=settings.payment_fail_rate)  # fmt: skip
+        atexit.register(lambda: (bank.stop(), shutil.rmtree(bank.state, ignore_errors=True)))
+        _default_bank = bank.start()
+    return _default_bank
+
+
 @asynccontextmanager
-async def running_worker(client: Client, sessions, settings, channel=None) -> AsyncIterator[str]:
-    """A worker on a task queue of its own (with this payment channel, else the settings' simulated bank);
-    yields the task queue's name."""
+async def callback_receiver(client: Client, secret: str = TEST_CALLBACK_SECRET, port: int | None = None):
+    """The engine's callback receiver (finance/callbacks.py) served in-process with this client; yields its URL."""
+    port = port or free_port()
+    server = uvicorn.Server(uvicorn.Config(callbacks.create_app(client, secret), host="127.0.0.1", port=port,
+                                           log_config=None, access_log=False, lifespan="off"))  # fmt: skip
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        assert not task.done(), "the callback receiver did not start"
+        await asyncio.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}{callbacks.CALLBACK_PATH}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+@asynccontextmanager
+async def running_worker(client: Client, sessions, settings, channel=None, bank: BankProcess | None = None
+                         ) -> AsyncIterator[str]:  # fmt: skip
+    """A worker on a task queue of its own; its payment channel is `channel`, else the bank process `bank`
+    (default: the suite's shared one) calling back a receiver served for this worker. Yields the task queue."""
     task_queue = f"test-{uuid.uuid4()}"
-    async with make_worker(client, sessions, settings, task_queue=task_queue, channel=channel):
+    async with AsyncExitStack() as stack:
+        if channel is None:
+            bank = bank or default_bank(settings)
+            url = await stack.enter_async_context(callback_receiver(client, bank.secret))
+            channel = await stack.enter_async_context(HttpBank(bank.url, callback_url=url))
+        await stack.enter_async_context(make_worker(client, sessions, settings, task_queue=task_queue,
+                                                    channel=channel))  # fmt: skip
         yield task_queue
 
 

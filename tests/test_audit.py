@@ -23,25 +23,27 @@ from auditor.records import fetch_histories, household_workflow_ids, read_record
 from auditor.replay import replay
 from auditor.verify import verify
 from core.settings import ROOT
-from core.temporal import DATA_CONVERTER, signaller
+from core.temporal import DATA_CONVERTER
 from db.audit import row_hash
-from finance.channel import SimulatedBank
 from models.household import Step
 from operations import sample
 from operations.actions import take_step
 from operations.demo import drive_one
-from tests.conftest import SEALED, TEST_KEYS_FILE, enroll, make_households, running_worker
+from tests.conftest import SEALED, TEST_KEYS_FILE, bank_process, enroll, make_households, running_worker
 
 
 @pytest.fixture(scope="module")
-async def run(client, sessions, settings):
+async def run(client, sessions, settings, tmp_path_factory):
     """Three households through three paths: paid in full, a payment failed then paid, cancelled after
     allocation. Returns their households and codes."""
     paid, retried, cancelled = make_households(3, beneficiary_group="poor", support_type="new_build", programme="")
-    bank = SimulatedBank(delay=0.02, notify=signaller(client),
-                         decide=lambda i: ("failed", "sai số tài khoản") if i.household_code == retried.code
-                         and i.attempt == 1 else ("confirmed", None))  # fmt: skip
-    async with running_worker(client, sessions, settings, channel=bank) as tq:
+    # The bank process refuses the first attempt of `retried`'s instructions and pays everything else.
+    with bank_process(tmp_path_factory.mktemp("bank"), delay=0.02, fail_match=(f"^{retried.code}-",)) as bank:
+        return await _run(client, sessions, settings, bank, paid, retried, cancelled)
+
+
+async def _run(client, sessions, settings, bank, paid, retried, cancelled):
+    async with running_worker(client, sessions, settings, bank=bank) as tq:
         await enroll(client, sessions, tq, [paid, retried, cancelled])
         await drive_one(client, sessions, paid)
         await drive_one(client, sessions, retried)
@@ -60,7 +62,8 @@ async def trails_of(client, codes, converter=SEALED):
 @asynccontextmanager
 async def tampered(sessions, *statements: str, disable: tuple[str, ...] = ("audit_log", "ledger_transfers")):
     """Run raw statements with the append-only triggers off, inside a transaction that is rolled back; yields
-    a session maker bound to that transaction, so the verifier reads the tampered records."""
+    a session maker bound to that transaction, so the verifier reads the tampered records. `sessions` are the
+    owner's (owner_sessions): the application's role may neither switch a trigger off nor edit these rows."""
     engine = sessions.kw["bind"]
     async with engine.connect() as conn:
         tx = await conn.begin()
@@ -252,18 +255,20 @@ async def test_an_export_without_binary_copies_is_still_read(client, sessions, r
     assert (report.replayed, report.failures) == (1, [])
 
 
-async def test_a_deleted_audit_row_is_a_step_without_audit_and_a_chain_gap(client, sessions, run):
+async def test_a_deleted_audit_row_is_a_step_without_audit_and_a_chain_gap(client, sessions, owner_sessions, run):
     code = run["codes"][0]
-    async with tampered(sessions, f"DELETE FROM audit_log WHERE household_code = '{code}' AND seq = 3") as bound:
+    async with tampered(owner_sessions, f"DELETE FROM audit_log WHERE household_code = '{code}' AND seq = 3") as bound:
         report = await verify_live(client, sessions, run["codes"], bound)
     assert report.by_kind() == {"history_without_audit": 1, "chain_broken": 1}
     assert {d.household for d in report.discrepancies} == {code}
     assert "expected seq 3, found 4" in next(d.detail for d in report.discrepancies if d.kind == "chain_broken")
 
 
-async def test_an_edited_audit_row_breaks_its_hash_and_disagrees_with_the_history(client, sessions, run):
+async def test_an_edited_audit_row_breaks_its_hash_and_disagrees_with_the_history(
+    client, sessions, owner_sessions, run
+):
     code = run["codes"][1]
-    async with tampered(sessions, "UPDATE audit_log SET reason = 'sửa sau' "
+    async with tampered(owner_sessions, "UPDATE audit_log SET reason = 'sửa sau' "
                         f"WHERE household_code = '{code}' AND seq = 2") as bound:  # fmt: skip
         report = await verify_live(client, sessions, run["codes"], bound)
     assert report.by_kind() == {"record_differs": 1, "chain_broken": 1}
@@ -271,7 +276,9 @@ async def test_an_edited_audit_row_breaks_its_hash_and_disagrees_with_the_histor
     assert "content does not match its hash" in report.discrepancies[1].detail
 
 
-async def test_a_rewritten_and_rechained_audit_log_is_caught_by_the_hashes_in_the_history(client, sessions, run):
+async def test_a_rewritten_and_rechained_audit_log_is_caught_by_the_hashes_in_the_history(
+    client, sessions, owner_sessions, run
+):
     """The forger edits the allocation's amount and recomputes every hash after it: the chain is whole again,
     but the history still holds the hashes the engine was handed back, and the ledger the real amount."""
     code = run["codes"][0]
@@ -286,7 +293,7 @@ async def test_a_rewritten_and_rechained_audit_log_is_caught_by_the_hashes_in_th
         prev = row["hash"]
         statements.append(f"UPDATE audit_log SET amount = {row['amount'] or 'NULL'}, prev_hash = '{row['prev_hash']}', "
                           f"hash = '{row['hash']}' WHERE id = {row['id']}")  # fmt: skip
-    async with tampered(sessions, *statements) as bound:
+    async with tampered(owner_sessions, *statements) as bound:
         report = await verify_live(client, sessions, run["codes"], bound)
     kinds = report.by_kind()
     assert "chain_broken" not in kinds  # the chain alone would not see it
@@ -296,7 +303,7 @@ async def test_a_rewritten_and_rechained_audit_log_is_caught_by_the_hashes_in_th
         d.detail for d in report.discrepancies if d.kind == "amount_differs")  # fmt: skip
 
 
-async def test_a_forged_audit_row_chained_correctly_has_no_step_in_the_history(client, sessions, run):
+async def test_a_forged_audit_row_chained_correctly_has_no_step_in_the_history(client, sessions, owner_sessions, run):
     code = run["codes"][2]
     async with sessions() as s:
         last = (await s.execute(text("SELECT * FROM audit_log WHERE household_code = :c ORDER BY seq DESC LIMIT 1"),
@@ -311,13 +318,13 @@ async def test_a_forged_audit_row_chained_correctly_has_no_step_in_the_history(c
            f"'{last['to_stage']}', '{last['actor_user_id']}', '{last['actor_role']}', '{last['actor_agency']}', "
            f"'[\"QT-GIA\"]', NULL, NULL, NULL, '{last['occurred_at'].isoformat()}', '{last['hash']}', "
            f"'{forged['hash']}')")  # fmt: skip
-    async with tampered(sessions, sql) as bound:
+    async with tampered(owner_sessions, sql) as bound:
         report = await verify_live(client, sessions, run["codes"], bound)
     assert report.by_kind() == {"audit_without_history": 1}  # the chain is whole: only the history can tell
     assert f"household-{code}#{forged['seq']}" in report.discrepancies[0].detail
 
 
-async def test_a_forged_ledger_transfer_and_an_edited_amount_are_named(client, sessions, run):
+async def test_a_forged_ledger_transfer_and_an_edited_amount_are_named(client, sessions, owner_sessions, run):
     code = run["codes"][0]
     async with sessions() as s:
         post_id = await s.scalar(text("SELECT id FROM ledger_transfers WHERE household_code = :c "
@@ -326,24 +333,25 @@ async def test_a_forged_ledger_transfer_and_an_edited_amount_are_named(client, s
              "pending_id, household_code, memo, code, tranche) SELECT 'household-' || household_code || '#99:post', "
              f"'posted', debit_account_id, credit_account_id, amount, NULL, household_code, 'forged', code, tranche "
              f"FROM ledger_transfers WHERE id = {post_id}")  # fmt: skip
-    async with tampered(sessions, forge) as bound:
+    async with tampered(owner_sessions, forge) as bound:
         report = await verify_live(client, sessions, run["codes"], bound)
     assert report.by_kind() == {"ledger_without_history": 1}
     assert f"household-{code}#99:post" in report.discrepancies[0].detail
 
-    async with tampered(sessions, f"UPDATE ledger_transfers SET amount = amount - 1 WHERE id = {post_id}") as bound:
+    edit = f"UPDATE ledger_transfers SET amount = amount - 1 WHERE id = {post_id}"
+    async with tampered(owner_sessions, edit) as bound:
         report = await verify_live(client, sessions, run["codes"], bound)
     assert report.by_kind() == {"amount_differs": 1}
     assert "ledger moved 41,999,999 đ" in report.discrepancies[0].detail
 
 
-async def test_a_role_the_policy_of_the_day_did_not_allow_is_named(client, sessions, run):
+async def test_a_role_the_policy_of_the_day_did_not_allow_is_named(client, sessions, owner_sessions, run):
     """Rewriting the policy table after the fact (only district officers verify): every commune verification
     is now a step by a role the policy did not allow, and the history's copy of the policy disagrees."""
     [version] = {t.policy_version for trail in await trails_of(client, run["codes"]) for t in trail.transitions}
     sql = ("UPDATE workflow_policies SET document = jsonb_set(document, '{steps,verify,roles}', "
            f"'[\"district_officer\"]') WHERE version = '{version}'")  # fmt: skip
-    async with tampered(sessions, sql, disable=()) as bound:
+    async with tampered(owner_sessions, sql, disable=()) as bound:
         report = await verify_live(client, sessions, run["codes"], bound)
     kinds = report.by_kind()
     assert kinds == {"role_not_allowed": 3, "policy_unknown": 3}

@@ -25,12 +25,14 @@ async def _rows(sessions, code):
         return (await s.execute(query)).mappings().all()
 
 
-async def test_postgres_refuses_to_edit_or_delete_audit_rows(sessions, settled):
+async def test_postgres_refuses_to_edit_or_delete_audit_rows(sessions, owner_sessions, settled):
+    """Even the schema owner is refused by the triggers (the application's role has no UPDATE or DELETE at
+    all: tests/test_privileges.py)."""
     rows = await _rows(sessions, settled.code)
-    async with sessions() as s:
+    async with owner_sessions() as s:
         with pytest.raises(DBAPIError, match="append-only"):
             await s.execute(text("UPDATE audit_log SET reason = 'x' WHERE id = :id"), {"id": rows[2]["id"]})
-    async with sessions() as s:
+    async with owner_sessions() as s:
         with pytest.raises(DBAPIError, match="append-only"):
             await s.execute(text("DELETE FROM audit_log WHERE id = :id"), {"id": rows[5]["id"]})
 
@@ -45,19 +47,20 @@ async def test_postgres_refuses_a_row_that_does_not_link_to_its_predecessor(sess
 
 
 async def _tamper(sessions, sql: str, params: dict) -> None:
-    """What someone with the database owner's rights could do: switch the guard off and edit."""
+    """What someone with the database owner's rights could do (`sessions` are the owner's): switch the guard
+    off and edit. The application's role cannot (tests/test_privileges.py)."""
     async with sessions() as s, s.begin():
         await s.execute(text("ALTER TABLE audit_log DISABLE TRIGGER audit_log_append_only"))
         await s.execute(text(sql), params)
         await s.execute(text("ALTER TABLE audit_log ENABLE TRIGGER audit_log_append_only"))
 
 
-async def test_an_edited_row_is_named_by_the_chain_check(sessions, settled):
+async def test_an_edited_row_is_named_by_the_chain_check(sessions, owner_sessions, settled):
     rows = await _rows(sessions, settled.code)
     async with sessions() as s:
         assert (await audit.verify_chain(s, settled.code)).ok
     target = rows[2]  # the allocation: someone changes the amount
-    await _tamper(sessions, "UPDATE audit_log SET amount = amount + 1000000 WHERE id = :id", {"id": target["id"]})
+    await _tamper(owner_sessions, "UPDATE audit_log SET amount = amount + 1000000 WHERE id = :id", {"id": target["id"]})
     try:
         async with sessions() as s:
             report = await audit.verify_chain(s, settled.code)
@@ -66,38 +69,38 @@ async def test_an_edited_row_is_named_by_the_chain_check(sessions, settled):
         assert "edited" in report.first_break.reason
         assert f"id={target['id']}" in str(report.first_break)
     finally:
-        await _tamper(sessions, "UPDATE audit_log SET amount = :a WHERE id = :id",
+        await _tamper(owner_sessions, "UPDATE audit_log SET amount = :a WHERE id = :id",
                       {"id": target["id"], "a": target["amount"]})  # fmt: skip
     async with sessions() as s:
         assert (await audit.verify_chain(s, settled.code)).ok
 
 
-async def test_a_rewritten_row_with_a_fresh_hash_breaks_the_next_link(sessions, settled):
+async def test_a_rewritten_row_with_a_fresh_hash_breaks_the_next_link(sessions, owner_sessions, settled):
     rows = await _rows(sessions, settled.code)
     target = rows[1]
     fields = dict(target) | {"actor_user_id": "tinh.luong"}
     new_hash = audit.row_hash(target["prev_hash"], fields)
-    await _tamper(sessions, "UPDATE audit_log SET actor_user_id = 'tinh.luong', hash = :h WHERE id = :id",
+    await _tamper(owner_sessions, "UPDATE audit_log SET actor_user_id = 'tinh.luong', hash = :h WHERE id = :id",
                   {"id": target["id"], "h": new_hash})  # fmt: skip
     try:
         async with sessions() as s:
             report = await audit.verify_chain(s, settled.code)
         assert report.first_break.seq == 3 and "prev_hash" in report.first_break.reason
     finally:
-        await _tamper(sessions, "UPDATE audit_log SET actor_user_id = :u, hash = :h WHERE id = :id",
+        await _tamper(owner_sessions, "UPDATE audit_log SET actor_user_id = :u, hash = :h WHERE id = :id",
                       {"id": target["id"], "u": target["actor_user_id"], "h": target["hash"]})  # fmt: skip
 
 
-async def test_a_deleted_row_is_named_as_missing(sessions, settled):
+async def test_a_deleted_row_is_named_as_missing(sessions, owner_sessions, settled):
     rows = await _rows(sessions, settled.code)
     victim = rows[3]
-    await _tamper(sessions, "DELETE FROM audit_log WHERE id = :id", {"id": victim["id"]})
+    await _tamper(owner_sessions, "DELETE FROM audit_log WHERE id = :id", {"id": victim["id"]})
     try:
         async with sessions() as s:
             report = await audit.verify_chain(s, settled.code)
         assert report.first_break.seq == 5 and "expected seq 4" in report.first_break.reason
     finally:
-        async with sessions() as s, s.begin():
+        async with owner_sessions() as s, s.begin():
             await s.execute(text("ALTER TABLE audit_log DISABLE TRIGGER audit_log_link"))
             await s.execute(audit_log.insert().values(**dict(victim)))
             await s.execute(text("ALTER TABLE audit_log ENABLE TRIGGER audit_log_link"))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import func, select
@@ -134,3 +134,30 @@ async def test_a_retried_allocation_hands_back_the_same_tranches_and_reserves_no
     assert (again.allocation, again.sources, again.amount) == (first.allocation, first.sources, first.amount)
     assert [a.amount for a in first.allocation] == [42_000_000, 18_000_000]
     assert await _counts(sessions, h.code) == counts
+
+
+async def test_a_step_committed_before_a_crash_keeps_its_first_time_in_the_history(client, sessions, task_queue):
+    """The worker committed a step, then died before its workflow task completed. The retry runs in a new
+    workflow task with a later workflow.now(); it finds the committed row, and the history records the time
+    the database holds, so the three records still say one thing."""
+    from auditor.records import read_records
+    from auditor.verify import verify
+    from operations.actions import take_step
+    from tests.conftest import enroll
+    from tests.test_audit import trails_of
+
+    (h,) = await enroll(client, sessions, task_queue, make_households(1))
+    commune = sample.commune_user(h.district, h.commune)
+    committed = await _record(sessions, h, 1, Step.VERIFY, Stage.VERIFICATION, Stage.APPROVAL, commune)
+    # What the first attempt wrote, seven minutes before the retry (the same input the update will carry).
+    committed = committed.model_copy(
+        update={"at": committed.at - timedelta(minutes=7), "evidence": ["BB-XM-01"], "next_agency": None}
+    )
+    await HouseholdActivities(sessions).record_transition(committed)
+
+    result = await take_step(client, sessions, h.code, Step.VERIFY, commune, evidence=["BB-XM-01"])
+    assert result.seq == 1 and result.at == committed.at
+    [trail] = await trails_of(client, [h.code])
+    assert [t.record.at for t in trail.transitions] == [committed.at]
+    report = verify([trail], await read_records(sessions, [h.code]))
+    assert report.discrepancies == [] and report.transitions == report.audit_rows == 1

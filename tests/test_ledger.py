@@ -73,14 +73,15 @@ async def test_a_reservation_is_resolved_once_and_only_on_its_own_accounts(scrat
     assert (src["debits_pending"], src["debits_posted"], src["credits_posted"]) == (0, 400, 1_000)
 
 
-async def test_transfers_are_append_only(scratch):
+async def test_transfers_are_append_only(scratch, scratch_owner):
+    """Even for the schema owner (the application's role has no UPDATE or DELETE: tests/test_privileges.py)."""
     acc = await _source(scratch, "PG-APPEND", 1_000)
     tid = await _raw_transfer(scratch, idempotency_key="a1", kind="pending", debit_account_id=acc["src"],
                               credit_account_id=acc["hh"], amount=10)  # fmt: skip
-    async with scratch() as s:
+    async with scratch_owner() as s:
         with pytest.raises(DBAPIError, match="append-only"):
             await s.execute(update(ledger_transfers).where(ledger_transfers.c.id == tid).values(amount=1))
-    async with scratch() as s:
+    async with scratch_owner() as s:
         with pytest.raises(DBAPIError, match="append-only"):
             await s.execute(text("DELETE FROM ledger_transfers WHERE id = :id"), {"id": tid})
 
@@ -138,9 +139,9 @@ async def test_ledger_invariants_hold_after_a_batch_with_cancellations(client, s
     assert open_pending == 0
 
 
-async def test_invariant_check_notices_a_total_that_drifted_from_its_transfers(scratch):
+async def test_invariant_check_notices_a_total_that_drifted_from_its_transfers(scratch, scratch_owner):
     acc = await _source(scratch, "DRIFT", 1_000)
-    async with scratch() as s, s.begin():
+    async with scratch_owner() as s, s.begin():  # only the owner can write a balance by hand
         await s.execute(update(ledger_accounts).where(ledger_accounts.c.id == acc["src"]).values(credits_posted=999))
         problems = await ledger.check_invariants(s)
         await s.rollback()

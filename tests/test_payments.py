@@ -4,19 +4,23 @@ never paid twice; a silent channel escalates on the time-skipping server."""
 from __future__ import annotations
 
 import asyncio
+import shutil
 from datetime import timedelta
 
 from sqlalchemy import func, select
 
-from core.temporal import signaller
+from activities.household import HouseholdActivities
+from core.stack import free_port
 from db.schema import ledger_transfers, outbox, payments
-from finance.channel import SimulatedBank
+from finance.channel import FAIL_REASON, HttpBank
+from models import Stage
 from models.finance import PaymentNotice, TrancheStatus
 from models.household import Step, workflow_id_for
 from operations import sample
 from operations.actions import household_state, take_step
 from operations.demo import drive_one
-from tests.conftest import enroll, make_households, running_worker, tranche_is, wait_until
+from tests.conftest import BankProcess, bank_process, enroll, make_households, running_worker, tranche_is, wait_until
+from tests.test_idempotency import _record
 from workflows.household import HouseholdWorkflow
 
 
@@ -39,87 +43,190 @@ async def posts(sessions, code: str) -> int:
                                                          ledger_transfers.c.kind == "post_pending"))  # fmt: skip
 
 
-async def test_a_failed_payment_is_sent_again_and_paid_once(client, sessions, settings):
-    bank = SimulatedBank(delay=0.05, notify=signaller(client),
-                         decide=lambda i: ("failed", "tài khoản bị khóa") if i.attempt == 1 else ("confirmed", None))
-    async with running_worker(client, sessions, settings, channel=bank) as tq:
-        (h,) = await enroll(client, sessions, tq,
-                            make_households(1, support_type="new_build", beneficiary_group="poor"))  # fmt: skip
-        await release_first_tranche(client, sessions, h)
-        state = await wait_until(tranche_is(client, h.code, TrancheStatus.PAID))
-        steps = [e.step for e in state.timeline[-3:]]
-        assert steps == [Step.RELEASE_PAYOUT, Step.PAYMENT_FAILED, Step.PAYMENT_CONFIRMED]
-        assert "tài khoản bị khóa" in state.timeline[-2].reason and "attempt 2" in state.timeline[-2].reason
-        assert state.paid == 42_000_000 and state.tranches[0].attempts == 2
-        assert await payment_rows(sessions, h.code) == [(1, "failed", 42_000_000), (2, "confirmed", 42_000_000)]
-        assert bank.submissions == 2
-        posted = await posts(sessions, h.code)
-        assert posted >= 1
+async def test_a_failed_payment_is_sent_again_and_paid_once(client, sessions, settings, tmp_path):
+    # The bank process fails every first attempt (fail rate 1) and pays the retry.
+    with bank_process(tmp_path / "bank", fail_rate=1.0) as bank:
+        async with running_worker(client, sessions, settings, bank=bank) as tq:
+            await _failed_then_paid(client, sessions, bank, tq)
 
-        # The channel's notice again, or a forged one: the workflow asks the channel and moves nothing.
-        handle = client.get_workflow_handle(workflow_id_for(h.code))
-        await handle.signal(HouseholdWorkflow.payment_result, PaymentNotice(payment_id=state.tranches[0].payment_id))
-        await handle.signal(HouseholdWorkflow.payment_result, PaymentNotice(payment_id=f"{h.code}-A1-T2-1"))
-        await asyncio.sleep(0.3)
-        after = await household_state(client, h.code)
-        assert len(after.timeline) == len(state.timeline) and after.paid == state.paid
-        assert await posts(sessions, h.code) == posted
+
+async def _failed_then_paid(client, sessions, bank, tq):
+    (h,) = await enroll(client, sessions, tq,
+                        make_households(1, support_type="new_build", beneficiary_group="poor"))  # fmt: skip
+    await release_first_tranche(client, sessions, h)
+    state = await wait_until(tranche_is(client, h.code, TrancheStatus.PAID))
+    steps = [e.step for e in state.timeline[-3:]]
+    assert steps == [Step.RELEASE_PAYOUT, Step.PAYMENT_FAILED, Step.PAYMENT_CONFIRMED]
+    assert FAIL_REASON in state.timeline[-2].reason and "attempt 2" in state.timeline[-2].reason
+    assert state.paid == 42_000_000 and state.tranches[0].attempts == 2
+    assert await payment_rows(sessions, h.code) == [(1, "failed", 42_000_000), (2, "confirmed", 42_000_000)]
+    paid = [(p["attempt"], p["state"], p["amount"]) for p in await bank.statement(h.code)]
+    assert paid == [(1, "failed", 42_000_000), (2, "confirmed", 42_000_000)]  # what the bank paid: once
+    posted = await posts(sessions, h.code)
+    assert posted >= 1
+
+    # The channel's notice again, or a forged one: the workflow asks the channel and moves nothing.
+    handle = client.get_workflow_handle(workflow_id_for(h.code))
+    await handle.signal(HouseholdWorkflow.payment_result, PaymentNotice(payment_id=state.tranches[0].payment_id))
+    await handle.signal(HouseholdWorkflow.payment_result, PaymentNotice(payment_id=f"{h.code}-A1-T2-1"))
+    await asyncio.sleep(0.3)
+    after = await household_state(client, h.code)
+    assert len(after.timeline) == len(state.timeline) and after.paid == state.paid
+    assert await posts(sessions, h.code) == posted
 
 
 async def test_a_payment_failing_every_attempt_goes_back_to_finance_and_is_paid_after_reauthorisation(
-    client, sessions, settings
+    client, sessions, settings, tmp_path
 ):
-    failing = {"on": True}
-    bank = SimulatedBank(delay=0.05, notify=signaller(client),
-                         decide=lambda i: ("failed", "sai số tài khoản") if failing["on"] else ("confirmed", None))
-    async with running_worker(client, sessions, settings, channel=bank) as tq:
-        (h,) = await enroll(client, sessions, tq,
-                            make_households(1, support_type="repair", beneficiary_group="poor"))  # fmt: skip
-        await release_first_tranche(client, sessions, h)
-        state = await wait_until(tranche_is(client, h.code, TrancheStatus.DUE))
-        # Two attempts (policy payment_max_attempts), then returned to Finance: due again, nobody's authorisation.
-        assert (state.tranches[0].attempts, state.tranches[0].authorised_by, state.paid) == (2, None, 0)
-        assert "returned to Finance" in state.timeline[-1].reason
-        async with sessions() as s:
-            told = await s.scalar(
-                select(func.count()).where(outbox.c.household_code == h.code,
-                                           outbox.c.subject.contains("không thành công"))
-            )  # fmt: skip
-        assert told >= 1
-        failing["on"] = False
-        await take_step(client, sessions, h.code, Step.AUTHORISE_PAYOUT, "tc.nong", tranche=1, evidence=["D2"])
-        await take_step(client, sessions, h.code, Step.RELEASE_PAYOUT, sample.TREASURY_USER, tranche=1,
-                        evidence=["U2"])  # fmt: skip
-        state = await wait_until(tranche_is(client, h.code, TrancheStatus.PAID))
-        assert state.paid == 21_000_000
-        assert [r[1] for r in await payment_rows(sessions, h.code)] == ["failed", "failed", "confirmed"]
+    # Every tranche's first two attempts fail; the third (after Finance authorises again) is paid.
+    with bank_process(tmp_path / "bank", fail_rate=1.0, fail_attempts=2) as bank:
+        async with running_worker(client, sessions, settings, bank=bank) as tq:
+            await _returned_then_paid(client, sessions, bank, tq)
+
+
+async def _returned_then_paid(client, sessions, bank, tq):
+    (h,) = await enroll(client, sessions, tq,
+                        make_households(1, support_type="repair", beneficiary_group="poor"))  # fmt: skip
+    await release_first_tranche(client, sessions, h)
+    state = await wait_until(tranche_is(client, h.code, TrancheStatus.DUE))
+    # Two attempts (policy payment_max_attempts), then returned to Finance: due again, nobody's authorisation.
+    assert (state.tranches[0].attempts, state.tranches[0].authorised_by, state.paid) == (2, None, 0)
+    assert "returned to Finance" in state.timeline[-1].reason
+    async with sessions() as s:
+        told = await s.scalar(
+            select(func.count()).where(outbox.c.household_code == h.code,
+                                       outbox.c.subject.contains("không thành công"))
+        )  # fmt: skip
+    assert told >= 1
+    await take_step(client, sessions, h.code, Step.AUTHORISE_PAYOUT, "tc.nong", tranche=1, evidence=["D2"])
+    await take_step(client, sessions, h.code, Step.RELEASE_PAYOUT, sample.TREASURY_USER, tranche=1,
+                    evidence=["U2"])  # fmt: skip
+    state = await wait_until(tranche_is(client, h.code, TrancheStatus.PAID))
+    assert state.paid == 21_000_000
+    assert [r[1] for r in await payment_rows(sessions, h.code)] == ["failed", "failed", "confirmed"]
+    assert [(p["attempt"], p["state"]) for p in await bank.statement(h.code)] == [(1, "failed"), (2, "failed"),
+                                                                           (3, "confirmed")]  # fmt: skip
 
 
 async def test_a_channel_that_stays_silent_is_escalated_to_finance_and_nothing_is_paid_or_resent(
-    skipping_env, sessions, settings
+    skipping_env, sessions, settings, tmp_path
 ):
+    with bank_process(tmp_path / "bank", hold=True) as bank:  # accepts, never answers
+        async with running_worker(skipping_env.client, sessions, settings, bank=bank) as tq:
+            await _silent(skipping_env, sessions, bank, tq)
+
+
+async def _silent(skipping_env, sessions, bank, tq):
     client = skipping_env.client
-    bank = SimulatedBank(delay=0.01, notify=signaller(client), decide=lambda i: ("pending", None))
-    async with running_worker(client, sessions, settings, channel=bank) as tq:
-        (h,) = await enroll(client, sessions, tq, make_households(1, beneficiary_group="poor"))
-        await release_first_tranche(client, sessions, h)
+    (h,) = await enroll(client, sessions, tq, make_households(1, beneficiary_group="poor"))
+    await release_first_tranche(client, sessions, h)
 
-        async def escalations():
-            async with sessions() as s:
-                rows = await s.execute(select(outbox.c.recipient, outbox.c.subject)
-                                       .where(outbox.c.household_code == h.code, outbox.c.kind == "payment_overdue"))
-                return [tuple(r) for r in rows]  # fmt: skip
-
-        await skipping_env.sleep(timedelta(hours=71))
-        assert await escalations() == []
-        await skipping_env.sleep(timedelta(hours=2))  # policy: 72 hours to confirm
-        (first,) = await wait_until(escalations)
-        assert first[0].startswith("Sở Tài chính") and h.code in first[1]
-        state = await household_state(client, h.code)
-        assert state.tranches[0].status is TrancheStatus.RELEASED and state.paid == 0
-        assert state.payment_escalations == 1
+    async def escalations():
         async with sessions() as s:
-            overdue = await s.scalar(select(payments.c.overdue).where(payments.c.household_code == h.code))
-        assert overdue is True
-        assert bank.submissions == 1  # a timeout never sends the money again
-        await client.get_workflow_handle(workflow_id_for(h.code)).terminate("test over")
+            rows = await s.execute(select(outbox.c.recipient, outbox.c.subject)
+                                   .where(outbox.c.household_code == h.code, outbox.c.kind == "payment_overdue"))
+            return [tuple(r) for r in rows]  # fmt: skip
+
+    await skipping_env.sleep(timedelta(hours=71))
+    assert await escalations() == []
+    await skipping_env.sleep(timedelta(hours=2))  # policy: 72 hours to confirm
+    (first,) = await wait_until(escalations)
+    assert first[0].startswith("Sở Tài chính") and h.code in first[1]
+    state = await household_state(client, h.code)
+    assert state.tranches[0].status is TrancheStatus.RELEASED and state.paid == 0
+    assert state.payment_escalations == 1
+    async with sessions() as s:
+        overdue = await s.scalar(select(payments.c.overdue).where(payments.c.household_code == h.code))
+    assert overdue is True
+    assert [p["state"] for p in await bank.statement(h.code)] == ["pending"]  # a timeout never sends the money again
+    await client.get_workflow_handle(workflow_id_for(h.code)).terminate("test over")
+
+
+async def test_a_lost_callback_is_recovered_by_the_first_status_inquiry_within_minutes(
+    skipping_env, sessions, settings, tmp_path
+):
+    """The bank pays and calls back a receiver that is down: the engine asks the bank itself two minutes
+    after release (policy payment_inquiry_minutes), records the payment, and the bank has paid once."""
+    client = skipping_env.client
+    with bank_process(tmp_path / "bank") as bank:
+        async with HttpBank(bank.url, callback_url=f"http://127.0.0.1:{free_port()}/nobody") as channel:
+            async with running_worker(client, sessions, settings, channel=channel) as tq:
+                (h,) = await enroll(client, sessions, tq, make_households(1, beneficiary_group="poor"))
+                await release_first_tranche(client, sessions, h)
+                await wait_until(lambda: _answered(bank, h.code))
+                state = await household_state(client, h.code)
+                assert state.tranches[0].status is TrancheStatus.RELEASED, "no callback arrived: not paid yet"
+                await skipping_env.sleep(timedelta(minutes=3))
+                state = await wait_until(tranche_is(client, h.code, TrancheStatus.PAID))
+                assert state.tranches[0].inquiries == 1 and state.payment_escalations == 0
+                assert [(p["attempt"], p["state"]) for p in await bank.statement(h.code)] == [(1, "confirmed")]
+                assert await posts(sessions, h.code) == len(state.tranches[0].pieces)
+                await client.get_workflow_handle(workflow_id_for(h.code)).terminate("test over")
+
+
+async def test_an_instruction_the_bank_lost_is_sent_again_under_the_same_id_and_paid_once(
+    skipping_env, sessions, settings, tmp_path
+):
+    """The bank is restored without the instruction (its book lost): the inquiry finds it unknown, sends the
+    same instruction again under the same end-to-end id, and the bank pays it once."""
+    client = skipping_env.client
+    bank = BankProcess(tmp_path / "bank", hold=True).start()
+    try:
+        async with running_worker(client, sessions, settings, bank=bank) as tq:
+            (h,) = await enroll(client, sessions, tq, make_households(1, beneficiary_group="poor"))
+            await release_first_tranche(client, sessions, h)
+            (sent,) = await bank.statement(h.code)
+            bank.kill()
+            shutil.rmtree(bank.state)
+            bank.start(hold=False)
+            assert await bank.statement(h.code) == []
+            await skipping_env.sleep(timedelta(minutes=3))
+            state = await wait_until(tranche_is(client, h.code, TrancheStatus.PAID))
+            (again,) = await bank.statement(h.code)
+            assert (again["payment_id"], again["attempt"], again["state"]) == (sent["payment_id"], 1, "confirmed")
+            assert state.tranches[0].attempts == 1 and state.tranches[0].payment_id == sent["payment_id"]
+            assert await payment_rows(sessions, h.code) == [(1, "confirmed", sent["amount"])]
+            await client.get_workflow_handle(workflow_id_for(h.code)).terminate("test over")
+    finally:
+        bank.stop()
+
+
+async def _answered(bank, code: str) -> bool:
+    return [p["state"] for p in await bank.statement(code)] == ["confirmed"]
+
+
+async def test_a_payment_answer_meeting_a_step_committed_before_a_crash_waits_and_the_workflow_survives(
+    skipping_env, sessions, settings, tmp_path
+):
+    """A worker crashed after committing an officer's step whose update never reached the history; the
+    bank's callback then asks for the same sequence number. The answer is not recorded yet (the workflow
+    does not fail), the officer's retry takes the step as committed, and the next inquiry records the
+    payment after it: one chain, one payment."""
+    client = skipping_env.client
+    bank = BankProcess(tmp_path / "bank", hold=True).start()
+    try:
+        async with running_worker(client, sessions, settings, bank=bank) as tq:
+            (h,) = await enroll(client, sessions, tq, make_households(1, beneficiary_group="poor"))
+            await release_first_tranche(client, sessions, h)
+            seq = len((await household_state(client, h.code)).timeline) + 1
+            commune = sample.commune_user(h.district, h.commune)
+            evidence = [f"BC-HOAN-THANH/{h.code}"]
+            committed = await _record(sessions, h, seq, Step.COMPLETE_CONSTRUCTION, Stage.CONSTRUCTION,
+                                      Stage.ACCEPTANCE, commune)  # fmt: skip
+            committed = committed.model_copy(update={"evidence": evidence})
+            await HouseholdActivities(sessions).record_transition(committed)
+            bank.kill()
+            bank.start(hold=False)  # answers now, and calls back
+            await wait_until(lambda: _answered(bank, h.code))
+            await asyncio.sleep(1)  # the callback's signal meets the committed step
+            state = await household_state(client, h.code)
+            assert state.tranches[0].status is TrancheStatus.RELEASED and len(state.timeline) == seq - 1
+            result = await take_step(client, sessions, h.code, Step.COMPLETE_CONSTRUCTION, commune, evidence=evidence)
+            assert (result.seq, result.to_stage, result.at) == (seq, Stage.ACCEPTANCE, committed.at)
+            await skipping_env.sleep(timedelta(minutes=10))
+            state = await wait_until(tranche_is(client, h.code, TrancheStatus.PAID))
+            assert [e.step for e in state.timeline[seq - 1:]] == [Step.COMPLETE_CONSTRUCTION, Step.PAYMENT_CONFIRMED]
+            assert [(p["attempt"], p["state"]) for p in await bank.statement(h.code)] == [(1, "confirmed")]
+            await client.get_workflow_handle(workflow_id_for(h.code)).terminate("test over")
+    finally:
+        bank.stop()

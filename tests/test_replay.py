@@ -39,6 +39,10 @@ def test_histories_are_checked_in():
     # Release 2026.1: the step's record written by a local activity (patch record-step-locally-2026); the
     # same paths again (capture_sealed.py, RELEASE = "local").
     assert {f"local_{n.removeprefix('sealed_')}" for n in names if n.startswith("sealed_")} <= names
+    # Release 2026.2: released payments asked about on a schedule (patch payment-inquiry-2026); the same paths
+    # again, and a lost callback and a lost instruction recovered by the inquiry (RELEASE = "inquiry").
+    assert {f"inquiry_{n.removeprefix('sealed_')}" for n in names if n.startswith("sealed_")} <= names
+    assert {"inquiry_lost_callback_found_by_inquiry", "inquiry_lost_instruction_sent_again"} <= names
 
 
 async def test_both_ways_of_writing_a_step_are_read_back_whole():

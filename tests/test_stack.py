@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import uuid
@@ -13,7 +14,7 @@ from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 
 from core.settings import ROOT, Settings
-from core.stack import EmbeddedTemporal, Stack, free_port, port_open
+from core.stack import DURABILITY, EmbeddedPostgres, EmbeddedTemporal, Stack, free_port, port_open
 from tests.conftest import TEST_KEYS_FILE, wait_until
 
 
@@ -31,6 +32,109 @@ def test_the_temporal_dev_server_is_reused_not_started_twice(tmp_path):
         assert server.stop() is True
     assert not server.running()
     assert server.stop() is False
+
+
+OLD_NON_DURABLE = "\nfsync = off\nsynchronous_commit = off\nfull_page_writes = off\nmax_connections = 200\n"
+
+
+def test_the_embedded_postgres_is_durable_and_corrects_a_folder_initialised_without_fsync(tmp_path):
+    """A fresh cluster keeps every acknowledged commit; a folder an older version set up with fsync off is
+    corrected when it starts, and a running one on the next start (the settings are reloaded)."""
+    pg = EmbeddedPostgres(tmp_path / "pg", "127.0.0.1", free_port(), "housing", "housing", "housing")
+    conf = pg.data_dir / "postgresql.conf"
+
+    def shown() -> dict[str, str]:
+        return {name: pg.psql(f"SHOW {name}") for name in DURABILITY}
+
+    durable = dict.fromkeys(DURABILITY, "on")
+    try:
+        assert pg.start() is True
+        assert shown() == durable
+        pg.stop()
+        conf.write_text(conf.read_text() + OLD_NON_DURABLE)  # as the stack wrote it before
+        assert pg.start() is True
+        assert shown() == durable
+        assert "fsync = off" not in conf.read_text()
+        conf.write_text(conf.read_text() + OLD_NON_DURABLE)
+        pg.psql("SELECT pg_reload_conf()")
+        assert shown() == dict.fromkeys(DURABILITY, "off"), "the old lines took effect while running"
+        assert pg.start() is False, "a running server is reused"
+        assert wait_for_settings(shown, durable)
+        assert re.findall(r"^fsync = .*$", conf.read_text(), re.M) == ["fsync = on"], "replaced, never stacked"
+    finally:
+        pg.destroy()
+
+
+async def test_every_acknowledged_commit_survives_a_postmaster_killed_mid_write(tmp_path):
+    """Commits acknowledged one by one, then `kill -9` of the postmaster while a writer is still going:
+    the restart (stale postmaster.pid, backends still letting go) recovers every acknowledged row."""
+    import asyncio
+    import signal
+
+    import asyncpg
+
+    pg = EmbeddedPostgres(tmp_path / "pg", "127.0.0.1", free_port(), "housing", "housing", "housing")
+    try:
+        pg.start()
+        conn = await asyncpg.connect(pg.url)
+        await conn.execute("CREATE TABLE acked (n int PRIMARY KEY)")
+        acked = 0
+        busy = asyncio.Event()
+
+        async def write() -> None:
+            nonlocal acked
+            while True:
+                await conn.execute("INSERT INTO acked VALUES ($1)", acked + 1)
+                acked += 1
+                if acked == 300:
+                    busy.set()
+
+        writer = asyncio.create_task(write())
+        await asyncio.wait_for(busy.wait(), 60)
+        postmaster = int((pg.data_dir / "postmaster.pid").read_text().split()[0])
+        os.kill(postmaster, signal.SIGKILL)
+        try:
+            await asyncio.wait_for(writer, 30)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.exceptions.InternalClientError, OSError):
+            pass  # the writer's connection is gone with the server
+        assert not pg.running() and (pg.data_dir / "postmaster.pid").exists(), "a stale pid file is left"
+        assert pg.start() is True
+        conn2 = await asyncpg.connect(pg.url)
+        assert await conn2.fetchval("SELECT count(*) FROM acked WHERE n <= $1", acked) == acked
+        await conn2.close()
+    finally:
+        pg.destroy()
+
+
+def test_a_pid_file_whose_pid_now_belongs_to_another_process_is_stale(tmp_path):
+    """A pid recorded before a reboot or long ago may since belong to some other program: that program
+    began after the pid file was written, so the stack does not take it for its own piece."""
+    from core.stack import _pid_alive
+
+    pid_file = tmp_path / "worker.pid"
+    pid_file.write_text(str(os.getpid()))
+    assert _pid_alive(pid_file) == os.getpid()
+    an_hour_ago = pid_file.stat().st_mtime - 3600
+    os.utime(pid_file, (an_hour_ago, an_hour_ago))
+    assert _pid_alive(pid_file) is None
+
+
+def test_only_an_explicit_setting_makes_the_embedded_postgres_non_durable(tmp_path):
+    assert Stack(Settings(state_dir=tmp_path)).postgres().durable is True
+    assert Stack(Settings(state_dir=tmp_path, pg_durable=False)).postgres().durable is False
+    assert "fsync = off" in EmbeddedPostgres(tmp_path, "h", 1, "u", "p", "d", durable=False).settings_block()
+
+
+def wait_for_settings(shown, expected: dict[str, str], seconds: float = 10) -> bool:
+    """pg_reload_conf signals the postmaster; a new session sees the settings once it has re-read them."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    while shown() != expected:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
 
 
 def test_external_servers_are_not_started(tmp_path):
@@ -58,7 +162,7 @@ async def test_the_stack_starts_as_many_workers_as_asked_and_stops_every_one(cli
     stack = Stack(s)
     env = {"DATABASE_URL": s.database_url, "TEMPORAL_ADDRESS": client.service_client.config.target_host,
            "TEMPORAL_TASK_QUEUE": queue, "PAYLOAD_KEYS_FILE": str(TEST_KEYS_FILE), "PAYLOAD_KEYS": "",
-           "STATE_DIR": str(tmp_path)}  # fmt: skip
+           "STATE_DIR": str(tmp_path), "PAYMENT_CHANNEL": "bank"}  # fmt: skip
     workers = stack.workers()
     assert [w.name for w in workers] == ["worker", "worker-2"]
     try:

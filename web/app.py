@@ -35,6 +35,7 @@ from db.engine import Sessions, make_engine, make_sessions
 from db.households import in_jurisdiction
 from db.schema import households
 from db.users import User
+from finance import callbacks
 from models.household import Stage, Step, workflow_id_for
 from operations import reports
 from operations.actions import UPDATES, Refusal, household_state, next_actions, take_step
@@ -141,6 +142,7 @@ def create_app(settings: Settings | None = None, *, sessions: Sessions | None = 
     app.add_exception_handler(Refusal, refused_page)
     app.mount("/static", StaticFiles(directory=Path(pages.__file__).parent / "static"), name="static")
     app.include_router(pages.router(settings, COOKIE))
+    app.include_router(callbacks.router(settings.callback_secret, lambda request: request.app.state.client))
     secure_cookie = settings.web_secure_cookie
 
     @app.post("/api/session", response_model=SignInResult, tags=["session"])

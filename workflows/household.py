@@ -90,6 +90,11 @@ TRANCHES_PATCH = "tranche-payouts-2025"
 # task the server schedules, dispatches and completes. Households that took a step before it keep the
 # regular activity to the end.
 LOCAL_RECORD_PATCH = "record-step-locally-2026"
+# From this change on, a released payment the channel has not confirmed is asked about after short,
+# growing gaps (policy `payment_inquiry_minutes`), not only when it is escalated after
+# `payment_confirm_hours`: a lost callback or a restart is recovered within minutes.
+INQUIRY_PATCH = "payment-inquiry-2026"
+INQUIRY_DEADLINE = timedelta(minutes=2)  # an inquiry the channel does not answer in time waits for the next
 
 
 @workflow.defn
@@ -141,7 +146,7 @@ class HouseholdWorkflow:
             except TimeoutError:
                 pass
         if payment and payment[0] == due:
-            await self._escalate(payment[1])
+            await (self._inquire if payment[2] else self._escalate)(payment[1])
             return
         self._reminders_in_stage += 1
         step = FORWARD[stage][0]
@@ -301,7 +306,7 @@ class HouseholdWorkflow:
                 start_to_close_timeout=ACTIVITY_TIMEOUT,
                 retry_policy=ACTIVITY_RETRY,
             )
-            await self._apply_payment(t, check)
+            await self._record_answer(t, check)
 
     def _validate_payout(self, step: Step, inp) -> TrancheState:
         try:
@@ -329,7 +334,7 @@ class HouseholdWorkflow:
             attempt = t.attempts + 1
             payment_id = self._payment_id(t.n, attempt)
             update |= {"released_by": inp.actor.user_id, "attempts": attempt, "payment_id": payment_id,
-                       "released_at": workflow.now(), "escalations": 0}  # fmt: skip
+                       "released_at": workflow.now(), "escalations": 0, "inquiries": 0}  # fmt: skip
         next_agency = {
             Step.REPORT_PROGRESS: self._policy.finance_agency,
             Step.AUTHORISE_PAYOUT: self._policy.rule(Step.RELEASE_PAYOUT).responsible_agency,
@@ -373,6 +378,18 @@ class HouseholdWorkflow:
             released_by=t.released_by or "",
         )
 
+    async def _record_answer(self, t: TrancheState, check: PaymentCheck) -> None:
+        """Record the channel's answer from a signal or a timer, where a refusal has no caller to go back to.
+        One case: a worker crashed after committing an officer's step whose update never reached the history;
+        that step holds this sequence number until the officer's retry takes it (the activity hands back the
+        committed row). The tranche stays released and the next inquiry records the answer, instead of the
+        refusal failing the household's workflow."""
+        try:
+            await self._apply_payment(t, check)
+        except ApplicationError as err:
+            workflow.logger.warning("payment answer not recorded yet", extra={"tranche": t.n, "error": err.message,
+                                                                              "type": err.type})  # fmt: skip
+
     async def _apply_payment(self, t: TrancheState, check: PaymentCheck) -> None:
         status = check.status
         if status.state == "confirmed":
@@ -396,19 +413,49 @@ class HouseholdWorkflow:
             if retry:
                 attempt = t.attempts + 1
                 self._set_tranche(t.n, attempts=attempt, payment_id=self._payment_id(t.n, attempt),
-                                  released_at=workflow.now(), escalations=0)  # fmt: skip
+                                  released_at=workflow.now(), escalations=0, inquiries=0)  # fmt: skip
                 await self._submit(self._tranche(t.n))
             else:
                 self._set_tranche(t.n, status=TrancheStatus.DUE, authorised_by=None, released_by=None)
 
-    def _next_payment_due(self) -> tuple[datetime, int] | None:
+    def _next_payment_due(self) -> tuple[datetime, int, bool] | None:
+        """When the next released tranche is due for attention: (at, tranche, True for a status inquiry,
+        False for an escalation to Finance)."""
         period = timedelta(hours=self._policy.payment_confirm_hours)
-        dues = [
-            (t.released_at + period * (t.escalations + 1), t.n)
-            for t in self._state.tranches
-            if t.status is TrancheStatus.RELEASED and t.released_at is not None
-        ]
-        return min(dues) if dues else None
+        released = [t for t in self._state.tranches if t.status is TrancheStatus.RELEASED and t.released_at]
+        if not released:
+            return None
+        dues = [(t.released_at + period * (t.escalations + 1), t.n, False) for t in released]
+        if workflow.patched(INQUIRY_PATCH):
+            for t in released:
+                minutes = self._policy.inquiry_offset_minutes(t.inquiries + 1)
+                if minutes is not None:
+                    dues.append((t.released_at + timedelta(minutes=minutes), t.n, True))
+        return min(dues)
+
+    async def _inquire(self, n: int) -> None:
+        """Ask the channel about a released payment it has not answered: apply its answer, or send the same
+        instruction again if it never received it."""
+        async with self._lock:
+            t = self._tranche(n)
+            if t.status is not TrancheStatus.RELEASED or t.released_at is None:
+                return
+            self._set_tranche(n, inquiries=t.inquiries + 1)
+            try:
+                check = await workflow.execute_activity_method(
+                    PaymentActivities.check_payment,
+                    t.payment_id or "",
+                    start_to_close_timeout=ACTIVITY_TIMEOUT,
+                    schedule_to_close_timeout=INQUIRY_DEADLINE,
+                    retry_policy=ACTIVITY_RETRY,
+                )
+            except ActivityError as err:
+                workflow.logger.warning("payment inquiry unanswered", extra={"tranche": n, "error": str(err.cause)})
+                return
+            if check.status.state in ("confirmed", "failed"):
+                await self._record_answer(self._tranche(n), check)
+            elif check.status.state == "unknown":
+                await self._submit(self._tranche(n))
 
     async def _escalate(self, n: int) -> None:
         async with self._lock:
@@ -433,7 +480,7 @@ class HouseholdWorkflow:
             )
             workflow.logger.warning("payment escalated", extra={"tranche": n, "channel": check.status.state})
             if check.status.state in ("confirmed", "failed"):
-                await self._apply_payment(self._tranche(n), check)
+                await self._record_answer(self._tranche(n), check)
 
     def _tranche(self, n: int) -> TrancheState:
         return next(t for t in self._state.tranches if t.n == n)
@@ -575,18 +622,20 @@ class HouseholdWorkflow:
                 f"step {step.value!r} was not recorded: {cause or err}", type="NotRecorded", non_retryable=True
             ) from None
 
+        # The time the database committed: a step retried after a worker crash keeps its first time.
+        at = outcome.at or record.at
         update: dict[str, object] = {
             **money_effect(money, amount=outcome.amount, source=outcome.sources or source,
                            reserved_before=state.reserved, paid_before=state.paid),  # fmt: skip
         }
         if to_stage != state.stage:
-            update |= {"stage": to_stage, "stage_since": record.at}
+            update |= {"stage": to_stage, "stage_since": at}
         entry = TimelineEntry(
             seq=seq,
             step=step,
             from_stage=state.stage,
             to_stage=to_stage,
-            at=record.at,
+            at=at,
             user_id=actor.user_id,
             role=actor.role,
             agency=actor.agency,

@@ -6,7 +6,7 @@
 (The paths of the current release, sealed by the payload codec, timers included, are recorded by
 capture_sealed.py next to this file, on the suite's own servers.)
 
-It runs its own worker on a fresh task queue, with a payment channel scripted to fail one household's
+It runs its own worker on a fresh task queue, with a bank process of its own scripted to fail one household's
 first attempt, against the stack's Temporal and PostgreSQL. The suite replays every file here against the
 current workflow code (tests/test_replay.py): a change that would break households already in flight
 fails CI. Files of earlier releases stay: the households they stand for may still be open.
@@ -20,21 +20,22 @@ model (patch `batch-skip-from-read-model`).
 from __future__ import annotations
 
 import asyncio
+import tempfile
 import uuid
 from pathlib import Path
 
 from core.settings import get_settings
-from core.temporal import connect, make_worker, signaller
+from core.temporal import connect, make_worker
 from db import users
 from db.engine import make_engine, make_sessions
-from finance.channel import SimulatedBank
+from finance.channel import HttpBank
 from models.finance import BatchAction, BatchSelection, PayoutBatchInput
 from models.household import Household, Step, workflow_id_for
 from operations import payouts, sample
 from operations.actions import take_step
 from operations.demo import drive_one
 from operations.imports import register, start_workflows
-from tests.conftest import TEST_KEYS_FILE, to_csv
+from tests.conftest import TEST_KEYS_FILE, BankProcess, callback_receiver, to_csv
 
 HERE = Path(__file__).parent
 
@@ -53,11 +54,14 @@ async def main() -> None:
         row["programme"] = "MTQG-GNBV" if i == 0 else ""
     items = [Household(**r) for r in rows]
     full_new, full_repair, retried, cancelled, batched_a, batched_b = items
-    bank = SimulatedBank(delay=0.05, notify=signaller(client),
-                         decide=lambda i: ("failed", "sai số tài khoản") if i.household_code == retried.code
-                         and i.attempt == 1 else ("confirmed", None))  # fmt: skip
+    # A bank process of the capture's own, refusing `retried`'s first attempt; its callbacks come back here.
+    bank = BankProcess(Path(tempfile.mkdtemp(prefix="capture-bank-")), fail_match=(f"^{retried.code}-",)).start()
     task_queue = f"capture-{uuid.uuid4()}"
-    async with make_worker(client, sessions, settings, task_queue=task_queue, channel=bank):
+    async with (
+        callback_receiver(client, bank.secret) as callback_url,
+        HttpBank(bank.url, callback_url=callback_url) as channel,
+        make_worker(client, sessions, settings, task_queue=task_queue, channel=channel),
+    ):
         _, registered, policy = await register(sessions, to_csv(items), "histories.csv", sample.PROVINCE_USER)
         await start_workflows(client, task_queue, registered, policy)
         for h in (full_new, full_repair, retried):
@@ -101,6 +105,7 @@ async def main() -> None:
             print(f"wrote {path.name} ({len(history.events)} events)")
         for h in (batched_a, batched_b):
             await client.get_workflow_handle(workflow_id_for(h.code)).terminate("history captured")
+    bank.stop()
     await engine.dispose()
 
 

@@ -15,24 +15,23 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from core.temporal import signaller
 from db import users
 from db.policy import current_workflow_policy
 from db.schema import outbox
-from finance.channel import SimulatedBank
 from models import SetPolicyInput, Stage
 from models.finance import BatchAction, BatchSelection, PayoutBatchInput, TrancheStatus
 from models.household import Step
 from operations import payouts, sample
 from operations.actions import Refusal, take_step
 from operations.demo import drive_one
-from tests.conftest import enroll, make_households, running_worker, tranche_is, wait_until
+from tests.conftest import BankProcess, enroll, make_households, running_worker, tranche_is, wait_until
 from workflows.household import HouseholdWorkflow
 
 HERE = Path(__file__).parent
 # The prefix of this release's files. Earlier releases' files stay: `sealed_*` were recorded before the step
-# record moved to a local activity (patch record-step-locally-2026), `local_*` after.
-RELEASE = "local"
+# record moved to a local activity (patch record-step-locally-2026), `local_*` after it and before the
+# scheduled status inquiries (patch payment-inquiry-2026), `inquiry_*` after both.
+RELEASE = "inquiry"
 
 
 async def save(client, workflow_id: str, name: str) -> None:
@@ -41,13 +40,14 @@ async def save(client, workflow_id: str, name: str) -> None:
     print(f"wrote {name}.json ({len(history.events)} events)")
 
 
-async def test_capture_the_paths_of_the_current_release(client, sessions, settings):
+async def test_capture_the_paths_of_the_current_release(client, sessions, settings, tmp_path, request):
     full, sent_back, cancelled, refused, returned, policy_changed, batched = make_households(
         7, beneficiary_group="poor", support_type="new_build", programme="")  # fmt: skip
-    bank = SimulatedBank(delay=0.02, notify=signaller(client),
-                         decide=lambda i: ("failed", "tài khoản bị khóa") if i.household_code == returned.code
-                         and i.tranche == 1 and i.attempt <= 2 else ("confirmed", None))  # fmt: skip
-    async with running_worker(client, sessions, settings, channel=bank) as tq:
+    # The bank process refuses `returned`'s tranche 1 twice (then it is returned to Finance) and pays the rest.
+    bank = BankProcess(tmp_path / "bank", delay=0.02, fail_match=(rf"^{returned.code}-A\d+-T1-",),
+                       fail_attempts=2).start()  # fmt: skip
+    request.addfinalizer(bank.stop)
+    async with running_worker(client, sessions, settings, bank=bank) as tq:
         await enroll(client, sessions, tq, [full, sent_back, cancelled, refused, returned, policy_changed, batched])
         await drive_one(client, sessions, full)
 
@@ -116,11 +116,12 @@ async def test_capture_the_paths_of_the_current_release(client, sessions, settin
         await client.get_workflow_handle(batched.workflow_id).terminate("history captured")
 
 
-async def test_capture_the_timer_paths(skipping_env, sessions, settings):
+async def test_capture_the_timer_paths(skipping_env, sessions, settings, tmp_path, request):
     """An SLA reminder, then a released payment the channel never answers: escalated after 72 hours."""
     client = skipping_env.client
-    bank = SimulatedBank(delay=0.01, notify=signaller(client), decide=lambda i: ("pending", None))
-    async with running_worker(client, sessions, settings, channel=bank) as tq:
+    bank = BankProcess(tmp_path / "bank", hold=True).start()  # accepts, never answers
+    request.addfinalizer(bank.stop)
+    async with running_worker(client, sessions, settings, bank=bank) as tq:
         (h,) = await enroll(client, sessions, tq, make_households(1, beneficiary_group="poor"))
         await skipping_env.sleep(timedelta(days=31))
 
@@ -142,3 +143,50 @@ async def test_capture_the_timer_paths(skipping_env, sessions, settings):
 async def _has(kinds, kind: str) -> bool:
     return kind in await kinds()
 
+
+
+async def test_capture_the_inquiry_paths(skipping_env, sessions, settings, tmp_path, request):
+    """A callback that never arrives (found by the first inquiry), and an instruction the bank lost (sent
+    again under the same id by the inquiry)."""
+    import shutil
+
+    from core.stack import free_port
+    from finance.channel import HttpBank
+
+    client = skipping_env.client
+    bank = BankProcess(tmp_path / "bank").start()
+    request.addfinalizer(bank.stop)
+    lost_callback, lost_instruction = make_households(2, beneficiary_group="poor")
+    async with HttpBank(bank.url, callback_url=f"http://127.0.0.1:{free_port()}/nobody") as channel:
+        async with running_worker(client, sessions, settings, channel=channel) as tq:
+            await enroll(client, sessions, tq, [lost_callback, lost_instruction])
+            for h in (lost_callback, lost_instruction):
+                await drive_one(client, sessions, h, payouts=False)
+                await take_step(client, sessions, h.code, Step.AUTHORISE_PAYOUT, "tc.hoang", tranche=1,
+                                evidence=["D"])  # fmt: skip
+            await take_step(client, sessions, lost_callback.code, Step.RELEASE_PAYOUT, sample.TREASURY_USER,
+                            tranche=1, evidence=["U"])  # fmt: skip
+            await wait_until(lambda: _confirmed_at(bank, lost_callback.code))
+            bank.kill()
+            backup = tmp_path / "bank-backup"
+            shutil.copytree(bank.state, backup)
+            bank.start(hold=True)
+            await take_step(client, sessions, lost_instruction.code, Step.RELEASE_PAYOUT, sample.TREASURY_USER,
+                            tranche=1, evidence=["U"])  # fmt: skip
+            bank.kill()
+            shutil.rmtree(bank.state)
+            shutil.copytree(backup, bank.state)  # the bank restored from a backup older than that instruction
+            bank.start(hold=False)
+            # The first inquiry (2 min) finds the payment and the lost instruction (sent again); the second
+            # (7 min) finds that one paid too, since its callback cannot arrive either.
+            for h, minutes in ((lost_callback, 3), (lost_instruction, 5)):
+                await skipping_env.sleep(timedelta(minutes=minutes))
+                await wait_until(tranche_is(client, h.code, TrancheStatus.PAID), seconds=30)
+            for h in (lost_callback, lost_instruction):
+                await client.get_workflow_handle(h.workflow_id).terminate("history captured")
+            await save(client, lost_callback.workflow_id, f"{RELEASE}_lost_callback_found_by_inquiry")
+            await save(client, lost_instruction.workflow_id, f"{RELEASE}_lost_instruction_sent_again")
+
+
+async def _confirmed_at(bank, code: str) -> bool:
+    return [p["state"] for p in await bank.statement(code)] == ["confirmed"]
