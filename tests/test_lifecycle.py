@@ -166,7 +166,8 @@ async def test_cancel_after_allocation_voids_the_reservation(client, sessions, t
 async def test_send_back_from_construction_releases_funds_and_reallocation_reserves_again(
     client, sessions, task_queue
 ):
-    (h,) = await enroll(client, sessions, task_queue, make_households(1, support_type="repair"))
+    (h,) = await enroll(client, sessions, task_queue, make_households(1, support_type="repair",
+                                                                       beneficiary_group="poor"))  # fmt: skip
     commune, district = sample.commune_user(h.district, h.commune), sample.district_user(h.district)
     await take_step(client, sessions, h.code, Step.VERIFY, commune, evidence=["BB-1"])
     await take_step(client, sessions, h.code, Step.APPROVE, district, evidence=["QĐ"])
