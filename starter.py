@@ -171,21 +171,12 @@ def stack_down() -> None:
 def stack_status() -> None:
     stack = Stack(get_settings())
     table = Table("part", "where", "state")
-    pg = stack.postgres()
-    table.add_row("PostgreSQL", stack.settings.database_url,
-                  ("running" if pg.running() else "stopped") if stack.embedded_db else "external")  # fmt: skip
-    tp = stack.temporal()
-    table.add_row("Temporal", stack.settings.temporal_address,
-                  ("running" if tp.running() else "stopped") if stack.embedded_temporal else "external")  # fmt: skip
+    pieces = stack.pieces()
+    for piece in pieces:
+        table.add_row(piece.name, piece.where, piece.state)
     table.add_row("Web UI", stack.settings.temporal_ui_url, "")
-    running = len(stack.running_workers())
-    table.add_row("Worker", stack.settings.temporal_task_queue,
-                  f"{running} running" if running else "stopped")  # fmt: skip
-    table.add_row("Web app", stack.web().url, "running" if stack.web().running() else "stopped")
-    bank_state = ("running" if stack.bank().running() else "stopped") if stack.embedded_bank else "external"
-    table.add_row("Bank", stack.settings.bank_url, bank_state)
     out.print(table)
-    if down := stack.down():
+    if down := [p.name for p in pieces if p.state == "stopped"]:
         err.print(f"down: {', '.join(down)}")
         raise typer.Exit(1)
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import structlog
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from db import finance as finance_db
 from db import households, outbox, users
 from db.engine import Sessions
-from finance.channel import PaymentChannel
-from models.finance import EscalationRecord, PaymentCheck, PaymentInstruction
+from finance.channel import InstructionConflict, PaymentChannel
+from models.finance import ChannelStatus, EscalationRecord, PaymentCheck, PaymentInstruction
 
 log = structlog.get_logger(__name__)
 
@@ -25,7 +26,7 @@ class PaymentActivities:
         """Record the instruction (once, by its id), then hand it to the channel, which pays an id once."""
         async with self._sessions() as session, session.begin():
             new = await finance_db.save_instruction(session, instr, self._channel.name)
-        await self._channel.submit(instr)
+        await self._send(instr)
         log.info("payment_submitted", payment_id=instr.payment_id, amount=instr.amount, new=new)
         return new
 
@@ -33,7 +34,32 @@ class PaymentActivities:
     async def check_payment(self, payment_id: str) -> PaymentCheck:
         status = await self._channel.status(payment_id)
         async with self._sessions() as session:
-            return PaymentCheck(status=status, channel_actor=await users.require_actor(session, self._channel_user))
+            return PaymentCheck(status=await self._as_sent(session, status),
+                                channel_actor=await users.require_actor(session, self._channel_user))  # fmt: skip
+
+    async def _send(self, instr: PaymentInstruction) -> None:
+        try:
+            await self._channel.submit(instr)
+        except InstructionConflict as err:
+            # Asking again cannot help: the channel holds this id with other terms. The inquiry records
+            # it as failed (_as_sent), and the tranche is sent again under a new attempt or returned.
+            raise ApplicationError(str(err), type="InstructionConflict", non_retryable=True) from None
+
+    async def _as_sent(self, session, status: ChannelStatus) -> ChannelStatus:
+        """The channel's answer, unless the channel holds the id with other terms than the engine sent (an
+        instruction forged under a predictable id, say): then a failure naming what differs, never a
+        payment recorded for another amount or payee."""
+        held = (status.amount, status.payee)
+        if status.state not in ("confirmed", "failed") or None in held:
+            return status
+        sent = await finance_db.instruction_terms(session, status.payment_id)
+        if sent is None or sent == held:
+            return status
+        differs = [name for name, a, b in zip(("amount", "payee"), sent, held, strict=True) if a != b]
+        log.error("payment_terms_differ", payment_id=status.payment_id, fields=differs, channel_state=status.state)
+        reason = (f"the channel holds {status.payment_id} with another {' and '.join(differs)} than the engine "
+                  f"sent (its answer: {status.state}): not recorded as paid")  # fmt: skip
+        return ChannelStatus(payment_id=status.payment_id, state="failed", reason=reason)
 
     @activity.defn(name="escalate_payment")
     async def escalate_payment(self, rec: EscalationRecord) -> PaymentCheck:
@@ -42,8 +68,9 @@ class PaymentActivities:
         instr = rec.instruction
         status = await self._channel.status(instr.payment_id)
         if status.state == "unknown":
-            await self._channel.submit(instr)
+            await self._send(instr)
         async with self._sessions() as session, session.begin():
+            status = await self._as_sent(session, status)
             channel_actor = await users.require_actor(session, self._channel_user)
             await finance_db.mark_overdue(session, instr.payment_id)
             row = await households.get(session, instr.household_code)

@@ -311,7 +311,9 @@ def restore_cmd(
         with _progress() as bar:
             task = bar.add_task("reading histories", total=total)
             trails = await read_trails(histories, with_codec(DATA_CONVERTER, ring), on_done=lambda: bar.advance(task))
-        async with database(settings) as sessions:
+        # As the schema owner, like migrations: the application's role may neither write restore marks nor
+        # move the transfers' id sequence, so a worker's login cannot forge a restore.
+        async with database(settings, url=settings.owner_asyncpg_url) as sessions:
             return await restore_mod.restore(sessions, trails, operator=operator, reason=reason,
                                              channel=HttpBank.name, dry_run=dry_run)  # fmt: skip
 

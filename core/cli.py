@@ -30,8 +30,9 @@ def run(fn: Callable[..., Awaitable[T]], *args, **kwargs) -> T:
 
 
 @asynccontextmanager
-async def database(settings: Settings) -> AsyncIterator[Sessions]:
-    engine = make_engine(settings)
+async def database(settings: Settings, *, url: str | None = None) -> AsyncIterator[Sessions]:
+    """Sessions for the command's lifetime, as the application's login unless `url` names another."""
+    engine = make_engine(settings, url=url)
     try:
         yield make_sessions(engine)
     finally:

@@ -482,6 +482,13 @@ class BackgroundBank(_Background):
         return True
 
 
+@dataclass(frozen=True)
+class Piece:
+    name: str
+    where: str
+    state: str  # running | stopped | external
+
+
 @dataclass
 class Stack:
     settings: Settings
@@ -515,20 +522,24 @@ class Stack:
                  if (m := re.fullmatch(r"worker(?:-(\d+))?\.pid", p.name)))  # fmt: skip
         return [w for n in sorted(found) if (w := BackgroundWorker(self.settings.state_dir, n)).running()]
 
-    def down(self, *, with_processes: bool = True) -> list[str]:
-        """The pieces 'stack up' starts that are not running now (external servers are not judged)."""
-        down = []
-        if self.embedded_db and not self.postgres().running():
-            down.append("PostgreSQL")
-        if self.embedded_temporal and not self.temporal().running():
-            down.append("Temporal")
-        if self.embedded_bank and not self.bank().running():
-            down.append("bank")
+    def pieces(self, *, with_processes: bool = True) -> list[Piece]:
+        """Every piece 'stack up' starts, and whether it runs now (an external server is not judged)."""
+        s = self.settings
+
+        def own(embedded: bool, running) -> str:
+            return ("running" if running() else "stopped") if embedded else "external"
+
+        found = [Piece("PostgreSQL", s.database_url, own(self.embedded_db, self.postgres().running)),
+                 Piece("Temporal", s.temporal_address, own(self.embedded_temporal, self.temporal().running)),
+                 Piece("bank", s.bank_url, own(self.embedded_bank, self.bank().running))]  # fmt: skip
         if with_processes:
-            down += [w.name for w in self.workers() if not w.running()]
-            if not self.web().running():
-                down.append("web app")
-        return down
+            found += [Piece(w.name, s.temporal_task_queue, own(True, w.running)) for w in self.workers()]
+            found.append(Piece("web app", self.web().url, own(True, self.web().running)))
+        return found
+
+    def down(self, *, with_processes: bool = True) -> list[str]:
+        """The pieces 'stack up' starts that are not running now."""
+        return [p.name for p in self.pieces(with_processes=with_processes) if p.state == "stopped"]
 
     def web(self) -> BackgroundWeb:
         return BackgroundWeb(self.settings.state_dir, self.settings.web_host, self.settings.web_port)

@@ -97,7 +97,7 @@ class ChannelNotConfigured(RuntimeError):
 def make_channel(settings: Settings) -> HttpBank:
     """The payment channel named in the settings: the bank at BANK_URL, calling back PAYMENT_CALLBACK_URL."""
     check_channel(settings)
-    return HttpBank(settings.bank_url, callback_url=settings.callback_url)
+    return HttpBank(settings.bank_url, secret=settings.callback_secret(), callback_url=settings.callback_url)
 
 
 def check_channel(settings: Settings) -> None:

@@ -281,6 +281,13 @@ async def save_instruction(session: AsyncSession, instr: PaymentInstruction, cha
     return new is not None
 
 
+async def instruction_terms(session: AsyncSession, payment_id: str) -> tuple[int, str] | None:
+    """(amount, payee) of the instruction the engine sent under this id."""
+    row = (await session.execute(select(payments.c.amount, payments.c.payee)
+                                 .where(payments.c.payment_id == payment_id))).one_or_none()  # fmt: skip
+    return (row.amount, row.payee) if row else None
+
+
 async def resolve_payment(
     session: AsyncSession, payment_id: str, status: str, *, bank_ref: str | None, reason: str | None, at: datetime
 ) -> None:

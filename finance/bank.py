@@ -6,8 +6,8 @@ The book is SQLite in DIR (WAL, synchronous=FULL): what the bank acknowledged su
 instruction is paid at most once per `payment_id`; the same id with other terms is refused (409). After
 `--delay` seconds a background loop over the book answers each pending instruction (confirmed, or failed by
 `fail_rate_rule`, or by `--fail-match` for scripted tests), and queues a callback to its `callback_url`,
-signed with HMAC-SHA256 over the body, retried with growing back-off; a restart resumes both from the book.
-`--hold` never answers.
+signed (finance/callbacks.py), retried with growing back-off; a restart resumes both from the book.
+`--hold` never answers. Only a signed instruction is accepted.
 """
 
 from __future__ import annotations
@@ -27,10 +27,11 @@ from pathlib import Path
 import httpx
 import structlog
 import typer
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 
-from finance.callbacks import SIGNATURE_HEADER, sign
+from finance.callbacks import signed_headers, verified
 from finance.channel import fail_rate_rule
 from models.finance import ChannelStatus, PaymentInstruction
 
@@ -166,7 +167,7 @@ def status_of(row: sqlite3.Row | None, payment_id: str) -> ChannelStatus:
     if row is None:
         return ChannelStatus(payment_id=payment_id, state="unknown")
     return ChannelStatus(payment_id=row["payment_id"], state=row["state"], bank_ref=row["bank_ref"],
-                         reason=row["reason"])  # fmt: skip
+                         reason=row["reason"], amount=row["amount"], payee=row["payee"])  # fmt: skip
 
 
 def bank_ref_of(payment_id: str) -> str:
@@ -234,8 +235,6 @@ class Bank:
     def _answer(self, row: sqlite3.Row, now: float) -> None:
         instr = PaymentInstruction(**{k: row[k] for k in (*TERMS, "payment_id", "released_by")})
         state, reason = self.decide(instr)
-        if state == "pending":
-            return
         ref = bank_ref_of(instr.payment_id) if state == "confirmed" else None
         if self.book.answer(instr.payment_id, state, ref, reason, now):
             log.info("payment_answered", payment_id=instr.payment_id, state=state, amount=instr.amount, bank_ref=ref)
@@ -244,8 +243,7 @@ class Bank:
         body = cb["body"].encode()
         pid = cb["payment_id"]
         try:
-            headers = {"content-type": "application/json", SIGNATURE_HEADER: sign(self.secret, body)}
-            r = await http.post(cb["url"], content=body, headers=headers)
+            r = await http.post(cb["url"], content=body, headers=signed_headers(self.secret, body))  # signed anew
             if r.is_success:
                 self.book.callback_done(pid, time.time())
                 log.info("callback_delivered", payment_id=pid, attempt=cb["attempts"] + 1)
@@ -291,7 +289,17 @@ def create_app(bank: Bank) -> FastAPI:
         return {"status": "ok"}
 
     @app.post("/instructions", status_code=202)
-    async def submit(instr: InstructionIn):
+    async def submit(request: Request):
+        # Only the engine may instruct a payment: anyone else could send a predictable id first, to a payee
+        # of their own, and have the engine's instruction refused as a conflict.
+        body = await request.body()
+        if not verified(bank.secret, body, request.headers):
+            log.warning("instruction_refused", reason="bad signature", client=request.client and request.client.host)
+            return JSONResponse(status_code=401, content={"detail": "bad, missing or stale signature"})
+        try:
+            instr = InstructionIn.model_validate_json(body)
+        except ValidationError as err:
+            return JSONResponse(status_code=422, content={"detail": str(err)})
         new, row = bank.book.accept(instr, time.time())
         if not new:
             differs = [k for k in TERMS if row[k] != getattr(instr, k)]

@@ -1,9 +1,11 @@
-"""The payment channel's callback receiver: the bank POSTs `{"payment_id": ...}` when it has an answer.
+"""The payment channel's callback receiver, and the signatures both directions carry.
 
-The body is signed with HMAC-SHA256 under a secret shared with the bank (header `X-Bank-Signature:
-sha256=<hex>`); an unsigned or badly signed callback is refused and signals nothing. A good one signals the
-household's workflow (`payment_result`), whose id is derived from the payment id alone. The signal is only a
-wake-up: the workflow asks the channel for the status before it records anything.
+Every message between the engine and the bank (an instruction it submits, a callback it receives) is signed
+with HMAC-SHA256 under a shared secret over `<unix time>.<body>` (headers `X-Bank-Timestamp` and
+`X-Bank-Signature: sha256=<hex>`), and refused unsigned, badly signed, or more than `MAX_SKEW_SECONDS` old, so
+a copied message cannot be sent again later. A good callback signals the household's workflow
+(`payment_result`), whose id is derived from the payment id alone. The signal is only a wake-up: the
+workflow asks the channel for the status before it records anything.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ import hashlib
 import hmac
 import json
 import re
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Mapping
 
 import structlog
 from fastapi import APIRouter, FastAPI, Request
@@ -26,17 +29,31 @@ from models.household import workflow_id_for
 log = structlog.get_logger(__name__)
 
 SIGNATURE_HEADER = "X-Bank-Signature"
+TIMESTAMP_HEADER = "X-Bank-Timestamp"
+MAX_SKEW_SECONDS = 300
 CALLBACK_PATH = "/api/channel/callback"
 # CODE-A<allocation>-T<tranche>-<attempt> (workflows/household.py _payment_id)
+PAYMENT_SIGNAL = "payment_result"  # HouseholdWorkflow.payment_result, by name: the bank need not import workflows
 PAYMENT_ID = re.compile(r"^(?P<code>[A-Za-z0-9][A-Za-z0-9_.-]{0,63})-A\d+-T\d+-\d+$")
 
 
-def sign(secret: str, body: bytes) -> str:
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+def sign(secret: str, body: bytes, timestamp: int) -> str:
+    return "sha256=" + hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
 
 
-def verified(secret: str, body: bytes, signature: str | None) -> bool:
-    return bool(secret) and signature is not None and hmac.compare_digest(sign(secret, body), signature)
+def signed_headers(secret: str, body: bytes) -> dict[str, str]:
+    """The headers that sign `body` now."""
+    now = int(time.time())
+    return {"content-type": "application/json", TIMESTAMP_HEADER: str(now), SIGNATURE_HEADER: sign(secret, body, now)}
+
+
+def verified(secret: str, body: bytes, headers: Mapping[str, str]) -> bool:
+    """Signed with `secret`, and recently: no secret, no signature, or an old message, and it is refused."""
+    signature, stamp = headers.get(SIGNATURE_HEADER), headers.get(TIMESTAMP_HEADER, "")
+    if not secret or signature is None or not stamp.isdigit():
+        return False
+    fresh = abs(time.time() - int(stamp)) <= MAX_SKEW_SECONDS
+    return fresh and hmac.compare_digest(sign(secret, body, int(stamp)), signature)
 
 
 def workflow_id_of(payment_id: str) -> str | None:
@@ -52,11 +69,11 @@ def router(secret: str | Callable[[], str], client_of: Callable[[Request], Clien
     async def callback(request: Request):
         body = await request.body()
         key = secret() if callable(secret) else secret
-        if not verified(key, body, request.headers.get(SIGNATURE_HEADER)):
+        if not verified(key, body, request.headers):
             log.warning(
                 "payment_callback_refused", reason="bad signature", client=request.client and request.client.host
             )
-            return JSONResponse(status_code=401, content={"detail": "bad or missing signature"})
+            return JSONResponse(status_code=401, content={"detail": "bad, missing or stale signature"})
         try:
             payment_id = json.loads(body)["payment_id"]
             assert isinstance(payment_id, str)
@@ -65,13 +82,9 @@ def router(secret: str | Callable[[], str], client_of: Callable[[Request], Clien
         workflow_id = workflow_id_of(payment_id)
         if workflow_id is None:
             return JSONResponse(status_code=422, content={"detail": f"not a payment id: {payment_id!r}"})
-        from workflows.household import HouseholdWorkflow
-
         try:
-            await (
-                client_of(request)
-                .get_workflow_handle(workflow_id)
-                .signal(HouseholdWorkflow.payment_result, PaymentNotice(payment_id=payment_id))
+            await client_of(request).get_workflow_handle(workflow_id).signal(
+                PAYMENT_SIGNAL, PaymentNotice(payment_id=payment_id)
             )
         except RPCError as err:
             if err.status is RPCStatusCode.NOT_FOUND:

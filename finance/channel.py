@@ -12,6 +12,7 @@ errors raise, so the activity is retried.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable
 from types import TracebackType
 from typing import Protocol
@@ -19,11 +20,12 @@ from typing import Protocol
 import httpx
 import structlog
 
+from finance.callbacks import signed_headers
 from models.finance import ChannelStatus, PaymentInstruction
 
 log = structlog.get_logger(__name__)
 
-Outcome = tuple[str, str | None]  # ("confirmed" | "failed" | "pending", reason); "pending": never answers
+Outcome = tuple[str, str | None]  # ("confirmed" | "failed", reason)
 Decide = Callable[[PaymentInstruction], Outcome]
 
 
@@ -61,14 +63,15 @@ class HttpBank:
 
     name = "http-bank"
 
-    def __init__(self, url: str, *, callback_url: str | None = None, timeout: float = 10.0) -> None:
+    def __init__(self, url: str, *, secret: str, callback_url: str | None = None, timeout: float = 10.0) -> None:
         self.url = url.rstrip("/")
         self.callback_url = callback_url or None
+        self._secret = secret
         self._http = httpx.AsyncClient(base_url=self.url, timeout=timeout)
 
     async def submit(self, instruction: PaymentInstruction) -> None:
-        body = instruction.model_dump(mode="json") | {"callback_url": self.callback_url}
-        r = await self._http.post("/instructions", json=body)
+        body = json.dumps(instruction.model_dump(mode="json") | {"callback_url": self.callback_url}).encode()
+        r = await self._http.post("/instructions", content=body, headers=signed_headers(self._secret, body))
         if r.status_code == 409:
             raise InstructionConflict(r.json().get("detail", r.text))
         r.raise_for_status()

@@ -174,6 +174,10 @@ class ChannelStatus(BaseModel):
     state: ChannelState
     bank_ref: str | None = None
     reason: str | None = None
+    # The terms the channel holds for the id: the engine compares them with what it sent before it records
+    # an answer (None from a channel that does not say).
+    amount: int | None = None
+    payee: str | None = None
 
 
 class PaymentNotice(BaseModel):

@@ -300,7 +300,7 @@ async def running_worker(client: Client, sessions, settings, channel=None, bank:
         if channel is None:
             bank = bank or default_bank(settings)
             url = await stack.enter_async_context(callback_receiver(client, bank.secret))
-            channel = await stack.enter_async_context(HttpBank(bank.url, callback_url=url))
+            channel = await stack.enter_async_context(HttpBank(bank.url, secret=bank.secret, callback_url=url))
         await stack.enter_async_context(make_worker(client, sessions, settings, task_queue=task_queue,
                                                     channel=channel))  # fmt: skip
         yield task_queue

@@ -3,11 +3,12 @@ never paid twice; a silent channel escalates on the time-skipping server."""
 
 from __future__ import annotations
 
-import asyncio
 import shutil
+from contextlib import asynccontextmanager
 from datetime import timedelta
 
 from sqlalchemy import func, select
+from temporalio.api.enums.v1 import EventType
 
 from activities.household import HouseholdActivities
 from core.stack import free_port
@@ -15,11 +16,11 @@ from db.schema import ledger_transfers, outbox, payments
 from finance.channel import FAIL_REASON, HttpBank
 from models import Stage
 from models.finance import PaymentNotice, TrancheStatus
-from models.household import Step, workflow_id_for
+from models.household import Household, Step, workflow_id_for
 from operations import sample
 from operations.actions import household_state, take_step
 from operations.demo import drive_one
-from tests.conftest import BankProcess, bank_process, enroll, make_households, running_worker, tranche_is, wait_until
+from tests.conftest import bank_process, enroll, make_households, running_worker, tranche_is, wait_until
 from tests.test_idempotency import _record
 from workflows.household import HouseholdWorkflow
 
@@ -28,6 +29,21 @@ async def release_first_tranche(client, sessions, h) -> None:
     await drive_one(client, sessions, h, payouts=False)
     await take_step(client, sessions, h.code, Step.AUTHORISE_PAYOUT, "tc.hoang", tranche=1, evidence=["D"])
     await take_step(client, sessions, h.code, Step.RELEASE_PAYOUT, sample.TREASURY_USER, tranche=1, evidence=["U"])
+
+
+@asynccontextmanager
+async def paying_through(client, sessions, settings, tmp_path, **flags):
+    """A bank process with these flags (BankProcess) and a worker paying through it; yields (bank, queue)."""
+    with bank_process(tmp_path / "bank", **flags) as bank:
+        async with running_worker(client, sessions, settings, bank=bank) as tq:
+            yield bank, tq
+
+
+async def released(client, sessions, tq, **overrides) -> Household:
+    """One household of the poor group (and `overrides`), taken to its first tranche released."""
+    (h,) = await enroll(client, sessions, tq, make_households(1, **({"beneficiary_group": "poor"} | overrides)))
+    await release_first_tranche(client, sessions, h)
+    return h
 
 
 async def payment_rows(sessions, code: str) -> list[tuple]:
@@ -45,15 +61,12 @@ async def posts(sessions, code: str) -> int:
 
 async def test_a_failed_payment_is_sent_again_and_paid_once(client, sessions, settings, tmp_path):
     # The bank process fails every first attempt (fail rate 1) and pays the retry.
-    with bank_process(tmp_path / "bank", fail_rate=1.0) as bank:
-        async with running_worker(client, sessions, settings, bank=bank) as tq:
-            await _failed_then_paid(client, sessions, bank, tq)
+    async with paying_through(client, sessions, settings, tmp_path, fail_rate=1.0) as (bank, tq):
+        h = await released(client, sessions, tq, support_type="new_build")
+        await _failed_then_paid(client, sessions, bank, h)
 
 
-async def _failed_then_paid(client, sessions, bank, tq):
-    (h,) = await enroll(client, sessions, tq,
-                        make_households(1, support_type="new_build", beneficiary_group="poor"))  # fmt: skip
-    await release_first_tranche(client, sessions, h)
+async def _failed_then_paid(client, sessions, bank, h):
     state = await wait_until(tranche_is(client, h.code, TrancheStatus.PAID))
     steps = [e.step for e in state.timeline[-3:]]
     assert steps == [Step.RELEASE_PAYOUT, Step.PAYMENT_FAILED, Step.PAYMENT_CONFIRMED]
@@ -63,13 +76,15 @@ async def _failed_then_paid(client, sessions, bank, tq):
     paid = [(p["attempt"], p["state"], p["amount"]) for p in await bank.statement(h.code)]
     assert paid == [(1, "failed", 42_000_000), (2, "confirmed", 42_000_000)]  # what the bank paid: once
     posted = await posts(sessions, h.code)
-    assert posted >= 1
+    assert posted == len(state.tranches[0].pieces)
 
     # The channel's notice again, or a forged one: the workflow asks the channel and moves nothing.
     handle = client.get_workflow_handle(workflow_id_for(h.code))
+    signals = sum([e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED
+                   async for e in handle.fetch_history_events()])  # fmt: skip
     await handle.signal(HouseholdWorkflow.payment_result, PaymentNotice(payment_id=state.tranches[0].payment_id))
     await handle.signal(HouseholdWorkflow.payment_result, PaymentNotice(payment_id=f"{h.code}-A1-T2-1"))
-    await asyncio.sleep(0.3)
+    await wait_until(lambda: _handled(client, h.code, signals + 2, EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED))
     after = await household_state(client, h.code)
     assert len(after.timeline) == len(state.timeline) and after.paid == state.paid
     assert await posts(sessions, h.code) == posted
@@ -79,15 +94,12 @@ async def test_a_payment_failing_every_attempt_goes_back_to_finance_and_is_paid_
     client, sessions, settings, tmp_path
 ):
     # Every tranche's first two attempts fail; the third (after Finance authorises again) is paid.
-    with bank_process(tmp_path / "bank", fail_rate=1.0, fail_attempts=2) as bank:
-        async with running_worker(client, sessions, settings, bank=bank) as tq:
-            await _returned_then_paid(client, sessions, bank, tq)
+    async with paying_through(client, sessions, settings, tmp_path, fail_rate=1.0, fail_attempts=2) as (bank, tq):
+        h = await released(client, sessions, tq, support_type="repair")
+        await _returned_then_paid(client, sessions, bank, h)
 
 
-async def _returned_then_paid(client, sessions, bank, tq):
-    (h,) = await enroll(client, sessions, tq,
-                        make_households(1, support_type="repair", beneficiary_group="poor"))  # fmt: skip
-    await release_first_tranche(client, sessions, h)
+async def _returned_then_paid(client, sessions, bank, h):
     state = await wait_until(tranche_is(client, h.code, TrancheStatus.DUE))
     # Two attempts (policy payment_max_attempts), then returned to Finance: due again, nobody's authorisation.
     assert (state.tranches[0].attempts, state.tranches[0].authorised_by, state.paid) == (2, None, 0)
@@ -111,15 +123,13 @@ async def _returned_then_paid(client, sessions, bank, tq):
 async def test_a_channel_that_stays_silent_is_escalated_to_finance_and_nothing_is_paid_or_resent(
     skipping_env, sessions, settings, tmp_path
 ):
-    with bank_process(tmp_path / "bank", hold=True) as bank:  # accepts, never answers
-        async with running_worker(skipping_env.client, sessions, settings, bank=bank) as tq:
-            await _silent(skipping_env, sessions, bank, tq)
+    async with paying_through(skipping_env.client, sessions, settings, tmp_path, hold=True) as (bank, tq):
+        h = await released(skipping_env.client, sessions, tq)  # the bank accepts, never answers
+        await _silent(skipping_env, sessions, bank, h)
 
 
-async def _silent(skipping_env, sessions, bank, tq):
+async def _silent(skipping_env, sessions, bank, h):
     client = skipping_env.client
-    (h,) = await enroll(client, sessions, tq, make_households(1, beneficiary_group="poor"))
-    await release_first_tranche(client, sessions, h)
 
     async def escalations():
         async with sessions() as s:
@@ -149,10 +159,9 @@ async def test_a_lost_callback_is_recovered_by_the_first_status_inquiry_within_m
     after release (policy payment_inquiry_minutes), records the payment, and the bank has paid once."""
     client = skipping_env.client
     with bank_process(tmp_path / "bank") as bank:
-        async with HttpBank(bank.url, callback_url=f"http://127.0.0.1:{free_port()}/nobody") as channel:
+        async with HttpBank(bank.url, secret=bank.secret, callback_url=f"http://127.0.0.1:{free_port()}/x") as channel:
             async with running_worker(client, sessions, settings, channel=channel) as tq:
-                (h,) = await enroll(client, sessions, tq, make_households(1, beneficiary_group="poor"))
-                await release_first_tranche(client, sessions, h)
+                h = await released(client, sessions, tq)
                 await wait_until(lambda: _answered(bank, h.code))
                 state = await household_state(client, h.code)
                 assert state.tranches[0].status is TrancheStatus.RELEASED, "no callback arrived: not paid yet"
@@ -170,25 +179,20 @@ async def test_an_instruction_the_bank_lost_is_sent_again_under_the_same_id_and_
     """The bank is restored without the instruction (its book lost): the inquiry finds it unknown, sends the
     same instruction again under the same end-to-end id, and the bank pays it once."""
     client = skipping_env.client
-    bank = BankProcess(tmp_path / "bank", hold=True).start()
-    try:
-        async with running_worker(client, sessions, settings, bank=bank) as tq:
-            (h,) = await enroll(client, sessions, tq, make_households(1, beneficiary_group="poor"))
-            await release_first_tranche(client, sessions, h)
-            (sent,) = await bank.statement(h.code)
-            bank.kill()
-            shutil.rmtree(bank.state)
-            bank.start(hold=False)
-            assert await bank.statement(h.code) == []
-            await skipping_env.sleep(timedelta(minutes=3))
-            state = await wait_until(tranche_is(client, h.code, TrancheStatus.PAID))
-            (again,) = await bank.statement(h.code)
-            assert (again["payment_id"], again["attempt"], again["state"]) == (sent["payment_id"], 1, "confirmed")
-            assert state.tranches[0].attempts == 1 and state.tranches[0].payment_id == sent["payment_id"]
-            assert await payment_rows(sessions, h.code) == [(1, "confirmed", sent["amount"])]
-            await client.get_workflow_handle(workflow_id_for(h.code)).terminate("test over")
-    finally:
-        bank.stop()
+    async with paying_through(client, sessions, settings, tmp_path, hold=True) as (bank, tq):
+        h = await released(client, sessions, tq)
+        (sent,) = await bank.statement(h.code)
+        bank.kill()
+        shutil.rmtree(bank.state)
+        bank.start(hold=False)
+        assert await bank.statement(h.code) == []
+        await skipping_env.sleep(timedelta(minutes=3))
+        state = await wait_until(tranche_is(client, h.code, TrancheStatus.PAID))
+        (again,) = await bank.statement(h.code)
+        assert (again["payment_id"], again["attempt"], again["state"]) == (sent["payment_id"], 1, "confirmed")
+        assert state.tranches[0].attempts == 1 and state.tranches[0].payment_id == sent["payment_id"]
+        assert await payment_rows(sessions, h.code) == [(1, "confirmed", sent["amount"])]
+        await client.get_workflow_handle(workflow_id_for(h.code)).terminate("test over")
 
 
 async def _answered(bank, code: str) -> bool:
@@ -203,30 +207,33 @@ async def test_a_payment_answer_meeting_a_step_committed_before_a_crash_waits_an
     does not fail), the officer's retry takes the step as committed, and the next inquiry records the
     payment after it: one chain, one payment."""
     client = skipping_env.client
-    bank = BankProcess(tmp_path / "bank", hold=True).start()
-    try:
-        async with running_worker(client, sessions, settings, bank=bank) as tq:
-            (h,) = await enroll(client, sessions, tq, make_households(1, beneficiary_group="poor"))
-            await release_first_tranche(client, sessions, h)
-            seq = len((await household_state(client, h.code)).timeline) + 1
-            commune = sample.commune_user(h.district, h.commune)
-            evidence = [f"BC-HOAN-THANH/{h.code}"]
-            committed = await _record(sessions, h, seq, Step.COMPLETE_CONSTRUCTION, Stage.CONSTRUCTION,
-                                      Stage.ACCEPTANCE, commune)  # fmt: skip
-            committed = committed.model_copy(update={"evidence": evidence})
-            await HouseholdActivities(sessions).record_transition(committed)
-            bank.kill()
-            bank.start(hold=False)  # answers now, and calls back
-            await wait_until(lambda: _answered(bank, h.code))
-            await asyncio.sleep(1)  # the callback's signal meets the committed step
-            state = await household_state(client, h.code)
-            assert state.tranches[0].status is TrancheStatus.RELEASED and len(state.timeline) == seq - 1
-            result = await take_step(client, sessions, h.code, Step.COMPLETE_CONSTRUCTION, commune, evidence=evidence)
-            assert (result.seq, result.to_stage, result.at) == (seq, Stage.ACCEPTANCE, committed.at)
-            await skipping_env.sleep(timedelta(minutes=10))
-            state = await wait_until(tranche_is(client, h.code, TrancheStatus.PAID))
-            assert [e.step for e in state.timeline[seq - 1:]] == [Step.COMPLETE_CONSTRUCTION, Step.PAYMENT_CONFIRMED]
-            assert [(p["attempt"], p["state"]) for p in await bank.statement(h.code)] == [(1, "confirmed")]
-            await client.get_workflow_handle(workflow_id_for(h.code)).terminate("test over")
-    finally:
-        bank.stop()
+    async with paying_through(client, sessions, settings, tmp_path, hold=True) as (bank, tq):
+        h = await released(client, sessions, tq)
+        seq = len((await household_state(client, h.code)).timeline) + 1
+        commune = sample.commune_user(h.district, h.commune)
+        evidence = [f"BC-HOAN-THANH/{h.code}"]
+        committed = await _record(sessions, h, seq, Step.COMPLETE_CONSTRUCTION, Stage.CONSTRUCTION,
+                                  Stage.ACCEPTANCE, commune)  # fmt: skip
+        committed = committed.model_copy(update={"evidence": evidence})
+        await HouseholdActivities(sessions).record_transition(committed)
+        bank.kill()
+        bank.start(hold=False)  # answers now, and calls back
+        await wait_until(lambda: _answered(bank, h.code))
+        await wait_until(lambda: _handled(client, h.code, 1, EventType.EVENT_TYPE_MARKER_RECORDED))
+        state = await household_state(client, h.code)
+        assert state.tranches[0].status is TrancheStatus.RELEASED and len(state.timeline) == seq - 1
+        result = await take_step(client, sessions, h.code, Step.COMPLETE_CONSTRUCTION, commune, evidence=evidence)
+        assert (result.seq, result.to_stage, result.at) == (seq, Stage.ACCEPTANCE, committed.at)
+        await skipping_env.sleep(timedelta(minutes=10))
+        state = await wait_until(tranche_is(client, h.code, TrancheStatus.PAID))
+        assert [e.step for e in state.timeline[seq - 1:]] == [Step.COMPLETE_CONSTRUCTION, Step.PAYMENT_CONFIRMED]
+        assert [(p["attempt"], p["state"]) for p in await bank.statement(h.code)] == [(1, "confirmed")]
+        await client.get_workflow_handle(workflow_id_for(h.code)).terminate("test over")
+
+
+async def _handled(client, code: str, signals: int, then: EventType.ValueType) -> bool:
+    """The household's history holds `signals` signals or more, and `then` after the last of them: the
+    workflow has run its handler (a completed workflow task, or the record of a step)."""
+    kinds = [e.event_type async for e in client.get_workflow_handle(workflow_id_for(code)).fetch_history_events()]
+    at = [i for i, kind in enumerate(kinds) if kind == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED]
+    return len(at) >= signals and then in kinds[at[-1]:]

@@ -191,6 +191,17 @@ async def test_the_application_cannot_write_a_balance_or_redirect_a_source(app_c
     await _refused(app_conn, "DELETE FROM households", "permission denied for table households")
 
 
+async def test_the_application_cannot_forge_a_restore_or_change_what_an_instruction_said(app_conn):
+    """Restores run as the owner: the worker's login may neither write a restore mark (which would remap a
+    household's transfers) nor move the transfers' id sequence; a sent instruction's amount and payee stay."""
+    await _refused(app_conn, "INSERT INTO restored_steps (household_code) VALUES ('X')",
+                   "permission denied for table restored_steps")  # fmt: skip
+    await _refused(app_conn, "SELECT setval('ledger_transfers_id_seq', 1)",
+                   "permission denied for sequence ledger_transfers_id_seq")  # fmt: skip
+    for column in ("amount = 1", "payee = 'Kẻ Mạo Danh'"):
+        await _refused(app_conn, f"UPDATE payments SET {column}", "permission denied for table payments")
+
+
 async def test_a_temporary_table_cannot_stand_in_for_the_audit_log_in_the_link_check(app_conn):
     """The trigger functions name their schema with pg_temp last: a temporary `audit_log` the application
     creates (it may create temporary tables) does not make a forged row's link look right."""

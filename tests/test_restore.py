@@ -153,8 +153,9 @@ async def test_verify_names_each_lost_step(client, scratch, world):
     assert f"allocate by {alloc.record.actor.user_id}" in line.detail and alloc.outcome.audit_hash in line.detail
 
 
-def audit_cli(client, scratch, tmp_path):
+def audit_cli(client, scratch, scratch_owner, tmp_path):
     env = {**os.environ, "DATABASE_URL": scratch.kw["bind"].url.render_as_string(hide_password=False),
+           "DATABASE_OWNER_URL": scratch_owner.kw["bind"].url.render_as_string(hide_password=False),
            "PAYLOAD_KEYS_FILE": str(TEST_KEYS_FILE), "TEMPORAL_ADDRESS": client.service_client.config.target_host,
            "STATE_DIR": str(tmp_path / "state")}  # fmt: skip
     env.pop("PAYLOAD_KEYS", None)
@@ -166,8 +167,8 @@ def audit_cli(client, scratch, tmp_path):
     return cli
 
 
-def test_the_commands_name_the_loss_and_a_dry_run_writes_nothing(client, scratch, world, tmp_path):
-    cli = audit_cli(client, scratch, tmp_path)
+def test_the_commands_name_the_loss_and_a_dry_run_writes_nothing(client, scratch, scratch_owner, world, tmp_path):
+    cli = audit_cli(client, scratch, scratch_owner, tmp_path)
     codes = [a for c in world["codes"] for a in ("--code", c)]
     verified = cli("verify", *codes, "--json")
     assert verified.returncode == 1, verified.stderr
@@ -181,15 +182,17 @@ def test_the_commands_name_the_loss_and_a_dry_run_writes_nothing(client, scratch
     assert json.loads(cli("verify", *codes, "--json").stdout)["by_kind"] == kinds  # nothing was written
 
 
-async def test_restore_re_records_exactly_the_lost_steps_then_everything_agrees(client, scratch, world):
+async def test_restore_re_records_exactly_the_lost_steps_then_everything_agrees(client, scratch, scratch_owner, world):
+    """Run as the owner, as `audit restore` is: the application's role may not write restore marks."""
     tail, whole, kept = world["h"]
     codes, before = world["codes"], world["before"]
     with pytest.raises(RestoreRefused) as refused:
-        await restore(scratch, await trails(client, codes), operator=sample.FINANCE_USERS[0], reason="x")
+        await restore(scratch_owner, await trails(client, codes), operator=sample.FINANCE_USERS[0], reason="x")
     assert refused.value.type == "OperatorNotAllowed"
 
-    dry = await restore(scratch, await trails(client, codes), operator=sample.ADMIN_USER, reason="backup", dry_run=True)
-    done = await restore(scratch, await trails(client, codes), operator=sample.ADMIN_USER,
+    dry = await restore(scratch_owner, await trails(client, codes), operator=sample.ADMIN_USER, reason="backup",
+                        dry_run=True)  # fmt: skip
+    done = await restore(scratch_owner, await trails(client, codes), operator=sample.ADMIN_USER,
                          reason="khôi phục CSDL từ bản sao lưu 01/12")  # fmt: skip
     assert not done.refused and done.up_to_date == [kept.code]
     assert [(r.household, r.seq) for r in done.restored] == [(r.household, r.seq) for r in dry.restored]
@@ -239,12 +242,12 @@ async def test_restore_re_records_exactly_the_lost_steps_then_everything_agrees(
     assert [(p["payment_id"], p["status"]) for p in after["payments"]] == [
         (p["payment_id"], p["status"]) for p in before["payments"]]  # fmt: skip
 
-    again = await restore(scratch, await trails(client, codes), operator=sample.ADMIN_USER, reason="again")
+    again = await restore(scratch_owner, await trails(client, codes), operator=sample.ADMIN_USER, reason="again")
     assert again.restored == [] and sorted(again.up_to_date) == sorted(codes)
 
 
-def test_after_the_restore_the_commands_find_nothing_to_do(client, scratch, world, tmp_path):
-    cli = audit_cli(client, scratch, tmp_path)
+def test_after_the_restore_the_commands_find_nothing_to_do(client, scratch, scratch_owner, world, tmp_path):
+    cli = audit_cli(client, scratch, scratch_owner, tmp_path)
     again = cli("restore", *world["codes"], "--as", sample.ADMIN_USER, "--reason", "lần hai")
     assert again.returncode == 0, again.stdout + again.stderr
     assert "0 steps over 0 households re-recorded" in again.stdout and "3 households had lost nothing" in again.stdout

@@ -145,6 +145,17 @@ def test_external_servers_are_not_started(tmp_path):
     assert Stack(Settings(state_dir=tmp_path)).embedded_db
 
 
+def test_status_names_each_piece_that_is_down_and_leaves_external_servers_unjudged(tmp_path):
+    s = Settings(database_url="postgresql://u:p@db.example:5432/x", temporal_address="temporal.example:7233",
+                 bank_url="http://bank.example:8070", state_dir=tmp_path)  # fmt: skip
+    stack = Stack(s)
+    assert [(p.name, p.state) for p in stack.pieces()] == [
+        ("PostgreSQL", "external"), ("Temporal", "external"), ("bank", "external"), ("worker", "stopped"),
+        ("web app", "stopped")]  # fmt: skip
+    assert stack.down() == ["worker", "web app"] and stack.down(with_processes=False) == []
+    assert Stack(Settings(state_dir=tmp_path)).down(with_processes=False) == ["PostgreSQL", "Temporal", "bank"]
+
+
 def test_stack_env_prints_shell_exports():
     env = {**os.environ, "DATABASE_URL": "postgresql://a:b@h:1/d", "TEMPORAL_ADDRESS": "h:2"}
     done = subprocess.run([sys.executable, str(ROOT / "starter.py"), "stack", "env"], capture_output=True, text=True,

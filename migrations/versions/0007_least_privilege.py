@@ -59,7 +59,8 @@ TABLES = {
     "allocation_policies": "SELECT, INSERT",
     "tranche_plans": "SELECT, INSERT",
     "household_tranches": "SELECT, INSERT, UPDATE",
-    "payments": "SELECT, INSERT, UPDATE",
+    # What the engine writes once an instruction is answered; never its amount or payee.
+    "payments": "SELECT, INSERT, UPDATE (status, bank_ref, reason, resolved_at, overdue)",
     "decisions": "SELECT, INSERT",
     "household_loans": "SELECT, INSERT",
     "user_credentials": "SELECT, INSERT, UPDATE",
@@ -67,20 +68,20 @@ TABLES = {
     "api_tokens": "SELECT, INSERT, UPDATE",
     "login_attempts": "SELECT, INSERT",
     "programme_deadlines": "SELECT",
-    "restored_steps": "SELECT, INSERT",
+    # Restores run as the owner (`audit restore`): the application only reads the marks.
+    "restored_steps": "SELECT",
 }
 
 SEQUENCES = {
     "import_batches_id_seq": "USAGE",
     "audit_log_id_seq": "USAGE",
     "ledger_accounts_id_seq": "USAGE",
-    "ledger_transfers_id_seq": "USAGE, SELECT, UPDATE",
+    "ledger_transfers_id_seq": "USAGE",
     "outbox_id_seq": "USAGE",
     "tranche_plans_id_seq": "USAGE",
     "household_loans_id_seq": "USAGE",
     "api_tokens_id_seq": "USAGE",
     "login_attempts_id_seq": "USAGE",
-    "restored_steps_id_seq": "USAGE",
 }
 
 

@@ -59,7 +59,7 @@ async def main() -> None:
     task_queue = f"capture-{uuid.uuid4()}"
     async with (
         callback_receiver(client, bank.secret) as callback_url,
-        HttpBank(bank.url, callback_url=callback_url) as channel,
+        HttpBank(bank.url, secret=bank.secret, callback_url=callback_url) as channel,
         make_worker(client, sessions, settings, task_queue=task_queue, channel=channel),
     ):
         _, registered, policy = await register(sessions, to_csv(items), "histories.csv", sample.PROVINCE_USER)

@@ -157,7 +157,7 @@ async def test_capture_the_inquiry_paths(skipping_env, sessions, settings, tmp_p
     bank = BankProcess(tmp_path / "bank").start()
     request.addfinalizer(bank.stop)
     lost_callback, lost_instruction = make_households(2, beneficiary_group="poor")
-    async with HttpBank(bank.url, callback_url=f"http://127.0.0.1:{free_port()}/nobody") as channel:
+    async with HttpBank(bank.url, secret=bank.secret, callback_url=f"http://127.0.0.1:{free_port()}/x") as channel:
         async with running_worker(client, sessions, settings, channel=channel) as tq:
             await enroll(client, sessions, tq, [lost_callback, lost_instruction])
             for h in (lost_callback, lost_instruction):
