@@ -44,6 +44,7 @@ from core.errors import DomainError
 from core.logs import configure_logging
 from core.migrate import migrate as apply_migrations
 from core.settings import ROOT, Settings, get_settings
+from core.signing import load_ring
 from core.stack import Stack, StackError
 from core.temporal import connect, ensure_search_attributes, key_ring
 from db import access, audit, households, ledger, outbox, users
@@ -60,6 +61,7 @@ from operations.demo import drive_all
 from operations.imports import ImportRejected, import_file
 from operations.policies import add_version, push
 from operations.seed import seed_demo as seed
+from operations.signing_keys import ensure_stack_keys
 from web import accounts as web_accounts
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Housing-support programme engine")
@@ -119,6 +121,8 @@ def _stack_up(stack: Stack, worker: bool) -> None:
     apply_migrations(stack.settings)  # as the owner; the worker and web app get the application's login
     out.print(f"Migrations  applied (alembic upgrade head) as {stack.settings.owner_role}; the application "
               f"connects as {stack.settings.app_role}")  # fmt: skip
+    for said in asyncio.run(ensure_stack_keys(stack.settings)):
+        out.print(f"Keys        {said}")
     if stack.embedded_temporal:
         started = stack.temporal().start()
         out.print(f"Temporal    {'started' if started else 'running'} at {stack.settings.temporal_address}, "
@@ -322,7 +326,7 @@ def act(
         async with database(settings) as sessions:
             client = await connect(settings)
             return await take_step(client, sessions, code, step, as_user, evidence=evidence, reason=reason,
-                                   source=source, tranche=tranche,
+                                   source=source, tranche=tranche, signer=load_ring(settings),
                                    milestone=milestone.value if milestone else None)  # fmt: skip
 
     try:
@@ -827,7 +831,8 @@ def demo(
             first = items[0]
             for step, user in ((Step.SETTLE, "tc.nong"), (Step.VERIFY, "tc.hoang")):
                 try:
-                    await take_step(client, sessions, first.code, step, user, evidence=["DEMO"])
+                    await take_step(client, sessions, first.code, step, user, evidence=["DEMO"],
+                                    signer=load_ring(settings))
                 except Refusal as r:
                     out.print(f"{first.code}: {step.value} as {user} → [yellow]{r.rule}[/]: {r.message}")
 
@@ -883,8 +888,8 @@ async def _demo_rounds(settings: Settings, sessions, client, items, concurrency:
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=out) as progress:  # fmt: skip
             task = progress.add_task(f"round {round_no}: officers' steps", total=len(items))
-            result = await drive_all(client, sessions, items, concurrency=concurrency, payouts=False,
-                                     on_done=lambda _, t=task: progress.advance(t))  # fmt: skip
+            result = await drive_all(client, sessions, items, signer=load_ring(settings), concurrency=concurrency,
+                                     payouts=False, on_done=lambda _, t=task: progress.advance(t))  # fmt: skip
         failures |= result.failures
         out.print(f"round {round_no}: {result.steps} steps taken; {result.closed} files closed")
         pending = await payouts.tranche_counts(sessions, codes, ("due", "authorised"))

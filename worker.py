@@ -12,15 +12,37 @@ from pathlib import Path
 import structlog
 import typer
 
+from core import signing
 from core.codec import EncryptionCodec
 from core.logs import configure_logging
 from core.settings import get_settings
 from core.temporal import ChannelNotConfigured, check_channel, connect, make_worker
-from db.engine import make_engine, make_sessions
+from db import signing_keys
+from db.engine import Sessions, make_engine, make_sessions
 from notify.channels import make_channel
 from notify.dispatcher import Dispatcher
 
 log = structlog.get_logger("worker")
+KEY_REFRESH_SECONDS = 60  # a key registered (or retired) in `signing_keys` is seen within a minute
+
+
+async def trust_signing_keys(sessions: Sessions) -> int:
+    """Install the public keys the update validators verify with (they cannot read the database)."""
+    async with sessions() as session:
+        keys = await signing_keys.load(session)
+    signing.trust(keys)
+    return len(keys.keys)
+
+
+async def refresh_signing_keys(sessions: Sessions, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        try:
+            await asyncio.wait_for(stop.wait(), KEY_REFRESH_SECONDS)
+        except TimeoutError:
+            try:
+                await trust_signing_keys(sessions)
+            except Exception as err:  # noqa: BLE001 (keep the keys we have; try again next minute)
+                log.warning("signing_keys_not_refreshed", error=repr(err))
 
 
 async def serve(dispatcher_on: bool, ready_file: Path | None) -> None:
@@ -33,8 +55,10 @@ async def serve(dispatcher_on: bool, ready_file: Path | None) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
 
+    keys = await trust_signing_keys(sessions)
     worker = make_worker(client, sessions, settings)
-    tasks = [asyncio.create_task(worker.run(), name="temporal-worker")]
+    tasks = [asyncio.create_task(worker.run(), name="temporal-worker"),
+             asyncio.create_task(refresh_signing_keys(sessions, stop), name="signing-keys")]  # fmt: skip
     if dispatcher_on:
         channel = make_channel(settings.notify_channel, settings.notifications_path)
         tasks.append(asyncio.create_task(Dispatcher(sessions, channel, settings).run_forever(stop), name="dispatcher"))
@@ -44,6 +68,7 @@ async def serve(dispatcher_on: bool, ready_file: Path | None) -> None:
         task_queue=settings.temporal_task_queue,
         temporal=settings.temporal_address,
         dispatcher=dispatcher_on,
+        signing_keys=keys,
         payload_key=codec.ring.active if isinstance(codec, EncryptionCodec) else None,  # the id, never the key
     )
     if ready_file:

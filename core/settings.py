@@ -64,6 +64,15 @@ class Settings(BaseSettings):
     payload_keys: str = ""
     payload_keys_file: Path | None = None
 
+    # Signed action assertions (core/signing.py). A front door (web app, command line) signs with the ring
+    # SIGNING_KEYS inline or the file (the embedded stack creates it); the simulated bank signs its answers
+    # with its own ring. The worker holds neither: it verifies with the public keys in `signing_keys`.
+    signing_keys: str = ""
+    signing_keys_file: Path | None = None
+    bank_signing_keys_file: Path | None = None
+    # An officer's API token for scripts that run `starter.py ... --as USER` without a prompt.
+    housing_token: str = ""
+
     db_pool_size: int = 10
     # Worker processes 'stack up' starts on the one task queue. One Python process gives at most one core,
     # so a machine with more cores than that gets more workers; only the first drains the outbox.
@@ -112,6 +121,14 @@ class Settings(BaseSettings):
     @property
     def payload_keys_path(self) -> Path:
         return self.payload_keys_file or self.state_dir / "payload-keys"
+
+    @property
+    def signing_keys_path(self) -> Path:
+        return self.signing_keys_file or self.state_dir / "signing-keys"
+
+    @property
+    def bank_signing_keys_path(self) -> Path:
+        return self.bank_signing_keys_file or self.state_dir / "bank-signing-keys"
 
     @property
     def callback_secret_path(self) -> Path:

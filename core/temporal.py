@@ -78,7 +78,8 @@ def sandbox_runner() -> SandboxedWorkflowRunner:
     # Our models and pydantic are deterministic; passing them through avoids re-importing them per run.
     return SandboxedWorkflowRunner(
         restrictions=SandboxRestrictions.default.with_passthrough_modules(
-            "models", "pydantic", "pydantic_core", "annotated_types", "workflows.rules", "workflows.search_attributes"
+            "models", "pydantic", "pydantic_core", "annotated_types", "workflows.rules", "workflows.search_attributes",
+            "workflows.authn", "core.signing", "cryptography",
         )
     )
 

@@ -109,6 +109,32 @@ audit_log = Table(
     Column("recorded_at", DateTime(timezone=True)),
     Column("prev_hash", Text),
     Column("hash", Text),
+    Column("assertion", JSONB),
+    Column("signed_input", JSONB),
+)
+
+signing_keys = Table(
+    "signing_keys",
+    metadata,
+    Column("key_id", Text, primary_key=True),
+    Column("holder", Text),
+    Column("public_key", Text),
+    Column("valid_from", DateTime(timezone=True)),
+    Column("valid_until", DateTime(timezone=True)),
+    Column("added_at", DateTime(timezone=True)),
+)
+
+account_changes = Table(
+    "account_changes",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("at", DateTime(timezone=True)),
+    Column("by_user", Text),
+    Column("action", Text),
+    Column("user_id", Text),
+    Column("details", JSONB),
+    Column("prev_hash", Text),
+    Column("hash", Text),
 )
 
 ledger_accounts = Table(

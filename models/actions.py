@@ -7,6 +7,7 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from models.actor import Actor
+from models.assertion import ActionAssertion
 from models.household import Stage, Step
 from models.policy import WorkflowPolicy
 
@@ -19,6 +20,9 @@ class ActionInput(BaseModel):
     actor: Actor
     evidence: list[EvidenceRef] = Field(default_factory=list)
     reason: str | None = Field(default=None, max_length=2000)
+    # Signed by the front door that authenticated the actor (models/assertion.py); the engine refuses a step
+    # without one. None only in histories recorded before signed actions.
+    assertion: ActionAssertion | None = None
 
     @field_validator("evidence")
     @classmethod
@@ -117,6 +121,7 @@ class SetPolicyInput(BaseModel):
 
     actor: Actor
     policy: WorkflowPolicy
+    assertion: ActionAssertion | None = None
 
 
 class SetPolicyResult(BaseModel):

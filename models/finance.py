@@ -14,6 +14,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from models.actor import Actor
+from models.assertion import ActionAssertion
 
 
 class Milestone(StrEnum):
@@ -111,6 +112,7 @@ class ReportProgressInput(BaseModel):
     actor: Actor
     milestone: Milestone
     evidence: list[str] = Field(default_factory=list)
+    assertion: ActionAssertion | None = None  # signed by the front door (models/assertion.py)
 
 
 class PayoutInput(BaseModel):
@@ -120,6 +122,9 @@ class PayoutInput(BaseModel):
     tranche: int = Field(ge=1)
     evidence: list[str] = Field(default_factory=list)
     batch_id: str | None = None  # set when the step is one household of a bulk batch
+    assertion: ActionAssertion | None = None  # signed by the front door (models/assertion.py)
+    # A batch's step carries the batch as its officer signed it (its assertion inside) instead of its own.
+    batch: PayoutBatchInput | None = None
 
 
 class AuthorisePayoutInput(PayoutInput):
@@ -241,6 +246,9 @@ class PayoutBatchInput(BaseModel):
     actor: Actor
     evidence: list[str] = Field(default_factory=list)
     concurrency: int = Field(default=8, ge=1, le=64)
+    # Signed by the front door for the batch's workflow id and step `payout_batch:<action>`; every
+    # household's step carries it, and each household checks the batch covers it.
+    assertion: ActionAssertion | None = None
 
 
 class BatchItem(BaseModel):

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from models.actor import Actor
+from models.assertion import ActionAssertion
 from models.finance import AllocationPiece
 from models.household import BeneficiaryGroup, Stage, Step, SupportType
 
@@ -64,6 +66,10 @@ class TransitionRecord(BaseModel):
     support_type: SupportType
     beneficiary_group: BeneficiaryGroup
     next_agency: str | None = None  # who must act next, to be notified
+    # The step's signed assertion and the input it covers (models/assertion.py); the activity verifies them
+    # again and keeps both in the audit row. None only for steps recorded before signed actions.
+    assertion: ActionAssertion | None = None
+    signed_input: dict[str, Any] | None = None
 
 
 class TransitionOutcome(BaseModel):

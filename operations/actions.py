@@ -7,6 +7,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from core.errors import DomainError
+from core.signing import SigningRing, sign_input
 from db import households, users
 from db import policy as policy_db
 from db.engine import Sessions
@@ -68,7 +69,10 @@ async def take_step(
     source: str | None = None,
     tranche: int | None = None,
     milestone: str | None = None,
+    signer: SigningRing,
 ) -> m.ActionResult | f.PayoutResult:
+    """Take `step` as `user_id`, whom the calling front door has authenticated: the input goes to the
+    household's workflow signed with the front door's ring (`signer`); the engine refuses it unsigned."""
     async with sessions() as session:
         try:
             actor = await users.require_actor(session, user_id)
@@ -90,7 +94,9 @@ async def take_step(
         inp = input_type(**fields)
     except ValueError as err:
         raise Refusal("InvalidInput", str(err)) from None
-    handle = client.get_workflow_handle(workflow_id_for(code.strip().upper()))
+    workflow_id = workflow_id_for(code.strip().upper())
+    inp = sign_input(signer, inp, workflow_id=workflow_id, step=step.value, user_id=actor.user_id)
+    handle = client.get_workflow_handle(workflow_id)
     try:
         return await handle.execute_update(update, inp)
     except (WorkflowUpdateFailedError, RPCError) as err:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from temporalio.client import Client
 
+from core.signing import SigningRing
 from db import households
 from db.engine import Sessions
 from models.finance import REPORTED_MILESTONES, TrancheStatus
@@ -70,10 +71,17 @@ class DriveResult:
 
 
 async def drive_one(
-    client: Client, sessions: Sessions, h: Household, *, payouts: bool = True, wait_timeout: float = 60.0
+    client: Client,
+    sessions: Sessions,
+    h: Household,
+    *,
+    signer: SigningRing,
+    payouts: bool = True,
+    wait_timeout: float = 60.0,
 ) -> int:
     """Take every remaining step on one household (with `payouts` off, stop where a tranche waits for
-    Finance or the treasury). Returns the number of steps taken."""
+    Finance or the treasury), each signed with the demo's front-door ring (`signer`) as the officer whose
+    turn it is. Returns the number of steps taken."""
     async with sessions() as session:
         row = await households.get(session, h.code)
     if row is not None and Stage(row.stage).terminal:
@@ -92,7 +100,7 @@ async def drive_one(
             waited += 0.1
             continue
         step, user, kwargs = action
-        result = await take_step(client, sessions, h.code, step, user, **kwargs)
+        result = await take_step(client, sessions, h.code, step, user, signer=signer, **kwargs)
         taken += 1
         if getattr(result, "to_stage", None) is not None and result.to_stage.terminal:
             return taken  # a closed workflow answers queries only by replaying its history: do not ask
@@ -103,6 +111,7 @@ async def drive_all(
     sessions: Sessions,
     items: list[Household],
     *,
+    signer: SigningRing,
     concurrency: int = 16,
     payouts: bool = True,
     on_done: Callable[[str], None] | None = None,
@@ -113,7 +122,7 @@ async def drive_all(
     async def one(h: Household) -> None:
         async with gate:
             try:
-                taken = await drive_one(client, sessions, h, payouts=payouts)
+                taken = await drive_one(client, sessions, h, signer=signer, payouts=payouts)
                 result.steps += taken
                 async with sessions() as session:
                     row = await households.get(session, h.code)

@@ -31,27 +31,48 @@ from sqlalchemy.engine import make_url
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
+from core import signing
 from core.codec import KeyRing
 from core.migrate import migrate
 from core.settings import Settings
 from core.stack import EmbeddedPostgres, binary, free_port, port_open
 from core.temporal import DATA_CONVERTER, ensure_search_attributes, make_worker, with_codec
-from db import ledger
+from db import ledger, signing_keys
 from db.engine import make_engine, make_sessions
 from finance import callbacks
 from finance.channel import HttpBank
 from models.household import Household
-from operations import sample
+from operations import actions, demo, sample
 from operations.actions import household_state
 from operations.csv_list import to_csv
 from operations.imports import register, start_workflows
 from operations.seed import seed_demo
+from operations.signing_keys import ensure_stack_keys
 from workflows.search_attributes import ALL as SEARCH_ATTRIBUTES
 
 # Test-only keys, checked in next to the histories they sealed (tests/histories/capture.py uses them too).
 TEST_KEYS_FILE = Path(__file__).parent / "histories" / "payload-keys.test"
 TEST_RING = KeyRing.parse(TEST_KEYS_FILE.read_text(), where=TEST_KEYS_FILE.name)
 SEALED = with_codec(DATA_CONVERTER, TEST_RING)
+# Test-only signing keys: the officers' front door and the simulated bank (never used outside the suite).
+TEST_SIGNING_FILE = Path(__file__).parent / "histories" / "signing-keys.test"
+TEST_BANK_SIGNING_FILE = Path(__file__).parent / "histories" / "bank-signing-keys.test"
+FRONT_DOOR = signing.read_ring(TEST_SIGNING_FILE)
+
+
+async def take_step(client: Client, sessions, code: str, step, user_id: str, **kw):
+    """`operations.actions.take_step` through the suite's front door: the step signed with its ring."""
+    return await actions.take_step(client, sessions, code, step, user_id, signer=kw.pop("signer", FRONT_DOOR), **kw)
+
+
+async def drive_one(client: Client, sessions, h, **kw) -> int:
+    """`operations.demo.drive_one` through the suite's front door."""
+    return await demo.drive_one(client, sessions, h, signer=kw.pop("signer", FRONT_DOOR), **kw)
+
+
+async def drive_all(client: Client, sessions, items, **kw):
+    """`operations.demo.drive_all` through the suite's front door."""
+    return await demo.drive_all(client, sessions, items, signer=kw.pop("signer", FRONT_DOOR), **kw)
 
 
 # The application's role in the tests, as in the embedded stack and docker-compose: it owns nothing.
@@ -119,8 +140,11 @@ def settings(database_url, database_owner_url, tmp_path_factory) -> Settings:
         payment_delay_seconds=0.05,
         payment_callback_secret=TEST_CALLBACK_SECRET,
         payload_keys_file=TEST_KEYS_FILE,
+        signing_keys_file=TEST_SIGNING_FILE,
+        bank_signing_keys_file=TEST_BANK_SIGNING_FILE,
     )
     migrate(s)  # the real migrations, as production applies them: as the owner, granting to the application
+    asyncio.run(ensure_stack_keys(s))  # the front doors' and the bank's rings, public halves registered
     return s
 
 
@@ -158,6 +182,7 @@ async def scratch_settings(settings) -> Settings:
                            ("database_owner_url", settings.owner_asyncpg_url))}  # fmt: skip
     scratch = settings.model_copy(update=urls)
     await asyncio.to_thread(migrate, scratch)
+    await ensure_stack_keys(scratch)  # the same rings, their public halves registered here too
     return scratch
 
 
@@ -301,6 +326,8 @@ async def running_worker(client: Client, sessions, settings, channel=None, bank:
             bank = bank or default_bank(settings)
             url = await stack.enter_async_context(callback_receiver(client, bank.secret))
             channel = await stack.enter_async_context(HttpBank(bank.url, secret=bank.secret, callback_url=url))
+        async with sessions() as session:
+            signing.trust(await signing_keys.load(session))  # what worker.py installs at start
         await stack.enter_async_context(make_worker(client, sessions, settings, task_queue=task_queue,
                                                     channel=channel))  # fmt: skip
         yield task_queue

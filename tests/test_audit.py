@@ -27,9 +27,16 @@ from core.temporal import DATA_CONVERTER
 from db.audit import row_hash
 from models.household import Step
 from operations import sample
-from operations.actions import take_step
-from operations.demo import drive_one
-from tests.conftest import SEALED, TEST_KEYS_FILE, bank_process, enroll, make_households, running_worker
+from tests.conftest import (
+    SEALED,
+    TEST_KEYS_FILE,
+    bank_process,
+    drive_one,
+    enroll,
+    make_households,
+    running_worker,
+    take_step,
+)
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,7 @@ from sqlalchemy.exc import DBAPIError
 
 from db import audit
 from db.schema import audit_log
-from operations.demo import drive_one
-from tests.conftest import enroll, make_households
+from tests.conftest import drive_one, enroll, make_households
 
 
 @pytest.fixture

@@ -16,8 +16,16 @@ from db import access
 from models.finance import TrancheStatus
 from models.household import Step
 from operations import sample
-from operations.actions import household_state, take_step
-from tests.conftest import TEST_KEYS_FILE, WEB_DISTRICT, WEB_OTHER_DISTRICT, enroll, make_households, running_worker
+from operations.actions import household_state
+from tests.conftest import (
+    TEST_KEYS_FILE,
+    WEB_DISTRICT,
+    WEB_OTHER_DISTRICT,
+    enroll,
+    make_households,
+    running_worker,
+    take_step,
+)
 
 CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
 # As root in a sandboxed machine with no network beyond loopback: no sandbox, no GPU, no background calls.

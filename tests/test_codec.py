@@ -13,8 +13,8 @@ from core.codec import EncryptionCodec, KeyRing, PayloadKeyError, new_ring, read
 from core.temporal import DATA_CONVERTER, with_codec
 from models.household import Step
 from operations import sample
-from operations.actions import household_state, take_step
-from tests.conftest import TEST_RING, enroll, make_households, running_worker
+from operations.actions import household_state
+from tests.conftest import TEST_RING, enroll, make_households, running_worker, take_step
 
 PLAIN = DATA_CONVERTER.payload_converter
 

@@ -23,10 +23,9 @@ from finance.allocation import AllocationPolicy, Tier
 from models.finance import BatchAction, BatchSelection, PayoutBatchInput, TranchePlan, TrancheSpec, TrancheStatus
 from models.household import BeneficiaryGroup, Stage, Step, SupportType
 from operations import finance_ops, payouts, reconciliation, sample
-from operations.actions import Refusal, household_state, take_step
-from operations.demo import drive_one
+from operations.actions import Refusal, household_state
 from operations.payouts import run_batch
-from tests.conftest import enroll, make_households, tranche_is, wait_until
+from tests.conftest import drive_one, enroll, make_households, take_step, tranche_is, wait_until
 
 M = 1_000_000
 

@@ -142,8 +142,7 @@ async def test_a_step_committed_before_a_crash_keeps_its_first_time_in_the_histo
     the database holds, so the three records still say one thing."""
     from auditor.records import read_records
     from auditor.verify import verify
-    from operations.actions import take_step
-    from tests.conftest import enroll
+    from tests.conftest import enroll, take_step
     from tests.test_audit import trails_of
 
     (h,) = await enroll(client, sessions, task_queue, make_households(1))

@@ -13,9 +13,7 @@ from db import ledger
 from db.schema import ledger_accounts, ledger_transfers
 from models.household import Step
 from operations import reports, sample
-from operations.actions import take_step
-from operations.demo import drive_all
-from tests.conftest import enroll, make_households
+from tests.conftest import drive_all, enroll, make_households, take_step
 
 
 async def _source(sessions, code: str, budget: int) -> dict[str, int]:

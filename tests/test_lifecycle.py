@@ -9,9 +9,8 @@ from db.schema import audit_log, ledger_accounts, ledger_transfers, outbox
 from models.household import Stage, Step, workflow_id_for
 from models.state import HouseholdWorkflowResult
 from operations import sample
-from operations.actions import household_state, take_step
-from operations.demo import drive_one
-from tests.conftest import enroll, make_households
+from operations.actions import household_state
+from tests.conftest import drive_one, enroll, make_households, take_step
 from workflows.household import HouseholdWorkflow
 from workflows.search_attributes import ALL as SEARCH_ATTRIBUTES
 from workflows.search_attributes import STAGE

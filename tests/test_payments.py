@@ -18,9 +18,17 @@ from models import Stage
 from models.finance import PaymentNotice, TrancheStatus
 from models.household import Household, Step, workflow_id_for
 from operations import sample
-from operations.actions import household_state, take_step
-from operations.demo import drive_one
-from tests.conftest import bank_process, enroll, make_households, running_worker, tranche_is, wait_until
+from operations.actions import household_state
+from tests.conftest import (
+    bank_process,
+    drive_one,
+    enroll,
+    make_households,
+    running_worker,
+    take_step,
+    tranche_is,
+    wait_until,
+)
 from tests.test_idempotency import _record
 from workflows.household import HouseholdWorkflow
 

@@ -10,9 +10,9 @@ from core.errors import DomainError
 from db.policy import current_workflow_policy
 from models.household import Step
 from operations import sample
-from operations.actions import Refusal, household_state, take_step
+from operations.actions import Refusal, household_state
 from operations.policies import add_version, push
-from tests.conftest import enroll, make_households
+from tests.conftest import enroll, make_households, take_step
 
 
 async def test_a_published_version_is_applied_to_households_in_flight(client, sessions, task_queue):

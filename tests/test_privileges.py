@@ -18,8 +18,7 @@ from core.migrate import migrate, upgrade
 from core.settings import Settings
 from core.stack import EmbeddedPostgres, Stack, free_port
 from db.schema import audit_log, households, ledger_transfers
-from operations.demo import drive_one
-from tests.conftest import APP_ROLE, enroll, make_households, running_worker
+from tests.conftest import APP_ROLE, drive_one, enroll, make_households, running_worker
 
 INSUFFICIENT_PRIVILEGE = "42501"
 APPEND_ONLY = ("audit_log", "ledger_transfers", "household_loans", "restored_steps")

@@ -16,9 +16,8 @@ from db.schema import audit_log, ledger_transfers
 from models import Actor, ApproveInput, Jurisdiction, SetPolicyInput, Stage, Step, VerifyInput
 from models.household import workflow_id_for
 from operations import sample
-from operations.actions import Refusal, household_state, take_step
-from operations.demo import drive_one
-from tests.conftest import SEALED, enroll, make_households
+from operations.actions import Refusal, household_state
+from tests.conftest import SEALED, drive_one, enroll, make_households, take_step
 from workflows.household import HouseholdWorkflow
 
 

@@ -23,10 +23,20 @@ from db.audit import verify_chain
 from models.finance import TrancheStatus
 from models.household import Step
 from operations import sample
-from operations.actions import household_state, take_step
-from operations.demo import drive_one, next_action
+from operations.actions import household_state
+from operations.demo import next_action
 from operations.seed import seed_demo
-from tests.conftest import SEALED, TEST_KEYS_FILE, enroll, make_households, running_worker, tranche_is, wait_until
+from tests.conftest import (
+    SEALED,
+    TEST_KEYS_FILE,
+    drive_one,
+    enroll,
+    make_households,
+    running_worker,
+    take_step,
+    tranche_is,
+    wait_until,
+)
 
 SNAPSHOT_TABLES = ("households", "household_tranches", "payments")
 LEDGER_TOTALS = """

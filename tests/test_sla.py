@@ -9,8 +9,8 @@ from sqlalchemy import select
 from db.schema import outbox
 from models.household import Step, workflow_id_for
 from operations import sample
-from operations.actions import household_state, take_step
-from tests.conftest import enroll, make_households, running_worker, wait_until
+from operations.actions import household_state
+from tests.conftest import enroll, make_households, running_worker, take_step, wait_until
 
 
 async def _reminders(sessions, code: str) -> list[str]:

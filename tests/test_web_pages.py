@@ -17,8 +17,8 @@ from db import access
 from db.schema import audit_log
 from models.household import Step
 from operations import reports, sample
-from operations.actions import household_state, take_step
-from tests.conftest import TEST_KEYS_FILE, WEB_DISTRICT, enroll, make_households
+from operations.actions import household_state
+from tests.conftest import TEST_KEYS_FILE, WEB_DISTRICT, enroll, make_households, take_step
 
 PASSWORD = "mat-khau-trang-2025"
 

@@ -29,6 +29,7 @@ from temporalio.client import Client
 from auditor import timeline as timeline_view
 from auditor.history import read_trail
 from core.settings import Settings, get_settings
+from core.signing import load_ring
 from core.temporal import connect
 from db import access
 from db.engine import Sessions, make_engine, make_sessions
@@ -136,6 +137,8 @@ def create_app(settings: Settings | None = None, *, sessions: Sessions | None = 
         app.state.sessions = sessions
     if client is not None:
         app.state.client = client
+    # The web app is a front door: it signs each step of the user it has authenticated (core/signing.py).
+    app.state.signer = load_ring(settings)
     app.add_exception_handler(Problem, problem_handler)
     app.add_exception_handler(RequestValidationError, validation_handler)
     app.add_exception_handler(pages.SignedOut, lambda request, exc: RedirectResponse("/login", status_code=303))
@@ -217,7 +220,8 @@ def create_app(settings: Settings | None = None, *, sessions: Sessions | None = 
             raise Problem("UnknownStep", f"{step!r} is recorded from the payment channel, not taken by an officer")
         try:
             result = await take_step(request.app.state.client, request.app.state.sessions, code, chosen,
-                                     who.user.user_id, **body.model_dump())  # fmt: skip
+                                     who.user.user_id, signer=request.app.state.signer,
+                                     **body.model_dump())  # fmt: skip
         except Refusal as r:
             raise Problem.of(r) from None
         return result.model_dump(mode="json")

@@ -182,7 +182,7 @@ def router(settings: Settings, cookie: str) -> APIRouter:
         for code in form.getlist("code"):
             try:
                 await take_step(request.app.state.client, request.app.state.sessions, str(code), step,
-                                signed.user.user_id, evidence=evidence)  # fmt: skip
+                                signed.user.user_id, evidence=evidence, signer=request.app.state.signer)  # fmt: skip
                 results.append((code, "ok", ""))
             except Refusal as e:
                 results.append((code, e.rule, e.message))
@@ -223,7 +223,7 @@ def router(settings: Settings, cookie: str) -> APIRouter:
         try:
             done = await take_step(request.app.state.client, request.app.state.sessions, code, Step(step),
                                    signed.user.user_id, evidence=evidence, reason=reason, tranche=tranche,
-                                   milestone=milestone)  # fmt: skip
+                                   milestone=milestone, signer=request.app.state.signer)  # fmt: skip
         except Refusal as e:
             return RedirectResponse(f"{back}?error={quote(f'{e.rule}: {e.message}')}", status_code=303)
         except ValueError:

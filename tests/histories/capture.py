@@ -32,10 +32,8 @@ from finance.channel import HttpBank
 from models.finance import BatchAction, BatchSelection, PayoutBatchInput
 from models.household import Household, Step, workflow_id_for
 from operations import payouts, sample
-from operations.actions import take_step
-from operations.demo import drive_one
 from operations.imports import register, start_workflows
-from tests.conftest import TEST_KEYS_FILE, BankProcess, callback_receiver, to_csv
+from tests.conftest import TEST_KEYS_FILE, BankProcess, callback_receiver, drive_one, take_step, to_csv
 
 HERE = Path(__file__).parent
 

@@ -22,9 +22,17 @@ from models import SetPolicyInput, Stage
 from models.finance import BatchAction, BatchSelection, PayoutBatchInput, TrancheStatus
 from models.household import Step
 from operations import payouts, sample
-from operations.actions import Refusal, take_step
-from operations.demo import drive_one
-from tests.conftest import BankProcess, enroll, make_households, running_worker, tranche_is, wait_until
+from operations.actions import Refusal
+from tests.conftest import (
+    BankProcess,
+    drive_one,
+    enroll,
+    make_households,
+    running_worker,
+    take_step,
+    tranche_is,
+    wait_until,
+)
 from workflows.household import HouseholdWorkflow
 
 HERE = Path(__file__).parent

@@ -1,0 +1,100 @@
+"""Who is really acting: the signed assertion every step's input carries, checked inside the workflow.
+
+Pure and deterministic (the keys come from `core.signing.trusted()`, installed by the worker; validators do
+not run on replay). A step is accepted only if the assertion is signed by an officers' front-door key valid
+when it was issued, names this household's workflow, this step, this input and this user, has not expired,
+and was not used before on this household. A payout batch's steps carry the batch's one assertion instead,
+for the batch's workflow; the household checks that the batch covers it and says what its step says.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from datetime import datetime
+
+from core import signing
+from models.assertion import CHANNEL, OFFICERS, ActionAssertion, input_digest
+from models.household import Household
+from workflows.rules import RuleViolation
+
+RULE = "Unauthenticated"
+
+
+def batch_workflow_id(batch_id: str) -> str:
+    return f"payout-batch-{batch_id}"
+
+
+def batch_step(action: str) -> str:
+    return f"payout_batch:{action}"
+
+
+def _refuse(message: str) -> RuleViolation:
+    return RuleViolation(RULE, message)
+
+
+def check_step(
+    inp,
+    *,
+    workflow_id: str,
+    step: str,
+    now: datetime,
+    seen: Collection[str],
+    household: Household | None = None,
+    keys: signing.TrustedKeys | None = None,
+) -> ActionAssertion:
+    """The assertion of an officer's step (or of the payout batch it belongs to), verified; refuses with
+    `Unauthenticated` naming what is wrong."""
+    keys = keys or signing.trusted()
+    batch = getattr(inp, "batch", None)
+    try:
+        if batch is not None:
+            a = batch.assertion
+            _check_batch_covers(inp, batch, step, household)
+            keys.verify(a, workflow_id=batch_workflow_id(batch.batch_id), step=batch_step(batch.action.value),
+                        input_digest=input_digest(batch), user_id=batch.actor.user_id, holder=OFFICERS, now=now,
+                        max_ttl=signing.BATCH_TTL)  # fmt: skip
+        else:
+            a = getattr(inp, "assertion", None)
+            keys.verify(a, workflow_id=workflow_id, step=step, input_digest=input_digest(inp),
+                        user_id=inp.actor.user_id, holder=OFFICERS, now=now)  # fmt: skip
+    except signing.Unauthenticated as err:
+        raise _refuse(err.message) from None
+    if a.nonce in seen:
+        raise _refuse(f"assertion {a.nonce} was used before on this household: a replayed action is refused")
+    return a
+
+
+def _check_batch_covers(inp, batch, step: str, household: Household | None) -> None:
+    expected_step = {"authorise": "authorise_payout", "release": "release_payout"}[batch.action.value]
+    if step != expected_step:
+        raise signing.Unauthenticated(f"batch {batch.batch_id} is a {batch.action.value} batch, not {step!r}")
+    if inp.batch_id != batch.batch_id or inp.tranche != batch.tranche:
+        raise signing.Unauthenticated(f"the step says batch {inp.batch_id}, tranche {inp.tranche}; the signed batch "
+                                      f"is {batch.batch_id}, tranche {batch.tranche}")  # fmt: skip
+    if inp.actor != batch.actor or list(inp.evidence) != list(batch.evidence):
+        raise signing.Unauthenticated(f"the step's actor or evidence is not what batch {batch.batch_id} signed")
+    if household is not None:
+        sel = batch.selection
+        if (
+            (sel.district and sel.district != household.district)
+            or (sel.decision_ref and sel.decision_ref != household.decision_ref)
+            or (sel.codes and household.code not in sel.codes)
+        ):
+            raise signing.Unauthenticated(f"household {household.code} is not in batch {batch.batch_id}'s selection")
+
+
+def check_channel_answer(
+    a: ActionAssertion | None,
+    *,
+    workflow_id: str,
+    step: str,
+    answer: dict,
+    user_id: str,
+    keys: signing.TrustedKeys,
+    now: datetime,
+) -> None:
+    """The payment channel's answer, signed by a channel key, for this household's workflow."""
+    from models.assertion import digest_of
+
+    keys.verify(a, workflow_id=workflow_id, step=step, input_digest=digest_of(answer), user_id=user_id,
+                holder=CHANNEL, now=now)  # fmt: skip
