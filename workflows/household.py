@@ -95,6 +95,10 @@ LOCAL_RECORD_PATCH = "record-step-locally-2026"
 # `payment_confirm_hours`: a lost callback or a restart is recovered within minutes.
 INQUIRY_PATCH = "payment-inquiry-2026"
 INQUIRY_DEADLINE = timedelta(minutes=2)  # an inquiry the channel does not answer in time waits for the next
+# From this change on, every action is signed (workflows/authn.py): the handler keeps each assertion's
+# one-time id and hands the assertion to the recording activity; a policy change is recorded as a step; the
+# channel's answer is asked and recorded in one local activity, and instructions are built from PostgreSQL.
+SIGNED_PATCH = "signed-actions-2026"
 
 
 @workflow.defn
