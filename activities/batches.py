@@ -3,14 +3,17 @@ workflow's update, so every household's validators decide exactly as for a singl
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from temporalio import activity
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 
+from core import signing
 from core.errors import DomainError
 from db import finance as finance_db
-from db import users
+from db import signing_keys, users
 from db.engine import Sessions
 from models.finance import (
     ApplyPayoutInput,
@@ -23,6 +26,7 @@ from models.finance import (
     TrancheStatus,
 )
 from models.household import workflow_id_for
+from workflows import authn
 from workflows.household import HouseholdWorkflow
 
 # The statuses that mean the action was taken on the tranche already.
@@ -30,6 +34,24 @@ DONE_ALREADY = {
     BatchAction.AUTHORISE: {TrancheStatus.AUTHORISED, TrancheStatus.RELEASED, TrancheStatus.PAID},
     BatchAction.RELEASE: {TrancheStatus.RELEASED, TrancheStatus.PAID},
 }
+
+
+async def _check_signed(session, inp: SelectPayoutsInput) -> None:
+    """Refuse (`Unauthenticated`) a batch that no officers' front door signed, one signed for another batch
+    workflow than the one asking, or a selection that is not the signed one: a PayoutBatchWorkflow started
+    by hand selects nothing."""
+    batch = inp.batch
+    if batch is None:
+        raise DomainError(authn.RULE, "the batch carries no signed assertion: start it through a front door")
+    if activity.in_activity() and activity.info().workflow_id != authn.batch_workflow_id(batch.batch_id):
+        raise DomainError(authn.RULE, f"batch {batch.batch_id} was signed for {authn.batch_workflow_id(batch.batch_id)}"
+                          f", not for {activity.info().workflow_id}")  # fmt: skip
+    if (inp.selection, inp.tranche, inp.actor) != (batch.selection, batch.tranche, batch.actor):
+        raise DomainError(authn.RULE, f"the selection is not what batch {batch.batch_id} signed")
+    try:
+        authn.verify_batch(batch, keys=await signing_keys.load(session), now=datetime.now(UTC))
+    except signing.Unauthenticated as err:
+        raise DomainError(authn.RULE, err.message) from None
 
 
 class BatchActivities:
@@ -48,6 +70,7 @@ class BatchActivities:
         asking each (closed) workflow."""
         async with self._sessions() as session:
             try:
+                await _check_signed(session, inp)
                 await users.confirm_actor(session, inp.actor)
             except DomainError as err:
                 raise ApplicationError(err.message, type=err.type, non_retryable=True) from None
@@ -75,7 +98,9 @@ class BatchActivities:
         if tranche.status in DONE_ALREADY[inp.action]:
             return BatchItem(household_code=inp.household_code, outcome="skipped", rule="AlreadyDone",
                              message=f"tranche {inp.tranche} is {tranche.status.value}", amount=0)  # fmt: skip
-        fields = dict(actor=inp.actor, tranche=inp.tranche, evidence=inp.evidence, batch_id=inp.batch_id)
+        # The signed batch rides along: the household verifies it covers this step (workflows/authn.py).
+        fields = dict(actor=inp.actor, tranche=inp.tranche, evidence=inp.evidence, batch_id=inp.batch_id,
+                      batch=inp.batch)  # fmt: skip
         try:
             if inp.action is BatchAction.AUTHORISE:
                 result = await handle.execute_update(HouseholdWorkflow.authorise_payout, AuthorisePayoutInput(**fields))

@@ -11,9 +11,11 @@ from dataclasses import dataclass, field
 from datetime import timedelta, timezone
 
 import structlog
+from sqlalchemy.exc import IntegrityError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
+from activities import channel_answers, officer_steps
 from core.errors import DomainError
 from db import audit, households, ledger, outbox, policy, restores, steps, users
 from db import finance as finance_db
@@ -24,6 +26,7 @@ from models.household import CHANNEL_STEPS, PAYOUT_STEPS, STAGE_VI, Step
 from models.records import MoneyOp, ReminderRecord, TransitionOutcome, TransitionRecord, money_effect
 
 log = structlog.get_logger(__name__)
+ASSERTION_ONCE = "audit_log_assertion_once"  # the unique index on (household, assertion's one-time id)
 VIETNAM = timezone(timedelta(hours=7))
 
 
@@ -72,7 +75,13 @@ class HouseholdActivities:
         log.info("sla_reminder", household=rec.household_code, stage=rec.stage.value, written=written)
         return written
 
-    async def _record(self, session, rec: TransitionRecord) -> TransitionOutcome:
+    async def _record(self, session, rec: TransitionRecord, *, restoring: bool = False) -> TransitionOutcome:
+        """Write one step in the caller's transaction. Before anything is written: the caller is the household's
+        own workflow, the record's household is the registered one, the actor is the users table's, and the
+        step is signed as it will be written (activities/officer_steps.py; the channel's answers:
+        activities/channel_answers.py). `restoring`: `audit restore` re-records a step from its history, which
+        has no assertion if it was taken before signed actions."""
+        officer_steps.check_caller(rec)
         row = await households.lock(session, rec.household_code)
         if row is None:
             raise DomainError("UnknownHousehold", f"household {rec.household_code} is not registered")
@@ -107,7 +116,9 @@ class HouseholdActivities:
                 f"household {rec.household_code} is recorded at step {row.last_seq} in {row.stage}; "
                 f"step {rec.seq} from {rec.from_stage.value} cannot follow it",
             )
+        officer_steps.check_household(rec, row)
         await users.confirm_actor(session, rec.actor)
+        await self._authenticate(session, rec, row, restoring=restoring)
 
         moved = await self._move_money(session, rec)
         transfer = moved.first
@@ -115,33 +126,43 @@ class HouseholdActivities:
         effect = money_effect(rec.money, amount=amount, source=moved.sources or rec.source,
                               reserved_before=row.reserved, paid_before=row.paid)  # fmt: skip
         await self._update_payouts(session, rec)
-        entry = await steps.write(
-            session,
-            prev_hash=link,
-            audit={
-                "household_code": rec.household_code,
-                "seq": rec.seq,
-                "idempotency_key": rec.idempotency_key,
-                "step": rec.step.value,
-                "from_stage": rec.from_stage.value,
-                "to_stage": rec.to_stage.value,
-                "actor_user_id": rec.actor.user_id,
-                "actor_role": rec.actor.role,
-                "actor_agency": rec.actor.agency,
-                "evidence": list(rec.evidence),
-                "reason": rec.reason,
-                "amount": amount,
-                "transfer_id": transfer.id if transfer else None,
-                "occurred_at": rec.at,
-            },
-            messages=self._messages(rec, row, amount),
-            register={
-                "stage": rec.to_stage.value,
-                "last_seq": rec.seq,
-                **({"stage_since": rec.at} if rec.to_stage != rec.from_stage else {}),
-                **effect,
-            },
-        )
+        try:
+            entry = await steps.write(
+                session,
+                prev_hash=link,
+                audit={
+                    "household_code": rec.household_code,
+                    "seq": rec.seq,
+                    "idempotency_key": rec.idempotency_key,
+                    "step": rec.step.value,
+                    "from_stage": rec.from_stage.value,
+                    "to_stage": rec.to_stage.value,
+                    "actor_user_id": rec.actor.user_id,
+                    "actor_role": rec.actor.role,
+                    "actor_agency": rec.actor.agency,
+                    "evidence": list(rec.evidence),
+                    "reason": rec.reason,
+                    "amount": amount,
+                    "transfer_id": transfer.id if transfer else None,
+                    "occurred_at": rec.at,
+                    # The assertion and the input it covers, kept (and hashed) with the row: an auditor verifies them.
+                    "assertion": rec.assertion.model_dump(mode="json") if rec.assertion else None,
+                    "signed_input": rec.signed_input,
+                },
+                messages=self._messages(rec, row, amount),
+                register={
+                    "stage": rec.to_stage.value,
+                    "last_seq": rec.seq,
+                    **({"stage_since": rec.at} if rec.to_stage != rec.from_stage else {}),
+                    **effect,
+                },
+            )
+        except IntegrityError as err:
+            if ASSERTION_ONCE not in str(err.orig):
+                raise
+            # The unique index: one assertion takes one step per household (a copied one is refused here too).
+            raise DomainError(officer_steps.RULE, f"household {rec.household_code}: the step's assertion was used "
+                              "before") from None  # fmt: skip
         log.info(
             "transition_recorded",
             household=rec.household_code,
@@ -159,6 +180,16 @@ class HouseholdActivities:
             sources=moved.sources,
             at=rec.at,
         )
+
+    async def _authenticate(self, session, rec: TransitionRecord, row, *, restoring: bool) -> None:
+        if restoring and rec.assertion is None and rec.signed_input is None:
+            return  # its history recorded it before steps were signed: it is written again as it was
+        if rec.step in CHANNEL_STEPS:
+            await channel_answers.verify_channel_record(session, rec)
+            return
+        await officer_steps.verify_officer_record(session, rec, row)
+        if rec.step is Step.SET_POLICY:
+            await officer_steps.check_policy_change(session, rec)
 
     async def _move_money(self, session, rec: TransitionRecord) -> _Moved:
         memo = f"{rec.step.value} {rec.household_code} by {rec.actor.user_id}"

@@ -1,41 +1,108 @@
-"""Activities of the payment channel: send an instruction, ask for its status, escalate a late one."""
+"""Activities of the payment channel: send an instruction, ask for its status and record the answer, escalate
+a late one.
+
+Nothing here takes the caller's word for money. An instruction is built from PostgreSQL for a release
+recorded there (`submit_payment` takes only the payment id); a final answer is recorded only as the bank
+signed it (activities/channel_answers.py), asked and recorded in one local activity (`settle_answer`): a
+local activity runs inside the household's workflow task, so nobody can complete it by hand through the
+server.
+"""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import structlog
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
+from activities.channel_answers import verify_channel_record
+from core.errors import DomainError
 from db import finance as finance_db
 from db import households, outbox, users
 from db.engine import Sessions
 from finance.channel import InstructionConflict, PaymentChannel
-from models.finance import ChannelStatus, EscalationRecord, PaymentCheck, PaymentInstruction
+from models.actor import Actor
+from models.finance import (
+    FINAL_STATES,
+    ChannelStatus,
+    EscalationRecord,
+    PaymentCheck,
+    PaymentInstruction,
+    PaymentRequest,
+    SettleRequest,
+    TrancheStatus,
+    failure_reason,
+)
+from models.household import Step
+from models.records import MoneyOp, SettledAnswer, TransitionRecord
 
 log = structlog.get_logger(__name__)
 
 
 class PaymentActivities:
-    def __init__(self, sessions: Sessions, channel: PaymentChannel, channel_user: str) -> None:
+    def __init__(self, sessions: Sessions, channel: PaymentChannel, channel_user: str, record=None) -> None:
+        """`record` is the step's one write (`HouseholdActivities._record(session, rec)`), used by
+        `settle_answer` to record the channel's answer in the transaction that verified it."""
         self._sessions = sessions
         self._channel = channel
         self._channel_user = channel_user
+        self._record = record
 
     @activity.defn(name="submit_payment")
-    async def submit_payment(self, instr: PaymentInstruction) -> bool:
-        """Record the instruction (once, by its id), then hand it to the channel, which pays an id once."""
+    async def submit_payment(self, req: PaymentRequest) -> PaymentInstruction:
+        """Build the instruction from PostgreSQL for a recorded release, record it (once, by its id), then
+        hand it to the channel, which pays an id once. Returns what was sent (a local activity's marker keeps
+        it: the auditors read the instruction from there)."""
         async with self._sessions() as session, session.begin():
+            instr = await self._released(session, req.payment_id, req.household_code)
             new = await finance_db.save_instruction(session, instr, self._channel.name)
         await self._send(instr)
         log.info("payment_submitted", payment_id=instr.payment_id, amount=instr.amount, new=new)
-        return new
+        return instr
 
     @activity.defn(name="check_payment")
     async def check_payment(self, payment_id: str) -> PaymentCheck:
+        """The channel's answer, its signature passed along (histories before `settle_answer`: the workflow
+        records it through record_transition, which verifies that signature)."""
         status = await self._channel.status(payment_id)
         async with self._sessions() as session:
             return PaymentCheck(status=await self._as_sent(session, status),
                                 channel_actor=await users.require_actor(session, self._channel_user))  # fmt: skip
+
+    @activity.defn(name="settle_answer")
+    async def settle_answer(self, req: SettleRequest) -> SettledAnswer:
+        """Ask the channel about one instruction; a final answer is verified and its step recorded in one
+        transaction. Runs only as the household workflow's local activity."""
+        if not (activity.in_activity() and activity.info().is_local) or self._record is None:
+            raise ApplicationError("settle_answer runs only as the household workflow's local activity",
+                                   type="Unauthenticated", non_retryable=True)  # fmt: skip
+        status = await self._channel.status(req.payment_id)
+        if status.state not in FINAL_STATES:
+            return SettledAnswer(status=status)
+        rec = None
+        try:
+            async with self._sessions() as session, session.begin():
+                status = await self._as_sent(session, status)
+                rec = answer_record(req, status, await users.require_actor(session, self._channel_user))
+                await verify_channel_record(session, rec, now=datetime.now(UTC))  # fresh when asked
+                outcome = await self._record(session, rec)
+        except DomainError as err:
+            # Refused (a forged, stale or foreign answer, a step that holds this number): nothing is recorded;
+            # the record goes with the refusal so the history says what was refused.
+            log.warning("payment_answer_refused", payment_id=req.payment_id, rule=err.type, error=err.message)
+            raise ApplicationError(err.message, *([rec] if rec else []), type=err.type, non_retryable=True,
+                                   category=ApplicationErrorCategory.BENIGN) from None  # fmt: skip
+        log.info("payment_answer_recorded", payment_id=req.payment_id, state=status.state, seq=req.seq)
+        return SettledAnswer(status=status,
+                             outcome=outcome.model_copy(update={"record": rec.model_copy(update={"at": outcome.at})}))
+
+    async def _released(self, session, payment_id: str, household_code: str) -> PaymentInstruction:
+        try:
+            return await finance_db.released_instruction(session, payment_id, household_code)
+        except DomainError as err:
+            log.error("payment_refused", payment_id=payment_id, rule=err.type, error=err.message)
+            raise ApplicationError(err.message, type=err.type, non_retryable=True) from None
 
     async def _send(self, instr: PaymentInstruction) -> None:
         try:
@@ -48,9 +115,10 @@ class PaymentActivities:
     async def _as_sent(self, session, status: ChannelStatus) -> ChannelStatus:
         """The channel's answer, unless the channel holds the id with other terms than the engine sent (an
         instruction forged under a predictable id, say): then a failure naming what differs, never a
-        payment recorded for another amount or payee."""
+        payment recorded for another amount or payee. The channel's signature stays with it: a failure
+        is recorded on a signed answer whose terms differ (activities/channel_answers.py)."""
         held = (status.amount, status.payee)
-        if status.state not in ("confirmed", "failed") or None in held:
+        if status.state not in FINAL_STATES or None in held:
             return status
         sent = await finance_db.instruction_terms(session, status.payment_id)
         if sent is None or sent == held:
@@ -59,34 +127,64 @@ class PaymentActivities:
         log.error("payment_terms_differ", payment_id=status.payment_id, fields=differs, channel_state=status.state)
         reason = (f"the channel holds {status.payment_id} with another {' and '.join(differs)} than the engine "
                   f"sent (its answer: {status.state}): not recorded as paid")  # fmt: skip
-        return ChannelStatus(payment_id=status.payment_id, state="failed", reason=reason)
+        return ChannelStatus(payment_id=status.payment_id, state="failed", reason=reason,
+                             assertion=status.assertion, answer=status.answer)  # fmt: skip
 
     @activity.defn(name="escalate_payment")
     async def escalate_payment(self, rec: EscalationRecord) -> PaymentCheck:
-        """A payment is late: ask the channel; if it never received the instruction, send the same one
-        again (same id: it cannot be paid twice); tell Finance."""
-        instr = rec.instruction
-        status = await self._channel.status(instr.payment_id)
-        if status.state == "unknown":
+        """A payment is late: ask the channel; if it never received the instruction, send it again as
+        PostgreSQL has it (same id: it cannot be paid twice); tell Finance."""
+        named = rec.instruction
+        async with self._sessions() as session:
+            try:
+                instr = await finance_db.released_instruction(session, named.payment_id, named.household_code)
+            except DomainError as err:  # Finance is told all the same; nothing is sent
+                log.error("payment_refused", payment_id=named.payment_id, rule=err.type, error=err.message)
+                instr = None
+        status = await self._channel.status(named.payment_id)
+        if status.state == "unknown" and instr is not None:
+            async with self._sessions() as session, session.begin():
+                await finance_db.save_instruction(session, instr, self._channel.name)
             await self._send(instr)
+        amount = instr.amount if instr else named.amount
         async with self._sessions() as session, session.begin():
             status = await self._as_sent(session, status)
             channel_actor = await users.require_actor(session, self._channel_user)
-            await finance_db.mark_overdue(session, instr.payment_id)
-            row = await households.get(session, instr.household_code)
+            await finance_db.mark_overdue(session, named.payment_id)
+            row = await households.get(session, named.household_code)
             where = f"{row.district} / {row.commune}" if row else ""
             await outbox.enqueue(
                 session,
-                key=f"{instr.payment_id}#escalation{rec.escalation}",
-                household_code=instr.household_code,
+                key=f"{named.payment_id}#escalation{rec.escalation}",
+                household_code=named.household_code,
                 kind="payment_overdue",
                 channel="agency",
                 recipient=f"{rec.finance_agency} ({where})",
-                subject=f"Chưa xác nhận chuyển tiền: hộ {instr.household_code}, đợt {instr.tranche}",
+                subject=f"Chưa xác nhận chuyển tiền: hộ {named.household_code}, đợt {named.tranche}",
                 body=(
-                    f"Lệnh chi {instr.payment_id} ({instr.amount:,} đồng) chưa được kênh thanh toán xác nhận sau "
+                    f"Lệnh chi {named.payment_id} ({amount:,} đồng) chưa được kênh thanh toán xác nhận sau "
                     f"{rec.overdue_hours} giờ; kênh trả lời: {status.state}. Đề nghị kiểm tra với ngân hàng/Kho bạc."
                 ),
             )
-        log.warning("payment_escalated", payment_id=instr.payment_id, channel_state=status.state, n=rec.escalation)
+        log.warning("payment_escalated", payment_id=named.payment_id, channel_state=status.state, n=rec.escalation)
         return PaymentCheck(status=status, channel_actor=channel_actor)
+
+
+def answer_record(req: SettleRequest, status: ChannelStatus, actor: Actor) -> TransitionRecord:
+    """The step a final answer records: a confirmation posts the tranche's pieces; a failure sends it again
+    (`req.retry`) or returns it to Finance. The channel's assertion and signed answer go with it."""
+    confirmed = status.state == "confirmed"
+    n = req.tranche
+    after = TrancheStatus.PAID if confirmed else TrancheStatus.RELEASED if req.retry else TrancheStatus.DUE
+    return TransitionRecord(
+        idempotency_key=f"{req.workflow_id}#{req.seq}", workflow_id=req.workflow_id,
+        household_code=req.household_code, seq=req.seq,
+        step=Step.PAYMENT_CONFIRMED if confirmed else Step.PAYMENT_FAILED, from_stage=req.stage, to_stage=req.stage,
+        at=req.at, actor=actor, evidence=[status.bank_ref or status.payment_id] if confirmed else [],
+        reason=None if confirmed else failure_reason(status.reason, req.attempts, req.retry),
+        money=MoneyOp.POST if confirmed else MoneyOp.NONE, transfer_ids=list(req.transfer_ids) if confirmed else [],
+        tranche=n, tranche_updates={n: after.value}, payment_id=req.payment_id,
+        support_type=req.support_type, beneficiary_group=req.beneficiary_group,
+        next_agency=None if confirmed or req.retry else req.finance_agency,
+        assertion=status.assertion, signed_input=status.answer,
+    )  # fmt: skip

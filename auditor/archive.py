@@ -8,6 +8,9 @@ household transfers and the policy versions, with a manifest of SHA-256 hashes.
     DIR/histories/<id>.binpb    the same history in protobuf's binary form (temporal.api.history.v1.History),
                                 which replay reads: parsing the JSON costs more CPU than replaying it
     DIR/records/audit_log.jsonl, ledger_transfers.jsonl, workflow_policies.json
+    DIR/records/signing_keys.json  the front doors' public keys (table signing_keys), which verify each
+                                step's signed assertion; the manifest names their ids (compare them with the
+                                ones the programme publishes: whoever rewrites an export can swap keys too)
 
 Payloads stay encrypted in the archive: whoever holds the archive without the key sees no name or CCCD.
 """
@@ -34,6 +37,7 @@ from auditor.records import (
     workflow_ids,
 )
 from core.codec import sealed_key_ids
+from core.signing import PublicKey, TrustedKeys
 from db.engine import Sessions
 
 FORMAT = "housing-audit-archive/2"  # 2: each history also as binary protobuf
@@ -78,6 +82,7 @@ class ExportResult:
     transfers: int
     key_ids: list[str]
     manifest_sha256: str
+    signing_key_ids: list[str] = field(default_factory=list)  # the public keys exported with the records
 
 
 async def export(
@@ -126,6 +131,8 @@ async def export(
     write("records/workflow_policies.json",
           json.dumps(records.policies, ensure_ascii=False, indent=1, sort_keys=True).encode(),
           rows=len(records.policies))  # fmt: skip
+    public = [k.as_dict() for _, k in sorted(records.keys.keys.items())]
+    write("records/signing_keys.json", json.dumps(public, ensure_ascii=False, indent=1).encode(), rows=len(public))
     if records.restored:  # steps re-recorded after a database restore (`audit restore`): verify reads the marks
         marks = sorted(records.restored.values(), key=lambda m: (m["household_code"], m["seq"]))
         write("records/restored_steps.jsonl", _jsonl(marks), rows=len(marks))
@@ -139,6 +146,7 @@ async def export(
         "audit_rows": len(records.audit_rows),
         "ledger_transfers": len(records.transfers),
         "key_ids": sorted(keys),
+        "signing_key_ids": [k["key_id"] for k in public],
         "files": dict(sorted(files.items())),
     }
     body = json.dumps(manifest, ensure_ascii=False, indent=1).encode()
@@ -146,7 +154,7 @@ async def export(
     sums = "".join(f"{f['sha256']}  {rel}\n" for rel, f in sorted(files.items()))
     (directory / SUMS).write_text(sums + f"{sha256(body)}  {MANIFEST}\n")
     return ExportResult(directory, len(ids), households, len(records.audit_rows), len(records.transfers),
-                        sorted(keys), sha256(body))  # fmt: skip
+                        sorted(keys), sha256(body), manifest["signing_key_ids"])  # fmt: skip
 
 
 def _jsonl(rows: list[dict[str, Any]]) -> bytes:
@@ -249,4 +257,7 @@ class Archive:
         policies_path = base / "workflow_policies.json"
         policies = json.loads(policies_path.read_text(encoding="utf-8")) if policies_path.exists() else {}
         restored = {m["idempotency_key"]: m for m in rows("restored_steps.jsonl")}
-        return Records(rows("audit_log.jsonl"), rows("ledger_transfers.jsonl"), policies, restored)
+        keys_path = base / "signing_keys.json"  # none in an export from before signed actions
+        public = json.loads(keys_path.read_text(encoding="utf-8")) if keys_path.exists() else []
+        return Records(rows("audit_log.jsonl"), rows("ledger_transfers.jsonl"), policies, restored,
+                       keys=TrustedKeys.of(PublicKey.from_dict(k) for k in public))  # fmt: skip

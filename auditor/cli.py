@@ -47,6 +47,7 @@ from core.temporal import DATA_CONVERTER, connect, key_ring
 from db import audit
 from finance.channel import HttpBank
 from models.household import workflow_id_for
+from operations import credentials
 
 app = typer.Typer(no_args_is_help=True, help="Checks for auditors and inspectors: export, replay, timeline, verify")
 
@@ -108,6 +109,8 @@ def export(directory: Path = typer.Argument(..., help="An empty or new folder"))
               f"rows, {result.transfers} ledger transfers to {directory}")  # fmt: skip
     out.print(f"payloads sealed with key(s): {', '.join(result.key_ids) or 'none'}; "
               f"manifest SHA-256 {result.manifest_sha256}")  # fmt: skip
+    # 'audit verify --from' checks signatures against the keys in the export: compare them with the published ones.
+    out.print(f"public signing keys exported: {', '.join(result.signing_key_ids) or 'none'}")
 
 
 def _archive_files(arch: archive_mod.Archive, query: str, codes: list[str] | None, *,
@@ -234,8 +237,9 @@ def verify_cmd(
     as_json: bool = typer.Option(False, "--json"),
     key_file: Path | None = KEY_FILE,
 ) -> None:
-    """Cross-check the Temporal histories, the hash-chained audit log and the ledger; list every
-    discrepancy. Exit 1 when there is any."""
+    """Cross-check the Temporal histories, the hash-chained audit log and the ledger, and every step's signature
+    against the public signing keys (the database's, or with --from the export's); list every discrepancy.
+    Exit 1 when there is any."""
 
     async def go(settings: Settings):
         converter = with_codec(DATA_CONVERTER, _ring(settings, key_file))
@@ -295,6 +299,8 @@ def restore_cmd(
     reason: str = typer.Option(..., "--reason", help="Why (e.g. the restore's ticket and backup)"),
     dry_run: bool = typer.Option(False, "--dry-run", help="List what would be re-recorded; write nothing"),
     key_file: Path | None = KEY_FILE,
+    password_stdin: bool = credentials.PASSWORD_STDIN,
+    token_stdin: bool = credentials.TOKEN_STDIN,
 ) -> None:
     """After the database was restored from a backup older than Temporal's state: re-record, in order, each
     step a household's history holds beyond its last audit row, from the history's own records, through the
@@ -302,6 +308,8 @@ def restore_cmd(
     contradict its history is refused. Exit 1 when any household is refused."""
     if bool(codes) == every:
         fail("name household codes, or --all")
+    # The operator proves who they are (the restore's own check then asks for an admin).
+    credentials.sign_in(operator, password_stdin=password_stdin, token_stdin=token_stdin)
 
     async def go(settings: Settings):
         ring = _ring(settings, key_file)

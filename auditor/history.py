@@ -7,8 +7,10 @@ which; its result, the `TransitionOutcome`, is the audit hash and the money the 
 step is written by a local activity, whose marker event keeps only the result, the result carries the
 record), every
 step the engine refused, policy changes, payment instructions and the channel's answers, reminders and
-escalations. Payloads are opened with the converter given; with
-no key (or not the key that sealed them) they stay sealed and the trail says so instead of guessing.
+escalations. Payloads are opened with the converter given (its codec taking plain payloads too: histories
+written before encryption was switched on); with no key (or not the key that sealed them) they stay sealed and
+the trail says so instead of guessing. Failure messages are sealed like payloads (core/converter.py: in the
+failure's encoded attributes): the reader opens them the same way.
 """
 
 from __future__ import annotations
@@ -21,11 +23,12 @@ from typing import Any
 
 from temporalio.api.common.v1 import Payload
 from temporalio.api.enums.v1 import EventType
+from temporalio.api.failure.v1 import Failure
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import WorkflowHistory
 from temporalio.converter import DataConverter
 
-from core.codec import PayloadKeyError, is_sealed, sealed_key_ids
+from core.codec import PayloadKeyError, for_reading, is_sealed, sealed_key_ids
 from models.records import TransitionOutcome, TransitionRecord
 
 E = EventType
@@ -102,7 +105,7 @@ def _at(event: HistoryEvent) -> datetime:
 
 class _Reader:
     def __init__(self, converter: DataConverter, trail: Trail) -> None:
-        self._converter = converter
+        self._converter = for_reading(converter)
         self._trail = trail
 
     async def values(self, payloads: Sequence[Payload]) -> list[Any]:
@@ -125,6 +128,47 @@ class _Reader:
     async def value(self, payloads: Sequence[Payload]) -> Any:
         found = await self.values(payloads)
         return found[0] if found else None
+
+    async def failure(self, failure: Failure) -> Failure:
+        """A copy of `failure` with its payloads opened and every level's message taken out of its encoded
+        attributes; without the key, each sealed message reads as the key ids it is sealed under."""
+        opened = Failure()
+        opened.CopyFrom(failure)
+        keys = sealed_key_ids(p for level in _chain(opened) for p in _failure_payloads(level))
+        if keys:
+            self._trail.sealed_keys |= keys
+            try:
+                if self._converter.payload_codec is None:
+                    raise PayloadKeyError("no key")
+                await self._converter.payload_codec.decode_failure(opened)
+            except PayloadKeyError:
+                self._trail.opened = False
+                opened.CopyFrom(failure)
+        for level in _chain(opened):
+            if not level.HasField("encoded_attributes"):
+                continue
+            if is_sealed(level.encoded_attributes):
+                level.message = str(Sealed(tuple(sorted(sealed_key_ids([level.encoded_attributes])))))
+                continue
+            try:
+                [attributes] = self._converter.payload_converter.from_payloads([level.encoded_attributes])
+            except (KeyError, RuntimeError, ValueError):
+                continue  # not what a failure converter writes: the message stays as the history has it
+            if isinstance(attributes, dict) and isinstance(attributes.get("message"), str):
+                level.message = attributes["message"]
+        return opened
+
+
+def _chain(failure: Failure) -> list[Failure]:
+    levels = [failure]
+    while levels[-1].HasField("cause"):
+        levels.append(levels[-1].cause)
+    return levels
+
+
+def _failure_payloads(failure: Failure) -> list[Payload]:
+    found = [failure.encoded_attributes] if failure.HasField("encoded_attributes") else []
+    return found + list(failure.application_failure_info.details.payloads)
 
 
 async def read_trail(history: WorkflowHistory, converter: DataConverter) -> Trail:
@@ -160,7 +204,7 @@ async def read_trail(history: WorkflowHistory, converter: DataConverter) -> Trai
             a = ev.workflow_execution_update_completed_event_attributes
             name, arg = updates.get(a.meta.update_id, ("?", None))
             if a.outcome.HasField("failure"):
-                f = a.outcome.failure
+                f = await read.failure(a.outcome.failure)
                 kind = f.application_failure_info.type or f.cause.application_failure_info.type or "Failure"
                 message = f.cause.message if f.HasField("cause") and f.cause.message else f.message
                 trail.events.append(Event(at, "refused", {"update": name, "rule": kind, "message": message,
@@ -193,9 +237,12 @@ async def read_trail(history: WorkflowHistory, converter: DataConverter) -> Trai
             kind, _ = scheduled.get(a.scheduled_event_id, ("?", None))
             if kind == "record_transition" and a.scheduled_event_id in pending:
                 tr = pending.pop(a.scheduled_event_id)
-                tr.refusal = _refusal(_engine_failure(a.failure))
+                tr.refusal = _refusal(_engine_failure(await read.failure(a.failure)))
                 trail.transitions.append(tr)  # the update's failure, next, is the timeline's line for it
         elif t == E.EVENT_TYPE_MARKER_RECORDED:
+            sent = await _local_instruction(read, ev.marker_recorded_event_attributes)
+            if sent is not None:  # the local submit_payment's answer is the instruction it built and sent
+                trail.events.append(Event(at, "submit_payment", {"input": sent, "result": True}, eid))
             tr = await _local_transition(read, ev.marker_recorded_event_attributes, policy_version, eid)
             if tr is not None:
                 trail.transitions.append(tr)
@@ -228,20 +275,33 @@ async def _local_transition(read: _Reader, marker: Any, policy_version: str | No
     if marker.marker_name != LOCAL_ACTIVITY_MARKER or "data" not in marker.details:
         return None
     data = json.loads(marker.details["data"].payloads[0].data or b"{}")
-    if data.get("activity_type") != "record_transition":
+    kind = data.get("activity_type")
+    if kind not in ("record_transition", "settle_answer"):  # settle_answer: the channel's answer, asked and recorded
         return None
     if marker.HasField("failure"):
-        f = _engine_failure(marker.failure)
+        f = _engine_failure(await read.failure(marker.failure))
         record = await read.value(f.application_failure_info.details.payloads)
         if not isinstance(record, dict):
             return None  # sealed without the key: the update's refusal, next, still says who and why
         return Transition(TransitionRecord.model_validate(record), policy_version, eid, refusal=_refusal(f))
     result = await read.value(marker.details["result"].payloads) if "result" in marker.details else None
+    if kind == "settle_answer" and isinstance(result, dict):
+        result = result.get("outcome")  # None: the answer was not final, nothing recorded
     if not isinstance(result, dict) or not result.get("record"):
         return None
     outcome = TransitionOutcome.model_validate(result)
     assert outcome.record is not None
     return Transition(outcome.record, policy_version, eid, outcome=outcome)
+
+
+async def _local_instruction(read: _Reader, marker: Any) -> dict | None:
+    """The instruction a local submit_payment (patch `signed-actions-2026`) built from PostgreSQL and sent."""
+    if marker.marker_name != LOCAL_ACTIVITY_MARKER or "data" not in marker.details or marker.HasField("failure"):
+        return None
+    if json.loads(marker.details["data"].payloads[0].data or b"{}").get("activity_type") != "submit_payment":
+        return None
+    result = await read.value(marker.details["result"].payloads) if "result" in marker.details else None
+    return result if isinstance(result, dict) else None
 
 
 def _engine_failure(failure: Any) -> Any:

@@ -1,5 +1,6 @@
 """The three records an auditor cross-checks, read from where they live (Temporal and PostgreSQL) or from
-an export: workflow histories, the audit log, the ledger (and the policy versions, to judge who may act)."""
+an export: workflow histories, the audit log, the ledger (and the policy versions, to judge who may act, and
+the front doors' public keys, to check who signed each step)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from typing import Any
 from sqlalchemy import select
 from temporalio.client import Client, WorkflowHistory
 
+from core.signing import TrustedKeys
+from db import signing_keys
 from db.audit import canonical
 from db.engine import Sessions
 from db.restores import restored_steps
@@ -31,6 +34,8 @@ class Records:
     policies: dict[str, dict[str, Any]]
     # Steps re-recorded after a database restore (`audit restore`), their marks by idempotency key.
     restored: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # The public keys (table signing_keys) the steps' signed assertions are checked against.
+    keys: TrustedKeys = field(default_factory=lambda: TrustedKeys({}))
 
 
 def _plain(row: dict[str, Any]) -> dict[str, Any]:
@@ -62,7 +67,8 @@ async def read_records(sessions: Sessions, codes: Iterable[str] | None = None) -
         if wanted is not None:
             q = q.where(restored_steps.c.household_code.in_(wanted))
         restored = {r["idempotency_key"]: _plain(dict(r)) for r in (await session.execute(q)).mappings()}
-    return Records(audit_rows=audit_rows, transfers=transfers, policies=policies, restored=restored)
+        keys = await signing_keys.load(session)
+    return Records(audit_rows=audit_rows, transfers=transfers, policies=policies, restored=restored, keys=keys)
 
 
 async def workflow_ids(client: Client, query: str = HOUSEHOLDS) -> list[str]:

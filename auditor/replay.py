@@ -22,7 +22,7 @@ from temporalio.converter import DataConverter
 from temporalio.worker import Replayer
 
 from auditor.archive import read_history
-from core.codec import KeyRing, with_codec
+from core.codec import KeyRing, for_reading, with_codec
 from core.temporal import DATA_CONVERTER, workflow_runner
 from workflows.batch import PayoutBatchWorkflow
 from workflows.household import HouseholdWorkflow
@@ -47,6 +47,8 @@ class ReplayReport:
 
 
 def replayer(converter: DataConverter, *, sandbox: bool = False) -> Replayer:
+    # An auditor replays histories from before encryption too: plain payloads are read, not refused.
+    converter = for_reading(converter)
     return Replayer(workflows=[HouseholdWorkflow, PayoutBatchWorkflow], data_converter=converter,
                     workflow_runner=workflow_runner(converter, sandbox=sandbox))  # fmt: skip
 
@@ -84,7 +86,7 @@ async def _aiter(histories):
 
 def _replay_chunk(files: list[tuple[str, str]], keys: str | None, sandbox: bool) -> tuple[int, list[ReplayFailure]]:
     """One worker process's share: read and replay these history files (runs in a child process)."""
-    converter = with_codec(DATA_CONVERTER, KeyRing.parse(keys) if keys else None)
+    converter = with_codec(DATA_CONVERTER, KeyRing.parse(keys) if keys else None, accept_plaintext=True)
     histories = (read_history(wid, Path(path)) for wid, path in files)
     report = asyncio.run(replay(histories, converter, sandbox=sandbox))
     return report.replayed, report.failures

@@ -180,7 +180,7 @@ async def _restore_household(session, trail: Trail, lost: list[Transition], *, o
                                             .where(ledger_transfers.c.id.in_(wanted.values())))).scalars())  # fmt: skip
         token = ledger.PINNED_IDS.set({k: i for k, i in wanted.items() if i not in taken})
         try:
-            got = await write._record(session, rec)
+            got = await write._record(session, rec, restoring=True)
         except DomainError as e:
             raise RestoreRefused("RestoreStepRefused", f"household {code} step {rec.seq} ({rec.step.value}): "
                                  f"the engine refused to write it again: {e}") from None  # fmt: skip

@@ -14,7 +14,13 @@ What is checked, each a kind of discrepancy an auditor can name (KINDS):
   an older backup), not as a removed row; a step re-recorded by `audit restore` with a transfer id another
   transfer had taken is judged through its mark (`restored_steps`): same content, the history's ids;
 - who acted: the role was one the policy the household ran under (its version, read from the policy table)
-  allowed for that step; the payment channel's answers were recorded by the channel's system role.
+  allowed for that step; the payment channel's answers were recorded by the channel's system role;
+- who signed: every step recorded since the household's steps began to be signed carries its signed
+  assertion and the input it covers; the signature verifies under the public key it names (from the table
+  signing_keys, or the export's copy), a key of the right holder (the officers' front doors, or the channel
+  for its answers) valid when the assertion was issued; it was signed for this household's workflow (or its
+  payout batch's), this step and this user, over exactly the signed input; that input says what the audit
+  row says; and the history's record carries the same assertion as the audit row.
 """
 
 from __future__ import annotations
@@ -22,13 +28,22 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
+from types import SimpleNamespace
 from typing import Any
 
+from activities.officer_steps import _batch_of, _check_says
 from auditor.history import Trail, Transition
 from auditor.records import Records
+from core import signing
+from core.errors import DomainError
 from db.audit import GENESIS, ChainWalk, canonical, row_hash
+from models.assertion import CHANNEL, OFFICERS, ActionAssertion, digest_of
+from models.finance import answer_step
 from models.household import CHANNEL_STEPS, FORWARD, Step
-from models.records import MoneyOp
+from models.policy import WorkflowPolicy
+from models.records import MoneyOp, TransitionRecord
+from workflows import authn
 
 CHANNEL_ROLE = "payment_channel"  # the system user that records the payment channel's answers
 
@@ -47,6 +62,13 @@ KINDS: dict[str, str] = {
     "history_missing": "the audit log or the ledger has a household with no workflow history",
     "history_sealed": "the history is encrypted and no key to open it was given",
     "archive_altered": "a file of the export differs from its manifest, or a history's binary copy from its JSON",
+    "signature_missing": "a step recorded since the household's steps are signed has no signed assertion (or no "
+    "signed input) in its audit row",
+    "signature_invalid": "a step's signature does not verify, was signed for another household, step, user or "
+    "input, or its signed input says otherwise than its audit row",
+    "signature_key_not_valid": "a step is signed by a key the public keys do not hold, of another holder, or not "
+    "valid when the assertion was issued",
+    "assertion_differs": "the audit row and the history's record carry different assertions or signed inputs",
 }
 # Audit-row fields and the history's value for each.
 _COMPARED = (
@@ -123,6 +145,7 @@ def verify(trails: Iterable[Trail], records: Records, *, archive_problems: Itera
     with_history: set[str] = set()
     sealed: set[str] = set()  # households whose history could not be read: their rows are not judged
     seen_keys: set[str] = set()
+    recorded: dict[str, Transition] = {}  # the histories' recorded steps by key, for the signature checks
     for trail in trails:
         report.histories += 1
         if trail.workflow_type != "HouseholdWorkflow":
@@ -141,6 +164,7 @@ def verify(trails: Iterable[Trail], records: Records, *, archive_problems: Itera
             key = t.record.idempotency_key
             seen_keys.add(key)
             if t.recorded:
+                recorded[key] = t
                 report.transitions += 1
                 _check_transition(report, t, audit_by_key.get(key), transfers_by_key.get(key, []),
                                   transfers_by_id, records.policies, restored=records.restored.get(key),
@@ -168,6 +192,7 @@ def verify(trails: Iterable[Trail], records: Records, *, archive_problems: Itera
                    "audit rows or ledger transfers exist, but no workflow history was given for it")  # fmt: skip
 
     _check_chain(report, records.audit_rows)
+    _check_signatures(report, records.audit_rows, recorded, records.keys, judged)
     return report
 
 
@@ -259,7 +284,10 @@ def _check_role(report: VerifyReport, t: Transition, where: str, policies: dict[
     governing = rec.step
     if rec.step is Step.SEND_BACK and rec.from_stage in FORWARD:
         governing = FORWARD[rec.from_stage][0]  # a send-back is governed by the refused step's rule
-    allowed = (doc.get("steps", {}).get(governing.value) or {}).get("roles", [])
+    if rec.step is Step.SET_POLICY:  # the version being replaced names who may replace it
+        allowed = WorkflowPolicy.model_validate(doc).policy_admin_roles
+    else:
+        allowed = (doc.get("steps", {}).get(governing.value) or {}).get("roles", [])
     if role not in allowed:
         report.add("role_not_allowed", code, where,
                    f"{rec.actor.user_id} took {rec.step.value!r} as {role!r} on {rec.at:%Y-%m-%d}; policy "
@@ -288,3 +316,105 @@ def _check_chain(report: VerifyReport, rows: list[dict[str, Any]]) -> None:
     for row in sorted(rows, key=lambda r: (r["household_code"], r["seq"])):
         if (found := walk.see(row)) is not None:
             report.add("chain_broken", found.household_code, f"audit row id={found.id} (seq {found.seq})", found.reason)
+
+
+def _check_signatures(
+    report: VerifyReport,
+    rows: list[dict[str, Any]],
+    recorded: dict[str, Transition],
+    keys: signing.TrustedKeys,
+    judged: set[str],
+) -> None:
+    """Each audit row of a household whose history was read, in order: from the first signed step on (in the
+    row or in its history's record), every step must be signed, and each signature must hold."""
+    signed_from: dict[str, int] = {}
+    for row in sorted(rows, key=lambda r: (r["household_code"], r["seq"])):
+        code = row["household_code"]
+        if code not in judged:
+            continue
+        t = recorded.get(row["idempotency_key"])
+        history_signed = t is not None and t.record.assertion is not None
+        if row.get("assertion") is not None or history_signed:
+            signed_from.setdefault(code, row["seq"])
+        if code not in signed_from:
+            continue  # recorded before this household's steps were signed
+        where = f"audit row id={row['id']} (seq {row['seq']}, {row['step']})"
+        if row.get("assertion") is None or row.get("signed_input") is None:
+            said = "its history's record carries one" if history_signed else (
+                f"the household's steps are signed from seq {signed_from[code]} on")
+            report.add("signature_missing", code, where, f"{row['step']} by {row['actor_user_id']} has no signed "
+                       f"assertion and signed input; {said}")  # fmt: skip
+            continue
+        _check_row_signature(report, row, t, keys, where)
+
+
+def _check_row_signature(
+    report: VerifyReport, row: dict[str, Any], t: Transition | None, keys: signing.TrustedKeys, where: str
+) -> None:
+    code, signed = row["household_code"], row["signed_input"]
+    try:
+        a = ActionAssertion.model_validate(row["assertion"])
+    except ValueError:
+        report.add("signature_invalid", code, where, "the row's assertion is not a readable signed assertion")
+        return
+    if t is not None and (t.record.assertion != a or t.record.signed_input != signed):
+        report.add("assertion_differs", code, where,
+                   f"the history's record of seq {row['seq']} carries assertion "
+                   f"{t.record.assertion.nonce if t.record.assertion else 'none'}, the audit row {a.nonce}"
+                   + ("" if t.record.signed_input == signed else "; their signed inputs differ"))  # fmt: skip
+    key = keys.keys.get(a.key_id)
+    holder = CHANNEL if Step(row["step"]) in CHANNEL_STEPS else OFFICERS
+    if key is None or key.holder != holder or not key.valid_at(a.issued_at):
+        why = ("is not among the public keys" if key is None else f"is a key of {key.holder}, not of {holder}"
+               if key.holder != holder else f"was not valid at {a.issued_at.isoformat()}, when the assertion was "
+               f"issued (valid {key.valid_from.isoformat()} to "
+               f"{key.valid_until.isoformat() if key.valid_until else 'now'})")  # fmt: skip
+        report.add("signature_key_not_valid", code, where, f"signed by key {a.key_id!r}, which {why}")
+        return
+    try:
+        _verify_signed(row, a, signed, keys, t)
+    except (signing.Unauthenticated, DomainError) as err:
+        report.add("signature_invalid", code, where, f"{a.user_id}'s assertion {a.nonce}: {err.message}")
+
+
+def _verify_signed(row: dict[str, Any], a: ActionAssertion, signed: dict[str, Any], keys: signing.TrustedKeys,
+                   t: Transition | None) -> None:  # fmt: skip
+    """The signature holds for what the row records, as the recording activity checked it
+    (activities/officer_steps.py, activities/channel_answers.py); raises naming what does not."""
+    step, user = Step(row["step"]), row["actor_user_id"]
+    workflow_id = f"household-{row['household_code']}"
+    if step in CHANNEL_STEPS:
+        keys.verify(a, workflow_id=workflow_id, step=answer_step(str(signed.get("state"))),
+                    input_digest=digest_of(signed), user_id=user, holder=CHANNEL, now=a.issued_at,
+                    check_expiry=False)  # fmt: skip
+        if t is not None and signed.get("payment_id") != t.record.payment_id:
+            raise signing.Unauthenticated(f"the signed answer is for {signed.get('payment_id')!r}, the step for "
+                                          f"{t.record.payment_id!r}")  # fmt: skip
+        if step is Step.PAYMENT_CONFIRMED and list(row["evidence"]) != [signed.get("bank_ref") or
+                                                                       signed.get("payment_id")]:  # fmt: skip
+            raise signing.Unauthenticated("the row's evidence is not the bank reference the channel signed")
+        return
+    batch = _batch_of(a, signed)
+    if batch is not None:
+        keys.verify(a, workflow_id=authn.batch_workflow_id(batch.batch_id), step=authn.batch_step(batch.action.value),
+                    input_digest=digest_of(signed), user_id=user, holder=OFFICERS, now=a.issued_at,
+                    max_ttl=signing.BATCH_TTL, check_expiry=False)  # fmt: skip
+    else:
+        keys.verify(a, workflow_id=workflow_id, step=step.value, input_digest=digest_of(signed), user_id=user,
+                    holder=OFFICERS, now=a.issued_at, check_expiry=False)  # fmt: skip
+    occurred = datetime.fromisoformat(row["occurred_at"]) if isinstance(row["occurred_at"], str) else row["occurred_at"]
+    if a.issued_at - signing.CLOCK_SKEW > occurred:
+        raise signing.Unauthenticated(f"the assertion was issued at {a.issued_at.isoformat()}, after the step")
+    if t is not None:  # what the row records (the history's record for what the row has no column for)
+        rec = _as_row_says(t.record, row)
+        if batch is not None:
+            step_as_sent = SimpleNamespace(batch_id=batch.batch_id, tranche=rec.tranche, actor=rec.actor,
+                                           evidence=rec.evidence)  # fmt: skip
+            authn._check_batch_covers(step_as_sent, batch, step.value, None)
+        _check_says(rec, signed, batch)
+
+
+def _as_row_says(rec: TransitionRecord, row: dict[str, Any]) -> TransitionRecord:
+    actor = rec.actor.model_copy(update={"user_id": row["actor_user_id"], "role": row["actor_role"],
+                                         "agency": row["actor_agency"]})  # fmt: skip
+    return rec.model_copy(update={"actor": actor, "evidence": list(row["evidence"] or []), "reason": row["reason"]})

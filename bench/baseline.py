@@ -1,12 +1,12 @@
 """Temporal's floor for the driver: a bare workflow that takes exactly the Temporal calls a household takes,
 each activity doing nothing. Same servers, same client library; no database, no codec.
 
-Per household (as `HouseholdWorkflow` on the driver's path): 11 updates, 17 activities and 2 signals —
+Per household (as `HouseholdWorkflow` on the driver's path): 11 updates, 15 activities and 2 signals —
 every update records its step (one activity), the two releases also hand the instruction to the channel
-(a second activity), and each of the channel's two confirmations is a signal whose handler checks the
-payment and records it (two activities). The activities are regular ones; started with `local=True`, the
-13 that stand for recording a step are local activities, as ours have been since the
-`record-step-locally-2026` patch (the driver's `--baseline-local`).
+(a second activity), and each of the channel's two confirmations is a signal whose handler asks the channel
+and records its answer in one activity (since `signed-actions-2026`; before it, two: 17 in all). The
+activities are regular ones; started with `local=True`, all 15 are local activities, as ours are since that
+patch (the driver's `--baseline-local`).
 
     python -m bench.baseline TASK_QUEUE      # a worker for it, as its own process (the driver starts it)
 """
@@ -26,7 +26,7 @@ with workflow.unsafe.imports_passed_through():
 
 # Activities each of the 11 updates runs, in the driver's order: the releases (6th and 10th) run two.
 ACTIVITIES_PER_UPDATE = (1, 1, 1, 1, 1, 2, 1, 1, 1, 2, 1)
-ACTIVITIES_PER_SIGNAL = 2
+ACTIVITIES_PER_SIGNAL = 1  # the channel asked and its answer recorded, in one activity
 SIGNALS = 2
 UPDATES = len(ACTIVITIES_PER_UPDATE)
 RELEASES = tuple(k for k, n in enumerate(ACTIVITIES_PER_UPDATE) if n == 2)
@@ -55,18 +55,18 @@ class BaselineWorkflow:
     @workflow.update
     async def step(self, k: int) -> int:
         for i in range(ACTIVITIES_PER_UPDATE[k]):
-            await self._noop(i, record=i == 0)  # the step's record first, then (releases) the hand-over
+            await self._noop(i)  # the step's record first, then (releases) the hand-over
         self._updates += 1
         return self._updates
 
     @workflow.signal
     async def confirm(self) -> None:
         for i in range(ACTIVITIES_PER_SIGNAL):
-            await self._noop(i, record=i == ACTIVITIES_PER_SIGNAL - 1)  # the channel checked, then the record
+            await self._noop(i)
         self._signals += 1
 
-    async def _noop(self, i: int, *, record: bool) -> int:
-        run = workflow.execute_local_activity if record and self._local else workflow.execute_activity
+    async def _noop(self, i: int) -> int:
+        run = workflow.execute_local_activity if self._local else workflow.execute_activity
         return await run(noop, i, start_to_close_timeout=timedelta(seconds=30))
 
     @workflow.query

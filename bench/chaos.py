@@ -48,6 +48,7 @@ from auditor.history import Trail, read_trails
 from auditor.records import fetch_histories
 from bench.driver import MILESTONE, province_items, script
 from core.settings import ROOT, Settings
+from core.signing import SigningRing, load_ring
 from core.stack import free_port
 from core.temporal import connect
 from db import ledger
@@ -365,7 +366,7 @@ def next_action(h: Household, state: HouseholdState) -> Action | str | None:
 
 
 async def run_officers(client, sessions, items: list[Household], k: int, seed: int, figures: Officers,
-                       t0: float, deadline: float) -> None:  # fmt: skip
+                       t0: float, deadline: float, signer: SigningRing) -> None:  # fmt: skip
     """`k` officers share the households: each takes one, acts until it must wait (for the bank) or an
     action fails, then puts it back with a pause (longer after each failure in a row) and takes the next."""
     queue: asyncio.PriorityQueue = asyncio.PriorityQueue()
@@ -403,7 +404,8 @@ async def run_officers(client, sessions, items: list[Household], k: int, seed: i
                 # while its last state is open): not done after all; a failure, tried again later.
                 return failed(h, f"refused {step.value} as done, still due", RuntimeError(state.stage.value), rng)
             try:
-                await asyncio.wait_for(take_step(client, sessions, h.code, step, user, **kwargs), STEP_TIMEOUT)
+                await asyncio.wait_for(take_step(client, sessions, h.code, step, user, signer=signer, **kwargs),
+                                       STEP_TIMEOUT)
             except Refusal as r:
                 if r.rule in ALREADY_DONE:
                     figures.already_done += 1
@@ -709,7 +711,7 @@ async def chaos(args: argparse.Namespace, stack: ChaosStack, started_utc: str) -
         t0 = time.monotonic()
         deadline = t0 + args.timeout
         work = asyncio.create_task(run_officers(client, sessions, registered, args.officers, args.seed, figures,
-                                                t0, deadline))  # fmt: skip
+                                                t0, deadline, load_ring(settings)))  # fmt: skip
         nem = asyncio.create_task(nemesis(stack, faults, figures.progress, t0, deadline))
         last_report = 0.0
         while not work.done():

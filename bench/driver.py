@@ -38,6 +38,7 @@ from temporalio.client import Client
 from bench.baseline import RELEASES, SIGNALS, UPDATES, BaselineWorkflow
 from bench.province import lang_son
 from core.settings import ROOT, Settings, get_settings
+from core.signing import SigningRing, load_ring
 from core.temporal import connect
 from db import ledger
 from db.engine import Sessions, make_engine, make_sessions
@@ -152,7 +153,8 @@ def thinker(think: float, seed: int = 0) -> Callable[[], Awaitable[None]]:
 
 
 async def run_ours(client: Client, sessions: Sessions, task_queue: str, items: list[Household], officers: int,
-                   advance: Callable[[], None] = lambda: None, think: float = 0.0) -> Figures:  # fmt: skip
+                   advance: Callable[[], None] = lambda: None, think: float = 0.0, *,
+                   signer: SigningRing) -> Figures:  # fmt: skip
     """Import `items`, start their workflows, then take every household through all its steps (with a
     pause of `think` seconds on average before each action; none for the throughput run)."""
     pause = thinker(think)
@@ -165,7 +167,7 @@ async def run_ours(client: Client, sessions: Sessions, task_queue: str, items: l
                 await _paid(client, h.code)
             await pause()
             started = time.perf_counter()
-            await take_step(client, sessions, h.code, step, user, **kwargs)
+            await take_step(client, sessions, h.code, step, user, signer=signer, **kwargs)
             latencies.append((time.perf_counter() - started) * 1000)
 
     return await _officers("ours", officers, registered, household, advance)
@@ -176,8 +178,8 @@ async def run_baseline(client: Client, task_queue: str, n: int, officers: int,
                        think: float = 0.0, local: bool = False) -> Figures:  # fmt: skip
     """The floor: `n` bare workflows taking the same Temporal calls as a household, by the same officers. The
     channel's confirmation after each release is a signal sent from here; the settling update waits, as
-    ours does, until the workflow shows both confirmations applied. With `local`, the 13 activities that
-    stand for recording a step are local activities, as ours are."""
+    ours does, until the workflow shows both confirmations applied. With `local`, its 15 activities are
+    local activities, as ours are."""
     pause = thinker(think)
     prefix = prefix or f"baseline-{uuid.uuid4().hex[:8]}"
     handles = [await client.start_workflow(BaselineWorkflow.run, local, id=f"{prefix}-{i}", task_queue=task_queue)
@@ -255,7 +257,7 @@ async def main() -> None:
     ap.add_argument("--think", type=float, default=2.0, help="officers' mean pause in the latency pass, s")
     ap.add_argument("--seed", type=int, default=2025)
     ap.add_argument("--baseline-local", action="store_true",
-                    help="the baseline's 13 step-recording activities as local activities, as ours are")
+                    help="the baseline's 15 activities as local activities, as ours are")
     ap.add_argument("--baseline-workers", type=int, default=None,
                     help="worker processes for the baseline (default: as many as ours, counted when the run starts)")
     args = ap.parse_args()
@@ -297,7 +299,8 @@ async def main() -> None:
                 before = cpu_now()
                 if label.startswith("ours"):
                     figures = await run_ours(client, sessions, settings.temporal_task_queue, work, args.officers,
-                                             lambda t=task: bar.advance(t), think=think)  # fmt: skip
+                                             lambda t=task: bar.advance(t), think=think,
+                                             signer=load_ring(settings))  # fmt: skip
                 else:
                     figures = await run_baseline(bare, baseline_queue, work, args.officers,
                                                  lambda t=task: bar.advance(t), think=think,

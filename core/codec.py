@@ -8,6 +8,13 @@ go through codecs; that is why they carry only stage, place, group and support t
 
 Keys come from configuration (`PAYLOAD_KEYS`, or the file `PAYLOAD_KEYS_FILE`): one `id:key` per line or
 comma, the key 32 bytes in URL-safe base64, the first one active. Rotating is writing a new first line.
+
+The engine (worker and clients) opens only what a key of its ring sealed. Anything else, plain JSON from
+someone who reached the Temporal frontend, or a payload under a key it does not hold or that was altered,
+becomes a `binary/refused` payload that the payload converter refuses when it is read (core/converter.py):
+raising here would fail the whole workflow task and wedge the household. The auditors' readers open histories
+written before encryption was switched on, so their codec accepts plain payloads (`accept_plaintext`) and
+says which key it lacks (PayloadKeyError) instead of refusing.
 """
 
 from __future__ import annotations
@@ -25,6 +32,8 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from temporalio.api.common.v1 import Payload
 from temporalio.converter import DataConverter, PayloadCodec
+
+from core.converter import MISSING_KEY, REFUSED, REFUSED_REASON, SealedFailureConverter
 
 ENCODING = b"binary/encrypted"
 KEY_ID = "encryption-key-id"
@@ -103,10 +112,13 @@ def write_ring(path: Path, ring: KeyRing) -> None:
 
 
 class EncryptionCodec(PayloadCodec):
-    """AES-256-GCM over the serialised payload; the key id is in the metadata and bound as associated data."""
+    """AES-256-GCM over the serialised payload; the key id is in the metadata and bound as associated data.
+    With `accept_plaintext` (the auditors' readers only) plain payloads pass and a payload that does not open
+    raises PayloadKeyError; without it (the engine) both are handed on refused."""
 
-    def __init__(self, ring: KeyRing) -> None:
+    def __init__(self, ring: KeyRing, *, accept_plaintext: bool = False) -> None:
         self.ring = ring
+        self.accept_plaintext = accept_plaintext
         self._ciphers = {k: AESGCM(v) for k, v in ring.keys.items()}
 
     async def encode(self, payloads: Sequence[Payload]) -> list[Payload]:
@@ -120,23 +132,43 @@ class EncryptionCodec(PayloadCodec):
         return sealed
 
     async def decode(self, payloads: Sequence[Payload]) -> list[Payload]:
-        opened = []
-        for p in payloads:
-            if p.metadata.get("encoding") != ENCODING:
-                opened.append(p)  # written before encryption was switched on: plain JSON
-                continue
-            key_id = p.metadata.get(KEY_ID, b"").decode()
-            cipher = self._ciphers.get(key_id)
-            if cipher is None:
-                raise PayloadKeyError(f"payload sealed with key {key_id!r}, which the key ring does not hold")
-            try:
-                plain = cipher.decrypt(p.data[:NONCE_BYTES], p.data[NONCE_BYTES:], key_id.encode())
-            except InvalidTag:
-                raise PayloadKeyError(
-                    f"payload sealed with key {key_id!r} does not open: it was altered, or sealed with another key"
-                ) from None
-            opened.append(Payload.FromString(plain))
-        return opened
+        return [self._open(p) for p in payloads]
+
+    def _open(self, p: Payload) -> Payload:
+        if p.metadata.get("encoding") != ENCODING:
+            if self.accept_plaintext:
+                return p  # written before encryption was switched on: plain JSON
+            return refused("not sealed: plain input is not accepted")
+        key_id = p.metadata.get(KEY_ID, b"").decode()
+        cipher = self._ciphers.get(key_id)
+        if cipher is None:
+            return self._not_opened(f"payload sealed with key {key_id!r}, which the key ring does not hold",
+                                    missing_key=True)  # fmt: skip
+        try:
+            plain = cipher.decrypt(p.data[:NONCE_BYTES], p.data[NONCE_BYTES:], key_id.encode())
+        except InvalidTag:
+            return self._not_opened(
+                f"payload sealed with key {key_id!r} does not open: it was altered, or sealed with another key"
+            )
+        return Payload.FromString(plain)
+
+    def _not_opened(self, reason: str, *, missing_key: bool = False) -> Payload:
+        if self.accept_plaintext:
+            raise PayloadKeyError(reason)  # a reader says which key it lacks, and goes on
+        return refused(reason, missing_key=missing_key)
+
+    def for_reading(self) -> EncryptionCodec:
+        return self if self.accept_plaintext else EncryptionCodec(self.ring, accept_plaintext=True)
+
+
+def refused(reason: str, *, missing_key: bool = False) -> Payload:
+    """What the engine's codec hands on instead of a payload it will not open: refused when read. A key id the
+    ring does not hold is marked: that is most often a process started without a rotated-in key, which the
+    operator fixes, so reading it fails the workflow task (retried) instead of the workflow."""
+    metadata = {"encoding": REFUSED.encode(), REFUSED_REASON: reason.encode()}
+    if missing_key:
+        metadata[MISSING_KEY] = b"1"
+    return Payload(metadata=metadata)
 
 
 def is_sealed(payload: Payload) -> bool:
@@ -147,5 +179,18 @@ def sealed_key_ids(payloads: Iterable[Payload]) -> set[str]:
     return {p.metadata.get(KEY_ID, b"").decode() for p in payloads if is_sealed(p)}
 
 
-def with_codec(converter: DataConverter, ring: KeyRing | None) -> DataConverter:
-    return dataclasses.replace(converter, payload_codec=EncryptionCodec(ring)) if ring else converter
+def with_codec(converter: DataConverter, ring: KeyRing | None, *, accept_plaintext: bool = False) -> DataConverter:
+    """`converter` sealing payloads and failure messages with `ring` (unchanged without one)."""
+    if ring is None:
+        return converter
+    return dataclasses.replace(converter, payload_codec=EncryptionCodec(ring, accept_plaintext=accept_plaintext),
+                               failure_converter_class=SealedFailureConverter)  # fmt: skip
+
+
+def for_reading(converter: DataConverter) -> DataConverter:
+    """The auditors' side of `converter`: plain payloads from before encryption accepted, a payload that does
+    not open named (PayloadKeyError) rather than refused."""
+    codec = converter.payload_codec
+    if isinstance(codec, EncryptionCodec) and not codec.accept_plaintext:
+        return dataclasses.replace(converter, payload_codec=codec.for_reading())
+    return converter

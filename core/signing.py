@@ -53,7 +53,11 @@ def _b64(data: bytes) -> str:
 
 
 def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    """URL-safe base64, strictly: a character outside the alphabet is an error, not skipped."""
+    try:
+        return base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"not URL-safe base64: {err}") from None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -459,6 +459,8 @@ class BackgroundBank(_Background):
     delay: float = 0.5
     fail_rate: float = 0.0
     secret_file: Path | None = None
+    signing_keys_file: Path | None = None  # the bank's ring: it signs its answers (the engine records no other)
+    channel_user: str = "kenh.thanhtoan"
     name: str = "bank"
 
     @property
@@ -478,6 +480,8 @@ class BackgroundBank(_Background):
                "--port", str(self.port), "--delay", str(self.delay), "--fail-rate", str(self.fail_rate)]  # fmt: skip
         if self.secret_file:
             cmd += ["--callback-secret-file", str(self.secret_file)]
+        if self.signing_keys_file and self.signing_keys_file.exists():  # 'stack up' creates it before the bank
+            cmd += ["--signing-keys", str(self.signing_keys_file), "--channel-user", self.channel_user]
         self._launch(cmd, env, lambda: port_open(self.host, self.port), "bank")
         return True
 
@@ -553,7 +557,8 @@ class Stack:
         u = urlparse(self.settings.bank_url)
         return BackgroundBank(self.settings.state_dir, u.hostname or "127.0.0.1", u.port or 8070,
                               self.settings.payment_delay_seconds, self.settings.payment_fail_rate,
-                              self.settings.callback_secret_path)  # fmt: skip
+                              self.settings.callback_secret_path, self.settings.bank_signing_keys_path,
+                              self.settings.payment_channel_user)  # fmt: skip
 
     def env(self) -> dict[str, str]:
         return {

@@ -121,7 +121,8 @@ def make_worker(
     channel: PaymentChannel | None = None,
 ) -> Worker:
     households = HouseholdActivities(sessions)
-    payments = PaymentActivities(sessions, channel or make_channel(settings), settings.payment_channel_user)
+    payments = PaymentActivities(sessions, channel or make_channel(settings), settings.payment_channel_user,
+                                 record=households._record)  # fmt: skip
     batches = BatchActivities(client, sessions)
     return Worker(
         client,
@@ -132,6 +133,7 @@ def make_worker(
             households.send_reminder,
             payments.submit_payment,
             payments.check_payment,
+            payments.settle_answer,
             payments.escalate_payment,
             batches.select_payouts,
             batches.select_payout_candidates,

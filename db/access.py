@@ -30,13 +30,15 @@ MIN_PASSWORD = 10
 MAX_FAILURES = 5
 FAILURE_WINDOW = timedelta(minutes=15)
 SESSION_TTL = timedelta(hours=8)  # a working day
+# Who may administer accounts (add, reset, disable, enable, tokens): `starter.py users …`.
+ACCOUNT_ADMIN_ROLE = "admin"
 
 
 @dataclass(frozen=True)
 class SignedIn:
     user: User
     csrf_token: str | None  # sessions carry one; API tokens need none (no ambient cookie to abuse)
-    via: str  # "session" or "token"
+    via: str  # "session", "token", or "password" (checked, no session opened: the command line)
 
 
 def digest(token: str) -> str:
@@ -98,8 +100,18 @@ class SignInOutcome:
 
 
 async def sign_in(session: AsyncSession, user_id: str, password: str, client: str) -> SignInOutcome:
-    """Check a password and open a session. Every checked attempt is recorded; a name locked by too many
-    failures is refused before its password is looked at. The caller commits (also on a refusal)."""
+    """Check a password and open a session. The caller commits (also on a refusal: the attempt is recorded)."""
+    checked = await check_password(session, user_id, password, client)
+    if checked.refusal is not None:
+        return checked
+    token, signed = await open_session(session, checked.who.user)
+    return SignInOutcome(token=token, who=signed)
+
+
+async def check_password(session: AsyncSession, user_id: str, password: str, client: str) -> SignInOutcome:
+    """Who a password proves, without opening a session (the web's sign-in and the command line share it).
+    Every checked attempt is recorded; a name locked by too many failures is refused before its password is
+    looked at; a disabled user is refused. The caller commits (also on a refusal)."""
     now = datetime.now(UTC)
     failures, latest = await _recent_failures(session, user_id, now)
     if failures >= MAX_FAILURES and latest is not None:
@@ -124,8 +136,7 @@ async def sign_in(session: AsyncSession, user_id: str, password: str, client: st
     if HASHER.check_needs_rehash(stored):
         await session.execute(update(user_credentials).where(user_credentials.c.user_id == user_id)
                               .values(password_hash=HASHER.hash(password)))  # fmt: skip
-    token, signed = await open_session(session, user)
-    return SignInOutcome(token=token, who=signed)
+    return SignInOutcome(who=SignedIn(user, None, "password"))
 
 
 async def open_session(session: AsyncSession, user: User) -> tuple[str, SignedIn]:
@@ -183,3 +194,13 @@ async def token_user(session: AsyncSession, token: str) -> SignedIn | None:
         return None
     user = await users_db.get(session, row.user_id)
     return SignedIn(user, None, "token") if user and user.active else None
+
+
+async def admins_with_credentials(session: AsyncSession) -> list[str]:
+    """Active administrators who can prove who they are (a password or a live token). While there is none,
+    the first administrator may be set up (`users bootstrap`); after that only an administrator may."""
+    u, c, t = users.c, user_credentials.c, api_tokens.c
+    has_password = select(c.user_id).where(c.user_id == u.user_id).exists()
+    has_token = select(t.id).where(t.user_id == u.user_id, t.revoked_at.is_(None)).exists()
+    q = select(u.user_id).where(u.role == ACCOUNT_ADMIN_ROLE, u.active, has_password | has_token).order_by(u.user_id)
+    return list(await session.scalars(q))

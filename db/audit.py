@@ -36,6 +36,9 @@ HASHED_FIELDS = (
     "transfer_id",
     "occurred_at",
 )
+# A signed step's assertion and the input it covers (models/assertion.py): hashed when the row has them, so
+# rows written before signed actions hash exactly as they did.
+SIGNED_FIELDS = ("assertion", "signed_input")
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,7 @@ def canonical(value: Any) -> Any:
 
 def row_hash(prev_hash: str, fields: Mapping[str, Any]) -> str:
     body = {name: canonical(fields[name]) for name in HASHED_FIELDS}
+    body |= {name: fields[name] for name in SIGNED_FIELDS if fields.get(name) is not None}
     payload = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256((prev_hash + payload).encode()).hexdigest()
 

@@ -3,6 +3,7 @@ payment instructions, decisions, VBSP loans and reimbursements (cấp bù). Func
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import date, datetime
 
@@ -13,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from core.errors import DomainError
 from db.schema import (
     allocation_policies,
+    audit_log,
     decisions,
     funding_sources,
     household_loans,
@@ -279,6 +281,41 @@ async def save_instruction(session: AsyncSession, instr: PaymentInstruction, cha
         .values(attempts=instr.attempt, updated_at=func.now())
     )  # fmt: skip
     return new is not None
+
+
+PAYMENT_ID = re.compile(r"^(?P<code>.+)-A(?P<allocation>\d+)-T(?P<tranche>\d+)-(?P<attempt>\d+)$")
+
+
+async def released_instruction(session: AsyncSession, payment_id: str, household_code: str) -> PaymentInstruction:
+    """The instruction for `payment_id` as PostgreSQL has it: only for a tranche whose release is recorded (its
+    read-model row released, by someone), of the household's current allocation, and for the attempt now due
+    (one more than the failures recorded for it); amount from the tranche, payee from the registered household.
+    Anything else is refused (`NoRecordedRelease`): nobody can have the engine send what was not released."""
+    m = PAYMENT_ID.match(payment_id)
+    if m is None or m["code"] != household_code:
+        raise DomainError("NoRecordedRelease", f"{payment_id!r} is not a payment id of household {household_code}")
+    n, attempt, allocation = int(m["tranche"]), int(m["attempt"]), int(m["allocation"])
+    ht, h = household_tranches, households
+    row = (await session.execute(
+        select(ht.c.amount, ht.c.status, ht.c.released_by, h.c.head_of_household, h.c.workflow_id)
+        .join(h, h.c.code == ht.c.household_code)
+        .where(ht.c.household_code == household_code, ht.c.tranche == n)
+    )).one_or_none()  # fmt: skip
+    if row is None or row.status != "released" or not row.released_by:
+        raise DomainError("NoRecordedRelease", f"tranche {n} of household {household_code} has no recorded release "
+                          f"({row.status if row else 'no such tranche'}): {payment_id} is not sent")  # fmt: skip
+    allocations = await session.scalar(select(func.count()).where(audit_log.c.household_code == household_code,
+                                                                  audit_log.c.step == "allocate"))  # fmt: skip
+    prefix = f"{household_code}-A{allocation}-T{n}-"
+    failed = await session.scalar(select(func.count()).where(
+        payments.c.household_code == household_code, payments.c.tranche == n, payments.c.status == "failed",
+        payments.c.payment_id.startswith(prefix, autoescape=True)))  # fmt: skip
+    if allocation != allocations or attempt != failed + 1:
+        raise DomainError("NoRecordedRelease", f"{payment_id} is not the instruction due for tranche {n} of household "
+                          f"{household_code} (allocation {allocations}, attempt {failed + 1})")  # fmt: skip
+    return PaymentInstruction(payment_id=payment_id, workflow_id=row.workflow_id or f"household-{household_code}",
+                              household_code=household_code, tranche=n, attempt=attempt, amount=row.amount,
+                              payee=row.head_of_household, released_by=row.released_by)  # fmt: skip
 
 
 async def instruction_terms(session: AsyncSession, payment_id: str) -> tuple[int, str] | None:

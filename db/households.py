@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from db.schema import households
+from db.schema import households, import_batches
 from models.actor import Jurisdiction
 from models.household import Household
 
@@ -16,6 +16,7 @@ from models.household import Household
 @dataclass(frozen=True)
 class HouseholdRow:
     code: str
+    province: str
     district: str
     commune: str
     beneficiary_group: str
@@ -62,6 +63,18 @@ async def insert_many(session: AsyncSession, items: list[Household], batch_id: i
             for h in items
         ],
     )
+
+
+async def importers(session: AsyncSession, codes: list[str]) -> dict[str, str]:
+    """Who imported each of these registered households' list (`import_batches.imported_by`), by code."""
+    if not codes:
+        return {}
+    rows = await session.execute(
+        select(households.c.code, import_batches.c.imported_by)
+        .join(import_batches, import_batches.c.id == households.c.import_batch_id)
+        .where(households.c.code.in_(codes))
+    )
+    return {r.code: r.imported_by for r in rows}
 
 
 async def get(session: AsyncSession, code: str) -> HouseholdRow | None:

@@ -49,7 +49,15 @@ async def entitlement(
 
 async def workflow_policy(session: AsyncSession, version: str) -> WorkflowPolicy:
     """A workflow policy by its version (the one a household's workflow runs under)."""
-    doc = await session.scalar(select(workflow_policies.c.document).where(workflow_policies.c.version == version))
-    if doc is None:
+    found = await stored_workflow_policy(session, version)
+    if found is None:
         raise DomainError("NoPolicy", f"no workflow policy {version!r}")
-    return WorkflowPolicy.model_validate(doc)
+    return found
+
+
+async def stored_workflow_policy(session: AsyncSession, version: str | None) -> WorkflowPolicy | None:
+    """The policy table's version `version`, or None when it holds no such version."""
+    if version is None:
+        return None
+    doc = await session.scalar(select(workflow_policies.c.document).where(workflow_policies.c.version == version))
+    return WorkflowPolicy.model_validate(doc) if doc is not None else None

@@ -1,13 +1,15 @@
 """The simulated bank: a process of its own with a durable book, reached over HTTP (finance/channel.HttpBank).
 
-    python -m finance.bank --state DIR --port N [--delay S] [--fail-rate R] [--hold]
+    python -m finance.bank --state DIR --port N --signing-keys FILE [--delay S] [--fail-rate R] [--hold]
 
 The book is SQLite in DIR (WAL, synchronous=FULL): what the bank acknowledged survives a kill -9. Each
 instruction is paid at most once per `payment_id`; the same id with other terms is refused (409). After
 `--delay` seconds a background loop over the book answers each pending instruction (confirmed, or failed by
 `fail_rate_rule`, or by `--fail-match` for scripted tests), and queues a callback to its `callback_url`,
 signed (finance/callbacks.py), retried with growing back-off; a restart resumes both from the book.
-`--hold` never answers. Only a signed instruction is accepted.
+`--hold` never answers. Only a signed instruction is accepted. A final status answer is signed with the
+bank's ring (`--signing-keys`, an Ed25519 SigningRing file; its public key is registered for holder `channel`):
+the engine records only an answer the bank signed.
 """
 
 from __future__ import annotations
@@ -31,9 +33,11 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
+from core.signing import STEP_TTL, SigningRing, read_ring
 from finance.callbacks import signed_headers, verified
 from finance.channel import fail_rate_rule
-from models.finance import ChannelStatus, PaymentInstruction
+from models.assertion import digest_of
+from models.finance import ANSWER_FIELDS, FINAL_STATES, ChannelStatus, PaymentInstruction, answer_step
 
 log = structlog.get_logger("bank")
 
@@ -167,7 +171,21 @@ def status_of(row: sqlite3.Row | None, payment_id: str) -> ChannelStatus:
     if row is None:
         return ChannelStatus(payment_id=payment_id, state="unknown")
     return ChannelStatus(payment_id=row["payment_id"], state=row["state"], bank_ref=row["bank_ref"],
-                         reason=row["reason"], amount=row["amount"], payee=row["payee"])  # fmt: skip
+                         reason=row["reason"], amount=row["amount"], payee=row["payee"], tranche=row["tranche"],
+                         attempt=row["attempt"])  # fmt: skip
+
+
+def answer_of(row: sqlite3.Row | None, payment_id: str, signer: SigningRing | None, user_id: str) -> dict:
+    """The status answer as JSON; a final one carries the bank's assertion over exactly this JSON (without
+    the assertion), for the instruction's workflow, step `payment_<state>` and the channel's system user,
+    good for a few minutes, with a fresh one-time id each time it is asked."""
+    status = status_of(row, payment_id)
+    answer = {k: getattr(status, k) for k in ANSWER_FIELDS}
+    if row is None or status.state not in FINAL_STATES or signer is None:
+        return answer
+    a = signer.sign(workflow_id=row["workflow_id"], step=answer_step(status.state), input_digest=digest_of(answer),
+                    user_id=user_id, ttl=STEP_TTL)  # fmt: skip
+    return answer | {"assertion": a.model_dump(mode="json")}
 
 
 def bank_ref_of(payment_id: str) -> str:
@@ -179,8 +197,11 @@ class Bank:
 
     def __init__(self, book: Book, *, delay: float, fail_rate: float, fail_attempts: int = 1,
                  fail_match: tuple[str, ...] = (), hold: bool = False, secret: str = "",
-                 callback_attempts: int = 10, callback_backoff: float = 0.5) -> None:  # fmt: skip
+                 callback_attempts: int = 10, callback_backoff: float = 0.5, signer: SigningRing | None = None,
+                 channel_user: str = "kenh.thanhtoan") -> None:  # fmt: skip
         self.book = book
+        self.signer = signer
+        self.channel_user = channel_user
         self.delay = delay
         self.hold = hold
         self.secret = secret
@@ -313,9 +334,9 @@ def create_app(bank: Bank) -> FastAPI:
             bank.wake.set()
         return {"payment_id": row["payment_id"], "state": row["state"]}
 
-    @app.get("/instructions/{payment_id}", response_model=ChannelStatus)
-    async def status(payment_id: str) -> ChannelStatus:
-        return status_of(bank.book.get(payment_id), payment_id)
+    @app.get("/instructions/{payment_id}")
+    async def status(payment_id: str) -> dict:
+        return answer_of(bank.book.get(payment_id), payment_id, bank.signer, bank.channel_user)
 
     @app.get("/statement")
     async def statement() -> dict:
@@ -347,6 +368,10 @@ def main(
     ),  # fmt: skip
     callback_attempts: int = typer.Option(10, "--callback-attempts", min=1),
     callback_backoff: float = typer.Option(0.5, "--callback-backoff", min=0, help="First retry's wait, doubling"),
+    signing_keys: Path | None = typer.Option(
+        None, "--signing-keys", envvar="BANK_SIGNING_KEYS_FILE", help="The bank's signing ring (its answers)"
+    ),  # fmt: skip
+    channel_user: str = typer.Option("kenh.thanhtoan", "--channel-user", help="The system user its answers name"),
 ) -> None:
     import uvicorn
 
@@ -359,9 +384,13 @@ def main(
         log.warning(
             "callback_secret_missing", hint="no --callback-secret: the engine's receiver refuses every callback"
         )
+    signer = read_ring(signing_keys) if signing_keys else None
+    if signer is None:
+        log.warning("signing_keys_missing", hint="no --signing-keys: the engine records none of this bank's answers")
     bank = Bank(Book(state / "book.sqlite3"), delay=delay, fail_rate=fail_rate, fail_attempts=fail_attempts,
                 fail_match=tuple(fail_match), hold=hold, secret=secret,
-                callback_attempts=callback_attempts, callback_backoff=callback_backoff)  # fmt: skip
+                callback_attempts=callback_attempts, callback_backoff=callback_backoff, signer=signer,
+                channel_user=channel_user)  # fmt: skip
     uvicorn.run(create_app(bank), host=host, port=port, log_config=None, access_log=False)
 
 

@@ -2,7 +2,8 @@
 
 A channel takes an instruction, pays it at most once per end-to-end id (`payment_id`), answers status
 inquiries, and calls back when it has a result. The engine treats the callback as a wake-up only and
-asks `status` before recording anything.
+asks `status` before recording anything; it records a final answer only when the channel signed it
+(an assertion over the answer's JSON with a `channel` key registered in `signing_keys`).
 
 `HttpBank` is the worker's channel: the adapter to a bank speaking the API of `finance/bank.py` (the
 simulated bank shipped for the demo and the tests, a process of its own with a durable book). Transport
@@ -21,6 +22,7 @@ import httpx
 import structlog
 
 from finance.callbacks import signed_headers
+from models.assertion import ActionAssertion
 from models.finance import ChannelStatus, PaymentInstruction
 
 log = structlog.get_logger(__name__)
@@ -77,9 +79,12 @@ class HttpBank:
         r.raise_for_status()
 
     async def status(self, payment_id: str) -> ChannelStatus:
+        """The bank's answer; a final one with the bank's assertion and the JSON it signed, exactly."""
         r = await self._http.get(f"/instructions/{payment_id}")
         r.raise_for_status()
-        return ChannelStatus.model_validate(r.json())
+        body = r.json()
+        a = body.pop("assertion", None)
+        return ChannelStatus.of_answer(body, ActionAssertion.model_validate(a) if a else None)
 
     async def statement(self) -> list[dict]:
         """Every instruction the bank holds, as it paid them (for reconciliation with the ledger)."""

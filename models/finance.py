@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from models.actor import Actor
 from models.assertion import ActionAssertion
+from models.household import BeneficiaryGroup, Stage, SupportType
 
 
 class Milestone(StrEnum):
@@ -183,6 +184,35 @@ class ChannelStatus(BaseModel):
     # an answer (None from a channel that does not say).
     amount: int | None = None
     payee: str | None = None
+    tranche: int | None = None
+    attempt: int | None = None
+    # A final answer is signed by the channel (its assertion: step `payment_<state>`, the instruction's
+    # workflow, the channel's system user), over `answer`: the JSON it sent, kept exactly as received, so the
+    # recording activity and the auditors verify the very bytes the channel signed. None in older histories.
+    assertion: ActionAssertion | None = None
+    answer: dict[str, Any] | None = None
+
+    @classmethod
+    def of_answer(cls, answer: dict[str, Any], assertion: ActionAssertion | None) -> ChannelStatus:
+        """The status the channel's signed JSON says (what it says, never what the caller adds)."""
+        fields = {k: answer.get(k) for k in ANSWER_FIELDS if answer.get(k) is not None}
+        return cls(**fields, assertion=assertion, answer=answer if assertion else None)
+
+
+# What a channel's answer says (and signs); the answer's JSON has these keys, each possibly null.
+ANSWER_FIELDS = ("payment_id", "state", "amount", "payee", "bank_ref", "reason", "tranche", "attempt")
+FINAL_STATES = ("confirmed", "failed")
+
+
+def answer_step(state: str) -> str:
+    """The step a final answer records, which is also the step the channel signs it for."""
+    return f"payment_{state}"
+
+
+def failure_reason(reason: str | None, attempts: int, retry: bool) -> str:
+    """What a failed payment's step says: the channel's reason and what the engine does next."""
+    then = f"sent again as attempt {attempts + 1}" if retry else "returned to Finance to authorise again"
+    return f"{reason or 'failed'} → {then}"
 
 
 class PaymentNotice(BaseModel):
@@ -206,10 +236,44 @@ class PaymentCheck(BaseModel):
 class EscalationRecord(BaseModel):
     model_config = ConfigDict(frozen=True)
 
+    # Names the instruction (its id and household); the activity re-reads its terms from PostgreSQL and never
+    # sends the amount or payee given here.
     instruction: PaymentInstruction
     overdue_hours: int
     escalation: int  # 1 for the first escalation of this instruction, 2 for the next, ...
     finance_agency: str
+
+
+class PaymentRequest(BaseModel):
+    """Send the instruction for a released tranche. Only its id and household: the activity builds the
+    instruction (amount, payee) from PostgreSQL, for a release recorded there. Older histories passed a
+    whole PaymentInstruction here: its other fields are ignored."""
+
+    model_config = ConfigDict(frozen=True)
+
+    payment_id: str
+    household_code: str
+
+
+class SettleRequest(BaseModel):
+    """Ask the channel about one instruction and, for a final answer it signed, record the step
+    (payment_confirmed / payment_failed) in the same local activity. What the workflow knows of the tranche."""
+
+    model_config = ConfigDict(frozen=True)
+
+    workflow_id: str
+    household_code: str
+    seq: int = Field(ge=1)  # the sequence number the step would take
+    stage: Stage
+    at: datetime
+    tranche: int
+    attempts: int  # instructions sent for the tranche so far (the one asked about is the last)
+    payment_id: str
+    transfer_ids: list[int]  # the tranche's pieces, posted on a confirmation
+    retry: bool  # a failure may be sent again (else the tranche goes back to Finance)
+    finance_agency: str
+    support_type: SupportType
+    beneficiary_group: BeneficiaryGroup
 
 
 # ------------------------------------------------------------------ bulk batches
@@ -290,6 +354,8 @@ class ApplyPayoutInput(BaseModel):
     actor: Actor
     evidence: list[str]
     batch_id: str
+    # The batch as its officer signed it: each household's step carries it (None: a batch started before).
+    batch: PayoutBatchInput | None = None
 
 
 class SelectPayoutsInput(BaseModel):
@@ -298,6 +364,8 @@ class SelectPayoutsInput(BaseModel):
     selection: BatchSelection
     tranche: int
     actor: Actor
+    # The signed batch: nothing is selected for a batch no officer's front door signed.
+    batch: PayoutBatchInput | None = None
 
 
 class PayoutCandidate(BaseModel):

@@ -42,6 +42,8 @@ class Step(StrEnum):
     # Recorded from the payment channel's answer, by the channel's system user.
     PAYMENT_CONFIRMED = "payment_confirmed"
     PAYMENT_FAILED = "payment_failed"
+    # A policy admin replaced the household's workflow policy (from = to = the current stage; no money).
+    SET_POLICY = "set_policy"
 
 
 PAYOUT_STEPS = frozenset({Step.REPORT_PROGRESS, Step.AUTHORISE_PAYOUT, Step.RELEASE_PAYOUT})

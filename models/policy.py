@@ -24,6 +24,12 @@ class WorkflowPolicy(BaseModel):
     sla_days: dict[Stage, int] = Field(default_factory=dict)
     # Pairs of steps that one person may not both take on the same household.
     distinct_actors: list[tuple[Step, Step]] = Field(default_factory=list)
+    # Pairs of payout steps that one person may not both take on the same tranche (a tranche is paid on the
+    # word of one person and released by another, whoever authorised it).
+    distinct_per_tranche: list[tuple[Step, Step]] = Field(default_factory=list)
+    # Steps the person who imported the household's list may not take on it (who puts a household on the
+    # list does not also approve it).
+    importer_may_not: list[Step] = Field(default_factory=list)
     # Roles that may replace the policy of a household already in flight.
     policy_admin_roles: list[str] = Field(default_factory=lambda: ["admin"])
     # Roles that may import an approved list (and so start households' workflows).

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from models.actor import Actor
 from models.assertion import ActionAssertion
-from models.finance import AllocationPiece
+from models.finance import AllocationPiece, ChannelStatus
 from models.household import BeneficiaryGroup, Stage, Step, SupportType
 
 
@@ -70,6 +70,9 @@ class TransitionRecord(BaseModel):
     # again and keeps both in the audit row. None only for steps recorded before signed actions.
     assertion: ActionAssertion | None = None
     signed_input: dict[str, Any] | None = None
+    # The policy version the household ran under when the step was taken (a policy change: the one it
+    # replaces, whose admin roles decide). None in steps recorded before signed actions.
+    policy_version: str | None = None
 
 
 class TransitionOutcome(BaseModel):
@@ -100,3 +103,14 @@ class ReminderRecord(BaseModel):
     entered_at: datetime
     at: datetime
     overdue_days: int
+
+
+class SettledAnswer(BaseModel):
+    """What `settle_answer` hands back: the channel's answer and, when it was final and recorded, the step's
+    outcome (its record inside, as record_transition's local answer carries it: the history alone says who
+    recorded what)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    status: ChannelStatus
+    outcome: TransitionOutcome | None = None

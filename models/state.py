@@ -16,6 +16,9 @@ class HouseholdWorkflowInput(BaseModel):
 
     household: Household
     policy: WorkflowPolicy
+    # Who imported the household's list (import_batches.imported_by): the policy may forbid them some steps.
+    # None in workflows started before it was passed.
+    imported_by: str | None = None
 
 
 class TimelineEntry(BaseModel):
@@ -41,6 +44,7 @@ class HouseholdState(BaseModel):
     stage: Stage
     stage_since: datetime
     policy_version: str
+    imported_by: str | None = None  # who imported the household's list (segregation of duties)
     entitlement: int = 0
     reserved: int = 0
     paid: int = 0

@@ -120,4 +120,5 @@ async def next_actions(sessions: Sessions, state: HouseholdState, actor: Actor) 
     if household is None:
         return []
     return rules.allowed_actions(household=household, policy=policy, actor=actor, stage=state.stage,
-                                 timeline=state.timeline, tranches=state.tranches)  # fmt: skip
+                                 timeline=state.timeline, tranches=state.tranches,
+                                 imported_by=state.imported_by)  # fmt: skip

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -46,6 +47,9 @@ class ImportReport:
     workflows_started: int
     workflows_existing: int
     codes: list[str] = field(default_factory=list)
+    # Who imported each household's list (this import for the new ones, the first for those registered
+    # before): the workflow is told, since the policy may forbid the importer to approve.
+    importers: dict[str, str] = field(default_factory=dict)
 
     def describe(self, file_name: str) -> str:
         return (
@@ -111,17 +115,20 @@ async def register(
                 .returning(import_batches.c.id)
             )
             await households.insert_many(session, [r.household for r in new], batch_id)
+        importers = await households.importers(session, [r.household.code for r in rows])
     report = ImportReport(
         batch_id=batch_id, rows=len(rows), registered=len(new), unchanged=len(unchanged), workflows_started=0,
-        workflows_existing=0, codes=[r.household.code for r in rows],
+        workflows_existing=0, codes=[r.household.code for r in rows], importers=importers,
     )  # fmt: skip
     return report, [r.household for r in rows], current
 
 
 async def start_workflows(
-    client: Client, task_queue: str, items: list[Household], current: WorkflowPolicy, concurrency: int = 32
+    client: Client, task_queue: str, items: list[Household], current: WorkflowPolicy, concurrency: int = 32, *,
+    importers: Mapping[str, str] | None = None,
 ) -> tuple[int, int]:
-    """Start one workflow per household unless it exists (running or closed). Returns (started, existing)."""
+    """Start one workflow per household unless it exists (running or closed), telling it who imported its list
+    (`importers`, by code: `ImportReport.importers`). Returns (started, existing)."""
     gate = asyncio.Semaphore(concurrency)
 
     async def start(h: Household) -> bool:
@@ -129,7 +136,7 @@ async def start_workflows(
             try:
                 await client.start_workflow(
                     HouseholdWorkflow.run,
-                    HouseholdWorkflowInput(household=h, policy=current),
+                    HouseholdWorkflowInput(household=h, policy=current, imported_by=(importers or {}).get(h.code)),
                     id=h.workflow_id,
                     task_queue=task_queue,
                     id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
@@ -152,5 +159,6 @@ async def import_file(
     a lazy client a bad file is reported whatever the state of the workflow servers."""
     data = path.read_bytes()
     report, items, current = await register(sessions, data, path.name, user_id)
-    report.workflows_started, report.workflows_existing = await start_workflows(client, task_queue, items, current)
+    report.workflows_started, report.workflows_existing = await start_workflows(client, task_queue, items, current,
+                                                                                importers=report.importers)
     return report

@@ -1,5 +1,6 @@
-"""Payout batches from the command line and the demo: start (or rejoin) a batch workflow, follow its
-progress, wait for the payment channel's answers."""
+"""Payout batches from the command line, the web app and the demo: sign the batch for the officer the front
+door authenticated, start (or rejoin) its workflow, follow its progress, wait for the payment channel's
+answers."""
 
 from __future__ import annotations
 
@@ -12,9 +13,11 @@ from temporalio.client import Client, WorkflowQueryFailedError
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.service import RPCError
 
+from core import signing
 from db.engine import Sessions
 from db.schema import household_tranches, payments
 from models.finance import BatchAction, BatchProgress, BatchSelection, PayoutBatchInput, PayoutBatchResult
+from workflows.authn import batch_step, batch_workflow_id
 from workflows.batch import PayoutBatchWorkflow
 
 
@@ -22,6 +25,13 @@ def batch_id_for(action: BatchAction, tranche: int, selection: BatchSelection, r
     """The same command for the same selection is the same batch: running it again rejoins or re-runs it."""
     key = "|".join([selection.district or "", selection.decision_ref or "", ",".join(sorted(selection.codes))])
     return f"{action.value}-t{tranche}-{hashlib.sha256(key.encode()).hexdigest()[:10]}-{ref}"
+
+
+def sign_batch(ring: signing.SigningRing, inp: PayoutBatchInput) -> PayoutBatchInput:
+    """The batch with the front door's assertion: its officer takes this action on every household of the
+    selection (each household checks the batch covers it); good for the batch's whole run (BATCH_TTL)."""
+    return signing.sign_input(ring, inp, workflow_id=batch_workflow_id(inp.batch_id), step=batch_step(inp.action.value),
+                              user_id=inp.actor.user_id, ttl=signing.BATCH_TTL)  # fmt: skip
 
 
 async def run_batch(
@@ -35,7 +45,7 @@ async def run_batch(
     handle = await client.start_workflow(
         PayoutBatchWorkflow.run,
         inp,
-        id=f"payout-batch-{inp.batch_id}",
+        id=batch_workflow_id(inp.batch_id),
         task_queue=task_queue,
         # A finished batch may be run again (it skips what is done); a running one is joined, not doubled.
         id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,

@@ -11,11 +11,13 @@ from sqlalchemy import insert, select
 from temporalio.client import Client, WorkflowUpdateFailedError
 
 from core.errors import DomainError
+from core.signing import SigningRing, sign_input
 from db import policy as policy_db
 from db import users
 from db.engine import Sessions
 from db.schema import workflow_policies
 from models.actions import SetPolicyInput
+from models.household import Step
 from models.policy import WorkflowPolicy
 from workflows.household import HouseholdWorkflow
 
@@ -45,9 +47,12 @@ IN_FLIGHT = "WorkflowType='HouseholdWorkflow' AND ExecutionStatus='Running'"
 
 
 async def push(
-    client: Client, sessions: Sessions, new: WorkflowPolicy, user_id: str, concurrency: int = 32, query: str = IN_FLIGHT
+    client: Client, sessions: Sessions, new: WorkflowPolicy, user_id: str, concurrency: int = 32,
+    query: str = IN_FLIGHT, *, signer: SigningRing,
 ) -> PushReport:
-    """Apply the policy to every running household workflow (each one checks the actor itself)."""
+    """Apply the policy to every running household workflow, as `user_id`, whom the calling front door has
+    authenticated: each change is signed with its ring (`signer`) for that household, and each household
+    checks the signature, the admin and (its recording activity) that the version is the stored one."""
     async with sessions() as session:
         actor = await users.require_actor(session, user_id)
     report = PushReport()
@@ -56,9 +61,9 @@ async def push(
     async def apply(workflow_id: str) -> None:
         async with gate:
             try:
-                await client.get_workflow_handle(workflow_id).execute_update(
-                    HouseholdWorkflow.set_policy, SetPolicyInput(actor=actor, policy=new)
-                )
+                inp = sign_input(signer, SetPolicyInput(actor=actor, policy=new), workflow_id=workflow_id,
+                                 step=Step.SET_POLICY.value, user_id=actor.user_id)  # fmt: skip
+                await client.get_workflow_handle(workflow_id).execute_update(HouseholdWorkflow.set_policy, inp)
                 report.applied += 1
             except WorkflowUpdateFailedError:
                 report.refused += 1

@@ -57,3 +57,41 @@ async def ensure_stack_keys(settings: Settings) -> list[str]:
     for key_id in await register(settings, keys):
         said.append(f"public key {key_id} registered in signing_keys")
     return said
+
+
+async def rotate(settings: Settings, *, bank: bool = False) -> tuple[str, list[str]]:
+    """A fresh active key in the front doors' (or the bank's) ring, its public half registered valid from
+    now; the holder's earlier keys stop being valid now but keep verifying what they signed before. Returns
+    (new key id, kept key ids). The front doors must be restarted to sign with it."""
+    path = settings.bank_signing_keys_path if bank else settings.signing_keys_path
+    ring = read_ring(path).rotated(new_key_id("bank-" if bank else "officers-"))
+    now = datetime.now(UTC)
+    await register(settings, public_keys(ring, CHANNEL if bank else OFFICERS, now)[:1], retire_others=True)
+    write_ring(path, ring)  # only once the engine knows the new key: a front door never signs with an unknown one
+    return ring.active, [k for k in ring.keys if k != ring.active]
+
+
+def public_file_text(ring: SigningRing, holder: str) -> str:
+    """The ring's public halves as `key_id holder public-key` lines: what an operator hands to whoever
+    registers them (the owner's login never needs the private ring)."""
+    return "".join(f"{key.key_id} {holder} {key.as_dict()['public_key']}\n" for key in public_keys(ring, holder))
+
+
+def parse_public_file(text: str, *, where: str, valid_from: datetime | None = None) -> list[PublicKey]:
+    """Public keys from `public_file_text` lines; a clear error naming the line otherwise."""
+    at = valid_from or datetime.now(UTC)
+    keys = []
+    for n, line in enumerate(text.splitlines(), start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        parts = line.split()
+        if len(parts) != 3 or parts[1] not in (OFFICERS, CHANNEL):
+            raise ValueError(f"{where}, line {n}: expected 'key-id officers|channel public-key'")
+        try:
+            keys.append(PublicKey.from_dict({"key_id": parts[0], "holder": parts[1], "public_key": parts[2],
+                                             "valid_from": at}))  # fmt: skip
+        except ValueError as err:
+            raise ValueError(f"{where}, line {n}: {err}") from None
+        if len(keys[-1].public) != 32:
+            raise ValueError(f"{where}, line {n}: an Ed25519 public key has 32 bytes")
+    return keys

@@ -21,14 +21,17 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
 import httpx
 import pytest
 import uvicorn
+from google.protobuf.empty_pb2 import Empty
 from sqlalchemy.engine import make_url
 from temporalio.client import Client
+from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
 from core import signing
@@ -60,19 +63,51 @@ TEST_BANK_SIGNING_FILE = Path(__file__).parent / "histories" / "bank-signing-key
 FRONT_DOOR = signing.read_ring(TEST_SIGNING_FILE)
 
 
+class ServerClock:
+    """The suite's front door signing by the server's clock. The time-skipping test server runs ahead of the
+    wall clock by all that earlier tests skipped, and a workflow judges an assertion's expiry by its own time."""
+
+    def __init__(self, ring: signing.SigningRing, offset: timedelta) -> None:
+        self._ring, self._offset = ring, offset
+
+    def sign(self, *, now: datetime | None = None, **kw):
+        return self._ring.sign(now=(now or datetime.now(UTC)) + self._offset, **kw)
+
+    def __getattr__(self, name: str):
+        return getattr(self._ring, name)
+
+
+_WALL_CLOCK: set[int] = set()  # clients whose server keeps the wall clock (no test service)
+
+
+async def front_door(client: Client, signer=None):
+    """`signer`, else the suite's ring on `client`'s server's clock."""
+    if signer is not None or id(client) in _WALL_CLOCK:
+        return signer or FRONT_DOOR
+    try:
+        now = (await client.test_service.get_current_time(Empty())).time.ToDatetime(UTC)
+    except RPCError:
+        _WALL_CLOCK.add(id(client))
+        return FRONT_DOOR
+    offset = now - datetime.now(UTC)
+    return ServerClock(FRONT_DOOR, offset) if abs(offset) > timedelta(seconds=30) else FRONT_DOOR
+
+
 async def take_step(client: Client, sessions, code: str, step, user_id: str, **kw):
     """`operations.actions.take_step` through the suite's front door: the step signed with its ring."""
-    return await actions.take_step(client, sessions, code, step, user_id, signer=kw.pop("signer", FRONT_DOOR), **kw)
+    signer = await front_door(client, kw.pop("signer", None))
+    return await actions.take_step(client, sessions, code, step, user_id, signer=signer, **kw)
 
 
 async def drive_one(client: Client, sessions, h, **kw) -> int:
     """`operations.demo.drive_one` through the suite's front door."""
-    return await demo.drive_one(client, sessions, h, signer=kw.pop("signer", FRONT_DOOR), **kw)
+    return await demo.drive_one(client, sessions, h, signer=await front_door(client, kw.pop("signer", None)), **kw)
 
 
 async def drive_all(client: Client, sessions, items, **kw):
     """`operations.demo.drive_all` through the suite's front door."""
-    return await demo.drive_all(client, sessions, items, signer=kw.pop("signer", FRONT_DOOR), **kw)
+    return await demo.drive_all(client, sessions, items, signer=await front_door(client, kw.pop("signer", None)),
+                                **kw)  # fmt: skip
 
 
 # The application's role in the tests, as in the embedded stack and docker-compose: it owns nothing.
@@ -228,8 +263,10 @@ class BankProcess:
 
     def __init__(self, state: Path, *, delay: float = 0.05, fail_rate: float = 0.0, fail_attempts: int = 1,
                  fail_match: tuple[str, ...] = (), hold: bool = False, secret: str = TEST_CALLBACK_SECRET,
-                 callback_backoff: float = 0.1, port: int | None = None) -> None:  # fmt: skip
+                 callback_backoff: float = 0.1, port: int | None = None,
+                 signing_keys: Path | None = TEST_BANK_SIGNING_FILE) -> None:  # fmt: skip
         self.state, self.secret, self.port = state, secret, port or free_port()
+        self.signing_keys = signing_keys  # the bank's ring: its answers are signed with it
         self.flags = {"delay": delay, "fail_rate": fail_rate, "fail_attempts": fail_attempts, "hold": hold,
                       "fail_match": fail_match, "callback_backoff": callback_backoff}  # fmt: skip
         self.proc: subprocess.Popen | None = None
@@ -248,6 +285,7 @@ class BankProcess:
                "--callback-backoff", str(f["callback_backoff"])]  # fmt: skip
         cmd += [a for pattern in f["fail_match"] for a in ("--fail-match", pattern)]
         cmd += ["--hold"] if f["hold"] else []
+        cmd += ["--signing-keys", str(self.signing_keys)] if self.signing_keys else []
         self.state.mkdir(parents=True, exist_ok=True)
         with (self.state / "bank.log").open("ab") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, cwd=Path(__file__).parent.parent,
@@ -355,8 +393,8 @@ def make_households(n: int = 1, **overrides) -> list[Household]:
 
 async def enroll(client: Client, sessions, task_queue: str, items: list[Household], policy=None) -> list[Household]:
     """Register households through the import path and start their workflows."""
-    _, registered, current = await register(sessions, to_csv(items), "test.csv", sample.PROVINCE_USER)
-    await start_workflows(client, task_queue, registered, policy or current)
+    report, registered, current = await register(sessions, to_csv(items), "test.csv", sample.PROVINCE_USER)
+    await start_workflows(client, task_queue, registered, policy or current, importers=report.importers)
     return registered
 
 
@@ -414,3 +452,12 @@ async def web(client, sessions, settings):
             for d in (WEB_DISTRICT, WEB_OTHER_DISTRICT)
         ]
         yield {"app": app, "mine": mine, "theirs": theirs, "communes": communes, "task_queue": tq}
+
+
+async def token_for(sessions, user_id: str) -> str:
+    """A fresh API token for `user_id`, issued as `users token` issues one: what a test passes a command-line
+    subprocess in HOUSING_TOKEN so that its `--as USER` (or `--admin USER`) is proved."""
+    from db import access
+
+    async with sessions() as s, s.begin():
+        return await access.create_token(s, user_id, f"test-{uuid.uuid4().hex[:8]}")

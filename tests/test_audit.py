@@ -18,7 +18,7 @@ from temporalio.api.history.v1 import History
 from temporalio.client import WorkflowHistory
 
 from auditor import archive, timeline
-from auditor.history import read_trail, read_trails
+from auditor.history import LOCAL_ACTIVITY_MARKER, read_trail, read_trails
 from auditor.records import fetch_histories, household_workflow_ids, read_records
 from auditor.replay import replay
 from auditor.verify import verify
@@ -148,7 +148,8 @@ async def test_export_then_offline_replay_and_verify(client, sessions, run, tmp_
     result = await archive.export(client, sessions, tmp_path / "x", namespace="default", codes=run["codes"])
     assert (result.histories, result.households, result.key_ids) == (3, 3, ["test-2026a"])
     manifest = json.loads((tmp_path / "x" / "manifest.json").read_text())
-    assert manifest["audit_rows"] == result.audit_rows and len(manifest["files"]) == 3 + 3 + 3
+    # Per household a JSON and a binary history; audit log, ledger, policies and the public signing keys.
+    assert manifest["audit_rows"] == result.audit_rows and len(manifest["files"]) == 3 + 3 + 4
     arch = archive.Archive.open(tmp_path / "x")
     assert arch.problems == []
     report = await replay(arch.histories(), SEALED)
@@ -278,7 +279,8 @@ async def test_an_edited_audit_row_breaks_its_hash_and_disagrees_with_the_histor
     async with tampered(owner_sessions, "UPDATE audit_log SET reason = 'sửa sau' "
                         f"WHERE household_code = '{code}' AND seq = 2") as bound:  # fmt: skip
         report = await verify_live(client, sessions, run["codes"], bound)
-    assert report.by_kind() == {"record_differs": 1, "chain_broken": 1}
+    # The officer signed no such reason either (tests/test_audit_signatures.py checks signatures in depth).
+    assert report.by_kind() == {"record_differs": 1, "chain_broken": 1, "signature_invalid": 1}
     assert "reason: history None, audit 'sửa sau'" in report.discrepancies[0].detail
     assert "content does not match its hash" in report.discrepancies[1].detail
 
@@ -317,7 +319,7 @@ async def test_a_forged_audit_row_chained_correctly_has_no_step_in_the_history(c
                                 {"c": code})).mappings().one()  # fmt: skip
     forged = dict(last) | {"seq": last["seq"] + 1, "idempotency_key": f"household-{code}#{last['seq'] + 1}",
                            "step": "settle", "reason": None, "evidence": ["QT-GIA"], "amount": None,
-                           "transfer_id": None}  # fmt: skip
+                           "transfer_id": None, "assertion": None, "signed_input": None}  # fmt: skip
     forged["hash"] = row_hash(last["hash"], forged)
     sql = ("INSERT INTO audit_log (household_code, seq, idempotency_key, step, from_stage, to_stage, actor_user_id, "
            "actor_role, actor_agency, evidence, reason, amount, transfer_id, occurred_at, prev_hash, hash) VALUES "
@@ -327,8 +329,11 @@ async def test_a_forged_audit_row_chained_correctly_has_no_step_in_the_history(c
            f"'{forged['hash']}')")  # fmt: skip
     async with tampered(owner_sessions, sql) as bound:
         report = await verify_live(client, sessions, run["codes"], bound)
-    assert report.by_kind() == {"audit_without_history": 1}  # the chain is whole: only the history can tell
-    assert f"household-{code}#{forged['seq']}" in report.discrepancies[0].detail
+    # The chain is whole: only the history can tell, and the missing signature (the forger holds no front
+    # door's private key; tests/test_audit_signatures.py forges one with a key of their own).
+    assert report.by_kind() == {"audit_without_history": 1, "signature_missing": 1}
+    assert f"household-{code}#{forged['seq']}" in next(d.detail for d in report.discrepancies
+                                                         if d.kind == "audit_without_history")  # fmt: skip
 
 
 async def test_a_forged_ledger_transfer_and_an_edited_amount_are_named(client, sessions, owner_sessions, run):
@@ -369,9 +374,13 @@ async def test_a_role_the_policy_of_the_day_did_not_allow_is_named(client, sessi
 async def test_replay_names_a_history_the_code_does_not_reproduce(client, run):
     paid = run["households"][0]
     history = await client.get_workflow_handle(paid.workflow_id).fetch_history()
-    ev = next(e for e in history.events if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED)
-    name = ev.activity_task_scheduled_event_attributes.activity_type.name
-    ev.activity_task_scheduled_event_attributes.activity_type.name = f"{name}_v0"
+    # The first step's local activity, renamed in its marker: the code would run another activity there.
+    ev = next(e for e in history.events if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
+              and e.marker_recorded_event_attributes.marker_name == LOCAL_ACTIVITY_MARKER)  # fmt: skip
+    [data] = ev.marker_recorded_event_attributes.details["data"].payloads
+    marker = json.loads(data.data)
+    name = marker["activity_type"]
+    data.data = json.dumps(marker | {"activity_type": f"{name}_v0"}).encode()
     report = await replay([history], SEALED)
     assert report.replayed == 1 and len(report.failures) == 1
     failure = report.failures[0]

@@ -1,5 +1,6 @@
 """The payload codec: AES-GCM with the key id in the metadata, rotation that keeps old keys readable, and
-clear refusals for a missing key, an altered payload or a malformed key ring."""
+clear refusals for a missing key, an altered payload, a plain payload (the engine's codec hands each on refused,
+the auditors' reader names it) or a malformed key ring."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ import uuid
 
 import pytest
 from temporalio.client import Client
+from temporalio.exceptions import ApplicationError
 
 from auditor.history import read_trail
-from core.codec import EncryptionCodec, KeyRing, PayloadKeyError, new_ring, read_ring, write_ring
+from core.codec import EncryptionCodec, KeyRing, PayloadKeyError, for_reading, new_ring, read_ring, write_ring
+from core.converter import REFUSED, MissingPayloadKey
 from core.temporal import DATA_CONVERTER, with_codec
 from models.household import Step
 from operations import sample
@@ -17,6 +20,23 @@ from operations.actions import household_state
 from tests.conftest import TEST_RING, enroll, make_households, running_worker, take_step
 
 PLAIN = DATA_CONVERTER.payload_converter
+
+
+def reader(ring: KeyRing) -> EncryptionCodec:
+    """The auditors' codec: plain payloads pass, a payload that does not open is named."""
+    return EncryptionCodec(ring, accept_plaintext=True)
+
+
+async def refused_reason(codec: EncryptionCodec, payload) -> str:
+    """The engine's codec does not raise on what it will not open: it hands on a refused payload, which the
+    payload converter refuses as Unauthenticated when it is read."""
+    [out] = await codec.decode([payload])
+    assert out.metadata["encoding"] == REFUSED.encode() and out.data == b""
+    with pytest.raises(ApplicationError) as refused:
+        PLAIN.from_payloads([out])
+    assert refused.value.type == "Unauthenticated" and refused.value.non_retryable
+    assert "not sealed by a payload key this engine holds" in refused.value.message
+    return refused.value.message
 
 
 async def test_round_trip_with_the_key_id_in_the_metadata_and_no_plaintext():
@@ -42,7 +62,14 @@ async def test_rotation_old_keys_still_open_what_they_sealed():
     assert by_new.metadata["encryption-key-id"] == b"k2026"
     assert await EncryptionCodec(rotated).decode([by_old, by_new]) == [payload, payload]
     with pytest.raises(PayloadKeyError, match="key 'k2026', which the key ring does not hold"):
-        await EncryptionCodec(old).decode([by_new])
+        await reader(old).decode([by_new])
+    # A worker without the rotated-in key: not a refusal for good (that would fail the workflow) but an error
+    # that fails the workflow task, retried until the worker is given the key.
+    [out] = await EncryptionCodec(old).decode([by_new])
+    with pytest.raises(RuntimeError) as missing:
+        PLAIN.from_payloads([out])
+    assert isinstance(missing.value.__cause__, MissingPayloadKey) and not isinstance(missing.value, ApplicationError)
+    assert "key 'k2026', which the key ring does not hold" in str(missing.value.__cause__)
 
 
 async def test_an_altered_payload_or_a_swapped_key_id_does_not_open():
@@ -53,16 +80,27 @@ async def test_an_altered_payload_or_a_swapped_key_id_does_not_open():
     flipped[-1] ^= 1
     altered = type(sealed)(metadata=dict(sealed.metadata), data=bytes(flipped))
     with pytest.raises(PayloadKeyError, match="does not open"):
-        await EncryptionCodec(ring).decode([altered])
+        await reader(ring).decode([altered])
+    assert "does not open" in await refused_reason(EncryptionCodec(ring), altered)
     # The key id is bound as associated data: relabelling the payload to another key is refused too.
     relabelled = type(sealed)(metadata={**sealed.metadata, "encryption-key-id": b"a"}, data=sealed.data)
     with pytest.raises(PayloadKeyError, match="does not open"):
-        await EncryptionCodec(ring).decode([relabelled])
+        await reader(ring).decode([relabelled])
+    assert "does not open" in await refused_reason(EncryptionCodec(ring), relabelled)
 
 
-async def test_plain_payloads_from_before_encryption_still_decode():
+async def test_plain_payloads_are_refused_by_the_engine_and_read_by_the_auditors():
     [payload] = PLAIN.to_payloads([{"code": "LS270-00001"}])
-    assert await EncryptionCodec(TEST_RING).decode([payload]) == [payload]
+    assert "plain input is not accepted" in await refused_reason(EncryptionCodec(TEST_RING), payload)
+    # Histories written before encryption was switched on: the auditors' reader still opens them.
+    assert await reader(TEST_RING).decode([payload]) == [payload]
+    engine = with_codec(DATA_CONVERTER, TEST_RING)
+    assert await for_reading(engine).decode([payload]) == [{"code": "LS270-00001"}]
+    with pytest.raises(ApplicationError, match="not sealed by a payload key"):
+        await engine.decode([payload])
+    # A payload that claims the refused encoding itself is no way round it.
+    [out] = await EncryptionCodec(TEST_RING).decode([type(payload)(metadata={"encoding": REFUSED.encode()})])
+    assert out.metadata["encoding"] == REFUSED.encode()
 
 
 @pytest.mark.parametrize(

@@ -25,7 +25,7 @@ from models.household import BeneficiaryGroup, Stage, Step, SupportType
 from operations import finance_ops, payouts, reconciliation, sample
 from operations.actions import Refusal, household_state
 from operations.payouts import run_batch
-from tests.conftest import drive_one, enroll, make_households, take_step, tranche_is, wait_until
+from tests.conftest import FRONT_DOOR, drive_one, enroll, make_households, take_step, tranche_is, wait_until
 
 M = 1_000_000
 
@@ -234,9 +234,9 @@ async def test_a_batch_authorises_many_payouts_and_running_it_again_changes_noth
             actor = await users.require_actor(s, user)
         selection = BatchSelection(codes=codes)
         seen = []
-        result = await run_batch(client, task_queue, PayoutBatchInput(
+        result = await run_batch(client, task_queue, payouts.sign_batch(FRONT_DOOR, PayoutBatchInput(
             batch_id=payouts.batch_id_for(action, 1, selection, ref), action=action, tranche=1,
-            selection=selection, actor=actor, evidence=["BATCH"], concurrency=3), on_progress=seen.append)  # fmt: skip
+            selection=selection, actor=actor, evidence=["BATCH"], concurrency=3)), on_progress=seen.append)  # fmt: skip
         return result, seen
 
     async def audit_rows():

@@ -10,12 +10,15 @@ from sqlalchemy import func, select
 from temporalio.exceptions import ApplicationError
 
 from activities.household import HouseholdActivities
-from db import users
+from core.signing import sign_input
+from db import signing_keys, users
 from db.schema import audit_log, ledger_transfers, outbox
-from models import MoneyOp, Stage, Step, TransitionRecord
+from models import MoneyOp, Stage, Step, TransitionRecord, VerifyInput
+from models.assertion import digest_of, signed_input
 from operations import sample
 from operations.imports import register
-from tests.conftest import make_households, to_csv
+from tests.conftest import FRONT_DOOR, make_households, to_csv
+from workflows.household import HouseholdWorkflow
 
 
 async def _registered(sessions):
@@ -25,8 +28,15 @@ async def _registered(sessions):
 
 
 async def _record(sessions, h, seq, step, from_stage, to_stage, user, **kw) -> TransitionRecord:
+    """The record the workflow would hand the activity, signed as the suite's front door signs the step."""
     async with sessions() as s:
         actor = await users.require_actor(s, user)
+    at = kw.pop("at", datetime.now(UTC))
+    evidence = kw.pop("evidence", ["doc"])
+    signed = {"actor": actor.model_dump(mode="json"), "evidence": evidence, "reason": kw.get("reason"),
+              "source": kw.get("source")}  # fmt: skip
+    assertion = FRONT_DOOR.sign(workflow_id=h.workflow_id, step=step.value, input_digest=digest_of(signed),
+                                user_id=actor.user_id, now=at)  # fmt: skip
     return TransitionRecord(
         idempotency_key=f"{h.workflow_id}#{seq}",
         workflow_id=h.workflow_id,
@@ -35,12 +45,14 @@ async def _record(sessions, h, seq, step, from_stage, to_stage, user, **kw) -> T
         step=step,
         from_stage=from_stage,
         to_stage=to_stage,
-        at=datetime.now(UTC),
+        at=at,
         actor=actor,
-        evidence=["doc"],
+        evidence=evidence,
         support_type=h.support_type,
         beneficiary_group=h.beneficiary_group,
         next_agency="UBND",
+        assertion=assertion,
+        signed_input=signed,
         **kw,
     )
 
@@ -142,19 +154,26 @@ async def test_a_step_committed_before_a_crash_keeps_its_first_time_in_the_histo
     the database holds, so the three records still say one thing."""
     from auditor.records import read_records
     from auditor.verify import verify
-    from tests.conftest import enroll, take_step
+    from tests.conftest import enroll
     from tests.test_audit import trails_of
 
     (h,) = await enroll(client, sessions, task_queue, make_households(1))
     commune = sample.commune_user(h.district, h.commune)
-    committed = await _record(sessions, h, 1, Step.VERIFY, Stage.VERIFICATION, Stage.APPROVAL, commune)
-    # What the first attempt wrote, seven minutes before the retry (the same input the update will carry).
-    committed = committed.model_copy(
-        update={"at": committed.at - timedelta(minutes=7), "evidence": ["BB-XM-01"], "next_agency": None}
-    )
+    # The step as the officer's front door signed it, up to seven minutes before the retry (not before the suite's
+    # key was registered).
+    async with sessions() as s:
+        actor = await users.require_actor(s, commune)
+        key = await signing_keys.get(s, FRONT_DOOR.active)
+    first_at = max(datetime.now(UTC) - timedelta(minutes=7), key.valid_from + timedelta(milliseconds=1))
+    inp = sign_input(FRONT_DOOR, VerifyInput(actor=actor, evidence=["BB-XM-01"]), workflow_id=h.workflow_id,
+                     step=Step.VERIFY.value, user_id=commune, now=first_at)  # fmt: skip
+    # What the first attempt wrote then (the same input the update carries).
+    committed = (await _record(sessions, h, 1, Step.VERIFY, Stage.VERIFICATION, Stage.APPROVAL, commune))
+    committed = committed.model_copy(update={"at": first_at, "evidence": ["BB-XM-01"], "next_agency": None,
+                                             "assertion": inp.assertion, "signed_input": signed_input(inp)})
     await HouseholdActivities(sessions).record_transition(committed)
 
-    result = await take_step(client, sessions, h.code, Step.VERIFY, commune, evidence=["BB-XM-01"])
+    result = await client.get_workflow_handle(h.workflow_id).execute_update(HouseholdWorkflow.verify, inp)
     assert result.seq == 1 and result.at == committed.at
     [trail] = await trails_of(client, [h.code])
     assert [t.record.at for t in trail.transitions] == [committed.at]

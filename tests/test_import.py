@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -16,7 +17,7 @@ from models.household import workflow_id_for
 from operations import sample
 from operations.csv_list import ALL_COLUMNS, parse
 from operations.imports import ImportRejected, import_file, register
-from tests.conftest import make_households, to_csv
+from tests.conftest import make_households, to_csv, token_for
 
 
 def _rows(n=3, **overrides) -> list[dict]:
@@ -108,15 +109,16 @@ async def test_importing_the_same_list_twice_starts_nothing_twice(client, sessio
     assert len(runs) == 1
 
 
-def test_the_command_line_reports_a_bad_file_and_exits_non_zero(settings, sessions, tmp_csv):
+async def test_the_command_line_reports_a_bad_file_and_exits_non_zero(settings, sessions, tmp_csv):
     rows = _rows(2)
     rows[0]["cccd"] = "0201ABC"
     tmp_csv.write_bytes(to_csv(rows))
     env = {**os.environ, "DATABASE_URL": settings.database_url, "TEMPORAL_ADDRESS": "127.0.0.1:1", "COLUMNS": "200",
-           "PAYLOAD_KEYS_FILE": str(settings.payload_keys_path)}  # fmt: skip
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "starter.py"), "import", str(tmp_csv), "--as", sample.PROVINCE_USER],
-        capture_output=True, text=True, env=env, cwd=ROOT, timeout=120,
+           "PAYLOAD_KEYS_FILE": str(settings.payload_keys_path),
+           "HOUSING_TOKEN": await token_for(sessions, sample.PROVINCE_USER)}  # fmt: skip
+    done = await asyncio.to_thread(
+        subprocess.run, [sys.executable, str(ROOT / "starter.py"), "import", str(tmp_csv), "--as",
+                         sample.PROVINCE_USER], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120,
     )  # fmt: skip
     assert done.returncode == 2, done.stderr
     assert "rejected" in done.stderr and "nothing was imported" in done.stderr

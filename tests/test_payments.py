@@ -11,15 +11,18 @@ from sqlalchemy import func, select
 from temporalio.api.enums.v1 import EventType
 
 from activities.household import HouseholdActivities
+from core.signing import sign_input
 from core.stack import free_port
 from db.schema import ledger_transfers, outbox, payments
 from finance.channel import FAIL_REASON, HttpBank
-from models import Stage
+from models import CompleteConstructionInput, Stage
+from models.assertion import signed_input
 from models.finance import PaymentNotice, TrancheStatus
 from models.household import Household, Step, workflow_id_for
 from operations import sample
 from operations.actions import household_state
 from tests.conftest import (
+    FRONT_DOOR,
     bank_process,
     drive_one,
     enroll,
@@ -222,7 +225,11 @@ async def test_a_payment_answer_meeting_a_step_committed_before_a_crash_waits_an
         evidence = [f"BC-HOAN-THANH/{h.code}"]
         committed = await _record(sessions, h, seq, Step.COMPLETE_CONSTRUCTION, Stage.CONSTRUCTION,
                                   Stage.ACCEPTANCE, commune)  # fmt: skip
-        committed = committed.model_copy(update={"evidence": evidence})
+        signed = sign_input(FRONT_DOOR, CompleteConstructionInput(actor=committed.actor, evidence=evidence),
+                            workflow_id=h.workflow_id, step=Step.COMPLETE_CONSTRUCTION.value,
+                            user_id=committed.actor.user_id)  # fmt: skip
+        committed = committed.model_copy(update={"evidence": evidence, "assertion": signed.assertion,
+                                                 "signed_input": signed_input(signed)})  # fmt: skip
         await HouseholdActivities(sessions).record_transition(committed)
         bank.kill()
         bank.start(hold=False)  # answers now, and calls back

@@ -12,7 +12,7 @@ from models.household import Step
 from operations import sample
 from operations.actions import Refusal, household_state
 from operations.policies import add_version, push
-from tests.conftest import enroll, make_households, take_step
+from tests.conftest import FRONT_DOOR, enroll, make_households, take_step
 
 
 async def test_a_published_version_is_applied_to_households_in_flight(client, sessions, task_queue):
@@ -33,7 +33,8 @@ async def test_a_published_version_is_applied_to_households_in_flight(client, se
     assert again.value.type == "PolicyExists"
 
     ids = " OR ".join(f"WorkflowId='{h.workflow_id}'" for h in items)
-    report = await push(client, sessions, new, sample.ADMIN_USER, query=f"ExecutionStatus='Running' AND ({ids})")
+    report = await push(client, sessions, new, sample.ADMIN_USER, query=f"ExecutionStatus='Running' AND ({ids})",
+                        signer=FRONT_DOOR)
     assert (report.applied, report.refused) == (3, 0)
     for h in items:
         assert (await household_state(client, h.code)).policy_version == new.version

@@ -10,6 +10,7 @@ from temporalio.client import WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 
 from auditor.history import read_trail
+from core.signing import sign_input
 from db import ledger, users
 from db.policy import current_workflow_policy
 from db.schema import audit_log, ledger_transfers
@@ -17,7 +18,10 @@ from models import Actor, ApproveInput, Jurisdiction, SetPolicyInput, Stage, Ste
 from models.household import workflow_id_for
 from operations import sample
 from operations.actions import Refusal, household_state
-from tests.conftest import SEALED, drive_one, enroll, make_households, take_step
+from operations.csv_list import to_csv
+from operations.imports import register, start_workflows
+from operations.policies import add_version
+from tests.conftest import FRONT_DOOR, SEALED, drive_one, enroll, make_households, take_step
 from workflows.household import HouseholdWorkflow
 
 
@@ -71,8 +75,12 @@ async def test_actor_outside_the_households_jurisdiction_is_refused(client, sess
     assert r.rule == "OutsideJurisdiction" and household.code in r.message
 
 
-async def test_the_same_person_may_not_verify_and_approve(client, sessions, household):
-    # District officers may verify and may approve, but not both on one household.
+async def test_the_same_person_may_not_verify_and_approve(client, sessions, task_queue):
+    # District officers may verify and may approve, but not both on one household. (The list is the district's
+    # own import: the province officer, who did not import it, may approve.)
+    items = make_households(1, district="Cao Lộc", commune="Hải Yến", support_type="new_build")
+    report, (household,), current = await register(sessions, to_csv(items), "district.csv", DISTRICT)
+    await start_workflows(client, task_queue, [household], current, importers=report.importers)
     await take_step(client, sessions, household.code, Step.VERIFY, DISTRICT, evidence=["BB"])
     r = await _refused(client, sessions, household.code, Step.APPROVE, DISTRICT, evidence=["QĐ"])
     assert r.rule == "SegregationOfDuties"
@@ -116,8 +124,10 @@ async def test_an_unknown_user_is_refused(client, sessions, household):
 
 
 async def test_the_engine_refuses_an_actor_the_users_table_does_not_know(client, sessions, household):
-    """A client that bypasses the command line and invents an actor is refused inside the engine."""
-    handle = client.get_workflow_handle(workflow_id_for(household.code))
+    """A client that bypasses the command line and invents an actor is refused inside the engine: unsigned, by
+    the validator; even through a front door that signs whatever it is given, by the users table."""
+    wid = workflow_id_for(household.code)
+    handle = client.get_workflow_handle(wid)
     ghost = Actor(
         user_id="ghost",
         role="commune_officer",
@@ -126,6 +136,10 @@ async def test_the_engine_refuses_an_actor_the_users_table_does_not_know(client,
     )
     with pytest.raises(WorkflowUpdateFailedError) as caught:
         await handle.execute_update(HouseholdWorkflow.verify, VerifyInput(actor=ghost, evidence=["BB"]))
+    assert isinstance(caught.value.cause, ApplicationError) and caught.value.cause.type == "Unauthenticated"
+    with pytest.raises(WorkflowUpdateFailedError) as caught:
+        await handle.execute_update(HouseholdWorkflow.verify, _signed(VerifyInput(actor=ghost, evidence=["BB"]), wid,
+                                                                      Step.VERIFY))  # fmt: skip
     assert isinstance(caught.value.cause, ApplicationError) and caught.value.cause.type == "UnknownUser"
 
     # A real user claiming a role the users table does not give them.
@@ -137,7 +151,8 @@ async def test_the_engine_refuses_an_actor_the_users_table_does_not_know(client,
     )
     await take_step(client, sessions, household.code, Step.VERIFY, DISTRICT, evidence=["BB"])
     with pytest.raises(WorkflowUpdateFailedError) as caught:
-        await handle.execute_update(HouseholdWorkflow.approve, ApproveInput(actor=promoted, evidence=["QĐ"]))
+        await handle.execute_update(HouseholdWorkflow.approve, _signed(ApproveInput(actor=promoted, evidence=["QĐ"]),
+                                                                       wid, Step.APPROVE))  # fmt: skip
     assert caught.value.cause.type == "ActorMismatch"
     assert (await household_state(client, household.code)).stage is Stage.APPROVAL
 
@@ -172,25 +187,35 @@ async def test_a_closed_household_takes_no_more_steps(client, sessions, househol
 
 
 async def test_only_an_admin_may_change_the_policy_of_a_household_in_flight(client, sessions, household):
-    handle = client.get_workflow_handle(workflow_id_for(household.code))
+    wid = workflow_id_for(household.code)
+    handle = client.get_workflow_handle(wid)
     state = await household_state(client, household.code)
     async with sessions() as s:
         policy = await current_workflow_policy(s, date.today())
     district_actor = await _user_actor(sessions, DISTRICT)
     with pytest.raises(WorkflowUpdateFailedError) as caught:
-        await handle.execute_update(HouseholdWorkflow.set_policy, SetPolicyInput(actor=district_actor, policy=policy))
+        await handle.execute_update(HouseholdWorkflow.set_policy,
+                                    _signed(SetPolicyInput(actor=district_actor, policy=policy), wid, Step.SET_POLICY))
     assert caught.value.cause.type == "RoleNotAllowed"
 
-    # The programme owner changes: from now on only district officers verify.
+    # The programme owner changes: from now on only district officers verify (a version the table holds).
     steps = dict(policy.steps)
     steps[Step.VERIFY] = steps[Step.VERIFY].model_copy(update={"roles": ["district_officer"]})
-    changed = policy.model_copy(update={"version": "2025.2-test", "steps": steps})
+    version = f"{policy.version}-test-{household.code}"
+    changed = policy.model_copy(update={"version": version, "steps": steps})
+    await add_version(sessions, changed, date(2098, 3, 15), sample.ADMIN_USER)  # future: not in force
     admin = await _user_actor(sessions, sample.ADMIN_USER)
-    result = await handle.execute_update(HouseholdWorkflow.set_policy, SetPolicyInput(actor=admin, policy=changed))
-    assert (result.previous_version, result.version) == (state.policy_version, "2025.2-test")
+    result = await handle.execute_update(HouseholdWorkflow.set_policy,
+                                         _signed(SetPolicyInput(actor=admin, policy=changed), wid, Step.SET_POLICY))
+    assert (result.previous_version, result.version) == (state.policy_version, version)
     r = await _refused(client, sessions, household.code, Step.VERIFY, COMMUNE, evidence=["BB"])
-    assert r.rule == "RoleNotAllowed" and "2025.2-test" in r.message
+    assert r.rule == "RoleNotAllowed" and version in r.message
     await take_step(client, sessions, household.code, Step.VERIFY, DISTRICT, evidence=["BB"])
+
+
+def _signed(inp, workflow_id: str, step: Step):
+    """The input as the suite's front door signs it for its actor (a front door that signs what it is given)."""
+    return sign_input(FRONT_DOOR, inp, workflow_id=workflow_id, step=step.value, user_id=inp.actor.user_id)
 
 
 async def _user_actor(sessions, user_id: str) -> Actor:

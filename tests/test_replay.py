@@ -13,6 +13,7 @@ from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 
 from auditor.history import LOCAL_ACTIVITY_MARKER, read_trail
+from core.codec import for_reading
 from core.temporal import workflow_runner
 from tests.conftest import SEALED
 from workflows.batch import PayoutBatchWorkflow
@@ -65,8 +66,9 @@ async def test_both_ways_of_writing_a_step_are_read_back_whole():
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
 async def test_history_replays_against_current_code(path: Path):
     history = WorkflowHistory.from_json(path.stem, path.read_text())
-    # The codec opens sealed payloads and passes plain ones (histories from before encryption) through.
-    replayer = Replayer(workflows=[HouseholdWorkflow, PayoutBatchWorkflow], data_converter=SEALED,
+    # The auditors' side of the codec opens sealed payloads and passes plain ones (histories from before
+    # encryption) through; the engine's side refuses them.
+    replayer = Replayer(workflows=[HouseholdWorkflow, PayoutBatchWorkflow], data_converter=for_reading(SEALED),
                         workflow_runner=workflow_runner(SEALED))  # fmt: skip
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     assert result.replay_failure is None, f"{path.name}: {result.replay_failure}"

@@ -34,6 +34,7 @@ from tests.conftest import (
     make_households,
     running_worker,
     take_step,
+    token_for,
     tranche_is,
     wait_until,
 )
@@ -169,25 +170,32 @@ def audit_cli(client, scratch, scratch_owner, tmp_path):
            "PAYLOAD_KEYS_FILE": str(TEST_KEYS_FILE), "TEMPORAL_ADDRESS": client.service_client.config.target_host,
            "STATE_DIR": str(tmp_path / "state")}  # fmt: skip
     env.pop("PAYLOAD_KEYS", None)
+    env.pop("HOUSING_TOKEN", None)
 
-    def cli(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "starter.py", "audit", *args], cwd=ROOT, env=env,
-                              capture_output=True, text=True, timeout=120)  # fmt: skip
+    def cli(*args: str, token: str | None = None) -> subprocess.CompletedProcess:
+        """`starter.py audit …`; `token` proves the `--as` operator (operations/credentials.py)."""
+        return subprocess.run([sys.executable, "starter.py", "audit", *args], cwd=ROOT,
+                              env=env | ({"HOUSING_TOKEN": token} if token else {}), capture_output=True, text=True,
+                              timeout=120)  # fmt: skip
 
     return cli
 
 
-def test_the_commands_name_the_loss_and_a_dry_run_writes_nothing(client, scratch, scratch_owner, world, tmp_path):
+async def test_the_commands_name_the_loss_and_a_dry_run_writes_nothing(client, scratch, scratch_owner, world,
+                                                                      tmp_path):  # fmt: skip
     cli = audit_cli(client, scratch, scratch_owner, tmp_path)
+    admin, finance = [await token_for(scratch, u) for u in (sample.ADMIN_USER, sample.FINANCE_USERS[0])]
     codes = [a for c in world["codes"] for a in ("--code", c)]
     verified = cli("verify", *codes, "--json")
     assert verified.returncode == 1, verified.stderr
     kinds = json.loads(verified.stdout)["by_kind"]
     assert list(kinds) == ["step_lost"]
-    dry = cli("restore", *world["codes"], "--as", sample.ADMIN_USER, "--reason", "thử", "--dry-run")
+    unproved = cli("restore", *world["codes"], "--as", sample.ADMIN_USER, "--reason", "thử", "--dry-run")
+    assert unproved.returncode == 1 and "Unauthenticated" in unproved.stderr
+    dry = cli("restore", *world["codes"], "--as", sample.ADMIN_USER, "--reason", "thử", "--dry-run", token=admin)
     assert dry.returncode == 0, dry.stdout + dry.stderr
     assert f"dry run: {kinds['step_lost']} steps over 2 households to re-record" in dry.stdout
-    refused = cli("restore", "--all", "--as", sample.FINANCE_USERS[0], "--reason", "thử")
+    refused = cli("restore", "--all", "--as", sample.FINANCE_USERS[0], "--reason", "thử", token=finance)
     assert refused.returncode == 1 and "OperatorNotAllowed" in refused.stderr
     assert json.loads(cli("verify", *codes, "--json").stdout)["by_kind"] == kinds  # nothing was written
 
@@ -256,9 +264,10 @@ async def test_restore_re_records_exactly_the_lost_steps_then_everything_agrees(
     assert again.restored == [] and sorted(again.up_to_date) == sorted(codes)
 
 
-def test_after_the_restore_the_commands_find_nothing_to_do(client, scratch, scratch_owner, world, tmp_path):
+async def test_after_the_restore_the_commands_find_nothing_to_do(client, scratch, scratch_owner, world, tmp_path):
     cli = audit_cli(client, scratch, scratch_owner, tmp_path)
-    again = cli("restore", *world["codes"], "--as", sample.ADMIN_USER, "--reason", "lần hai")
+    again = cli("restore", *world["codes"], "--as", sample.ADMIN_USER, "--reason", "lần hai",
+                token=await token_for(scratch, sample.ADMIN_USER))  # fmt: skip
     assert again.returncode == 0, again.stdout + again.stderr
     assert "0 steps over 0 households re-recorded" in again.stdout and "3 households had lost nothing" in again.stdout
     chain = cli("chain")

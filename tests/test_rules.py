@@ -10,7 +10,7 @@ from models import Actor, Jurisdiction, Stage, Step, StepRule, VerifyInput, Work
 from models.household import Household
 from models.records import MoneyOp, money_effect
 from models.state import TimelineEntry
-from workflows.rules import RuleViolation, check_action, target_of
+from workflows.rules import RuleViolation, check_action, check_actor, target_of
 
 H = Household(
     code="LS-1", head_of_household="Nông Văn A", cccd="020190000001", province="Lạng Sơn", district="Lộc Bình",
@@ -115,3 +115,35 @@ def test_money_effect_is_one_definition_for_workflow_state_and_read_model():
     void = money_effect(MoneyOp.VOID, amount=60_000_000, source=None, reserved_before=60_000_000, paid_before=0)
     assert void == {"reserved": 0, "funding_source": None}
     assert money_effect(MoneyOp.NONE, amount=None, source=None, reserved_before=0, paid_before=5) == {}
+
+
+def test_a_tranche_pair_is_judged_per_tranche_and_the_importer_per_policy():
+    payouts = POLICY.model_copy(update={
+        "steps": {**POLICY.steps, Step.RELEASE_PAYOUT: StepRule(roles=["commune_officer"], responsible_agency="xã")},
+        "distinct_per_tranche": [(Step.REPORT_PROGRESS, Step.RELEASE_PAYOUT)],
+        "importer_may_not": [Step.APPROVE],
+    })  # fmt: skip
+    commune = actor(user="x1", role="commune_officer", commune="Mẫu Sơn")
+    at = datetime(2026, 3, 1, tzinfo=UTC)
+    reported = [TimelineEntry(seq=4, step=Step.REPORT_PROGRESS, from_stage=Stage.CONSTRUCTION,
+                              to_stage=Stage.CONSTRUCTION, at=at, user_id="x1", role="commune_officer", agency="a",
+                              audit_hash="h", tranche=1)]  # fmt: skip
+
+    def release(tranche):
+        check_actor(step=Step.RELEASE_PAYOUT, household=H, policy=payouts, actor=commune, evidence=["UNC"],
+                    timeline=reported, tranche=tranche)  # fmt: skip
+
+    with pytest.raises(RuleViolation) as v:
+        release(1)
+    assert v.value.rule == "SegregationOfDuties" and "tranche 1" in v.value.message
+    release(2)  # another tranche: nothing this officer reported
+    importer = actor(user="h1")
+    with pytest.raises(RuleViolation) as v:
+        check_action(step=Step.APPROVE, stage=Stage.APPROVAL, household=H, policy=payouts,
+                     action=VerifyInput(actor=importer, evidence=["QĐ"]), timeline=(), imported_by="h1")  # fmt: skip
+    assert v.value.rule == "SegregationOfDuties" and "imported the list" in v.value.message
+    check_action(step=Step.APPROVE, stage=Stage.APPROVAL, household=H, policy=payouts,
+                 action=VerifyInput(actor=importer, evidence=["QĐ"]), timeline=(), imported_by="p1")  # fmt: skip
+    # The rule is data: a policy without it lets the importer approve.
+    check_action(step=Step.APPROVE, stage=Stage.APPROVAL, household=H, policy=POLICY,
+                 action=VerifyInput(actor=importer, evidence=["QĐ"]), timeline=(), imported_by="h1")  # fmt: skip

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import uuid
+from functools import partial
 
 import httpx
 import pytest
@@ -201,38 +202,44 @@ async def _until_paid(client, code: str) -> None:
     raise AssertionError(f"{code}: tranches not paid")
 
 
-def users_cmd(settings, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+def users_cmd(settings, *args: str, stdin: str | None = None, token: str | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "DATABASE_URL": settings.database_url, "COLUMNS": "200"}
+    env.pop("HOUSING_TOKEN", None)
+    if token:
+        env["HOUSING_TOKEN"] = token  # the administrator's credential (operations/credentials.py)
     return subprocess.run([sys.executable, "starter.py", "users", *args], input=stdin, capture_output=True,
                           text=True, env=env, timeout=120)  # fmt: skip
 
 
-async def test_users_are_managed_from_the_command_line(web, settings):
+async def test_users_are_managed_from_the_command_line(web, settings, sessions):
     user = f"xa.{uuid.uuid4().hex[:6]}"
     commune = web["communes"][DISTRICT]
-    added = await asyncio.to_thread(users_cmd, settings, "add", user, "--name", "Hà Thị Xã", "--role",
+    admin = ("--admin", sample.ADMIN_USER)
+    cmd = partial(users_cmd, token=await token_for(sessions, sample.ADMIN_USER))
+    added = await asyncio.to_thread(cmd, settings, "add", user, "--name", "Hà Thị Xã", "--role",
                                     "commune_officer", "--agency", f"UBND xã {commune}", "--district", DISTRICT,
-                                    "--commune", commune, "--password-stdin", stdin=PASSWORD + "\n")  # fmt: skip
+                                    "--commune", commune, "--password-stdin", *admin,
+                                    stdin=PASSWORD + "\n")  # fmt: skip
     assert added.returncode == 0, added.stderr
-    again = await asyncio.to_thread(users_cmd, settings, "add", user, "--name", "x", "--role", "commune_officer",
-                                    "--agency", "x", "--generate")  # fmt: skip
+    again = await asyncio.to_thread(cmd, settings, "add", user, "--name", "x", "--role", "commune_officer",
+                                    "--agency", "x", "--generate", *admin)  # fmt: skip
     assert again.returncode == 1 and "UserExists" in again.stderr
-    bad_role = await asyncio.to_thread(users_cmd, settings, "add", "x.y", "--name", "x", "--role", "mayor",
-                                       "--agency", "x", "--generate")  # fmt: skip
+    bad_role = await asyncio.to_thread(cmd, settings, "add", "x.y", "--name", "x", "--role", "mayor",
+                                       "--agency", "x", "--generate", *admin)  # fmt: skip
     assert bad_role.returncode == 1 and "--role 'mayor' is not a role of the programme" in bad_role.stderr
     async with http(web["app"]) as c:
         signed = await c.post("/api/session", json={"user_id": user, "password": PASSWORD})
         assert signed.status_code == 200 and signed.json()["user"]["commune"] == commune
 
-    token = await asyncio.to_thread(users_cmd, settings, "token", user, "--name", "sync")
+    token = await asyncio.to_thread(cmd, settings, "token", user, "--name", "sync", *admin)
     value = token.stdout.strip().splitlines()[-1]
     assert token.returncode == 0 and value.startswith("xnt_")
     async with http(web["app"], value) as c:
         assert (await c.get("/api/me")).json()["user_id"] == user
 
-    reset = await asyncio.to_thread(users_cmd, settings, "reset", user, "--generate")
+    reset = await asyncio.to_thread(cmd, settings, "reset", user, "--generate", *admin)
     new_password = reset.stdout.split("(shown once): ")[1].split()[0]
-    assert (await asyncio.to_thread(users_cmd, settings, "disable", user)).returncode == 0
+    assert (await asyncio.to_thread(cmd, settings, "disable", user, *admin)).returncode == 0
     async with http(web["app"]) as c:
         refused = await c.post("/api/session", json={"user_id": user, "password": new_password})
         assert (refused.status_code, refused.json()["type"]) == (403, "UserDisabled")

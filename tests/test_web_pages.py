@@ -18,7 +18,7 @@ from db.schema import audit_log
 from models.household import Step
 from operations import reports, sample
 from operations.actions import household_state
-from tests.conftest import TEST_KEYS_FILE, WEB_DISTRICT, enroll, make_households, take_step
+from tests.conftest import TEST_KEYS_FILE, TEST_SIGNING_FILE, WEB_DISTRICT, enroll, make_households, take_step
 
 PASSWORD = "mat-khau-trang-2025"
 
@@ -97,7 +97,8 @@ async def test_the_stack_serves_the_web_app_as_a_process_of_its_own(client, sett
     port = free_port()
     web = BackgroundWeb(tmp_path, "127.0.0.1", port)
     env = {"DATABASE_URL": settings.database_url, "TEMPORAL_ADDRESS": client.service_client.config.target_host,
-           "PAYLOAD_KEYS_FILE": str(TEST_KEYS_FILE), "STATE_DIR": str(tmp_path), "WEB_PORT": str(port)}  # fmt: skip
+           "PAYLOAD_KEYS_FILE": str(TEST_KEYS_FILE), "STATE_DIR": str(tmp_path), "WEB_PORT": str(port),
+           "SIGNING_KEYS_FILE": str(TEST_SIGNING_FILE)}  # fmt: skip
     assert await asyncio.to_thread(web.start, env)
     try:
         async with httpx.AsyncClient(base_url=web.url) as c:

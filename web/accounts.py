@@ -1,7 +1,14 @@
 """`starter.py users …`: accounts for the web app and the API — add, disable, enable, reset, tokens.
 
+Every change is an administrator's: `--admin USER` with that administrator's password (prompted), API
+token (`HOUSING_TOKEN`, or `--admin-token-stdin`) or password on standard input (`--admin-password-stdin`),
+checked as every sign-in is (operations/credentials.py). Each change is recorded in the tamper-evident
+trail `account_changes` (`users trail --verify` recomputes it). The very first administrator is set up
+with `users bootstrap`, which works only while no administrator can sign in.
+
 A password is typed at a prompt (never on the command line, where `ps` and shell history would keep it),
-read from standard input with `--password-stdin`, or generated with `--generate` and shown once.
+read from standard input with `--password-stdin` (the line after the administrator's credential, when that
+is piped too), or generated with `--generate` and shown once.
 """
 
 from __future__ import annotations
@@ -17,9 +24,9 @@ from core.cli import database, fail, out, run
 from core.errors import DomainError
 from core.settings import Settings
 from db import access
-from db import users as users_db
+from db import account_changes as trail
 from db.schema import api_tokens, user_credentials, users
-from operations import sample
+from operations import accounts, credentials, sample
 
 app = typer.Typer(no_args_is_help=True, help="Accounts for the web app and the API: add, disable, reset, tokens")
 
@@ -46,6 +53,37 @@ def _act(fn):
 
 GENERATE = typer.Option(False, "--generate", help="Generate a password and print it once")
 STDIN = typer.Option(False, "--password-stdin", help="Read the password from standard input")
+ADMIN = typer.Option(..., "--admin", help="The administrator making the change (their credential is asked)")
+ADMIN_PASSWORD_STDIN = typer.Option(False, "--admin-password-stdin",
+                                    help="Read the administrator's password from standard input (first line)")
+ADMIN_TOKEN_STDIN = typer.Option(False, "--admin-token-stdin",
+                                 help="Read the administrator's API token from standard input (first line); "
+                                 "or set HOUSING_TOKEN")  # fmt: skip
+
+
+def _administrator(admin: str, password_stdin: bool, token_stdin: bool) -> str:
+    """The proved administrator's user id; anyone else is refused before anything is asked or changed."""
+    who = credentials.sign_in(admin, password_stdin=password_stdin, token_stdin=token_stdin,
+                              roles=(access.ACCOUNT_ADMIN_ROLE,), what="administer accounts")  # fmt: skip
+    return who.user_id
+
+
+def _change(fn, *args):
+    """Run `fn(session, *args)` in one transaction (the change and its trail row commit together)."""
+
+    async def go(settings: Settings):
+        async with database(settings) as sessions, sessions() as s, s.begin():
+            return await fn(s, *args)
+
+    return _act(go)
+
+
+def _row(user_id: str, name: str, role: str, agency: str, province: str, district: str | None,
+         commune: str | None) -> dict:  # fmt: skip
+    if commune and not district:
+        fail("--commune needs --district: a commune is named within its district")
+    return dict(user_id=user_id, full_name=name, role=role, agency=agency, province=province, district=district,
+                commune=commune)  # fmt: skip
 
 
 @app.command("add")
@@ -59,87 +97,128 @@ def add(
     commune: str | None = typer.Option(None, "--commune", help="Leave out for the whole district"),
     generate: bool = GENERATE,
     password_stdin: bool = STDIN,
+    admin: str = ADMIN,
+    admin_password_stdin: bool = ADMIN_PASSWORD_STDIN,
+    admin_token_stdin: bool = ADMIN_TOKEN_STDIN,
 ) -> None:
     """Register an officer with a role, an agency and a jurisdiction, and give them a password."""
     if role not in ROLES:
         fail(f"--role {role!r} is not a role of the programme; the roles are: {', '.join(ROLES)}")
-    if commune and not district:
-        fail("--commune needs --district: a commune is named within its district")
+    row = _row(user_id, name, role, agency, province, district, commune)
+    by = _administrator(admin, admin_password_stdin, admin_token_stdin)
     password, shown = _password(generate, password_stdin, user_id)
-
-    async def go(settings: Settings) -> None:
-        async with database(settings) as sessions, sessions() as s, s.begin():
-            if await users_db.get(s, user_id) is not None:
-                raise DomainError("UserExists", f"user {user_id!r} is already registered (use 'users reset')")
-            row = dict(user_id=user_id, full_name=name, role=role, agency=agency, province=province,
-                       district=district, commune=commune, active=True)  # fmt: skip
-            await users_db.upsert(s, [row])
-            await access.set_password(s, user_id, password)
-
-    _act(go)
-    out.print(f"user {user_id} added: {role}, {agency}, {' / '.join(filter(None, (province, district, commune)))}")
+    _change(accounts.add_user, by, row, password)
+    out.print(f"user {user_id} added by {by}: {role}, {agency}, "
+              f"{' / '.join(filter(None, (province, district, commune)))}")  # fmt: skip
     if shown:
         out.print(f"password (shown once): {password}")
 
 
-@app.command("reset")
-def reset(user_id: str, generate: bool = GENERATE, password_stdin: bool = STDIN) -> None:
-    """Give a user a new password (their open sessions stay until they expire or the user is disabled)."""
+@app.command("bootstrap")
+def bootstrap(
+    user_id: str,
+    name: str | None = typer.Option(None, "--name", help="Full name (when the user is not registered yet)"),
+    agency: str | None = typer.Option(None, "--agency", help="Agency (when the user is not registered yet)"),
+    province: str = typer.Option(sample.PROVINCE, "--province"),
+    generate: bool = GENERATE,
+    password_stdin: bool = STDIN,
+) -> None:
+    """Set up the first administrator's password (registering them as admin if needed). Refused as soon as
+    any active administrator can sign in: from then on, accounts are changed by an administrator."""
+    row = None
+    if name or agency:
+        if not (name and agency):
+            fail("a new administrator needs both --name and --agency")
+        row = _row(user_id, name, access.ACCOUNT_ADMIN_ROLE, agency, province, None, None)
     password, shown = _password(generate, password_stdin, user_id)
+    _change(accounts.bootstrap, user_id, password, row)
+    out.print(f"first administrator {user_id} set up (recorded in the trail as bootstrap)"
+              + (f"; password (shown once): {password}" if shown else ""))  # fmt: skip
 
-    async def go(settings: Settings) -> None:
-        async with database(settings) as sessions, sessions() as s, s.begin():
-            await access.set_password(s, user_id, password)
 
-    _act(go)
-    out.print(f"password of {user_id} reset" + (f" (shown once): {password}" if shown else ""))
+@app.command("reset")
+def reset(user_id: str, generate: bool = GENERATE, password_stdin: bool = STDIN, admin: str = ADMIN,
+          admin_password_stdin: bool = ADMIN_PASSWORD_STDIN,
+          admin_token_stdin: bool = ADMIN_TOKEN_STDIN) -> None:  # fmt: skip
+    """Give a user a new password (their open sessions stay until they expire or the user is disabled)."""
+    by = _administrator(admin, admin_password_stdin, admin_token_stdin)
+    password, shown = _password(generate, password_stdin, user_id)
+    _change(accounts.reset_password, by, user_id, password)
+    out.print(f"password of {user_id} reset by {by}" + (f" (shown once): {password}" if shown else ""))
 
 
 @app.command("disable")
-def disable(user_id: str) -> None:
+def disable(user_id: str, admin: str = ADMIN, admin_password_stdin: bool = ADMIN_PASSWORD_STDIN,
+            admin_token_stdin: bool = ADMIN_TOKEN_STDIN) -> None:  # fmt: skip
     """Stop a user from signing in or acting: ends their sessions, revokes their API tokens. The engine
     refuses their steps too (it checks the users table inside every step's transaction)."""
-    _set_active(user_id, False)
+    _set_active(user_id, False, _administrator(admin, admin_password_stdin, admin_token_stdin))
 
 
 @app.command("enable")
-def enable(user_id: str) -> None:
+def enable(user_id: str, admin: str = ADMIN, admin_password_stdin: bool = ADMIN_PASSWORD_STDIN,
+           admin_token_stdin: bool = ADMIN_TOKEN_STDIN) -> None:  # fmt: skip
     """Let a disabled user sign in again (with a password reset if it was lost; tokens stay revoked)."""
-    _set_active(user_id, True)
+    _set_active(user_id, True, _administrator(admin, admin_password_stdin, admin_token_stdin))
 
 
-def _set_active(user_id: str, active: bool) -> None:
-    async def go(settings: Settings) -> None:
-        async with database(settings) as sessions, sessions() as s, s.begin():
-            await access.set_active(s, user_id, active)
-
-    _act(go)
-    out.print(f"user {user_id} {'enabled' if active else 'disabled'}")
+def _set_active(user_id: str, active: bool, by: str) -> None:
+    _change(accounts.set_active, by, user_id, active)
+    out.print(f"user {user_id} {'enabled' if active else 'disabled'} by {by}")
 
 
 @app.command("token")
-def token(user_id: str, name: str = typer.Option(..., "--name", help="What the token is for")) -> None:
+def token(user_id: str, name: str = typer.Option(..., "--name", help="What the token is for"), admin: str = ADMIN,
+          admin_password_stdin: bool = ADMIN_PASSWORD_STDIN,
+          admin_token_stdin: bool = ADMIN_TOKEN_STDIN) -> None:  # fmt: skip
     """Create an API token for a machine client acting as this user; it is printed once, stored hashed."""
-
-    async def go(settings: Settings) -> str:
-        async with database(settings) as sessions, sessions() as s, s.begin():
-            return await access.create_token(s, user_id, name)
-
-    value = _act(go)
-    out.print(f"API token {name!r} for {user_id} (shown once; send as 'Authorization: Bearer …'):")
+    by = _administrator(admin, admin_password_stdin, admin_token_stdin)
+    value = _change(accounts.issue_token, by, user_id, name)
+    out.print(f"API token {name!r} for {user_id} (shown once; send as 'Authorization: Bearer …', or set "
+              "HOUSING_TOKEN for starter.py):")  # fmt: skip
     print(value)
 
 
 @app.command("revoke")
-def revoke(user_id: str, name: str = typer.Option(..., "--name")) -> None:
+def revoke(user_id: str, name: str = typer.Option(..., "--name"), admin: str = ADMIN,
+           admin_password_stdin: bool = ADMIN_PASSWORD_STDIN,
+           admin_token_stdin: bool = ADMIN_TOKEN_STDIN) -> None:  # fmt: skip
     """Revoke an API token by its name."""
+    by = _administrator(admin, admin_password_stdin, admin_token_stdin)
+    _change(accounts.revoke_token, by, user_id, name)
+    out.print(f"token {name!r} of {user_id} revoked by {by}")
 
-    async def go(settings: Settings) -> None:
-        async with database(settings) as sessions, sessions() as s, s.begin():
-            await access.revoke_token(s, user_id, name)
 
-    _act(go)
-    out.print(f"token {name!r} of {user_id} revoked")
+@app.command("trail")
+def show_trail(
+    user_id: str | None = typer.Argument(None, help="Only this user's changes (the whole chain is verified)"),
+    verify: bool = typer.Option(False, "--verify", help="Recompute the hash chain; exit 1 naming the first "
+                                "broken row"),  # fmt: skip
+) -> None:
+    """Every account change: when, by whom, what, on whom (never a secret). With --verify, the chain is
+    recomputed from the first row: an edited, removed or reordered row is named."""
+
+    async def go(settings: Settings):
+        async with database(settings) as sessions, sessions() as s:
+            rows = await trail.read(s)
+        return rows
+
+    rows = run(go)
+    shown = [r for r in rows if user_id is None or r.user_id == user_id]
+    table = Table("#", "when (UTC)", "by", "action", "user", "details", "hash", title="Account changes")
+    for r in shown:
+        details = ", ".join(f"{k}={v}" for k, v in sorted(r.details.items()))
+        table.add_row(str(r.id), f"{r.at:%Y-%m-%d %H:%M:%S}", r.by_user, r.action, r.user_id, details,
+                      r.hash[:16] + "…")  # fmt: skip
+    out.print(table)
+    if not verify:
+        return
+    checked = trail.verify_rows(rows)
+    if not checked.ok:
+        b = checked.first_break
+        fail(f"account trail broken at row {b.id} ({b.action} of {b.user_id} by {b.by_user}, "
+             f"{b.at:%Y-%m-%d %H:%M:%S}): {checked.reason}")  # fmt: skip
+    out.print(f"account trail verified: {checked.rows} rows, chain unbroken")
 
 
 @app.command("list")

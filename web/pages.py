@@ -255,6 +255,7 @@ def router(settings: Settings, cookie: str) -> APIRouter:
         inp = PayoutBatchInput(batch_id=payouts.batch_id_for(BatchAction(action), tranche, selection, f"web-{ref}"),
                                action=BatchAction(action), tranche=tranche, selection=selection,
                                actor=signed.user.actor(), evidence=_refs(evidence))  # fmt: skip
+        inp = payouts.sign_batch(request.app.state.signer, inp)
         result = await payouts.run_batch(request.app.state.client, settings.temporal_task_queue, inp)
         p = result.progress
         message = f"{action} t{tranche}: {p.done} done ({result.amount:,} đ), {p.skipped} skipped, {p.failed} failed"

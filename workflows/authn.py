@@ -13,7 +13,7 @@ from collections.abc import Collection
 from datetime import datetime
 
 from core import signing
-from models.assertion import CHANNEL, OFFICERS, ActionAssertion, input_digest
+from models.assertion import OFFICERS, ActionAssertion, input_digest
 from models.household import Household
 from workflows.rules import RuleViolation
 
@@ -50,9 +50,7 @@ def check_step(
         if batch is not None:
             a = batch.assertion
             _check_batch_covers(inp, batch, step, household)
-            keys.verify(a, workflow_id=batch_workflow_id(batch.batch_id), step=batch_step(batch.action.value),
-                        input_digest=input_digest(batch), user_id=batch.actor.user_id, holder=OFFICERS, now=now,
-                        max_ttl=signing.BATCH_TTL)  # fmt: skip
+            verify_batch(batch, keys=keys, now=now)
         else:
             a = getattr(inp, "assertion", None)
             keys.verify(a, workflow_id=workflow_id, step=step, input_digest=input_digest(inp),
@@ -62,6 +60,15 @@ def check_step(
     if a.nonce in seen:
         raise _refuse(f"assertion {a.nonce} was used before on this household: a replayed action is refused")
     return a
+
+
+def verify_batch(batch, *, keys: signing.TrustedKeys, now: datetime) -> None:
+    """A payout batch's own assertion: signed by an officers' front door for this batch's workflow and action,
+    this input and its actor. Raises `signing.Unauthenticated`. The households' validators and the batch's
+    selecting activity both ask this."""
+    keys.verify(batch.assertion, workflow_id=batch_workflow_id(batch.batch_id), step=batch_step(batch.action.value),
+                input_digest=input_digest(batch), user_id=batch.actor.user_id, holder=OFFICERS, now=now,
+                max_ttl=signing.BATCH_TTL)  # fmt: skip
 
 
 def _check_batch_covers(inp, batch, step: str, household: Household | None) -> None:
@@ -81,20 +88,3 @@ def _check_batch_covers(inp, batch, step: str, household: Household | None) -> N
             or (sel.codes and household.code not in sel.codes)
         ):
             raise signing.Unauthenticated(f"household {household.code} is not in batch {batch.batch_id}'s selection")
-
-
-def check_channel_answer(
-    a: ActionAssertion | None,
-    *,
-    workflow_id: str,
-    step: str,
-    answer: dict,
-    user_id: str,
-    keys: signing.TrustedKeys,
-    now: datetime,
-) -> None:
-    """The payment channel's answer, signed by a channel key, for this household's workflow."""
-    from models.assertion import digest_of
-
-    keys.verify(a, workflow_id=workflow_id, step=step, input_digest=digest_of(answer), user_id=user_id,
-                holder=CHANNEL, now=now)  # fmt: skip

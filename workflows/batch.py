@@ -41,7 +41,9 @@ class PayoutBatchWorkflow:
 
     @workflow.run
     async def run(self, inp: PayoutBatchInput) -> PayoutBatchResult:
-        select = SelectPayoutsInput(selection=inp.selection, tranche=inp.tranche, actor=inp.actor)
+        # The signed batch goes with every activity: the selection refuses a batch no front door signed, and
+        # each household verifies the batch's assertion and that it covers its step.
+        select = SelectPayoutsInput(selection=inp.selection, tranche=inp.tranche, actor=inp.actor, batch=inp)
         if workflow.patched(SKIP_FROM_READ_MODEL):
             candidates = await workflow.execute_activity_method(
                 BatchActivities.select_payout_candidates, select,
@@ -69,7 +71,8 @@ class PayoutBatchWorkflow:
                     item = await workflow.execute_activity_method(
                         BatchActivities.apply_payout,
                         ApplyPayoutInput(household_code=code, action=inp.action, tranche=inp.tranche,
-                                         actor=inp.actor, evidence=inp.evidence, batch_id=inp.batch_id),  # fmt: skip
+                                         actor=inp.actor, evidence=inp.evidence, batch_id=inp.batch_id,
+                                         batch=inp),  # fmt: skip
                         start_to_close_timeout=timedelta(minutes=2),
                         retry_policy=RETRY,
                     )

@@ -53,7 +53,9 @@ with workflow.unsafe.imports_passed_through():
         VerifyInput,
         VerifyResult,
     )
+    from models import assertion as assertions
     from models.actor import Actor
+    from models.assertion import ActionAssertion
     from models.finance import (
         AuthorisePayoutInput,
         EscalationRecord,
@@ -61,15 +63,18 @@ with workflow.unsafe.imports_passed_through():
         PaymentCheck,
         PaymentInstruction,
         PaymentNotice,
+        PaymentRequest,
         PayoutResult,
         ReleasePayoutInput,
         ReportProgressInput,
+        SettleRequest,
         TrancheState,
         TrancheStatus,
+        failure_reason,
     )
     from models.household import FORWARD, FUNDED_STAGES
     from models.records import TransitionOutcome, money_effect
-    from workflows import rules, search_attributes
+    from workflows import authn, rules, search_attributes
 
 R = TypeVar("R", bound=ActionResult)
 
@@ -112,10 +117,15 @@ class HouseholdWorkflow:
             stage=Stage.VERIFICATION,
             stage_since=workflow.now(),
             policy_version=inp.policy.version,
+            imported_by=inp.imported_by,
         )
         self._reminders_in_stage = 0
         self._changes = 0  # bumped by every transition and policy change: wakes the SLA timer
         self._lock = asyncio.Lock()
+        self._imported_by = inp.imported_by
+        # One-time ids of the assertions of the steps recorded here: a copied assertion is refused. Kept by the
+        # handlers (which run on replay), so the set is rebuilt from the history.
+        self._nonces: set[str] = set()
 
     @workflow.run
     async def run(self, inp: HouseholdWorkflowInput) -> HouseholdWorkflowResult:
@@ -154,7 +164,9 @@ class HouseholdWorkflow:
             return
         self._reminders_in_stage += 1
         step = FORWARD[stage][0]
-        await workflow.execute_activity_method(
+        local = workflow.patched(SIGNED_PATCH)  # since signed actions nothing awaited here can be hand-completed
+        run = workflow.execute_local_activity_method if local else workflow.execute_activity_method
+        await run(
             HouseholdActivities.send_reminder,
             ReminderRecord(
                 idempotency_key=f"{workflow.info().workflow_id}#{len(self._state.timeline)}#reminder{self._reminders_in_stage}",
@@ -185,7 +197,7 @@ class HouseholdWorkflow:
 
     @verify.validator
     def _validate_verify(self, inp: VerifyInput) -> None:
-        self._validate(Step.VERIFY, inp)
+        self._validate(Step.VERIFY, inp, signed=True)
 
     @workflow.update
     async def approve(self, inp: ApproveInput) -> ApproveResult:
@@ -193,7 +205,7 @@ class HouseholdWorkflow:
 
     @approve.validator
     def _validate_approve(self, inp: ApproveInput) -> None:
-        self._validate(Step.APPROVE, inp)
+        self._validate(Step.APPROVE, inp, signed=True)
 
     @workflow.update
     async def allocate(self, inp: AllocateInput) -> AllocateResult:
@@ -201,7 +213,7 @@ class HouseholdWorkflow:
 
     @allocate.validator
     def _validate_allocate(self, inp: AllocateInput) -> None:
-        self._validate(Step.ALLOCATE, inp)
+        self._validate(Step.ALLOCATE, inp, signed=True)
 
     @workflow.update
     async def complete_construction(self, inp: CompleteConstructionInput) -> CompleteConstructionResult:
@@ -209,7 +221,7 @@ class HouseholdWorkflow:
 
     @complete_construction.validator
     def _validate_complete_construction(self, inp: CompleteConstructionInput) -> None:
-        self._validate(Step.COMPLETE_CONSTRUCTION, inp)
+        self._validate(Step.COMPLETE_CONSTRUCTION, inp, signed=True)
 
     @workflow.update
     async def accept(self, inp: AcceptInput) -> AcceptResult:
@@ -217,7 +229,7 @@ class HouseholdWorkflow:
 
     @accept.validator
     def _validate_accept(self, inp: AcceptInput) -> None:
-        self._validate(Step.ACCEPT, inp)
+        self._validate(Step.ACCEPT, inp, signed=True)
 
     @workflow.update
     async def settle(self, inp: SettleInput) -> SettleResult:
@@ -225,7 +237,7 @@ class HouseholdWorkflow:
 
     @settle.validator
     def _validate_settle(self, inp: SettleInput) -> None:
-        self._validate(Step.SETTLE, inp)
+        self._validate(Step.SETTLE, inp, signed=True)
 
     @workflow.update
     async def send_back(self, inp: SendBackInput) -> SendBackResult:
@@ -233,7 +245,7 @@ class HouseholdWorkflow:
 
     @send_back.validator
     def _validate_send_back(self, inp: SendBackInput) -> None:
-        self._validate(Step.SEND_BACK, inp)
+        self._validate(Step.SEND_BACK, inp, signed=True)
 
     @workflow.update
     async def cancel(self, inp: CancelInput) -> CancelResult:
@@ -241,60 +253,107 @@ class HouseholdWorkflow:
 
     @cancel.validator
     def _validate_cancel(self, inp: CancelInput) -> None:
-        self._validate(Step.CANCEL, inp)
+        self._validate(Step.CANCEL, inp, signed=True)
 
     @workflow.update
     async def set_policy(self, inp: SetPolicyInput) -> SetPolicyResult:
-        """Apply a new policy version to this household from now on (agencies change mid-programme)."""
-        self._validate_set_policy(inp)
+        """Apply a new policy version to this household from now on (agencies change mid-programme). The change
+        is a step of its own: recorded (the activity checks the version against the policy table and the admin
+        against the users table) before it applies."""
+        if not workflow.patched(SIGNED_PATCH):
+            self._check_policy_change(inp)  # histories before signed actions: applied, not recorded
+            return self._apply_policy(inp)
+        async with self._lock:
+            assertion, signed = self._unused_assertion(inp)
+            self._check_policy_change(inp)
+            await self._transition(Step.SET_POLICY, inp.actor, [inp.policy.version], None, self._state.stage,
+                                   assertion=assertion, signed_input=signed)  # fmt: skip
+            return self._apply_policy(inp)
+
+    @set_policy.validator
+    def _validate_set_policy(self, inp: SetPolicyInput) -> None:
+        self._authenticate(Step.SET_POLICY, inp)
+        self._check_policy_change(inp)
+
+    def _check_policy_change(self, inp: SetPolicyInput) -> None:
+        try:
+            rules.check_policy_change(inp.actor, self._policy.policy_admin_roles)
+        except rules.RuleViolation as v:
+            raise ApplicationError(v.message, type=v.rule, non_retryable=True) from None
+
+    def _apply_policy(self, inp: SetPolicyInput) -> SetPolicyResult:
         previous = self._policy.version
         self._policy = inp.policy
         self._state = self._state.model_copy(update={"policy_version": inp.policy.version})
         self._changes += 1
         return SetPolicyResult(previous_version=previous, version=inp.policy.version)
 
-    @set_policy.validator
-    def _validate_set_policy(self, inp: SetPolicyInput) -> None:
+    # ---------------------------------------------------------------- who is acting
+
+    def _authenticate(self, step: Step, inp) -> None:
+        """Refuse (`Unauthenticated`) a step whose signed assertion does not hold (workflows/authn.py). Validators
+        only: they do not run on replay, where the keys installed and the time are not the recorded ones."""
         try:
-            rules.check_policy_change(inp.actor, self._policy.policy_admin_roles)
+            authn.check_step(inp, workflow_id=workflow.info().workflow_id, step=step.value, now=workflow.now(),
+                             seen=self._nonces, household=self._household)  # fmt: skip
         except rules.RuleViolation as v:
             raise ApplicationError(v.message, type=v.rule, non_retryable=True) from None
+
+    def _unused_assertion(self, inp) -> tuple[ActionAssertion | None, dict | None]:
+        """Under the lock, in the handler: the step's assertion and the input it covers, for the record. Two
+        updates validated at once with one assertion: the second finds it used and is refused.
+
+        A payout batch's step carries its batch's assertion, signed for the batch's workflow: the record gets
+        that assertion and the batch's signed input, and the activity verifies the batch's signature and that
+        the batch covers this step (its action, tranche, actor, evidence; the household in its selection)."""
+        if not workflow.patched(SIGNED_PATCH):
+            return None, None
+        source = inp.batch if getattr(inp, "batch", None) is not None else inp
+        a = source.assertion
+        if a is not None and a.nonce in self._nonces:
+            raise ApplicationError(f"assertion {a.nonce} was used before on this household: a replayed action is "
+                                   "refused", type=authn.RULE, non_retryable=True)  # fmt: skip
+        return a, (assertions.signed_input(source) if a is not None else None)
 
     # ---------------------------------------------------------------- payouts
 
     @workflow.update
     async def report_progress(self, inp: ReportProgressInput) -> PayoutResult:
         async with self._lock:
+            signed = self._unused_assertion(inp)
             t = self._validate_payout(Step.REPORT_PROGRESS, inp)
-            return await self._payout_step(Step.REPORT_PROGRESS, inp, t, TrancheStatus.DUE, milestone=inp.milestone)
+            return await self._payout_step(Step.REPORT_PROGRESS, inp, t, TrancheStatus.DUE, signed,
+                                           milestone=inp.milestone)  # fmt: skip
 
     @report_progress.validator
     def _validate_report_progress(self, inp: ReportProgressInput) -> None:
-        self._validate_payout(Step.REPORT_PROGRESS, inp)
+        self._validate_payout(Step.REPORT_PROGRESS, inp, signed=True)
 
     @workflow.update
     async def authorise_payout(self, inp: AuthorisePayoutInput) -> PayoutResult:
         async with self._lock:
+            signed = self._unused_assertion(inp)
             t = self._validate_payout(Step.AUTHORISE_PAYOUT, inp)
-            return await self._payout_step(Step.AUTHORISE_PAYOUT, inp, t, TrancheStatus.AUTHORISED)
+            return await self._payout_step(Step.AUTHORISE_PAYOUT, inp, t, TrancheStatus.AUTHORISED, signed)
 
     @authorise_payout.validator
     def _validate_authorise_payout(self, inp: AuthorisePayoutInput) -> None:
-        self._validate_payout(Step.AUTHORISE_PAYOUT, inp)
+        self._validate_payout(Step.AUTHORISE_PAYOUT, inp, signed=True)
 
     @workflow.update
     async def release_payout(self, inp: ReleasePayoutInput) -> PayoutResult:
         """Release to the payment channel. Returns once the channel has the instruction; the money counts
         as paid only when the channel confirms (signal `payment_result`)."""
         async with self._lock:
+            signed = self._unused_assertion(inp)
             t = self._validate_payout(Step.RELEASE_PAYOUT, inp)
-            result = await self._payout_step(Step.RELEASE_PAYOUT, inp, t, TrancheStatus.RELEASED)
+            result = await self._payout_step(Step.RELEASE_PAYOUT, inp, t, TrancheStatus.RELEASED, signed)
             await self._submit(self._tranche(t.n))
             return result
 
     @release_payout.validator
     def _validate_release_payout(self, inp: ReleasePayoutInput) -> None:
-        self._validate_payout(Step.RELEASE_PAYOUT, inp)
+        self._validate_payout(Step.RELEASE_PAYOUT, inp, signed=True)
 
     @workflow.signal
     async def payment_result(self, notice: PaymentNotice) -> None:
@@ -304,6 +363,9 @@ class HouseholdWorkflow:
             if t is None:
                 workflow.logger.info("payment notice ignored", extra={"payment_id": notice.payment_id})
                 return
+            if workflow.patched(SIGNED_PATCH):
+                await self._settle(t, ACTIVITY_DEADLINE)
+                return
             check = await workflow.execute_activity_method(
                 PaymentActivities.check_payment,
                 notice.payment_id,
@@ -312,10 +374,15 @@ class HouseholdWorkflow:
             )
             await self._record_answer(t, check)
 
-    def _validate_payout(self, step: Step, inp) -> TrancheState:
+    def _validate_payout(self, step: Step, inp, *, signed: bool = False) -> TrancheState:
+        if signed:
+            self._authenticate(step, inp)
         try:
+            tranche = rules.payout_tranche(step, self._state.tranches, getattr(inp, "tranche", None),
+                                           getattr(inp, "milestone", None))  # fmt: skip
             rules.check_actor(step=step, household=self._household, policy=self._policy, actor=inp.actor,
-                              evidence=inp.evidence, timeline=self._state.timeline)  # fmt: skip
+                              evidence=inp.evidence, timeline=self._state.timeline, tranche=tranche,
+                              imported_by=self._imported_by)  # fmt: skip
             return rules.check_payout(
                 step=step,
                 stage=self._state.stage,
@@ -328,7 +395,8 @@ class HouseholdWorkflow:
         except rules.RuleViolation as v:
             raise ApplicationError(v.message, type=v.rule, non_retryable=True) from None
 
-    async def _payout_step(self, step: Step, inp, t: TrancheState, status: TrancheStatus, *,
+    async def _payout_step(self, step: Step, inp, t: TrancheState, status: TrancheStatus,
+                           signed: tuple[ActionAssertion | None, dict | None], *,
                            milestone: Milestone | None = None) -> PayoutResult:  # fmt: skip
         payment_id = None
         update: dict[str, object] = {"status": status}
@@ -343,10 +411,12 @@ class HouseholdWorkflow:
             Step.REPORT_PROGRESS: self._policy.finance_agency,
             Step.AUTHORISE_PAYOUT: self._policy.rule(Step.RELEASE_PAYOUT).responsible_agency,
         }.get(step)
+        assertion, signed_input = signed
         seq, outcome = await self._transition(
             step, inp.actor, inp.evidence, getattr(inp, "batch_id", None) and f"batch {inp.batch_id}",
             self._state.stage, tranche=t.n, tranche_updates={t.n: status.value}, payment_id=payment_id,
             milestone=milestone.value if milestone else None, next_agency=next_agency,
+            assertion=assertion, signed_input=signed_input,
         )  # fmt: skip
         self._set_tranche(t.n, **update)
         return PayoutResult(household_code=self._household.code, step=step.value, tranche=t.n, amount=t.amount,
@@ -358,19 +428,33 @@ class HouseholdWorkflow:
         return f"{self._household.code}-A{allocations}-T{n}-{attempt}"
 
     async def _submit(self, t: TrancheState) -> None:
+        """Have the channel pay the tranche's instruction in flight. Since signed actions the activity is
+        local and takes only the payment id: it builds the instruction from PostgreSQL; before, a regular
+        activity was given the workflow's copy (its answer is read untyped: then a bare True)."""
         try:
-            await workflow.execute_activity_method(
-                PaymentActivities.submit_payment,
-                self._instruction(t),
-                start_to_close_timeout=ACTIVITY_TIMEOUT,
-                schedule_to_close_timeout=SUBMIT_DEADLINE,
-                retry_policy=ACTIVITY_RETRY,
-            )
+            if workflow.patched(SIGNED_PATCH):
+                await workflow.execute_local_activity_method(
+                    PaymentActivities.submit_payment,
+                    PaymentRequest(payment_id=t.payment_id or "", household_code=self._household.code),
+                    start_to_close_timeout=ACTIVITY_TIMEOUT,
+                    schedule_to_close_timeout=SUBMIT_DEADLINE,
+                    retry_policy=ACTIVITY_RETRY,
+                )
+            else:
+                await workflow.execute_activity(
+                    "submit_payment",
+                    self._instruction(t),
+                    start_to_close_timeout=ACTIVITY_TIMEOUT,
+                    schedule_to_close_timeout=SUBMIT_DEADLINE,
+                    retry_policy=ACTIVITY_RETRY,
+                )
         except ActivityError as err:
             # Released and recorded; the confirmation timeout will find the channel never got it and re-send.
             workflow.logger.warning("payment not handed to the channel yet", extra={"error": str(err.cause or err)})
 
     def _instruction(self, t: TrancheState) -> PaymentInstruction:
+        """The workflow's copy of the instruction: what histories before signed actions sent; since then it
+        only names the instruction to escalate (the activity reads the terms from PostgreSQL)."""
         return PaymentInstruction(
             payment_id=t.payment_id or "",
             workflow_id=workflow.info().workflow_id,
@@ -395,32 +479,70 @@ class HouseholdWorkflow:
                                                                               "type": err.type})  # fmt: skip
 
     async def _apply_payment(self, t: TrancheState, check: PaymentCheck) -> None:
+        """Histories before `settle_answer`: record the answer check_payment brought, with the channel's
+        signature (record_transition verifies it: a hand-completed answer records nothing)."""
         status = check.status
+        signed = {"assertion": status.assertion, "signed_input": status.answer}
+        retry = t.attempts < self._policy.payment_max_attempts
         if status.state == "confirmed":
             await self._transition(
                 Step.PAYMENT_CONFIRMED, check.channel_actor, [status.bank_ref or status.payment_id], None,
                 self._state.stage, money=MoneyOp.POST, transfer_ids=[p.transfer_id for p in t.pieces], tranche=t.n,
-                tranche_updates={t.n: TrancheStatus.PAID.value}, payment_id=status.payment_id,
+                tranche_updates={t.n: TrancheStatus.PAID.value}, payment_id=status.payment_id, **signed,
             )  # fmt: skip
-            self._set_tranche(t.n, status=TrancheStatus.PAID)
         elif status.state == "failed":
-            retry = t.attempts < self._policy.payment_max_attempts
             after = TrancheStatus.RELEASED if retry else TrancheStatus.DUE
-            reason = f"{status.reason or 'failed'} → " + (
-                f"sent again as attempt {t.attempts + 1}" if retry else "returned to Finance to authorise again"
-            )
             await self._transition(
-                Step.PAYMENT_FAILED, check.channel_actor, [], reason, self._state.stage, tranche=t.n,
-                tranche_updates={t.n: after.value}, payment_id=status.payment_id,
-                next_agency=None if retry else self._policy.finance_agency,
+                Step.PAYMENT_FAILED, check.channel_actor, [], failure_reason(status.reason, t.attempts, retry),
+                self._state.stage, tranche=t.n, tranche_updates={t.n: after.value}, payment_id=status.payment_id,
+                next_agency=None if retry else self._policy.finance_agency, **signed,
             )  # fmt: skip
-            if retry:
-                attempt = t.attempts + 1
-                self._set_tranche(t.n, attempts=attempt, payment_id=self._payment_id(t.n, attempt),
-                                  released_at=workflow.now(), escalations=0, inquiries=0)  # fmt: skip
-                await self._submit(self._tranche(t.n))
-            else:
-                self._set_tranche(t.n, status=TrancheStatus.DUE, authorised_by=None, released_by=None)
+        else:
+            return
+        await self._answered(t, status.state == "confirmed", retry)
+
+    async def _answered(self, t: TrancheState, confirmed: bool, retry: bool) -> None:
+        """The tranche after its answer was recorded: paid; or sent again as a new attempt; or due again."""
+        if confirmed:
+            self._set_tranche(t.n, status=TrancheStatus.PAID)
+        elif retry:
+            attempt = t.attempts + 1
+            self._set_tranche(t.n, attempts=attempt, payment_id=self._payment_id(t.n, attempt),
+                              released_at=workflow.now(), escalations=0, inquiries=0)  # fmt: skip
+            await self._submit(self._tranche(t.n))
+        else:
+            self._set_tranche(t.n, status=TrancheStatus.DUE, authorised_by=None, released_by=None)
+
+    async def _settle(self, t: TrancheState, deadline: timedelta) -> str | None:
+        """Ask the channel and record its final answer in one local activity (`settle_answer`: the bank's
+        signature verified, the step written in the same transaction), then apply it. Returns the channel's
+        state, None when the answer was not had or not recorded (a later inquiry asks again)."""
+        retry = t.attempts < self._policy.payment_max_attempts
+        req = SettleRequest(
+            workflow_id=workflow.info().workflow_id, household_code=self._household.code,
+            seq=len(self._state.timeline) + 1, stage=self._state.stage, at=workflow.now(), tranche=t.n,
+            attempts=t.attempts, payment_id=t.payment_id or "", transfer_ids=[p.transfer_id for p in t.pieces],
+            retry=retry, finance_agency=self._policy.finance_agency, support_type=self._household.support_type,
+            beneficiary_group=self._household.beneficiary_group,
+        )  # fmt: skip
+        try:
+            settled = await workflow.execute_local_activity_method(
+                PaymentActivities.settle_answer,
+                req,
+                start_to_close_timeout=ACTIVITY_TIMEOUT,
+                schedule_to_close_timeout=deadline,
+                retry_policy=ACTIVITY_RETRY,
+            )
+        except (ActivityError, ApplicationError) as err:  # a refusal (a local activity's may come unwrapped)
+            cause = err.cause if isinstance(err, ActivityError) else err
+            workflow.logger.warning("payment answer not recorded", extra={
+                "tranche": t.n, "error": str(cause or err), "type": getattr(cause, "type", None)})  # fmt: skip
+            return None
+        outcome = settled.outcome
+        if outcome is not None and outcome.record is not None:
+            self._took(outcome.record, outcome)
+            await self._answered(t, outcome.record.step is Step.PAYMENT_CONFIRMED, retry)
+        return settled.status.state
 
     def _next_payment_due(self) -> tuple[datetime, int, bool] | None:
         """When the next released tranche is due for attention: (at, tranche, True for a status inquiry,
@@ -445,6 +567,10 @@ class HouseholdWorkflow:
             if t.status is not TrancheStatus.RELEASED or t.released_at is None:
                 return
             self._set_tranche(n, inquiries=t.inquiries + 1)
+            if workflow.patched(SIGNED_PATCH):
+                if await self._settle(self._tranche(n), INQUIRY_DEADLINE) == "unknown":
+                    await self._submit(self._tranche(n))
+                return
             try:
                 check = await workflow.execute_activity_method(
                     PaymentActivities.check_payment,
@@ -467,7 +593,9 @@ class HouseholdWorkflow:
             if t.status is not TrancheStatus.RELEASED or t.released_at is None:
                 return
             escalation = t.escalations + 1
-            check = await workflow.execute_activity_method(
+            signed = workflow.patched(SIGNED_PATCH)
+            run = workflow.execute_local_activity_method if signed else workflow.execute_activity_method
+            check = await run(
                 PaymentActivities.escalate_payment,
                 EscalationRecord(
                     instruction=self._instruction(t),
@@ -484,7 +612,10 @@ class HouseholdWorkflow:
             )
             workflow.logger.warning("payment escalated", extra={"tranche": n, "channel": check.status.state})
             if check.status.state in ("confirmed", "failed"):
-                await self._record_answer(self._tranche(n), check)
+                if signed:  # asked and recorded as the bank signed it
+                    await self._settle(self._tranche(n), ACTIVITY_DEADLINE)
+                else:
+                    await self._record_answer(self._tranche(n), check)
 
     def _tranche(self, n: int) -> TrancheState:
         return next(t for t in self._state.tranches if t.n == n)
@@ -502,7 +633,10 @@ class HouseholdWorkflow:
 
     # ---------------------------------------------------------------- the one path every step takes
 
-    def _validate(self, step: Step, inp: ActionInput) -> rules.Target:
+    def _validate(self, step: Step, inp: ActionInput, *, signed: bool = False) -> rules.Target:
+        """The rules for a lifecycle step; `signed` (validators): its assertion first."""
+        if signed:
+            self._authenticate(step, inp)
         try:
             target = rules.check_action(
                 step=step,
@@ -511,6 +645,7 @@ class HouseholdWorkflow:
                 policy=self._policy,
                 action=inp,
                 timeline=self._state.timeline,
+                imported_by=self._imported_by,
             )
             rules.check_money(step, target, self._state.tranches, self._household.code)
             return target
@@ -519,6 +654,7 @@ class HouseholdWorkflow:
 
     async def _act(self, step: Step, inp: ActionInput, result_type: type[R]) -> R:
         async with self._lock:
+            assertion, signed = self._unused_assertion(inp)
             target = self._validate(step, inp)
             state = self._state
             plan_tranches = step is Step.ALLOCATE and workflow.patched(TRANCHES_PATCH)
@@ -529,6 +665,7 @@ class HouseholdWorkflow:
                 source=getattr(inp, "source", None), reservation_id=reservation, transfer_ids=pieces,
                 plan_tranches=plan_tranches, tranche_updates=updates,
                 next_agency=self._policy.rule(next_step[0]).responsible_agency if next_step else None,
+                assertion=assertion, signed_input=signed,
             )  # fmt: skip
             self._reminders_in_stage = 0
             if step is Step.ALLOCATE:
@@ -579,6 +716,8 @@ class HouseholdWorkflow:
         payment_id: str | None = None,
         milestone: str | None = None,
         next_agency: str | None = None,
+        assertion: ActionAssertion | None = None,
+        signed_input: dict | None = None,
     ) -> tuple[int, TransitionOutcome]:
         """Record one transition through the activity, then (only then) change the state."""
         state = self._state
@@ -607,6 +746,9 @@ class HouseholdWorkflow:
             support_type=self._household.support_type,
             beneficiary_group=self._household.beneficiary_group,
             next_agency=next_agency,
+            assertion=assertion,
+            signed_input=signed_input,
+            policy_version=self._policy.version,
         )
         try:
             run = (workflow.execute_local_activity_method if workflow.patched(LOCAL_RECORD_PATCH)
@@ -626,6 +768,16 @@ class HouseholdWorkflow:
                 f"step {step.value!r} was not recorded: {cause or err}", type="NotRecorded", non_retryable=True
             ) from None
 
+        self._took(record, outcome)
+        return seq, outcome
+
+    def _took(self, record: TransitionRecord, outcome: TransitionOutcome) -> None:
+        """The state after a recorded step (the recording activity succeeded; only then)."""
+        if record.assertion is not None:
+            self._nonces.add(record.assertion.nonce)  # taken once: the validators refuse it from now on
+        state = self._state
+        step, actor, to_stage, money, source = record.step, record.actor, record.to_stage, record.money, record.source
+        seq, evidence, reason, tranche = record.seq, record.evidence, record.reason, record.tranche
         # The time the database committed: a step retried after a worker crash keeps its first time.
         at = outcome.at or record.at
         update: dict[str, object] = {
@@ -658,7 +810,6 @@ class HouseholdWorkflow:
         workflow.logger.info(
             "step taken", extra={"step": step.value, "to_stage": to_stage.value, "user": actor.user_id}
         )
-        return seq, outcome
 
     def _money_for(self, step: Step, to_stage: Stage) -> tuple[MoneyOp, int | None, list[int], dict[int, str]]:
         """The money operation a lifecycle step makes: (op, legacy reservation, tranche pieces, tranche statuses)."""

@@ -62,11 +62,12 @@ def check_action(
     policy: WorkflowPolicy,
     action: ActionInput,
     timeline: Sequence[TimelineEntry],
+    imported_by: str | None = None,
 ) -> Target:
     """All rules for one action, in the order an officer would want to hear about them."""
     target = target_of(step, stage, household.code)
     check_actor(step=step, household=household, policy=policy, actor=action.actor, evidence=action.evidence,
-                timeline=timeline, governing_step=target.governing_step)  # fmt: skip
+                timeline=timeline, governing_step=target.governing_step, imported_by=imported_by)  # fmt: skip
     if step in (Step.SEND_BACK, Step.CANCEL) and not (action.reason and action.reason.strip()):
         raise RuleViolation("ReasonMissing", f"step {step.value!r} needs a reason")
     return target
@@ -81,8 +82,11 @@ def check_actor(
     evidence: Sequence[str],
     timeline: Sequence[TimelineEntry],
     governing_step: Step | None = None,
+    tranche: int | None = None,
+    imported_by: str | None = None,
 ) -> None:
-    """Role, jurisdiction, segregation of duties and evidence: who may take this step on this household."""
+    """Role, jurisdiction, segregation of duties and evidence: who may take this step on this household
+    (a payout step: on its `tranche`; `imported_by`: who imported the household's list)."""
     governing = governing_step or step
     if governing not in policy.steps:
         raise RuleViolation("RoleNotAllowed", f"policy {policy.version} lets no one take step {step.value!r}")
@@ -99,7 +103,8 @@ def check_actor(
             f"user {actor.user_id} ({actor.jurisdiction}) has no jurisdiction over household {household.code} "
             f"({household.province} / {household.district} / {household.commune})",
         )
-    _check_segregation(step, actor, policy, timeline, household.code)
+    _check_segregation(step, actor, policy, timeline, household.code, tranche)
+    _check_importer(step, actor, policy, household.code, imported_by)
     if rule.evidence_required and step not in (Step.SEND_BACK, Step.CANCEL) and not evidence:
         raise RuleViolation(
             "EvidenceMissing", f"step {step.value!r} needs at least one evidence document reference"
@@ -200,20 +205,54 @@ def check_money(step: Step, target: Target, tranches: Sequence[TrancheState], ho
 
 
 def _check_segregation(
-    step: Step, actor: Actor, policy: WorkflowPolicy, timeline: Sequence[TimelineEntry], code: str
-) -> None:
-    # Only the most recent taking of a step counts: after a send-back the step is taken anew.
+    step: Step, actor: Actor, policy: WorkflowPolicy, timeline: Sequence[TimelineEntry], code: str,
+    tranche: int | None = None,
+) -> None:  # fmt: skip
+    # Only the most recent taking of a step counts: after a send-back the step is taken anew (and a tranche's
+    # payout step, after a re-allocation or a payment returned to Finance).
     latest: dict[Step, str] = {}
+    latest_on_tranche: dict[tuple[Step, int | None], str] = {}
     for entry in timeline:
         latest[entry.step] = entry.user_id
+        latest_on_tranche[(entry.step, entry.tranche)] = entry.user_id
     for first, second in policy.distinct_actors:
-        other = second if step is first else first if step is second else None
+        other = _other(step, first, second)
         if other is not None and latest.get(other) == actor.user_id:
             raise RuleViolation(
                 "SegregationOfDuties",
                 f"user {actor.user_id} took step {other.value!r} on household {code} and may not also take "
                 f"step {step.value!r}",
             )
+    for first, second in policy.distinct_per_tranche:
+        other = _other(step, first, second)
+        if other is not None and tranche is not None and latest_on_tranche.get((other, tranche)) == actor.user_id:
+            raise RuleViolation(
+                "SegregationOfDuties",
+                f"user {actor.user_id} took step {other.value!r} on tranche {tranche} of household {code} and may "
+                f"not also take step {step.value!r} on it",
+            )
+
+
+def _other(step: Step, first: Step, second: Step) -> Step | None:
+    return second if step is first else first if step is second else None
+
+
+def _check_importer(step: Step, actor: Actor, policy: WorkflowPolicy, code: str, imported_by: str | None) -> None:
+    if imported_by is not None and step in policy.importer_may_not and actor.user_id == imported_by:
+        raise RuleViolation(
+            "SegregationOfDuties",
+            f"user {actor.user_id} imported the list household {code} is on and may not also take step "
+            f"{step.value!r} on it",
+        )
+
+
+def payout_tranche(
+    step: Step, tranches: Sequence[TrancheState], tranche: int | None, milestone: Milestone | None
+) -> int | None:
+    """The tranche a payout step concerns: the one named, or (a progress report) the one its milestone makes due."""
+    if step is Step.REPORT_PROGRESS:
+        return next((t.n for t in tranches if t.milestone is milestone), None)
+    return tranche
 
 
 def check_policy_change(actor: Actor, admin_roles: Sequence[str]) -> None:
@@ -242,6 +281,7 @@ def allowed_actions(
     stage: Stage,
     timeline: Sequence[TimelineEntry],
     tranches: Sequence[TrancheState],
+    imported_by: str | None = None,
 ) -> list[Option]:
     """What a page may offer this actor on this household: every step the workflow's validators would
     accept now, found by running those same rules (with evidence and a reason taken as given, since the
@@ -251,7 +291,7 @@ def allowed_actions(
     for step in LIFECYCLE_OPTIONS:
         try:
             target = check_action(step=step, stage=stage, household=household, policy=policy, action=probe,
-                                  timeline=timeline)  # fmt: skip
+                                  timeline=timeline, imported_by=imported_by)  # fmt: skip
             check_money(step, target, tranches, household.code)
         except RuleViolation:
             continue
@@ -261,7 +301,7 @@ def allowed_actions(
             milestone = t.milestone if step is Step.REPORT_PROGRESS else None
             try:
                 check_actor(step=step, household=household, policy=policy, actor=actor, evidence=probe.evidence,
-                            timeline=timeline)  # fmt: skip
+                            timeline=timeline, tranche=t.n, imported_by=imported_by)  # fmt: skip
                 check_payout(step=step, stage=stage, household_code=household.code, tranches=tranches,
                              tranche=t.n, milestone=milestone, actor=actor)  # fmt: skip
             except RuleViolation:

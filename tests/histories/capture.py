@@ -33,7 +33,7 @@ from models.finance import BatchAction, BatchSelection, PayoutBatchInput
 from models.household import Household, Step, workflow_id_for
 from operations import payouts, sample
 from operations.imports import register, start_workflows
-from tests.conftest import TEST_KEYS_FILE, BankProcess, callback_receiver, drive_one, take_step, to_csv
+from tests.conftest import FRONT_DOOR, TEST_KEYS_FILE, BankProcess, callback_receiver, drive_one, take_step, to_csv
 
 HERE = Path(__file__).parent
 
@@ -78,9 +78,9 @@ async def main() -> None:
         async with sessions() as s:
             actor = await users.require_actor(s, "tc.hoang")
         selection = BatchSelection(codes=[batched_a.code, batched_b.code])
-        batch_input = PayoutBatchInput(
+        batch_input = payouts.sign_batch(FRONT_DOOR, PayoutBatchInput(
             batch_id=payouts.batch_id_for(BatchAction.AUTHORISE, 1, selection, prefix), action=BatchAction.AUTHORISE,
-            tranche=1, selection=selection, actor=actor, evidence=["BATCH"])  # fmt: skip
+            tranche=1, selection=selection, actor=actor, evidence=["BATCH"]))  # fmt: skip
         batch = await payouts.run_batch(client, task_queue, batch_input)
         handle = client.get_workflow_handle(f"payout-batch-{batch.batch_id}")
         first_run = await handle.fetch_history()

@@ -24,6 +24,7 @@ from models.household import Step
 from operations import payouts, sample
 from operations.actions import Refusal
 from tests.conftest import (
+    FRONT_DOOR,
     BankProcess,
     drive_one,
     enroll,
@@ -106,9 +107,9 @@ async def test_capture_the_paths_of_the_current_release(client, sessions, settin
             treasury = await users.require_actor(s, sample.TREASURY_USER)
         selection = BatchSelection(codes=[batched.code])
         for action, actor in ((BatchAction.AUTHORISE, finance), (BatchAction.RELEASE, treasury)):
-            await payouts.run_batch(client, tq, PayoutBatchInput(
+            await payouts.run_batch(client, tq, payouts.sign_batch(FRONT_DOOR, PayoutBatchInput(
                 batch_id=payouts.batch_id_for(action, 1, selection, "sealed"), action=action, tranche=1,
-                selection=selection, actor=actor, evidence=["BATCH"]))  # fmt: skip
+                selection=selection, actor=actor, evidence=["BATCH"])))  # fmt: skip
         await wait_until(tranche_is(client, batched.code, TrancheStatus.PAID))
         release_batch = f"payout-batch-{payouts.batch_id_for(BatchAction.RELEASE, 1, selection, 'sealed')}"
 

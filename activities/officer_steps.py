@@ -1,0 +1,159 @@
+"""What the recording activity checks, inside the step's transaction, before it writes anything: that the
+step comes from the household's own workflow, that the workflow's copy of the household is the registered
+one, and that an officer's step carries the assertion a front door signed for exactly this step.
+
+The update's validator checked the assertion already (workflows/authn.py); this is the second check, with
+the public keys PostgreSQL holds, for whatever reaches the activity another way: any workflow can schedule
+this worker's activities. The payment channel's answers are checked in activities/channel_answers.py.
+
+A payout batch's step carries the batch's one assertion, signed for the batch's workflow and step
+`payout_batch:<action>`, and the batch's input as its signed input: its signature is verified, then that the
+batch covers this step (action, tranche, actor, evidence, the registered household in its selection) by
+the same rule the validator applies (`authn._check_batch_covers`).
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from pydantic import ValidationError
+from temporalio import activity
+
+from core import signing
+from core.errors import DomainError
+from db import households, signing_keys
+from db import policy as policy_db
+from models.assertion import OFFICERS, ActionAssertion, digest_of
+from models.finance import PayoutBatchInput
+from models.household import Step, workflow_id_for
+from models.policy import WorkflowPolicy
+from models.records import TransitionRecord
+
+# The rules' home, workflows/authn.py and workflows/rules.py, is imported where used: importing the package
+# `workflows` here would import the workflow, which imports this worker's activities (a cycle).
+RULE = signing.Unauthenticated.rule
+WORKFLOW_TYPE = "HouseholdWorkflow"
+
+
+def check_caller(rec: TransitionRecord) -> None:
+    """A household's steps are recorded by its own workflow (`household-<code>`, type HouseholdWorkflow),
+    under the keys it derives (`<workflow id>#<seq>`). Called in-process (audit restore) there is no caller
+    to check, only the record."""
+    expected = workflow_id_for(rec.household_code)
+    if rec.workflow_id != expected or rec.idempotency_key != f"{expected}#{rec.seq}":
+        raise DomainError(RULE, f"a step of household {rec.household_code} is recorded by workflow {expected} "
+                          f"under key {expected}#{rec.seq}, not by {rec.workflow_id} under "
+                          f"{rec.idempotency_key}")  # fmt: skip
+    if not activity.in_activity():
+        return
+    info = activity.info()
+    if info.workflow_type != WORKFLOW_TYPE or info.workflow_id != expected:
+        raise DomainError(RULE, f"workflow {info.workflow_id} ({info.workflow_type}) may not record steps of "
+                          f"household {rec.household_code}")  # fmt: skip
+
+
+def check_household(rec: TransitionRecord, row: households.HouseholdRow) -> None:
+    """The workflow's copy of the household must be the registered row where the step depends on it: the
+    support type and group decide the entitlement and the tranche plan, and the actor's jurisdiction (the
+    validator judged it on the copy's commune) must cover the registered household."""
+    differs = [f"{name} {getattr(rec, name).value!r} (registered: {getattr(row, name)!r})"
+               for name in ("support_type", "beneficiary_group") if getattr(rec, name).value != getattr(row, name)]
+    if differs:
+        raise DomainError("HouseholdMismatch", f"the workflow's copy of household {rec.household_code} says "
+                          f"{', '.join(differs)}: the step is refused")  # fmt: skip
+    if not rec.actor.jurisdiction.covers(row):  # type: ignore[arg-type]  # reads province/district/commune only
+        raise DomainError("OutsideJurisdiction", f"user {rec.actor.user_id} ({rec.actor.jurisdiction}) has no "
+                          f"jurisdiction over household {rec.household_code} as registered ({row.province} / "
+                          f"{row.district} / {row.commune})")  # fmt: skip
+
+
+async def verify_officer_record(session, rec: TransitionRecord, row: households.HouseholdRow) -> None:
+    """The step's assertion: signed by an officers' key PostgreSQL holds, valid when issued, for this
+    household's workflow (or the batch's), this step, this user and the signed input the record carries;
+    and that input says what the record says. Expiry is the validator's: an accepted step may wait for
+    the lock, or for a restarted worker, longer than an assertion lives."""
+    from workflows import authn
+
+    a, signed = rec.assertion, rec.signed_input
+    if a is None or signed is None:
+        raise DomainError(RULE, f"step {rec.step.value!r} of household {rec.household_code} carries no signed "
+                          "assertion: sign in through a front door")  # fmt: skip
+    key = await signing_keys.get(session, a.key_id)
+    keys = signing.TrustedKeys.of([key] if key else [])
+    batch = _batch_of(a, signed)
+    try:
+        if batch is not None:
+            keys.verify(a, workflow_id=authn.batch_workflow_id(batch.batch_id),
+                        step=authn.batch_step(batch.action.value), input_digest=digest_of(signed),
+                        user_id=rec.actor.user_id, holder=OFFICERS, now=rec.at, max_ttl=signing.BATCH_TTL,
+                        check_expiry=False)  # fmt: skip
+            step_as_sent = SimpleNamespace(batch_id=batch.batch_id, tranche=rec.tranche, actor=rec.actor,
+                                           evidence=rec.evidence)  # fmt: skip
+            authn._check_batch_covers(step_as_sent, batch, rec.step.value, row)
+        else:
+            keys.verify(a, workflow_id=rec.workflow_id, step=rec.step.value, input_digest=digest_of(signed),
+                        user_id=rec.actor.user_id, holder=OFFICERS, now=rec.at, check_expiry=False)  # fmt: skip
+        if a.issued_at - signing.CLOCK_SKEW > rec.at:
+            raise signing.Unauthenticated(f"the assertion was issued at {a.issued_at.isoformat()}, after the step")
+    except signing.Unauthenticated as err:
+        raise DomainError(RULE, err.message) from None
+    _check_says(rec, signed, batch)
+
+
+def _batch_of(a: ActionAssertion, signed: dict) -> PayoutBatchInput | None:
+    from workflows import authn
+
+    if not a.step.startswith(authn.batch_step("")):
+        return None
+    try:
+        return PayoutBatchInput.model_validate(signed)
+    except ValidationError:
+        raise DomainError(RULE, "the assertion is a payout batch's, but its signed input is not a batch") from None
+
+
+def _check_says(rec: TransitionRecord, signed: dict, batch: PayoutBatchInput | None) -> None:
+    """What the record will write (who, evidence, reason, source, tranche, milestone) is what was signed."""
+    if batch is not None:
+        said = {"reason": f"batch {batch.batch_id}"}
+    else:
+        said = {name: signed.get(name) for name in ("actor", "reason", "source", "milestone")}
+        said["evidence"] = signed.get("evidence", [])
+        if signed.get("batch_id"):
+            said["reason"] = f"batch {signed['batch_id']}"
+        if "tranche" in signed:
+            said["tranche"] = signed["tranche"]
+        if rec.step is Step.SET_POLICY:
+            said["evidence"] = [(signed.get("policy") or {}).get("version")]
+    recorded = {"actor": rec.actor.model_dump(mode="json"), "evidence": list(rec.evidence), "reason": rec.reason,
+                "source": rec.source, "milestone": rec.milestone, "tranche": rec.tranche}  # fmt: skip
+    differs = sorted(name for name, value in said.items() if value != recorded[name])
+    if differs:
+        raise DomainError(RULE, f"the record's {', '.join(differs)} of step {rec.step.value!r} is not what "
+                          f"{rec.actor.user_id} signed")  # fmt: skip
+
+
+async def check_policy_change(session, rec: TransitionRecord) -> None:
+    """A policy change applies a version the policy table holds, exactly as it holds it, by a policy admin of
+    the version the household runs under, both read from PostgreSQL (the role is the users table's:
+    `users.confirm_actor` ran before)."""
+    from workflows import rules
+
+    try:
+        wanted = WorkflowPolicy.model_validate((rec.signed_input or {}).get("policy"))
+    except ValidationError:
+        raise DomainError("UnknownPolicy", "the signed policy change carries no readable policy") from None
+    stored = await policy_db.stored_workflow_policy(session, wanted.version)
+    if stored is None:
+        raise DomainError("UnknownPolicy", f"policy version {wanted.version!r} is not in the policy table: "
+                          "publish it first ('policy apply')")  # fmt: skip
+    if stored != wanted:
+        raise DomainError("PolicyMismatch", f"policy {wanted.version} is not the policy table's version "
+                          f"{wanted.version} (versions are never edited)")  # fmt: skip
+    current = await policy_db.stored_workflow_policy(session, rec.policy_version)
+    if current is None:
+        raise DomainError("UnknownPolicy", f"household {rec.household_code} runs under policy "
+                          f"{rec.policy_version!r}, which the policy table does not hold")  # fmt: skip
+    try:
+        rules.check_policy_change(rec.actor, current.policy_admin_roles)
+    except rules.RuleViolation as v:
+        raise DomainError(v.rule, f"{v.message} (policy {current.version})") from None

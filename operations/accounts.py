@@ -1,0 +1,78 @@
+"""Account administration: each change made in the caller's transaction together with its row in the
+tamper-evident trail (db/account_changes.py), so there is no change without its record.
+
+`by` is the administrator who proved who they are (operations/credentials.py); `SETUP` names changes made
+while setting a deployment up (the first administrator, the demo's sign-ins), by whoever runs the stack.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core.errors import DomainError
+from db import access
+from db import account_changes as trail
+from db import users as users_db
+
+SETUP = "(setup)"
+
+
+def _where(row: dict) -> str:
+    return " / ".join(filter(None, (row.get("province"), row.get("district"), row.get("commune"))))
+
+
+def _what(row: dict) -> dict:
+    return {"role": row["role"], "agency": row["agency"], "jurisdiction": _where(row)}
+
+
+async def add_user(session: AsyncSession, by: str, row: dict, password: str) -> None:
+    if await users_db.get(session, row["user_id"]) is not None:
+        raise DomainError("UserExists", f"user {row['user_id']!r} is already registered (use 'users reset')")
+    await users_db.upsert(session, [row | {"active": True}])
+    await access.set_password(session, row["user_id"], password)
+    await trail.record(session, by_user=by, action="add", user_id=row["user_id"], details=_what(row))
+
+
+async def reset_password(session: AsyncSession, by: str, user_id: str, password: str) -> None:
+    await access.set_password(session, user_id, password)
+    await trail.record(session, by_user=by, action="reset", user_id=user_id)
+
+
+async def set_active(session: AsyncSession, by: str, user_id: str, active: bool) -> None:
+    await access.set_active(session, user_id, active)
+    await trail.record(session, by_user=by, action="enable" if active else "disable", user_id=user_id)
+
+
+async def issue_token(session: AsyncSession, by: str, user_id: str, name: str) -> str:
+    token = await access.create_token(session, user_id, name)
+    await trail.record(session, by_user=by, action="token", user_id=user_id, details={"name": name})
+    return token
+
+
+async def revoke_token(session: AsyncSession, by: str, user_id: str, name: str) -> None:
+    await access.revoke_token(session, user_id, name)
+    await trail.record(session, by_user=by, action="revoke", user_id=user_id, details={"name": name})
+
+
+async def bootstrap(session: AsyncSession, user_id: str, password: str, row: dict | None = None) -> None:
+    """The first administrator's password (the user created from `row` when not registered). Only while no
+    active administrator can prove who they are: afterwards accounts are an administrator's to change.
+    Checked under the trail's lock, so two first runs cannot both pass."""
+    await trail.lock(session)
+    if admins := await access.admins_with_credentials(session):
+        raise DomainError("AdminExists", f"an administrator can already sign in ({', '.join(admins)}): ask them "
+                          "(starter.py users … --admin USER)")  # fmt: skip
+    user = await users_db.get(session, user_id)
+    if user is None:
+        if row is None:
+            raise DomainError("UnknownUser", f"user {user_id!r} is not registered: give --name and --agency")
+        row = row | {"user_id": user_id, "role": access.ACCOUNT_ADMIN_ROLE, "active": True}
+        await users_db.upsert(session, [row])
+    elif user.role != access.ACCOUNT_ADMIN_ROLE or not user.active:
+        raise DomainError("NotAllowed", f"user {user_id!r} is {user.role}{'' if user.active else ' (disabled)'}: "
+                          f"the first administrator must be an active {access.ACCOUNT_ADMIN_ROLE}")  # fmt: skip
+    else:
+        row = {"role": user.role, "agency": user.agency, "province": user.province, "district": user.district,
+               "commune": user.commune}  # fmt: skip
+    await access.set_password(session, user_id, password)
+    await trail.record(session, by_user=SETUP, action="bootstrap", user_id=user_id, details=_what(row))

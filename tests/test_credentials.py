@@ -1,0 +1,296 @@
+"""Nobody can be impersonated at the command line: `--as USER` acts only for the person who proves to be USER
+(password or API token, checked as the web app checks them), user administration needs an administrator
+and leaves a tamper-evident trail, and a payout batch is signed by the front door: one started by hand
+selects nothing. The commands run as subprocesses against the suite's Temporal dev server and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import uuid
+
+import pytest
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import DBAPIError
+from temporalio.client import WorkflowFailureError
+from temporalio.exceptions import ApplicationError
+
+from core.settings import ROOT
+from db import account_changes as trail
+from db import users as users_db
+from db.schema import audit_log, login_attempts
+from models.finance import BatchAction, BatchSelection, PayoutBatchInput, TrancheStatus
+from models.household import Stage, workflow_id_for
+from operations import accounts, credentials, finance_ops, payouts, sample
+from operations.actions import household_state
+from tests.conftest import (
+    FRONT_DOOR,
+    TEST_KEYS_FILE,
+    TEST_SIGNING_FILE,
+    drive_one,
+    enroll,
+    make_households,
+    token_for,
+)
+from workflows.batch import PayoutBatchWorkflow
+
+PASSWORD = "đúng-mật-khẩu-2026"
+
+
+async def starter(client, database_url: str, *args: str, token: str | None = None, stdin: str = "",
+                  task_queue: str | None = None) -> subprocess.CompletedProcess:  # fmt: skip
+    """`starter.py …` as an officer runs it: standard input a pipe (not a terminal, so nothing is prompted),
+    the credential only what the test gives."""
+    env = {**os.environ, "DATABASE_URL": database_url, "PAYLOAD_KEYS_FILE": str(TEST_KEYS_FILE),
+           "SIGNING_KEYS_FILE": str(TEST_SIGNING_FILE), "TEMPORAL_ADDRESS": client.service_client.config.target_host,
+           "COLUMNS": "200"}  # fmt: skip
+    for inherited in ("HOUSING_TOKEN", "SIGNING_KEYS", "PAYLOAD_KEYS"):
+        env.pop(inherited, None)
+    if token:
+        env["HOUSING_TOKEN"] = token
+    if task_queue:
+        env["TEMPORAL_TASK_QUEUE"] = task_queue
+    return await asyncio.to_thread(subprocess.run, [sys.executable, "starter.py", *args], input=stdin, cwd=ROOT,
+                                   env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+
+
+async def _events(client, code: str) -> int:
+    return len((await client.get_workflow_handle(workflow_id_for(code)).fetch_history()).events)
+
+
+# ------------------------------------------------------------------ --as needs the user's credential
+
+
+async def test_act_is_taken_only_for_the_person_who_proves_to_be_the_user(client, sessions, settings, task_queue):
+    (h,) = await enroll(client, sessions, task_queue, make_households(1))
+    commune, district = sample.commune_user(h.district, h.commune), sample.district_user(h.district)
+    async with sessions() as s, s.begin():
+        await accounts.reset_password(s, accounts.SETUP, commune, PASSWORD)
+    verify = ("act", h.code, "verify", "--as", commune, "-e", f"BB/{h.code}")
+
+    async def act(*args: str, **kw) -> subprocess.CompletedProcess:
+        return await starter(client, settings.database_url, *args, task_queue=task_queue, **kw)
+
+    before = await _events(client, h.code)
+    nothing = await act(*verify)
+    assert nothing.returncode == 1 and "Unauthenticated: no credential for" in nothing.stderr, nothing.stderr
+    wrong = await act(*verify, "--password-stdin", stdin="sai-mat-khau-123\n")
+    assert wrong.returncode == 1 and "Unauthenticated: user name or password is wrong" in wrong.stderr
+    someone_elses = await act(*verify, token=await token_for(sessions, district))
+    assert someone_elses.returncode == 1 and f"is {district!r}'s: it cannot act as {commune!r}" in someone_elses.stderr
+    forged = await act(*verify, token="xnt_" + "A" * 43)
+    assert forged.returncode == 1 and "Unauthenticated: the API token is not known" in forged.stderr
+    # Refused before anything reached the engine: no event, no row, still waiting for verification.
+    assert await _events(client, h.code) == before
+    assert (await household_state(client, h.code)).stage is Stage.VERIFICATION
+    async with sessions() as s:
+        failed = await s.scalar(select(func.count()).where(login_attempts.c.user_id == commune,
+                                                           login_attempts.c.ok.is_(False),
+                                                           login_attempts.c.client == credentials.CLIENT))  # fmt: skip
+    assert failed == 1  # the wrong password was recorded, as the web's sign-in records it
+
+    by_token = await act(*verify, token=await token_for(sessions, commune))
+    assert by_token.returncode == 0, by_token.stdout + by_token.stderr
+    assert "verify done" in by_token.stdout
+    async with sessions() as s, s.begin():
+        await accounts.reset_password(s, accounts.SETUP, district, PASSWORD)
+    by_password = await act("act", h.code, "approve", "--as", district, "-e", "270/QĐ-UBND", "--password-stdin",
+                            stdin=PASSWORD + "\n")  # fmt: skip
+    assert by_password.returncode == 0, by_password.stdout + by_password.stderr
+    state = await household_state(client, h.code)
+    assert state.stage is Stage.FUND_ALLOCATION
+    assert [(e.step.value, e.user_id) for e in state.timeline[-2:]] == [("verify", commune), ("approve", district)]
+
+
+async def test_wrong_passwords_lock_the_name_at_the_command_line_as_on_the_web(sessions):
+    user = f"xa.t{uuid.uuid4().hex[:6]}"
+    row = dict(user_id=user, full_name="Thử Khóa", role="commune_officer", agency="UBND xã", province=sample.PROVINCE,
+               district=None, commune=None)  # fmt: skip
+    async with sessions() as s, s.begin():
+        await accounts.add_user(s, sample.ADMIN_USER, row, PASSWORD)
+    right = credentials.Credential("password", PASSWORD)
+    assert (await credentials.authenticate(sessions, user, right)).user_id == user
+    for _ in range(5):
+        with pytest.raises(credentials.Unauthenticated, match="password is wrong"):
+            await credentials.authenticate(sessions, user, credentials.Credential("password", "sai-mat-khau-99"))
+    with pytest.raises(credentials.Unauthenticated, match="too many failed sign-ins"):
+        await credentials.authenticate(sessions, user, right)  # locked, whoever tries: the right one too
+
+    other = f"xa.t{uuid.uuid4().hex[:6]}"
+    async with sessions() as s, s.begin():
+        await accounts.add_user(s, sample.ADMIN_USER, row | {"user_id": other}, PASSWORD)
+        token = await accounts.issue_token(s, sample.ADMIN_USER, other, "script")
+        await accounts.set_active(s, sample.ADMIN_USER, other, False)
+    for refused in (credentials.Credential("token", token), right):
+        with pytest.raises(credentials.Unauthenticated):  # disabled: neither its token nor its password works
+            await credentials.authenticate(sessions, other, refused)
+
+
+# ------------------------------------------------------------------ user administration
+
+
+async def test_user_administration_needs_an_administrators_credential_and_is_recorded(client, settings, sessions):
+    user = f"xa.{uuid.uuid4().hex[:6]}"
+    add = ("users", "add", user, "--name", "Nguyễn Văn Thử", "--role", "commune_officer", "--agency", "UBND xã",
+           "--district", "Lộc Bình", "--generate")  # fmt: skip
+    admin_token = await token_for(sessions, sample.ADMIN_USER)
+    finance_token = await token_for(sessions, sample.FINANCE_USERS[0])
+
+    async def users_cli(*args: str, **kw) -> subprocess.CompletedProcess:
+        return await starter(client, settings.database_url, *args, **kw)
+
+    unproved = await users_cli(*add, "--admin", sample.ADMIN_USER)
+    assert unproved.returncode == 1 and "Unauthenticated" in unproved.stderr
+    not_an_admin = await users_cli(*add, "--admin", sample.FINANCE_USERS[0], token=finance_token)
+    assert not_an_admin.returncode == 1 and "NotAllowed" in not_an_admin.stderr and "administer" in not_an_admin.stderr
+    claims_admin = await users_cli(*add, "--admin", sample.ADMIN_USER, token=finance_token)
+    assert claims_admin.returncode == 1 and "cannot act as 'qt.admin'" in claims_admin.stderr
+    async with sessions() as s:
+        assert await users_db.get(s, user) is None and await trail.read(s, user_id=user) == []
+
+    added = await users_cli(*add, "--admin", sample.ADMIN_USER, token=admin_token)
+    assert added.returncode == 0, added.stderr
+    password = added.stdout.split("(shown once): ")[1].split()[0]
+    issued = await users_cli("users", "token", user, "--name", "sync", "--admin", sample.ADMIN_USER, token=admin_token)
+    assert issued.returncode == 0, issued.stderr
+    value = issued.stdout.strip().splitlines()[-1]
+    disabled = await users_cli("users", "disable", user, "--admin", sample.ADMIN_USER, token=admin_token)
+    assert disabled.returncode == 0, disabled.stderr
+
+    async with sessions() as s:
+        changes = await trail.read(s, user_id=user)
+        whole = await trail.verify(s)
+    assert [(c.action, c.by_user) for c in changes] == [("add", sample.ADMIN_USER), ("token", sample.ADMIN_USER),
+                                                         ("disable", sample.ADMIN_USER)]  # fmt: skip
+    assert changes[0].details == {"role": "commune_officer", "agency": "UBND xã",
+                                  "jurisdiction": f"{sample.PROVINCE} / Lộc Bình"}  # fmt: skip
+    assert changes[1].details == {"name": "sync"}
+    written = json.dumps([c.details for c in changes], ensure_ascii=False)
+    assert password not in written and value not in written  # never a secret in the trail
+    assert whole.ok, whole.reason
+
+    shown = await users_cli("users", "trail", user, "--verify")
+    assert shown.returncode == 0, shown.stderr
+    assert "account trail verified" in shown.stdout and "disable" in shown.stdout and sample.ADMIN_USER in shown.stdout
+
+
+# The remaining tests work in a database of their own: no administrator can sign in there yet, and one of
+# them breaks the trail on purpose.
+
+
+@pytest.fixture(scope="module")
+async def fresh(scratch, scratch_settings):
+    """The scratch database with the demo's officers (none of them with a credential)."""
+    from operations.seed import seed_demo
+
+    await seed_demo(scratch)
+    return scratch_settings.database_url
+
+
+async def test_the_first_administrator_is_set_up_once(client, scratch, fresh):
+    first = await starter(client, fresh, "users", "bootstrap", sample.ADMIN_USER, "--password-stdin",
+                          stdin=PASSWORD + "\n")  # fmt: skip
+    assert first.returncode == 0, first.stderr
+    again = await starter(client, fresh, "users", "bootstrap", "qt.khac", "--name", "Người Khác", "--agency", "Sở",
+                          "--generate")  # fmt: skip
+    assert again.returncode == 1 and "AdminExists" in again.stderr
+    not_admin = await starter(client, fresh, "users", "bootstrap", sample.FINANCE_USERS[0], "--generate")
+    assert not_admin.returncode == 1
+    # The administrator's password and the new user's, both piped: the administrator's line first.
+    added = await starter(client, fresh, "users", "add", "xa.moi", "--name", "Xã Mới", "--role", "commune_officer",
+                          "--agency", "UBND xã", "--password-stdin", "--admin", sample.ADMIN_USER,
+                          "--admin-password-stdin", stdin=f"{PASSWORD}\nmat-khau-xa-moi-1\n")  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    async with scratch() as s:
+        changes = await trail.read(s)
+        assert (await credentials.authenticate(scratch, "xa.moi", credentials.Credential(
+            "password", "mat-khau-xa-moi-1"))).user_id == "xa.moi"  # fmt: skip
+    assert [(c.action, c.by_user, c.user_id) for c in changes] == [
+        ("bootstrap", accounts.SETUP, sample.ADMIN_USER), ("add", sample.ADMIN_USER, "xa.moi")]  # fmt: skip
+
+
+async def test_an_edited_trail_row_is_found(client, scratch, scratch_owner, fresh):
+    async with scratch() as s, s.begin():
+        await accounts.reset_password(s, sample.ADMIN_USER, sample.FINANCE_USERS[0], PASSWORD)
+        changed = await accounts.issue_token(s, sample.ADMIN_USER, sample.FINANCE_USERS[0], "ke-toan")
+        assert changed.startswith("xnt_")
+    verified = await starter(client, fresh, "users", "trail", "--verify")
+    assert verified.returncode == 0, verified.stderr
+    async with scratch() as s:
+        target = next(c for c in await trail.read(s) if c.action == "reset")
+    # The application's login cannot edit the trail at all …
+    with pytest.raises(DBAPIError):
+        async with scratch() as s, s.begin():
+            await s.execute(text("UPDATE account_changes SET by_user = 'qt.khac' WHERE id = :id"), {"id": target.id})
+    # … and the owner who switches the trigger off to make a reset look like someone else's is found out.
+    async with scratch_owner() as s, s.begin():
+        await s.execute(text("ALTER TABLE account_changes DISABLE TRIGGER account_changes_append_only"))
+        await s.execute(text("UPDATE account_changes SET by_user = 'qt.khac' WHERE id = :id"), {"id": target.id})
+        await s.execute(text("ALTER TABLE account_changes ENABLE TRIGGER account_changes_append_only"))
+    broken = await starter(client, fresh, "users", "trail", "--verify")
+    assert broken.returncode == 1
+    assert f"account trail broken at row {target.id} (reset of {sample.FINANCE_USERS[0]} by qt.khac" in broken.stderr
+    assert "edited" in broken.stderr
+
+
+# ------------------------------------------------------------------ payout batches are signed by the front door
+
+
+async def test_a_batch_no_front_door_signed_selects_nothing(client, sessions, settings, task_queue):
+    (h,) = await enroll(client, sessions, task_queue, make_households(1, beneficiary_group="poor"))
+    await drive_one(client, sessions, h, payouts=False)
+    async with sessions() as s:
+        actor = await users_db.require_actor(s, sample.FINANCE_USERS[0])
+        rows = await s.scalar(select(func.count()).where(audit_log.c.household_code == h.code))
+    selection = BatchSelection(codes=[h.code])
+    inp = PayoutBatchInput(batch_id=f"forged-{uuid.uuid4().hex[:8]}", action=BatchAction.AUTHORISE, tranche=1,
+                           selection=selection, actor=actor, evidence=["BATCH"])  # fmt: skip
+
+    async def refused(batch: PayoutBatchInput, workflow_id: str | None = None) -> str:
+        with pytest.raises(WorkflowFailureError) as failed:
+            await client.execute_workflow(PayoutBatchWorkflow.run, batch, task_queue=task_queue,
+                                          id=workflow_id or f"payout-batch-{batch.batch_id}")  # fmt: skip
+        cause = failed.value.cause.cause
+        assert isinstance(cause, ApplicationError) and cause.type == "Unauthenticated"
+        return cause.message
+
+    assert "carries no signed assertion" in await refused(inp)
+    signed = payouts.sign_batch(FRONT_DOOR, inp)
+    # The assertion of one batch, replayed under another batch workflow's id, or with a wider selection.
+    assert "was signed for" in await refused(signed, f"payout-batch-other-{uuid.uuid4().hex[:6]}")
+    wider = signed.model_copy(update={"selection": BatchSelection(district=h.district)})
+    assert "input is not the input the assertion was signed for" in await refused(wider)
+    async with sessions() as s:
+        assert await s.scalar(select(func.count()).where(audit_log.c.household_code == h.code)) == rows
+    assert (await household_state(client, h.code)).tranches[0].status is TrancheStatus.DUE
+
+    # Through the front door: the officer proves who they are, the command line signs the batch.
+    args = ("finance", "batch", "authorise", "--tranche", "1", "--code", h.code, "--as", sample.FINANCE_USERS[0],
+            "--ref", uuid.uuid4().hex[:8], "--json")  # fmt: skip
+    unproved = await starter(client, settings.database_url, *args, task_queue=task_queue)
+    assert unproved.returncode == 1 and "Unauthenticated" in unproved.stderr
+    done = await starter(client, settings.database_url, *args, "--token-stdin", task_queue=task_queue,
+                         stdin=await token_for(sessions, sample.FINANCE_USERS[0]) + "\n")  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = json.loads(done.stdout)
+    assert (result["progress"]["done"], result["progress"]["failed"]) == (1, 0), result["items"]
+    assert (await household_state(client, h.code)).tranches[0].status is TrancheStatus.AUTHORISED
+
+
+async def test_the_web_apps_payout_batch_is_signed_for_the_signed_in_officer(web, client, sessions):
+    from tests.test_web_pages import browser
+
+    ref = f"{uuid.uuid4().hex[:8]}/QĐ-UBND"
+    await finance_ops.add_decision(sessions, sample.PROVINCE_USER, ref, supplements="270/QĐ-UBND", decided_on=None,
+                                   note=None)  # fmt: skip
+    (h,) = await enroll(client, sessions, web["task_queue"],
+                        make_households(1, decision_ref=ref, beneficiary_group="poor", programme=""))  # fmt: skip
+    await drive_one(client, sessions, h, payouts=False)
+    async with browser(web["app"], sessions, sample.FINANCE_USERS[0]) as (c, csrf):
+        done = await c.post("/finance/batch", data={"csrf": csrf, "action": "authorise", "tranche": "1",
+                                                    "decision": ref, "evidence": "Lệnh chi web"})  # fmt: skip
+    assert done.status_code == 200 and "1 done" in done.text, done.text[-2000:]
+    assert (await household_state(client, h.code)).tranches[0].status is TrancheStatus.AUTHORISED
