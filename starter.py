@@ -848,8 +848,9 @@ def policy_apply(
     _signed_in(as_user, password_stdin, token_stdin)
 
     async def go(settings: Settings):
+        async with database(settings, url=settings.owner_asyncpg_url) as owner:  # only the owner inserts policies
+            await add_version(owner, new, start, as_user)
         async with database(settings) as sessions:
-            await add_version(sessions, new, start, as_user)
             return await push(await connect(settings), sessions, new, as_user, signer=load_ring(settings))
 
     try:
@@ -958,7 +959,7 @@ def demo(
 
             out.rule("[bold]6. Summary")
             await _demo_web_work(settings, sessions, client, first)
-            logins = await _demo_logins(sessions, first, items)
+            logins = await _demo_logins(sessions, first, items, load_ring(settings))
             await _summary(settings, sessions, client, example=first.code, logins=logins)
             if failures:
                 raise typer.Exit(1)
@@ -1054,9 +1055,10 @@ async def _demo_web_work(settings: Settings, sessions, client, first) -> None:
               f"({', '.join(rep.codes)})")  # fmt: skip
 
 
-async def _demo_logins(sessions, first, items) -> list[tuple[str, str, str, str]]:
+async def _demo_logins(sessions, first, items, signer) -> list[tuple[str, str, str, str]]:
     """Passwords for one officer of each kind (new ones on every demo run), to sign in to the web app or
-    prove `--as USER` at the command line; each recorded in the account trail."""
+    prove `--as USER` at the command line; each recorded in the account trail, signed with the front door's
+    ring `signer` (a password the trail does not name signs nobody in)."""
     other = next((h for h in items if h.district != first.district), first)
     who = [
         ("commune officer", sample.commune_user(first.district, first.commune), f"{first.commune}: verify, report"),
@@ -1073,7 +1075,7 @@ async def _demo_logins(sessions, first, items) -> list[tuple[str, str, str, str]
         for kind, user, does in who:
             password = secrets.token_urlsafe(9)
             # Recorded in the account trail like any reset, by the one setting the demo up.
-            await accounts.reset_password(session, accounts.SETUP, user, password)
+            await accounts.reset_password(session, accounts.SETUP, user, password, signer=signer)
             logins.append((kind, user, password, does))
     return logins
 

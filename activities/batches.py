@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from temporalio import activity
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
@@ -15,6 +17,7 @@ from core.errors import DomainError
 from db import finance as finance_db
 from db import signing_keys, users
 from db.engine import Sessions
+from db.schema import payout_batch_runs
 from models.finance import (
     ApplyPayoutInput,
     AuthorisePayoutInput,
@@ -54,6 +57,25 @@ async def _check_signed(session, inp: SelectPayoutsInput) -> None:
         raise DomainError(authn.RULE, err.message) from None
 
 
+async def _claim_run(session, inp: SelectPayoutsInput) -> None:
+    """Record that this run took the batch's signed assertion, or refuse (`Unauthenticated`) if another run took
+    it: the sealed start input can be copied out of a finished batch's history and started again under the same
+    id, and within BATCH_TTL it would take the step on households that became due since, in the officer's name.
+    The same run asking again (an activity retry) is that run. The primary key on the nonce decides a race."""
+    batch, info = inp.batch, activity.info()
+    r = payout_batch_runs.c
+    await session.execute(
+        pg_insert(payout_batch_runs)
+        .values(nonce=batch.assertion.nonce, batch_id=batch.batch_id, workflow_id=info.workflow_id,
+                run_id=info.workflow_run_id, signed_by=batch.assertion.user_id)  # fmt: skip
+        .on_conflict_do_nothing(index_elements=[r.nonce])
+    )
+    taken_by = await session.scalar(select(r.run_id).where(r.nonce == batch.assertion.nonce))
+    if taken_by != info.workflow_run_id:
+        raise DomainError(authn.RULE, f"signed batch {batch.batch_id} already ran in run {taken_by}: sign it again "
+                                      "to run it again")  # fmt: skip
+
+
 class BatchActivities:
     def __init__(self, client: Client, sessions: Sessions) -> None:
         self._client = client
@@ -67,11 +89,12 @@ class BatchActivities:
     @activity.defn(name="select_payout_candidates")
     async def select_payout_candidates(self, inp: SelectPayoutsInput) -> list[PayoutCandidate]:
         """The selection's households with their tranche's status, so a re-run skips what is done without
-        asking each (closed) workflow."""
-        async with self._sessions() as session:
+        asking each (closed) workflow. Each signed batch runs once (`_claim_run`)."""
+        async with self._sessions() as session, session.begin():
             try:
                 await _check_signed(session, inp)
                 await users.confirm_actor(session, inp.actor)
+                await _claim_run(session, inp)
             except DomainError as err:
                 raise ApplicationError(err.message, type=err.type, non_retryable=True) from None
             rows = await finance_db.tranches_for_batch(

@@ -183,7 +183,12 @@ class HouseholdActivities:
 
     async def _authenticate(self, session, rec: TransitionRecord, row, *, restoring: bool) -> None:
         if restoring and rec.assertion is None and rec.signed_input is None:
-            return  # its history recorded it before steps were signed: it is written again as it was
+            # Its history recorded it before steps were signed: written again as it was, but only if no
+            # earlier step of this household was signed (a history planted after signing began is not).
+            if await audit.signed_before(session, rec.household_code, rec.seq):
+                raise DomainError("Unauthenticated", f"step {rec.seq} of {rec.household_code} carries no assertion, "
+                                  "but earlier steps of this household are signed: not restored")  # fmt: skip
+            return
         if rec.step in CHANNEL_STEPS:
             await channel_answers.verify_channel_record(session, rec)
             return

@@ -40,6 +40,18 @@ from models.records import MoneyOp, SettledAnswer, TransitionRecord
 log = structlog.get_logger(__name__)
 
 
+def _same_terms(req: PaymentRequest, instr: PaymentInstruction) -> None:
+    """Refuse (`InstructionMismatch`) an instruction whose amount or payee in PostgreSQL is not the workflow's."""
+    differs = [name for name, mine, stored in (("amount", req.amount, instr.amount), ("payee", req.payee, instr.payee))
+               if mine is not None and mine != stored]  # fmt: skip
+    if differs:
+        log.error("payment_refused", payment_id=req.payment_id, rule="InstructionMismatch", fields=differs)
+        raise ApplicationError(
+            f"{req.payment_id}: the {' and '.join(differs)} in PostgreSQL differ from the household's workflow: "
+            "not sent", type="InstructionMismatch", non_retryable=True,
+        )  # fmt: skip
+
+
 class PaymentActivities:
     def __init__(self, sessions: Sessions, channel: PaymentChannel, channel_user: str, record=None) -> None:
         """`record` is the step's one write (`HouseholdActivities._record(session, rec)`), used by
@@ -56,6 +68,7 @@ class PaymentActivities:
         it: the auditors read the instruction from there)."""
         async with self._sessions() as session, session.begin():
             instr = await self._released(session, req.payment_id, req.household_code)
+            _same_terms(req, instr)
             new = await finance_db.save_instruction(session, instr, self._channel.name)
         await self._send(instr)
         log.info("payment_submitted", payment_id=instr.payment_id, amount=instr.amount, new=new)

@@ -387,6 +387,8 @@ def _verify_signed(row: dict[str, Any], a: ActionAssertion, signed: dict[str, An
         keys.verify(a, workflow_id=workflow_id, step=answer_step(str(signed.get("state"))),
                     input_digest=digest_of(signed), user_id=user, holder=CHANNEL, now=a.issued_at,
                     check_expiry=False)  # fmt: skip
+        if step is Step.PAYMENT_CONFIRMED and signed.get("state") != "confirmed":
+            raise signing.Unauthenticated(f"the row records a confirmation; the channel signed {signed.get('state')!r}")
         if t is not None and signed.get("payment_id") != t.record.payment_id:
             raise signing.Unauthenticated(f"the signed answer is for {signed.get('payment_id')!r}, the step for "
                                           f"{t.record.payment_id!r}")  # fmt: skip

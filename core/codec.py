@@ -19,10 +19,7 @@ says which key it lacks (PayloadKeyError) instead of refusing.
 
 from __future__ import annotations
 
-import base64
 import dataclasses
-import os
-import re
 import secrets
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
@@ -33,12 +30,12 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from temporalio.api.common.v1 import Payload
 from temporalio.converter import DataConverter, PayloadCodec
 
+from core import keyfiles
 from core.converter import MISSING_KEY, REFUSED, REFUSED_REASON, SealedFailureConverter
 
 ENCODING = b"binary/encrypted"
 KEY_ID = "encryption-key-id"
 NONCE_BYTES = 12
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
 class PayloadKeyError(Exception):
@@ -54,31 +51,11 @@ class KeyRing:
 
     @classmethod
     def parse(cls, text: str, *, where: str = "PAYLOAD_KEYS") -> KeyRing:
-        lines = (line for line in text.splitlines() if not line.lstrip().startswith("#"))
-        entries = [e.strip() for e in re.split(r"[,\n]", "\n".join(lines)) if e.strip()]
-        if not entries:
-            raise PayloadKeyError(f"{where}: no key (expected lines 'id:base64-key', the first one active)")
-        keys: dict[str, bytes] = {}
-        for n, entry in enumerate(entries, start=1):
-            key_id, sep, encoded = entry.partition(":")
-            if not sep or not _ID.match(key_id):
-                raise PayloadKeyError(
-                    f"{where}, entry {n}: expected 'id:base64-key' with an id of letters, digits, '.-_'"
-                )
-            try:
-                key = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
-            except ValueError:
-                raise PayloadKeyError(f"{where}, key {key_id!r}: not base64") from None
-            if len(key) != 32:
-                raise PayloadKeyError(f"{where}, key {key_id!r}: {len(key)} bytes, AES-256 needs 32")
-            if key_id in keys:
-                raise PayloadKeyError(f"{where}: key id {key_id!r} appears twice")
-            keys[key_id] = key
+        keys = keyfiles.parse(text, where=where, kind="AES-256", error=PayloadKeyError)
         return cls(active=next(iter(keys)), keys=keys)
 
     def dump(self) -> str:
-        ordered = [self.active] + [k for k in self.keys if k != self.active]
-        return "".join(f"{k}:{base64.urlsafe_b64encode(self.keys[k]).decode().rstrip('=')}\n" for k in ordered)
+        return keyfiles.dump(self.active, self.keys)
 
     def rotated(self, key_id: str | None = None) -> KeyRing:
         """A ring whose new active key is fresh; the old keys stay to open what they sealed."""
@@ -103,12 +80,7 @@ def read_ring(path: Path) -> KeyRing:
 
 def write_ring(path: Path, ring: KeyRing) -> None:
     """Write the ring readable by its owner only, replacing the file in one step."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(ring.dump())
-    tmp.replace(path)
+    keyfiles.write_secret(path, ring.dump())
 
 
 class EncryptionCodec(PayloadCodec):

@@ -11,10 +11,7 @@ PostgreSQL keeps the public keys (`signing_keys`, written by the owner role only
 
 from __future__ import annotations
 
-import base64
 import dataclasses
-import os
-import re
 import secrets
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
@@ -23,9 +20,9 @@ from pathlib import Path
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from core import keyfiles
 from models.assertion import ActionAssertion, signed_bytes
 
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 # A front door's assertion is good for this long: enough for a slow network, too short to hoard.
 STEP_TTL = timedelta(minutes=10)
 # A payout batch's one assertion covers every household of its selection while the batch runs.
@@ -48,16 +45,7 @@ class Unauthenticated(Exception):
         self.message = message
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).decode().rstrip("=")
-
-
-def _unb64(text: str) -> bytes:
-    """URL-safe base64, strictly: a character outside the alphabet is an error, not skipped."""
-    try:
-        return base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
-    except (ValueError, TypeError) as err:
-        raise ValueError(f"not URL-safe base64: {err}") from None
+_b64, _unb64 = keyfiles.b64, keyfiles.unb64
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,7 +57,9 @@ class PublicKey:
     valid_until: datetime | None = None
 
     def valid_at(self, at: datetime) -> bool:
-        return self.valid_from <= at and (self.valid_until is None or at < self.valid_until)
+        """Whether something issued `at` may carry this key's signature; a front door whose clock runs a little
+        behind the registration's is allowed the usual skew."""
+        return self.valid_from - CLOCK_SKEW <= at and (self.valid_until is None or at < self.valid_until)
 
     def as_dict(self) -> dict[str, str | None]:
         return {
@@ -105,29 +95,11 @@ class SigningRing:
 
     @classmethod
     def parse(cls, text: str, *, where: str = "SIGNING_KEYS") -> SigningRing:
-        lines = (line for line in text.splitlines() if not line.lstrip().startswith("#"))
-        entries = [e.strip() for e in re.split(r"[,\n]", "\n".join(lines)) if e.strip()]
-        if not entries:
-            raise SigningKeyError(f"{where}: no key (expected lines 'id:base64-key', the first one active)")
-        keys: dict[str, bytes] = {}
-        for n, entry in enumerate(entries, start=1):
-            key_id, sep, encoded = entry.partition(":")
-            if not sep or not _ID.match(key_id):
-                raise SigningKeyError(f"{where}, entry {n}: expected 'id:base64-key' (id of letters, digits, '.-_')")
-            try:
-                key = _unb64(encoded)
-            except ValueError:
-                raise SigningKeyError(f"{where}, key {key_id!r}: not base64") from None
-            if len(key) != 32:
-                raise SigningKeyError(f"{where}, key {key_id!r}: {len(key)} bytes, an Ed25519 key has 32")
-            if key_id in keys:
-                raise SigningKeyError(f"{where}: key id {key_id!r} appears twice")
-            keys[key_id] = key
+        keys = keyfiles.parse(text, where=where, kind="an Ed25519 key", error=SigningKeyError)
         return cls(active=next(iter(keys)), keys=keys)
 
     def dump(self) -> str:
-        ordered = [self.active] + [k for k in self.keys if k != self.active]
-        return "".join(f"{k}:{_b64(self.keys[k])}\n" for k in ordered)
+        return keyfiles.dump(self.active, self.keys)
 
     def public(self, key_id: str | None = None) -> bytes:
         from cryptography.hazmat.primitives import serialization
@@ -175,12 +147,7 @@ def read_ring(path: Path) -> SigningRing:
 
 def write_ring(path: Path, ring: SigningRing) -> None:
     """Write the ring readable by its owner only, replacing the file in one step."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(ring.dump())
-    tmp.replace(path)
+    keyfiles.write_secret(path, ring.dump())
 
 
 @dataclasses.dataclass(frozen=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
 from temporalio.client import Client
@@ -119,7 +121,10 @@ def make_worker(
     *,
     task_queue: str | None = None,
     channel: PaymentChannel | None = None,
+    **options: Any,
 ) -> Worker:
+    """The engine's worker; `options` are more `Worker` options (a test simulating older code passes
+    `patch_activation_callback`)."""
     households = HouseholdActivities(sessions)
     payments = PaymentActivities(sessions, channel or make_channel(settings), settings.payment_channel_user,
                                  record=households._record)  # fmt: skip
@@ -140,4 +145,5 @@ def make_worker(
             batches.apply_payout,
         ],
         workflow_runner=workflow_runner(client.data_converter),
+        **options,
     )

@@ -3,6 +3,13 @@
 A secret is never stored: passwords as argon2 hashes, session and API tokens as their SHA-256. What a
 signed-in user may see and do is not decided here: the user's role, agency and jurisdiction come from
 `users`, and the engine checks them on every step.
+
+A stored hash proves something only when account administration put it there: the password or token is
+accepted only if the latest signed change of it in the account trail names exactly the stored hash
+(db/account_changes.py `credential_set`). So a hash written straight into `user_credentials` or
+`api_tokens` with the application's login (which can write both) signs nobody in. Only operations/accounts.py
+calls `set_password` and `create_token`, each with its signed trail row. Likewise a session is good only
+with the web app's signature over it (`open_session`), so a row inserted into `web_sessions` is no session.
 """
 
 from __future__ import annotations
@@ -14,14 +21,19 @@ from datetime import UTC, datetime, timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+from pydantic import ValidationError
 from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.errors import DomainError
+from core.signing import SigningRing, Unauthenticated
+from db import account_changes as trail
+from db import signing_keys
 from db import users as users_db
 from db.schema import api_tokens, login_attempts, user_credentials, users, web_sessions
 from db.users import User
+from models.assertion import OFFICERS, ActionAssertion, digest_of
 
 HASHER = PasswordHasher()
 MIN_PASSWORD = 10
@@ -52,15 +64,22 @@ def check_password_rules(user_id: str, password: str) -> None:
         raise DomainError("WeakPassword", "a password must not contain the user name")
 
 
-async def set_password(session: AsyncSession, user_id: str, password: str) -> None:
+def not_set_through_administration(user_id: str) -> DomainError:
+    return DomainError("Unauthenticated", f"the credential of {user_id} was not set through account administration")
+
+
+async def set_password(session: AsyncSession, user_id: str, password: str) -> str:
+    """Store the password's argon2 hash, and return that hash (for the account trail to name)."""
     if await users_db.get(session, user_id) is None:
         raise DomainError("UnknownUser", f"user {user_id!r} is not registered")
     check_password_rules(user_id, password)
-    stmt = pg_insert(user_credentials).values(user_id=user_id, password_hash=HASHER.hash(password))
+    stored = HASHER.hash(password)
+    stmt = pg_insert(user_credentials).values(user_id=user_id, password_hash=stored)
     stmt = stmt.on_conflict_do_update(
         index_elements=["user_id"], set_={"password_hash": stmt.excluded.password_hash, "changed_at": func.now()}
     )
     await session.execute(stmt)
+    return stored
 
 
 async def set_active(session: AsyncSession, user_id: str, active: bool) -> None:
@@ -99,12 +118,14 @@ class SignInOutcome:
     refusal: DomainError | None = None
 
 
-async def sign_in(session: AsyncSession, user_id: str, password: str, client: str) -> SignInOutcome:
-    """Check a password and open a session. The caller commits (also on a refusal: the attempt is recorded)."""
+async def sign_in(session: AsyncSession, user_id: str, password: str, client: str, *,
+                  signer: SigningRing) -> SignInOutcome:  # fmt: skip
+    """Check a password and open a session signed by `signer` (the web app's front-door ring). The caller
+    commits (also on a refusal: the attempt is recorded)."""
     checked = await check_password(session, user_id, password, client)
     if checked.refusal is not None:
         return checked
-    token, signed = await open_session(session, checked.who.user)
+    token, signed = await open_session(session, checked.who.user, signer=signer)
     return SignInOutcome(token=token, who=signed)
 
 
@@ -128,31 +149,52 @@ async def check_password(session: AsyncSession, user_id: str, password: str, cli
             ok = False
     else:
         HASHER.hash(password)  # as slow as a real check, so timing does not tell which names exist
-    await session.execute(login_attempts.insert().values(user_id=user_id, client=client, ok=ok))
+    # The right password for a hash account administration did not set counts as a failed attempt.
+    bound = ok and await trail.credential_set(session, user_id, stored)
+    await session.execute(login_attempts.insert().values(user_id=user_id, client=client, ok=bound))
     if not ok:
         return SignInOutcome(refusal=DomainError("BadCredentials", "user name or password is wrong"))
+    if not bound:
+        return SignInOutcome(refusal=not_set_through_administration(user_id))
     if not user.active:
         return SignInOutcome(refusal=DomainError("UserDisabled", f"user {user_id!r} is disabled"))
-    if HASHER.check_needs_rehash(stored):
-        await session.execute(update(user_credentials).where(user_credentials.c.user_id == user_id)
-                              .values(password_hash=HASHER.hash(password)))  # fmt: skip
+    # No rehash on sign-in (argon2's parameters moving on): the stored hash is the one the trail names, and
+    # only account administration may change it. A new hash comes with the next reset.
     return SignInOutcome(who=SignedIn(user, None, "password"))
 
 
-async def open_session(session: AsyncSession, user: User) -> tuple[str, SignedIn]:
-    """A new session for a user whose identity has been established (by `sign_in`'s password check)."""
+SESSION_WORKFLOW, SESSION_STEP = "web-session", "session"  # what a session's assertion names
+
+
+def _session_digest(token_hash: str, user_id: str, csrf: str) -> str:
+    return digest_of({"token_hash": token_hash, "user_id": user_id, "csrf_token": csrf})
+
+
+async def open_session(session: AsyncSession, user: User, *, signer: SigningRing) -> tuple[str, SignedIn]:
+    """A new session for a user whose identity has been established (by `sign_in`'s password check), signed
+    by the web app's ring for its lifetime: the signature is what makes the row a session."""
     token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
-    await session.execute(web_sessions.insert().values(token_hash=digest(token), user_id=user.user_id, csrf_token=csrf,
-                                                       expires_at=datetime.now(UTC) + SESSION_TTL))  # fmt: skip
+    a = signer.sign(workflow_id=SESSION_WORKFLOW, step=SESSION_STEP, user_id=user.user_id, ttl=SESSION_TTL,
+                    input_digest=_session_digest(digest(token), user.user_id, csrf))  # fmt: skip
+    await session.execute(web_sessions.insert().values(
+        token_hash=digest(token), user_id=user.user_id, csrf_token=csrf, expires_at=a.expires_at,
+        assertion=a.model_dump(mode="json")))  # fmt: skip
     return token, SignedIn(user, csrf, "session")
 
 
 async def session_user(session: AsyncSession, token: str) -> SignedIn | None:
     s = web_sessions.c
-    row = (await session.execute(select(s.user_id, s.csrf_token).where(
+    row = (await session.execute(select(s.user_id, s.csrf_token, s.assertion).where(
         s.token_hash == digest(token), s.ended_at.is_(None), s.expires_at > func.now()))).one_or_none()  # fmt: skip
-    if row is None:
+    if row is None or row.assertion is None:
         return None
+    try:
+        keys = await signing_keys.load(session)
+        keys.verify(ActionAssertion.model_validate(row.assertion), workflow_id=SESSION_WORKFLOW, step=SESSION_STEP,
+                    input_digest=_session_digest(digest(token), row.user_id, row.csrf_token), user_id=row.user_id,
+                    holder=OFFICERS, now=datetime.now(UTC), max_ttl=SESSION_TTL)  # fmt: skip
+    except (Unauthenticated, ValidationError):
+        return None  # not a session the web app opened
     user = await users_db.get(session, row.user_id)
     return SignedIn(user, row.csrf_token, "session") if user and user.active else None
 
@@ -185,15 +227,23 @@ async def revoke_token(session: AsyncSession, user_id: str, name: str) -> None:
         raise DomainError("UnknownToken", f"user {user_id!r} has no live token named {name!r}")
 
 
-async def token_user(session: AsyncSession, token: str) -> SignedIn | None:
+async def check_token(session: AsyncSession, token: str) -> SignInOutcome:
+    """Who an API token proves: a live token of an active user, issued through account administration."""
     t = api_tokens.c
     row = (await session.execute(
         update(api_tokens).where(t.token_hash == digest(token), t.revoked_at.is_(None))
-        .values(last_used_at=func.now()).returning(t.user_id))).one_or_none()  # fmt: skip
-    if row is None:
-        return None
-    user = await users_db.get(session, row.user_id)
-    return SignedIn(user, None, "token") if user and user.active else None
+        .values(last_used_at=func.now()).returning(t.user_id, t.name, t.token_hash))).one_or_none()  # fmt: skip
+    user = await users_db.get(session, row.user_id) if row is not None else None
+    if row is None or user is None or not user.active:
+        why = "the API token is not known, was revoked, or its user is disabled"
+        return SignInOutcome(refusal=DomainError("BadCredentials", why))
+    if not await trail.credential_set(session, row.user_id, row.token_hash, token=row.name):
+        return SignInOutcome(refusal=not_set_through_administration(row.user_id))
+    return SignInOutcome(who=SignedIn(user, None, "token"))
+
+
+async def token_user(session: AsyncSession, token: str) -> SignedIn | None:
+    return (await check_token(session, token)).who
 
 
 async def admins_with_credentials(session: AsyncSession) -> list[str]:

@@ -117,6 +117,16 @@ async def prior_and_link(session: AsyncSession, key: str, household_code: str, s
     return prior, link
 
 
+async def signed_before(session: AsyncSession, household_code: str, seq: int) -> bool:
+    """Whether a step of the household before `seq` carries a signed assertion."""
+    found = await session.scalar(
+        select(audit_log.c.id)
+        .where(audit_log.c.household_code == household_code, audit_log.c.seq < seq, audit_log.c.assertion.is_not(None))
+        .limit(1)
+    )
+    return found is not None
+
+
 class ChainWalk:
     """Checks rows in (household, seq) order, one at a time: each chain must number its rows from 1 without
     gaps, link each row to the hash of the one before, and hash to its own content. `see` returns the first

@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 from datetime import date, datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import BigInteger, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -313,6 +313,17 @@ async def released_instruction(session: AsyncSession, payment_id: str, household
     if allocation != allocations or attempt != failed + 1:
         raise DomainError("NoRecordedRelease", f"{payment_id} is not the instruction due for tranche {n} of household "
                           f"{household_code} (allocation {allocations}, attempt {failed + 1})")  # fmt: skip
+    # The read model's amount must be what the ledger (append-only) holds reserved for this tranche and not
+    # yet resolved: a row edited to pay more (or less) than was reserved is refused, not sent.
+    lt = ledger_transfers
+    resolved = select(lt.c.pending_id).where(lt.c.pending_id.is_not(None), lt.c.household_code == household_code)
+    reserved = await session.scalar(select(func.coalesce(func.sum(lt.c.amount), 0).cast(BigInteger)).where(
+        lt.c.household_code == household_code, lt.c.tranche == n, lt.c.kind == "pending",
+        lt.c.id.not_in(resolved)))  # fmt: skip
+    if reserved != row.amount:
+        raise DomainError("InstructionMismatch", f"tranche {n} of household {household_code} reads "
+                          f"{row.amount:,} đồng, but the ledger holds {reserved:,} reserved for it: {payment_id} "
+                          "is not sent")  # fmt: skip
     return PaymentInstruction(payment_id=payment_id, workflow_id=row.workflow_id or f"household-{household_code}",
                               household_code=household_code, tranche=n, attempt=attempt, amount=row.amount,
                               payee=row.head_of_household, released_by=row.released_by)  # fmt: skip

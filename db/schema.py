@@ -124,6 +124,17 @@ signing_keys = Table(
     Column("added_at", DateTime(timezone=True)),
 )
 
+payout_batch_runs = Table(
+    "payout_batch_runs",
+    metadata,
+    Column("nonce", Text, primary_key=True),
+    Column("batch_id", Text),
+    Column("workflow_id", Text),
+    Column("run_id", Text),
+    Column("signed_by", Text),
+    Column("started_at", DateTime(timezone=True)),
+)
+
 account_changes = Table(
     "account_changes",
     metadata,
@@ -135,6 +146,7 @@ account_changes = Table(
     Column("details", JSONB),
     Column("prev_hash", Text),
     Column("hash", Text),
+    Column("assertion", JSONB),
 )
 
 ledger_accounts = Table(
@@ -300,6 +312,7 @@ web_sessions = Table(
     Column("created_at", DateTime(timezone=True)),
     Column("expires_at", DateTime(timezone=True)),
     Column("ended_at", DateTime(timezone=True)),
+    Column("assertion", JSONB),
 )
 
 api_tokens = Table(

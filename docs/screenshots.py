@@ -19,6 +19,7 @@ from sqlalchemy import text
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core.settings import get_settings  # noqa: E402
+from core.signing import load_ring  # noqa: E402
 from core.stack import Stack  # noqa: E402
 from db import access, users  # noqa: E402
 from db.engine import make_engine, make_sessions  # noqa: E402
@@ -33,6 +34,7 @@ OPEN = "LS270W-00001"  # left at verification by the demo for the web app
 
 async def main() -> None:
     settings = get_settings()
+    signer = load_ring(settings)  # the web app's ring: a session is good only with its signature
     url = Stack(settings).web().url
     engine = make_engine(settings)
     sessions = make_sessions(engine)
@@ -44,7 +46,7 @@ async def main() -> None:
                                      "order by code limit 1"), {"d": district})  # fmt: skip
         for user_id in (sample.PROVINCE_USER, sample.district_user(district), sample.commune_user(district, commune),
                         sample.FINANCE_USERS[0], sample.AUDITOR_USER):  # fmt: skip
-            tokens[user_id], _ = await access.open_session(s, await users.get(s, user_id))
+            tokens[user_id], _ = await access.open_session(s, await users.get(s, user_id), signer=signer)
     await engine.dispose()
     OUT.mkdir(exist_ok=True)
     shots = [

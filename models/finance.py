@@ -253,6 +253,11 @@ class PaymentRequest(BaseModel):
 
     payment_id: str
     household_code: str
+    # The workflow's own copy of the terms (its tranche plan, the household it was started for): PostgreSQL's
+    # must agree, so neither a row edited in the database nor a forged request alone changes what is paid.
+    # None in histories recorded before this check.
+    amount: int | None = None
+    payee: str | None = None
 
 
 class SettleRequest(BaseModel):

@@ -3,6 +3,10 @@ tamper-evident trail (db/account_changes.py), so there is no change without its 
 
 `by` is the administrator who proved who they are (operations/credentials.py); `SETUP` names changes made
 while setting a deployment up (the first administrator, the demo's sign-ins), by whoever runs the stack.
+`signer` is the officers' front-door ring (core/signing.py `load_ring`) of the front door that proved it:
+every trail row is signed with it, and a row that sets a password or a token names the stored hash
+(`details["credential"]`), which is what lets a sign-in accept that credential (db/access.py). This module
+is the one place a credential is set.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.errors import DomainError
+from core.signing import SigningRing
 from db import access
 from db import account_changes as trail
 from db import users as users_db
@@ -25,36 +30,45 @@ def _what(row: dict) -> dict:
     return {"role": row["role"], "agency": row["agency"], "jurisdiction": _where(row)}
 
 
-async def add_user(session: AsyncSession, by: str, row: dict, password: str) -> None:
+def _set(stored: str) -> dict:
+    return {"credential": trail.credential_digest(stored)}
+
+
+async def add_user(session: AsyncSession, by: str, row: dict, password: str, *, signer: SigningRing) -> None:
     if await users_db.get(session, row["user_id"]) is not None:
         raise DomainError("UserExists", f"user {row['user_id']!r} is already registered (use 'users reset')")
     await users_db.upsert(session, [row | {"active": True}])
-    await access.set_password(session, row["user_id"], password)
-    await trail.record(session, by_user=by, action="add", user_id=row["user_id"], details=_what(row))
+    stored = await access.set_password(session, row["user_id"], password)
+    await trail.record(session, signer=signer, by_user=by, action="add", user_id=row["user_id"],
+                       details=_what(row) | _set(stored))  # fmt: skip
 
 
-async def reset_password(session: AsyncSession, by: str, user_id: str, password: str) -> None:
-    await access.set_password(session, user_id, password)
-    await trail.record(session, by_user=by, action="reset", user_id=user_id)
+async def reset_password(session: AsyncSession, by: str, user_id: str, password: str, *,
+                         signer: SigningRing) -> None:  # fmt: skip
+    stored = await access.set_password(session, user_id, password)
+    await trail.record(session, signer=signer, by_user=by, action="reset", user_id=user_id, details=_set(stored))
 
 
-async def set_active(session: AsyncSession, by: str, user_id: str, active: bool) -> None:
+async def set_active(session: AsyncSession, by: str, user_id: str, active: bool, *, signer: SigningRing) -> None:
     await access.set_active(session, user_id, active)
-    await trail.record(session, by_user=by, action="enable" if active else "disable", user_id=user_id)
+    await trail.record(session, signer=signer, by_user=by, action="enable" if active else "disable",
+                       user_id=user_id)  # fmt: skip
 
 
-async def issue_token(session: AsyncSession, by: str, user_id: str, name: str) -> str:
+async def issue_token(session: AsyncSession, by: str, user_id: str, name: str, *, signer: SigningRing) -> str:
     token = await access.create_token(session, user_id, name)
-    await trail.record(session, by_user=by, action="token", user_id=user_id, details={"name": name})
+    await trail.record(session, signer=signer, by_user=by, action="token", user_id=user_id,
+                       details={"name": name} | _set(access.digest(token)))  # fmt: skip
     return token
 
 
-async def revoke_token(session: AsyncSession, by: str, user_id: str, name: str) -> None:
+async def revoke_token(session: AsyncSession, by: str, user_id: str, name: str, *, signer: SigningRing) -> None:
     await access.revoke_token(session, user_id, name)
-    await trail.record(session, by_user=by, action="revoke", user_id=user_id, details={"name": name})
+    await trail.record(session, signer=signer, by_user=by, action="revoke", user_id=user_id, details={"name": name})
 
 
-async def bootstrap(session: AsyncSession, user_id: str, password: str, row: dict | None = None) -> None:
+async def bootstrap(session: AsyncSession, user_id: str, password: str, row: dict | None = None, *,
+                    signer: SigningRing) -> None:  # fmt: skip
     """The first administrator's password (the user created from `row` when not registered). Only while no
     active administrator can prove who they are: afterwards accounts are an administrator's to change.
     Checked under the trail's lock, so two first runs cannot both pass."""
@@ -74,5 +88,6 @@ async def bootstrap(session: AsyncSession, user_id: str, password: str, row: dic
     else:
         row = {"role": user.role, "agency": user.agency, "province": user.province, "district": user.district,
                "commune": user.commune}  # fmt: skip
-    await access.set_password(session, user_id, password)
-    await trail.record(session, by_user=SETUP, action="bootstrap", user_id=user_id, details=_what(row))
+    stored = await access.set_password(session, user_id, password)
+    await trail.record(session, signer=signer, by_user=SETUP, action="bootstrap", user_id=user_id,
+                       details=_what(row) | _set(stored))  # fmt: skip

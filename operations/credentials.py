@@ -5,8 +5,10 @@ Where the credential comes from, first match wins: `--token-stdin` / `--password
 standard input, for pipes), the environment's `HOUSING_TOKEN` (for scripts), else a password prompt at a
 terminal (never echoed). Off a terminal with none of these, the command is refused rather than left waiting.
 The check is the web app's (db/access.py): the same argon2 passwords, the same throttling of wrong
-passwords per user name (each attempt recorded), the same tokens; the user must be active. A token proves
-only its own user: `--as` someone else with it is refused.
+passwords per user name (each attempt recorded), the same tokens; the user must be active, and the password
+or token must have been set through account administration (its signed row in the account trail names
+exactly the stored hash: one written into the database by other means is refused). A token proves only its
+own user: `--as` someone else with it is refused.
 
 The command line then signs the user's steps with the front door's ring (core/signing.py): the engine
 takes nothing from it that was not proved here.
@@ -83,19 +85,15 @@ async def authenticate(sessions: Sessions, user_id: str, credential: Credential,
     user: User | None = None
     async with sessions() as s, s.begin():  # committed also on a refusal: the attempt stays recorded
         if credential.kind == "token":
-            who = await access.token_user(s, credential.secret)
-            if who is None:
-                refusal = "the API token is not known, was revoked, or its user is disabled"
-            elif who.user.user_id != user_id:
-                refusal = f"the API token is {who.user.user_id!r}'s: it cannot act as {user_id!r}"
-            else:
-                user = who.user
+            checked = await access.check_token(s, credential.secret)
+            if checked.refusal is None and checked.who.user.user_id != user_id:
+                refusal = f"the API token is {checked.who.user.user_id!r}'s: it cannot act as {user_id!r}"
         else:
             checked = await access.check_password(s, user_id, credential.secret, client)
-            if checked.refusal is not None:
-                refusal = checked.refusal.message
-            else:
-                user = checked.who.user
+        if checked.refusal is not None:
+            refusal = checked.refusal.message
+        elif refusal is None:
+            user = checked.who.user
     if refusal is not None:
         raise Unauthenticated(refusal)
     return user

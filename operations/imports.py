@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
+import structlog
 from sqlalchemy import insert
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
@@ -30,6 +31,8 @@ from models.state import HouseholdWorkflowInput
 from operations.csv_list import ParsedRow, Problem, parse
 from workflows import search_attributes
 from workflows.household import HouseholdWorkflow
+
+log = structlog.get_logger(__name__)
 
 
 class ImportRejected(Exception):
@@ -123,33 +126,57 @@ async def register(
     return report, [r.household for r in rows], current
 
 
+# A run under a household's id that ended this way, while the register holds no step of it, is not the
+# engine's: someone who reached Temporal started it first (with input the engine refused, so it failed), to
+# leave the household without a workflow. The import starts the household's own run in its place.
+NOT_OURS = {WorkflowExecutionStatus.FAILED, WorkflowExecutionStatus.TERMINATED, WorkflowExecutionStatus.TIMED_OUT,
+            WorkflowExecutionStatus.CANCELED}  # fmt: skip
+
+
 async def start_workflows(
     client: Client, task_queue: str, items: list[Household], current: WorkflowPolicy, concurrency: int = 32, *,
-    importers: Mapping[str, str] | None = None,
+    importers: Mapping[str, str] | None = None, sessions: Sessions | None = None,
 ) -> tuple[int, int]:
     """Start one workflow per household unless it exists (running or closed), telling it who imported its list
-    (`importers`, by code: `ImportReport.importers`). Returns (started, existing)."""
+    (`importers`, by code: `ImportReport.importers`). With `sessions`, an ended run under the household's id
+    while the register shows no step taken (see NOT_OURS) is replaced by the household's own. Returns
+    (started, existing)."""
     gate = asyncio.Semaphore(concurrency)
 
-    async def start(h: Household) -> bool:
+    async def start(h: Household, reuse=WorkflowIDReusePolicy.REJECT_DUPLICATE) -> bool:
+        await client.start_workflow(
+            HouseholdWorkflow.run,
+            HouseholdWorkflowInput(household=h, policy=current, imported_by=(importers or {}).get(h.code)),
+            id=h.workflow_id,
+            task_queue=task_queue,
+            id_reuse_policy=reuse,
+            id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+            search_attributes=search_attributes.at_start(h),
+        )
+        return True
+
+    async def one(h: Household) -> bool:
         async with gate:
             try:
-                await client.start_workflow(
-                    HouseholdWorkflow.run,
-                    HouseholdWorkflowInput(household=h, policy=current, imported_by=(importers or {}).get(h.code)),
-                    id=h.workflow_id,
-                    task_queue=task_queue,
-                    id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-                    id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
-                    search_attributes=search_attributes.at_start(h),
-                )
-                return True
+                return await start(h)
             except WorkflowAlreadyStartedError:
-                return False
+                if sessions is None or not await _squatted(client, sessions, h):
+                    return False
+                log.warning("squatted_workflow_replaced", household=h.code)
+                return await start(h, WorkflowIDReusePolicy.ALLOW_DUPLICATE)
 
-    results = await asyncio.gather(*(start(h) for h in items))
+    results = await asyncio.gather(*(one(h) for h in items))
     started = sum(results)
     return started, len(results) - started
+
+
+async def _squatted(client: Client, sessions: Sessions, h: Household) -> bool:
+    described = await client.get_workflow_handle(h.workflow_id).describe()
+    if described.status not in NOT_OURS:
+        return False
+    async with sessions() as session:
+        row = await households.get(session, h.code)
+    return row is not None and row.last_seq == 0
 
 
 async def import_file(
@@ -159,6 +186,7 @@ async def import_file(
     a lazy client a bad file is reported whatever the state of the workflow servers."""
     data = path.read_bytes()
     report, items, current = await register(sessions, data, path.name, user_id)
-    report.workflows_started, report.workflows_existing = await start_workflows(client, task_queue, items, current,
-                                                                                importers=report.importers)
+    report.workflows_started, report.workflows_existing = await start_workflows(
+        client, task_queue, items, current, importers=report.importers, sessions=sessions
+    )
     return report

@@ -28,8 +28,12 @@ class PushReport:
     refused: int = 0
 
 
-async def add_version(sessions: Sessions, new: WorkflowPolicy, effective_from: date, user_id: str) -> None:
-    async with sessions() as session, session.begin():
+async def add_version(owner: Sessions, new: WorkflowPolicy, effective_from: date, user_id: str) -> None:
+    """Store a new version, published by `user_id` (a policy admin whom the front door has authenticated).
+    `owner` are the schema owner's sessions: who may act is policy data, so the application's login may read
+    policies but not insert one (migration 0010); a process holding only that login cannot publish a policy
+    without segregation of duties."""
+    async with owner() as session, session.begin():
         actor = await users.require_actor(session, user_id)
         current = await policy_db.current_workflow_policy(session, date.today())
         if actor.role not in current.policy_admin_roles:

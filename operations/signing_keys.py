@@ -7,10 +7,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from core.settings import Settings
-from core.signing import PublicKey, SigningRing, new_key_id, new_ring, read_ring, write_ring
+from core.signing import CLOCK_SKEW, STEP_TTL, PublicKey, SigningRing, new_key_id, new_ring, read_ring, write_ring
 from db import signing_keys
 from db.engine import make_engine, make_sessions
 from models.assertion import CHANNEL, OFFICERS
+
+# A rotated-out key still signs for this long: the front doors that still hold only it (until they are
+# restarted) and the steps they signed just before keep working, and workers learn the new key meanwhile.
+ROTATION_GRACE = STEP_TTL + CLOCK_SKEW
 
 
 def ensure_ring(path: Path, prefix: str) -> tuple[SigningRing, bool]:
@@ -28,15 +32,15 @@ def public_keys(ring: SigningRing, holder: str, valid_from: datetime | None = No
     return [PublicKey(key_id=k, holder=holder, public=ring.public(k), valid_from=at) for k in ring.keys]
 
 
-async def register(settings: Settings, keys: list[PublicKey], *, retire_others: bool = False) -> list[str]:
-    """Register public keys as the schema owner (the application's role cannot); returns the new key ids."""
+async def register(settings: Settings, keys: list[PublicKey], *, retire_at: datetime | None = None) -> list[str]:
+    """Register public keys as the schema owner (the application's role cannot); returns the new key ids.
+    With `retire_at`, each new key's holder's other open keys stop being valid then."""
     engine = make_engine(settings, url=settings.owner_asyncpg_url)
     try:
         async with make_sessions(engine)() as session, session.begin():
             added = []
             for key in keys:
-                retire = key.valid_from if retire_others else None
-                if await signing_keys.register(session, key, retire_others_at=retire):
+                if await signing_keys.register(session, key, retire_others_at=retire_at):
                     added.append(key.key_id)
             return added
     finally:
@@ -61,12 +65,12 @@ async def ensure_stack_keys(settings: Settings) -> list[str]:
 
 async def rotate(settings: Settings, *, bank: bool = False) -> tuple[str, list[str]]:
     """A fresh active key in the front doors' (or the bank's) ring, its public half registered valid from
-    now; the holder's earlier keys stop being valid now but keep verifying what they signed before. Returns
-    (new key id, kept key ids). The front doors must be restarted to sign with it."""
+    now; the holder's earlier keys stop being valid after ROTATION_GRACE but keep verifying what they signed
+    before. Returns (new key id, kept key ids). Restart the front doors within the grace to sign with it."""
     path = settings.bank_signing_keys_path if bank else settings.signing_keys_path
     ring = read_ring(path).rotated(new_key_id("bank-" if bank else "officers-"))
     now = datetime.now(UTC)
-    await register(settings, public_keys(ring, CHANNEL if bank else OFFICERS, now)[:1], retire_others=True)
+    await register(settings, public_keys(ring, CHANNEL if bank else OFFICERS, now)[:1], retire_at=now + ROTATION_GRACE)
     write_ring(path, ring)  # only once the engine knows the new key: a front door never signs with an unknown one
     return ring.active, [k for k in ring.keys if k != ring.active]
 

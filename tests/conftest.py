@@ -455,9 +455,19 @@ async def web(client, sessions, settings):
 
 
 async def token_for(sessions, user_id: str) -> str:
-    """A fresh API token for `user_id`, issued as `users token` issues one: what a test passes a command-line
-    subprocess in HOUSING_TOKEN so that its `--as USER` (or `--admin USER`) is proved."""
-    from db import access
+    """A fresh API token for `user_id`, issued as `users token` issues one (through account administration,
+    its trail row signed by the suite's front door): what a test passes a command-line subprocess in
+    HOUSING_TOKEN so that its `--as USER` (or `--admin USER`) is proved."""
+    from operations import accounts
 
     async with sessions() as s, s.begin():
-        return await access.create_token(s, user_id, f"test-{uuid.uuid4().hex[:8]}")
+        return await accounts.issue_token(s, accounts.SETUP, user_id, f"test-{uuid.uuid4().hex[:8]}",
+                                          signer=FRONT_DOOR)  # fmt: skip
+
+
+async def password_for(sessions, user_id: str, password: str) -> None:
+    """Give `user_id` this password as `users reset` does (recorded and signed in the account trail)."""
+    from operations import accounts
+
+    async with sessions() as s, s.begin():
+        await accounts.reset_password(s, accounts.SETUP, user_id, password, signer=FRONT_DOOR)

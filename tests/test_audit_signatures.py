@@ -46,7 +46,7 @@ SIGNATURE_KINDS = {"signature_missing", "signature_invalid", "signature_key_not_
 
 
 @pytest.fixture(scope="module")
-async def run(client, sessions, settings):
+async def run(client, sessions, owner_sessions, settings):
     """Two households signed by the suite's front door: `paid` driven to settlement (every tranche paid through
     the bank) with a policy change by the administrator on the way; `batched` whose first tranche is
     authorised and released by payout batches (each step carrying its batch's assertion)."""
@@ -58,7 +58,7 @@ async def run(client, sessions, settings):
         async with sessions() as s:
             current = await current_workflow_policy(s, date.today())
         newer = current.model_copy(update={"version": f"sig-{uuid.uuid4().hex[:8]}"})
-        await policies.add_version(sessions, newer, date.today(), sample.ADMIN_USER)
+        await policies.add_version(owner_sessions, newer, date.today(), sample.ADMIN_USER)
         pushed = await policies.push(client, sessions, newer, sample.ADMIN_USER, signer=FRONT_DOOR,
                                      query=f"WorkflowId = '{paid.workflow_id}'")  # fmt: skip
         assert (pushed.applied, pushed.refused) == (1, 0)

@@ -12,7 +12,6 @@ import pytest
 from playwright.async_api import Page, async_playwright, expect
 
 from core.stack import BackgroundWeb, free_port
-from db import access
 from models.finance import TrancheStatus
 from models.household import Step
 from operations import sample
@@ -23,6 +22,7 @@ from tests.conftest import (
     WEB_OTHER_DISTRICT,
     enroll,
     make_households,
+    password_for,
     running_worker,
     take_step,
 )
@@ -50,10 +50,9 @@ async def site(client, sessions, settings, tmp_path_factory):
         commune = sample.UNITS[WEB_DISTRICT][0]
         mine = await enroll(client, sessions, tq, make_households(3, district=WEB_DISTRICT, commune=commune,
                                                                   programme="", support_type="repair"))  # fmt: skip
-        async with sessions() as s, s.begin():
-            for user in (sample.commune_user(WEB_DISTRICT, commune), sample.district_user(WEB_DISTRICT),
-                         sample.district_user(WEB_OTHER_DISTRICT), *sample.FINANCE_USERS, sample.AUDITOR_USER):
-                await access.set_password(s, user, PASSWORD)
+        for user in (sample.commune_user(WEB_DISTRICT, commune), sample.district_user(WEB_DISTRICT),
+                     sample.district_user(WEB_OTHER_DISTRICT), *sample.FINANCE_USERS, sample.AUDITOR_USER):
+            await password_for(sessions, user, PASSWORD)
         async with async_playwright() as pw:
             browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
             try:

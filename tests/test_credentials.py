@@ -11,7 +11,9 @@ import os
 import subprocess
 import sys
 import uuid
+from datetime import UTC, datetime
 
+import httpx
 import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import DBAPIError
@@ -19,9 +21,10 @@ from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 
 from core.settings import ROOT
+from db import access
 from db import account_changes as trail
 from db import users as users_db
-from db.schema import audit_log, login_attempts
+from db.schema import audit_log, login_attempts, user_credentials
 from models.finance import BatchAction, BatchSelection, PayoutBatchInput, TrancheStatus
 from models.household import Stage, workflow_id_for
 from operations import accounts, credentials, finance_ops, payouts, sample
@@ -33,8 +36,10 @@ from tests.conftest import (
     drive_one,
     enroll,
     make_households,
+    password_for,
     token_for,
 )
+from web.app import COOKIE
 from workflows.batch import PayoutBatchWorkflow
 
 PASSWORD = "đúng-mật-khẩu-2026"
@@ -61,6 +66,20 @@ async def _events(client, code: str) -> int:
     return len((await client.get_workflow_handle(workflow_id_for(code)).fetch_history()).events)
 
 
+async def _stored_digest(sessions, user_id: str) -> str:
+    async with sessions() as s:
+        stored = await s.scalar(select(user_credentials.c.password_hash).where(user_credentials.c.user_id == user_id))
+    return trail.credential_digest(stored)
+
+
+def _not_set(user_id: str) -> str:
+    return f"Unauthenticated: the credential of {user_id} was not set through account administration"
+
+
+SET_HASH = text("INSERT INTO user_credentials (user_id, password_hash) VALUES (:u, :h) "
+                "ON CONFLICT (user_id) DO UPDATE SET password_hash = EXCLUDED.password_hash")  # fmt: skip
+
+
 # ------------------------------------------------------------------ --as needs the user's credential
 
 
@@ -68,7 +87,7 @@ async def test_act_is_taken_only_for_the_person_who_proves_to_be_the_user(client
     (h,) = await enroll(client, sessions, task_queue, make_households(1))
     commune, district = sample.commune_user(h.district, h.commune), sample.district_user(h.district)
     async with sessions() as s, s.begin():
-        await accounts.reset_password(s, accounts.SETUP, commune, PASSWORD)
+        await accounts.reset_password(s, accounts.SETUP, commune, PASSWORD, signer=FRONT_DOOR)
     verify = ("act", h.code, "verify", "--as", commune, "-e", f"BB/{h.code}")
 
     async def act(*args: str, **kw) -> subprocess.CompletedProcess:
@@ -96,7 +115,7 @@ async def test_act_is_taken_only_for_the_person_who_proves_to_be_the_user(client
     assert by_token.returncode == 0, by_token.stdout + by_token.stderr
     assert "verify done" in by_token.stdout
     async with sessions() as s, s.begin():
-        await accounts.reset_password(s, accounts.SETUP, district, PASSWORD)
+        await accounts.reset_password(s, accounts.SETUP, district, PASSWORD, signer=FRONT_DOOR)
     by_password = await act("act", h.code, "approve", "--as", district, "-e", "270/QĐ-UBND", "--password-stdin",
                             stdin=PASSWORD + "\n")  # fmt: skip
     assert by_password.returncode == 0, by_password.stdout + by_password.stderr
@@ -110,7 +129,7 @@ async def test_wrong_passwords_lock_the_name_at_the_command_line_as_on_the_web(s
     row = dict(user_id=user, full_name="Thử Khóa", role="commune_officer", agency="UBND xã", province=sample.PROVINCE,
                district=None, commune=None)  # fmt: skip
     async with sessions() as s, s.begin():
-        await accounts.add_user(s, sample.ADMIN_USER, row, PASSWORD)
+        await accounts.add_user(s, sample.ADMIN_USER, row, PASSWORD, signer=FRONT_DOOR)
     right = credentials.Credential("password", PASSWORD)
     assert (await credentials.authenticate(sessions, user, right)).user_id == user
     for _ in range(5):
@@ -121,12 +140,74 @@ async def test_wrong_passwords_lock_the_name_at_the_command_line_as_on_the_web(s
 
     other = f"xa.t{uuid.uuid4().hex[:6]}"
     async with sessions() as s, s.begin():
-        await accounts.add_user(s, sample.ADMIN_USER, row | {"user_id": other}, PASSWORD)
-        token = await accounts.issue_token(s, sample.ADMIN_USER, other, "script")
-        await accounts.set_active(s, sample.ADMIN_USER, other, False)
+        await accounts.add_user(s, sample.ADMIN_USER, row | {"user_id": other}, PASSWORD, signer=FRONT_DOOR)
+        token = await accounts.issue_token(s, sample.ADMIN_USER, other, "script", signer=FRONT_DOOR)
+        await accounts.set_active(s, sample.ADMIN_USER, other, False, signer=FRONT_DOOR)
     for refused in (credentials.Credential("token", token), right):
         with pytest.raises(credentials.Unauthenticated):  # disabled: neither its token nor its password works
             await credentials.authenticate(sessions, other, refused)
+
+
+# ------------------------------------------------------------------ a credential the application's login wrote
+
+
+async def test_a_credential_written_with_the_application_login_signs_nobody_in(web, client, sessions, settings,
+                                                                              task_queue):  # fmt: skip
+    """The application's login may write `user_credentials` and `api_tokens` (the web app sets passwords and
+    issues tokens). A password hash or token row written with it, not through account administration, is
+    refused at the command line and at the web's sign-in: the front door signs nothing as that officer."""
+    (h,) = await enroll(client, sessions, task_queue, make_households(1))
+    commune, district = sample.commune_user(h.district, h.commune), sample.district_user(h.district)
+    await password_for(sessions, district, PASSWORD)  # a real one, to copy
+    token = "xnt_" + uuid.uuid4().hex * 2
+    async with sessions() as s, s.begin():  # housing_app, as a process holding only its login would
+        await s.execute(SET_HASH, {"u": commune, "h": access.HASHER.hash("mat-khau-ke-gian-1")})
+        await s.execute(text("INSERT INTO api_tokens (user_id, name, token_hash) VALUES (:u, :n, :h)"),
+                        {"u": commune, "n": f"ke-gian-{uuid.uuid4().hex[:6]}", "h": access.digest(token)})
+    verify = ("act", h.code, "verify", "--as", commune, "-e", f"BB/{h.code}")
+    before = await _events(client, h.code)
+    by_password = await starter(client, settings.database_url, *verify, "--password-stdin",
+                                stdin="mat-khau-ke-gian-1\n", task_queue=task_queue)  # fmt: skip
+    assert by_password.returncode == 1 and _not_set(commune) in by_password.stderr, by_password.stderr
+    by_token = await starter(client, settings.database_url, *verify, token=token, task_queue=task_queue)
+    assert by_token.returncode == 1 and _not_set(commune) in by_token.stderr, by_token.stderr
+    async with http_client(web["app"]) as c:
+        web_in = await c.post("/api/session", json={"user_id": commune, "password": "mat-khau-ke-gian-1"})
+        assert web_in.status_code == 401 and web_in.json()["type"] == "Unauthenticated", web_in.text
+        assert (await c.get("/api/me", headers={"Authorization": f"Bearer {token}"})).status_code == 401
+    # Nor is a session row the application's login inserts a session: only the web app's signature makes one.
+    cookie = uuid.uuid4().hex
+    async with sessions() as s, s.begin():
+        await s.execute(text("INSERT INTO web_sessions (token_hash, user_id, csrf_token, expires_at) "
+                             "VALUES (:h, :u, 'x', now() + interval '1 hour')"),
+                        {"h": access.digest(cookie), "u": commune})  # fmt: skip
+    async with http_client(web["app"]) as c:
+        c.cookies.set(COOKIE, cookie)
+        assert (await c.get("/api/me")).status_code == 401
+    # Someone else's real hash, copied over the officer's, proves nothing either: the trail names the hash per user.
+    async with sessions() as s, s.begin():
+        real = await s.scalar(select(user_credentials.c.password_hash).where(user_credentials.c.user_id == district))
+        await s.execute(SET_HASH, {"u": commune, "h": real})
+    with pytest.raises(credentials.Unauthenticated, match="not set through account administration"):
+        await credentials.authenticate(sessions, commune, credentials.Credential("password", PASSWORD))
+    assert await _events(client, h.code) == before
+    assert (await household_state(client, h.code)).stage is Stage.VERIFICATION
+
+    # Set through account administration, the same kind of credential works.
+    await password_for(sessions, commune, "mat-khau-ke-gian-1")
+    done = await starter(client, settings.database_url, *verify, "--password-stdin", stdin="mat-khau-ke-gian-1\n",
+                         task_queue=task_queue)  # fmt: skip
+    assert done.returncode == 0 and "verify done" in done.stdout, done.stdout + done.stderr
+    async with http_client(web["app"]) as c:
+        opened = await c.post("/api/session", json={"user_id": commune, "password": "mat-khau-ke-gian-1"})
+        assert opened.status_code == 200, opened.text
+    async with http_client(web["app"]) as c:  # the web app's own session, sent as the forged one was
+        c.cookies.set(COOKIE, opened.cookies[COOKIE])
+        assert (await c.get("/api/me")).json()["user_id"] == commune
+
+
+def http_client(app) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="https://testserver")
 
 
 # ------------------------------------------------------------------ user administration
@@ -166,8 +247,10 @@ async def test_user_administration_needs_an_administrators_credential_and_is_rec
     assert [(c.action, c.by_user) for c in changes] == [("add", sample.ADMIN_USER), ("token", sample.ADMIN_USER),
                                                          ("disable", sample.ADMIN_USER)]  # fmt: skip
     assert changes[0].details == {"role": "commune_officer", "agency": "UBND xã",
-                                  "jurisdiction": f"{sample.PROVINCE} / Lộc Bình"}  # fmt: skip
-    assert changes[1].details == {"name": "sync"}
+                                  "jurisdiction": f"{sample.PROVINCE} / Lộc Bình",
+                                  "credential": await _stored_digest(sessions, user)}  # fmt: skip
+    assert changes[1].details == {"name": "sync", "credential": trail.credential_digest(access.digest(value))}
+    assert all(c.assertion is not None for c in changes)  # each signed by the command line's ring
     written = json.dumps([c.details for c in changes], ensure_ascii=False)
     assert password not in written and value not in written  # never a secret in the trail
     assert whole.ok, whole.reason
@@ -212,10 +295,46 @@ async def test_the_first_administrator_is_set_up_once(client, scratch, fresh):
         ("bootstrap", accounts.SETUP, sample.ADMIN_USER), ("add", sample.ADMIN_USER, "xa.moi")]  # fmt: skip
 
 
+async def test_a_trail_row_forged_with_the_application_login_is_found(client, scratch, scratch_owner, fresh):
+    """The application's login appends a row "reset by qt.admin" that chains like a real one and names the
+    hash it wrote for the officer, carrying a real row's signature: the officer's password is refused, and
+    `users trail --verify` exits 1 naming the row."""
+    officer = sample.FINANCE_USERS[1]
+    async with scratch() as s, s.begin():
+        await accounts.issue_token(s, accounts.SETUP, officer, "so-sach", signer=FRONT_DOOR)
+    assert (await starter(client, fresh, "users", "trail", "--verify")).returncode == 0
+    forged = access.HASHER.hash("mat-khau-ke-gian-2")
+    async with scratch() as s, s.begin():
+        real = (await trail.read(s))[-1]  # a real row's signature, copied
+        await s.execute(SET_HASH, {"u": officer, "h": forged})
+        prev = await s.scalar(text("SELECT hash FROM account_changes ORDER BY id DESC LIMIT 1"))
+        at, details = datetime.now(UTC), {"credential": trail.credential_digest(forged)}
+        digest = trail.row_hash(prev, at=at, by_user=sample.ADMIN_USER, action="reset", user_id=officer,
+                                details=details)  # fmt: skip
+        row_id = await s.scalar(text(
+            "INSERT INTO account_changes (at, by_user, action, user_id, details, prev_hash, hash, assertion) "
+            "VALUES (:at, :b, 'reset', :u, CAST(:d AS jsonb), :p, :h, CAST(:a AS jsonb)) RETURNING id"),
+            {"at": at, "b": sample.ADMIN_USER, "u": officer, "d": json.dumps(details), "p": prev, "h": digest,
+             "a": json.dumps(real.assertion)})  # fmt: skip
+    try:
+        with pytest.raises(credentials.Unauthenticated, match="not set through account administration"):
+            await credentials.authenticate(scratch, officer, credentials.Credential("password", "mat-khau-ke-gian-2"))
+        broken = await starter(client, fresh, "users", "trail", "--verify")
+        assert broken.returncode == 1, broken.stdout
+        assert f"account trail broken at row {row_id} (reset of {officer} by {sample.ADMIN_USER}" in broken.stderr
+        assert "its signature is not a front door's for this row" in broken.stderr, broken.stderr
+    finally:  # the owner takes the row out again, so the next test starts from an unbroken trail
+        async with scratch_owner() as s, s.begin():
+            await s.execute(text("ALTER TABLE account_changes DISABLE TRIGGER account_changes_append_only"))
+            await s.execute(text("DELETE FROM account_changes WHERE id = :id"), {"id": row_id})
+            await s.execute(text("ALTER TABLE account_changes ENABLE TRIGGER account_changes_append_only"))
+
+
 async def test_an_edited_trail_row_is_found(client, scratch, scratch_owner, fresh):
     async with scratch() as s, s.begin():
-        await accounts.reset_password(s, sample.ADMIN_USER, sample.FINANCE_USERS[0], PASSWORD)
-        changed = await accounts.issue_token(s, sample.ADMIN_USER, sample.FINANCE_USERS[0], "ke-toan")
+        await accounts.reset_password(s, sample.ADMIN_USER, sample.FINANCE_USERS[0], PASSWORD, signer=FRONT_DOOR)
+        changed = await accounts.issue_token(s, sample.ADMIN_USER, sample.FINANCE_USERS[0], "ke-toan",
+                                             signer=FRONT_DOOR)  # fmt: skip
         assert changed.startswith("xnt_")
     verified = await starter(client, fresh, "users", "trail", "--verify")
     assert verified.returncode == 0, verified.stderr

@@ -4,6 +4,7 @@ for money, batches, supplementary decisions, cấp bù, VBSP loans and the recon
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import subprocess
@@ -14,13 +15,36 @@ from datetime import date
 import pytest
 from openpyxl import load_workbook
 from sqlalchemy import func, select, text
+from temporalio.client import Client, WorkflowFailureError
+from temporalio.common import RawValue
+from temporalio.converter import DataConverter
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
 
+from activities.batches import BatchActivities
 from core.errors import DomainError
 from db import finance as finance_db
 from db import ledger
-from db.schema import audit_log, household_loans, household_tranches, households, ledger_transfers, outbox
+from db import users as users_db
+from db.schema import (
+    audit_log,
+    household_loans,
+    household_tranches,
+    households,
+    ledger_transfers,
+    outbox,
+    payout_batch_runs,
+)
 from finance.allocation import AllocationPolicy, Tier
-from models.finance import BatchAction, BatchSelection, PayoutBatchInput, TranchePlan, TrancheSpec, TrancheStatus
+from models.finance import (
+    BatchAction,
+    BatchSelection,
+    PayoutBatchInput,
+    SelectPayoutsInput,
+    TranchePlan,
+    TrancheSpec,
+    TrancheStatus,
+)
 from models.household import BeneficiaryGroup, Stage, Step, SupportType
 from operations import finance_ops, payouts, reconciliation, sample
 from operations.actions import Refusal, household_state
@@ -263,6 +287,79 @@ async def test_a_batch_authorises_many_payouts_and_running_it_again_changes_noth
     assert await payouts.wait_for_payments(sessions, codes, within=20) == 0
     for h in items:
         assert (await household_state(client, h.code)).tranches[0].status is TrancheStatus.PAID
+
+
+async def test_a_signed_batch_copied_out_of_its_history_and_started_again_takes_no_step(client, sessions,
+                                                                                          task_queue):
+    """Someone who reaches the frontend, holding no key, copies a finished release batch's sealed start input out
+    of its history and starts `payout-batch-<id>` again (a finished batch id may run again): within BATCH_TTL it
+    would release the households Finance authorised since, in the treasury officer's name. The batch's selection
+    records which run took the signed batch; another run is refused before it selects anything. Signed again
+    by the front door, the same batch runs again."""
+    a, b = await enroll(client, sessions, task_queue, make_households(2, beneficiary_group="poor"))
+    await asyncio.gather(*(drive_one(client, sessions, h, payouts=False) for h in (a, b)))
+    await take_step(client, sessions, a.code, Step.AUTHORISE_PAYOUT, "tc.hoang", tranche=1, evidence=["D"])
+    selection = BatchSelection(codes=[a.code, b.code])
+    async with sessions() as s:
+        actor = await users_db.require_actor(s, sample.TREASURY_USER)
+    signed = payouts.sign_batch(FRONT_DOOR, PayoutBatchInput(
+        batch_id=payouts.batch_id_for(BatchAction.RELEASE, 1, selection, tag()), action=BatchAction.RELEASE,
+        tranche=1, selection=selection, actor=actor, evidence=["UNC"]))  # fmt: skip
+    first = await run_batch(client, task_queue, signed)
+    assert {i.household_code: i.outcome for i in first.items} == {a.code: "done", b.code: "failed"}
+    wid = f"payout-batch-{signed.batch_id}"
+    first_run = (await client.get_workflow_handle(wid).describe()).run_id
+    # Later Finance authorises b; the treasury officer does nothing more.
+    await take_step(client, sessions, b.code, Step.AUTHORISE_PAYOUT, "tc.hoang", tranche=1, evidence=["D2"])
+    async with sessions() as s:
+        rows = await s.scalar(select(func.count()).where(audit_log.c.household_code == b.code))
+
+    history = await client.get_workflow_handle(wid).fetch_history()
+    sealed = history.events[0].workflow_execution_started_event_attributes.input.payloads[0]
+    keyless = Client(client.service_client, namespace=client.namespace, data_converter=DataConverter.default)
+    copied = await keyless.start_workflow("PayoutBatchWorkflow", RawValue(sealed), id=wid, task_queue=task_queue)
+    with pytest.raises(WorkflowFailureError) as failed:
+        await client.get_workflow_handle(wid, run_id=copied.result_run_id).result()
+    cause = failed.value.cause.cause
+    assert isinstance(cause, ApplicationError) and cause.type == "Unauthenticated" and cause.non_retryable
+    assert f"already ran in run {first_run}" in cause.message and "sign it again" in cause.message
+    assert (await household_state(client, b.code)).tranches[0].status is TrancheStatus.AUTHORISED
+    async with sessions() as s:
+        assert await s.scalar(select(func.count()).where(audit_log.c.household_code == b.code)) == rows
+        taken = (await s.execute(select(payout_batch_runs).where(
+            payout_batch_runs.c.nonce == signed.assertion.nonce))).mappings().all()  # fmt: skip
+    assert [(r["run_id"], r["batch_id"], r["signed_by"]) for r in taken] == [
+        (first_run, signed.batch_id, sample.TREASURY_USER)]  # fmt: skip
+
+    # The officer runs the batch again: the front door signs it afresh (a new one-time id), a re-run as ever.
+    again = await run_batch(client, task_queue, payouts.sign_batch(FRONT_DOOR, signed))
+    assert {i.household_code: i.outcome for i in again.items} == {a.code: "skipped", b.code: "done"}
+
+
+async def test_a_signed_batch_is_taken_by_its_first_run_and_a_retry_of_that_run_selects_again(client, sessions):
+    """The selecting activity retried within its run (same run id) selects as before; any other run of the batch
+    is refused, through the selection of batches started before `select_payout_candidates` too."""
+    async with sessions() as s:
+        actor = await users_db.require_actor(s, "tc.hoang")
+    selection = BatchSelection(codes=[f"NONE-{tag()}"])
+    signed = payouts.sign_batch(FRONT_DOOR, PayoutBatchInput(batch_id=f"claim-{tag()}", action=BatchAction.AUTHORISE,
+                                                             tranche=1, selection=selection, actor=actor,
+                                                             evidence=["B"]))  # fmt: skip
+    ask = SelectPayoutsInput(selection=selection, tranche=1, actor=actor, batch=signed)
+    batches = BatchActivities(client, sessions)
+
+    def run_as(run_id: str, fn=batches.select_payout_candidates):
+        env = ActivityEnvironment()
+        env.info = dataclasses.replace(env.info, workflow_id=f"payout-batch-{signed.batch_id}", workflow_run_id=run_id)
+        return env.run(fn, ask)
+
+    assert await run_as("run-1") == []
+    assert await run_as("run-1") == []  # the activity retried
+    for fn in (batches.select_payout_candidates, batches.select_payouts):
+        with pytest.raises(ApplicationError) as refused:
+            await run_as("run-2", fn)
+        assert refused.value.type == "Unauthenticated" and refused.value.non_retryable
+        assert f"signed batch {signed.batch_id} already ran in run run-1" in refused.value.message
 
 
 # ------------------------------------------------------------------ decisions, cấp bù, loans

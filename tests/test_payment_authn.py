@@ -5,12 +5,14 @@ posts nothing. Against the real dev server and a bank process."""
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import DBAPIError
 from temporalio import workflow
 from temporalio.api.enums.v1 import EventType
 from temporalio.common import RetryPolicy
@@ -28,6 +30,7 @@ from models import MoneyOp, Step, TransitionRecord
 from models.assertion import CHANNEL, digest_of
 from models.finance import ChannelStatus, TrancheStatus
 from models.household import workflow_id_for
+from operations import sample
 from operations.actions import household_state
 from operations.signing_keys import public_keys
 from tests.conftest import (
@@ -35,9 +38,11 @@ from tests.conftest import (
     TEST_BANK_SIGNING_FILE,
     bank_process,
     callback_receiver,
+    drive_one,
     enroll,
     make_households,
     running_worker,
+    take_step,
     tranche_is,
     wait_until,
 )
@@ -104,8 +109,12 @@ async def test_a_foreign_workflow_scheduling_submit_payment_gets_nothing_sent(cl
         for payment_id, code in refused:
             arg = forged | {"payment_id": payment_id, "household_code": code}
             assert await intrude(client, tq, "submit_payment", arg) == "NoRecordedRelease", payment_id
-        # The id that was released, with another amount and payee: the instruction PostgreSQL has is what goes.
-        assert await intrude(client, tq, "submit_payment", forged | {"payment_id": sent["payment_id"]}) == "done"
+        # The id that was released, with another amount and payee: refused, they are not the engine's terms.
+        forged_terms = forged | {"payment_id": sent["payment_id"]}
+        assert await intrude(client, tq, "submit_payment", forged_terms) == "InstructionMismatch"
+        # Without terms of its own the request gets the instruction PostgreSQL has, sent again under its id.
+        bare = {"payment_id": sent["payment_id"], "household_code": h.code}
+        assert await intrude(client, tq, "submit_payment", bare) == "done"
         assert await bank.statement() == [sent]  # the bank holds the one real instruction, as it was
         tranche = (await household_state(client, h.code)).tranches[0]
         assert (sent["amount"], sent["payee"]) == (tranche.amount, h.head_of_household)
@@ -307,4 +316,28 @@ async def test_an_escalation_sends_again_what_postgresql_has_not_what_it_is_give
         (again,) = await bank.statement(h.code)
         assert {k: again[k] for k in ("payment_id", "amount", "payee", "attempt")} == {
             k: sent[k] for k in ("payment_id", "amount", "payee", "attempt")}  # fmt: skip
+        await client.get_workflow_handle(h.workflow_id).terminate("test over")
+
+
+async def test_the_application_login_cannot_redirect_a_payment(client, sessions, settings, tmp_path):
+    """As the application's role (no key): the payee cannot be changed at all, and a tranche's amount edited
+    in the read model is not what gets sent: the instruction is refused, the bank receives nothing."""
+    async with paying_through(client, sessions, settings, tmp_path) as (bank, tq):
+        (h,) = await enroll(client, sessions, tq, make_households(1, beneficiary_group="poor"))
+        await drive_one(client, sessions, h, payouts=False)
+        await take_step(client, sessions, h.code, Step.AUTHORISE_PAYOUT, "tc.hoang", tranche=1, evidence=["D"])
+        with pytest.raises(DBAPIError, match="permission denied"):
+            async with sessions() as s, s.begin():  # housing_app
+                await s.execute(text("UPDATE households SET head_of_household = 'Kẻ Mạo Danh' WHERE code = :c"),
+                                {"c": h.code})  # fmt: skip
+        async with sessions() as s, s.begin():
+            await s.execute(text("UPDATE household_tranches SET amount = amount + 77000000 "
+                                 "WHERE household_code = :c AND tranche = 1"), {"c": h.code})  # fmt: skip
+        await take_step(client, sessions, h.code, Step.RELEASE_PAYOUT, sample.TREASURY_USER, tranche=1,
+                        evidence=["U"])  # fmt: skip
+        await asyncio.sleep(1.5)  # the hand-over is tried (and refused) right after the release
+        assert await bank.statement(h.code) == []
+        assert await posts(sessions, h.code) == 0
+        state = await household_state(client, h.code)
+        assert state.tranches[0].status is TrancheStatus.RELEASED and state.paid == 0
         await client.get_workflow_handle(h.workflow_id).terminate("test over")

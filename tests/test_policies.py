@@ -15,7 +15,7 @@ from operations.policies import add_version, push
 from tests.conftest import FRONT_DOOR, enroll, make_households, take_step
 
 
-async def test_a_published_version_is_applied_to_households_in_flight(client, sessions, task_queue):
+async def test_a_published_version_is_applied_to_households_in_flight(client, sessions, owner_sessions, task_queue):
     items = await enroll(client, sessions, task_queue, make_households(3, district="Bắc Sơn", commune="Vũ Lễ"))
     async with sessions() as s:
         current = await current_workflow_policy(s, date.today())
@@ -24,12 +24,12 @@ async def test_a_published_version_is_applied_to_households_in_flight(client, se
     new = current.model_copy(update={"version": f"test-{items[0].code}", "steps": steps})
 
     with pytest.raises(DomainError) as denied:
-        await add_version(sessions, new, date(2100, 1, 1), sample.district_user("Bắc Sơn"))
+        await add_version(owner_sessions, new, date(2100, 1, 1), sample.district_user("Bắc Sơn"))
     assert denied.value.type == "RoleNotAllowed"
 
-    await add_version(sessions, new, date(2100, 1, 1), sample.ADMIN_USER)  # future: today's policy unchanged
+    await add_version(owner_sessions, new, date(2100, 1, 1), sample.ADMIN_USER)  # future: today's policy unchanged
     with pytest.raises(DomainError) as again:
-        await add_version(sessions, new, date(2100, 1, 2), sample.ADMIN_USER)
+        await add_version(owner_sessions, new, date(2100, 1, 2), sample.ADMIN_USER)
     assert again.value.type == "PolicyExists"
 
     ids = " OR ".join(f"WorkflowId='{h.workflow_id}'" for h in items)

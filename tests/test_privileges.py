@@ -8,16 +8,21 @@ suite shows (every test writes through it)."""
 from __future__ import annotations
 
 import asyncio
+from datetime import date
 
 import asyncpg
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 
 from core.migrate import migrate, upgrade
 from core.settings import Settings
 from core.stack import EmbeddedPostgres, Stack, free_port
+from db.policy import current_workflow_policy
 from db.schema import audit_log, households, ledger_transfers
+from operations import sample
+from operations.policies import add_version
 from tests.conftest import APP_ROLE, drive_one, enroll, make_households, running_worker
 
 INSUFFICIENT_PRIVILEGE = "42501"
@@ -199,6 +204,43 @@ async def test_the_application_cannot_forge_a_restore_or_change_what_an_instruct
                    "permission denied for sequence ledger_transfers_id_seq")  # fmt: skip
     for column in ("amount = 1", "payee = 'Kẻ Mạo Danh'"):
         await _refused(app_conn, f"UPDATE payments SET {column}", "permission denied for table payments")
+
+
+async def test_the_application_cannot_publish_a_policy(app_conn, sessions):
+    """Who may act is policy data (migration 0010): a process holding the application's login cannot publish a
+    version without segregation of duties, with commune officers as policy admins, in force today. Only the
+    owner inserts versions (`policy apply` connects as the owner for that)."""
+    forged = ("INSERT INTO workflow_policies (version, effective_from, document) "
+              "SELECT 'forged-9999.1', current_date, document || '{\"version\": \"forged-9999.1\", "
+              "\"distinct_actors\": [], \"distinct_per_tranche\": [], \"importer_may_not\": []}'::jsonb "
+              "FROM workflow_policies ORDER BY effective_from DESC LIMIT 1")  # fmt: skip
+    await _refused(app_conn, forged, "permission denied for table workflow_policies")
+    # Through the publishing code too: an administrator's name does not make the application's login the owner.
+    async with sessions() as s:
+        current = await current_workflow_policy(s, date.today())
+    lax = current.model_copy(update={"version": "forged-9999.2", "distinct_per_tranche": [], "importer_may_not": [],
+                                     "policy_admin_roles": [*current.policy_admin_roles, "commune_officer"]})
+    with pytest.raises(DBAPIError, match="permission denied for table workflow_policies"):
+        await add_version(sessions, lax, date.today(), sample.ADMIN_USER)
+    async with sessions() as s:
+        assert (await current_workflow_policy(s, date.today())).version == current.version
+
+
+async def test_the_application_cannot_change_a_registered_payee_or_place(app_conn, settled):
+    """Migration 0010: a step updates only the register columns it writes (stage, money); the payee, the CCCD,
+    the place and the support type are written once, at import, so the application's login cannot redirect a
+    payment (the instruction is built from this row)."""
+    for column in ("head_of_household = 'Kẻ Mạo Danh'", "cccd = '001099000001'", "commune = 'Khác'",
+                   "support_type = 'new_build'"):  # fmt: skip
+        await _refused(app_conn, f"UPDATE households SET {column} WHERE code = '{settled.code}'",
+                       "permission denied for table households")  # fmt: skip
+    tx = app_conn.transaction()
+    await tx.start()
+    try:  # what a step writes stays writable
+        done = await app_conn.execute(f"UPDATE households SET updated_at = now() WHERE code = '{settled.code}'")
+        assert done == "UPDATE 1"
+    finally:
+        await tx.rollback()
 
 
 async def test_a_temporary_table_cannot_stand_in_for_the_audit_log_in_the_link_check(app_conn):

@@ -186,7 +186,8 @@ async def test_a_closed_household_takes_no_more_steps(client, sessions, househol
     assert caught.value.rule == "Closed"
 
 
-async def test_only_an_admin_may_change_the_policy_of_a_household_in_flight(client, sessions, household):
+async def test_only_an_admin_may_change_the_policy_of_a_household_in_flight(client, sessions, owner_sessions,
+                                                                          household):
     wid = workflow_id_for(household.code)
     handle = client.get_workflow_handle(wid)
     state = await household_state(client, household.code)
@@ -203,7 +204,7 @@ async def test_only_an_admin_may_change_the_policy_of_a_household_in_flight(clie
     steps[Step.VERIFY] = steps[Step.VERIFY].model_copy(update={"roles": ["district_officer"]})
     version = f"{policy.version}-test-{household.code}"
     changed = policy.model_copy(update={"version": version, "steps": steps})
-    await add_version(sessions, changed, date(2098, 3, 15), sample.ADMIN_USER)  # future: not in force
+    await add_version(owner_sessions, changed, date(2098, 3, 15), sample.ADMIN_USER)  # future: not in force
     admin = await _user_actor(sessions, sample.ADMIN_USER)
     result = await handle.execute_update(HouseholdWorkflow.set_policy,
                                          _signed(SetPolicyInput(actor=admin, policy=changed), wid, Step.SET_POLICY))

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from temporalio import workflow
 from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 
@@ -17,10 +18,18 @@ from core.codec import for_reading
 from core.temporal import workflow_runner
 from tests.conftest import SEALED
 from workflows.batch import PayoutBatchWorkflow
-from workflows.household import HouseholdWorkflow
+from workflows.household import SIGNED_PATCH, HouseholdWorkflow
 
 HERE = Path(__file__).parent / "histories"
 HISTORIES = sorted(HERE.glob("*.json"))
+# The releases recorded by tests/histories/capture_sealed.py, oldest first; `signed_*` is the current code's.
+CAPTURED = ("sealed", "local", "inquiry", "signed")
+# The paths on which signed actions change what the workflow commands (a payment submitted, asked about or
+# escalated, an SLA reminder, a policy change): not a cancel before allocation, whose steps differ only in data
+# (the records' assertions), nor the payout batch's workflow.
+COMMANDS_CHANGED = ("full_path_new_build", "send_back_then_full_path", "allocation_refused_then_allocated",
+                    "payment_returned_to_finance", "policy_changed_mid_flight", "sla_reminder_and_payment_escalation",
+                    "lost_callback_found_by_inquiry", "lost_instruction_sent_again")  # fmt: skip
 
 
 def test_histories_are_checked_in():
@@ -44,6 +53,9 @@ def test_histories_are_checked_in():
     # again, and a lost callback and a lost instruction recovered by the inquiry (RELEASE = "inquiry").
     assert {f"inquiry_{n.removeprefix('sealed_')}" for n in names if n.startswith("sealed_")} <= names
     assert {"inquiry_lost_callback_found_by_inquiry", "inquiry_lost_instruction_sent_again"} <= names
+    # Release 2026.3: signed actions (patch signed-actions-2026); every path of the previous release again, each
+    # step, policy change and batch signed by the suite's front door (RELEASE = "signed").
+    assert {f"signed_{n.removeprefix('inquiry_')}" for n in names if n.startswith("inquiry_")} <= names
 
 
 async def test_both_ways_of_writing_a_step_are_read_back_whole():
@@ -63,15 +75,67 @@ async def test_both_ways_of_writing_a_step_are_read_back_whole():
     assert LOCAL_ACTIVITY_MARKER in raw["local_full_path_new_build"]
 
 
-@pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
-async def test_history_replays_against_current_code(path: Path):
+async def _replay(path: Path, *, sandbox: bool = True):
+    """The replay failure of the recorded history against the code as it is (or as patched by a test)."""
     history = WorkflowHistory.from_json(path.stem, path.read_text())
     # The auditors' side of the codec opens sealed payloads and passes plain ones (histories from before
     # encryption) through; the engine's side refuses them.
     replayer = Replayer(workflows=[HouseholdWorkflow, PayoutBatchWorkflow], data_converter=for_reading(SEALED),
-                        workflow_runner=workflow_runner(SEALED))  # fmt: skip
-    result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
-    assert result.replay_failure is None, f"{path.name}: {result.replay_failure}"
+                        workflow_runner=workflow_runner(SEALED, sandbox=sandbox))  # fmt: skip
+    return (await replayer.replay_workflow(history, raise_on_replay_failure=False)).replay_failure
+
+
+@pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
+async def test_history_replays_against_current_code(path: Path):
+    failure = await _replay(path)
+    assert failure is None, f"{path.name}: {failure}"
+
+
+def _changed_paths(releases: tuple[str, ...]) -> list[Path]:
+    return [p for p in HISTORIES if any(p.stem == f"{r}_{n}" for r in releases for n in COMMANDS_CHANGED)]
+
+
+@pytest.mark.parametrize("path", _changed_paths(CAPTURED[:-1]), ids=lambda p: p.stem)
+async def test_signed_actions_unguarded_would_break_the_earlier_histories(path: Path, monkeypatch):
+    """The signed-actions patch matters: with its new branch taken unconditionally (no `workflow.patched`
+    guard), a household recorded before it no longer replays."""
+    patched = workflow.patched
+    monkeypatch.setattr(workflow, "patched", lambda pid: True if pid == SIGNED_PATCH else patched(pid))
+    failure = await _replay(path, sandbox=False)  # the module patched above is the one the workflow calls
+    assert isinstance(failure, workflow.NondeterminismError), f"{path.name}: {failure!r}"
+
+
+@pytest.mark.parametrize("path", _changed_paths(CAPTURED[-1:]), ids=lambda p: p.stem)
+async def test_the_signed_histories_need_the_new_branch(path: Path, monkeypatch):
+    """The other way round: a `signed_*` history replayed by code that meets the patch's marker but keeps the
+    old branch (regular activities, the answer asked by check_payment, set_policy unrecorded) does not replay:
+    the set records what the patch changed, not the old commands again."""
+    patched = workflow.patched
+    monkeypatch.setattr(workflow, "patched", lambda pid: patched(pid) and pid != SIGNED_PATCH)
+    failure = await _replay(path, sandbox=False)
+    assert isinstance(failure, workflow.NondeterminismError), f"{path.name}: {failure!r}"
+
+
+async def test_the_signed_histories_hold_what_the_patch_changed():
+    """Since the patch every step's record carries its assertion, a policy change is a recorded step, and the
+    household schedules no activity with the server (payments submitted, asked about and escalated, and
+    reminders, all local); the release before has none of that."""
+    for release, signed in (("inquiry", False), ("signed", True)):
+        for path in [p for p in HISTORIES if p.stem.startswith(f"{release}_")]:
+            history = WorkflowHistory.from_json(path.stem, path.read_text())
+            trail = await read_trail(history, SEALED)
+            if trail.workflow_type != "HouseholdWorkflow":
+                continue
+            assert trail.transitions, path.stem
+            assert all((t.record.assertion is not None) is signed for t in trail.transitions), path.stem
+            scheduled = {e.activity_task_scheduled_event_attributes.activity_type.name for e in history.events
+                         if e.HasField("activity_task_scheduled_event_attributes")}  # fmt: skip
+            if signed:
+                assert not scheduled, (path.stem, scheduled)
+            elif "cancel" not in path.stem:  # every path but the cancel releases a payment
+                assert "submit_payment" in scheduled, (path.stem, scheduled)
+            steps = [t.record.step.value for t in trail.transitions if t.recorded]
+            assert ("set_policy" in steps) is (signed and "policy_changed" in path.stem), (path.stem, steps)
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])

@@ -311,14 +311,15 @@ async def test_a_workflow_copy_that_is_not_the_registered_household_is_refused(c
 # ------------------------------------------------------------------ policy changes
 
 
-async def test_a_policy_change_must_be_signed_by_a_policy_admin_for_a_stored_version(client, sessions, household):
+async def test_a_policy_change_must_be_signed_by_a_policy_admin_for_a_stored_version(client, sessions, owner_sessions,
+                                                                                     household):
     wid = household.workflow_id
     async with sessions() as s:
         current = await current_workflow_policy(s, date.today())
     steps = dict(current.steps)
     steps[Step.VERIFY] = steps[Step.VERIFY].model_copy(update={"roles": ["district_officer"]})
     stored = current.model_copy(update={"version": f"signed-{household.code}", "steps": steps})
-    await add_version(sessions, stored, date(2097, 5, 1), sample.ADMIN_USER)  # future: not in force
+    await add_version(owner_sessions, stored, date(2097, 5, 1), sample.ADMIN_USER)  # future: not in force
     admin = await _actor(sessions, sample.ADMIN_USER)
     district = await _actor(sessions, DISTRICT)
 

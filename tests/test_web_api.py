@@ -23,7 +23,7 @@ from models.household import Step
 from models.policy import WorkflowPolicy
 from operations import sample
 from operations.actions import household_state
-from tests.conftest import WEB_DISTRICT, WEB_OTHER_DISTRICT
+from tests.conftest import TEST_SIGNING_FILE, WEB_DISTRICT, WEB_OTHER_DISTRICT, password_for, token_for
 from web.app import COOKIE
 
 PASSWORD = "mat-khau-thu-nghiem-2025"
@@ -35,18 +35,13 @@ def http(app, token: str | None = None) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="https://testserver", headers=headers)
 
 
-async def token_for(sessions, user_id: str) -> str:
-    async with sessions() as s, s.begin():
-        return await access.create_token(s, user_id, f"test-{uuid.uuid4().hex[:6]}")
-
-
 async def test_sign_in_sets_a_strict_cookie_and_throttles_guessing(web, sessions):
     user = f"kt.{uuid.uuid4().hex[:6]}"  # an auditor of its own: the lock it ends with lasts 15 minutes
     async with sessions() as s, s.begin():
         row = dict(user_id=user, full_name="Kiểm Tra", role="auditor", agency="Thanh tra tỉnh",
                    province=sample.PROVINCE, district=None, commune=None, active=True)  # fmt: skip
         await users_db.upsert(s, [row])
-        await access.set_password(s, user, PASSWORD)
+    await password_for(sessions, user, PASSWORD)
     async with http(web["app"]) as c:
         ok = await c.post("/api/session", json={"user_id": user, "password": PASSWORD})
         assert ok.status_code == 200 and ok.json()["user"]["role"] == "auditor"
@@ -80,8 +75,7 @@ async def test_a_weak_password_is_refused_with_the_rule(sessions):
 
 async def test_a_session_needs_its_csrf_token_for_an_action(web, sessions):
     user = sample.district_user(DISTRICT)
-    async with sessions() as s, s.begin():
-        await access.set_password(s, user, PASSWORD)
+    await password_for(sessions, user, PASSWORD)
     async with http(web["app"]) as c:
         csrf = (await c.post("/api/session", json={"user_id": user, "password": PASSWORD})).json()["csrf_token"]
         url = f"/api/households/{web['mine'].code}/actions/approve"
@@ -203,8 +197,11 @@ async def _until_paid(client, code: str) -> None:
 
 
 def users_cmd(settings, *args: str, stdin: str | None = None, token: str | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "DATABASE_URL": settings.database_url, "COLUMNS": "200"}
-    env.pop("HOUSING_TOKEN", None)
+    # The suite's front-door ring signs the trail rows (its public half is what the suite's database trusts).
+    env = {**os.environ, "DATABASE_URL": settings.database_url, "COLUMNS": "200",
+           "SIGNING_KEYS_FILE": str(TEST_SIGNING_FILE)}  # fmt: skip
+    for inherited in ("HOUSING_TOKEN", "SIGNING_KEYS"):
+        env.pop(inherited, None)
     if token:
         env["HOUSING_TOKEN"] = token  # the administrator's credential (operations/credentials.py)
     return subprocess.run([sys.executable, "starter.py", "users", *args], input=stdin, capture_output=True,

@@ -13,12 +13,19 @@ import httpx
 from sqlalchemy import select
 
 from core.stack import BackgroundWeb, free_port
-from db import access
 from db.schema import audit_log
 from models.household import Step
 from operations import reports, sample
 from operations.actions import household_state
-from tests.conftest import TEST_KEYS_FILE, TEST_SIGNING_FILE, WEB_DISTRICT, enroll, make_households, take_step
+from tests.conftest import (
+    TEST_KEYS_FILE,
+    TEST_SIGNING_FILE,
+    WEB_DISTRICT,
+    enroll,
+    make_households,
+    password_for,
+    take_step,
+)
 
 PASSWORD = "mat-khau-trang-2025"
 
@@ -26,8 +33,7 @@ PASSWORD = "mat-khau-trang-2025"
 @asynccontextmanager
 async def browser(app, sessions, user: str) -> AsyncIterator[tuple[httpx.AsyncClient, str]]:
     """A client signed in through the login form, and the pages' CSRF field."""
-    async with sessions() as s, s.begin():
-        await access.set_password(s, user, PASSWORD)
+    await password_for(sessions, user, PASSWORD)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="https://testserver") as c:
         yield c, await _sign_in(c, user)
 

@@ -23,7 +23,8 @@ from sqlalchemy import select
 from core.cli import database, fail, out, run
 from core.errors import DomainError
 from core.settings import Settings
-from db import access
+from core.signing import SigningKeyError, load_ring
+from db import access, signing_keys
 from db import account_changes as trail
 from db.schema import api_tokens, user_credentials, users
 from operations import accounts, credentials, sample
@@ -49,6 +50,8 @@ def _act(fn):
         return run(fn)
     except DomainError as e:
         fail(f"{e.type}: {e.message}")
+    except SigningKeyError as e:  # no front-door ring here: nothing changed, since no change goes unsigned
+        fail(str(e))
 
 
 GENERATE = typer.Option(False, "--generate", help="Generate a password and print it once")
@@ -69,11 +72,13 @@ def _administrator(admin: str, password_stdin: bool, token_stdin: bool) -> str:
 
 
 def _change(fn, *args):
-    """Run `fn(session, *args)` in one transaction (the change and its trail row commit together)."""
+    """Run `fn(session, *args)` in one transaction (the change and its trail row commit together), its trail
+    row signed by this front door's ring (the command line that proved the administrator)."""
 
     async def go(settings: Settings):
+        signer = load_ring(settings)
         async with database(settings) as sessions, sessions() as s, s.begin():
-            return await fn(s, *args)
+            return await fn(s, *args, signer=signer)
 
     return _act(go)
 
@@ -192,18 +197,18 @@ def revoke(user_id: str, name: str = typer.Option(..., "--name"), admin: str = A
 @app.command("trail")
 def show_trail(
     user_id: str | None = typer.Argument(None, help="Only this user's changes (the whole chain is verified)"),
-    verify: bool = typer.Option(False, "--verify", help="Recompute the hash chain; exit 1 naming the first "
-                                "broken row"),  # fmt: skip
+    verify: bool = typer.Option(False, "--verify", help="Recompute the hash chain and check each row's "
+                                "signature; exit 1 naming the first broken row"),  # fmt: skip
 ) -> None:
     """Every account change: when, by whom, what, on whom (never a secret). With --verify, the chain is
-    recomputed from the first row: an edited, removed or reordered row is named."""
+    recomputed from the first row and each row's front-door signature checked against `signing_keys`: an
+    edited, removed, reordered or unsigned (forged) row is named."""
 
     async def go(settings: Settings):
         async with database(settings) as sessions, sessions() as s:
-            rows = await trail.read(s)
-        return rows
+            return await trail.read(s), await signing_keys.load(s)
 
-    rows = run(go)
+    rows, keys = run(go)
     shown = [r for r in rows if user_id is None or r.user_id == user_id]
     table = Table("#", "when (UTC)", "by", "action", "user", "details", "hash", title="Account changes")
     for r in shown:
@@ -213,12 +218,12 @@ def show_trail(
     out.print(table)
     if not verify:
         return
-    checked = trail.verify_rows(rows)
+    checked = trail.verify_rows(rows, keys)
     if not checked.ok:
         b = checked.first_break
         fail(f"account trail broken at row {b.id} ({b.action} of {b.user_id} by {b.by_user}, "
              f"{b.at:%Y-%m-%d %H:%M:%S}): {checked.reason}")  # fmt: skip
-    out.print(f"account trail verified: {checked.rows} rows, chain unbroken")
+    out.print(f"account trail verified: {checked.rows} rows, chain unbroken, each signed by a front door")
 
 
 @app.command("list")

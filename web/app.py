@@ -152,7 +152,8 @@ def create_app(settings: Settings | None = None, *, sessions: Sessions | None = 
     async def sign_in(body: SignInInput, request: Request, response: Response) -> SignInResult:
         client_addr = request.client.host if request.client else "?"
         async with request.app.state.sessions() as s, s.begin():
-            outcome = await access.sign_in(s, body.user_id, body.password, client_addr)
+            outcome = await access.sign_in(s, body.user_id, body.password, client_addr,
+                                           signer=request.app.state.signer)  # fmt: skip
         if outcome.refusal is not None:
             raise Problem(outcome.refusal.type, outcome.refusal.message)
         token, who = outcome.token, outcome.who

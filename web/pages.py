@@ -94,7 +94,7 @@ def router(settings: Settings, cookie: str) -> APIRouter:
             return RedirectResponse("/login?error=" + quote("CsrfFailed"), status_code=303)
         client = request.client.host if request.client else "?"
         async with request.app.state.sessions() as s, s.begin():
-            outcome = await access.sign_in(s, user_id.strip(), password, client)
+            outcome = await access.sign_in(s, user_id.strip(), password, client, signer=request.app.state.signer)
         if outcome.refusal is not None:
             message = f"{outcome.refusal.type}: {outcome.refusal.message}"
             return RedirectResponse("/login?error=" + quote(message), status_code=303)

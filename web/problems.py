@@ -11,7 +11,7 @@ from operations.actions import Refusal
 # The HTTP status for each rule the engine (or the sign-in) can answer with; anything else is 409: the
 # request was understood and the household's state does not allow it.
 STATUS = {
-    "NotSignedIn": 401, "BadCredentials": 401,
+    "NotSignedIn": 401, "BadCredentials": 401, "Unauthenticated": 401,
     "RoleNotAllowed": 403, "OutsideJurisdiction": 403, "SegregationOfDuties": 403, "UserDisabled": 403,
     "UnknownUser": 403, "ActorMismatch": 403, "CsrfFailed": 403, "ProvinceWideOnly": 403,
     "UnknownHousehold": 404, "UnknownStep": 404, "UnknownTranche": 404,

@@ -106,6 +106,15 @@ INQUIRY_DEADLINE = timedelta(minutes=2)  # an inquiry the channel does not answe
 SIGNED_PATCH = "signed-actions-2026"
 
 
+def _one_notice(args: tuple[object, ...]) -> PaymentNotice | None:
+    if len(args) != 1:
+        return None
+    try:
+        return PaymentNotice.model_validate(args[0])
+    except ValueError:
+        return None
+
+
 @workflow.defn
 class HouseholdWorkflow:
     @workflow.init
@@ -305,9 +314,12 @@ class HouseholdWorkflow:
 
         A payout batch's step carries its batch's assertion, signed for the batch's workflow: the record gets
         that assertion and the batch's signed input, and the activity verifies the batch's signature and that
-        the batch covers this step (its action, tranche, actor, evidence; the household in its selection)."""
-        if not workflow.patched(SIGNED_PATCH):
-            return None, None
+        the batch covers this step (its action, tranche, actor, evidence; the household in its selection).
+
+        Not behind the patch: handing the activity the assertion changes no command, and a household in flight
+        from before the patch (whose replay answers the patch False for the rest of its run) must still hand
+        its new, signed steps to the activity that refuses unsigned ones. Steps replayed from before signing
+        carry none and pass None."""
         source = inp.batch if getattr(inp, "batch", None) is not None else inp
         a = source.assertion
         if a is not None and a.nonce in self._nonces:
@@ -356,8 +368,16 @@ class HouseholdWorkflow:
         self._validate_payout(Step.RELEASE_PAYOUT, inp, signed=True)
 
     @workflow.signal
-    async def payment_result(self, notice: PaymentNotice) -> None:
-        """The channel says it has an answer. Only a wake-up: the answer is read from the channel itself."""
+    async def payment_result(self, *args: object) -> None:
+        """The channel says it has an answer. Only a wake-up: the answer is read from the channel itself.
+
+        Anyone who reaches Temporal can signal, with no input or several: the handler takes whatever comes and
+        ignores what is not one notice, instead of failing the workflow task on a missing argument (which
+        would fail again on every retry and wedge the household)."""
+        notice = _one_notice(args)
+        if notice is None:
+            workflow.logger.warning("payment notice ignored: not one notice", extra={"arguments": len(args)})
+            return
         async with self._lock:
             t = self._tranche_paying(notice.payment_id)
             if t is None:
@@ -435,7 +455,8 @@ class HouseholdWorkflow:
             if workflow.patched(SIGNED_PATCH):
                 await workflow.execute_local_activity_method(
                     PaymentActivities.submit_payment,
-                    PaymentRequest(payment_id=t.payment_id or "", household_code=self._household.code),
+                    PaymentRequest(payment_id=t.payment_id or "", household_code=self._household.code,
+                                   amount=t.amount, payee=self._household.head_of_household),
                     start_to_close_timeout=ACTIVITY_TIMEOUT,
                     schedule_to_close_timeout=SUBMIT_DEADLINE,
                     retry_policy=ACTIVITY_RETRY,
@@ -448,9 +469,12 @@ class HouseholdWorkflow:
                     schedule_to_close_timeout=SUBMIT_DEADLINE,
                     retry_policy=ACTIVITY_RETRY,
                 )
-        except ActivityError as err:
-            # Released and recorded; the confirmation timeout will find the channel never got it and re-send.
-            workflow.logger.warning("payment not handed to the channel yet", extra={"error": str(err.cause or err)})
+        except (ActivityError, ApplicationError) as err:
+            # Released and recorded; the inquiries and the confirmation timeout find the channel never got it
+            # and send again (and tell Finance). A refusal (the terms in PostgreSQL are not the workflow's:
+            # `InstructionMismatch`) sends nothing and must not undo the recorded release.
+            cause = err.cause if isinstance(err, ActivityError) else err
+            workflow.logger.warning("payment not handed to the channel", extra={"error": str(cause or err)})
 
     def _instruction(self, t: TrancheState) -> PaymentInstruction:
         """The workflow's copy of the instruction: what histories before signed actions sent; since then it

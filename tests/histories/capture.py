@@ -84,7 +84,8 @@ async def main() -> None:
         batch = await payouts.run_batch(client, task_queue, batch_input)
         handle = client.get_workflow_handle(f"payout-batch-{batch.batch_id}")
         first_run = await handle.fetch_history()
-        await payouts.run_batch(client, task_queue, batch_input)  # the re-run: both skipped
+        # The re-run (both skipped), signed afresh: a signed batch runs once (activities/batches.py).
+        await payouts.run_batch(client, task_queue, payouts.sign_batch(FRONT_DOOR, batch_input))
 
         named = (("tranches_full_path_new_build", workflow_id_for(full_new.code)),
                  ("tranches_full_path_repair", workflow_id_for(full_repair.code)),

@@ -18,29 +18,31 @@ from sqlalchemy import select
 from db import users
 from db.policy import current_workflow_policy
 from db.schema import outbox
-from models import SetPolicyInput, Stage
+from models import Stage
 from models.finance import BatchAction, BatchSelection, PayoutBatchInput, TrancheStatus
 from models.household import Step
-from operations import payouts, sample
+from operations import payouts, policies, sample
 from operations.actions import Refusal
 from tests.conftest import (
-    FRONT_DOOR,
     BankProcess,
     drive_one,
     enroll,
+    front_door,
     make_households,
     running_worker,
     take_step,
     tranche_is,
     wait_until,
 )
-from workflows.household import HouseholdWorkflow
 
 HERE = Path(__file__).parent
 # The prefix of this release's files. Earlier releases' files stay: `sealed_*` were recorded before the step
 # record moved to a local activity (patch record-step-locally-2026), `local_*` after it and before the
-# scheduled status inquiries (patch payment-inquiry-2026), `inquiry_*` after both.
-RELEASE = "inquiry"
+# scheduled status inquiries (patch payment-inquiry-2026), `inquiry_*` after both and before signed actions
+# (patch signed-actions-2026), `signed_*` after it: every step, policy change and batch signed by the suite's
+# front door (on the time-skipping server by the server's clock: tests.conftest.front_door). The engine now
+# refuses what is unsigned, so this script records only the current release.
+RELEASE = "signed"
 
 
 async def save(client, workflow_id: str, name: str) -> None:
@@ -49,7 +51,7 @@ async def save(client, workflow_id: str, name: str) -> None:
     print(f"wrote {name}.json ({len(history.events)} events)")
 
 
-async def test_capture_the_paths_of_the_current_release(client, sessions, settings, tmp_path, request):
+async def test_capture_the_paths_of_the_current_release(client, sessions, owner_sessions, settings, tmp_path, request):
     full, sent_back, cancelled, refused, returned, policy_changed, batched = make_households(
         7, beneficiary_group="poor", support_type="new_build", programme="")  # fmt: skip
     # The bank process refuses `returned`'s tranche 1 twice (then it is returned to Finance) and pays the rest.
@@ -90,15 +92,19 @@ async def test_capture_the_paths_of_the_current_release(client, sessions, settin
             await wait_until(tranche_is(client, returned.code, after), seconds=30)
         await drive_one(client, sessions, returned)
 
-        # Mid-flight policy change: the administrator gives this household longer SLAs, then it goes on.
+        # Mid-flight policy change: the administrator gives this household longer SLAs, then it goes on. The
+        # version is stored first (the recording activity re-reads it), effective only later so that no other
+        # household enrolled by this script starts on it; the change is signed for this household only.
         async with sessions() as s:
-            admin = await users.require_actor(s, sample.ADMIN_USER)
             policy = await current_workflow_policy(s, date.today())
-        longer = policy.model_copy(update={"sla_days": {**policy.sla_days, Stage.CONSTRUCTION: 180}})
+        longer = policy.model_copy(update={"version": f"{policy.version}-{RELEASE}-longer-construction",
+                                           "sla_days": {**policy.sla_days, Stage.CONSTRUCTION: 180}})  # fmt: skip
+        await policies.add_version(owner_sessions, longer, date.today() + timedelta(days=3650), sample.ADMIN_USER)
         pc_commune = sample.commune_user(policy_changed.district, policy_changed.commune)
         await take_step(client, sessions, policy_changed.code, Step.VERIFY, pc_commune, evidence=["BB-1"])
-        await client.get_workflow_handle(policy_changed.workflow_id).execute_update(
-            HouseholdWorkflow.set_policy, SetPolicyInput(actor=admin, policy=longer))
+        pushed = await policies.push(client, sessions, longer, sample.ADMIN_USER, signer=await front_door(client),
+                                     query=f"WorkflowId = '{policy_changed.workflow_id}'")  # fmt: skip
+        assert (pushed.applied, pushed.refused) == (1, 0)
         await drive_one(client, sessions, policy_changed)
 
         await drive_one(client, sessions, batched, payouts=False)
@@ -107,11 +113,11 @@ async def test_capture_the_paths_of_the_current_release(client, sessions, settin
             treasury = await users.require_actor(s, sample.TREASURY_USER)
         selection = BatchSelection(codes=[batched.code])
         for action, actor in ((BatchAction.AUTHORISE, finance), (BatchAction.RELEASE, treasury)):
-            await payouts.run_batch(client, tq, payouts.sign_batch(FRONT_DOOR, PayoutBatchInput(
-                batch_id=payouts.batch_id_for(action, 1, selection, "sealed"), action=action, tranche=1,
+            await payouts.run_batch(client, tq, payouts.sign_batch(await front_door(client), PayoutBatchInput(
+                batch_id=payouts.batch_id_for(action, 1, selection, RELEASE), action=action, tranche=1,
                 selection=selection, actor=actor, evidence=["BATCH"])))  # fmt: skip
         await wait_until(tranche_is(client, batched.code, TrancheStatus.PAID))
-        release_batch = f"payout-batch-{payouts.batch_id_for(BatchAction.RELEASE, 1, selection, 'sealed')}"
+        release_batch = f"payout-batch-{payouts.batch_id_for(BatchAction.RELEASE, 1, selection, RELEASE)}"
 
         for h in (full, sent_back, refused, returned, policy_changed):
             await client.get_workflow_handle(h.workflow_id).result()
@@ -187,10 +193,14 @@ async def test_capture_the_inquiry_paths(skipping_env, sessions, settings, tmp_p
             shutil.copytree(backup, bank.state)  # the bank restored from a backup older than that instruction
             bank.start(hold=False)
             # The first inquiry (2 min) finds the payment and the lost instruction (sent again); the second
-            # (7 min) finds that one paid too, since its callback cannot arrive either.
-            for h, minutes in ((lost_callback, 3), (lost_instruction, 5)):
-                await skipping_env.sleep(timedelta(minutes=minutes))
-                await wait_until(tranche_is(client, h.code, TrancheStatus.PAID), seconds=30)
+            # (7 min) finds that one paid too, since its callback cannot arrive either. The bank is let pay the
+            # instruction sent again before the clock skips to the second inquiry, which would otherwise find
+            # it still pending (the server skips at once; the bank takes its delay in wall-clock time).
+            await skipping_env.sleep(timedelta(minutes=3))
+            await wait_until(tranche_is(client, lost_callback.code, TrancheStatus.PAID), seconds=30)
+            await wait_until(lambda: _confirmed_at(bank, lost_instruction.code), seconds=30)
+            await skipping_env.sleep(timedelta(minutes=5))
+            await wait_until(tranche_is(client, lost_instruction.code, TrancheStatus.PAID), seconds=30)
             for h in (lost_callback, lost_instruction):
                 await client.get_workflow_handle(h.workflow_id).terminate("history captured")
             await save(client, lost_callback.workflow_id, f"{RELEASE}_lost_callback_found_by_inquiry")
