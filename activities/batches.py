@@ -76,10 +76,36 @@ async def _claim_run(session, inp: SelectPayoutsInput) -> None:
                                       "to run it again")  # fmt: skip
 
 
+# The tranche status a batch's action needs: only then does the batch's run write the household a ticket.
+READY = {BatchAction.AUTHORISE: TrancheStatus.DUE, BatchAction.RELEASE: TrancheStatus.AUTHORISED}
+
+
 class BatchActivities:
     def __init__(self, client: Client, sessions: Sessions) -> None:
         self._client = client
         self._sessions = sessions
+
+    async def _ticket(self, inp: ApplyPayoutInput, status: TrancheStatus) -> BatchItem | None:
+        """Write this household's ticket for the batch's step (the recording activity takes a batch's step
+        only against one), when the caller is the run that claimed the signed batch and the tranche is ready;
+        a refusal as the item otherwise (None: go on and send the step). Without a ticket a step copied from
+        another household of the batch is refused; with a tranche not ready the household's rules name why."""
+        batch, info = inp.batch, activity.info()
+        if batch is None or batch.assertion is None:
+            return BatchItem(household_code=inp.household_code, outcome="failed", rule=authn.RULE,
+                             message="the batch carries no signed assertion")  # fmt: skip
+        async with self._sessions() as session, session.begin():
+            claimed_by = await finance_db.batch_run(session, batch.assertion.nonce)
+            caller = (info.workflow_type, info.workflow_id, info.workflow_run_id)
+            if caller != ("PayoutBatchWorkflow", authn.batch_workflow_id(batch.batch_id), claimed_by):
+                return BatchItem(household_code=inp.household_code, outcome="failed", rule=authn.RULE,
+                                 message=f"only the run that claimed batch {batch.batch_id} applies it")  # fmt: skip
+            if status is READY[inp.action]:
+                await finance_db.issue_batch_ticket(
+                    session, nonce=batch.assertion.nonce, household_code=inp.household_code, tranche=inp.tranche,
+                    action=inp.action.value, run_id=info.workflow_run_id,
+                )
+        return None
 
     @activity.defn(name="select_payouts")
     async def select_payouts(self, inp: SelectPayoutsInput) -> list[str]:
@@ -121,6 +147,9 @@ class BatchActivities:
         if tranche.status in DONE_ALREADY[inp.action]:
             return BatchItem(household_code=inp.household_code, outcome="skipped", rule="AlreadyDone",
                              message=f"tranche {inp.tranche} is {tranche.status.value}", amount=0)  # fmt: skip
+        ticket = await self._ticket(inp, tranche.status)
+        if ticket is not None:
+            return ticket
         # The signed batch rides along: the household verifies it covers this step (workflows/authn.py).
         fields = dict(actor=inp.actor, tranche=inp.tranche, evidence=inp.evidence, batch_id=inp.batch_id,
                       batch=inp.batch)  # fmt: skip

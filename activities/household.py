@@ -193,6 +193,14 @@ class HouseholdActivities:
             await channel_answers.verify_channel_record(session, rec)
             return
         await officer_steps.verify_officer_record(session, rec, row)
+        if rec.assertion.step.startswith("payout_batch:") and not restoring:
+            # The batch's one assertion rides on every household's step: only the batch's own run may use it,
+            # household by household (its ticket), not an update copied from another household's history.
+            batch_action = rec.assertion.step.partition(":")[2]
+            if not await finance_db.has_batch_ticket(session, rec.assertion.nonce, rec.household_code,
+                                                     rec.tranche or 0, batch_action):  # fmt: skip
+                raise DomainError("Unauthenticated", f"household {rec.household_code} holds no ticket of the "
+                                  "batch this step is signed for: only the batch's run takes its steps")  # fmt: skip
         if rec.step is Step.SET_POLICY:
             await officer_steps.check_policy_change(session, rec)
 

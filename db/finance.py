@@ -23,6 +23,8 @@ from db.schema import (
     ledger_accounts,
     ledger_transfers,
     payments,
+    payout_batch_runs,
+    payout_batch_tickets,
     tranche_plans,
 )
 from finance.allocation import AllocationPolicy, SourceRules, SourceView
@@ -460,3 +462,25 @@ async def receivables(session: AsyncSession) -> list[Receivable]:
                        int(reimbursed), int(advanced) - int(reimbursed))  # fmt: skip
         )
     return out
+
+
+async def batch_run(session: AsyncSession, nonce: str) -> str | None:
+    """The run that claimed the signed batch with this one-time id (`payout_batch_runs`), if any."""
+    return await session.scalar(select(payout_batch_runs.c.run_id).where(payout_batch_runs.c.nonce == nonce))
+
+
+async def issue_batch_ticket(session: AsyncSession, *, nonce: str, household_code: str, tranche: int, action: str,
+                             run_id: str) -> None:  # fmt: skip
+    """Let the batch's run take its step on this household (once: a second ticket is not needed)."""
+    await session.execute(
+        pg_insert(payout_batch_tickets)
+        .values(nonce=nonce, household_code=household_code, tranche=tranche, action=action, run_id=run_id)
+        .on_conflict_do_nothing(index_elements=["nonce", "household_code"])
+    )
+
+
+async def has_batch_ticket(session: AsyncSession, nonce: str, household_code: str, tranche: int, action: str) -> bool:
+    t = payout_batch_tickets.c
+    found = await session.scalar(select(t.nonce).where(t.nonce == nonce, t.household_code == household_code,
+                                                        t.tranche == tranche, t.action == action))  # fmt: skip
+    return found is not None

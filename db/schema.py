@@ -135,6 +135,17 @@ payout_batch_runs = Table(
     Column("started_at", DateTime(timezone=True)),
 )
 
+payout_batch_tickets = Table(
+    "payout_batch_tickets",
+    metadata,
+    Column("nonce", Text, primary_key=True),
+    Column("household_code", Text, primary_key=True),
+    Column("tranche", Integer),
+    Column("action", Text),
+    Column("run_id", Text),
+    Column("issued_at", DateTime(timezone=True)),
+)
+
 account_changes = Table(
     "account_changes",
     metadata,

@@ -18,6 +18,7 @@ from operations import sample
 from operations.actions import household_state
 from tests.conftest import (
     TEST_KEYS_FILE,
+    TEST_SIGNING_FILE,
     WEB_DISTRICT,
     WEB_OTHER_DISTRICT,
     enroll,
@@ -45,7 +46,7 @@ async def site(client, sessions, settings, tmp_path_factory):
         web = BackgroundWeb(state, "127.0.0.1", port)
         env = {"DATABASE_URL": settings.database_url, "TEMPORAL_ADDRESS": client.service_client.config.target_host,
                "PAYLOAD_KEYS_FILE": str(TEST_KEYS_FILE), "STATE_DIR": str(state), "WEB_PORT": str(port),
-               "TEMPORAL_TASK_QUEUE": tq}  # fmt: skip
+               "TEMPORAL_TASK_QUEUE": tq, "SIGNING_KEYS_FILE": str(TEST_SIGNING_FILE)}  # fmt: skip
         await asyncio.to_thread(web.start, env)
         commune = sample.UNITS[WEB_DISTRICT][0]
         mine = await enroll(client, sessions, tq, make_households(3, district=WEB_DISTRICT, commune=commune,

@@ -15,7 +15,8 @@ from datetime import date
 import pytest
 from openpyxl import load_workbook
 from sqlalchemy import func, select, text
-from temporalio.client import Client, WorkflowFailureError
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client, WorkflowFailureError, WorkflowUpdateFailedError
 from temporalio.common import RawValue
 from temporalio.converter import DataConverter
 from temporalio.exceptions import ApplicationError
@@ -40,6 +41,7 @@ from models.finance import (
     BatchAction,
     BatchSelection,
     PayoutBatchInput,
+    ReleasePayoutInput,
     SelectPayoutsInput,
     TranchePlan,
     TrancheSpec,
@@ -49,7 +51,8 @@ from models.household import BeneficiaryGroup, Stage, Step, SupportType
 from operations import finance_ops, payouts, reconciliation, sample
 from operations.actions import Refusal, household_state
 from operations.payouts import run_batch
-from tests.conftest import FRONT_DOOR, drive_one, enroll, make_households, take_step, tranche_is, wait_until
+from tests.conftest import FRONT_DOOR, SEALED, drive_one, enroll, make_households, take_step, tranche_is, wait_until
+from workflows.household import HouseholdWorkflow
 
 M = 1_000_000
 
@@ -330,6 +333,24 @@ async def test_a_signed_batch_copied_out_of_its_history_and_started_again_takes_
             payout_batch_runs.c.nonce == signed.assertion.nonce))).mappings().all()  # fmt: skip
     assert [(r["run_id"], r["batch_id"], r["signed_by"]) for r in taken] == [
         (first_run, signed.batch_id, sample.TREASURY_USER)]  # fmt: skip
+
+    # Nor can a's step, copied out of a's history, be sent to b: the batch's assertion rides on it, b is in the
+    # signed selection and now authorised, but only the batch's own run writes a household its ticket.
+    a_history = await client.get_workflow_handle(a.workflow_id).fetch_history()
+    [a_release] = [e.workflow_execution_update_accepted_event_attributes.accepted_request.input.args.payloads[0]
+                   for e in a_history.events
+                   if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED
+                   and e.workflow_execution_update_accepted_event_attributes.accepted_request.input.name
+                   == "release_payout"]  # fmt: skip
+    # Sent as it is (what a keyless client does with the sealed bytes); decoded here only to read the answer.
+    [a_input] = await SEALED.decode([a_release], [ReleasePayoutInput])
+    assert a_input.batch == signed
+    with pytest.raises(WorkflowUpdateFailedError) as copied_step:
+        await client.get_workflow_handle(b.workflow_id).execute_update(HouseholdWorkflow.release_payout, a_input)
+    assert copied_step.value.cause.type == "Unauthenticated" and "ticket" in copied_step.value.cause.message
+    assert (await household_state(client, b.code)).tranches[0].status is TrancheStatus.AUTHORISED
+    async with sessions() as s:
+        assert await s.scalar(select(func.count()).where(audit_log.c.household_code == b.code)) == rows
 
     # The officer runs the batch again: the front door signs it afresh (a new one-time id), a re-run as ever.
     again = await run_batch(client, task_queue, payouts.sign_batch(FRONT_DOOR, signed))
