@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from temporalio import activity
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
@@ -17,7 +15,6 @@ from core.errors import DomainError
 from db import finance as finance_db
 from db import signing_keys, users
 from db.engine import Sessions
-from db.schema import payout_batch_runs
 from models.finance import (
     ApplyPayoutInput,
     AuthorisePayoutInput,
@@ -63,14 +60,9 @@ async def _claim_run(session, inp: SelectPayoutsInput) -> None:
     id, and within BATCH_TTL it would take the step on households that became due since, in the officer's name.
     The same run asking again (an activity retry) is that run. The primary key on the nonce decides a race."""
     batch, info = inp.batch, activity.info()
-    r = payout_batch_runs.c
-    await session.execute(
-        pg_insert(payout_batch_runs)
-        .values(nonce=batch.assertion.nonce, batch_id=batch.batch_id, workflow_id=info.workflow_id,
-                run_id=info.workflow_run_id, signed_by=batch.assertion.user_id)  # fmt: skip
-        .on_conflict_do_nothing(index_elements=[r.nonce])
-    )
-    taken_by = await session.scalar(select(r.run_id).where(r.nonce == batch.assertion.nonce))
+    taken_by = await finance_db.claim_batch_run(session, nonce=batch.assertion.nonce, batch_id=batch.batch_id,
+                                                workflow_id=info.workflow_id, run_id=info.workflow_run_id,
+                                                signed_by=batch.assertion.user_id)  # fmt: skip
     if taken_by != info.workflow_run_id:
         raise DomainError(authn.RULE, f"signed batch {batch.batch_id} already ran in run {taken_by}: sign it again "
                                       "to run it again")  # fmt: skip

@@ -464,6 +464,18 @@ async def receivables(session: AsyncSession) -> list[Receivable]:
     return out
 
 
+async def claim_batch_run(session: AsyncSession, *, nonce: str, batch_id: str, workflow_id: str, run_id: str,
+                          signed_by: str) -> str:  # fmt: skip
+    """Record that `run_id` took the signed batch with this one-time id, unless a run took it before; returns
+    the run that holds it (the primary key on the nonce decides a race)."""
+    await session.execute(
+        pg_insert(payout_batch_runs)
+        .values(nonce=nonce, batch_id=batch_id, workflow_id=workflow_id, run_id=run_id, signed_by=signed_by)
+        .on_conflict_do_nothing(index_elements=["nonce"])
+    )
+    return await batch_run(session, nonce) or run_id
+
+
 async def batch_run(session: AsyncSession, nonce: str) -> str | None:
     """The run that claimed the signed batch with this one-time id (`payout_batch_runs`), if any."""
     return await session.scalar(select(payout_batch_runs.c.run_id).where(payout_batch_runs.c.nonce == nonce))
