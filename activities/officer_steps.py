@@ -9,11 +9,12 @@ this worker's activities. The payment channel's answers are checked in activitie
 A payout batch's step carries the batch's one assertion, signed for the batch's workflow and step
 `payout_batch:<action>`, and the batch's input as its signed input: its signature is verified, then that the
 batch covers this step (action, tranche, actor, evidence, the registered household in its selection) by
-the same rule the validator applies (`authn._check_batch_covers`).
+the same rule the validator applies (`authn.check_batch_covers`).
 """
 
 from __future__ import annotations
 
+from datetime import datetime
 from types import SimpleNamespace
 
 from pydantic import ValidationError
@@ -68,39 +69,58 @@ def check_household(rec: TransitionRecord, row: households.HouseholdRow) -> None
 
 
 async def verify_officer_record(session, rec: TransitionRecord, row: households.HouseholdRow) -> None:
-    """The step's assertion: signed by an officers' key PostgreSQL holds, valid when issued, for this
-    household's workflow (or the batch's), this step, this user and the signed input the record carries;
-    and that input says what the record says. Expiry is the validator's: an accepted step may wait for
-    the lock, or for a restarted worker, longer than an assertion lives."""
-    from workflows import authn
-
+    """The step's assertion, with the key PostgreSQL holds for it (`check_signed_step`)."""
     a, signed = rec.assertion, rec.signed_input
     if a is None or signed is None:
         raise DomainError(RULE, f"step {rec.step.value!r} of household {rec.household_code} carries no signed "
                           "assertion: sign in through a front door")  # fmt: skip
     key = await signing_keys.get(session, a.key_id)
-    keys = signing.TrustedKeys.of([key] if key else [])
-    batch = _batch_of(a, signed)
+    check_signed_step(signing.TrustedKeys.of([key] if key else []), a, signed, workflow_id=rec.workflow_id,
+                      step=rec.step, user_id=rec.actor.user_id, at=rec.at, rec=rec, row=row)  # fmt: skip
+
+
+def check_signed_step(
+    keys: signing.TrustedKeys,
+    a: ActionAssertion,
+    signed: dict,
+    *,
+    workflow_id: str,
+    step: Step,
+    user_id: str,
+    at: datetime,
+    rec: TransitionRecord | None = None,
+    row: households.HouseholdRow | None = None,
+) -> None:
+    """An officer's step as signed: by an officers' key valid when issued, for this household's workflow (or
+    the batch's), this step and user, over `signed`, issued no later than the step; and, given the record,
+    `signed` says what it records (and a batch covers it; `row`: the registered household in its selection).
+    Expiry is the validator's: an accepted step may wait for the lock, or for a restarted worker, longer than
+    an assertion lives; auditors judge it years later. The one home of this check: the recording activity
+    and `audit verify` call it."""
+    from workflows import authn
+
+    batch = batch_of(a, signed)
     try:
         if batch is not None:
             keys.verify(a, workflow_id=authn.batch_workflow_id(batch.batch_id),
-                        step=authn.batch_step(batch.action.value), input_digest=digest_of(signed),
-                        user_id=rec.actor.user_id, holder=OFFICERS, now=rec.at, max_ttl=signing.BATCH_TTL,
-                        check_expiry=False)  # fmt: skip
+                        step=authn.batch_step(batch.action.value), input_digest=digest_of(signed), user_id=user_id,
+                        holder=OFFICERS, now=at, max_ttl=signing.BATCH_TTL, check_expiry=False)  # fmt: skip
+        else:
+            keys.verify(a, workflow_id=workflow_id, step=step.value, input_digest=digest_of(signed), user_id=user_id,
+                        holder=OFFICERS, now=at, check_expiry=False)  # fmt: skip
+        if a.issued_at - signing.CLOCK_SKEW > at:
+            raise signing.Unauthenticated(f"the assertion was issued at {a.issued_at.isoformat()}, after the step")
+        if rec is not None and batch is not None:
             step_as_sent = SimpleNamespace(batch_id=batch.batch_id, tranche=rec.tranche, actor=rec.actor,
                                            evidence=rec.evidence)  # fmt: skip
-            authn._check_batch_covers(step_as_sent, batch, rec.step.value, row)
-        else:
-            keys.verify(a, workflow_id=rec.workflow_id, step=rec.step.value, input_digest=digest_of(signed),
-                        user_id=rec.actor.user_id, holder=OFFICERS, now=rec.at, check_expiry=False)  # fmt: skip
-        if a.issued_at - signing.CLOCK_SKEW > rec.at:
-            raise signing.Unauthenticated(f"the assertion was issued at {a.issued_at.isoformat()}, after the step")
+            authn.check_batch_covers(step_as_sent, batch, step.value, row)
     except signing.Unauthenticated as err:
         raise DomainError(RULE, err.message) from None
-    _check_says(rec, signed, batch)
+    if rec is not None:
+        check_says(rec, signed, batch)
 
 
-def _batch_of(a: ActionAssertion, signed: dict) -> PayoutBatchInput | None:
+def batch_of(a: ActionAssertion, signed: dict) -> PayoutBatchInput | None:
     from workflows import authn
 
     if not a.step.startswith(authn.batch_step("")):
@@ -111,7 +131,7 @@ def _batch_of(a: ActionAssertion, signed: dict) -> PayoutBatchInput | None:
         raise DomainError(RULE, "the assertion is a payout batch's, but its signed input is not a batch") from None
 
 
-def _check_says(rec: TransitionRecord, signed: dict, batch: PayoutBatchInput | None) -> None:
+def check_says(rec: TransitionRecord, signed: dict, batch: PayoutBatchInput | None) -> None:
     """What the record will write (who, evidence, reason, source, tranche, milestone) is what was signed."""
     if batch is not None:
         said = {"reason": f"batch {batch.batch_id}"}

@@ -29,10 +29,9 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from types import SimpleNamespace
 from typing import Any
 
-from activities.officer_steps import _batch_of, _check_says
+from activities import officer_steps
 from auditor.history import Trail, Transition
 from auditor.records import Records
 from core import signing
@@ -43,7 +42,6 @@ from models.finance import answer_step
 from models.household import CHANNEL_STEPS, FORWARD, Step
 from models.policy import WorkflowPolicy
 from models.records import MoneyOp, TransitionRecord
-from workflows import authn
 
 CHANNEL_ROLE = "payment_channel"  # the system user that records the payment channel's answers
 
@@ -396,24 +394,11 @@ def _verify_signed(row: dict[str, Any], a: ActionAssertion, signed: dict[str, An
                                                                        signed.get("payment_id")]:  # fmt: skip
             raise signing.Unauthenticated("the row's evidence is not the bank reference the channel signed")
         return
-    batch = _batch_of(a, signed)
-    if batch is not None:
-        keys.verify(a, workflow_id=authn.batch_workflow_id(batch.batch_id), step=authn.batch_step(batch.action.value),
-                    input_digest=digest_of(signed), user_id=user, holder=OFFICERS, now=a.issued_at,
-                    max_ttl=signing.BATCH_TTL, check_expiry=False)  # fmt: skip
-    else:
-        keys.verify(a, workflow_id=workflow_id, step=step.value, input_digest=digest_of(signed), user_id=user,
-                    holder=OFFICERS, now=a.issued_at, check_expiry=False)  # fmt: skip
     occurred = datetime.fromisoformat(row["occurred_at"]) if isinstance(row["occurred_at"], str) else row["occurred_at"]
-    if a.issued_at - signing.CLOCK_SKEW > occurred:
-        raise signing.Unauthenticated(f"the assertion was issued at {a.issued_at.isoformat()}, after the step")
-    if t is not None:  # what the row records (the history's record for what the row has no column for)
-        rec = _as_row_says(t.record, row)
-        if batch is not None:
-            step_as_sent = SimpleNamespace(batch_id=batch.batch_id, tranche=rec.tranche, actor=rec.actor,
-                                           evidence=rec.evidence)  # fmt: skip
-            authn._check_batch_covers(step_as_sent, batch, step.value, None)
-        _check_says(rec, signed, batch)
+    # What the row records (the history's record for what the row has no column for), when there is a history.
+    rec = _as_row_says(t.record, row) if t is not None else None
+    officer_steps.check_signed_step(keys, a, signed, workflow_id=workflow_id, step=step, user_id=user, at=occurred,
+                                    rec=rec)  # fmt: skip
 
 
 def _as_row_says(rec: TransitionRecord, row: dict[str, Any]) -> TransitionRecord:

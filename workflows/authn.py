@@ -49,7 +49,7 @@ def check_step(
     try:
         if batch is not None:
             a = batch.assertion
-            _check_batch_covers(inp, batch, step, household)
+            check_batch_covers(inp, batch, step, household)
             verify_batch(batch, keys=keys, now=now)
         else:
             a = getattr(inp, "assertion", None)
@@ -71,7 +71,7 @@ def verify_batch(batch, *, keys: signing.TrustedKeys, now: datetime) -> None:
                 max_ttl=signing.BATCH_TTL)  # fmt: skip
 
 
-def _check_batch_covers(inp, batch, step: str, household: Household | None) -> None:
+def check_batch_covers(inp, batch, step: str, household: Household | None) -> None:
     expected_step = {"authorise": "authorise_payout", "release": "release_payout"}[batch.action.value]
     if step != expected_step:
         raise signing.Unauthenticated(f"batch {batch.batch_id} is a {batch.action.value} batch, not {step!r}")

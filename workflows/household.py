@@ -131,7 +131,6 @@ class HouseholdWorkflow:
         self._reminders_in_stage = 0
         self._changes = 0  # bumped by every transition and policy change: wakes the SLA timer
         self._lock = asyncio.Lock()
-        self._imported_by = inp.imported_by
         # One-time ids of the assertions of the steps recorded here: a copied assertion is refused. Kept by the
         # handlers (which run on replay), so the set is rebuilt from the history.
         self._nonces: set[str] = set()
@@ -402,7 +401,7 @@ class HouseholdWorkflow:
                                            getattr(inp, "milestone", None))  # fmt: skip
             rules.check_actor(step=step, household=self._household, policy=self._policy, actor=inp.actor,
                               evidence=inp.evidence, timeline=self._state.timeline, tranche=tranche,
-                              imported_by=self._imported_by)  # fmt: skip
+                              imported_by=self._state.imported_by)  # fmt: skip
             return rules.check_payout(
                 step=step,
                 stage=self._state.stage,
@@ -669,7 +668,7 @@ class HouseholdWorkflow:
                 policy=self._policy,
                 action=inp,
                 timeline=self._state.timeline,
-                imported_by=self._imported_by,
+                imported_by=self._state.imported_by,
             )
             rules.check_money(step, target, self._state.tranches, self._household.code)
             return target
