@@ -47,7 +47,7 @@ from core.errors import DomainError
 from core.logs import configure_logging
 from core.migrate import migrate as apply_migrations
 from core.settings import ROOT, Settings, get_settings
-from core.signing import SigningKeyError, load_ring, new_key_id
+from core.signing import SigningKeyError, SigningRing, load_ring, new_key_id
 from core.signing import new_ring as new_signing_ring
 from core.signing import write_ring as write_signing_ring
 from core.stack import Stack, StackError
@@ -918,6 +918,7 @@ def demo(
         fail(str(e))
 
     async def go(settings: Settings) -> None:
+        signer = load_ring(settings)  # the demo acts as its officers' front door: one ring for every step
         async with database(settings) as sessions:
             client = await connect(settings)
             out.rule("[bold]2. Reference data and the approved list")
@@ -947,19 +948,19 @@ def demo(
             for step, user in ((Step.SETTLE, "tc.nong"), (Step.VERIFY, "tc.hoang")):
                 try:
                     await take_step(client, sessions, first.code, step, user, evidence=["DEMO"],
-                                    signer=load_ring(settings))
+                                    signer=signer)
                 except Refusal as r:
                     out.print(f"{first.code}: {step.value} as {user} → [yellow]{r.rule}[/]: {r.message}")
 
             out.rule("[bold]4. Households through the programme; tranches paid in batches")
-            failures = await _demo_rounds(settings, sessions, client, items, concurrency)
+            failures = await _demo_rounds(settings, sessions, client, items, concurrency, signer)
 
             out.rule("[bold]5. Cấp bù and co-financing")
             await _demo_finance_extras(sessions, items)
 
             out.rule("[bold]6. Summary")
             await _demo_web_work(settings, sessions, client, first)
-            logins = await _demo_logins(sessions, first, items, load_ring(settings))
+            logins = await _demo_logins(sessions, first, items, signer)
             await _summary(settings, sessions, client, example=first.code, logins=logins)
             if failures:
                 raise typer.Exit(1)
@@ -986,7 +987,8 @@ def _province_files(settings: Settings, name: str) -> tuple[Path, int]:
 BATCH_SPLIT = 500
 
 
-async def _demo_rounds(settings: Settings, sessions, client, items, concurrency: int) -> dict[str, str]:
+async def _demo_rounds(settings: Settings, sessions, client, items, concurrency: int,
+                       signer: SigningRing) -> dict[str, str]:  # fmt: skip
     """Officers take every step they can; then Finance authorises and the treasury releases each due
     tranche in one batch per decision; the payment channel answers; again until every file is closed."""
     failures: dict[str, str] = {}
@@ -1003,7 +1005,7 @@ async def _demo_rounds(settings: Settings, sessions, client, items, concurrency:
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=out) as progress:  # fmt: skip
             task = progress.add_task(f"round {round_no}: officers' steps", total=len(items))
-            result = await drive_all(client, sessions, items, signer=load_ring(settings), concurrency=concurrency,
+            result = await drive_all(client, sessions, items, signer=signer, concurrency=concurrency,
                                      payouts=False, on_done=lambda _, t=task: progress.advance(t))  # fmt: skip
         failures |= result.failures
         out.print(f"round {round_no}: {result.steps} steps taken; {result.closed} files closed")
@@ -1016,7 +1018,7 @@ async def _demo_rounds(settings: Settings, sessions, client, items, concurrency:
                     where = "/".join(filter(None, (selection.decision_ref, selection.district)))
                     evidence = [f"{action.value}/{where}/t{tranche}/r{round_no}"]
                     await _batch(client, sessions, settings.temporal_task_queue, action, tranche, selection, user,
-                                 evidence, f"demo-r{round_no}", 8, signer=load_ring(settings))  # fmt: skip
+                                 evidence, f"demo-r{round_no}", 8, signer=signer)  # fmt: skip
         left = await payouts.wait_for_payments(sessions, codes)
         answered = await payouts.payment_counts(sessions, codes)
         out.print(f"payment channel: {answered}" + (f"; {left} not answered yet" if left else ""))

@@ -43,13 +43,14 @@ async def _check_signed(session, inp: SelectPayoutsInput) -> None:
     batch = inp.batch
     if batch is None:
         raise DomainError(authn.RULE, "the batch carries no signed assertion: start it through a front door")
-    if activity.in_activity() and activity.info().workflow_id != authn.batch_workflow_id(batch.batch_id):
+    if activity.info().workflow_id != authn.batch_workflow_id(batch.batch_id):
         raise DomainError(authn.RULE, f"batch {batch.batch_id} was signed for {authn.batch_workflow_id(batch.batch_id)}"
                           f", not for {activity.info().workflow_id}")  # fmt: skip
     if (inp.selection, inp.tranche, inp.actor) != (batch.selection, batch.tranche, batch.actor):
         raise DomainError(authn.RULE, f"the selection is not what batch {batch.batch_id} signed")
     try:
-        authn.verify_batch(batch, keys=await signing_keys.load(session), now=datetime.now(UTC))
+        keys = await signing_keys.trusted_for(session, batch.assertion.key_id if batch.assertion else "")
+        authn.verify_batch(batch, keys=keys, now=datetime.now(UTC))
     except signing.Unauthenticated as err:
         raise DomainError(authn.RULE, err.message) from None
 

@@ -17,7 +17,7 @@ from core.errors import DomainError
 from core.signing import TrustedKeys, Unauthenticated
 from db import finance as finance_db
 from db import signing_keys
-from models.assertion import CHANNEL, digest_of
+from models.assertion import CHANNEL, ActionAssertion, digest_of
 from models.finance import FINAL_STATES, answer_step
 from models.household import CHANNEL_STEPS, Step
 from models.records import TransitionRecord
@@ -30,40 +30,65 @@ def _refuse(rec: TransitionRecord, why: str) -> DomainError:
 
 
 async def verify_channel_record(session, rec: TransitionRecord, *, now: datetime | None = None) -> None:
-    """Refuse (`Unauthenticated`) a channel step the channel did not sign as recorded. With `now`, also an
-    answer not valid at `now` (when it is asked); without, the signature is judged at its issue (a restore
-    re-records an answer signed long ago)."""
+    """Refuse (`Unauthenticated`) a channel step the channel did not sign as recorded, with the key and the
+    instruction PostgreSQL holds (`check_channel_answer`). With `now`, also an answer not valid at `now` (when
+    it is asked); without, the signature is judged at its issue (a restore re-records an answer signed long
+    ago)."""
     if rec.step not in CHANNEL_STEPS:
         raise _refuse(rec, "not a payment channel's step")
     a, answer = rec.assertion, rec.signed_input
     if a is None or answer is None:
         raise _refuse(rec, "the channel's answer carries no signature: only an answer the bank signed is recorded")
-    key = await signing_keys.get(session, a.key_id)
-    if key is None:
+    keys = await signing_keys.trusted_for(session, a.key_id)
+    if a.key_id not in keys.keys:
         raise _refuse(rec, f"signed by key {a.key_id!r}, which is not registered")
-    state = answer.get("state")
-    if state not in FINAL_STATES:
-        raise _refuse(rec, f"the signed answer says {state!r}, not a final state")
-    try:
-        TrustedKeys.of([key]).verify(a, workflow_id=rec.workflow_id, step=answer_step(state),
-                                     input_digest=digest_of(answer), user_id=rec.actor.user_id, holder=CHANNEL,
-                                     now=now or a.issued_at, check_expiry=now is not None)  # fmt: skip
-    except Unauthenticated as err:
-        raise _refuse(rec, err.message) from None
-    if answer.get("payment_id") != rec.payment_id:
-        raise _refuse(rec, f"the signed answer is for {answer.get('payment_id')!r}")
-    if answer.get("tranche") is not None and answer["tranche"] != rec.tranche:
-        raise _refuse(rec, f"the signed answer is for tranche {answer['tranche']}, not {rec.tranche}")
     sent = await finance_db.instruction_terms(session, rec.payment_id)
     if sent is None:
         raise _refuse(rec, "the engine recorded no such instruction")
-    as_sent = (answer.get("amount"), answer.get("payee")) == sent
-    if rec.step is Step.PAYMENT_CONFIRMED:
+    try:
+        check_channel_answer(keys, a, answer, step=rec.step, workflow_id=rec.workflow_id, user_id=rec.actor.user_id,
+                             evidence=rec.evidence, payment_id=rec.payment_id, tranche=rec.tranche, sent=sent,
+                             now=now)  # fmt: skip
+    except Unauthenticated as err:
+        raise _refuse(rec, err.message) from None
+
+
+def check_channel_answer(
+    keys: TrustedKeys,
+    a: ActionAssertion,
+    answer: dict,
+    *,
+    step: Step,
+    workflow_id: str,
+    user_id: str,
+    evidence: list[str],
+    payment_id: str | None = None,
+    tranche: int | None = None,
+    sent: tuple[int, str] | None = None,
+    now: datetime | None = None,
+) -> None:
+    """A payment_confirmed / payment_failed step as the channel signed it: a channel key valid when issued,
+    over exactly `answer`, for this workflow, the step the answer's final state names and the channel's user;
+    for this payment and tranche (when known); a confirmation only for the terms the engine `sent` (when
+    known) with its bank reference as evidence, a failure only if the channel said so or confirmed other
+    terms. Raises Unauthenticated naming the rule. The one home of this check: the recording activity and
+    `audit verify` call it."""
+    state = answer.get("state")
+    if state not in FINAL_STATES:
+        raise Unauthenticated(f"the signed answer says {state!r}, not a final state")
+    keys.verify(a, workflow_id=workflow_id, step=answer_step(state), input_digest=digest_of(answer), user_id=user_id,
+                holder=CHANNEL, now=now or a.issued_at, check_expiry=now is not None)  # fmt: skip
+    if payment_id is not None and answer.get("payment_id") != payment_id:
+        raise Unauthenticated(f"the signed answer is for {answer.get('payment_id')!r}, the step for {payment_id!r}")
+    if tranche is not None and answer.get("tranche") is not None and answer["tranche"] != tranche:
+        raise Unauthenticated(f"the signed answer is for tranche {answer['tranche']}, not {tranche}")
+    as_sent = sent is None or (answer.get("amount"), answer.get("payee")) == sent
+    if step is Step.PAYMENT_CONFIRMED:
         if state != "confirmed" or not as_sent:
-            raise _refuse(rec, f"the signed answer says {state} for amount {answer.get('amount')!r} and another or "
-                               "the same payee; a confirmation counts only for the terms the engine sent")  # fmt: skip
-        if list(rec.evidence) != [answer.get("bank_ref") or rec.payment_id]:
-            raise _refuse(rec, "the step's evidence is not the bank reference the channel signed")
-    elif state != "failed" and as_sent:
+            raise Unauthenticated(f"the signed answer says {state} for amount {answer.get('amount')!r} and "
+                                  "another or the same payee: a confirmation counts only for the terms sent")
+        if list(evidence) != [answer.get("bank_ref") or answer.get("payment_id")]:
+            raise Unauthenticated("the step's evidence is not the bank reference the channel signed")
+    elif state != "failed" and as_sent and sent is not None:
         # A failure is what the channel said, or a confirmation for other terms than the engine sent.
-        raise _refuse(rec, "the channel signed a confirmation of the terms sent, not a failure")
+        raise Unauthenticated("the channel signed a confirmation of the terms sent, not a failure")

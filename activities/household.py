@@ -8,7 +8,7 @@ nothing twice.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import timedelta, timezone
+from datetime import datetime, timedelta, timezone
 
 import structlog
 from sqlalchemy.exc import IntegrityError
@@ -75,12 +75,14 @@ class HouseholdActivities:
         log.info("sla_reminder", household=rec.household_code, stage=rec.stage.value, written=written)
         return written
 
-    async def _record(self, session, rec: TransitionRecord, *, restoring: bool = False) -> TransitionOutcome:
+    async def _record(self, session, rec: TransitionRecord, *, restoring: bool = False,
+                      asked_at: datetime | None = None) -> TransitionOutcome:  # fmt: skip
         """Write one step in the caller's transaction. Before anything is written: the caller is the household's
         own workflow, the record's household is the registered one, the actor is the users table's, and the
         step is signed as it will be written (activities/officer_steps.py; the channel's answers:
         activities/channel_answers.py). `restoring`: `audit restore` re-records a step from its history, which
-        has no assertion if it was taken before signed actions."""
+        has no assertion if it was taken before signed actions. `asked_at`: a channel answer just asked is
+        judged fresh at that time too (settle_answer); otherwise at its issue."""
         officer_steps.check_caller(rec)
         row = await households.lock(session, rec.household_code)
         if row is None:
@@ -118,7 +120,7 @@ class HouseholdActivities:
             )
         officer_steps.check_household(rec, row)
         await users.confirm_actor(session, rec.actor)
-        await self._authenticate(session, rec, row, restoring=restoring)
+        await self._authenticate(session, rec, row, restoring=restoring, asked_at=asked_at)
 
         moved = await self._move_money(session, rec)
         transfer = moved.first
@@ -181,7 +183,8 @@ class HouseholdActivities:
             at=rec.at,
         )
 
-    async def _authenticate(self, session, rec: TransitionRecord, row, *, restoring: bool) -> None:
+    async def _authenticate(self, session, rec: TransitionRecord, row, *, restoring: bool,
+                            asked_at: datetime | None) -> None:  # fmt: skip
         if restoring and rec.assertion is None and rec.signed_input is None:
             # Its history recorded it before steps were signed: written again as it was, but only if no
             # earlier step of this household was signed (a history planted after signing began is not).
@@ -190,7 +193,7 @@ class HouseholdActivities:
                                   "but earlier steps of this household are signed: not restored")  # fmt: skip
             return
         if rec.step in CHANNEL_STEPS:
-            await channel_answers.verify_channel_record(session, rec)
+            await channel_answers.verify_channel_record(session, rec, now=asked_at)
             return
         await officer_steps.verify_officer_record(session, rec, row)
         if rec.assertion.step.startswith("payout_batch:") and not restoring:

@@ -74,8 +74,7 @@ async def verify_officer_record(session, rec: TransitionRecord, row: households.
     if a is None or signed is None:
         raise DomainError(RULE, f"step {rec.step.value!r} of household {rec.household_code} carries no signed "
                           "assertion: sign in through a front door")  # fmt: skip
-    key = await signing_keys.get(session, a.key_id)
-    check_signed_step(signing.TrustedKeys.of([key] if key else []), a, signed, workflow_id=rec.workflow_id,
+    check_signed_step(await signing_keys.trusted_for(session, a.key_id), a, signed, workflow_id=rec.workflow_id,
                       step=rec.step, user_id=rec.actor.user_id, at=rec.at, rec=rec, row=row)  # fmt: skip
 
 

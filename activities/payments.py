@@ -16,7 +16,6 @@ import structlog
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
-from activities.channel_answers import verify_channel_record
 from core.errors import DomainError
 from db import finance as finance_db
 from db import households, outbox, users
@@ -98,8 +97,7 @@ class PaymentActivities:
             async with self._sessions() as session, session.begin():
                 status = await self._as_sent(session, status)
                 rec = answer_record(req, status, await users.require_actor(session, self._channel_user))
-                await verify_channel_record(session, rec, now=datetime.now(UTC))  # fresh when asked
-                outcome = await self._record(session, rec)
+                outcome = await self._record(session, rec, asked_at=datetime.now(UTC))  # fresh when asked
         except DomainError as err:
             # Refused (a forged, stale or foreign answer, a step that holds this number): nothing is recorded;
             # the record goes with the refusal so the history says what was refused.

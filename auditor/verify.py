@@ -31,15 +31,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from activities import officer_steps
+from activities import channel_answers, officer_steps
 from auditor.history import Trail, Transition
 from auditor.records import Records
 from core import signing
 from core.errors import DomainError
 from db.audit import GENESIS, ChainWalk, canonical, row_hash
-from models.assertion import CHANNEL, OFFICERS, ActionAssertion, digest_of
-from models.finance import answer_step
-from models.household import CHANNEL_STEPS, FORWARD, Step
+from models.assertion import CHANNEL, OFFICERS, ActionAssertion
+from models.household import CHANNEL_STEPS, FORWARD, Step, workflow_id_for
 from models.policy import WorkflowPolicy
 from models.records import MoneyOp, TransitionRecord
 
@@ -380,19 +379,12 @@ def _verify_signed(row: dict[str, Any], a: ActionAssertion, signed: dict[str, An
     """The signature holds for what the row records, as the recording activity checked it
     (activities/officer_steps.py, activities/channel_answers.py); raises naming what does not."""
     step, user = Step(row["step"]), row["actor_user_id"]
-    workflow_id = f"household-{row['household_code']}"
+    workflow_id = workflow_id_for(row["household_code"])
     if step in CHANNEL_STEPS:
-        keys.verify(a, workflow_id=workflow_id, step=answer_step(str(signed.get("state"))),
-                    input_digest=digest_of(signed), user_id=user, holder=CHANNEL, now=a.issued_at,
-                    check_expiry=False)  # fmt: skip
-        if step is Step.PAYMENT_CONFIRMED and signed.get("state") != "confirmed":
-            raise signing.Unauthenticated(f"the row records a confirmation; the channel signed {signed.get('state')!r}")
-        if t is not None and signed.get("payment_id") != t.record.payment_id:
-            raise signing.Unauthenticated(f"the signed answer is for {signed.get('payment_id')!r}, the step for "
-                                          f"{t.record.payment_id!r}")  # fmt: skip
-        if step is Step.PAYMENT_CONFIRMED and list(row["evidence"]) != [signed.get("bank_ref") or
-                                                                       signed.get("payment_id")]:  # fmt: skip
-            raise signing.Unauthenticated("the row's evidence is not the bank reference the channel signed")
+        channel_answers.check_channel_answer(keys, a, signed, step=step, workflow_id=workflow_id, user_id=user,
+                                             evidence=list(row["evidence"] or []),
+                                             payment_id=t.record.payment_id if t is not None else None,
+                                             tranche=t.record.tranche if t is not None else None)  # fmt: skip
         return
     occurred = datetime.fromisoformat(row["occurred_at"]) if isinstance(row["occurred_at"], str) else row["occurred_at"]
     # What the row records (the history's record for what the row has no column for), when there is a history.

@@ -189,8 +189,8 @@ async def session_user(session: AsyncSession, token: str) -> SignedIn | None:
     if row is None or row.assertion is None:
         return None
     try:
-        keys = await signing_keys.load(session)
-        keys.verify(ActionAssertion.model_validate(row.assertion), workflow_id=SESSION_WORKFLOW, step=SESSION_STEP,
+        a = ActionAssertion.model_validate(row.assertion)
+        (await signing_keys.trusted_for(session, a.key_id)).verify(a, workflow_id=SESSION_WORKFLOW, step=SESSION_STEP,
                     input_digest=_session_digest(digest(token), row.user_id, row.csrf_token), user_id=row.user_id,
                     holder=OFFICERS, now=datetime.now(UTC), max_ttl=SESSION_TTL)  # fmt: skip
     except (Unauthenticated, ValidationError):

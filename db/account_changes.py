@@ -180,9 +180,9 @@ async def credential_set(session: AsyncSession, user_id: str, stored: str, *, to
         q = q.where(c.action.in_(PASSWORD_ACTIONS))
     else:
         q = q.where(c.action.in_(TOKEN_ACTIONS), c.details["name"].astext == token)
-    keys = await signing_keys.load(session)
     for r in (await session.execute(q)).mappings():
         row = Change(**{k: r[k] for k in Change.__dataclass_fields__})
+        keys = await signing_keys.trusted_for(session, str((row.assertion or {}).get("key_id", "")))
         if signature_problem(row, keys) is None:
             return row.action != "revoke" and row.details.get("credential") == credential_digest(stored)
     return False

@@ -27,6 +27,13 @@ async def get(session: AsyncSession, key_id: str) -> PublicKey | None:
     return PublicKey.from_dict(row) if row else None
 
 
+async def trusted_for(session: AsyncSession, key_id: str) -> TrustedKeys:
+    """The one key an assertion names (none if it is not registered): what a single check needs, one row
+    instead of the whole table."""
+    key = await get(session, key_id)
+    return TrustedKeys.of([key] if key else [])
+
+
 async def register(session: AsyncSession, key: PublicKey, *, retire_others_at: datetime | None = None) -> bool:
     """Add a public key (nothing if its id is known); with `retire_others_at`, the holder's other open keys
     stop being valid then (they still verify what they signed before). Returns True when it was new."""

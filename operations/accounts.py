@@ -30,11 +30,23 @@ def _what(row: dict) -> dict:
     return {"role": row["role"], "agency": row["agency"], "jurisdiction": _where(row)}
 
 
+async def _require_admin(session: AsyncSession, by: str) -> None:
+    """Only an active administrator changes accounts (or the deployment's setup, `SETUP`): checked here, in
+    the change's own transaction, whatever front door proved who `by` is."""
+    if by == SETUP:
+        return
+    admin = await users_db.get(session, by)
+    if admin is None or not admin.active or admin.role != access.ACCOUNT_ADMIN_ROLE:
+        raise DomainError("NotAllowed", f"user {by!r} is not an active {access.ACCOUNT_ADMIN_ROLE}: only an "
+                          "administrator changes accounts")  # fmt: skip
+
+
 def _set(stored: str) -> dict:
     return {"credential": trail.credential_digest(stored)}
 
 
 async def add_user(session: AsyncSession, by: str, row: dict, password: str, *, signer: SigningRing) -> None:
+    await _require_admin(session, by)
     if await users_db.get(session, row["user_id"]) is not None:
         raise DomainError("UserExists", f"user {row['user_id']!r} is already registered (use 'users reset')")
     await users_db.upsert(session, [row | {"active": True}])
@@ -45,17 +57,20 @@ async def add_user(session: AsyncSession, by: str, row: dict, password: str, *, 
 
 async def reset_password(session: AsyncSession, by: str, user_id: str, password: str, *,
                          signer: SigningRing) -> None:  # fmt: skip
+    await _require_admin(session, by)
     stored = await access.set_password(session, user_id, password)
     await trail.record(session, signer=signer, by_user=by, action="reset", user_id=user_id, details=_set(stored))
 
 
 async def set_active(session: AsyncSession, by: str, user_id: str, active: bool, *, signer: SigningRing) -> None:
+    await _require_admin(session, by)
     await access.set_active(session, user_id, active)
     await trail.record(session, signer=signer, by_user=by, action="enable" if active else "disable",
                        user_id=user_id)  # fmt: skip
 
 
 async def issue_token(session: AsyncSession, by: str, user_id: str, name: str, *, signer: SigningRing) -> str:
+    await _require_admin(session, by)
     token = await access.create_token(session, user_id, name)
     await trail.record(session, signer=signer, by_user=by, action="token", user_id=user_id,
                        details={"name": name} | _set(access.digest(token)))  # fmt: skip
@@ -63,6 +78,7 @@ async def issue_token(session: AsyncSession, by: str, user_id: str, name: str, *
 
 
 async def revoke_token(session: AsyncSession, by: str, user_id: str, name: str, *, signer: SigningRing) -> None:
+    await _require_admin(session, by)
     await access.revoke_token(session, user_id, name)
     await trail.record(session, signer=signer, by_user=by, action="revoke", user_id=user_id, details={"name": name})
 

@@ -20,11 +20,12 @@ from sqlalchemy.exc import DBAPIError
 from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 
+from core.errors import DomainError
 from core.settings import ROOT
 from db import access
 from db import account_changes as trail
 from db import users as users_db
-from db.schema import audit_log, login_attempts, user_credentials
+from db.schema import account_changes, audit_log, login_attempts, user_credentials
 from models.finance import BatchAction, BatchSelection, PayoutBatchInput, TrancheStatus
 from models.household import Stage, workflow_id_for
 from operations import accounts, credentials, finance_ops, payouts, sample
@@ -413,3 +414,27 @@ async def test_the_web_apps_payout_batch_is_signed_for_the_signed_in_officer(web
                                                     "decision": ref, "evidence": "Lệnh chi web"})  # fmt: skip
     assert done.status_code == 200 and "1 done" in done.text, done.text[-2000:]
     assert (await household_state(client, h.code)).tranches[0].status is TrancheStatus.AUTHORISED
+
+
+async def test_only_an_administrator_changes_accounts_whatever_the_front_door(sessions):
+    """The rule lives with the change, not in the `users` command: called by anything else as a finance officer
+    (or a disabled administrator), every account change is refused and nothing is written or recorded."""
+    async with sessions() as s:
+        before = await s.scalar(select(func.count()).select_from(account_changes))
+    officer = sample.FINANCE_USERS[0]
+    new = {"user_id": f"x.{uuid.uuid4().hex[:6]}", "full_name": "X", "role": "commune_officer", "agency": "UBND",
+           "province": sample.PROVINCE, "district": None, "commune": None}
+    changes = [
+        lambda s: accounts.add_user(s, officer, new, PASSWORD, signer=FRONT_DOOR),
+        lambda s: accounts.reset_password(s, officer, sample.ADMIN_USER, PASSWORD, signer=FRONT_DOOR),
+        lambda s: accounts.set_active(s, officer, sample.ADMIN_USER, False, signer=FRONT_DOOR),
+        lambda s: accounts.issue_token(s, officer, officer, "mine", signer=FRONT_DOOR),
+        lambda s: accounts.revoke_token(s, officer, officer, "mine", signer=FRONT_DOOR),
+    ]  # fmt: skip
+    for change in changes:
+        with pytest.raises(DomainError, match="only an administrator changes accounts"):
+            async with sessions() as s, s.begin():
+                await change(s)
+    async with sessions() as s:
+        assert await s.scalar(select(func.count()).select_from(account_changes)) == before
+        assert (await users_db.get(s, sample.ADMIN_USER)).active
