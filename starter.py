@@ -305,8 +305,9 @@ def keys_signing_register(files: list[Path] = typer.Argument(..., help="Public k
 
 @keys_app.command("signing-rotate")
 def keys_signing_rotate(bank: bool = typer.Option(False, "--bank", help="The bank's ring, not the officers")) -> None:
-    """A fresh active signing key, registered valid from now; the earlier keys stop being valid now and keep
-    verifying what they signed before. Restart the web app (or the bank) to sign with it."""
+    """A fresh active signing key, registered valid from now; the earlier keys stay valid for the grace
+    (a step's life and the clock skew), then keep verifying what they signed before. Restart the web app (or
+    the bank) within the grace to sign with it."""
     try:
         active, kept = asyncio.run(signing_keys_ops.rotate(get_settings(), bank=bank))
     except (OSError, SigningKeyError) as e:

@@ -86,7 +86,7 @@ async def _aiter(histories):
 
 def _replay_chunk(files: list[tuple[str, str]], keys: str | None, sandbox: bool) -> tuple[int, list[ReplayFailure]]:
     """One worker process's share: read and replay these history files (runs in a child process)."""
-    converter = with_codec(DATA_CONVERTER, KeyRing.parse(keys) if keys else None, accept_plaintext=True)
+    converter = with_codec(DATA_CONVERTER, KeyRing.parse(keys) if keys else None)  # replay() reads it as an auditor
     histories = (read_history(wid, Path(path)) for wid, path in files)
     report = asyncio.run(replay(histories, converter, sandbox=sandbox))
     return report.replayed, report.failures

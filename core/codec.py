@@ -129,9 +129,6 @@ class EncryptionCodec(PayloadCodec):
             raise PayloadKeyError(reason)  # a reader says which key it lacks, and goes on
         return refused(reason, missing_key=missing_key)
 
-    def for_reading(self) -> EncryptionCodec:
-        return self if self.accept_plaintext else EncryptionCodec(self.ring, accept_plaintext=True)
-
 
 def refused(reason: str, *, missing_key: bool = False) -> Payload:
     """What the engine's codec hands on instead of a payload it will not open: refused when read. A key id the
@@ -151,11 +148,12 @@ def sealed_key_ids(payloads: Iterable[Payload]) -> set[str]:
     return {p.metadata.get(KEY_ID, b"").decode() for p in payloads if is_sealed(p)}
 
 
-def with_codec(converter: DataConverter, ring: KeyRing | None, *, accept_plaintext: bool = False) -> DataConverter:
-    """`converter` sealing payloads and failure messages with `ring` (unchanged without one)."""
+def with_codec(converter: DataConverter, ring: KeyRing | None) -> DataConverter:
+    """`converter` sealing payloads and failure messages with `ring` (unchanged without one); the engine's
+    side, refusing plain payloads (`for_reading` gives the auditors')."""
     if ring is None:
         return converter
-    return dataclasses.replace(converter, payload_codec=EncryptionCodec(ring, accept_plaintext=accept_plaintext),
+    return dataclasses.replace(converter, payload_codec=EncryptionCodec(ring),
                                failure_converter_class=SealedFailureConverter)  # fmt: skip
 
 
@@ -164,5 +162,5 @@ def for_reading(converter: DataConverter) -> DataConverter:
     not open named (PayloadKeyError) rather than refused."""
     codec = converter.payload_codec
     if isinstance(codec, EncryptionCodec) and not codec.accept_plaintext:
-        return dataclasses.replace(converter, payload_codec=codec.for_reading())
+        return dataclasses.replace(converter, payload_codec=EncryptionCodec(codec.ring, accept_plaintext=True))
     return converter
