@@ -25,10 +25,11 @@ import json
 import os
 import secrets
 import sys
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import TypeVar
 
@@ -37,10 +38,13 @@ from pydantic import ValidationError
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from archive import cli as archive_cli
+from archive.schedule import SCHEDULE_ID, archive_status, set_retention
+from archive.source import open_archive
+from archive.witness import KEY_PREFIX as WITNESS_KEY_PREFIX
+from archive.witness import ensure_witness_keys, write_public_key_file
 from auditor import cli as auditor_cli
-from auditor.history import read_trails
-from auditor.records import fetch_histories, read_records, workflow_ids
-from auditor.verify import verify
+from auditor.live import verify_live
 from core.cli import database, err, fail, out, run
 from core.codec import PayloadKeyError, new_ring, read_ring, write_ring
 from core.errors import DomainError
@@ -56,6 +60,7 @@ from db import audit, households, ledger, outbox, users
 from db import finance as finance_db
 from db import signing_keys as signing_keys_db
 from db.policy import current_workflow_policy
+from models.archive import ArchiveSweepInput
 from models.assertion import CHANNEL, OFFICERS
 from models.finance import BatchAction, BatchSelection, Milestone, PayoutBatchInput, PayoutResult
 from models.household import FORWARD, STAGE_VI, Stage, Step
@@ -64,7 +69,7 @@ from notify.channels import make_channel
 from notify.dispatcher import Dispatcher
 from operations import accounts, finance_ops, payouts, reconciliation, reports, sample
 from operations import signing_keys as signing_keys_ops
-from operations.actions import Refusal, household_state, take_step
+from operations.actions import Refusal, household_state_from, take_step
 from operations.credentials import PASSWORD_STDIN, TOKEN_STDIN
 from operations.credentials import sign_in as _credentials_sign_in
 from operations.demo import drive_all
@@ -73,6 +78,7 @@ from operations.policies import add_version, push
 from operations.seed import seed_demo as seed
 from operations.signing_keys import ensure_stack_keys
 from web import accounts as web_accounts
+from workflows.archive import HistoryArchiveWorkflow
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Housing-support programme engine")
 stack_app = typer.Typer(no_args_is_help=True, help="The embedded stack: PostgreSQL, Temporal dev server, worker")
@@ -82,6 +88,7 @@ finance_app = typer.Typer(no_args_is_help=True, help="Funding sources, payout ba
 app.add_typer(finance_app, name="finance")
 app.add_typer(stack_app, name="stack")
 app.add_typer(auditor_cli.app, name="audit")
+app.add_typer(archive_cli.app, name="archive")
 app.add_typer(policy_app, name="policy")
 app.add_typer(keys_app, name="keys")
 app.add_typer(web_accounts.app, name="users")
@@ -139,6 +146,9 @@ def _stack_up(stack: Stack, worker: bool) -> None:
               f"connects as {stack.settings.app_role}")  # fmt: skip
     for said in asyncio.run(ensure_stack_keys(stack.settings)):
         out.print(f"Keys        {said}")
+    witness = ensure_witness_keys(stack.settings)
+    out.print(f"Keys        witness key {witness.active}: checkpoints and its public key published in "
+              f"{stack.settings.witness_path.name}/ in the state folder")  # fmt: skip
     if stack.embedded_temporal:
         started = stack.temporal().start()
         out.print(f"Temporal    {'started' if started else 'running'} at {stack.settings.temporal_address}, "
@@ -152,6 +162,15 @@ def _stack_up(stack: Stack, worker: bool) -> None:
     added = asyncio.run(register_search_attributes())
     if added:
         out.print(f"Temporal    search attributes registered: {', '.join(added)}")
+
+    async def keep_histories() -> timedelta:
+        client = await connect(stack.settings, keys_required=False)
+        keep = timedelta(days=stack.settings.temporal_retention_days)
+        return await set_retention(client, stack.settings.temporal_namespace, keep)
+
+    out.print(f"Temporal    retention {archive_cli.days(asyncio.run(keep_histories()))} on namespace "
+              f"{stack.settings.temporal_namespace} (TEMPORAL_RETENTION_DAYS); closed histories are archived "
+              f"every {stack.settings.archive_interval_seconds} s")  # fmt: skip
     _ensure_callback_secret(stack.settings)
     if stack.embedded_bank:
         bank = stack.bank()
@@ -196,9 +215,25 @@ def stack_status() -> None:
         table.add_row(piece.name, piece.where, piece.state)
     table.add_row("Web UI", stack.settings.temporal_ui_url, "")
     out.print(table)
+    if not [p for p in pieces if p.name in ("PostgreSQL", "Temporal") and p.state == "stopped"]:
+        try:
+            got = run(_archive_status)
+        except Exception as e:  # noqa: BLE001 (the pieces' own rows say what is down)
+            err.print(f"archive: not read ({type(e).__name__}: {e})")
+        else:
+            archive_table = Table(show_header=False)
+            for name, value in archive_cli.status_rows(got):
+                archive_table.add_row(name, value)
+            out.print(archive_table)
     if down := [p.name for p in pieces if p.state == "stopped"]:
         err.print(f"down: {', '.join(down)}")
         raise typer.Exit(1)
+
+
+async def _archive_status(settings: Settings):
+    client = await connect(settings, keys_required=False)
+    async with database(settings) as sessions:
+        return await archive_status(client, open_archive(sessions, settings), settings.temporal_namespace)
 
 
 @stack_app.command("env")
@@ -286,6 +321,20 @@ def keys_signing_new(
     write_signing_ring(file, ring)
     file.with_name(file.name + ".pub").write_text(signing_keys_ops.public_file_text(ring, holder))
     out.print(f"signing key {ring.active} ({holder}) written to {file.name}; public half in {file.name}.pub")
+
+
+@keys_app.command("witness-new")
+def keys_witness_new(file: Path = typer.Option(..., help="Where to write the witness's private ring (the workers')")
+                     ) -> None:  # fmt: skip
+    """Create the witness's ring (it signs the archive's copies and the checkpoints; the database never holds
+    it), and FILE.pub with its public key for the readers and the auditors (WITNESS_PUBLIC_KEY_FILE). Refuses
+    to overwrite: a new ring would disown everything the old one signed."""
+    if file.exists():
+        fail(f"{file.name} exists: the witness keeps its ring")
+    ring = new_signing_ring(new_key_id(WITNESS_KEY_PREFIX))
+    write_signing_ring(file, ring)
+    write_public_key_file(file.with_name(file.name + ".pub"), ring)
+    out.print(f"witness key {ring.active} written to {file.name}; public key in {file.name}.pub (publish it)")
 
 
 @keys_app.command("signing-register")
@@ -434,12 +483,16 @@ def status(code: str, as_json: bool = typer.Option(False, "--json")) -> None:
     """A household's stage, money and timeline, from its workflow."""
 
     async def go(settings: Settings):
-        return await household_state(await connect(settings), code)
+        client = await connect(settings)
+        async with database(settings) as sessions:  # a closed file Temporal no longer holds: from the archive
+            return await household_state_from(client, code, sessions=sessions, archive=open_archive(sessions, settings))
 
     try:
-        state = run(go)
+        state, where = run(go)
     except Refusal as r:
         fail(str(r))
+    if where == "archive":
+        err.print(f"{state.household_code}: read from the archive (Temporal's retention has removed its history)")
     if as_json:
         print(state.model_dump_json(indent=2))
         return
@@ -1096,9 +1149,15 @@ async def _summary(settings: Settings, sessions, client, example: str,
     print_reconciliation(rec)
     xlsx = reconciliation.write_xlsx(rec, settings.state_dir / "reconciliation.xlsx")
     closed = await client.count_workflows("Stage='closed'")
-    ids = await workflow_ids(client)
-    trails = await read_trails(fetch_histories(client, ids), client.data_converter)
-    verified = verify(trails, await read_records(sessions))
+    # The closed files archived now (the worker's schedule would within ARCHIVE_INTERVAL_SECONDS), and the
+    # witness's checkpoint signed over them: the verify below checks the chains against it.
+    sweep_started = time.perf_counter()
+    swept = await client.execute_workflow(
+        HistoryArchiveWorkflow.run, ArchiveSweepInput(), id=f"{SCHEDULE_ID}-demo",
+        task_queue=settings.temporal_task_queue, execution_timeout=timedelta(minutes=30),
+    )  # fmt: skip
+    sweep_seconds = time.perf_counter() - sweep_started
+    verified, _ = await verify_live(client, sessions, settings, client.data_converter)
     checks = Table("check", "result", title="Checks")
     checks.add_row("paid per household = ledger posting = policy amount",
                    "ok" if not mismatches else f"{len(mismatches)} mismatches")  # fmt: skip
@@ -1111,6 +1170,9 @@ async def _summary(settings: Settings, sessions, client, example: str,
     checks.add_row("reconciliation per source, district, decision", "balanced to the đồng" if rec.balanced
                    else f"{len(rec.problems)} differences")  # fmt: skip
     checks.add_row("temporal workflow list --query \"Stage='closed'\"", f"{closed.count} workflows")
+    checks.add_row("archive: closed histories copied out of Temporal",
+                   f"{swept.archived_now} copied in {sweep_seconds:.1f} s, {swept.already} before, {swept.waiting} "
+                   f"waiting; witness checkpoint {swept.checkpoint_seq or '-'} signed")  # fmt: skip
     checks.add_row("audit verify: histories × audit log × ledger",
                    f"{len(verified.discrepancies)} discrepancies over {verified.transitions} steps, "
                    f"{verified.households} households")  # fmt: skip
@@ -1127,6 +1189,7 @@ async def _summary(settings: Settings, sessions, client, example: str,
     out.print(f"Excel:            {xlsx}")
     out.print("Funds:            python starter.py finance sources")
     out.print(f"Audit:            python starter.py audit timeline {example} --lang en")
+    out.print("Archive:          python starter.py archive status (retention, archived, waiting)")
     out.print("                  python starter.py audit export DIR, then audit replay / verify --from DIR")
     web = Stack(settings).web()
     out.print(f"Web app:          {web.url}  (API: {web.url}/docs)")

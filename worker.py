@@ -12,6 +12,9 @@ from pathlib import Path
 import structlog
 import typer
 
+from archive.schedule import ensure_schedule
+from archive.source import open_archive
+from archive.witness import load_witness
 from core import signing
 from core.codec import EncryptionCodec
 from core.logs import configure_logging
@@ -56,7 +59,12 @@ async def serve(dispatcher_on: bool, ready_file: Path | None) -> None:
         loop.add_signal_handler(sig, stop.set)
 
     keys = await trust_signing_keys(sessions)
-    worker = make_worker(client, sessions, settings)
+    # The witness signs checkpoints after each sweep with a ring the database never holds (none: no witness).
+    witness = load_witness(settings, sessions, open_archive(sessions, settings))
+    worker = make_worker(client, sessions, settings, witness=witness)
+    # The archive sweep's schedule: every worker keeps it (creating it once), so closed histories are copied
+    # out of Temporal whichever workers run.
+    created = await ensure_schedule(client, settings)
     tasks = [asyncio.create_task(worker.run(), name="temporal-worker"),
              asyncio.create_task(refresh_signing_keys(sessions, stop), name="signing-keys")]  # fmt: skip
     if dispatcher_on:
@@ -69,6 +77,8 @@ async def serve(dispatcher_on: bool, ready_file: Path | None) -> None:
         temporal=settings.temporal_address,
         dispatcher=dispatcher_on,
         signing_keys=keys,
+        archive_schedule="created" if created else "kept",
+        witness_key=witness.ring.active if witness else None,
         payload_key=codec.ring.active if isinstance(codec, EncryptionCodec) else None,  # the id, never the key
     )
     if ready_file:

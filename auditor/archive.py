@@ -28,14 +28,9 @@ from typing import Any
 from temporalio.api.history.v1 import History
 from temporalio.client import Client, WorkflowHistory
 
-from auditor.records import (
-    ALL_WORKFLOWS,
-    Records,
-    fetch_histories,
-    household_workflow_ids,
-    read_records,
-    workflow_ids,
-)
+from archive.source import ALL_WORKFLOWS, Histories
+from archive.store import HistoryArchive, PostgresArchive
+from auditor.records import Records, household_workflow_ids, read_records
 from core.codec import sealed_key_ids
 from core.signing import PublicKey, TrustedKeys
 from db.engine import Sessions
@@ -83,6 +78,8 @@ class ExportResult:
     key_ids: list[str]
     manifest_sha256: str
     signing_key_ids: list[str] = field(default_factory=list)  # the public keys exported with the records
+    from_archive: int = 0  # histories Temporal no longer held, taken from the archive
+    missing: list[str] = field(default_factory=list)  # asked for and found in neither
 
 
 async def export(
@@ -93,6 +90,7 @@ async def export(
     namespace: str,
     query: str = ALL_WORKFLOWS,
     codes: list[str] | None = None,
+    archive: HistoryArchive | None = None,
     on_total: Callable[[int], None] | None = None,
     on_done: Callable[[], None] | None = None,
 ) -> ExportResult:
@@ -108,14 +106,14 @@ async def export(
         (directory / rel).write_bytes(data)
         files[rel] = {"sha256": sha256(data), "bytes": len(data), **about}
 
-    ids = household_workflow_ids(codes) if codes else await workflow_ids(client, query)
+    # From Temporal while it holds a workflow, from the archive once retention has removed it.
+    source = Histories(client, archive or PostgresArchive(sessions))
+    ids = household_workflow_ids(codes) if codes else await source.ids(query)
     if on_total:
         on_total(len(ids))
     households = 0
-    async for history in fetch_histories(client, ids, on_done=on_done):
-        for ev in history.events:
-            for payloads in _payload_lists(ev):
-                keys |= sealed_key_ids(payloads)
+    async for history in source.each(ids, on_done=on_done):
+        keys |= history_key_ids(history)
         kind = history.events[0].workflow_execution_started_event_attributes.workflow_type.name
         households += kind == "HouseholdWorkflow"
         rel = f"histories/{_file_name(history.workflow_id)}"
@@ -141,7 +139,9 @@ async def export(
         "format": FORMAT,
         "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "namespace": namespace,
-        "histories": len(ids),
+        "histories": len(ids) - len(source.missing),
+        "histories_from_archive": source.from_archive,
+        "histories_missing": source.missing,  # asked for (by code) and found neither in Temporal nor archived
         "households": households,
         "audit_rows": len(records.audit_rows),
         "ledger_transfers": len(records.transfers),
@@ -153,12 +153,22 @@ async def export(
     (directory / MANIFEST).write_bytes(body)
     sums = "".join(f"{f['sha256']}  {rel}\n" for rel, f in sorted(files.items()))
     (directory / SUMS).write_text(sums + f"{sha256(body)}  {MANIFEST}\n")
-    return ExportResult(directory, len(ids), households, len(records.audit_rows), len(records.transfers),
-                        sorted(keys), sha256(body), manifest["signing_key_ids"])  # fmt: skip
+    return ExportResult(directory, manifest["histories"], households, len(records.audit_rows),
+                        len(records.transfers), sorted(keys), sha256(body), manifest["signing_key_ids"],
+                        source.from_archive, source.missing)  # fmt: skip
 
 
 def _jsonl(rows: list[dict[str, Any]]) -> bytes:
     return "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rows).encode()
+
+
+def history_key_ids(history: WorkflowHistory) -> set[str]:
+    """The ids of the payload keys that sealed a history's data."""
+    keys: set[str] = set()
+    for ev in history.events:
+        for payloads in _payload_lists(ev):
+            keys |= sealed_key_ids(payloads)
+    return keys
 
 
 def _payload_lists(ev) -> Iterator[Any]:

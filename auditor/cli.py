@@ -8,8 +8,9 @@
     audit restore [CODE…|--all] --as USER --reason TEXT [--dry-run]
                                           re-record, from the histories, steps a database restore lost
 
-Histories come from the Temporal server, or with --from from an export (no server needed). Payloads are
-opened with the configured keys or --key-file; without a key, timelines show ciphertext markers.
+Histories come from the Temporal server while it holds them and from the engine's archive after (its
+retention removes closed ones), or with --from from an export (no server needed). Payloads are opened with
+the configured keys or --key-file; without a key, timelines show ciphertext markers.
 """
 
 from __future__ import annotations
@@ -18,26 +19,22 @@ import json
 import os
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from temporalio.client import WorkflowHistory
-from temporalio.service import RPCError
 
+from archive.source import ALL_WORKFLOWS, HOUSEHOLDS, Histories, open_archive
 from auditor import archive as archive_mod
 from auditor import restore as restore_mod
 from auditor import timeline as tl
 from auditor.history import read_trail, read_trails
-from auditor.records import (
-    ALL_WORKFLOWS,
-    HOUSEHOLDS,
-    fetch_histories,
-    household_workflow_ids,
-    read_records,
-    workflow_ids,
-)
+from auditor.live import verify_live
+from auditor.records import household_workflow_ids
 from auditor.replay import replay, replay_files
 from auditor.verify import KINDS, verify
 from core.cli import database, err, fail, out, run
@@ -45,6 +42,7 @@ from core.codec import KeyRing, PayloadKeyError, read_ring, with_codec
 from core.settings import Settings
 from core.temporal import DATA_CONVERTER, connect, key_ring
 from db import audit
+from db.engine import Sessions
 from finance.channel import HttpBank
 from models.household import workflow_id_for
 from operations import credentials
@@ -98,6 +96,7 @@ def export(directory: Path = typer.Argument(..., help="An empty or new folder"))
                 task = bar.add_task("histories", total=None)
                 return await archive_mod.export(
                     client, sessions, directory, namespace=settings.temporal_namespace,
+                    archive=open_archive(sessions, settings),
                     on_total=lambda n: bar.update(task, total=n), on_done=lambda: bar.advance(task),
                 )  # fmt: skip
 
@@ -111,6 +110,10 @@ def export(directory: Path = typer.Argument(..., help="An empty or new folder"))
               f"manifest SHA-256 {result.manifest_sha256}")  # fmt: skip
     # 'audit verify --from' checks signatures against the keys in the export: compare them with the published ones.
     out.print(f"public signing keys exported: {', '.join(result.signing_key_ids) or 'none'}")
+    if result.from_archive:
+        out.print(f"{result.from_archive} histories taken from the archive (Temporal no longer holds them)")
+    for wid in result.missing:
+        err.print(f"[yellow]no history[/] for {wid}: neither on the Temporal server nor in the archive")
 
 
 def _archive_files(arch: archive_mod.Archive, query: str, codes: list[str] | None, *,
@@ -120,8 +123,26 @@ def _archive_files(arch: archive_mod.Archive, query: str, codes: list[str] | Non
     return [(w, p) for w, p in files if w.startswith("household-")] if query == HOUSEHOLDS else files
 
 
+@dataclass
+class Read:
+    """The histories a command reads: how many, the iterator, and where they come from."""
+
+    total: int
+    histories: AsyncIterator[WorkflowHistory]
+    export: archive_mod.Archive | None = None  # with --from
+    live: Histories | None = None  # Temporal, then the archive
+    sessions: Sessions | None = None  # the live database (None with --from)
+
+    def report_missing(self) -> None:
+        for wid in self.live.missing if self.live else []:
+            err.print(f"[yellow]no history[/] for {wid}: neither on the Temporal server nor in the archive")
+        if self.live and self.live.from_archive:
+            err.print(f"{self.live.from_archive} histories read from the archive (Temporal no longer holds them)")
+
+
+@asynccontextmanager
 async def _histories(settings: Settings, source: Path | None, query: str, codes: list[str] | None):
-    """(count, async iterator of histories, the archive or None) from an export or the server."""
+    """The histories of an export (--from), or the live ones: Temporal's, else the archive's."""
     if source:
         arch = _open_archive(source)
         files = _archive_files(arch, query, codes)
@@ -130,10 +151,13 @@ async def _histories(settings: Settings, source: Path | None, query: str, codes:
             for history in arch.histories(files):
                 yield history
 
-        return len(files), read(), arch
+        yield Read(len(files), read(), export=arch)
+        return
     client = await connect(settings, keys_required=False)
-    ids = household_workflow_ids(codes) if codes else await workflow_ids(client, query)
-    return len(ids), fetch_histories(client, ids), None
+    async with database(settings) as sessions:
+        live = Histories(client, open_archive(sessions, settings))
+        ids = household_workflow_ids(codes) if codes else await live.ids(query)
+        yield Read(len(ids), live.each(ids), live=live, sessions=sessions)
 
 
 @app.command("replay")
@@ -161,17 +185,21 @@ def replay_cmd(
                 task = bar.add_task(f"replaying ({jobs} processes)", total=len(files))
                 report = await replay_files(files, ring.dump(), jobs=jobs, sandbox=sandbox,
                                             on_done=lambda n: bar.advance(task, n))  # fmt: skip
-            return report, time.perf_counter() - started, arch.problems
-        total, histories, _ = await _histories(settings, None, ALL_WORKFLOWS, _codes(codes))
-        with _progress() as bar:
-            task = bar.add_task("replaying", total=total)
-            report = await replay(histories, with_codec(DATA_CONVERTER, ring), sandbox=sandbox,
-                                  on_done=lambda: bar.advance(task))  # fmt: skip
-        return report, time.perf_counter() - started, []
+            return report, time.perf_counter() - started, [f"export: {p}" for p in arch.problems]
+        async with _histories(settings, None, ALL_WORKFLOWS, _codes(codes)) as read:
+            with _progress() as bar:
+                task = bar.add_task("replaying", total=read.total)
+                report = await replay(read.histories, with_codec(DATA_CONVERTER, ring), sandbox=sandbox,
+                                      on_done=lambda: bar.advance(task))  # fmt: skip
+            if read.live.from_archive:
+                err.print(f"{read.live.from_archive} histories read from the archive (Temporal no longer holds them)")
+            missing = [f"no history for {w}: neither on the Temporal server nor in the archive"
+                       for w in read.live.missing]  # fmt: skip
+        return report, time.perf_counter() - started, missing
 
     report, seconds, problems = run(go)
     for p in problems:
-        err.print(f"[yellow]export[/]: {p}")
+        err.print(f"[yellow]{p}[/]")
     rate = report.replayed / seconds if seconds else 0
     out.print(f"replayed {report.replayed} histories against the current code in {seconds:.1f} s ({rate:.1f}/s): "
               f"{len(report.failures)} not reproduced")  # fmt: skip
@@ -209,10 +237,13 @@ def timeline_cmd(
             history = archive_mod.read_history(workflow_id_for(code), match[0])
         else:
             client = await connect(settings, keys_required=False)
-            try:
-                history = await client.get_workflow_handle(workflow_id_for(code)).fetch_history()
-            except RPCError as e:
-                fail(f"household {code}: no workflow history on the server ({e.message})")
+            async with database(settings) as sessions:
+                found = await Histories(client, open_archive(sessions, settings)).get(workflow_id_for(code))
+            if found is None:
+                fail(f"household {code}: no workflow history, neither on the Temporal server nor in the archive")
+            if found.where == "archive":
+                err.print(f"{code}: read from the archive (Temporal's retention has removed its history)")
+            history = found.history
         return await read_trail(history, converter)
 
     trail = run(go)
@@ -244,16 +275,24 @@ def verify_cmd(
     async def go(settings: Settings):
         converter = with_codec(DATA_CONVERTER, _ring(settings, key_file))
         wanted = _codes(codes)
-        total, histories, arch = await _histories(settings, source, HOUSEHOLDS, wanted)
-        with _progress() as bar:
-            task = bar.add_task("reading histories", total=total)
-            trails = await read_trails(histories, converter, on_done=lambda: bar.advance(task))
-        if arch is not None:
-            if not wanted:  # the rest (payout batches) are not in the three-way check; replay reads their copies
-                arch.compare_copies()
-            return verify(trails, arch.records(wanted), archive_problems=arch.problems)
+        if source:
+            async with _histories(settings, source, HOUSEHOLDS, wanted) as read:
+                with _progress() as bar:
+                    task = bar.add_task("reading histories", total=read.total)
+                    trails = await read_trails(read.histories, converter, on_done=lambda: bar.advance(task))
+                if not wanted:  # the rest (payout batches) are not in the three-way check; replay reads their copies
+                    read.export.compare_copies()
+                return verify(trails, read.export.records(wanted), archive_problems=read.export.problems)
+        client = await connect(settings, keys_required=False)
         async with database(settings) as sessions:
-            return verify(trails, await read_records(sessions, wanted))
+            with _progress() as bar:
+                task = bar.add_task("reading histories", total=None)
+                report, live = await verify_live(client, sessions, settings, converter, wanted,
+                                                 on_total=lambda n: bar.update(task, total=n),
+                                                 on_done=lambda: bar.advance(task))  # fmt: skip
+        if live.from_archive:
+            err.print(f"{live.from_archive} histories read from the archive (Temporal no longer holds them)")
+        return report
 
     report = run(go)
     if as_json:
@@ -315,10 +354,12 @@ def restore_cmd(
         ring = _ring(settings, key_file)
         if ring is None:
             fail("restore reads every record from the histories: give the payload keys")
-        total, histories, _ = await _histories(settings, None, HOUSEHOLDS, None if every else _codes(codes))
-        with _progress() as bar:
-            task = bar.add_task("reading histories", total=total)
-            trails = await read_trails(histories, with_codec(DATA_CONVERTER, ring), on_done=lambda: bar.advance(task))
+        async with _histories(settings, None, HOUSEHOLDS, None if every else _codes(codes)) as read:
+            with _progress() as bar:
+                task = bar.add_task("reading histories", total=read.total)
+                trails = await read_trails(read.histories, with_codec(DATA_CONVERTER, ring),
+                                           on_done=lambda: bar.advance(task))  # fmt: skip
+            read.report_missing()
         # As the schema owner, like migrations: the application's role may neither write restore marks nor
         # move the transfers' id sequence, so a worker's login cannot forge a restore.
         async with database(settings, url=settings.owner_asyncpg_url) as sessions:

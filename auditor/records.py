@@ -4,7 +4,6 @@ the front doors' public keys, to check who signed each step)."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -13,6 +12,7 @@ from typing import Any
 from sqlalchemy import select
 from temporalio.client import Client, WorkflowHistory
 
+from archive.source import HOUSEHOLDS, Histories
 from core.signing import TrustedKeys
 from db import signing_keys
 from db.audit import canonical
@@ -20,9 +20,6 @@ from db.engine import Sessions
 from db.restores import restored_steps
 from db.schema import audit_log, ledger_accounts, ledger_transfers, workflow_policies
 from models.household import workflow_id_for
-
-HOUSEHOLDS = "WorkflowType = 'HouseholdWorkflow'"
-ALL_WORKFLOWS = "WorkflowType = 'HouseholdWorkflow' OR WorkflowType = 'PayoutBatchWorkflow'"
 
 
 @dataclass
@@ -72,31 +69,15 @@ async def read_records(sessions: Sessions, codes: Iterable[str] | None = None) -
 
 
 async def workflow_ids(client: Client, query: str = HOUSEHOLDS) -> list[str]:
+    """The workflows the Temporal server holds (archive.source.Histories.ids adds the archived ones)."""
     return sorted({wf.id async for wf in client.list_workflows(query)})
 
 
-async def fetch_histories(
-    client: Client,
-    ids: Iterable[str],
-    *,
-    concurrency: int = 16,
-    on_done: Callable[[], None] | None = None,
+def fetch_histories(
+    client: Client, ids: Iterable[str], *, on_done: Callable[[], None] | None = None
 ) -> AsyncIterator[WorkflowHistory]:
-    """Each workflow's latest run's history, fetched a few at a time, in the order of `ids`."""
-    ids = list(ids)
-    gate = asyncio.Semaphore(concurrency)
-
-    async def one(wid: str) -> WorkflowHistory:
-        async with gate:
-            history = await client.get_workflow_handle(wid).fetch_history()
-        if on_done:
-            on_done()
-        return history
-
-    for start in range(0, len(ids), concurrency * 4):
-        chunk = await asyncio.gather(*(one(w) for w in ids[start:start + concurrency * 4]))
-        for history in chunk:
-            yield history
+    """Each workflow's latest run's history from the Temporal server alone, in the order of `ids`."""
+    return Histories(client, None).each(ids, on_done=on_done)
 
 
 def household_workflow_ids(codes: Iterable[str]) -> list[str]:

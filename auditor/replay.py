@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from temporalio.client import WorkflowHistory
 from temporalio.converter import DataConverter
-from temporalio.worker import Replayer
+from temporalio.worker import Interceptor, Replayer
 
 from auditor.archive import read_history
 from core.codec import KeyRing, for_reading, with_codec
@@ -46,11 +46,12 @@ class ReplayReport:
         return not self.failures
 
 
-def replayer(converter: DataConverter, *, sandbox: bool = False) -> Replayer:
+def replayer(converter: DataConverter, *, sandbox: bool = False, interceptors: Sequence[Interceptor] = ()) -> Replayer:
     # An auditor replays histories from before encryption too: plain payloads are read, not refused.
     converter = for_reading(converter)
     return Replayer(workflows=[HouseholdWorkflow, PayoutBatchWorkflow], data_converter=converter,
-                    workflow_runner=workflow_runner(converter, sandbox=sandbox))  # fmt: skip
+                    workflow_runner=workflow_runner(converter, sandbox=sandbox),
+                    interceptors=interceptors)  # fmt: skip
 
 
 async def replay(

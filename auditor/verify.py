@@ -66,6 +66,20 @@ KINDS: dict[str, str] = {
     "signature_key_not_valid": "a step is signed by a key the public keys do not hold, of another holder, or not "
     "valid when the assertion was issued",
     "assertion_differs": "the audit row and the history's record carry different assertions or signed inputs",
+    # The witness (archive/witness.py): signed checkpoints of the chains' heads and of the archive.
+    "checkpoint_missing": "a published checkpoint is newer than the database's, or not the one it holds: the "
+    "database lost or hides checkpoints (restored or rolled back)",
+    "checkpoint_invalid": "a checkpoint's signature does not verify under the witness public key file, names a "
+    "key the file does not hold, or its content does not match its hash",
+    "checkpoint_broken": "the database's checkpoints have a gap or a link to the one before that does not match",
+    "checkpoint_unverifiable": "no witness public key file (or no published latest.json) to check the checkpoints",
+    "checkpoint_chain_differs": "a household's audit row at a signed checkpoint's head is missing or has another "
+    "hash: its chain was rewritten since, consistently enough for the chain check to pass",
+    "checkpoint_archive_differs": "the archived histories a signed checkpoint covers no longer hash to its root: "
+    "removed, replaced or edited since",
+    "unknown_household": "a household code asked for that no imported list holds",
+    "archive_row_unsigned": "an archived history the witness did not sign (planted with the database's login, or "
+    "archived without a witness): never read",
 }
 # Audit-row fields and the history's value for each.
 _COMPARED = (
@@ -125,10 +139,19 @@ def _transition_key(transfer_key: str) -> str:
     return transfer_key.split(":", 1)[0]
 
 
-def verify(trails: Iterable[Trail], records: Records, *, archive_problems: Iterable[str] = ()) -> VerifyReport:
+def verify(
+    trails: Iterable[Trail],
+    records: Records,
+    *,
+    archive_problems: Iterable[str] = (),
+    witness: Iterable[tuple[str, str, str, str]] = (),
+) -> VerifyReport:
+    """`witness`: what archive.witness.check_witness found, (kind, household, where, detail) each."""
     report = VerifyReport(audit_rows=len(records.audit_rows), transfers=len(records.transfers))
     for problem in archive_problems:
         report.add("archive_altered", "-", "export", problem)
+    for kind, household, where, detail in witness:
+        report.add(kind, household, where, detail)
 
     audit_by_key = {r["idempotency_key"]: r for r in records.audit_rows}
     transfers_by_key: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -183,10 +206,11 @@ def verify(trails: Iterable[Trail], records: Records, *, archive_problems: Itera
                 report.add("ledger_without_history", code, f"ledger transfer id={t['id']}",
                            f"{t['kind']} {t['amount']:,} đ {t['debit_account']} → {t['credit_account']}, "
                            f"key {t['idempotency_key']}: no such step in the household's history")  # fmt: skip
-    missing = ({r["household_code"] for r in records.audit_rows} | {t["household_code"] for t in records.transfers})
+    missing = {r["household_code"] for r in records.audit_rows} | {t["household_code"] for t in records.transfers}
     for code in sorted(missing - with_history):
         report.add("history_missing", code, f"household {code}",
-                   "audit rows or ledger transfers exist, but no workflow history was given for it")  # fmt: skip
+                   "audit rows or ledger transfers exist, but no workflow history was found for it, on the "
+                   "Temporal server or in the archive")  # fmt: skip
 
     _check_chain(report, records.audit_rows)
     _check_signatures(report, records.audit_rows, recorded, records.keys, judged)
@@ -337,8 +361,11 @@ def _check_signatures(
             continue  # recorded before this household's steps were signed
         where = f"audit row id={row['id']} (seq {row['seq']}, {row['step']})"
         if row.get("assertion") is None or row.get("signed_input") is None:
-            said = "its history's record carries one" if history_signed else (
-                f"the household's steps are signed from seq {signed_from[code]} on")
+            said = (
+                "its history's record carries one"
+                if history_signed
+                else (f"the household's steps are signed from seq {signed_from[code]} on")
+            )
             report.add("signature_missing", code, where, f"{row['step']} by {row['actor_user_id']} has no signed "
                        f"assertion and signed input; {said}")  # fmt: skip
             continue

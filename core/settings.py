@@ -20,6 +20,11 @@ class Settings(BaseSettings):
     temporal_namespace: str = "default"
     temporal_task_queue: str = "households"
     temporal_ui_url: str = "http://127.0.0.1:8080"
+    # How long Temporal keeps a closed workflow's history. The stack sets it on the namespace (embedded and
+    # compose); the archive sweep copies every closed history into `workflow_histories` long before that.
+    temporal_retention_days: int = Field(default=30, ge=1, le=3650)
+    # The archive sweep (archive/sweep.py): a Temporal schedule the worker keeps, every this many seconds.
+    archive_interval_seconds: int = Field(default=300, ge=10, le=86400)
     # The application's login (worker, web app, commands): a role that owns nothing and holds only the
     # privileges migration 0007 grants it (no UPDATE/DELETE on the audit log or the ledger's transfers).
     database_url: str = "postgresql://housing_app:housing_app@127.0.0.1:5432/housing"
@@ -70,6 +75,16 @@ class Settings(BaseSettings):
     signing_keys: str = ""
     signing_keys_file: Path | None = None
     bank_signing_keys_file: Path | None = None
+    # The witness (archive/witness.py): the worker signs checkpoints of the audit chains' heads and of the
+    # archive with this ring, which the database never holds; each checkpoint is also written to
+    # WITNESS_DIR (with the public key, witness-key.pub) for the operator to publish. `audit verify` checks
+    # against the public key in WITNESS_DIR (or WITNESS_PUBLIC_KEY_FILE), never against the database.
+    witness_keys_file: Path | None = None
+    witness_dir: Path | None = None
+    witness_public_key_file: Path | None = None
+    witness_interval_hours: float = Field(default=24.0, gt=0)  # a checkpoint at least this often
+    # The Temporal Web UI's origin, allowed (CORS) to call the web app's /codec endpoints.
+    codec_cors_origins: str = ""
     # An officer's API token for scripts that run `starter.py ... --as USER` without a prompt.
     housing_token: str = ""
 
@@ -129,6 +144,25 @@ class Settings(BaseSettings):
     @property
     def bank_signing_keys_path(self) -> Path:
         return self.bank_signing_keys_file or self.state_dir / "bank-signing-keys"
+
+    @property
+    def witness_keys_path(self) -> Path:
+        return self.witness_keys_file or self.state_dir / "witness-keys"
+
+    @property
+    def witness_path(self) -> Path:
+        """Where checkpoints are published (a folder the operator copies out)."""
+        return self.witness_dir or self.state_dir / "witness"
+
+    @property
+    def witness_public_key_path(self) -> Path:
+        return self.witness_public_key_file or self.witness_path / "witness-key.pub"
+
+    @property
+    def codec_origins(self) -> list[str]:
+        """Origins whose pages may call /codec (default: the Temporal Web UI's)."""
+        found = [o.strip().rstrip("/") for o in self.codec_cors_origins.split(",") if o.strip()]
+        return found or [self.temporal_ui_url.rstrip("/")]
 
     @property
     def callback_secret_path(self) -> Path:

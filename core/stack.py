@@ -332,6 +332,7 @@ class EmbeddedTemporal:
     ui_port: int | None
     namespace: str = "default"
     persistent: bool = True
+    codec_endpoint: str | None = None  # the web app's /codec: the Web UI opens sealed payloads through it
 
     @property
     def pid_file(self) -> Path:
@@ -352,6 +353,8 @@ class EmbeddedTemporal:
             cmd += ["--db-filename", str(self.state_dir / "temporal.db"),
                     "--sqlite-pragma", "journal_mode=wal", "--sqlite-pragma", "synchronous=normal"]  # fmt: skip
         cmd += ["--ui-port", str(self.ui_port)] if self.ui_port else ["--headless"]
+        if self.ui_port and self.codec_endpoint:
+            cmd += ["--ui-codec-endpoint", self.codec_endpoint]
         for key in SEARCH_ATTRIBUTES:
             cmd += ["--search-attribute", f"{key.name}=Keyword"]
         return cmd
@@ -514,7 +517,7 @@ class Stack:
         host, _, port = self.settings.temporal_address.rpartition(":")
         ui_port = urlparse(self.settings.temporal_ui_url).port
         return EmbeddedTemporal(self.settings.state_dir / "temporal", host, int(port), ui_port,
-                                self.settings.temporal_namespace)  # fmt: skip
+                                self.settings.temporal_namespace, codec_endpoint=f"{self.web().url}/codec")  # fmt: skip
 
     def workers(self) -> list[BackgroundWorker]:
         """The workers 'stack up' starts (WORKER_PROCESSES of them)."""

@@ -15,12 +15,15 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 from activities.batches import BatchActivities
 from activities.household import HouseholdActivities
 from activities.payments import PaymentActivities
+from archive.store import PostgresArchive
+from archive.sweep import ArchiveActivities
 from core.codec import KeyRing, PayloadKeyError, read_ring, with_codec
 from core.converter import DATA_CONVERTER
 from core.runner import ContextFreeRunner, context_free
 from core.settings import Settings
 from db.engine import Sessions
 from finance.channel import HttpBank, PaymentChannel
+from workflows.archive import HistoryArchiveWorkflow
 from workflows.batch import PayoutBatchWorkflow
 from workflows.household import HouseholdWorkflow
 from workflows.search_attributes import ALL as SEARCH_ATTRIBUTES
@@ -121,18 +124,22 @@ def make_worker(
     *,
     task_queue: str | None = None,
     channel: PaymentChannel | None = None,
+    witness: Any = None,
     **options: Any,
 ) -> Worker:
-    """The engine's worker; `options` are more `Worker` options (a test simulating older code passes
-    `patch_activation_callback`)."""
+    """The engine's worker; `witness` (archive.witness.Witness) signs the archive sweep's checkpoints;
+    `options` are more `Worker` options (a test simulating older code passes `patch_activation_callback`)."""
     households = HouseholdActivities(sessions)
     payments = PaymentActivities(sessions, channel or make_channel(settings), settings.payment_channel_user,
                                  record=households._record)  # fmt: skip
     batches = BatchActivities(client, sessions)
+    # The sweep's archive trusts only rows its witness signed (a planted row does not stand for a run's copy).
+    archive = PostgresArchive(sessions, trusted=witness.public_keys() if witness is not None else None)
+    archiving = ArchiveActivities(client, archive, witness)
     return Worker(
         client,
         task_queue=task_queue or settings.temporal_task_queue,
-        workflows=[HouseholdWorkflow, PayoutBatchWorkflow],
+        workflows=[HouseholdWorkflow, PayoutBatchWorkflow, HistoryArchiveWorkflow],
         activities=[
             households.record_transition,
             households.send_reminder,
@@ -143,6 +150,8 @@ def make_worker(
             batches.select_payouts,
             batches.select_payout_candidates,
             batches.apply_payout,
+            archiving.archive_closed,
+            archiving.write_checkpoint,
         ],
         workflow_runner=workflow_runner(client.data_converter),
         **options,

@@ -77,6 +77,14 @@ async def importers(session: AsyncSession, codes: list[str]) -> dict[str, str]:
     return {r.code: r.imported_by for r in rows}
 
 
+async def registered(session: AsyncSession, codes: list[str] | None = None) -> set[str]:
+    """The codes of the registered households (of `codes`, when given)."""
+    q = select(households.c.code)
+    if codes is not None:
+        q = q.where(households.c.code.in_(codes))
+    return set((await session.execute(q)).scalars())
+
+
 async def get(session: AsyncSession, code: str) -> HouseholdRow | None:
     row = (await session.execute(select(*_ROW_COLUMNS).where(households.c.code == code))).one_or_none()
     return HouseholdRow(**row._mapping) if row else None

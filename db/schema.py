@@ -7,6 +7,7 @@ from sqlalchemy import (
     Date,
     DateTime,
     Integer,
+    LargeBinary,
     MetaData,
     SmallInteger,
     Table,
@@ -357,4 +358,37 @@ programme_deadlines = Table(
     Column("support_types", ARRAY(Text)),
     Column("beneficiary_groups", ARRAY(Text)),
     Column("legal_basis", Text),
+)
+
+workflow_histories = Table(
+    "workflow_histories",
+    metadata,
+    Column("seq", BigInteger, primary_key=True),
+    Column("workflow_id", Text),
+    Column("run_id", Text),
+    Column("workflow_type", Text),
+    Column("household_code", Text),
+    Column("status", Text),
+    Column("started_at", DateTime(timezone=True)),
+    Column("closed_at", DateTime(timezone=True)),
+    Column("events", Integer),
+    Column("key_ids", ARRAY(Text)),
+    Column("history", LargeBinary),
+    Column("sha256", Text),
+    Column("key_id", Text),
+    Column("signature", Text),
+    Column("archived_at", DateTime(timezone=True)),
+)
+
+witness_checkpoints = Table(
+    "witness_checkpoints",
+    metadata,
+    Column("seq", BigInteger, primary_key=True),
+    Column("made_at", DateTime(timezone=True)),
+    Column("body", JSONB),
+    Column("prev_hash", Text),
+    Column("hash", Text),
+    Column("key_id", Text),
+    Column("signature", Text),
+    Column("recorded_at", DateTime(timezone=True)),
 )

@@ -6,6 +6,9 @@ from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
+from archive.source import Found, Histories
+from archive.state import ReplayFailed, state_from_history
+from archive.store import HistoryArchive
 from core.errors import DomainError
 from core.signing import SigningRing, sign_input
 from db import households, users
@@ -103,12 +106,49 @@ async def take_step(
         raise refusal_from(err) from None
 
 
-async def household_state(client: Client, code: str) -> HouseholdState:
-    handle = client.get_workflow_handle(workflow_id_for(code.strip().upper()))
+async def household_state(client: Client, code: str, *, sessions: Sessions | None = None,
+                          archive: HistoryArchive | None = None) -> HouseholdState:  # fmt: skip
+    """The household's state, from its workflow's `state` query. With `sessions` and the `archive` (as the
+    caller's settings open it: archive.source.open_archive), a file whose workflow Temporal no longer holds
+    (retention removed it) is read from the archive: its history replayed against the same workflow code; a
+    registered household in neither place is refused as `HistoryMissing`."""
+    return (await household_state_from(client, code, sessions=sessions, archive=archive))[0]
+
+
+async def household_state_from(client: Client, code: str, *, sessions: Sessions | None = None,
+                               archive: HistoryArchive | None = None) -> tuple[HouseholdState, str]:  # fmt: skip
+    """`household_state`, and where it was read: "temporal" or "archive"."""
+    code = code.strip().upper()
+    handle = client.get_workflow_handle(workflow_id_for(code))
     try:
-        return await handle.query(HouseholdWorkflow.state)
+        return await handle.query(HouseholdWorkflow.state), "temporal"
     except RPCError as err:
-        raise refusal_from(err) from None
+        if sessions is None or archive is None or err.status != RPCStatusCode.NOT_FOUND:
+            raise refusal_from(err) from None
+    found = await household_history(client, sessions, code, archive)
+    try:
+        return await state_from_history(found.history, client.data_converter), found.where
+    except ReplayFailed as err:
+        raise Refusal("ReplayFailed", f"the archived history of {code} does not replay on this code: {err}") from None
+
+
+async def household_history(client: Client, sessions: Sessions, code: str, archive: HistoryArchive) -> Found:
+    """The household's workflow history: Temporal's while it holds it, the archive's after (opened by the
+    caller from its settings, trusting the witness's key: archive.source.open_archive). Refused as
+    `HistoryMissing` for a registered household in neither place, `UnknownHousehold` for one never imported."""
+    code = code.strip().upper()
+    try:
+        found = await Histories(client, archive).get(workflow_id_for(code))
+    except DomainError as err:  # the archive is signed and no witness key was given to check it
+        raise Refusal(err.type, err.message) from None
+    if found is not None:
+        return found
+    async with sessions() as session:
+        registered = await households.get_household(session, code) is not None
+    if registered:
+        raise Refusal("HistoryMissing", f"household {code} is registered, but its workflow history is neither on the "
+                      "Temporal server nor in the archive (removed by retention before it was archived)")  # fmt: skip
+    raise Refusal("UnknownHousehold", f"no household {code} on any imported list")
 
 
 async def next_actions(sessions: Sessions, state: HouseholdState, actor: Actor) -> list[rules.Option]:

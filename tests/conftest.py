@@ -354,10 +354,11 @@ async def callback_receiver(client: Client, secret: str = TEST_CALLBACK_SECRET, 
 
 
 @asynccontextmanager
-async def running_worker(client: Client, sessions, settings, channel=None, bank: BankProcess | None = None
-                         ) -> AsyncIterator[str]:  # fmt: skip
+async def running_worker(client: Client, sessions, settings, channel=None, bank: BankProcess | None = None,
+                         **options) -> AsyncIterator[str]:  # fmt: skip
     """A worker on a task queue of its own; its payment channel is `channel`, else the bank process `bank`
-    (default: the suite's shared one) calling back a receiver served for this worker. Yields the task queue."""
+    (default: the suite's shared one) calling back a receiver served for this worker; `options` go to
+    `make_worker` (a `witness`). Yields the task queue."""
     task_queue = f"test-{uuid.uuid4()}"
     async with AsyncExitStack() as stack:
         if channel is None:
@@ -367,7 +368,7 @@ async def running_worker(client: Client, sessions, settings, channel=None, bank:
         async with sessions() as session:
             signing.trust(await signing_keys.load(session))  # what worker.py installs at start
         await stack.enter_async_context(make_worker(client, sessions, settings, task_queue=task_queue,
-                                                    channel=channel))  # fmt: skip
+                                                    channel=channel, **options))  # fmt: skip
         yield task_queue
 
 

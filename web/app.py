@@ -26,6 +26,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 from temporalio.client import Client
 
+from archive.source import open_archive
 from auditor import timeline as timeline_view
 from auditor.history import read_trail
 from core.settings import Settings, get_settings
@@ -37,10 +38,10 @@ from db.households import in_jurisdiction
 from db.schema import households
 from db.users import User
 from finance import callbacks
-from models.household import Stage, Step, workflow_id_for
+from models.household import Stage, Step
 from operations import reports
-from operations.actions import UPDATES, Refusal, household_state, next_actions, take_step
-from web import pages
+from operations.actions import UPDATES, Refusal, household_history, household_state, next_actions, take_step
+from web import codec, pages
 from web.problems import STATUS, Problem, problem_handler, validation_handler
 
 COOKIE = "xnt_session"
@@ -146,6 +147,7 @@ def create_app(settings: Settings | None = None, *, sessions: Sessions | None = 
     app.mount("/static", StaticFiles(directory=Path(pages.__file__).parent / "static"), name="static")
     app.include_router(pages.router(settings, COOKIE))
     app.include_router(callbacks.router(settings.callback_secret, lambda request: request.app.state.client))
+    app.include_router(codec.router(settings, signed_in, COOKIE))  # /codec: the Temporal Web UI's and CLI's codec
     secure_cookie = settings.web_secure_cookie
 
     @app.post("/api/session", response_model=SignInResult, tags=["session"])
@@ -195,7 +197,9 @@ def create_app(settings: Settings | None = None, *, sessions: Sessions | None = 
     @app.get("/api/households/{code}", tags=["households"])
     async def household(code: str, request: Request, who: Who) -> dict:
         summary = await _visible(request, who.user, code)
-        state = await household_state(request.app.state.client, summary.code)
+        db = request.app.state.sessions
+        state = await household_state(request.app.state.client, summary.code, sessions=db,
+                                      archive=open_archive(db, settings))  # fmt: skip
         options = await next_actions(request.app.state.sessions, state, who.user.actor())
         return {"household": summary.model_dump(mode="json"), "state": state.model_dump(mode="json"),
                 "actions": [{"step": o.step.value, "tranche": o.tranche,
@@ -206,8 +210,9 @@ def create_app(settings: Settings | None = None, *, sessions: Sessions | None = 
                                  ) -> dict:  # fmt: skip
         summary = await _visible(request, who.user, code)
         c: Client = request.app.state.client
-        history = await c.get_workflow_handle(workflow_id_for(summary.code)).fetch_history()
-        trail = await read_trail(history, c.data_converter)
+        db = request.app.state.sessions
+        found = await household_history(c, db, summary.code, open_archive(db, settings))  # Temporal's, or archived
+        trail = await read_trail(found.history, c.data_converter)
         return {"household": summary.code, "lines": [vars(line) for line in timeline_view.lines(trail, lang)]}
 
     @app.post("/api/households/{code}/actions/{step}", tags=["actions"])

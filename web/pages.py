@@ -20,19 +20,19 @@ from fastapi.templating import Jinja2Templates
 from sqlalchemy import func, select
 from starlette.datastructures import UploadFile
 
+from archive.source import open_archive
 from auditor import timeline as timeline_view
-from auditor.history import read_trail, read_trails
-from auditor.records import fetch_histories, read_records, workflow_ids
-from auditor.verify import verify
+from auditor.history import read_trail
+from auditor.live import verify_live
 from core.settings import Settings
 from db import access
 from db import policy as policy_db
 from db.households import in_jurisdiction
 from db.schema import households
 from models.finance import BatchAction, BatchSelection, PayoutBatchInput
-from models.household import Stage, Step, workflow_id_for
+from models.household import Stage, Step
 from operations import payouts, reconciliation, reports
-from operations.actions import Refusal, household_state, next_actions, take_step
+from operations.actions import Refusal, household_history, household_state, next_actions, take_step
 from operations.reports import VIETNAM
 from web.i18n import Words
 
@@ -198,11 +198,13 @@ def router(settings: Settings, cookie: str) -> APIRouter:
             row = (await s.execute(query)).mappings().one_or_none()
         if row is None:
             return page(request, "missing.html", signed, code=code)
-        client = request.app.state.client
-        state = await household_state(client, row["code"])
-        options = await next_actions(request.app.state.sessions, state, user.actor())
-        history = await client.get_workflow_handle(workflow_id_for(row["code"])).fetch_history()
-        lines = timeline_view.lines(await read_trail(history, client.data_converter), words(request).lang)
+        client, db = request.app.state.client, request.app.state.sessions
+        # A closed file Temporal no longer holds is read from the archive (its history replayed for the state).
+        archive = open_archive(db, settings)
+        found = await household_history(client, db, row["code"], archive)
+        state = await household_state(client, row["code"], sessions=db, archive=archive)
+        options = await next_actions(db, state, user.actor())
+        lines = timeline_view.lines(await read_trail(found.history, client.data_converter), words(request).lang)
         return page(request, "household.html", signed, h=row, state=state, options=options, lines=lines,
                     message=message, error=error)  # fmt: skip
 
@@ -291,9 +293,8 @@ def router(settings: Settings, cookie: str) -> APIRouter:
         check_csrf(signed, csrf)
         if signed.user.role not in AUDIT_ROLES:
             return page(request, "forbidden.html", signed)
-        client = request.app.state.client
-        trails = await read_trails(fetch_histories(client, await workflow_ids(client)), client.data_converter)
-        report = verify(trails, await read_records(request.app.state.sessions))
+        client, db = request.app.state.client, request.app.state.sessions
+        report, _ = await verify_live(client, db, settings, client.data_converter)
         return page(request, "audit.html", signed, report=report)
 
     return r

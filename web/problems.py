@@ -14,9 +14,10 @@ STATUS = {
     "NotSignedIn": 401, "BadCredentials": 401, "Unauthenticated": 401,
     "RoleNotAllowed": 403, "OutsideJurisdiction": 403, "SegregationOfDuties": 403, "UserDisabled": 403,
     "UnknownUser": 403, "ActorMismatch": 403, "CsrfFailed": 403, "ProvinceWideOnly": 403,
-    "UnknownHousehold": 404, "UnknownStep": 404, "UnknownTranche": 404,
+    "UnknownHousehold": 404, "UnknownStep": 404, "UnknownTranche": 404, "HistoryMissing": 410, "ReplayFailed": 500,
     "EvidenceMissing": 422, "ReasonMissing": 422, "InvalidInput": 422, "UnknownMilestone": 422,
     "TooManyAttempts": 429,
+    "PayloadsTooLarge": 413,
 }  # fmt: skip
 
 
