@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from db.schema import audit_log
+from db.schema import audit_chain_heads, audit_log
 
 GENESIS = "0" * 64
 HASHED_FIELDS = (
@@ -162,15 +162,44 @@ class ChainWalk:
 
 
 async def verify_chain(session: AsyncSession, household_code: str | None = None) -> ChainReport:
-    """Recompute every hash and link. Reports the broken row with the lowest id, if any."""
+    """Recompute every hash and link, and compare each chain's last row with the head recorded as it was
+    written (`audit_chain_heads`), so that a cut tail or a chain removed whole is a break too. Reports the
+    broken row with the lowest id (0 for a chain with no row left), if any."""
     query = select(audit_log).order_by(audit_log.c.household_code, audit_log.c.seq)
+    heads_q = select(audit_chain_heads)
     if household_code is not None:
         query = query.where(audit_log.c.household_code == household_code)
+        heads_q = heads_q.where(audit_chain_heads.c.household_code == household_code)
+    heads = {r.household_code: r for r in await session.execute(heads_q)}
     walk = ChainWalk()
     breaks: list[ChainBreak] = []
+    last: dict[str, Mapping[str, Any]] = {}
     result = await session.stream(query.execution_options(yield_per=2000))
     async for row in result.mappings():
         if (found := walk.see(row)) is not None:
             breaks.append(found)
+        last[row["household_code"]] = {"id": row["id"], "seq": row["seq"], "hash": row["hash"]}
+    breaks += head_breaks(heads, last)
     first = min(breaks, key=lambda b: b.id) if breaks else None
     return ChainReport(rows=walk.rows, households=walk.households, first_break=first)
+
+
+def head_breaks(heads: Mapping[str, Any], last: Mapping[str, Mapping[str, Any]]) -> list[ChainBreak]:
+    """Chains whose last row is not the head recorded for them: cut (rows deleted from the end), removed
+    whole, or with a last row rewritten."""
+    found = []
+    for code, head in heads.items():
+        row = last.get(code)
+        if row is None:
+            found.append(ChainBreak(0, code, head.seq, f"no row is left, but the chain's head was recorded at row "
+                                    f"{head.seq}: the whole chain was removed"))  # fmt: skip
+        elif row["seq"] < head.seq:
+            found.append(ChainBreak(row["id"], code, row["seq"], f"the chain ends at row {row['seq']}, but its head "
+                                    f"was recorded at row {head.seq}: its last rows were cut"))  # fmt: skip
+        elif row["seq"] > head.seq:
+            found.append(ChainBreak(row["id"], code, row["seq"], f"the chain runs to row {row['seq']}, past its head"
+                                    f" at row {head.seq}: rows were added with the head's trigger off"))  # fmt: skip
+        elif row["hash"].strip() != head.hash.strip():
+            found.append(ChainBreak(row["id"], code, row["seq"], "the last row's hash is not the head recorded when "
+                                    "it was written (the row was rewritten)"))  # fmt: skip
+    return found

@@ -392,3 +392,12 @@ witness_checkpoints = Table(
     Column("signature", Text),
     Column("recorded_at", DateTime(timezone=True)),
 )
+
+audit_chain_heads = Table(
+    "audit_chain_heads",
+    metadata,
+    Column("household_code", Text, primary_key=True),
+    Column("seq", Integer),
+    Column("hash", Text),
+    Column("moved_at", DateTime(timezone=True)),
+)
