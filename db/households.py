@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.schema import households, import_batches
@@ -75,6 +75,14 @@ async def importers(session: AsyncSession, codes: list[str]) -> dict[str, str]:
         .where(households.c.code.in_(codes))
     )
     return {r.code: r.imported_by for r in rows}
+
+
+REGISTRY_LOCK = 0x686F7573  # an advisory lock id of the registry's own ("hous")
+
+
+async def lock_registry(session: AsyncSession) -> None:
+    """Hold the registry's lock until the transaction ends (imports register one list at a time)."""
+    await session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": REGISTRY_LOCK})
 
 
 async def registered(session: AsyncSession, codes: list[str] | None = None) -> set[str]:

@@ -73,6 +73,9 @@ async def register(
     if problems:
         raise ImportRejected(problems)
     async with sessions() as session, session.begin():
+        # Lists are registered one at a time: a second import of the same list waits, then finds its rows
+        # registered (unchanged), instead of failing on the primary key half-way through its own insert.
+        await households.lock_registry(session)
         actor = await users.require_actor(session, user_id)
         current = await policy.current_workflow_policy(session, date.today())
         if actor.role not in current.import_roles:

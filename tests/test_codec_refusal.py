@@ -63,10 +63,18 @@ def failed_tasks(history_events) -> int:
 
 
 @pytest.fixture(scope="module")
-async def household(client, sessions, settings):
+async def worker(client, sessions, settings):
+    """A worker for the module, on a task queue of its own (yielded)."""
     async with running_worker(client, sessions, settings) as tq:
-        [h] = await enroll(client, sessions, tq, make_households(1))
-        yield h, tq
+        yield tq
+
+
+@pytest.fixture
+async def household(client, sessions, worker):
+    """A household of the test's own, waiting for verification, and the worker's task queue: a test that moves
+    its household on (or might, were a refusal to fail) leaves the other tests' households where they were."""
+    [h] = await enroll(client, sessions, worker, make_households(1))
+    return h, worker
 
 
 async def commune_actor(sessions, h):
@@ -177,10 +185,10 @@ def _failure_messages(history_json: str) -> str:
     return "\n".join(found)
 
 
-async def test_a_household_workflow_started_by_hand_in_plain_json_runs_nothing(client, household):
+async def test_a_household_workflow_started_by_hand_in_plain_json_runs_nothing(client, worker):
     """Starting a household's workflow with the raw CLI: its input is refused as it is read, so the workflow
     fails at once, before any activity (it could record nothing), and its failure is readable."""
-    _, tq = household
+    tq = worker
     workflow_id = f"household-FORGED-{uuid.uuid4().hex[:6].upper()}"
     done = await temporal_cli(client, "workflow", "start", "--type", "HouseholdWorkflow", "--task-queue", tq,
                               "--workflow-id", workflow_id, "--input", json.dumps({"household": {"code": "X"}}))

@@ -11,25 +11,32 @@ import os
 import subprocess
 import sys
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import asyncpg
 import httpx
 import pytest
 from sqlalchemy import func, select, text
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 
 from core.errors import DomainError
-from core.settings import ROOT
+from core.migrate import migrate
+from core.settings import ROOT, Settings
 from db import access
 from db import account_changes as trail
 from db import users as users_db
+from db.engine import Sessions, make_engine, make_sessions
 from db.schema import account_changes, audit_log, login_attempts, user_credentials
 from models.finance import BatchAction, BatchSelection, PayoutBatchInput, TrancheStatus
 from models.household import Stage, workflow_id_for
 from operations import accounts, credentials, finance_ops, payouts, sample
 from operations.actions import household_state
+from operations.seed import seed_demo
+from operations.signing_keys import ensure_stack_keys
 from tests.conftest import (
     FRONT_DOOR,
     TEST_KEYS_FILE,
@@ -77,6 +84,23 @@ def _not_set(user_id: str) -> str:
     return f"Unauthenticated: the credential of {user_id} was not set through account administration"
 
 
+async def _new_officer(sessions, role: str, *, district: str, commune: str | None = None) -> str:
+    """An officer of this test's own for `district` (and `commune`), added as `users add` adds one (signed trail
+    row): the shared demo officers' credentials and failed sign-ins are other tests' too."""
+    user_id = f"{'xa' if commune else 'huyen'}.t{uuid.uuid4().hex[:8]}"
+    row = dict(user_id=user_id, full_name=f"Thử {role}", role=role, agency=f"UBND {commune or district}",
+               province=sample.PROVINCE, district=district, commune=commune)  # fmt: skip
+    async with sessions() as s, s.begin():
+        await accounts.add_user(s, sample.ADMIN_USER, row, f"khoi-tao-{uuid.uuid4().hex}", signer=FRONT_DOOR)
+    return user_id
+
+
+async def _officers_of(sessions, h) -> tuple[str, str]:
+    """A commune officer and a district officer of this test's own, responsible for household `h`."""
+    commune = await _new_officer(sessions, "commune_officer", district=h.district, commune=h.commune)
+    return commune, await _new_officer(sessions, "district_officer", district=h.district)
+
+
 SET_HASH = text("INSERT INTO user_credentials (user_id, password_hash) VALUES (:u, :h) "
                 "ON CONFLICT (user_id) DO UPDATE SET password_hash = EXCLUDED.password_hash")  # fmt: skip
 
@@ -86,7 +110,7 @@ SET_HASH = text("INSERT INTO user_credentials (user_id, password_hash) VALUES (:
 
 async def test_act_is_taken_only_for_the_person_who_proves_to_be_the_user(client, sessions, settings, task_queue):
     (h,) = await enroll(client, sessions, task_queue, make_households(1))
-    commune, district = sample.commune_user(h.district, h.commune), sample.district_user(h.district)
+    commune, district = await _officers_of(sessions, h)
     async with sessions() as s, s.begin():
         await accounts.reset_password(s, accounts.SETUP, commune, PASSWORD, signer=FRONT_DOOR)
     verify = ("act", h.code, "verify", "--as", commune, "-e", f"BB/{h.code}")
@@ -158,7 +182,7 @@ async def test_a_credential_written_with_the_application_login_signs_nobody_in(w
     issues tokens). A password hash or token row written with it, not through account administration, is
     refused at the command line and at the web's sign-in: the front door signs nothing as that officer."""
     (h,) = await enroll(client, sessions, task_queue, make_households(1))
-    commune, district = sample.commune_user(h.district, h.commune), sample.district_user(h.district)
+    commune, district = await _officers_of(sessions, h)  # their credentials are tampered with below
     await password_for(sessions, district, PASSWORD)  # a real one, to copy
     token = "xnt_" + uuid.uuid4().hex * 2
     async with sessions() as s, s.begin():  # housing_app, as a process holding only its login would
@@ -261,51 +285,74 @@ async def test_user_administration_needs_an_administrators_credential_and_is_rec
     assert "account trail verified" in shown.stdout and "disable" in shown.stdout and sample.ADMIN_USER in shown.stdout
 
 
-# The remaining tests work in a database of their own: no administrator can sign in there yet, and one of
-# them breaks the trail on purpose.
+# The remaining tests each work in a database of their own: no administrator can sign in there yet, its
+# account trail holds only what the test writes, and two of them break the trail on purpose.
 
 
-@pytest.fixture(scope="module")
-async def fresh(scratch, scratch_settings):
-    """The scratch database with the demo's officers (none of them with a credential)."""
-    from operations.seed import seed_demo
-
-    await seed_demo(scratch)
-    return scratch_settings.database_url
+@dataclass
+class Fresh:
+    url: str  # the application's login to it, for the command line
+    sessions: Sessions  # as the application's role
+    owner: Sessions  # as the schema owner, for tampering on purpose
 
 
-async def test_the_first_administrator_is_set_up_once(client, scratch, fresh):
-    first = await starter(client, fresh, "users", "bootstrap", sample.ADMIN_USER, "--password-stdin",
+@pytest.fixture
+async def fresh(settings):
+    """A database of the test's own on the suite's server, migrated (as `scratch` is) and seeded with the demo's
+    officers, none of them with a credential."""
+    owner = make_url(settings.owner_asyncpg_url)
+    name = f"{owner.database}_fresh_{uuid.uuid4().hex[:8]}"
+    conn = await asyncpg.connect(owner.set(drivername="postgresql").render_as_string(hide_password=False))
+    await conn.execute(f'CREATE DATABASE "{name}"')
+    await conn.close()
+    urls = {key: make_url(u).set(database=name).render_as_string(hide_password=False)
+            for key, u in (("database_url", settings.asyncpg_url),
+                           ("database_owner_url", settings.owner_asyncpg_url))}  # fmt: skip
+    own: Settings = settings.model_copy(update=urls)
+    await asyncio.to_thread(migrate, own)
+    await ensure_stack_keys(own)
+    app_engine, owner_engine = make_engine(own), make_engine(own, url=own.owner_asyncpg_url)
+    try:
+        sessions = make_sessions(app_engine)
+        await seed_demo(sessions)
+        yield Fresh(url=own.database_url, sessions=sessions, owner=make_sessions(owner_engine))
+    finally:
+        await app_engine.dispose()
+        await owner_engine.dispose()
+
+
+async def test_the_first_administrator_is_set_up_once(client, fresh):
+    first = await starter(client, fresh.url, "users", "bootstrap", sample.ADMIN_USER, "--password-stdin",
                           stdin=PASSWORD + "\n")  # fmt: skip
     assert first.returncode == 0, first.stderr
-    again = await starter(client, fresh, "users", "bootstrap", "qt.khac", "--name", "Người Khác", "--agency", "Sở",
-                          "--generate")  # fmt: skip
+    again = await starter(client, fresh.url, "users", "bootstrap", "qt.khac", "--name", "Người Khác", "--agency",
+                          "Sở", "--generate")  # fmt: skip
     assert again.returncode == 1 and "AdminExists" in again.stderr
-    not_admin = await starter(client, fresh, "users", "bootstrap", sample.FINANCE_USERS[0], "--generate")
+    not_admin = await starter(client, fresh.url, "users", "bootstrap", sample.FINANCE_USERS[0], "--generate")
     assert not_admin.returncode == 1
     # The administrator's password and the new user's, both piped: the administrator's line first.
-    added = await starter(client, fresh, "users", "add", "xa.moi", "--name", "Xã Mới", "--role", "commune_officer",
-                          "--agency", "UBND xã", "--password-stdin", "--admin", sample.ADMIN_USER,
+    added = await starter(client, fresh.url, "users", "add", "xa.moi", "--name", "Xã Mới", "--role",
+                          "commune_officer", "--agency", "UBND xã", "--password-stdin", "--admin", sample.ADMIN_USER,
                           "--admin-password-stdin", stdin=f"{PASSWORD}\nmat-khau-xa-moi-1\n")  # fmt: skip
     assert added.returncode == 0, added.stderr
-    async with scratch() as s:
+    async with fresh.sessions() as s:
         changes = await trail.read(s)
-        assert (await credentials.authenticate(scratch, "xa.moi", credentials.Credential(
+        assert (await credentials.authenticate(fresh.sessions, "xa.moi", credentials.Credential(
             "password", "mat-khau-xa-moi-1"))).user_id == "xa.moi"  # fmt: skip
     assert [(c.action, c.by_user, c.user_id) for c in changes] == [
         ("bootstrap", accounts.SETUP, sample.ADMIN_USER), ("add", sample.ADMIN_USER, "xa.moi")]  # fmt: skip
 
 
-async def test_a_trail_row_forged_with_the_application_login_is_found(client, scratch, scratch_owner, fresh):
+async def test_a_trail_row_forged_with_the_application_login_is_found(client, fresh):
     """The application's login appends a row "reset by qt.admin" that chains like a real one and names the
     hash it wrote for the officer, carrying a real row's signature: the officer's password is refused, and
     `users trail --verify` exits 1 naming the row."""
     officer = sample.FINANCE_USERS[1]
-    async with scratch() as s, s.begin():
+    async with fresh.sessions() as s, s.begin():
         await accounts.issue_token(s, accounts.SETUP, officer, "so-sach", signer=FRONT_DOOR)
-    assert (await starter(client, fresh, "users", "trail", "--verify")).returncode == 0
+    assert (await starter(client, fresh.url, "users", "trail", "--verify")).returncode == 0
     forged = access.HASHER.hash("mat-khau-ke-gian-2")
-    async with scratch() as s, s.begin():
+    async with fresh.sessions() as s, s.begin():
         real = (await trail.read(s))[-1]  # a real row's signature, copied
         await s.execute(SET_HASH, {"u": officer, "h": forged})
         prev = await s.scalar(text("SELECT hash FROM account_changes ORDER BY id DESC LIMIT 1"))
@@ -317,40 +364,35 @@ async def test_a_trail_row_forged_with_the_application_login_is_found(client, sc
             "VALUES (:at, :b, 'reset', :u, CAST(:d AS jsonb), :p, :h, CAST(:a AS jsonb)) RETURNING id"),
             {"at": at, "b": sample.ADMIN_USER, "u": officer, "d": json.dumps(details), "p": prev, "h": digest,
              "a": json.dumps(real.assertion)})  # fmt: skip
-    try:
-        with pytest.raises(credentials.Unauthenticated, match="not set through account administration"):
-            await credentials.authenticate(scratch, officer, credentials.Credential("password", "mat-khau-ke-gian-2"))
-        broken = await starter(client, fresh, "users", "trail", "--verify")
-        assert broken.returncode == 1, broken.stdout
-        assert f"account trail broken at row {row_id} (reset of {officer} by {sample.ADMIN_USER}" in broken.stderr
-        assert "its signature is not a front door's for this row" in broken.stderr, broken.stderr
-    finally:  # the owner takes the row out again, so the next test starts from an unbroken trail
-        async with scratch_owner() as s, s.begin():
-            await s.execute(text("ALTER TABLE account_changes DISABLE TRIGGER account_changes_append_only"))
-            await s.execute(text("DELETE FROM account_changes WHERE id = :id"), {"id": row_id})
-            await s.execute(text("ALTER TABLE account_changes ENABLE TRIGGER account_changes_append_only"))
+    with pytest.raises(credentials.Unauthenticated, match="not set through account administration"):
+        await credentials.authenticate(fresh.sessions, officer, credentials.Credential("password",
+                                                                                       "mat-khau-ke-gian-2"))
+    broken = await starter(client, fresh.url, "users", "trail", "--verify")
+    assert broken.returncode == 1, broken.stdout
+    assert f"account trail broken at row {row_id} (reset of {officer} by {sample.ADMIN_USER}" in broken.stderr
+    assert "its signature is not a front door's for this row" in broken.stderr, broken.stderr
 
 
-async def test_an_edited_trail_row_is_found(client, scratch, scratch_owner, fresh):
-    async with scratch() as s, s.begin():
+async def test_an_edited_trail_row_is_found(client, fresh):
+    async with fresh.sessions() as s, s.begin():
         await accounts.reset_password(s, sample.ADMIN_USER, sample.FINANCE_USERS[0], PASSWORD, signer=FRONT_DOOR)
         changed = await accounts.issue_token(s, sample.ADMIN_USER, sample.FINANCE_USERS[0], "ke-toan",
                                              signer=FRONT_DOOR)  # fmt: skip
         assert changed.startswith("xnt_")
-    verified = await starter(client, fresh, "users", "trail", "--verify")
+    verified = await starter(client, fresh.url, "users", "trail", "--verify")
     assert verified.returncode == 0, verified.stderr
-    async with scratch() as s:
-        target = next(c for c in await trail.read(s) if c.action == "reset")
+    async with fresh.sessions() as s:
+        (target,) = [c for c in await trail.read(s) if c.action == "reset"]
     # The application's login cannot edit the trail at all …
     with pytest.raises(DBAPIError):
-        async with scratch() as s, s.begin():
+        async with fresh.sessions() as s, s.begin():
             await s.execute(text("UPDATE account_changes SET by_user = 'qt.khac' WHERE id = :id"), {"id": target.id})
     # … and the owner who switches the trigger off to make a reset look like someone else's is found out.
-    async with scratch_owner() as s, s.begin():
+    async with fresh.owner() as s, s.begin():
         await s.execute(text("ALTER TABLE account_changes DISABLE TRIGGER account_changes_append_only"))
         await s.execute(text("UPDATE account_changes SET by_user = 'qt.khac' WHERE id = :id"), {"id": target.id})
         await s.execute(text("ALTER TABLE account_changes ENABLE TRIGGER account_changes_append_only"))
-    broken = await starter(client, fresh, "users", "trail", "--verify")
+    broken = await starter(client, fresh.url, "users", "trail", "--verify")
     assert broken.returncode == 1
     assert f"account trail broken at row {target.id} (reset of {sample.FINANCE_USERS[0]} by qt.khac" in broken.stderr
     assert "edited" in broken.stderr

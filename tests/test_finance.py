@@ -7,14 +7,17 @@ import asyncio
 import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
 import uuid
 from datetime import date
 
+import asyncpg
 import pytest
 from openpyxl import load_workbook
 from sqlalchemy import func, select, text
+from sqlalchemy.exc import IntegrityError, ProgrammingError
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowFailureError, WorkflowUpdateFailedError
 from temporalio.common import RawValue
@@ -51,7 +54,18 @@ from models.household import BeneficiaryGroup, Stage, Step, SupportType
 from operations import finance_ops, payouts, reconciliation, sample
 from operations.actions import Refusal, household_state
 from operations.payouts import run_batch
-from tests.conftest import FRONT_DOOR, SEALED, drive_one, enroll, make_households, take_step, tranche_is, wait_until
+from operations.seed import seed_demo
+from tests.conftest import (
+    FRONT_DOOR,
+    SEALED,
+    drive_one,
+    enroll,
+    make_households,
+    running_worker,
+    take_step,
+    tranche_is,
+    wait_until,
+)
 from workflows.household import HouseholdWorkflow
 
 M = 1_000_000
@@ -151,37 +165,42 @@ async def test_a_source_whose_rules_do_not_cover_the_household_is_refused_by_nam
 # ------------------------------------------------------------------ tranches
 
 
-@pytest.fixture
-async def one_tranche_disaster_repairs(sessions, owner_sessions):
-    """Data, not code: from this date repairs for disaster-hit households are paid in one tranche. Taken
-    away afterwards (as the owner: the application may not delete), so no other test meets the plan."""
-    async with sessions() as s, s.begin():
+@pytest.fixture(scope="module")
+async def one_tranche_disaster_repairs(scratch):
+    """Data, not code: from this date repairs for disaster-hit households are paid in one tranche. The plan is
+    put in a database of this module's own (seeded as the demo is, with money for the test), never in the
+    suite's: tranche plans are versions nobody deletes, and every other test assumes the two-tranche plans."""
+    await seed_demo(scratch)
+    async with scratch() as s, s.begin():
+        await ledger.receive(s, key="tests:topup", source="NS-TINH", amount=1_000 * M, memo="tests")
         await finance_db.put_tranche_plan(
             s, SupportType.REPAIR, BeneficiaryGroup.DISASTER,
             TranchePlan(tranches=[TrancheSpec(percent=100, milestone="acceptance")], legal_basis="test"),
             date(2024, 6, 1),
         )  # fmt: skip
-    yield
-    async with owner_sessions() as s, s.begin():
-        await s.execute(text("DELETE FROM tranche_plans WHERE support_type = 'repair' "
-                             "AND beneficiary_group = 'disaster' AND legal_basis = 'test'"))  # fmt: skip
+    return scratch
 
 
-@pytest.mark.usefixtures("one_tranche_disaster_repairs")
-async def test_a_group_with_its_own_tranche_plan_is_paid_as_that_plan_says(client, sessions, task_queue):
-    (h,) = await enroll(client, sessions, task_queue,
-                        make_households(1, support_type="repair", beneficiary_group="disaster"))  # fmt: skip
-    await to_allocation(client, sessions, h)
-    await take_step(client, sessions, h.code, Step.ALLOCATE, "tc.hoang", evidence=["PB"])
-    state = await household_state(client, h.code)
-    assert [(t.percent, t.milestone.value, t.amount) for t in state.tranches] == [(100, "acceptance", 30 * M)]
-    with pytest.raises(Refusal) as e:
-        await take_step(client, sessions, h.code, Step.REPORT_PROGRESS, sample.commune_user(h.district, h.commune),
-                        milestone="progress_30", evidence=["BB"])  # fmt: skip
-    assert e.value.rule == "UnknownMilestone"
-    await drive_one(client, sessions, h)
-    state = await household_state(client, h.code)
-    assert state.stage is Stage.CLOSED and state.paid == 30 * M
+async def test_a_group_with_its_own_tranche_plan_is_paid_as_that_plan_says(client, sessions, settings,
+                                                                           one_tranche_disaster_repairs):
+    db = one_tranche_disaster_repairs
+    async with running_worker(client, db, settings) as tq:
+        (h,) = await enroll(client, db, tq, make_households(1, support_type="repair", beneficiary_group="disaster"))
+        await to_allocation(client, db, h)
+        await take_step(client, db, h.code, Step.ALLOCATE, "tc.hoang", evidence=["PB"])
+        state = await household_state(client, h.code)
+        assert [(t.percent, t.milestone.value, t.amount) for t in state.tranches] == [(100, "acceptance", 30 * M)]
+        with pytest.raises(Refusal) as e:
+            await take_step(client, db, h.code, Step.REPORT_PROGRESS, sample.commune_user(h.district, h.commune),
+                            milestone="progress_30", evidence=["BB"])  # fmt: skip
+        assert e.value.rule == "UnknownMilestone"
+        await drive_one(client, db, h)
+        state = await household_state(client, h.code)
+        assert state.stage is Stage.CLOSED and state.paid == 30 * M
+    # The suite's database never held the plan: a disaster-hit household's repair there is paid in two tranches.
+    async with sessions() as s:
+        plan = await finance_db.tranche_plan(s, SupportType.REPAIR, BeneficiaryGroup.DISASTER, date.today())
+    assert [t.milestone for t in plan.tranches] != ["acceptance"] and len(plan.tranches) == 2, plan
 
 
 async def test_cancelling_after_the_first_tranche_releases_only_what_is_left(client, sessions, task_queue):
@@ -207,10 +226,21 @@ async def test_cancelling_after_the_first_tranche_releases_only_what_is_left(cli
     async with sessions() as s:
         row = (await s.execute(select(households.c.paid, households.c.reserved)
                                .where(households.c.code == h.code))).one()  # fmt: skip
-        kinds = [k for (k,) in await s.execute(select(ledger_transfers.c.kind)
-                                               .where(ledger_transfers.c.household_code == h.code))]  # fmt: skip
+        transfers = [tuple(r) for r in await s.execute(
+            select(ledger_transfers.c.kind, ledger_transfers.c.tranche, ledger_transfers.c.amount)
+            .where(ledger_transfers.c.household_code == h.code).order_by(ledger_transfers.c.id))]  # fmt: skip
     assert tuple(row) == (42 * M, 0)
-    assert kinds.count("post_pending") >= 1 and kinds.count("void_pending") >= 1
+    # One pending transfer per (tranche, source) piece at allocation; tranche 1's pieces posted when paid,
+    # tranche 2's voided by the cancellation: nothing else, nothing twice.
+    first, second = state.tranches
+    pieces = {n: [p.amount for p in t.pieces] for n, t in ((1, first), (2, second))}
+    assert (sum(pieces[1]), sum(pieces[2])) == (42 * M, 18 * M)
+    assert sorted(transfers) == sorted([("pending", n, a) for n in (1, 2) for a in pieces[n]]
+                                       + [("post_pending", 1, a) for a in pieces[1]]
+                                       + [("void_pending", 2, a) for a in pieces[2]])  # fmt: skip
+    assert [k for k, _, _ in transfers] == (["pending"] * (len(pieces[1]) + len(pieces[2]))
+                                            + ["post_pending"] * len(pieces[1])
+                                            + ["void_pending"] * len(pieces[2]))  # in that order  # fmt: skip
 
 
 # ------------------------------------------------------------------ separation of duties for money
@@ -240,10 +270,11 @@ async def test_the_person_who_authorises_a_payout_may_not_release_it(client, ses
     assert released.status is TrancheStatus.RELEASED
     # PostgreSQL holds the same rule for the read model whatever writes it.
     async with sessions() as s, s.begin():
-        with pytest.raises(Exception, match="household_tranches_two_people"):
+        with pytest.raises(IntegrityError, match='violates check constraint "household_tranches_two_people"') as e:
             await s.execute(household_tranches.update().where(household_tranches.c.household_code == h.code,
                                                               household_tranches.c.tranche == 1)
                             .values(released_by="tc.hoang", authorised_by="tc.hoang"))  # fmt: skip
+    assert isinstance(e.value.orig.__cause__, asyncpg.exceptions.CheckViolationError)
 
 
 # ------------------------------------------------------------------ batches
@@ -399,7 +430,10 @@ async def test_a_supplementary_list_is_imported_and_reported_under_its_own_decis
         rec = await reconciliation.reconcile(s)
     line = next(d for d in rec.decisions if d.key == ref)
     assert (line.kind, line.households, line.repairs) == ("supplementary to 270/QĐ-UBND", 3, 3)
-    assert len(items) == 3
+    # Three repairs, none allocated yet: no entitlement fixed, nothing reserved or paid.
+    assert (line.new_builds, line.entitlement, line.reserved, line.paid) == (0, 0, 0, 0)
+    async with sessions() as s:
+        assert await s.scalar(select(func.count()).where(households.c.decision_ref == ref)) == len(items) == 3
 
 
 async def test_a_districts_advance_is_a_receivable_until_the_programme_reimburses_it(client, sessions, task_queue):
@@ -450,6 +484,9 @@ async def test_vbsp_loans_are_co_financing_recorded_apart_from_grant_money(
             return await s.scalar(select(func.count()).select_from(ledger_transfers))
 
     before = await transfers()
+    async with sessions() as s:
+        lent_before = next((d.vbsp_loans for d in (await reconciliation.reconcile(s)).districts
+                            if d.key == h.district), 0)  # fmt: skip
     assert await finance_ops.record_loan(sessions, sample.VBSP_USER, household_code=h.code, amount=40 * M,
                                          status="approved", ref="HĐ-1")  # fmt: skip
     assert not await finance_ops.record_loan(sessions, sample.VBSP_USER, household_code=h.code, amount=40 * M,
@@ -471,12 +508,15 @@ async def test_vbsp_loans_are_co_financing_recorded_apart_from_grant_money(
         statuses = [r for (r,) in await s.execute(select(household_loans.c.status)
                                                   .where(household_loans.c.household_code == h.code)
                                                   .order_by(household_loans.c.id))]  # fmt: skip
-    with pytest.raises(Exception, match="append-only"):  # even as the owner; the application has no UPDATE
+    # Even as the owner (the application has no UPDATE): the append-only trigger refuses.
+    with pytest.raises(ProgrammingError, match=r"household_loans is append-only: UPDATE refused \(corrections are "
+                                               r"new entries\)") as e:  # fmt: skip
         async with owner_sessions() as s, s.begin():
             await s.execute(text("UPDATE household_loans SET amount = 1 WHERE household_code = :c"), {"c": h.code})
+    assert isinstance(e.value.orig.__cause__, asyncpg.exceptions.InsufficientPrivilegeError)  # the trigger's ERRCODE
     assert statuses == ["approved", "disbursed"]
     district = next(d for d in rec.districts if d.key == h.district)
-    assert district.vbsp_loans >= 40 * M
+    assert district.vbsp_loans - lent_before == 40 * M  # the loan as its latest event says: approved, then disbursed
 
 
 # ------------------------------------------------------------------ reconciliation
@@ -533,14 +573,18 @@ async def test_the_reconciliation_balances_after_a_run_with_cancellations_and_na
         await s.execute(households.update().where(households.c.code == half.code).values(paid=households.c.paid + 1))
         broken = await reconciliation.reconcile(s)
         await s.rollback()
-    assert any(half.code in p and "read model paid" in p for p in broken.problems)
+    paid_half = first[half.code]
+    assert broken.problems == [f"household {half.code}: read model paid {paid_half + 1:,}, ledger posted {paid_half:,}"]
     # Source money reserved by hand for nobody on the list is named too (and the views then disagree).
     async with sessions() as s, s.begin():
         await ledger.reserve(s, key=f"orphan-{tag()}", source="NS-TINH", household_code=None, amount=5, memo="x")
         broken = await reconciliation.reconcile(s)
         await s.rollback()
-    assert any("no registered household" in p for p in broken.problems)
-    assert any(p.startswith("reserved differs between views") for p in broken.problems)
+    views, orphan = broken.problems
+    assert re.fullmatch(r"1 transfers reserve or pay source money for no registered household \(ids \d+\)", orphan)
+    sources, districts, decisions = (int(n.replace(",", "")) for n in re.fullmatch(
+        r"reserved differs between views: sources ([\d,]+), districts ([\d,]+), decisions ([\d,]+)", views).groups())
+    assert sources - districts == 5 and districts == decisions  # the 5 đồng reserved for nobody, nothing else
 
 
 async def test_report_command_exports_and_exits_zero_when_balanced(settings, sessions, tmp_path):
@@ -570,5 +614,9 @@ async def test_the_outbox_tells_finance_a_tranche_is_due_and_the_paying_unit_it_
     await take_step(client, sessions, h.code, Step.AUTHORISE_PAYOUT, "tc.hoang", tranche=1, evidence=["D"])
     async with sessions() as s:
         subjects = [r for (r,) in await s.execute(select(outbox.c.subject).where(outbox.c.household_code == h.code,
-                                                                                 outbox.c.kind == "task"))]  # fmt: skip
-    assert any("đến hạn chi" in x for x in subjects) and any("đã được duyệt chi" in x for x in subjects)
+                                                                                 outbox.c.kind == "task")
+                                                  .order_by(outbox.c.id))]  # fmt: skip
+    # One hand-over per stage reached, then the tranche due (to Finance) and authorised (to the paying unit).
+    assert subjects == [f"Hộ {h.code}: {x}" for x in (
+        "chờ bước phê duyệt", "chờ bước phân bổ kinh phí", "chờ bước thi công", "đợt 1 đến hạn chi, đề nghị duyệt chi",
+        "đợt 1 đã được duyệt chi, đề nghị chuyển tiền")]  # fmt: skip

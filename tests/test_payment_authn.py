@@ -248,6 +248,7 @@ async def test_a_hand_completed_confirmation_without_the_banks_signature_posts_n
         await client.get_workflow_handle(h.workflow_id).terminate("test over")
 
 
+@pytest.mark.servers  # starts servers of its own
 async def test_the_bank_signs_each_final_answer_afresh_and_only_those(tmp_path):
     with bank_process(tmp_path / "bank", delay=0.2) as bank:
         async with HttpBank(bank.url, secret=bank.secret) as channel:

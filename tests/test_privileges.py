@@ -290,6 +290,7 @@ async def test_the_owner_is_refused_by_the_triggers_but_can_switch_them_off(owne
         await tx.rollback()
 
 
+@pytest.mark.servers  # starts servers of its own
 async def test_a_state_folder_from_before_gets_its_application_role_on_stack_up(tmp_path):
     """A cluster an older version set up (`housing` owns everything, migrated to 0006, still running): the
     stack's start creates the application's role, the migrations grant it, and the application connects as

@@ -39,7 +39,7 @@ from tests.conftest import (
     wait_until,
 )
 
-SNAPSHOT_TABLES = ("households", "household_tranches", "payments")
+SNAPSHOT_TABLES = ("households", "household_tranches", "payments", "audit_chain_heads")
 LEDGER_TOTALS = """
 UPDATE ledger_accounts a SET
   debits_pending = COALESCE((SELECT sum(t.amount) FROM ledger_transfers t WHERE t.kind = 'pending'
@@ -65,7 +65,8 @@ async def take_backup(sessions, codes: list[str]) -> dict:
     async with sessions() as s:
         tops = {t: await s.scalar(text(f"SELECT COALESCE(max(id), 0) FROM {t}"))
                 for t in ("audit_log", "ledger_transfers", "outbox")}  # fmt: skip
-    order = {"households": "code", "household_tranches": "household_code, tranche", "payments": "payment_id"}
+    order = {"households": "code", "household_tranches": "household_code, tranche", "payments": "payment_id",
+             "audit_chain_heads": "household_code"}  # fmt: skip
     return {"tops": tops, **{t: await rows_of(sessions, t, codes, order[t]) for t in SNAPSHOT_TABLES}}
 
 
@@ -75,9 +76,11 @@ async def put_back(sessions, backup: dict, codes: list[str]) -> None:
     engine = sessions.kw["bind"]
     tops = backup["tops"]
     async with engine.begin() as conn:
-        for table in ("audit_log", "ledger_transfers", "ledger_accounts"):
+        for table in ("audit_log", "ledger_transfers", "ledger_accounts", "audit_chain_heads"):
             await conn.execute(text(f"ALTER TABLE {table} DISABLE TRIGGER USER"))
         await conn.execute(text("DELETE FROM payments WHERE household_code = ANY(:c)"), {"c": codes})
+        # The chains' heads as they were (a head moves only forward: the restore puts its table back too).
+        await conn.execute(text("DELETE FROM audit_chain_heads WHERE household_code = ANY(:c)"), {"c": codes})
         await conn.execute(text("DELETE FROM household_tranches WHERE household_code = ANY(:c)"), {"c": codes})
         for table in ("audit_log", "outbox", "ledger_transfers"):
             await conn.execute(text(f"DELETE FROM {table} WHERE id > :top"), {"top": tops[table]})
@@ -88,11 +91,11 @@ async def put_back(sessions, backup: dict, codes: list[str]) -> None:
             await conn.execute(
                 text(f"UPDATE households SET {sets} WHERE code = :code"), {c: row[c] for c in (*cols, "code")}
             )
-        for table in ("household_tranches", "payments"):
+        for table in ("household_tranches", "payments", "audit_chain_heads"):
             for row in backup[table]:
                 await conn.execute(text(f"INSERT INTO {table} ({', '.join(row)}) VALUES "
                                         f"({', '.join(f':{c}' for c in row)})"), row)  # fmt: skip
-        for table in ("audit_log", "ledger_transfers", "ledger_accounts"):
+        for table in ("audit_log", "ledger_transfers", "ledger_accounts", "audit_chain_heads"):
             await conn.execute(text(f"ALTER TABLE {table} ENABLE TRIGGER USER"))
         for table, top in tops.items():
             await conn.execute(
@@ -149,7 +152,7 @@ async def world(client, scratch, scratch_owner, settings):
                "taken": taken, "tq": tq}  # fmt: skip
 
 
-async def test_verify_names_each_lost_step(client, scratch, world):
+async def _verify_names_each_lost_step(client, scratch, world):
     tail, whole, kept = world["h"]
     report = verify(await trails(client, world["codes"]), await read_records(scratch, world["codes"]))
     assert set(report.by_kind()) == {"step_lost"}, report.discrepancies
@@ -181,8 +184,7 @@ def audit_cli(client, scratch, scratch_owner, tmp_path):
     return cli
 
 
-async def test_the_commands_name_the_loss_and_a_dry_run_writes_nothing(client, scratch, scratch_owner, world,
-                                                                      tmp_path):  # fmt: skip
+async def _the_commands_name_the_loss_and_a_dry_run_writes_nothing(client, scratch, scratch_owner, world, tmp_path):
     cli = audit_cli(client, scratch, scratch_owner, tmp_path)
     admin, finance = [await token_for(scratch, u) for u in (sample.ADMIN_USER, sample.FINANCE_USERS[0])]
     codes = [a for c in world["codes"] for a in ("--code", c)]
@@ -200,7 +202,7 @@ async def test_the_commands_name_the_loss_and_a_dry_run_writes_nothing(client, s
     assert json.loads(cli("verify", *codes, "--json").stdout)["by_kind"] == kinds  # nothing was written
 
 
-async def test_restore_re_records_exactly_the_lost_steps_then_everything_agrees(client, scratch, scratch_owner, world):
+async def _restore_re_records_exactly_the_lost_steps_then_everything_agrees(client, scratch, scratch_owner, world):
     """Run as the owner, as `audit restore` is: the application's role may not write restore marks."""
     tail, whole, kept = world["h"]
     codes, before = world["codes"], world["before"]
@@ -264,7 +266,7 @@ async def test_restore_re_records_exactly_the_lost_steps_then_everything_agrees(
     assert again.restored == [] and sorted(again.up_to_date) == sorted(codes)
 
 
-async def test_after_the_restore_the_commands_find_nothing_to_do(client, scratch, scratch_owner, world, tmp_path):
+async def _after_the_restore_the_commands_find_nothing_to_do(client, scratch, scratch_owner, world, tmp_path):
     cli = audit_cli(client, scratch, scratch_owner, tmp_path)
     again = cli("restore", *world["codes"], "--as", sample.ADMIN_USER, "--reason", "lần hai",
                 token=await token_for(scratch, sample.ADMIN_USER))  # fmt: skip
@@ -281,7 +283,7 @@ async def test_after_the_restore_the_commands_find_nothing_to_do(client, scratch
     assert offline.returncode == 0 and json.loads(offline.stdout)["discrepancies"] == [], offline.stdout
 
 
-async def test_the_restored_household_goes_on_and_its_remapped_pieces_are_paid(client, scratch, settings, world):
+async def _the_restored_household_goes_on_and_its_remapped_pieces_are_paid(client, scratch, settings, world):
     tail = world["h"][0]
     async with running_worker(client, scratch, settings):
         await drive_one(client, scratch, tail)
@@ -294,6 +296,21 @@ async def test_the_restored_household_goes_on_and_its_remapped_pieces_are_paid(c
                                       "kind = 'pending' AND NOT EXISTS (SELECT 1 FROM ledger_transfers r "
                                       "WHERE r.pending_id = t.id)"), {"c": tail.code})  # fmt: skip
     assert pending == 0
+
+
+async def test_the_restore_story(client, scratch, scratch_owner, settings, world, tmp_path):
+    """The phases of one recovery, in order, on the database the fixture put back: `audit verify` names each
+    lost step; the commands name the loss and a dry run writes nothing; `audit restore` re-records exactly the
+    lost steps and the three records agree again (a second restore does nothing); after it the commands find
+    nothing to do; and the restored household goes on, its remapped pieces paid."""
+    for phase in ("before", "after"):
+        (tmp_path / phase).mkdir()
+    await _verify_names_each_lost_step(client, scratch, world)
+    await _the_commands_name_the_loss_and_a_dry_run_writes_nothing(client, scratch, scratch_owner, world,
+                                                                   tmp_path / "before")  # fmt: skip
+    await _restore_re_records_exactly_the_lost_steps_then_everything_agrees(client, scratch, scratch_owner, world)
+    await _after_the_restore_the_commands_find_nothing_to_do(client, scratch, scratch_owner, world, tmp_path / "after")
+    await _the_restored_household_goes_on_and_its_remapped_pieces_are_paid(client, scratch, settings, world)
 
 
 async def test_a_household_whose_rows_contradict_its_history_is_refused_as_a_fork(client, scratch_owner, world):

@@ -12,11 +12,14 @@ from datetime import date
 import httpx
 from sqlalchemy import select
 
+from auditor.live import verify_live
 from core.stack import BackgroundWeb, free_port
-from db.schema import audit_log
+from db.schema import audit_log, households, programme_deadlines
 from models.household import Step
 from operations import reports, sample
 from operations.actions import household_state
+from operations.csv_list import to_csv
+from operations.imports import register, start_workflows
 from tests.conftest import (
     TEST_KEYS_FILE,
     TEST_SIGNING_FILE,
@@ -56,10 +59,11 @@ async def test_a_page_needs_a_session_and_a_login_form_needs_its_token(web):
 
 
 async def test_a_commune_officer_verifies_with_an_attachment_and_sees_the_refusal_of_a_step_out_of_order(
-    web, sessions
+    web, client, sessions
 ):
-    h = web["mine"]
     officer = sample.commune_user(WEB_DISTRICT, web["communes"][WEB_DISTRICT])
+    fresh = make_households(1, district=WEB_DISTRICT, commune=web["communes"][WEB_DISTRICT], programme="")
+    (h,) = await enroll(client, sessions, web["task_queue"], fresh)  # its own: `mine` is not moved on
     async with browser(web["app"], sessions, officer) as (c, csrf):
         queue = await c.get("/households", params={"stage": "verification"})
         assert h.code in queue.text and web["theirs"].code not in queue.text  # another district's is not listed
@@ -132,23 +136,60 @@ async def test_a_district_officer_approves_a_selection_in_bulk_and_each_refusal_
     assert (await household_state(client, items[1].code)).stage.value == "verification"
 
 
-async def test_an_auditor_runs_the_three_way_check_from_the_page(web, sessions):
-    async with browser(web["app"], sessions, sample.AUDITOR_USER) as (c, csrf):
-        report = await c.post("/audit/verify", data={"csrf": csrf})
-        assert report.status_code == 200
-        assert re.search(r"\d+ discrepancies · \d+ steps · \d+ households", report.text)
+async def test_an_auditor_runs_the_three_way_check_from_the_page(web, client, sessions, settings):
+    """The page shows exactly the report `verify_live` gives on the same records, and a known discrepancy: a
+    household registered from a list whose workflow was never started (its history is nowhere)."""
+    fresh = make_households(1, district=WEB_DISTRICT, commune=web["communes"][WEB_DISTRICT], programme="")
+    listed, registered, current = await register(sessions, to_csv(fresh), "test.csv", sample.PROVINCE_USER)
+    (h,) = registered
+    try:
+        async with browser(web["app"], sessions, sample.AUDITOR_USER) as (c, csrf):
+            page = await c.post("/audit/verify", data={"csrf": csrf})
+        report, _ = await verify_live(client, sessions, settings, client.data_converter)
+    finally:  # the household's workflow started after all, so that no later check finds it missing
+        await start_workflows(client, web["task_queue"], registered, current, importers=listed.importers)
+    assert page.status_code == 200
+    counts = f"{len(report.discrepancies)} discrepancies · {report.transitions} steps · {report.households} households"
+    assert f'<p class="error">{counts}</p>' in page.text
+    shown = re.findall(r"<tr><td>([^<]*)</td><td>([^<]*)</td><td>", page.text)
+    assert shown == [(d.kind, d.household) for d in report.discrepancies[:200]]
+    assert [d.detail for d in report.discrepancies if d.household == h.code] == [
+        "registered, but its workflow history is neither on the Temporal server nor in the archive"]  # fmt: skip
+    assert ("history_missing", h.code) in shown
+    # Started, its history is found: the check on this household alone is clean.
+    again, _ = await verify_live(client, sessions, settings, client.data_converter, [h.code])
+    assert again.discrepancies == [] and again.households == 1
 
 
 async def test_the_dashboard_measures_progress_against_the_deadlines(web, sessions):
     async with sessions() as s:
-        rows = await reports.deadline_progress(s, date(2025, 5, 10), WEB_DISTRICT)
+        rows = await reports.deadline_progress(s, date(2025, 5, 10), [households.c.district == WEB_DISTRICT])
         everyone = await reports.deadline_progress(s, date(2025, 5, 10))
     names = [r.name for r in rows]
     assert names == ["Sửa chữa nhà hộ người có công, hộ nghèo, cận nghèo", "Nhà ở cho người có công với cách mạng",
                      "Hoàn thành xóa nhà tạm, nhà dột nát"]  # fmt: skip
     repairs, _, whole = rows
     assert repairs.days_left == -10 and whole.days_left == 113
-    assert 0 < whole.covered <= everyone[2].covered and repairs.covered <= whole.covered
+    # Counted again here, row by row, from the register and the deadlines' own terms: (covered, closed).
+    async with sessions() as s:
+        h, d = households.c, programme_deadlines.c
+        register_rows = (await s.execute(select(h.district, h.support_type, h.beneficiary_group, h.stage))).all()
+        terms = (await s.execute(select(d.support_types, d.beneficiary_groups).order_by(d.due_on))).all()
+
+    def counted(district: str | None) -> list[tuple[int, int]]:
+        out = []
+        for types, groups in terms:
+            hit = [r for r in register_rows if r.stage != "cancelled" and district in (None, r.district)
+                   and (types is None or r.support_type in types)
+                   and (groups is None or r.beneficiary_group in groups)]  # fmt: skip
+            out.append((len(hit), sum(r.stage == "closed" for r in hit)))
+        return out
+
+    assert [(r.covered, r.closed) for r in rows] == counted(WEB_DISTRICT)
+    assert [(r.covered, r.closed) for r in everyone] == counted(None)
+    assert whole.covered > 0  # the web fixture's own household is in the district
     async with browser(web["app"], sessions, sample.district_user(WEB_DISTRICT)) as (c, _):
         home = await c.get("/")
         assert "Tiến độ so với các mốc thời hạn" in home.text and "Hoàn thành xóa nhà tạm" in home.text
+    shown = re.findall(r'<td class="num">(\d+) / (\d+) ', home.text)  # "closed / covered" of each deadline
+    assert shown == [(str(closed), str(covered)) for covered, closed in counted(WEB_DISTRICT)]

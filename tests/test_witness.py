@@ -2,7 +2,9 @@
 
 A consistent rewrite of a household's chain (every hash recomputed, as only the schema owner can) passes the
 chain check; the checkpoint, signed with a key the database never holds, names the household. Everything
-here runs in a scratch database of the module's own; each tampering is rolled back."""
+here runs in a scratch database of the module's own; each tampering is rolled back. Each test starts with no
+checkpoint in that database and a witness of its own (a fresh ring publishing to a fresh folder), and judges
+the households and archived runs it finds there, whichever tests ran before it."""
 
 from __future__ import annotations
 
@@ -66,9 +68,9 @@ def _synthetic(tag: str) -> ArchivedHistory:
 
 
 @pytest.fixture(scope="module")
-async def world(client, scratch, settings, tmp_path_factory):
+async def households(client, scratch, settings):
     """In the scratch database: `a` and `b` paid in full, their histories archived; `c` waiting for Finance
-    (its worker keeps running for the module). A witness with a ring of its own publishing to a folder."""
+    (its worker keeps running for the module)."""
     await seed_demo(scratch)
     async with scratch() as s, s.begin():
         await ledger.receive(s, key="witness:topup", source="NS-TINH", amount=50_000_000_000, memo="tests")
@@ -80,10 +82,22 @@ async def world(client, scratch, settings, tmp_path_factory):
             await drive_one(client, scratch, h)
             await _archive_run(client, archive, h.workflow_id)
         await drive_one(client, scratch, c, payouts=False)
-        folder = tmp_path_factory.mktemp("witness")
-        ring = new_ring("witness-test")
-        yield {"a": a, "b": b, "c": c, "archive": archive, "folder": folder, "ring": ring,
-               "keys": folder / "witness-key.pub", "witness": Witness(scratch, archive, ring, folder)}  # fmt: skip
+        yield {"a": a, "b": b, "c": c, "archive": archive}
+
+
+@pytest.fixture
+async def world(households, scratch, scratch_owner, tmp_path_factory):
+    """The module's households, no checkpoint left in the database by the tests before (removed as the owner,
+    the append-only triggers off), and a witness with a ring of its own publishing to a folder of its own."""
+    async with scratch_owner.kw["bind"].begin() as conn:
+        await conn.execute(text("ALTER TABLE witness_checkpoints DISABLE TRIGGER USER"))
+        await conn.execute(text("DELETE FROM witness_checkpoints"))
+        await conn.execute(text("ALTER TABLE witness_checkpoints ENABLE TRIGGER USER"))
+    folder = tmp_path_factory.mktemp("witness")
+    ring = new_ring("witness-test")
+    archive = households["archive"]
+    return {**households, "folder": folder, "ring": ring, "keys": folder / "witness-key.pub",
+            "witness": Witness(scratch, archive, ring, folder)}  # fmt: skip
 
 
 @asynccontextmanager
@@ -110,7 +124,8 @@ async def _rows(sessions, code: str) -> list[dict]:
 
 async def _rewritten(sessions, code: str) -> list[tuple[str, dict]]:
     """The statements that rewrite the household's chain consistently: the allocation's amount raised, and
-    every hash recomputed with db.audit.row_hash, so that the chain check passes."""
+    every hash recomputed with db.audit.row_hash, and the chain's recorded head (audit_chain_heads, which
+    moves only forward) set to the new last hash with its triggers off, so that the chain check passes."""
     statements, prev = [], audit.GENESIS
     for row in await _rows(sessions, code):
         if row["step"] == "allocate":
@@ -121,20 +136,28 @@ async def _rewritten(sessions, code: str) -> list[tuple[str, dict]]:
         statements.append(
             ("UPDATE audit_log SET amount = :amount, prev_hash = :prev, hash = :hash WHERE id = :id", params)
         )
-    return statements
+    head = ("UPDATE audit_chain_heads SET hash = :hash WHERE household_code = :code AND seq = :seq",
+            {"hash": prev, "code": code, "seq": row["seq"]})  # fmt: skip
+    return [*statements, ("ALTER TABLE audit_chain_heads DISABLE TRIGGER USER", {}), head,
+            ("ALTER TABLE audit_chain_heads ENABLE TRIGGER USER", {})]  # fmt: skip
 
 
 async def _append_step(sessions, code: str) -> list:
     """A step more in the household's chain (a copy of its last row, linked and hashed as the engine does); its
-    head [seq, hash]."""
+    head [seq, hash]. The chain's recorded head moves with it, as the audit log's trigger moves it (by hand when
+    the test has that trigger off)."""
     last = (await _rows(sessions, code))[-1]
     row = {k: v for k, v in last.items() if k not in ("id", "recorded_at")}
     row |= {"seq": last["seq"] + 1, "idempotency_key": f"witness-test:{uuid.uuid4().hex}", "prev_hash": last["hash"],
             "from_stage": last["to_stage"], "amount": None, "transfer_id": None, "occurred_at": datetime.now(UTC),
             "assertion": None, "signed_input": None}  # fmt: skip
     row["hash"] = audit.row_hash(row["prev_hash"], row)
+    moves = ("INSERT INTO audit_chain_heads (household_code, seq, hash) VALUES (:c, :s, :h) "
+             "ON CONFLICT (household_code) DO UPDATE SET seq = EXCLUDED.seq, hash = EXCLUDED.hash, moved_at = now() "
+             "WHERE audit_chain_heads.seq < EXCLUDED.seq")  # fmt: skip
     async with sessions() as s:
         await s.execute(audit_log.insert().values(**row))
+        await s.execute(text(moves), {"c": code, "s": row["seq"], "h": row["hash"]})
         await s.commit()
     return [row["seq"], row["hash"]]
 
@@ -177,8 +200,16 @@ async def _checkpoints(sessions) -> int:
         return await s.scalar(select(func.count()).select_from(witness_checkpoints))
 
 
+async def _found(sessions) -> tuple[int, int]:
+    """How many households have an audit chain, and how many runs are archived: what a checkpoint covers."""
+    async with sessions() as s:
+        households = await s.scalar(select(func.count(func.distinct(audit_log.c.household_code))))
+        return households, await s.scalar(select(func.count()).select_from(wh))
+
+
 async def test_a_checkpoint_is_written_published_and_linked(world, scratch):
     w, folder, ring, a = world["witness"], world["folder"], world["ring"], world["a"]
+    households, histories = await _found(scratch)  # 3 and 2 when no test before added any
     first = await w.checkpoint()
     assert first is not None and first.seq == 1 and first.prev_hash == audit.GENESIS
     async with scratch() as s:
@@ -187,7 +218,7 @@ async def test_a_checkpoint_is_written_published_and_linked(world, scratch):
     assert Checkpoint.from_dict({**row, "body": row["body"]}) == first  # the body reads back from jsonb as signed
     last_of_a = (await _rows(scratch, a.code))[-1]
     assert first.full and first.changed[a.code] == [last_of_a["seq"], last_of_a["hash"]]
-    assert first.body["chains"]["households"] == 3 and first.body["archive"]["histories"] == 2
+    assert first.body["chains"]["households"] == households and first.body["archive"]["histories"] == histories
     published = json.loads((folder / "checkpoint-000001.json").read_text())
     assert published == json.loads((folder / "latest.json").read_text()) == first.as_dict()
     assert json.loads((folder / "witness-key.pub").read_text()) == {ring.active: keyfiles.b64(ring.public())}
@@ -217,12 +248,13 @@ async def test_two_workers_at_once_write_one_checkpoint_each_seq(world, scratch)
 
 async def test_a_consistently_rewritten_chain_passes_the_chain_check_but_not_the_witness(world, scratch, scratch_owner):
     a = world["a"]
+    households, _ = await _found(scratch)
     await world["witness"].checkpoint(force=True)
     statements = await _rewritten(scratch, a.code)
     async with tampered(scratch_owner, *statements, disable=("audit_log",)) as bound:
         async with bound() as s:
             report = await audit.verify_chain(s)
-        assert report.ok and report.households == 3  # the chain alone sees nothing
+        assert report.ok and report.households == households  # the chain alone sees nothing
         assert (await _rows(bound, a.code))[-1]["hash"] != (await _rows(scratch, a.code))[-1]["hash"]
         found = await check_witness(bound, PostgresArchive(bound), public_keys=world["keys"],
                                     published=world["folder"])  # fmt: skip
@@ -276,6 +308,7 @@ async def test_checkpoints_removed_from_the_database_are_caught_against_the_publ
     world, scratch, scratch_owner
 ):
     w, folder = world["witness"], world["folder"]
+    await w.checkpoint(force=True)  # the one the rolled-back database still ends at
     await w.checkpoint(force=True)
     latest = await w.checkpoint(force=True)
     statements = [("DELETE FROM witness_checkpoints WHERE seq >= :s", {"s": latest.seq - 1})]
@@ -306,13 +339,15 @@ async def test_checkpoints_removed_from_the_database_are_caught_against_the_publ
 
 
 async def test_an_altered_or_removed_archived_history_is_named(world, scratch, scratch_owner):
-    await world["witness"].checkpoint(force=True)
+    _, histories = await _found(scratch)  # 2 when no test before archived more
+    assert (await world["witness"].checkpoint(force=True)).body["archive"]["histories"] == histories
     async with scratch() as s:
         first = await s.scalar(select(func.min(wh.c.seq)))
     altered = ("UPDATE workflow_histories SET history = history || '\\x00'::bytea, "
                "sha256 = encode(sha256(history || '\\x00'::bytea), 'hex') WHERE seq = :s", {"s": first})  # fmt: skip
     removed = ("DELETE FROM workflow_histories WHERE seq = :s", {"s": first})
-    for statement, said in ((altered, "are there, but one or more differ"), (removed, "now has 1 of them")):
+    for statement, said in ((altered, "are there, but one or more differ"),
+                            (removed, f"now has {histories - 1} of them")):  # fmt: skip
         async with tampered(scratch_owner, statement, disable=("workflow_histories",)) as bound:
             found = await check_witness(bound, PostgresArchive(bound), public_keys=world["keys"],
                                         published=world["folder"])  # fmt: skip
@@ -324,12 +359,13 @@ async def test_growth_after_a_checkpoint_is_not_a_discrepancy(world, client, scr
     """Steps recorded and runs archived since the last checkpoint; and a run whose transaction began before a
     checkpoint and committed after it, with a lower seq than the checkpoint's last."""
     w, archive = world["witness"], world["archive"]
+    _, histories = await _found(scratch)  # 2 when no test before archived more
     await w.checkpoint(force=True)
     await drive_one(client, scratch, world["c"])
     await _archive_run(client, archive, world["c"].workflow_id)
     assert await check_witness(scratch, archive, public_keys=world["keys"], published=world["folder"]) == []
     grown = await w.checkpoint()
-    assert grown is not None and grown.body["archive"]["histories"] == 3
+    assert grown is not None and grown.body["archive"]["histories"] == histories + 1
 
     late, early = _synthetic(uuid.uuid4().hex[:8]), _synthetic(uuid.uuid4().hex[:8])
     async with scratch() as slow:
@@ -342,11 +378,12 @@ async def test_growth_after_a_checkpoint_is_not_a_discrepancy(world, client, scr
         await slow.commit()
     assert seen is not None and seen.body["archive"]["gaps"]
     assert await check_witness(scratch, archive, public_keys=world["keys"], published=world["folder"]) == []
-    assert (await w.checkpoint()).body["archive"]["histories"] == 5  # the late run is covered from now on
+    assert (await w.checkpoint()).body["archive"]["histories"] == histories + 3  # the late run is covered from now on
     assert await check_witness(scratch, archive, public_keys=world["keys"], published=world["folder"]) == []
 
 
 async def test_without_the_public_key_file_nothing_is_verified(world, scratch, scratch_owner, tmp_path):
+    await world["witness"].checkpoint(force=True)  # a checkpoint to verify, in the database and published
     found = await check_witness(scratch, world["archive"], public_keys=tmp_path / "none.pub",
                                 published=world["folder"])  # fmt: skip
     assert [f.kind for f in found] == [UNVERIFIABLE]

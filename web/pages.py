@@ -127,10 +127,11 @@ def router(settings: Settings, cookie: str) -> APIRouter:
     async def dashboard(request: Request) -> Response:
         signed = await who(request)
         user = signed.user
+        mine = in_jurisdiction(user.jurisdiction)  # a commune officer's counts are their commune's
         async with request.app.state.sessions() as s:
             rep = await reports.build(s)
-            deadlines = await reports.deadline_progress(s, datetime.now(VIETNAM).date(), user.district)
-        rows = [x for x in rep.by_district_stage if not user.district or x.district == user.district]
+            deadlines = await reports.deadline_progress(s, datetime.now(VIETNAM).date(), mine)
+            rows = await reports.district_stages(s, mine)
         districts = sorted({x.district for x in rows})
         by = {(x.district, x.stage): x.households for x in rows}
         stages = [st for st in Stage if st is not Stage.CANCELLED]
@@ -176,7 +177,10 @@ def router(settings: Settings, cookie: str) -> APIRouter:
         signed = await who(request)
         form = await request.form()
         check_csrf(signed, str(form.get("csrf", "")))
-        step = Step(str(form.get("step")))
+        try:
+            step = Step(str(form.get("step")))
+        except ValueError:
+            raise Refusal("UnknownStep", f"no step {str(form.get('step'))[:40]!r}") from None
         evidence = _refs(form.get("evidence"))
         results = []
         for code in form.getlist("code"):
@@ -218,7 +222,10 @@ def router(settings: Settings, cookie: str) -> APIRouter:
             if isinstance(upload, UploadFile) and upload.filename:
                 evidence.append(await _store(settings, upload))
         step = str(form.get("step", ""))
-        tranche = int(str(form["tranche"])) if form.get("tranche") else None
+        try:
+            tranche = int(str(form["tranche"])) if form.get("tranche") else None
+        except ValueError:
+            raise Refusal("InvalidInput", "tranche: a whole number") from None
         milestone = str(form["milestone"]) if form.get("milestone") else None
         reason = str(form.get("reason") or "") or None
         back = f"/households/{quote(code)}"
