@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import httpx
 import structlog
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
@@ -152,7 +153,14 @@ class PaymentActivities:
             except DomainError as err:  # Finance is told all the same; nothing is sent
                 log.error("payment_refused", payment_id=named.payment_id, rule=err.type, error=err.message)
                 instr = None
-        status = await self._channel.status(named.payment_id)
+        try:
+            status = await self._channel.status(named.payment_id)
+        except (httpx.TransportError, httpx.HTTPStatusError) as err:
+            # The channel cannot be asked now: Finance is told all the same, the household's steps are not
+            # held up behind a channel that is down, and the next escalation asks again.
+            log.warning("channel_unreachable", payment_id=named.payment_id, error=repr(err))
+            said = f"the payment channel could not be reached ({type(err).__name__})"
+            status = ChannelStatus(payment_id=named.payment_id, state="pending", reason=said)
         if status.state == "unknown" and instr is not None:
             async with self._sessions() as session, session.begin():
                 await finance_db.save_instruction(session, instr, self._channel.name)
@@ -174,7 +182,8 @@ class PaymentActivities:
                 subject=f"Chưa xác nhận chuyển tiền: hộ {named.household_code}, đợt {named.tranche}",
                 body=(
                     f"Lệnh chi {named.payment_id} ({amount:,} đồng) chưa được kênh thanh toán xác nhận sau "
-                    f"{rec.overdue_hours} giờ; kênh trả lời: {status.state}. Đề nghị kiểm tra với ngân hàng/Kho bạc."
+                    f"{rec.overdue_hours} giờ; kênh trả lời: {status.reason or status.state}. Đề nghị kiểm tra với "
+                    "ngân hàng/Kho bạc."
                 ),
             )
         log.warning("payment_escalated", payment_id=named.payment_id, channel_state=status.state, n=rec.escalation)

@@ -54,7 +54,7 @@ def refusal_from(err: Exception) -> Refusal:
     if isinstance(cause, ApplicationError):
         return Refusal(cause.type or "Refused", cause.message)
     if isinstance(err, RPCError) and err.status == RPCStatusCode.NOT_FOUND:
-        if "completed" in err.message:
+        if "completed" in err.message or "closing workflow" in err.message:  # closed, or closing as it came
             return Refusal("Closed", "the household's file is closed (settled or cancelled): no step can be taken")
         return Refusal("UnknownHousehold", "no workflow for this household: is it on an imported list?")
     return Refusal("Error", str(cause or err))
