@@ -235,18 +235,23 @@ async def owner_sessions(settings):
 @pytest.fixture(scope="module")
 async def scratch_settings(settings) -> Settings:
     """Settings for a database of the module's own on the same server, created by the owner and migrated."""
+    return await new_database(settings, "scratch")
+
+
+async def new_database(settings: Settings, kind: str) -> Settings:
+    """Settings for a new database on the suite's server, created by the owner, migrated, its keys registered."""
     owner = make_url(settings.owner_asyncpg_url)
-    name = f"{owner.database}_scratch_{uuid.uuid4().hex[:8]}"
+    name = f"{owner.database}_{kind}_{uuid.uuid4().hex[:8]}"
     conn = await asyncpg.connect(owner.set(drivername="postgresql").render_as_string(hide_password=False))
     await conn.execute(f'CREATE DATABASE "{name}"')
     await conn.close()
     urls = {key: make_url(u).set(database=name).render_as_string(hide_password=False)
             for key, u in (("database_url", settings.asyncpg_url),
                            ("database_owner_url", settings.owner_asyncpg_url))}  # fmt: skip
-    scratch = settings.model_copy(update=urls)
-    await asyncio.to_thread(migrate, scratch)
-    await ensure_stack_keys(scratch)  # the same rings, their public halves registered here too
-    return scratch
+    own = settings.model_copy(update=urls)
+    await asyncio.to_thread(migrate, own)
+    await ensure_stack_keys(own)  # the same rings, their public halves registered here too
+    return own
 
 
 @pytest.fixture(scope="module")

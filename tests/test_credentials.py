@@ -14,18 +14,15 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import asyncpg
 import httpx
 import pytest
 from sqlalchemy import func, select, text
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 
 from core.errors import DomainError
-from core.migrate import migrate
-from core.settings import ROOT, Settings
+from core.settings import ROOT
 from db import access
 from db import account_changes as trail
 from db import users as users_db
@@ -36,7 +33,6 @@ from models.household import Stage, workflow_id_for
 from operations import accounts, credentials, finance_ops, payouts, sample
 from operations.actions import household_state
 from operations.seed import seed_demo
-from operations.signing_keys import ensure_stack_keys
 from tests.conftest import (
     FRONT_DOOR,
     TEST_KEYS_FILE,
@@ -44,6 +40,7 @@ from tests.conftest import (
     drive_one,
     enroll,
     make_households,
+    new_database,
     password_for,
     token_for,
 )
@@ -300,17 +297,7 @@ class Fresh:
 async def fresh(settings):
     """A database of the test's own on the suite's server, migrated (as `scratch` is) and seeded with the demo's
     officers, none of them with a credential."""
-    owner = make_url(settings.owner_asyncpg_url)
-    name = f"{owner.database}_fresh_{uuid.uuid4().hex[:8]}"
-    conn = await asyncpg.connect(owner.set(drivername="postgresql").render_as_string(hide_password=False))
-    await conn.execute(f'CREATE DATABASE "{name}"')
-    await conn.close()
-    urls = {key: make_url(u).set(database=name).render_as_string(hide_password=False)
-            for key, u in (("database_url", settings.asyncpg_url),
-                           ("database_owner_url", settings.owner_asyncpg_url))}  # fmt: skip
-    own: Settings = settings.model_copy(update=urls)
-    await asyncio.to_thread(migrate, own)
-    await ensure_stack_keys(own)
+    own = await new_database(settings, "fresh")
     app_engine, owner_engine = make_engine(own), make_engine(own, url=own.owner_asyncpg_url)
     try:
         sessions = make_sessions(app_engine)
