@@ -126,8 +126,22 @@ async def household_state_from(client: Client, code: str, *, sessions: Sessions 
         if sessions is None or archive is None or err.status != RPCStatusCode.NOT_FOUND:
             raise refusal_from(err) from None
     found = await household_history(client, sessions, code, archive)
+    return await _replayed(client, code, found), found.where
+
+
+async def household_view(client: Client, sessions: Sessions, code: str, archive: HistoryArchive
+                         ) -> tuple[HouseholdState, Found]:  # fmt: skip
+    """A household's state and its history (what its page shows), each read once: an archived history is
+    replayed for the state, a live workflow is asked."""
+    found = await household_history(client, sessions, code, archive)
+    if found.where == "archive":
+        return await _replayed(client, code, found), found
+    return await household_state(client, code), found
+
+
+async def _replayed(client: Client, code: str, found: Found) -> HouseholdState:
     try:
-        return await state_from_history(found.history, client.data_converter), found.where
+        return await state_from_history(found.history, client.data_converter)
     except ReplayFailed as err:
         raise Refusal("ReplayFailed", f"the archived history of {code} does not replay on this code: {err}") from None
 

@@ -32,7 +32,7 @@ from db.schema import households
 from models.finance import BatchAction, BatchSelection, PayoutBatchInput
 from models.household import Stage, Step
 from operations import payouts, reconciliation, reports
-from operations.actions import Refusal, household_history, household_state, next_actions, take_step
+from operations.actions import Refusal, household_view, next_actions, take_step
 from operations.reports import VIETNAM
 from web.i18n import Words
 
@@ -204,9 +204,7 @@ def router(settings: Settings, cookie: str) -> APIRouter:
             return page(request, "missing.html", signed, code=code)
         client, db = request.app.state.client, request.app.state.sessions
         # A closed file Temporal no longer holds is read from the archive (its history replayed for the state).
-        archive = open_archive(db, settings)
-        found = await household_history(client, db, row["code"], archive)
-        state = await household_state(client, row["code"], sessions=db, archive=archive)
+        state, found = await household_view(client, db, row["code"], open_archive(db, settings))
         options = await next_actions(db, state, user.actor())
         lines = timeline_view.lines(await read_trail(found.history, client.data_converter), words(request).lang)
         return page(request, "household.html", signed, h=row, state=state, options=options, lines=lines,
