@@ -142,17 +142,23 @@ def _stack_up(stack: Stack, worker: bool) -> None:
     else:
         out.print(f"PostgreSQL  external at {stack.settings.database_url}")
     apply_migrations(stack.settings)  # as the owner; the worker and web app get the application's login
-    out.print(f"Migrations  applied (alembic upgrade head) as {stack.settings.owner_role}; the application "
-              f"connects as {stack.settings.app_role}")  # fmt: skip
+    out.print(
+        f"Migrations  applied (alembic upgrade head) as {stack.settings.owner_role}; the application "
+        f"connects as {stack.settings.app_role}"
+    )
     for said in asyncio.run(ensure_stack_keys(stack.settings)):
         out.print(f"Keys        {said}")
     witness = ensure_witness_keys(stack.settings)
-    out.print(f"Keys        witness key {witness.active}: checkpoints and its public key published in "
-              f"{stack.settings.witness_path.name}/ in the state folder")  # fmt: skip
+    out.print(
+        f"Keys        witness key {witness.active}: checkpoints and its public key published in "
+        f"{stack.settings.witness_path.name}/ in the state folder"
+    )
     if stack.embedded_temporal:
         started = stack.temporal().start()
-        out.print(f"Temporal    {'started' if started else 'running'} at {stack.settings.temporal_address}, "
-                  f"Web UI {stack.settings.temporal_ui_url}")  # fmt: skip
+        out.print(
+            f"Temporal    {'started' if started else 'running'} at {stack.settings.temporal_address}, "
+            f"Web UI {stack.settings.temporal_ui_url}"
+        )
     else:
         out.print(f"Temporal    external at {stack.settings.temporal_address}")
 
@@ -168,22 +174,27 @@ def _stack_up(stack: Stack, worker: bool) -> None:
         keep = timedelta(days=stack.settings.temporal_retention_days)
         return await set_retention(client, stack.settings.temporal_namespace, keep)
 
-    out.print(f"Temporal    retention {archive_cli.days(asyncio.run(keep_histories()))} on namespace "
-              f"{stack.settings.temporal_namespace} (TEMPORAL_RETENTION_DAYS); closed histories are archived "
-              f"every {stack.settings.archive_interval_seconds} s")  # fmt: skip
+    out.print(
+        f"Temporal    retention {archive_cli.days(asyncio.run(keep_histories()))} on namespace "
+        f"{stack.settings.temporal_namespace} (TEMPORAL_RETENTION_DAYS); closed histories are archived "
+        f"every {stack.settings.archive_interval_seconds} s"
+    )
     _ensure_callback_secret(stack.settings)
     if stack.embedded_bank:
         bank = stack.bank()
         started = bank.start(stack.env())
-        out.print(f"Bank        {'started' if started else 'running'} at {bank.url} (simulated; its book in "
-                  "bank/ in the state folder)")  # fmt: skip
+        out.print(
+            f"Bank        {'started' if started else 'running'} at {bank.url} (simulated; its book in "
+            "bank/ in the state folder)"
+        )
     else:
         out.print(f"Bank        external at {stack.settings.bank_url}")
     if worker:
         for each in stack.workers():
             started = each.start(stack.env())
-            out.print(f"Worker      {'started' if started else 'running'} (log: {each.log_file.name} "
-                      "in the state folder)")  # fmt: skip
+            out.print(
+                f"Worker      {'started' if started else 'running'} (log: {each.log_file.name} in the state folder)"
+            )
         web = stack.web()
         started = web.start(stack.env())
         out.print(f"Web app     {'started' if started else 'running'} at {web.url} (API docs {web.url}/docs)")
@@ -250,8 +261,10 @@ def _ensure_payload_keys(settings: Settings) -> None:
         return
     ring = new_ring()
     write_ring(path, ring)
-    out.print(f"Keys        payload key {ring.active} created ({path.name} in the state folder; keep a copy: "
-              "without it the histories cannot be read)")  # fmt: skip
+    out.print(
+        f"Keys        payload key {ring.active} created ({path.name} in the state folder; keep a copy: "
+        "without it the histories cannot be read)"
+    )
 
 
 def _ensure_callback_secret(settings: Settings) -> None:
@@ -324,8 +337,9 @@ def keys_signing_new(
 
 
 @keys_app.command("witness-new")
-def keys_witness_new(file: Path = typer.Option(..., help="Where to write the witness's private ring (the workers')")
-                     ) -> None:  # fmt: skip
+def keys_witness_new(
+    file: Path = typer.Option(..., help="Where to write the witness's private ring (the workers')"),
+) -> None:
     """Create the witness's ring (it signs the archive's copies and the checkpoints; the database never holds
     it), and FILE.pub with its public key for the readers and the auditors (WITNESS_PUBLIC_KEY_FILE). Refuses
     to overwrite: a new ring would disown everything the old one signed."""
@@ -375,8 +389,12 @@ def keys_signing_list() -> None:
     keys = run(go)
     table = Table("key", "holder", "valid from", "valid until", title="Signing keys")
     for k in sorted(keys.keys.values(), key=lambda k: (k.holder, k.valid_from)):
-        table.add_row(k.key_id, k.holder, f"{k.valid_from:%Y-%m-%d %H:%M}",
-                      f"{k.valid_until:%Y-%m-%d %H:%M}" if k.valid_until else "—")  # fmt: skip
+        table.add_row(
+            k.key_id,
+            k.holder,
+            f"{k.valid_from:%Y-%m-%d %H:%M}",
+            f"{k.valid_until:%Y-%m-%d %H:%M}" if k.valid_until else "—",
+        )
     out.print(table)
 
 
@@ -387,8 +405,10 @@ def migrate() -> None:
     settings = get_settings()
     apply_migrations(settings)
     one = settings.owner_role == settings.app_role
-    out.print(f"migrations applied as {settings.owner_role}; "
-              + ("one role owns and runs everything: nothing granted" if one else f"granted to {settings.app_role}"))
+    out.print(
+        f"migrations applied as {settings.owner_role}; "
+        + ("one role owns and runs everything: nothing granted" if one else f"granted to {settings.app_role}")
+    )
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -397,6 +417,7 @@ def migrate() -> None:
 @app.command("seed-demo")
 def seed_demo() -> None:
     """Load the demo officers, funding sources and budget receipts (safe to re-run)."""
+
     async def go(settings: Settings) -> dict:
         async with database(settings) as sessions:
             return await seed(sessions)
@@ -457,9 +478,19 @@ def act(
     async def go(settings: Settings):
         async with database(settings) as sessions:
             client = await connect(settings)
-            return await take_step(client, sessions, code, step, as_user, evidence=evidence, reason=reason,
-                                   source=source, tranche=tranche, signer=load_ring(settings),
-                                   milestone=milestone.value if milestone else None)  # fmt: skip
+            return await take_step(
+                client,
+                sessions,
+                code,
+                step,
+                as_user,
+                evidence=evidence,
+                reason=reason,
+                source=source,
+                tranche=tranche,
+                signer=load_ring(settings),
+                milestone=milestone.value if milestone else None,
+            )
 
     try:
         result = run(go)
@@ -471,11 +502,15 @@ def act(
     money = f", {_dong(result.amount)} đồng" if getattr(result, "amount", None) else ""
     if isinstance(result, PayoutResult):
         payment = f", payment {result.payment_id}" if result.payment_id else ""
-        out.print(f"{result.household_code}: {step.value} done — tranche {result.tranche} is {result.status.value}"
-                  f" (step {result.seq}{money}{payment})")  # fmt: skip
+        out.print(
+            f"{result.household_code}: {step.value} done — tranche {result.tranche} is {result.status.value}"
+            f" (step {result.seq}{money}{payment})"
+        )
         return
-    out.print(f"{result.household_code}: {step.value} done — {result.from_stage.value} → {result.to_stage.value}"
-              f" (step {result.seq}{money})")  # fmt: skip
+    out.print(
+        f"{result.household_code}: {step.value} done — {result.from_stage.value} → {result.to_stage.value}"
+        f" (step {result.seq}{money})"
+    )
 
 
 @app.command("status")
@@ -496,24 +531,55 @@ def status(code: str, as_json: bool = typer.Option(False, "--json")) -> None:
     if as_json:
         print(state.model_dump_json(indent=2))
         return
-    out.print(f"[bold]{state.household_code}[/] — stage [bold]{state.stage.value}[/] ({STAGE_VI[state.stage]}) "
-              f"since {state.stage_since:%Y-%m-%d %H:%M} UTC; policy {state.policy_version}")  # fmt: skip
-    out.print(f"entitlement {_dong(state.entitlement)} · reserved {_dong(state.reserved)} · paid {_dong(state.paid)}"
-              f" · source {state.funding_source or '-'} · reminders {state.reminders_sent}")  # fmt: skip
+    out.print(
+        f"[bold]{state.household_code}[/] — stage [bold]{state.stage.value}[/] ({STAGE_VI[state.stage]}) "
+        f"since {state.stage_since:%Y-%m-%d %H:%M} UTC; policy {state.policy_version}"
+    )
+    out.print(
+        f"entitlement {_dong(state.entitlement)} · reserved {_dong(state.reserved)} · paid {_dong(state.paid)}"
+        f" · source {state.funding_source or '-'} · reminders {state.reminders_sent}"
+    )
     if state.tranches:
-        tranches = Table("tranche", "share", "due at", "đồng", "status", "sources", "authorised by", "released by",
-                         "attempts", "payment", title="Tranches")  # fmt: skip
+        tranches = Table(
+            "tranche",
+            "share",
+            "due at",
+            "đồng",
+            "status",
+            "sources",
+            "authorised by",
+            "released by",
+            "attempts",
+            "payment",
+            title="Tranches",
+        )
         for t in state.tranches:
-            tranches.add_row(str(t.n), f"{t.percent}%", t.milestone.value, _dong(t.amount), t.status.value,
-                             " + ".join(f"{p.source} {_dong(p.amount)}" for p in t.pieces), t.authorised_by or "",
-                             t.released_by or "", str(t.attempts), t.payment_id or "")  # fmt: skip
+            tranches.add_row(
+                str(t.n),
+                f"{t.percent}%",
+                t.milestone.value,
+                _dong(t.amount),
+                t.status.value,
+                " + ".join(f"{p.source} {_dong(p.amount)}" for p in t.pieces),
+                t.authorised_by or "",
+                t.released_by or "",
+                str(t.attempts),
+                t.payment_id or "",
+            )
         out.print(tranches)
     table = Table("#", "step", "from → to", "when (UTC)", "who", "evidence", "reason", "đồng")
     for e in state.timeline:
         step = f"{e.step.value} (tranche {e.tranche})" if e.tranche else e.step.value
-        table.add_row(str(e.seq), step, f"{e.from_stage.value} → {e.to_stage.value}",
-                      f"{e.at:%Y-%m-%d %H:%M:%S}", f"{e.user_id} ({e.role}, {e.agency})", ", ".join(e.evidence),
-                      e.reason or "", _dong(e.amount) if e.amount else "")  # fmt: skip
+        table.add_row(
+            str(e.seq),
+            step,
+            f"{e.from_stage.value} → {e.to_stage.value}",
+            f"{e.at:%Y-%m-%d %H:%M:%S}",
+            f"{e.user_id} ({e.role}, {e.agency})",
+            ", ".join(e.evidence),
+            e.reason or "",
+            _dong(e.amount) if e.amount else "",
+        )
     out.print(table)
 
 
@@ -528,18 +594,38 @@ def list_households(
 
     async def go(settings: Settings):
         async with database(settings) as sessions, sessions() as session:
-            return await households.list_rows(session, stage=stage.value if stage else None, district=district,
-                                              limit=limit)  # fmt: skip
+            return await households.list_rows(
+                session, stage=stage.value if stage else None, district=district, limit=limit
+            )
 
     rows = run(go)
     if as_json:
         print(json.dumps([asdict(r) for r in rows], default=str, ensure_ascii=False, indent=2))
         return
-    table = Table("code", "district", "commune", "group", "support", "stage", "since", "reserved", "paid",
-                  title=f"{len(rows)} households")  # fmt: skip
+    table = Table(
+        "code",
+        "district",
+        "commune",
+        "group",
+        "support",
+        "stage",
+        "since",
+        "reserved",
+        "paid",
+        title=f"{len(rows)} households",
+    )
     for r in rows:
-        table.add_row(r.code, r.district, r.commune, r.beneficiary_group, r.support_type, r.stage,
-                      f"{r.stage_since:%Y-%m-%d}", _dong(r.reserved), _dong(r.paid))  # fmt: skip
+        table.add_row(
+            r.code,
+            r.district,
+            r.commune,
+            r.beneficiary_group,
+            r.support_type,
+            r.stage,
+            f"{r.stage_since:%Y-%m-%d}",
+            _dong(r.reserved),
+            _dong(r.paid),
+        )
     out.print(table)
 
 
@@ -590,29 +676,62 @@ def print_reconciliation(rec: reconciliation.Reconciliation) -> None:
             table.add_row(*[_cell(v) for v in row])
         out.print(table)
     if rec.balanced:
-        out.print("[green]reconciliation: balanced to the đồng[/] — every figure is the sum of its ledger entries, "
-                  "matches the account balances, the households' read model and the other views")  # fmt: skip
+        out.print(
+            "[green]reconciliation: balanced to the đồng[/] — every figure is the sum of its ledger entries, "
+            "matches the account balances, the households' read model and the other views"
+        )
     else:
         for p in rec.problems:
             err.print(f"[red]reconciliation: {p}[/]")
 
 
 def print_report(rep: reports.Report) -> None:
-    table = Table("district", "stage", "households", "new builds", "repairs", "reserved (đ)", "paid (đ)",
-                  title="Households by district and stage")  # fmt: skip
+    table = Table(
+        "district",
+        "stage",
+        "households",
+        "new builds",
+        "repairs",
+        "reserved (đ)",
+        "paid (đ)",
+        title="Households by district and stage",
+    )
     for r in rep.by_district_stage:
-        table.add_row(r.district, r.stage, str(r.households), str(r.new_builds), str(r.repairs), _dong(r.reserved),
-                      _dong(r.paid))  # fmt: skip
+        table.add_row(
+            r.district, r.stage, str(r.households), str(r.new_builds), str(r.repairs), _dong(r.reserved), _dong(r.paid)
+        )
     totals = rep.as_json()["totals"]
     table.add_section()
-    table.add_row("[bold]total", "", str(totals["households"]), str(totals["new_builds"]), str(totals["repairs"]),
-                  _dong(totals["reserved"]), _dong(totals["paid"]))  # fmt: skip
+    table.add_row(
+        "[bold]total",
+        "",
+        str(totals["households"]),
+        str(totals["new_builds"]),
+        str(totals["repairs"]),
+        _dong(totals["reserved"]),
+        _dong(totals["paid"]),
+    )
     out.print(table)
-    table = Table("decision", "households", "new builds", "repairs", "entitled (đ)", "reserved (đ)", "paid (đ)",
-                  title="Households by approving decision")  # fmt: skip
+    table = Table(
+        "decision",
+        "households",
+        "new builds",
+        "repairs",
+        "entitled (đ)",
+        "reserved (đ)",
+        "paid (đ)",
+        title="Households by approving decision",
+    )
     for d in rep.by_decision:
-        table.add_row(d.decision_ref, f"{d.households:,}", f"{d.new_builds:,}", f"{d.repairs:,}", _dong(d.entitled),
-                      _dong(d.reserved), _dong(d.paid))  # fmt: skip
+        table.add_row(
+            d.decision_ref,
+            f"{d.households:,}",
+            f"{d.new_builds:,}",
+            f"{d.repairs:,}",
+            _dong(d.entitled),
+            _dong(d.reserved),
+            _dong(d.paid),
+        )
     out.print(table)
 
 
@@ -645,15 +764,40 @@ def finance_sources(as_json: bool = typer.Option(False, "--json")) -> None:
 
     lines, rules = run(go)
     if as_json:
-        print(json.dumps([asdict(s) | {"free": s.free, "priority": rules[s.code][0], "rules": rules[s.code][1]}
-                          for s in lines], ensure_ascii=False, indent=2))  # fmt: skip
+        print(
+            json.dumps(
+                [asdict(s) | {"free": s.free, "priority": rules[s.code][0], "rules": rules[s.code][1]} for s in lines],
+                ensure_ascii=False,
+                indent=2,
+            )
+        )
         return
-    table = Table("source", "category", "state budget", "priority", "rules", "received", "reserved", "released",
-                  "paid", "free", title="Funding sources")  # fmt: skip
+    table = Table(
+        "source",
+        "category",
+        "state budget",
+        "priority",
+        "rules",
+        "received",
+        "reserved",
+        "released",
+        "paid",
+        "free",
+        title="Funding sources",
+    )
     for s in lines:
-        table.add_row(s.code, s.category, "yes" if s.state_budget else "no", str(rules[s.code][0]),
-                      json.dumps(rules[s.code][1], ensure_ascii=False), _dong(s.received), _dong(s.reserved),
-                      _dong(s.released), _dong(s.paid), _dong(s.free))  # fmt: skip
+        table.add_row(
+            s.code,
+            s.category,
+            "yes" if s.state_budget else "no",
+            str(rules[s.code][0]),
+            json.dumps(rules[s.code][1], ensure_ascii=False),
+            _dong(s.received),
+            _dong(s.reserved),
+            _dong(s.released),
+            _dong(s.paid),
+            _dong(s.free),
+        )
     out.print(table)
 
 
@@ -678,8 +822,16 @@ def finance_source_add(
 
     async def go(settings: Settings):
         async with database(settings) as sessions:
-            return await finance_ops.add_source(sessions, as_user, code=code, name=name, category=category,
-                                                state_budget=state_budget, priority=priority, rules=parsed)  # fmt: skip
+            return await finance_ops.add_source(
+                sessions,
+                as_user,
+                code=code,
+                name=name,
+                category=category,
+                state_budget=state_budget,
+                priority=priority,
+                rules=parsed,
+            )
 
     try:
         new = _finance(go)
@@ -735,9 +887,20 @@ def finance_batch(
     async def go(settings: Settings):
         async with database(settings) as sessions:
             client = await connect(settings)
-            return await _batch(client, sessions, settings.temporal_task_queue, action, tranche, selection, as_user,
-                                evidence or [f"{action.value}/{ref}"], ref, concurrency, signer=load_ring(settings),
-                                quiet=as_json)  # fmt: skip
+            return await _batch(
+                client,
+                sessions,
+                settings.temporal_task_queue,
+                action,
+                tranche,
+                selection,
+                as_user,
+                evidence or [f"{action.value}/{ref}"],
+                ref,
+                concurrency,
+                signer=load_ring(settings),
+                quiet=as_json,
+            )
 
     result = _finance(go)
     if as_json:
@@ -746,21 +909,33 @@ def finance_batch(
         raise typer.Exit(1)
 
 
-async def _batch(client, sessions, task_queue, action, tranche, selection, user, evidence, ref, concurrency,
-                 *, signer, quiet=False):  # fmt: skip
+async def _batch(
+    client, sessions, task_queue, action, tranche, selection, user, evidence, ref, concurrency, *, signer, quiet=False
+):
     """Run one payout batch as `user` (already authenticated), its input signed by this front door."""
     async with sessions() as session:
         try:
             actor = await users.require_actor(session, user)
         except DomainError as e:
             raise Refusal(e.type, e.message) from None
-    inp = PayoutBatchInput(batch_id=payouts.batch_id_for(action, tranche, selection, ref), action=action,
-                           tranche=tranche, selection=selection, actor=actor, evidence=evidence,
-                           concurrency=concurrency)  # fmt: skip
+    inp = PayoutBatchInput(
+        batch_id=payouts.batch_id_for(action, tranche, selection, ref),
+        action=action,
+        tranche=tranche,
+        selection=selection,
+        actor=actor,
+        evidence=evidence,
+        concurrency=concurrency,
+    )
     inp = payouts.sign_batch(signer, inp)
     label = f"{action.value} tranche {tranche} — {selection.describe()}"
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err if quiet else out) as progress:  # fmt: skip
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err if quiet else out,
+    ) as progress:
         task = progress.add_task(label, total=None)
 
         def show(p) -> None:
@@ -800,12 +975,15 @@ def finance_decision_add(
 
     async def go(settings: Settings):
         async with database(settings) as sessions:
-            return await finance_ops.add_decision(sessions, as_user, ref, supplements=supplements, decided_on=when,
-                                                  note=note)  # fmt: skip
+            return await finance_ops.add_decision(
+                sessions, as_user, ref, supplements=supplements, decided_on=when, note=note
+            )
 
     new = _finance(go)
-    out.print(f"decision {ref}: {'registered' if new else 'already registered'}"
-              + (f" (supplements {supplements})" if supplements else ""))  # fmt: skip
+    out.print(
+        f"decision {ref}: {'registered' if new else 'already registered'}"
+        + (f" (supplements {supplements})" if supplements else "")
+    )
 
 
 @finance_app.command("reimburse")
@@ -823,15 +1001,16 @@ def finance_reimburse(
 
     async def go(settings: Settings):
         async with database(settings) as sessions:
-            return await finance_ops.reimburse(sessions, as_user, advance_source=advance_source, ref=ref,
-                                               amount=dong)  # fmt: skip
+            return await finance_ops.reimburse(sessions, as_user, advance_source=advance_source, ref=ref, amount=dong)
 
     t, new = _finance(go)
     if t is None:
         out.print(f"{advance_source}: nothing outstanding, or nothing free to pay it")
     else:
-        out.print(f"{advance_source}: reimbursed {_dong(t.amount)} đồng ({ref}), transfer {t.id}"
-                  + ("" if new else " — recorded before; nothing written"))  # fmt: skip
+        out.print(
+            f"{advance_source}: reimbursed {_dong(t.amount)} đồng ({ref}), transfer {t.id}"
+            + ("" if new else " — recorded before; nothing written")
+        )
 
 
 @finance_app.command("loan")
@@ -850,8 +1029,9 @@ def finance_loan(
 
     async def go(settings: Settings):
         async with database(settings) as sessions:
-            return await finance_ops.record_loan(sessions, as_user, household_code=code.upper(), amount=dong,
-                                                 status=status, ref=ref)  # fmt: skip
+            return await finance_ops.record_loan(
+                sessions, as_user, household_code=code.upper(), amount=dong, status=status, ref=ref
+            )
 
     new = _finance(go)
     out.print(f"{code}: loan {status} {amount} đồng {'recorded' if new else 'was recorded before'}")
@@ -872,15 +1052,26 @@ def policy_show(as_json: bool = typer.Option(False, "--json")) -> None:
     if as_json:
         print(current.model_dump_json(indent=2))
         return
-    table = Table("step", "roles", "responsible agency", "evidence", "SLA days (stage)",
-                  title=f"Workflow policy {current.version}")  # fmt: skip
+    table = Table(
+        "step",
+        "roles",
+        "responsible agency",
+        "evidence",
+        "SLA days (stage)",
+        title=f"Workflow policy {current.version}",
+    )
     stage_of = {step: stage for stage, (step, _) in FORWARD.items()}
     for step in (s for s in Step if s in current.steps):
         rule = current.steps[step]
         stage = stage_of.get(step)
         sla = f"{current.sla_days.get(stage, '-')} ({stage.value})" if stage else "-"
-        table.add_row(step.value, ", ".join(rule.roles), rule.responsible_agency,
-                      "required" if rule.evidence_required else "-", sla)  # fmt: skip
+        table.add_row(
+            step.value,
+            ", ".join(rule.roles),
+            rule.responsible_agency,
+            "required" if rule.evidence_required else "-",
+            sla,
+        )
     out.print(table)
     out.print("different people for: " + "; ".join(f"{a.value} / {b.value}" for a, b in current.distinct_actors))
 
@@ -911,8 +1102,10 @@ def policy_apply(
         report = run(go)
     except DomainError as e:
         fail(str(e))
-    out.print(f"policy {new.version} stored (effective {start}); applied to {report.applied} households in flight"
-              + (f", refused by {report.refused}" if report.refused else ""))  # fmt: skip
+    out.print(
+        f"policy {new.version} stored (effective {start}); applied to {report.applied} households in flight"
+        + (f", refused by {report.refused}" if report.refused else "")
+    )
 
 
 # ---------------------------------------------------------------------------------------------- audit
@@ -921,6 +1114,7 @@ def policy_apply(
 @app.command("notify-drain")
 def notify_drain() -> None:
     """Send every due notification now (the worker does this continuously)."""
+
     async def go(settings: Settings):
         async with database(settings) as sessions:
             channel = make_channel(settings.notify_channel, settings.notifications_path)
@@ -945,16 +1139,24 @@ def web_cmd(
 
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_json)
-    uvicorn.run("web.app:create_app", factory=True, host=host or settings.web_host, port=port or settings.web_port,
-                log_config=None)  # fmt: skip
+    uvicorn.run(
+        "web.app:create_app",
+        factory=True,
+        host=host or settings.web_host,
+        port=port or settings.web_port,
+        log_config=None,
+    )
 
 
 @app.command("demo")
 def demo(
     households_csv: Path = typer.Option(ROOT / "data/demo/households.csv", "--households", exists=True),
     concurrency: int = typer.Option(16, min=1, max=200),
-    province: str | None = typer.Option(None, "--province", help="Run on a generated province instead of the "
-                                        "sample list: 'lang-son' (Lạng Sơn 2025, 6,508 households)"),
+    province: str | None = typer.Option(
+        None,
+        "--province",
+        help="Run on a generated province instead of the sample list: 'lang-son' (Lạng Sơn 2025, 6,508 households)",
+    ),
 ) -> None:
     """Start the stack and a worker, import the sample list, take every household through all six stages
     (allocation split across sources, tranches paid through the payment channel), and print the summary."""
@@ -979,20 +1181,27 @@ def demo(
             out.print(f"seeded: {await seed(sessions)}")
             if budget:
                 ref = f"Giao dự toán hỗ trợ nhà ở 2025 toàn tỉnh ({province})"
-                t, _ = await finance_ops.receive(sessions, sample.FINANCE_USERS[1], source="NS-TINH", amount=budget,
-                                                 ref=ref)  # fmt: skip
+                t, _ = await finance_ops.receive(
+                    sessions, sample.FINANCE_USERS[1], source="NS-TINH", amount=budget, ref=ref
+                )
                 out.print(f"NS-TINH received {_dong(t.amount)} đồng: the province's whole list at today's policy")
             rep = await import_file(sessions, client, settings.temporal_task_queue, households_csv, "tinh.luong")
             out.print(rep.describe(households_csv.name))
             codes = list(rep.codes)
             extra = households_csv.with_name("households_supplementary.csv")
             if extra.exists():  # a supplementary decision amends the approved list
-                await finance_ops.add_decision(sessions, sample.PROVINCE_USER, sample.SUPPLEMENTARY_DECISION,
-                                               supplements=sample.DECISION, decided_on=date(2025, 6, 30),
-                                               note="Danh sách bổ sung")  # fmt: skip
+                await finance_ops.add_decision(
+                    sessions,
+                    sample.PROVINCE_USER,
+                    sample.SUPPLEMENTARY_DECISION,
+                    supplements=sample.DECISION,
+                    decided_on=date(2025, 6, 30),
+                    note="Danh sách bổ sung",
+                )
                 more = await import_file(sessions, client, settings.temporal_task_queue, extra, "tinh.luong")
-                out.print(more.describe(f"{extra.name} ({sample.SUPPLEMENTARY_DECISION}, supplements "
-                                        f"{sample.DECISION})"))  # fmt: skip
+                out.print(
+                    more.describe(f"{extra.name} ({sample.SUPPLEMENTARY_DECISION}, supplements {sample.DECISION})")
+                )
                 codes += more.codes
             async with sessions() as session:
                 items = [h for code in codes if (h := await households.get_household(session, code))]
@@ -1001,8 +1210,7 @@ def demo(
             first = items[0]
             for step, user in ((Step.SETTLE, "tc.nong"), (Step.VERIFY, "tc.hoang")):
                 try:
-                    await take_step(client, sessions, first.code, step, user, evidence=["DEMO"],
-                                    signer=signer)
+                    await take_step(client, sessions, first.code, step, user, evidence=["DEMO"], signer=signer)
                 except Refusal as r:
                     out.print(f"{first.code}: {step.value} as {user} → [yellow]{r.rule}[/]: {r.message}")
 
@@ -1041,8 +1249,9 @@ def _province_files(settings: Settings, name: str) -> tuple[Path, int]:
 BATCH_SPLIT = 500
 
 
-async def _demo_rounds(settings: Settings, sessions, client, items, concurrency: int,
-                       signer: SigningRing) -> dict[str, str]:  # fmt: skip
+async def _demo_rounds(
+    settings: Settings, sessions, client, items, concurrency: int, signer: SigningRing
+) -> dict[str, str]:
     """Officers take every step they can; then Finance authorises and the treasury releases each due
     tranche in one batch per decision; the payment channel answers; again until every file is closed."""
     failures: dict[str, str] = {}
@@ -1051,16 +1260,25 @@ async def _demo_rounds(settings: Settings, sessions, client, items, concurrency:
     selections = [
         BatchSelection(decision_ref=d, district=district)
         for d in sorted(per_decision)
-        for district in (sorted({h.district for h in items if h.decision_ref == d})
-                         if per_decision[d] > BATCH_SPLIT else [None])
-    ]  # fmt: skip
+        for district in (
+            sorted({h.district for h in items if h.decision_ref == d}) if per_decision[d] > BATCH_SPLIT else [None]
+        )
+    ]
     codes = [h.code for h in items]
     for round_no in range(1, 8):
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      console=out) as progress:  # fmt: skip
+        with Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=out
+        ) as progress:
             task = progress.add_task(f"round {round_no}: officers' steps", total=len(items))
-            result = await drive_all(client, sessions, items, signer=signer, concurrency=concurrency,
-                                     payouts=False, on_done=lambda _, t=task: progress.advance(t))  # fmt: skip
+            result = await drive_all(
+                client,
+                sessions,
+                items,
+                signer=signer,
+                concurrency=concurrency,
+                payouts=False,
+                on_done=lambda _, t=task: progress.advance(t),
+            )
         failures |= result.failures
         out.print(f"round {round_no}: {result.steps} steps taken; {result.closed} files closed")
         pending = await payouts.tranche_counts(sessions, codes, ("due", "authorised"))
@@ -1071,8 +1289,19 @@ async def _demo_rounds(settings: Settings, sessions, client, items, concurrency:
                 for action, user in ((BatchAction.AUTHORISE, finance_user), (BatchAction.RELEASE, treasury)):
                     where = "/".join(filter(None, (selection.decision_ref, selection.district)))
                     evidence = [f"{action.value}/{where}/t{tranche}/r{round_no}"]
-                    await _batch(client, sessions, settings.temporal_task_queue, action, tranche, selection, user,
-                                 evidence, f"demo-r{round_no}", 8, signer=signer)  # fmt: skip
+                    await _batch(
+                        client,
+                        sessions,
+                        settings.temporal_task_queue,
+                        action,
+                        tranche,
+                        selection,
+                        user,
+                        evidence,
+                        f"demo-r{round_no}",
+                        8,
+                        signer=signer,
+                    )
         left = await payouts.wait_for_payments(sessions, codes)
         answered = await payouts.payment_counts(sessions, codes)
         out.print(f"payment channel: {answered}" + (f"; {left} not answered yet" if left else ""))
@@ -1083,19 +1312,33 @@ async def _demo_rounds(settings: Settings, sessions, client, items, concurrency:
 
 async def _demo_finance_extras(sessions, items) -> None:
     finance_user = sample.FINANCE_USERS[1]
-    t, new = await finance_ops.receive(sessions, finance_user, source="MTQG-GNBV", amount=1_000_000_000,
-                                       ref="Giao dự toán MTQG GNBV 2025 đợt 2")  # fmt: skip
+    t, new = await finance_ops.receive(
+        sessions, finance_user, source="MTQG-GNBV", amount=1_000_000_000, ref="Giao dự toán MTQG GNBV 2025 đợt 2"
+    )
     again = "" if new else " — recorded before, nothing written"
     out.print(f"MTQG-GNBV received {_dong(t.amount)} đồng (second assignment){again}")
-    paid_back, new = await finance_ops.reimburse(sessions, finance_user, advance_source="ADV-LOCBINH",
-                                                 ref="QĐ cấp bù Lộc Bình đợt 1")  # fmt: skip
+    paid_back, new = await finance_ops.reimburse(
+        sessions, finance_user, advance_source="ADV-LOCBINH", ref="QĐ cấp bù Lộc Bình đợt 1"
+    )
     again = "" if new else " — recorded before, nothing written"
-    out.print("ADV-LOCBINH: " + (f"reimbursed {_dong(paid_back.amount)} đồng by MTQG-GNBV (cấp bù){again}"
-                                  if paid_back else "nothing to reimburse"))  # fmt: skip
+    out.print(
+        "ADV-LOCBINH: "
+        + (
+            f"reimbursed {_dong(paid_back.amount)} đồng by MTQG-GNBV (cấp bù){again}"
+            if paid_back
+            else "nothing to reimburse"
+        )
+    )
     poor = [h for h in items if h.beneficiary_group.value == "poor"][:6]
     for h in poor:
-        await finance_ops.record_loan(sessions, sample.VBSP_USER, household_code=h.code, amount=40_000_000,
-                                      status="disbursed", ref=f"HĐ-VAY/{h.code}")  # fmt: skip
+        await finance_ops.record_loan(
+            sessions,
+            sample.VBSP_USER,
+            household_code=h.code,
+            amount=40_000_000,
+            status="disbursed",
+            ref=f"HĐ-VAY/{h.code}",
+        )
     out.print(f"VBSP loans recorded for {len(poor)} poor households (co-financing, not grant money)")
 
 
@@ -1107,8 +1350,9 @@ async def _demo_web_work(settings: Settings, sessions, client, first) -> None:
     path = settings.state_dir / "web-work.csv"
     sample.write_households_csv(path, rows)
     rep = await import_file(sessions, client, settings.temporal_task_queue, path, sample.PROVINCE_USER)
-    out.print(f"left for the web app: {len(rep.codes)} households at verification in {first.commune} "
-              f"({', '.join(rep.codes)})")  # fmt: skip
+    out.print(
+        f"left for the web app: {len(rep.codes)} households at verification in {first.commune} ({', '.join(rep.codes)})"
+    )
 
 
 async def _demo_logins(sessions, first, items, signer) -> list[tuple[str, str, str, str]]:
@@ -1136,8 +1380,9 @@ async def _demo_logins(sessions, first, items, signer) -> list[tuple[str, str, s
     return logins
 
 
-async def _summary(settings: Settings, sessions, client, example: str,
-                   logins: list[tuple[str, str, str, str]] | None = None) -> None:  # fmt: skip
+async def _summary(
+    settings: Settings, sessions, client, example: str, logins: list[tuple[str, str, str, str]] | None = None
+) -> None:
     async with sessions() as session:
         rep = await reports.build(session)
         rec = await reconciliation.reconcile(session)
@@ -1153,29 +1398,46 @@ async def _summary(settings: Settings, sessions, client, example: str,
     # witness's checkpoint signed over them: the verify below checks the chains against it.
     sweep_started = time.perf_counter()
     swept = await client.execute_workflow(
-        HistoryArchiveWorkflow.run, ArchiveSweepInput(), id=f"{SCHEDULE_ID}-demo",
-        task_queue=settings.temporal_task_queue, execution_timeout=timedelta(minutes=30),
-    )  # fmt: skip
+        HistoryArchiveWorkflow.run,
+        ArchiveSweepInput(),
+        id=f"{SCHEDULE_ID}-demo",
+        task_queue=settings.temporal_task_queue,
+        execution_timeout=timedelta(minutes=30),
+    )
     sweep_seconds = time.perf_counter() - sweep_started
     verified, _ = await verify_live(client, sessions, settings, client.data_converter)
     checks = Table("check", "result", title="Checks")
-    checks.add_row("paid per household = ledger posting = policy amount",
-                   "ok" if not mismatches else f"{len(mismatches)} mismatches")  # fmt: skip
-    checks.add_row("ledger: balanced, no source below zero, totals = transfers",
-                   "ok" if not ledger_problems else "; ".join(ledger_problems))  # fmt: skip
-    checks.add_row("audit chain", f"verified: {chain.rows} rows, {chain.households} households" if chain.ok
-                   else f"BROKEN at {chain.first_break}")  # fmt: skip
-    checks.add_row("list totals", f"{totals['new_builds']} new builds, {totals['repairs']} repairs, "
-                   f"{_dong(totals['paid'])} đồng paid")  # fmt: skip
-    checks.add_row("reconciliation per source, district, decision", "balanced to the đồng" if rec.balanced
-                   else f"{len(rec.problems)} differences")  # fmt: skip
+    checks.add_row(
+        "paid per household = ledger posting = policy amount",
+        "ok" if not mismatches else f"{len(mismatches)} mismatches",
+    )
+    checks.add_row(
+        "ledger: balanced, no source below zero, totals = transfers",
+        "ok" if not ledger_problems else "; ".join(ledger_problems),
+    )
+    checks.add_row(
+        "audit chain",
+        f"verified: {chain.rows} rows, {chain.households} households" if chain.ok else f"BROKEN at {chain.first_break}",
+    )
+    checks.add_row(
+        "list totals",
+        f"{totals['new_builds']} new builds, {totals['repairs']} repairs, {_dong(totals['paid'])} đồng paid",
+    )
+    checks.add_row(
+        "reconciliation per source, district, decision",
+        "balanced to the đồng" if rec.balanced else f"{len(rec.problems)} differences",
+    )
     checks.add_row("temporal workflow list --query \"Stage='closed'\"", f"{closed.count} workflows")
-    checks.add_row("archive: closed histories copied out of Temporal",
-                   f"{swept.archived_now} copied in {sweep_seconds:.1f} s, {swept.already} before, {swept.waiting} "
-                   f"waiting; witness checkpoint {swept.checkpoint_seq or '-'} signed")  # fmt: skip
-    checks.add_row("audit verify: histories × audit log × ledger",
-                   f"{len(verified.discrepancies)} discrepancies over {verified.transitions} steps, "
-                   f"{verified.households} households")  # fmt: skip
+    checks.add_row(
+        "archive: closed histories copied out of Temporal",
+        f"{swept.archived_now} copied in {sweep_seconds:.1f} s, {swept.already} before, {swept.waiting} "
+        f"waiting; witness checkpoint {swept.checkpoint_seq or '-'} signed",
+    )
+    checks.add_row(
+        "audit verify: histories × audit log × ledger",
+        f"{len(verified.discrepancies)} discrepancies over {verified.transitions} steps, "
+        f"{verified.households} households",
+    )
     out.print(checks)
     for m in mismatches[:10]:
         err.print(f"[red]{m}[/]")

@@ -1,6 +1,6 @@
 """The worker: runs household workflows, their activities and the notification dispatcher.
 
-    python worker.py [--no-dispatcher]
+python worker.py [--no-dispatcher]
 """
 
 from __future__ import annotations
@@ -65,8 +65,10 @@ async def serve(dispatcher_on: bool, ready_file: Path | None) -> None:
     # The archive sweep's schedule: every worker keeps it (creating it once), so closed histories are copied
     # out of Temporal whichever workers run.
     created = await ensure_schedule(client, settings)
-    tasks = [asyncio.create_task(worker.run(), name="temporal-worker"),
-             asyncio.create_task(refresh_signing_keys(sessions, stop), name="signing-keys")]  # fmt: skip
+    tasks = [
+        asyncio.create_task(worker.run(), name="temporal-worker"),
+        asyncio.create_task(refresh_signing_keys(sessions, stop), name="signing-keys"),
+    ]
     if dispatcher_on:
         channel = make_channel(settings.notify_channel, settings.notifications_path)
         tasks.append(asyncio.create_task(Dispatcher(sessions, channel, settings).run_forever(stop), name="dispatcher"))

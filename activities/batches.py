@@ -44,8 +44,11 @@ async def _check_signed(session, inp: SelectPayoutsInput) -> None:
     if batch is None:
         raise DomainError(authn.RULE, "the batch carries no signed assertion: start it through a front door")
     if activity.info().workflow_id != authn.batch_workflow_id(batch.batch_id):
-        raise DomainError(authn.RULE, f"batch {batch.batch_id} was signed for {authn.batch_workflow_id(batch.batch_id)}"
-                          f", not for {activity.info().workflow_id}")  # fmt: skip
+        raise DomainError(
+            authn.RULE,
+            f"batch {batch.batch_id} was signed for {authn.batch_workflow_id(batch.batch_id)}"
+            f", not for {activity.info().workflow_id}",
+        )
     if (inp.selection, inp.tranche, inp.actor) != (batch.selection, batch.tranche, batch.actor):
         raise DomainError(authn.RULE, f"the selection is not what batch {batch.batch_id} signed")
     try:
@@ -61,12 +64,18 @@ async def _claim_run(session, inp: SelectPayoutsInput) -> None:
     id, and within BATCH_TTL it would take the step on households that became due since, in the officer's name.
     The same run asking again (an activity retry) is that run. The primary key on the nonce decides a race."""
     batch, info = inp.batch, activity.info()
-    taken_by = await finance_db.claim_batch_run(session, nonce=batch.assertion.nonce, batch_id=batch.batch_id,
-                                                workflow_id=info.workflow_id, run_id=info.workflow_run_id,
-                                                signed_by=batch.assertion.user_id)  # fmt: skip
+    taken_by = await finance_db.claim_batch_run(
+        session,
+        nonce=batch.assertion.nonce,
+        batch_id=batch.batch_id,
+        workflow_id=info.workflow_id,
+        run_id=info.workflow_run_id,
+        signed_by=batch.assertion.user_id,
+    )
     if taken_by != info.workflow_run_id:
-        raise DomainError(authn.RULE, f"signed batch {batch.batch_id} already ran in run {taken_by}: sign it again "
-                                      "to run it again")  # fmt: skip
+        raise DomainError(
+            authn.RULE, f"signed batch {batch.batch_id} already ran in run {taken_by}: sign it again to run it again"
+        )
 
 
 # The tranche status a batch's action needs: only then does the batch's run write the household a ticket.
@@ -85,18 +94,30 @@ class BatchActivities:
         another household of the batch is refused; with a tranche not ready the household's rules name why."""
         batch, info = inp.batch, activity.info()
         if batch is None or batch.assertion is None:
-            return BatchItem(household_code=inp.household_code, outcome="failed", rule=authn.RULE,
-                             message="the batch carries no signed assertion")  # fmt: skip
+            return BatchItem(
+                household_code=inp.household_code,
+                outcome="failed",
+                rule=authn.RULE,
+                message="the batch carries no signed assertion",
+            )
         async with self._sessions() as session, session.begin():
             claimed_by = await finance_db.batch_run(session, batch.assertion.nonce)
             caller = (info.workflow_type, info.workflow_id, info.workflow_run_id)
             if caller != ("PayoutBatchWorkflow", authn.batch_workflow_id(batch.batch_id), claimed_by):
-                return BatchItem(household_code=inp.household_code, outcome="failed", rule=authn.RULE,
-                                 message=f"only the run that claimed batch {batch.batch_id} applies it")  # fmt: skip
+                return BatchItem(
+                    household_code=inp.household_code,
+                    outcome="failed",
+                    rule=authn.RULE,
+                    message=f"only the run that claimed batch {batch.batch_id} applies it",
+                )
             if status is READY[inp.action]:
                 await finance_db.issue_batch_ticket(
-                    session, nonce=batch.assertion.nonce, household_code=inp.household_code, tranche=inp.tranche,
-                    action=inp.action.value, run_id=info.workflow_run_id,
+                    session,
+                    nonce=batch.assertion.nonce,
+                    household_code=inp.household_code,
+                    tranche=inp.tranche,
+                    action=inp.action.value,
+                    run_id=info.workflow_run_id,
                 )
         return None
 
@@ -135,17 +156,27 @@ class BatchActivities:
             return BatchItem(household_code=inp.household_code, outcome="failed", rule="Closed", message=err.message)
         tranche = next((t for t in state.tranches if t.n == inp.tranche), None)
         if tranche is None:
-            return BatchItem(household_code=inp.household_code, outcome="failed", rule="UnknownTranche",
-                             message=f"no tranche {inp.tranche}")  # fmt: skip
+            return BatchItem(
+                household_code=inp.household_code,
+                outcome="failed",
+                rule="UnknownTranche",
+                message=f"no tranche {inp.tranche}",
+            )
         if tranche.status in DONE_ALREADY[inp.action]:
-            return BatchItem(household_code=inp.household_code, outcome="skipped", rule="AlreadyDone",
-                             message=f"tranche {inp.tranche} is {tranche.status.value}", amount=0)  # fmt: skip
+            return BatchItem(
+                household_code=inp.household_code,
+                outcome="skipped",
+                rule="AlreadyDone",
+                message=f"tranche {inp.tranche} is {tranche.status.value}",
+                amount=0,
+            )
         ticket = await self._ticket(inp, tranche.status)
         if ticket is not None:
             return ticket
         # The signed batch rides along: the household verifies it covers this step (workflows/authn.py).
-        fields = dict(actor=inp.actor, tranche=inp.tranche, evidence=inp.evidence, batch_id=inp.batch_id,
-                      batch=inp.batch)  # fmt: skip
+        fields = dict(
+            actor=inp.actor, tranche=inp.tranche, evidence=inp.evidence, batch_id=inp.batch_id, batch=inp.batch
+        )
         try:
             if inp.action is BatchAction.AUTHORISE:
                 result = await handle.execute_update(HouseholdWorkflow.authorise_payout, AuthorisePayoutInput(**fields))
@@ -154,7 +185,8 @@ class BatchActivities:
         except WorkflowUpdateFailedError as err:
             cause = err.cause
             if isinstance(cause, ApplicationError):
-                return BatchItem(household_code=inp.household_code, outcome="failed", rule=cause.type,
-                                 message=cause.message)  # fmt: skip
+                return BatchItem(
+                    household_code=inp.household_code, outcome="failed", rule=cause.type, message=cause.message
+                )
             raise
         return BatchItem(household_code=inp.household_code, outcome="done", amount=result.amount)

@@ -46,9 +46,19 @@ async def verify_channel_record(session, rec: TransitionRecord, *, now: datetime
     if sent is None:
         raise _refuse(rec, "the engine recorded no such instruction")
     try:
-        check_channel_answer(keys, a, answer, step=rec.step, workflow_id=rec.workflow_id, user_id=rec.actor.user_id,
-                             evidence=rec.evidence, payment_id=rec.payment_id, tranche=rec.tranche, sent=sent,
-                             now=now)  # fmt: skip
+        check_channel_answer(
+            keys,
+            a,
+            answer,
+            step=rec.step,
+            workflow_id=rec.workflow_id,
+            user_id=rec.actor.user_id,
+            evidence=rec.evidence,
+            payment_id=rec.payment_id,
+            tranche=rec.tranche,
+            sent=sent,
+            now=now,
+        )
     except Unauthenticated as err:
         raise _refuse(rec, err.message) from None
 
@@ -76,8 +86,16 @@ def check_channel_answer(
     state = answer.get("state")
     if state not in FINAL_STATES:
         raise Unauthenticated(f"the signed answer says {state!r}, not a final state")
-    keys.verify(a, workflow_id=workflow_id, step=answer_step(state), input_digest=digest_of(answer), user_id=user_id,
-                holder=CHANNEL, now=now or a.issued_at, check_expiry=now is not None)  # fmt: skip
+    keys.verify(
+        a,
+        workflow_id=workflow_id,
+        step=answer_step(state),
+        input_digest=digest_of(answer),
+        user_id=user_id,
+        holder=CHANNEL,
+        now=now or a.issued_at,
+        check_expiry=now is not None,
+    )
     if payment_id is not None and answer.get("payment_id") != payment_id:
         raise Unauthenticated(f"the signed answer is for {answer.get('payment_id')!r}, the step for {payment_id!r}")
     if tranche is not None and answer.get("tranche") is not None and answer["tranche"] != tranche:
@@ -85,8 +103,10 @@ def check_channel_answer(
     as_sent = sent is None or (answer.get("amount"), answer.get("payee")) == sent
     if step is Step.PAYMENT_CONFIRMED:
         if state != "confirmed" or not as_sent:
-            raise Unauthenticated(f"the signed answer says {state} for amount {answer.get('amount')!r} and "
-                                  "another or the same payee: a confirmation counts only for the terms sent")
+            raise Unauthenticated(
+                f"the signed answer says {state} for amount {answer.get('amount')!r} and "
+                "another or the same payee: a confirmation counts only for the terms sent"
+            )
         if list(evidence) != [answer.get("bank_ref") or answer.get("payment_id")]:
             raise Unauthenticated("the step's evidence is not the bank reference the channel signed")
     elif state != "failed" and as_sent and sent is not None:

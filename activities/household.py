@@ -45,9 +45,12 @@ class HouseholdActivities:
         except DomainError as err:
             # A business refusal is an answer, not a fault: non-retryable, and logged as benign.
             raise ApplicationError(
-                err.message, *([rec] if local else []), type=err.type, non_retryable=True,
+                err.message,
+                *([rec] if local else []),
+                type=err.type,
+                non_retryable=True,
                 category=ApplicationErrorCategory.BENIGN,
-            ) from None  # fmt: skip
+            ) from None
         if not local:
             return outcome
         # The history keeps what the database committed: a retry's record carries the first attempt's time.
@@ -75,8 +78,9 @@ class HouseholdActivities:
         log.info("sla_reminder", household=rec.household_code, stage=rec.stage.value, written=written)
         return written
 
-    async def _record(self, session, rec: TransitionRecord, *, restoring: bool = False,
-                      asked_at: datetime | None = None) -> TransitionOutcome:  # fmt: skip
+    async def _record(
+        self, session, rec: TransitionRecord, *, restoring: bool = False, asked_at: datetime | None = None
+    ) -> TransitionOutcome:
         """Write one step in the caller's transaction. Before anything is written: the caller is the household's
         own workflow, the record's household is the registered one, the actor is the users table's, and the
         step is signed as it will be written (activities/officer_steps.py; the channel's answers:
@@ -125,8 +129,13 @@ class HouseholdActivities:
         moved = await self._move_money(session, rec)
         transfer = moved.first
         amount = moved.amount
-        effect = money_effect(rec.money, amount=amount, source=moved.sources or rec.source,
-                              reserved_before=row.reserved, paid_before=row.paid)  # fmt: skip
+        effect = money_effect(
+            rec.money,
+            amount=amount,
+            source=moved.sources or rec.source,
+            reserved_before=row.reserved,
+            paid_before=row.paid,
+        )
         await self._update_payouts(session, rec)
         try:
             entry = await steps.write(
@@ -163,8 +172,9 @@ class HouseholdActivities:
             if ASSERTION_ONCE not in str(err.orig):
                 raise
             # The unique index: one assertion takes one step per household (a copied one is refused here too).
-            raise DomainError(officer_steps.RULE, f"household {rec.household_code}: the step's assertion was used "
-                              "before") from None  # fmt: skip
+            raise DomainError(
+                officer_steps.RULE, f"household {rec.household_code}: the step's assertion was used before"
+            ) from None
         log.info(
             "transition_recorded",
             household=rec.household_code,
@@ -183,14 +193,18 @@ class HouseholdActivities:
             at=rec.at,
         )
 
-    async def _authenticate(self, session, rec: TransitionRecord, row, *, restoring: bool,
-                            asked_at: datetime | None) -> None:  # fmt: skip
+    async def _authenticate(
+        self, session, rec: TransitionRecord, row, *, restoring: bool, asked_at: datetime | None
+    ) -> None:
         if restoring and rec.assertion is None and rec.signed_input is None:
             # Its history recorded it before steps were signed: written again as it was, but only if no
             # earlier step of this household was signed (a history planted after signing began is not).
             if await audit.signed_before(session, rec.household_code, rec.seq):
-                raise DomainError("Unauthenticated", f"step {rec.seq} of {rec.household_code} carries no assertion, "
-                                  "but earlier steps of this household are signed: not restored")  # fmt: skip
+                raise DomainError(
+                    "Unauthenticated",
+                    f"step {rec.seq} of {rec.household_code} carries no assertion, "
+                    "but earlier steps of this household are signed: not restored",
+                )
             return
         if rec.step in CHANNEL_STEPS:
             await channel_answers.verify_channel_record(session, rec, now=asked_at)
@@ -200,10 +214,14 @@ class HouseholdActivities:
             # The batch's one assertion rides on every household's step: only the batch's own run may use it,
             # household by household (its ticket), not an update copied from another household's history.
             batch_action = rec.assertion.step.partition(":")[2]
-            if not await finance_db.has_batch_ticket(session, rec.assertion.nonce, rec.household_code,
-                                                     rec.tranche or 0, batch_action):  # fmt: skip
-                raise DomainError("Unauthenticated", f"household {rec.household_code} holds no ticket of the "
-                                  "batch this step is signed for: only the batch's run takes its steps")  # fmt: skip
+            if not await finance_db.has_batch_ticket(
+                session, rec.assertion.nonce, rec.household_code, rec.tranche or 0, batch_action
+            ):
+                raise DomainError(
+                    "Unauthenticated",
+                    f"household {rec.household_code} holds no ticket of the "
+                    "batch this step is signed for: only the batch's run takes its steps",
+                )
         if rec.step is Step.SET_POLICY:
             await officer_steps.check_policy_change(session, rec)
 
@@ -253,20 +271,33 @@ class HouseholdActivities:
         plan = await finance_db.tranche_plan(session, rec.support_type, rec.beneficiary_group, as_of)
         allocation: list[AllocationPiece] = []
         transfers: list[ledger.Transfer] = []
-        for n, (spec, tranche_pieces) in enumerate(zip(plan.tranches, split_into_tranches(pieces, plan, need),
-                                                       strict=True), start=1):  # fmt: skip
+        for n, (spec, tranche_pieces) in enumerate(
+            zip(plan.tranches, split_into_tranches(pieces, plan, need), strict=True), start=1
+        ):
             reserved = [
-                await ledger.reserve(session, key=f"{key}:t{n}:{source}", source=source,
-                                     household_code=rec.household_code, amount=amount, memo=memo, tranche=n)
+                await ledger.reserve(
+                    session,
+                    key=f"{key}:t{n}:{source}",
+                    source=source,
+                    household_code=rec.household_code,
+                    amount=amount,
+                    memo=memo,
+                    tranche=n,
+                )
                 for source, amount in tranche_pieces
-            ]  # fmt: skip
+            ]
             transfers += reserved
             allocation.append(
                 AllocationPiece(
-                    tranche=n, percent=spec.percent, milestone=spec.milestone, amount=sum(t.amount for t in reserved),
-                    pieces=[Piece(transfer_id=t.id, source=src, amount=t.amount)
-                            for t, (src, _) in zip(reserved, tranche_pieces, strict=True)],
-                )  # fmt: skip
+                    tranche=n,
+                    percent=spec.percent,
+                    milestone=spec.milestone,
+                    amount=sum(t.amount for t in reserved),
+                    pieces=[
+                        Piece(transfer_id=t.id, source=src, amount=t.amount)
+                        for t, (src, _) in zip(reserved, tranche_pieces, strict=True)
+                    ],
+                )
             )
         await finance_db.record_allocation(session, rec.household_code, allocation)
         return _Moved(transfers, need, sources="+".join(dict.fromkeys(src for src, _ in pieces)), allocation=allocation)
@@ -298,33 +329,37 @@ class HouseholdActivities:
             return self._payout_messages(rec, where, amount)
         out = []
         if rec.next_agency and not rec.to_stage.terminal:
-            out.append(outbox.row(
-                key=f"{rec.idempotency_key}:task",
-                household_code=rec.household_code,
-                kind="task",
-                channel="agency",
-                recipient=f"{rec.next_agency} ({where})",
-                subject=f"Hộ {rec.household_code}: chờ bước {STAGE_VI[rec.to_stage]}",
-                body=(
-                    f"Hộ {rec.household_code} ({where}) đã qua bước '{STAGE_VI[rec.from_stage]}' "
-                    f"({rec.actor.user_id}, {rec.actor.agency}); đề nghị thực hiện bước '{STAGE_VI[rec.to_stage]}'."
-                ),
-            ))  # fmt: skip
+            out.append(
+                outbox.row(
+                    key=f"{rec.idempotency_key}:task",
+                    household_code=rec.household_code,
+                    kind="task",
+                    channel="agency",
+                    recipient=f"{rec.next_agency} ({where})",
+                    subject=f"Hộ {rec.household_code}: chờ bước {STAGE_VI[rec.to_stage]}",
+                    body=(
+                        f"Hộ {rec.household_code} ({where}) đã qua bước '{STAGE_VI[rec.from_stage]}' "
+                        f"({rec.actor.user_id}, {rec.actor.agency}); đề nghị thực hiện bước '{STAGE_VI[rec.to_stage]}'."
+                    ),
+                )
+            )
         household_news = {
             Step.ALLOCATE: f"Hộ được bố trí {amount or 0:,} đồng hỗ trợ; có thể khởi công.",
             Step.SETTLE: "Hồ sơ hỗ trợ nhà ở của hộ đã được quyết toán và hoàn thành.",
             Step.CANCEL: f"Hồ sơ hỗ trợ nhà ở của hộ đã bị hủy. Lý do: {rec.reason}",
         }
         if rec.step in household_news:
-            out.append(outbox.row(
-                key=f"{rec.idempotency_key}:household",
-                household_code=rec.household_code,
-                kind="household",
-                channel="sms",
-                recipient=f"household:{rec.household_code}",
-                subject=f"Hỗ trợ nhà ở - hộ {rec.household_code}",
-                body=household_news[rec.step],
-            ))  # fmt: skip
+            out.append(
+                outbox.row(
+                    key=f"{rec.idempotency_key}:household",
+                    household_code=rec.household_code,
+                    kind="household",
+                    channel="sms",
+                    recipient=f"household:{rec.household_code}",
+                    subject=f"Hỗ trợ nhà ở - hộ {rec.household_code}",
+                    body=household_news[rec.step],
+                )
+            )
         return out
 
     def _payout_messages(self, rec: TransitionRecord, where: str, amount: int | None) -> list[dict]:
@@ -336,18 +371,29 @@ class HouseholdActivities:
         }
         out = []
         if rec.step in tasks and rec.next_agency:
-            out.append(outbox.row(
-                key=f"{rec.idempotency_key}:task", household_code=rec.household_code, kind="task",
-                channel="agency", recipient=f"{rec.next_agency} ({where})", subject=tasks[rec.step],
-                body=f"{tasks[rec.step]}. Người thực hiện bước trước: {rec.actor.user_id} ({rec.actor.agency}).",
-            ))  # fmt: skip
+            out.append(
+                outbox.row(
+                    key=f"{rec.idempotency_key}:task",
+                    household_code=rec.household_code,
+                    kind="task",
+                    channel="agency",
+                    recipient=f"{rec.next_agency} ({where})",
+                    subject=tasks[rec.step],
+                    body=f"{tasks[rec.step]}. Người thực hiện bước trước: {rec.actor.user_id} ({rec.actor.agency}).",
+                )
+            )
         if rec.step is Step.PAYMENT_CONFIRMED:
-            out.append(outbox.row(
-                key=f"{rec.idempotency_key}:household", household_code=rec.household_code,
-                kind="household", channel="sms", recipient=f"household:{rec.household_code}",
-                subject=f"Hỗ trợ nhà ở - hộ {rec.household_code}",
-                body=f"Hộ đã nhận đợt {n}: {amount or 0:,} đồng hỗ trợ nhà ở.",
-            ))  # fmt: skip
+            out.append(
+                outbox.row(
+                    key=f"{rec.idempotency_key}:household",
+                    household_code=rec.household_code,
+                    kind="household",
+                    channel="sms",
+                    recipient=f"household:{rec.household_code}",
+                    subject=f"Hỗ trợ nhà ở - hộ {rec.household_code}",
+                    body=f"Hộ đã nhận đợt {n}: {amount or 0:,} đồng hỗ trợ nhà ở.",
+                )
+            )
         return out
 
 

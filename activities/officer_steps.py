@@ -42,40 +42,66 @@ def check_caller(rec: TransitionRecord) -> None:
     to check, only the record."""
     expected = workflow_id_for(rec.household_code)
     if rec.workflow_id != expected or rec.idempotency_key != f"{expected}#{rec.seq}":
-        raise DomainError(RULE, f"a step of household {rec.household_code} is recorded by workflow {expected} "
-                          f"under key {expected}#{rec.seq}, not by {rec.workflow_id} under "
-                          f"{rec.idempotency_key}")  # fmt: skip
+        raise DomainError(
+            RULE,
+            f"a step of household {rec.household_code} is recorded by workflow {expected} "
+            f"under key {expected}#{rec.seq}, not by {rec.workflow_id} under "
+            f"{rec.idempotency_key}",
+        )
     if not activity.in_activity():
         return
     info = activity.info()
     if info.workflow_type != WORKFLOW_TYPE or info.workflow_id != expected:
-        raise DomainError(RULE, f"workflow {info.workflow_id} ({info.workflow_type}) may not record steps of "
-                          f"household {rec.household_code}")  # fmt: skip
+        raise DomainError(
+            RULE,
+            f"workflow {info.workflow_id} ({info.workflow_type}) may not record steps of "
+            f"household {rec.household_code}",
+        )
 
 
 def check_household(rec: TransitionRecord, row: households.HouseholdRow) -> None:
     """The workflow's copy of the household must be the registered row where the step depends on it: the
     support type and group decide the entitlement and the tranche plan, and the actor's jurisdiction (the
     validator judged it on the copy's commune) must cover the registered household."""
-    differs = [f"{name} {getattr(rec, name).value!r} (registered: {getattr(row, name)!r})"
-               for name in ("support_type", "beneficiary_group") if getattr(rec, name).value != getattr(row, name)]
+    differs = [
+        f"{name} {getattr(rec, name).value!r} (registered: {getattr(row, name)!r})"
+        for name in ("support_type", "beneficiary_group")
+        if getattr(rec, name).value != getattr(row, name)
+    ]
     if differs:
-        raise DomainError("HouseholdMismatch", f"the workflow's copy of household {rec.household_code} says "
-                          f"{', '.join(differs)}: the step is refused")  # fmt: skip
+        raise DomainError(
+            "HouseholdMismatch",
+            f"the workflow's copy of household {rec.household_code} says {', '.join(differs)}: the step is refused",
+        )
     if not rec.actor.jurisdiction.covers(row):  # type: ignore[arg-type]  # reads province/district/commune only
-        raise DomainError("OutsideJurisdiction", f"user {rec.actor.user_id} ({rec.actor.jurisdiction}) has no "
-                          f"jurisdiction over household {rec.household_code} as registered ({row.province} / "
-                          f"{row.district} / {row.commune})")  # fmt: skip
+        raise DomainError(
+            "OutsideJurisdiction",
+            f"user {rec.actor.user_id} ({rec.actor.jurisdiction}) has no "
+            f"jurisdiction over household {rec.household_code} as registered ({row.province} / "
+            f"{row.district} / {row.commune})",
+        )
 
 
 async def verify_officer_record(session, rec: TransitionRecord, row: households.HouseholdRow) -> None:
     """The step's assertion, with the key PostgreSQL holds for it (`check_signed_step`)."""
     a, signed = rec.assertion, rec.signed_input
     if a is None or signed is None:
-        raise DomainError(RULE, f"step {rec.step.value!r} of household {rec.household_code} carries no signed "
-                          "assertion: sign in through a front door")  # fmt: skip
-    check_signed_step(await signing_keys.trusted_for(session, a.key_id), a, signed, workflow_id=rec.workflow_id,
-                      step=rec.step, user_id=rec.actor.user_id, at=rec.at, rec=rec, row=row)  # fmt: skip
+        raise DomainError(
+            RULE,
+            f"step {rec.step.value!r} of household {rec.household_code} carries no signed "
+            "assertion: sign in through a front door",
+        )
+    check_signed_step(
+        await signing_keys.trusted_for(session, a.key_id),
+        a,
+        signed,
+        workflow_id=rec.workflow_id,
+        step=rec.step,
+        user_id=rec.actor.user_id,
+        at=rec.at,
+        rec=rec,
+        row=row,
+    )
 
 
 def check_signed_step(
@@ -101,17 +127,34 @@ def check_signed_step(
     batch = batch_of(a, signed)
     try:
         if batch is not None:
-            keys.verify(a, workflow_id=authn.batch_workflow_id(batch.batch_id),
-                        step=authn.batch_step(batch.action.value), input_digest=digest_of(signed), user_id=user_id,
-                        holder=OFFICERS, now=at, max_ttl=signing.BATCH_TTL, check_expiry=False)  # fmt: skip
+            keys.verify(
+                a,
+                workflow_id=authn.batch_workflow_id(batch.batch_id),
+                step=authn.batch_step(batch.action.value),
+                input_digest=digest_of(signed),
+                user_id=user_id,
+                holder=OFFICERS,
+                now=at,
+                max_ttl=signing.BATCH_TTL,
+                check_expiry=False,
+            )
         else:
-            keys.verify(a, workflow_id=workflow_id, step=step.value, input_digest=digest_of(signed), user_id=user_id,
-                        holder=OFFICERS, now=at, check_expiry=False)  # fmt: skip
+            keys.verify(
+                a,
+                workflow_id=workflow_id,
+                step=step.value,
+                input_digest=digest_of(signed),
+                user_id=user_id,
+                holder=OFFICERS,
+                now=at,
+                check_expiry=False,
+            )
         if a.issued_at - signing.CLOCK_SKEW > at:
             raise signing.Unauthenticated(f"the assertion was issued at {a.issued_at.isoformat()}, after the step")
         if rec is not None and batch is not None:
-            step_as_sent = SimpleNamespace(batch_id=batch.batch_id, tranche=rec.tranche, actor=rec.actor,
-                                           evidence=rec.evidence)  # fmt: skip
+            step_as_sent = SimpleNamespace(
+                batch_id=batch.batch_id, tranche=rec.tranche, actor=rec.actor, evidence=rec.evidence
+            )
             authn.check_batch_covers(step_as_sent, batch, step.value, row)
     except signing.Unauthenticated as err:
         raise DomainError(RULE, err.message) from None
@@ -143,12 +186,19 @@ def check_says(rec: TransitionRecord, signed: dict, batch: PayoutBatchInput | No
             said["tranche"] = signed["tranche"]
         if rec.step is Step.SET_POLICY:
             said["evidence"] = [(signed.get("policy") or {}).get("version")]
-    recorded = {"actor": rec.actor.model_dump(mode="json"), "evidence": list(rec.evidence), "reason": rec.reason,
-                "source": rec.source, "milestone": rec.milestone, "tranche": rec.tranche}  # fmt: skip
+    recorded = {
+        "actor": rec.actor.model_dump(mode="json"),
+        "evidence": list(rec.evidence),
+        "reason": rec.reason,
+        "source": rec.source,
+        "milestone": rec.milestone,
+        "tranche": rec.tranche,
+    }
     differs = sorted(name for name, value in said.items() if value != recorded[name])
     if differs:
-        raise DomainError(RULE, f"the record's {', '.join(differs)} of step {rec.step.value!r} is not what "
-                          f"{rec.actor.user_id} signed")  # fmt: skip
+        raise DomainError(
+            RULE, f"the record's {', '.join(differs)} of step {rec.step.value!r} is not what {rec.actor.user_id} signed"
+        )
 
 
 async def check_policy_change(session, rec: TransitionRecord) -> None:
@@ -163,15 +213,22 @@ async def check_policy_change(session, rec: TransitionRecord) -> None:
         raise DomainError("UnknownPolicy", "the signed policy change carries no readable policy") from None
     stored = await policy_db.stored_workflow_policy(session, wanted.version)
     if stored is None:
-        raise DomainError("UnknownPolicy", f"policy version {wanted.version!r} is not in the policy table: "
-                          "publish it first ('policy apply')")  # fmt: skip
+        raise DomainError(
+            "UnknownPolicy",
+            f"policy version {wanted.version!r} is not in the policy table: publish it first ('policy apply')",
+        )
     if stored != wanted:
-        raise DomainError("PolicyMismatch", f"policy {wanted.version} is not the policy table's version "
-                          f"{wanted.version} (versions are never edited)")  # fmt: skip
+        raise DomainError(
+            "PolicyMismatch",
+            f"policy {wanted.version} is not the policy table's version {wanted.version} (versions are never edited)",
+        )
     current = await policy_db.stored_workflow_policy(session, rec.policy_version)
     if current is None:
-        raise DomainError("UnknownPolicy", f"household {rec.household_code} runs under policy "
-                          f"{rec.policy_version!r}, which the policy table does not hold")  # fmt: skip
+        raise DomainError(
+            "UnknownPolicy",
+            f"household {rec.household_code} runs under policy "
+            f"{rec.policy_version!r}, which the policy table does not hold",
+        )
     try:
         rules.check_policy_change(rec.actor, current.policy_admin_roles)
     except rules.RuleViolation as v:

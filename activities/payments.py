@@ -42,14 +42,19 @@ log = structlog.get_logger(__name__)
 
 def _same_terms(req: PaymentRequest, instr: PaymentInstruction) -> None:
     """Refuse (`InstructionMismatch`) an instruction whose amount or payee in PostgreSQL is not the workflow's."""
-    differs = [name for name, mine, stored in (("amount", req.amount, instr.amount), ("payee", req.payee, instr.payee))
-               if mine is not None and mine != stored]  # fmt: skip
+    differs = [
+        name
+        for name, mine, stored in (("amount", req.amount, instr.amount), ("payee", req.payee, instr.payee))
+        if mine is not None and mine != stored
+    ]
     if differs:
         log.error("payment_refused", payment_id=req.payment_id, rule="InstructionMismatch", fields=differs)
         raise ApplicationError(
             f"{req.payment_id}: the {' and '.join(differs)} in PostgreSQL differ from the household's workflow: "
-            "not sent", type="InstructionMismatch", non_retryable=True,
-        )  # fmt: skip
+            "not sent",
+            type="InstructionMismatch",
+            non_retryable=True,
+        )
 
 
 class PaymentActivities:
@@ -80,16 +85,21 @@ class PaymentActivities:
         records it through record_transition, which verifies that signature)."""
         status = await self._channel.status(payment_id)
         async with self._sessions() as session:
-            return PaymentCheck(status=await self._as_sent(session, status),
-                                channel_actor=await users.require_actor(session, self._channel_user))  # fmt: skip
+            return PaymentCheck(
+                status=await self._as_sent(session, status),
+                channel_actor=await users.require_actor(session, self._channel_user),
+            )
 
     @activity.defn(name="settle_answer")
     async def settle_answer(self, req: SettleRequest) -> SettledAnswer:
         """Ask the channel about one instruction; a final answer is verified and its step recorded in one
         transaction. Runs only as the household workflow's local activity."""
         if not (activity.in_activity() and activity.info().is_local) or self._record is None:
-            raise ApplicationError("settle_answer runs only as the household workflow's local activity",
-                                   type="Unauthenticated", non_retryable=True)  # fmt: skip
+            raise ApplicationError(
+                "settle_answer runs only as the household workflow's local activity",
+                type="Unauthenticated",
+                non_retryable=True,
+            )
         status = await self._channel.status(req.payment_id)
         if status.state not in FINAL_STATES:
             return SettledAnswer(status=status)
@@ -103,11 +113,17 @@ class PaymentActivities:
             # Refused (a forged, stale or foreign answer, a step that holds this number): nothing is recorded;
             # the record goes with the refusal so the history says what was refused.
             log.warning("payment_answer_refused", payment_id=req.payment_id, rule=err.type, error=err.message)
-            raise ApplicationError(err.message, *([rec] if rec else []), type=err.type, non_retryable=True,
-                                   category=ApplicationErrorCategory.BENIGN) from None  # fmt: skip
+            raise ApplicationError(
+                err.message,
+                *([rec] if rec else []),
+                type=err.type,
+                non_retryable=True,
+                category=ApplicationErrorCategory.BENIGN,
+            ) from None
         log.info("payment_answer_recorded", payment_id=req.payment_id, state=status.state, seq=req.seq)
-        return SettledAnswer(status=status,
-                             outcome=outcome.model_copy(update={"record": rec.model_copy(update={"at": outcome.at})}))
+        return SettledAnswer(
+            status=status, outcome=outcome.model_copy(update={"record": rec.model_copy(update={"at": outcome.at})})
+        )
 
     async def _released(self, session, payment_id: str, household_code: str) -> PaymentInstruction:
         try:
@@ -137,10 +153,17 @@ class PaymentActivities:
             return status
         differs = [name for name, a, b in zip(("amount", "payee"), sent, held, strict=True) if a != b]
         log.error("payment_terms_differ", payment_id=status.payment_id, fields=differs, channel_state=status.state)
-        reason = (f"the channel holds {status.payment_id} with another {' and '.join(differs)} than the engine "
-                  f"sent (its answer: {status.state}): not recorded as paid")  # fmt: skip
-        return ChannelStatus(payment_id=status.payment_id, state="failed", reason=reason,
-                             assertion=status.assertion, answer=status.answer)  # fmt: skip
+        reason = (
+            f"the channel holds {status.payment_id} with another {' and '.join(differs)} than the engine "
+            f"sent (its answer: {status.state}): not recorded as paid"
+        )
+        return ChannelStatus(
+            payment_id=status.payment_id,
+            state="failed",
+            reason=reason,
+            assertion=status.assertion,
+            answer=status.answer,
+        )
 
     @activity.defn(name="escalate_payment")
     async def escalate_payment(self, rec: EscalationRecord) -> PaymentCheck:
@@ -197,14 +220,25 @@ def answer_record(req: SettleRequest, status: ChannelStatus, actor: Actor) -> Tr
     n = req.tranche
     after = TrancheStatus.PAID if confirmed else TrancheStatus.RELEASED if req.retry else TrancheStatus.DUE
     return TransitionRecord(
-        idempotency_key=f"{req.workflow_id}#{req.seq}", workflow_id=req.workflow_id,
-        household_code=req.household_code, seq=req.seq,
-        step=Step.PAYMENT_CONFIRMED if confirmed else Step.PAYMENT_FAILED, from_stage=req.stage, to_stage=req.stage,
-        at=req.at, actor=actor, evidence=[status.bank_ref or status.payment_id] if confirmed else [],
+        idempotency_key=f"{req.workflow_id}#{req.seq}",
+        workflow_id=req.workflow_id,
+        household_code=req.household_code,
+        seq=req.seq,
+        step=Step.PAYMENT_CONFIRMED if confirmed else Step.PAYMENT_FAILED,
+        from_stage=req.stage,
+        to_stage=req.stage,
+        at=req.at,
+        actor=actor,
+        evidence=[status.bank_ref or status.payment_id] if confirmed else [],
         reason=None if confirmed else failure_reason(status.reason, req.attempts, req.retry),
-        money=MoneyOp.POST if confirmed else MoneyOp.NONE, transfer_ids=list(req.transfer_ids) if confirmed else [],
-        tranche=n, tranche_updates={n: after.value}, payment_id=req.payment_id,
-        support_type=req.support_type, beneficiary_group=req.beneficiary_group,
+        money=MoneyOp.POST if confirmed else MoneyOp.NONE,
+        transfer_ids=list(req.transfer_ids) if confirmed else [],
+        tranche=n,
+        tranche_updates={n: after.value},
+        payment_id=req.payment_id,
+        support_type=req.support_type,
+        beneficiary_group=req.beneficiary_group,
         next_agency=None if confirmed or req.retry else req.finance_agency,
-        assertion=status.assertion, signed_input=status.answer,
-    )  # fmt: skip
+        assertion=status.assertion,
+        signed_input=status.answer,
+    )

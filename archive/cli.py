@@ -1,7 +1,7 @@
 """`starter.py archive …`: the history archive, for the engineer on call and the auditors.
 
-    archive status        retention, histories archived, closed histories still waiting, the last checkpoint
-    archive sweep         archive every closed history now (the worker's schedule does it every few minutes)
+archive status        retention, histories archived, closed histories still waiting, the last checkpoint
+archive sweep         archive every closed history now (the worker's schedule does it every few minutes)
 """
 
 from __future__ import annotations
@@ -33,14 +33,19 @@ def status_rows(s: ArchiveStatus) -> list[tuple[str, str]]:
     latest = f", latest {s.counts.latest:%Y-%m-%d %H:%M} UTC" if s.counts.latest else ""
     return [
         ("Retention", f"{days(s.retention)} (Temporal keeps a closed history this long)"),
-        ("Archive", f"{s.counts.histories} closed histories archived ({s.counts.households} households, "
-                    f"{s.counts.batches} payout batches){latest}"),
-        ("Waiting", f"{s.waiting} of the {s.closed_in_temporal} closed histories Temporal holds are not "
-                    "archived yet" + (f", the oldest closed {s.oldest_waiting:%Y-%m-%d %H:%M} UTC" if s.oldest_waiting
-                                      else "")
-                    + (" — AT RISK: more than half the retention; is a worker running the sweep?" if s.at_risk
-                       else "")),
-    ]  # fmt: skip
+        (
+            "Archive",
+            f"{s.counts.histories} closed histories archived ({s.counts.households} households, "
+            f"{s.counts.batches} payout batches){latest}",
+        ),
+        (
+            "Waiting",
+            f"{s.waiting} of the {s.closed_in_temporal} closed histories Temporal holds are not "
+            "archived yet"
+            + (f", the oldest closed {s.oldest_waiting:%Y-%m-%d %H:%M} UTC" if s.oldest_waiting else "")
+            + (" — AT RISK: more than half the retention; is a worker running the sweep?" if s.at_risk else ""),
+        ),
+    ]
 
 
 @app.command("status")
@@ -69,17 +74,22 @@ def sweep() -> None:
     async def go(settings: Settings) -> ArchiveSweepResult:
         client = await connect(settings, keys_required=False)
         return await client.execute_workflow(
-            HistoryArchiveWorkflow.run, ArchiveSweepInput(), id=f"{SCHEDULE_ID}-now",
-            task_queue=settings.temporal_task_queue, execution_timeout=timedelta(minutes=30),
-        )  # fmt: skip
+            HistoryArchiveWorkflow.run,
+            ArchiveSweepInput(),
+            id=f"{SCHEDULE_ID}-now",
+            task_queue=settings.temporal_task_queue,
+            execution_timeout=timedelta(minutes=30),
+        )
 
     try:
         got = run(go)
     except Exception as e:  # noqa: BLE001 (the worker is down, or the sweep failed: say which)
         fail(f"the sweep did not finish: {type(e).__name__}: {e}")
     checkpoint = f"; checkpoint {got.checkpoint_seq} signed" if got.checkpoint_seq else ""
-    out.print(f"archived {got.archived_now} histories ({got.already} were already); {got.waiting} still waiting "
-              f"of {got.closed_seen} closed{checkpoint}")  # fmt: skip
+    out.print(
+        f"archived {got.archived_now} histories ({got.already} were already); {got.waiting} still waiting "
+        f"of {got.closed_seen} closed{checkpoint}"
+    )
     for failure in got.failed:
         err.print(f"[bold red]not archived[/] {failure}")
     if got.failed:

@@ -34,9 +34,12 @@ SCHEDULE_ID = "history-archive"
 def _schedule(settings: Settings) -> Schedule:
     return Schedule(
         action=ScheduleActionStartWorkflow(
-            HistoryArchiveWorkflow.run, ArchiveSweepInput(), id=f"{SCHEDULE_ID}-sweep",
-            task_queue=settings.temporal_task_queue, execution_timeout=timedelta(hours=1),
-        ),  # fmt: skip
+            HistoryArchiveWorkflow.run,
+            ArchiveSweepInput(),
+            id=f"{SCHEDULE_ID}-sweep",
+            task_queue=settings.temporal_task_queue,
+            execution_timeout=timedelta(hours=1),
+        ),
         spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=timedelta(seconds=settings.archive_interval_seconds))]),
         # One sweep at a time; a missed one (the server was down) runs once when it is back.
         policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP, catchup_window=timedelta(days=1)),
@@ -56,8 +59,10 @@ async def ensure_schedule(client: Client, settings: Settings) -> bool:
 
     def same(input: ScheduleUpdateInput) -> ScheduleUpdate | None:
         current = input.description.schedule
-        if current.spec.intervals == wanted.spec.intervals and getattr(current.action, "task_queue", None) == \
-                settings.temporal_task_queue:  # fmt: skip
+        if (
+            current.spec.intervals == wanted.spec.intervals
+            and getattr(current.action, "task_queue", None) == settings.temporal_task_queue
+        ):
             return None
         return ScheduleUpdate(schedule=wanted)
 
@@ -69,9 +74,12 @@ async def set_retention(client: Client, namespace: str, keep: timedelta) -> time
     """Set the namespace's workflow execution retention; returns what the server now holds."""
     ttl = Duration()
     ttl.FromTimedelta(keep)
-    await client.workflow_service.update_namespace(UpdateNamespaceRequest(
-        namespace=namespace, config=NamespaceConfig(workflow_execution_retention_ttl=ttl),
-    ))  # fmt: skip
+    await client.workflow_service.update_namespace(
+        UpdateNamespaceRequest(
+            namespace=namespace,
+            config=NamespaceConfig(workflow_execution_retention_ttl=ttl),
+        )
+    )
     return await retention(client, namespace)
 
 
@@ -97,5 +105,6 @@ class ArchiveStatus:
 async def archive_status(client: Client, archive: HistoryArchive, namespace: str) -> ArchiveStatus:
     found = await backlog(client, archive)
     oldest = min((wf.close_time for wf in found.missing), default=None)
-    return ArchiveStatus(await retention(client, namespace), await archive.counts(), len(found.closed),
-                         len(found.missing), oldest)  # fmt: skip
+    return ArchiveStatus(
+        await retention(client, namespace), await archive.counts(), len(found.closed), len(found.missing), oldest
+    )

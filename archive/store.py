@@ -64,9 +64,16 @@ class ArchivedHistory:
 
     def signed_bytes(self) -> bytes:
         """What the witness signs: the run's particulars and the history's hash (which covers its bytes)."""
-        fields = {"workflow_id": self.workflow_id, "run_id": self.run_id, "workflow_type": self.workflow_type,
-                  "status": self.status, "started_at": self.started_at.isoformat(),
-                  "closed_at": self.closed_at.isoformat(), "events": self.events, "sha256": self.sha256}  # fmt: skip
+        fields = {
+            "workflow_id": self.workflow_id,
+            "run_id": self.run_id,
+            "workflow_type": self.workflow_type,
+            "status": self.status,
+            "started_at": self.started_at.isoformat(),
+            "closed_at": self.closed_at.isoformat(),
+            "events": self.events,
+            "sha256": self.sha256,
+        }
         return b"housing-archive/1\n" + json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
 
     def signed_by(self, ring: SigningRing) -> ArchivedHistory:
@@ -106,9 +113,12 @@ class ArchiveUntrusted(DomainError):
     unverified rows then would read what anyone with the application's login could have planted."""
 
     def __init__(self) -> None:
-        super().__init__("WitnessKeyMissing", "the archive's histories are signed by the witness, but no witness "
-                         "public key file is configured (WITNESS_PUBLIC_KEY_FILE, or witness-key.pub in WITNESS_DIR):"
-                         " refusing to read unverified histories")  # fmt: skip
+        super().__init__(
+            "WitnessKeyMissing",
+            "the archive's histories are signed by the witness, but no witness "
+            "public key file is configured (WITNESS_PUBLIC_KEY_FILE, or witness-key.pub in WITNESS_DIR):"
+            " refusing to read unverified histories",
+        )
 
 
 @dataclass(frozen=True)
@@ -175,12 +185,20 @@ class PostgresArchive:
         stmt = (
             pg_insert(wh)
             .values(
-                workflow_id=history.workflow_id, run_id=history.run_id, workflow_type=history.workflow_type,
-                household_code=history.household_code, status=history.status, started_at=history.started_at,
-                closed_at=history.closed_at, events=history.events, key_ids=list(history.key_ids),
-                history=history.history, sha256=history.sha256, key_id=history.key_id,
+                workflow_id=history.workflow_id,
+                run_id=history.run_id,
+                workflow_type=history.workflow_type,
+                household_code=history.household_code,
+                status=history.status,
+                started_at=history.started_at,
+                closed_at=history.closed_at,
+                events=history.events,
+                key_ids=list(history.key_ids),
+                history=history.history,
+                sha256=history.sha256,
+                key_id=history.key_id,
                 signature=history.signature,
-            )  # fmt: skip
+            )
             .on_conflict_do_nothing(index_elements=["run_id", "signature"])
         )
         async with self.sessions() as session:
@@ -225,10 +243,11 @@ class PostgresArchive:
     async def counts(self) -> ArchiveCounts:
         runs = {h.run_id: h for h in await self._rows()}.values()
         return ArchiveCounts(
-            len(runs), sum(h.workflow_type == "HouseholdWorkflow" for h in runs),
+            len(runs),
+            sum(h.workflow_type == "HouseholdWorkflow" for h in runs),
             sum(h.workflow_type == "PayoutBatchWorkflow" for h in runs),
             max((h.archived_at for h in runs if h.archived_at), default=None),
-        )  # fmt: skip
+        )
 
     async def entries(self, *, up_to: int | None = None) -> list[ArchiveEntry]:
         # Trusting the witness: only what it signed (a planted row is in no checkpoint, so removing it later
@@ -242,11 +261,21 @@ _PARTICULARS = [c for c in wh.c if c.name != "history"]
 
 def _from_row(row) -> ArchivedHistory:
     return ArchivedHistory(
-        workflow_id=row["workflow_id"], run_id=row["run_id"], workflow_type=row["workflow_type"],
-        status=row["status"], started_at=row["started_at"], closed_at=row["closed_at"], events=row["events"],
-        history=bytes(row["history"]), sha256=row["sha256"].strip(), key_ids=tuple(row["key_ids"] or ()),
-        seq=row["seq"], archived_at=row["archived_at"], key_id=row["key_id"] or "", signature=row["signature"] or "",
-    )  # fmt: skip
+        workflow_id=row["workflow_id"],
+        run_id=row["run_id"],
+        workflow_type=row["workflow_type"],
+        status=row["status"],
+        started_at=row["started_at"],
+        closed_at=row["closed_at"],
+        events=row["events"],
+        history=bytes(row["history"]),
+        sha256=row["sha256"].strip(),
+        key_ids=tuple(row["key_ids"] or ()),
+        seq=row["seq"],
+        archived_at=row["archived_at"],
+        key_id=row["key_id"] or "",
+        signature=row["signature"] or "",
+    )
 
 
 def archived(
@@ -261,5 +290,15 @@ def archived(
 ) -> ArchivedHistory:
     """The archive's copy of a history fetched from Temporal."""
     data = History(events=history.events).SerializeToString(deterministic=True)
-    return ArchivedHistory(workflow_id, run_id, workflow_type, status, started_at, closed_at, len(history.events),
-                           data, sha256(data), tuple(sorted(key_ids)))  # fmt: skip
+    return ArchivedHistory(
+        workflow_id,
+        run_id,
+        workflow_type,
+        status,
+        started_at,
+        closed_at,
+        len(history.events),
+        data,
+        sha256(data),
+        tuple(sorted(key_ids)),
+    )

@@ -44,8 +44,9 @@ class Backlog:
     missing: list[WorkflowExecution]
 
 
-async def backlog(client: Client, archive: HistoryArchive, *, task_queue: str | None = None,
-                  alive: Callable[[], None] = lambda: None) -> Backlog:  # fmt: skip
+async def backlog(
+    client: Client, archive: HistoryArchive, *, task_queue: str | None = None, alive: Callable[[], None] = lambda: None
+) -> Backlog:
     """`alive` is called every CHUNK runs (the sweep's heartbeat: a province's listing takes a while)."""
     query = CLOSED if task_queue is None else f"{CLOSED} AND TaskQueue = '{task_queue.replace(chr(39), '')}'"
     closed = []
@@ -56,21 +57,30 @@ async def backlog(client: Client, archive: HistoryArchive, *, task_queue: str | 
             alive()
     have: set[str] = set()
     for start in range(0, len(closed), CHUNK):
-        have |= await archive.archived_runs([wf.run_id for wf in closed[start:start + CHUNK]])
+        have |= await archive.archived_runs([wf.run_id for wf in closed[start : start + CHUNK]])
         alive()
     missing = sorted((wf for wf in closed if wf.run_id not in have), key=lambda wf: wf.close_time)
     return Backlog(closed, missing)
 
 
-async def archive_run(client: Client, archive: HistoryArchive, wf: WorkflowExecution,
-                      ring: SigningRing | None = None) -> bool:  # fmt: skip
+async def archive_run(
+    client: Client, archive: HistoryArchive, wf: WorkflowExecution, ring: SigningRing | None = None
+) -> bool:
     """Copy one closed run's history, signed with the witness's `ring` when there is one; True when it was
     new to the archive."""
     history = await client.get_workflow_handle(wf.id, run_id=wf.run_id).fetch_history()
     if not history.events or history.events[-1].event_type not in CLOSING_EVENTS:
         raise RuntimeError(f"{wf.id} run {wf.run_id}: listed as closed but its history does not end closed")
-    copy = archived(wf.id, wf.run_id, wf.workflow_type, wf.status.name if wf.status else "UNKNOWN", wf.start_time,
-                    wf.close_time, history, history_key_ids(history))  # fmt: skip
+    copy = archived(
+        wf.id,
+        wf.run_id,
+        wf.workflow_type,
+        wf.status.name if wf.status else "UNKNOWN",
+        wf.start_time,
+        wf.close_time,
+        history,
+        history_key_ids(history),
+    )
     return await archive.put(copy.signed_by(ring) if ring else copy)
 
 
@@ -86,8 +96,9 @@ class ArchiveActivities:
 
     @activity.defn
     async def archive_closed(self, inp: ArchiveSweepInput) -> ArchiveSweepResult:
-        found = await backlog(self._client, self._archive, task_queue=inp.task_queue,
-                              alive=lambda: activity.heartbeat("listing"))  # fmt: skip
+        found = await backlog(
+            self._client, self._archive, task_queue=inp.task_queue, alive=lambda: activity.heartbeat("listing")
+        )
         new = 0
         failed: list[str] = []
         todo: Sequence[WorkflowExecution] = found.missing
@@ -102,10 +113,14 @@ class ArchiveActivities:
             activity.heartbeat(i + 1)
         waiting = len(found.missing) - new
         if todo:
-            log.info("histories_archived", archived=new, waiting=waiting, failed=len(failed),
-                     closed=len(found.closed))  # fmt: skip
-        return ArchiveSweepResult(closed_seen=len(found.closed), archived_now=new, waiting=waiting, failed=failed,
-                                  already=len(found.closed) - len(found.missing))  # fmt: skip
+            log.info("histories_archived", archived=new, waiting=waiting, failed=len(failed), closed=len(found.closed))
+        return ArchiveSweepResult(
+            closed_seen=len(found.closed),
+            archived_now=new,
+            waiting=waiting,
+            failed=failed,
+            already=len(found.closed) - len(found.missing),
+        )
 
     @activity.defn
     async def write_checkpoint(self) -> int | None:

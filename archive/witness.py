@@ -198,20 +198,27 @@ class Checkpoint:
 
     def as_dict(self) -> dict[str, Any]:
         """The published form (checkpoint-<seq>.json, latest.json)."""
-        return {"seq": self.seq, "hash": self.hash, "key_id": self.key_id, "signature": self.signature,
-                "body": self.body}  # fmt: skip
+        return {
+            "seq": self.seq,
+            "hash": self.hash,
+            "key_id": self.key_id,
+            "signature": self.signature,
+            "body": self.body,
+        }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Checkpoint:
-        return cls(body=dict(d["body"]), hash=str(d["hash"]).strip(), key_id=str(d["key_id"]),
-                   signature=str(d["signature"]))  # fmt: skip
+        return cls(
+            body=dict(d["body"]), hash=str(d["hash"]).strip(), key_id=str(d["key_id"]), signature=str(d["signature"])
+        )
 
     @classmethod
     def signed(cls, body: dict[str, Any], ring: SigningRing) -> Checkpoint:
         data = canonical_bytes(body)
         signature = Ed25519PrivateKey.from_private_bytes(ring.keys[ring.active]).sign(data)
-        return cls(body=body, hash=hashlib.sha256(data).hexdigest(), key_id=ring.active,
-                   signature=keyfiles.b64(signature))  # fmt: skip
+        return cls(
+            body=body, hash=hashlib.sha256(data).hexdigest(), key_id=ring.active, signature=keyfiles.b64(signature)
+        )
 
     def problem(self, public_keys: Mapping[str, bytes]) -> str | None:
         """Why this checkpoint does not verify under `public_keys`, or None when it does."""
@@ -234,8 +241,7 @@ class Checkpoint:
 
 def _from_row(row: Mapping[str, Any]) -> Checkpoint:
     body = row["body"] if isinstance(row["body"], dict) else {}  # anything else: named unreadable
-    return Checkpoint(body=dict(body), hash=row["hash"].strip(), key_id=row["key_id"],
-                      signature=row["signature"])  # fmt: skip
+    return Checkpoint(body=dict(body), hash=row["hash"].strip(), key_id=row["key_id"], signature=row["signature"])
 
 
 def _head(value: Any) -> list[Any]:
@@ -288,8 +294,10 @@ class _Fold:
         self.sound = heads_root(self.exact) == chains.get("root") and len(self.exact) == chains.get("households")
         if self.sound or not known:
             return None
-        return (f"the heads folded from the checkpoints up to {cp.seq} do not hash to its chains' root: a checkpoint "
-                "before it was altered or removed")  # fmt: skip
+        return (
+            f"the heads folded from the checkpoints up to {cp.seq} do not hash to its chains' root: a checkpoint "
+            "before it was altered or removed"
+        )
 
 
 @dataclass(frozen=True)
@@ -322,8 +330,12 @@ async def current_state(sessions: Sessions, archive: HistoryArchive) -> _State:
     entries = await archive.entries()
     seqs = [e.seq for e in entries]
     chains = {"households": len(heads), "rows": rows, "root": heads_root(heads)}
-    archived = {"histories": len(entries), "last_seq": max(seqs, default=0), "root": archive_root(entries),
-                "gaps": _gaps(sorted(seqs))}  # fmt: skip
+    archived = {
+        "histories": len(entries),
+        "last_seq": max(seqs, default=0),
+        "root": archive_root(entries),
+        "gaps": _gaps(sorted(seqs)),
+    }
     return _State(chains, heads, archived)
 
 
@@ -482,8 +494,11 @@ class Witness:
             return None
         fold = await self._folded(row["seq"]) if row else _Fold()
         vanished = sorted(set(fold.exact) - set(state.heads))
-        went_back = sorted(c for c, h in state.heads.items() if c in fold.exact and h != fold.exact[c]
-                           and int(h[0]) <= int(fold.exact[c][0]))  # fmt: skip
+        went_back = sorted(
+            c
+            for c, h in state.heads.items()
+            if c in fold.exact and h != fold.exact[c] and int(h[0]) <= int(fold.exact[c][0])
+        )
         if vanished or went_back:
             log.warning("witness.chain_went_back", vanished=vanished[:20], rewritten=went_back[:20])
         full = last is None or not ours or not fold.sound or fold.at != last.seq or bool(vanished)
@@ -500,8 +515,15 @@ class Witness:
         cp = Checkpoint.signed(body, self.ring)
         try:
             async with self.sessions() as session, session.begin():
-                row = dict(seq=cp.seq, made_at=now, body=cp.body, prev_hash=cp.prev_hash, hash=cp.hash,
-                           key_id=cp.key_id, signature=cp.signature)  # fmt: skip
+                row = dict(
+                    seq=cp.seq,
+                    made_at=now,
+                    body=cp.body,
+                    prev_hash=cp.prev_hash,
+                    hash=cp.hash,
+                    key_id=cp.key_id,
+                    signature=cp.signature,
+                )
                 await session.execute(wc.insert().values(**row))
         except IntegrityError:
             return None  # another worker wrote checkpoint `seq` meanwhile: it covers the same moment
@@ -540,8 +562,7 @@ def load_witness(settings, sessions: Sessions, archive: HistoryArchive) -> Witne
     if settings.witness_keys_file is None and not settings.witness_keys_path.exists():
         return None
     ring = ensure_witness_keys(settings) if settings.witness_keys_file else read_ring(settings.witness_keys_path)
-    return Witness(sessions, archive, ring, settings.witness_path,
-                   timedelta(hours=settings.witness_interval_hours))  # fmt: skip
+    return Witness(sessions, archive, ring, settings.witness_path, timedelta(hours=settings.witness_interval_hours))
 
 
 # ----------------------------------------------------------------------------------------- verification
@@ -667,8 +688,15 @@ async def check_witness(
                 found.append(Finding(INVALID, "-", where, f"not a readable checkpoint ({why})"))
                 continue
             if seq != expected_seq or cp.seq != seq:
-                found.append(Finding(BROKEN, "-", where, f"expected checkpoint {expected_seq}, found {seq} (its "
-                                     f"content says {cp.seq}): checkpoints are missing"))  # fmt: skip
+                found.append(
+                    Finding(
+                        BROKEN,
+                        "-",
+                        where,
+                        f"expected checkpoint {expected_seq}, found {seq} (its "
+                        f"content says {cp.seq}): checkpoints are missing",
+                    )
+                )
             elif cp.prev_hash != expected_prev or row["prev_hash"].strip() != cp.prev_hash:
                 found.append(Finding(BROKEN, "-", where, "prev_hash does not match the hash of the checkpoint before"))
             if keys is None:
@@ -686,15 +714,28 @@ async def check_witness(
         if keys is not None and await _anything_to_witness(sessions):
             # A witness key is configured and there is something to witness, but no checkpoint anywhere: the
             # witness never ran, or every checkpoint and the published folder were removed.
-            found.append(Finding(MISSING, "-", "witness", "a witness key is configured, but there is no checkpoint "
-                                 "in the database nor a published one: none written yet, or all removed"))  # fmt: skip
+            found.append(
+                Finding(
+                    MISSING,
+                    "-",
+                    "witness",
+                    "a witness key is configured, but there is no checkpoint "
+                    "in the database nor a published one: none written yet, or all removed",
+                )
+            )
         return found
     if keys is None:
         return [*found, no_keys] if no_keys else found
 
     if published is not None and pub is None and not (published / LATEST_FILE).exists():
-        found.append(Finding(UNVERIFIABLE, "-", str(published), f"no {LATEST_FILE} in the published folder: a "
-                             "rollback of the database's checkpoints cannot be seen"))  # fmt: skip
+        found.append(
+            Finding(
+                UNVERIFIABLE,
+                "-",
+                str(published),
+                f"no {LATEST_FILE} in the published folder: a rollback of the database's checkpoints cannot be seen",
+            )
+        )
     judged = db_latest
     if pub is not None:
         where = _where(pub, "published")
@@ -702,12 +743,26 @@ async def check_witness(
             found.append(Finding(INVALID, "-", where, why))
         else:
             if pub.seq > db_max:
-                found.append(Finding(MISSING, "-", where, f"the database's checkpoints end at {db_max}: it lost "
-                                     f"or hides {db_max + 1} to {pub.seq} (restored or rolled back?)"))  # fmt: skip
+                found.append(
+                    Finding(
+                        MISSING,
+                        "-",
+                        where,
+                        f"the database's checkpoints end at {db_max}: it lost "
+                        f"or hides {db_max + 1} to {pub.seq} (restored or rolled back?)",
+                    )
+                )
             elif db_hashes.get(pub.seq) != pub.hash:
                 held = db_hashes.get(pub.seq, "none")
-                found.append(Finding(MISSING, "-", where, f"the database holds another checkpoint {pub.seq} "
-                                     f"(hash {held[:16]}…, published {pub.hash[:16]}…)"))  # fmt: skip
+                found.append(
+                    Finding(
+                        MISSING,
+                        "-",
+                        where,
+                        f"the database holds another checkpoint {pub.seq} "
+                        f"(hash {held[:16]}…, published {pub.hash[:16]}…)",
+                    )
+                )
             if judged is None or pub.seq > judged.seq:
                 judged = pub
             if pub.seq > fold.at:
@@ -715,12 +770,22 @@ async def check_witness(
                 if (why := fold.add(pub, where)) is not None:
                     found.append(Finding(BROKEN, "-", where, why))
     # The published copies are the evidence: one the database holds with another hash was replaced there.
-    differ = sorted(s for s, path in files.items() if s in db_hashes and (pub is None or s != pub.seq)
-                    and (_published_hash(path) or "").strip() != db_hashes[s])  # fmt: skip
+    differ = sorted(
+        s
+        for s, path in files.items()
+        if s in db_hashes and (pub is None or s != pub.seq) and (_published_hash(path) or "").strip() != db_hashes[s]
+    )
     if differ:
         more = f" (and {len(differ) - 1} more, up to {differ[-1]})" if len(differ) > 1 else ""
-        found.append(Finding(MISSING, "-", str(files[differ[0]]), f"the database holds another checkpoint "
-                             f"{differ[0]}{more} than the published one: its checkpoints were rewritten"))  # fmt: skip
+        found.append(
+            Finding(
+                MISSING,
+                "-",
+                str(files[differ[0]]),
+                f"the database holds another checkpoint "
+                f"{differ[0]}{more} than the published one: its checkpoints were rewritten",
+            )
+        )
     if judged is None:
         return found
     if fold.last is not None:
@@ -728,10 +793,17 @@ async def check_witness(
         if not fold.sound and fold.lost:
             lost = [str(a) if a == b else f"{a} to {b}" for a, b in fold.lost]
             said = ", ".join(lost[:10]) + (f" and {len(lost) - 10} more" if len(lost) > 10 else "")
-            found.append(Finding(UNVERIFIABLE, "-", last, f"its heads cannot be folded whole: checkpoint(s) {said} "
-                                 "are in neither the database nor the published folder (or do not verify); only the "
-                                 f"{len(fold.seen)} households' heads the other checkpoints signed are compared, a "
-                                 "household changed only in those at an older head or not at all"))  # fmt: skip
+            found.append(
+                Finding(
+                    UNVERIFIABLE,
+                    "-",
+                    last,
+                    f"its heads cannot be folded whole: checkpoint(s) {said} "
+                    "are in neither the database nor the published folder (or do not verify); only the "
+                    f"{len(fold.seen)} households' heads the other checkpoints signed are compared, a "
+                    "household changed only in those at an older head or not at all",
+                )
+            )
         found += await _compare_chains(sessions, fold, last)
     source = "published" if judged is pub else "database"
     found += await _compare_archive(archive, judged, _where(judged, source))
@@ -754,11 +826,21 @@ async def _compare_chains(sessions: Sessions, fold: _Fold, where: str) -> list[F
         actual = now.get(code)
         if actual == expected:
             continue
-        said = (f"the audit log has no row {seq} for it (rows removed)" if actual is None
-                else f"the audit log's row {seq} has hash {actual[:16]}…")  # fmt: skip
-        found.append(Finding(CHAIN_DIFFERS, code, f"audit row seq {seq}", f"{where} holds hash {expected[:16]}… for "
-                             f"the household's row {seq} (signed in checkpoint {fold.origin[code]}); {said}: its "
-                             "chain was rewritten since"))  # fmt: skip
+        said = (
+            f"the audit log has no row {seq} for it (rows removed)"
+            if actual is None
+            else f"the audit log's row {seq} has hash {actual[:16]}…"
+        )
+        found.append(
+            Finding(
+                CHAIN_DIFFERS,
+                code,
+                f"audit row seq {seq}",
+                f"{where} holds hash {expected[:16]}… for "
+                f"the household's row {seq} (signed in checkpoint {fold.origin[code]}); {said}: its "
+                "chain was rewritten since",
+            )
+        )
     return found
 
 
@@ -768,8 +850,16 @@ async def _compare_archive(archive: HistoryArchive, cp: Checkpoint, where: str) 
     entries = [e for e in await archive.entries(up_to=last) if not _in_gaps(e.seq, gaps)] if last else []
     if archive_root(entries) == covered.get("root") and len(entries) == covered.get("histories"):
         return []
-    count = (f"{covered.get('histories')} archived runs up to seq {last}, the archive now has {len(entries)} of them"
-             if len(entries) != covered.get("histories") else
-             f"the {len(entries)} archived runs up to seq {last} are there, but one or more differ")  # fmt: skip
-    return [Finding(ARCHIVE_DIFFERS, "-", "workflow_histories", f"{where} covers {count}: the archive was altered "
-                    "since (histories removed, replaced or edited)")]  # fmt: skip
+    count = (
+        f"{covered.get('histories')} archived runs up to seq {last}, the archive now has {len(entries)} of them"
+        if len(entries) != covered.get("histories")
+        else f"the {len(entries)} archived runs up to seq {last} are there, but one or more differ"
+    )
+    return [
+        Finding(
+            ARCHIVE_DIFFERS,
+            "-",
+            "workflow_histories",
+            f"{where} covers {count}: the archive was altered since (histories removed, replaced or edited)",
+        )
+    ]

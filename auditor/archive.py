@@ -117,18 +117,28 @@ async def export(
         kind = history.events[0].workflow_execution_started_event_attributes.workflow_type.name
         households += kind == "HouseholdWorkflow"
         rel = f"histories/{_file_name(history.workflow_id)}"
-        write(rel, history.to_json().encode(),
-              workflow_id=history.workflow_id, workflow_type=kind, events=len(history.events))  # fmt: skip
+        write(
+            rel,
+            history.to_json().encode(),
+            workflow_id=history.workflow_id,
+            workflow_type=kind,
+            events=len(history.events),
+        )
         # Written from the same events as the JSON; `audit verify --from` compares the two.
-        write(f"histories/{_file_name(history.workflow_id, '.binpb')}",
-              History(events=history.events).SerializeToString(), copy_of=rel)  # fmt: skip
+        write(
+            f"histories/{_file_name(history.workflow_id, '.binpb')}",
+            History(events=history.events).SerializeToString(),
+            copy_of=rel,
+        )
 
     records = await read_records(sessions, codes)
     write("records/audit_log.jsonl", _jsonl(records.audit_rows), rows=len(records.audit_rows))
     write("records/ledger_transfers.jsonl", _jsonl(records.transfers), rows=len(records.transfers))
-    write("records/workflow_policies.json",
-          json.dumps(records.policies, ensure_ascii=False, indent=1, sort_keys=True).encode(),
-          rows=len(records.policies))  # fmt: skip
+    write(
+        "records/workflow_policies.json",
+        json.dumps(records.policies, ensure_ascii=False, indent=1, sort_keys=True).encode(),
+        rows=len(records.policies),
+    )
     public = [k.as_dict() for _, k in sorted(records.keys.keys.items())]
     write("records/signing_keys.json", json.dumps(public, ensure_ascii=False, indent=1).encode(), rows=len(public))
     if records.restored:  # steps re-recorded after a database restore (`audit restore`): verify reads the marks
@@ -153,9 +163,18 @@ async def export(
     (directory / MANIFEST).write_bytes(body)
     sums = "".join(f"{f['sha256']}  {rel}\n" for rel, f in sorted(files.items()))
     (directory / SUMS).write_text(sums + f"{sha256(body)}  {MANIFEST}\n")
-    return ExportResult(directory, manifest["histories"], households, len(records.audit_rows),
-                        len(records.transfers), sorted(keys), sha256(body), manifest["signing_key_ids"],
-                        source.from_archive, source.missing)  # fmt: skip
+    return ExportResult(
+        directory,
+        manifest["histories"],
+        households,
+        len(records.audit_rows),
+        len(records.transfers),
+        sorted(keys),
+        sha256(body),
+        manifest["signing_key_ids"],
+        source.from_archive,
+        source.missing,
+    )
 
 
 def _jsonl(rows: list[dict[str, Any]]) -> bytes:
@@ -223,13 +242,18 @@ class Archive:
         """(workflow id, file) of every history: the JSON, or with `binary` its binary copy where the
         export has one (an export of format 1 has none)."""
         copies = self._copies() if binary else {}
-        return [(about["workflow_id"], self.directory / copies.get(rel, rel))
-                for rel, about in self.manifest["files"].items()
-                if "workflow_id" in about and (self.directory / rel).exists()]  # fmt: skip
+        return [
+            (about["workflow_id"], self.directory / copies.get(rel, rel))
+            for rel, about in self.manifest["files"].items()
+            if "workflow_id" in about and (self.directory / rel).exists()
+        ]
 
     def _copies(self) -> dict[str, str]:
-        return {about["copy_of"]: rel for rel, about in self.manifest["files"].items()
-                if "copy_of" in about and (self.directory / rel).exists()}  # fmt: skip
+        return {
+            about["copy_of"]: rel
+            for rel, about in self.manifest["files"].items()
+            if "copy_of" in about and (self.directory / rel).exists()
+        }
 
     def histories(self, files: list[tuple[str, Path]] | None = None) -> Iterator[WorkflowHistory]:
         """The histories from their JSON (all, or these of `history_files()`). Each binary copy is compared
@@ -247,8 +271,9 @@ class Archive:
     def compare_copies(self) -> None:
         """Compare every binary copy not yet compared by `histories()` with its JSON, adding any difference
         to `problems`: after a reader went through some of the histories, the rest are parsed only here."""
-        rest = [(w, p) for w, p in self.history_files()
-                if p.relative_to(self.directory).as_posix() not in self._compared]  # fmt: skip
+        rest = [
+            (w, p) for w, p in self.history_files() if p.relative_to(self.directory).as_posix() not in self._compared
+        ]
         for _ in self.histories(rest):
             pass
 
@@ -269,5 +294,10 @@ class Archive:
         restored = {m["idempotency_key"]: m for m in rows("restored_steps.jsonl")}
         keys_path = base / "signing_keys.json"  # none in an export from before signed actions
         public = json.loads(keys_path.read_text(encoding="utf-8")) if keys_path.exists() else []
-        return Records(rows("audit_log.jsonl"), rows("ledger_transfers.jsonl"), policies, restored,
-                       keys=TrustedKeys.of(PublicKey.from_dict(k) for k in public))  # fmt: skip
+        return Records(
+            rows("audit_log.jsonl"),
+            rows("ledger_transfers.jsonl"),
+            policies,
+            restored,
+            keys=TrustedKeys.of(PublicKey.from_dict(k) for k in public),
+        )

@@ -73,8 +73,14 @@ def _codes(codes: list[str] | None) -> list[str] | None:
 
 
 def _progress() -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=err, transient=True)  # fmt: skip
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    )
 
 
 def _open_archive(directory: Path) -> archive_mod.Archive:
@@ -95,19 +101,26 @@ def export(directory: Path = typer.Argument(..., help="An empty or new folder"))
             with _progress() as bar:
                 task = bar.add_task("histories", total=None)
                 return await archive_mod.export(
-                    client, sessions, directory, namespace=settings.temporal_namespace,
+                    client,
+                    sessions,
+                    directory,
+                    namespace=settings.temporal_namespace,
                     archive=open_archive(sessions, settings),
-                    on_total=lambda n: bar.update(task, total=n), on_done=lambda: bar.advance(task),
-                )  # fmt: skip
+                    on_total=lambda n: bar.update(task, total=n),
+                    on_done=lambda: bar.advance(task),
+                )
 
     try:
         result = run(go)
     except FileExistsError as e:
         fail(str(e))
-    out.print(f"exported {result.histories} histories ({result.households} households), {result.audit_rows} audit "
-              f"rows, {result.transfers} ledger transfers to {directory}")  # fmt: skip
-    out.print(f"payloads sealed with key(s): {', '.join(result.key_ids) or 'none'}; "
-              f"manifest SHA-256 {result.manifest_sha256}")  # fmt: skip
+    out.print(
+        f"exported {result.histories} histories ({result.households} households), {result.audit_rows} audit "
+        f"rows, {result.transfers} ledger transfers to {directory}"
+    )
+    out.print(
+        f"payloads sealed with key(s): {', '.join(result.key_ids) or 'none'}; manifest SHA-256 {result.manifest_sha256}"
+    )
     # 'audit verify --from' checks signatures against the keys in the export: compare them with the published ones.
     out.print(f"public signing keys exported: {', '.join(result.signing_key_ids) or 'none'}")
     if result.from_archive:
@@ -116,8 +129,9 @@ def export(directory: Path = typer.Argument(..., help="An empty or new folder"))
         err.print(f"[yellow]no history[/] for {wid}: neither on the Temporal server nor in the archive")
 
 
-def _archive_files(arch: archive_mod.Archive, query: str, codes: list[str] | None, *,
-                   binary: bool = False) -> list[tuple[str, Path]]:  # fmt: skip
+def _archive_files(
+    arch: archive_mod.Archive, query: str, codes: list[str] | None, *, binary: bool = False
+) -> list[tuple[str, Path]]:
     wanted = set(household_workflow_ids(codes)) if codes else None
     files = [(w, p) for w, p in arch.history_files(binary=binary) if wanted is None or w in wanted]
     return [(w, p) for w, p in files if w.startswith("household-")] if query == HOUSEHOLDS else files
@@ -166,8 +180,12 @@ def replay_cmd(
     codes: list[str] = typer.Option(None, "--code", help="Only these households"),
     jobs: int = typer.Option(os.cpu_count() or 1, "--jobs", min=1, help="Processes replaying an export"),
     key_file: Path | None = KEY_FILE,
-    sandbox: bool = typer.Option(False, "--sandbox", help="Replay inside the workflow sandbox (slower; catches "
-                                 "calls that could become non-deterministic, as the test suite does)"),
+    sandbox: bool = typer.Option(
+        False,
+        "--sandbox",
+        help="Replay inside the workflow sandbox (slower; catches "
+        "calls that could become non-deterministic, as the test suite does)",
+    ),
 ) -> None:
     """Replay histories against the current workflow code; name every household whose history the code no
     longer reproduces (non-determinism), with the reason. Exit 1 when any does."""
@@ -183,26 +201,31 @@ def replay_cmd(
             files = _archive_files(arch, ALL_WORKFLOWS, _codes(codes), binary=True)
             with _progress() as bar:
                 task = bar.add_task(f"replaying ({jobs} processes)", total=len(files))
-                report = await replay_files(files, ring.dump(), jobs=jobs, sandbox=sandbox,
-                                            on_done=lambda n: bar.advance(task, n))  # fmt: skip
+                report = await replay_files(
+                    files, ring.dump(), jobs=jobs, sandbox=sandbox, on_done=lambda n: bar.advance(task, n)
+                )
             return report, time.perf_counter() - started, [f"export: {p}" for p in arch.problems]
         async with _histories(settings, None, ALL_WORKFLOWS, _codes(codes)) as read:
             with _progress() as bar:
                 task = bar.add_task("replaying", total=read.total)
-                report = await replay(read.histories, with_codec(DATA_CONVERTER, ring), sandbox=sandbox,
-                                      on_done=lambda: bar.advance(task))  # fmt: skip
+                report = await replay(
+                    read.histories, with_codec(DATA_CONVERTER, ring), sandbox=sandbox, on_done=lambda: bar.advance(task)
+                )
             if read.live.from_archive:
                 err.print(f"{read.live.from_archive} histories read from the archive (Temporal no longer holds them)")
-            missing = [f"no history for {w}: neither on the Temporal server nor in the archive"
-                       for w in read.live.missing]  # fmt: skip
+            missing = [
+                f"no history for {w}: neither on the Temporal server nor in the archive" for w in read.live.missing
+            ]
         return report, time.perf_counter() - started, missing
 
     report, seconds, problems = run(go)
     for p in problems:
         err.print(f"[yellow]{p}[/]")
     rate = report.replayed / seconds if seconds else 0
-    out.print(f"replayed {report.replayed} histories against the current code in {seconds:.1f} s ({rate:.1f}/s): "
-              f"{len(report.failures)} not reproduced")  # fmt: skip
+    out.print(
+        f"replayed {report.replayed} histories against the current code in {seconds:.1f} s ({rate:.1f}/s): "
+        f"{len(report.failures)} not reproduced"
+    )
     if report.failures:
         table = Table("workflow", "error", "reason", title="Histories the current code does not reproduce")
         for f in report.failures:
@@ -256,8 +279,16 @@ def timeline_cmd(
     out.print(head)
     table = Table(*COLUMNS[lang], show_lines=False)
     for line in tl.lines(trail, lang):  # type: ignore[arg-type]
-        table.add_row(line.at, line.what, line.who, line.role, line.agency, ", ".join(line.evidence),
-                      line.reason or "", line.money)  # fmt: skip
+        table.add_row(
+            line.at,
+            line.what,
+            line.who,
+            line.role,
+            line.agency,
+            ", ".join(line.evidence),
+            line.reason or "",
+            line.money,
+        )
     out.print(table)
 
 
@@ -287,9 +318,15 @@ def verify_cmd(
         async with database(settings) as sessions:
             with _progress() as bar:
                 task = bar.add_task("reading histories", total=None)
-                report, live = await verify_live(client, sessions, settings, converter, wanted,
-                                                 on_total=lambda n: bar.update(task, total=n),
-                                                 on_done=lambda: bar.advance(task))  # fmt: skip
+                report, live = await verify_live(
+                    client,
+                    sessions,
+                    settings,
+                    converter,
+                    wanted,
+                    on_total=lambda n: bar.update(task, total=n),
+                    on_done=lambda: bar.advance(task),
+                )
         if live.from_archive:
             err.print(f"{live.from_archive} histories read from the archive (Temporal no longer holds them)")
         return report
@@ -299,9 +336,11 @@ def verify_cmd(
         print(json.dumps(report.as_dict(), ensure_ascii=False, indent=1))
     else:
         agreed = f"{report.amount_checked:,}".replace(",", ".")
-        out.print(f"verified {report.households} households: {report.transitions} steps in the histories, "
-                  f"{report.audit_rows} audit rows, {report.transfers} ledger transfers; "
-                  f"{agreed} đồng moved, agreed by all three records")  # fmt: skip
+        out.print(
+            f"verified {report.households} households: {report.transitions} steps in the histories, "
+            f"{report.audit_rows} audit rows, {report.transfers} ledger transfers; "
+            f"{agreed} đồng moved, agreed by all three records"
+        )
         if report.ok:
             out.print("histories, audit log and ledger agree: 0 discrepancies")
         else:
@@ -357,14 +396,16 @@ def restore_cmd(
         async with _histories(settings, None, HOUSEHOLDS, None if every else _codes(codes)) as read:
             with _progress() as bar:
                 task = bar.add_task("reading histories", total=read.total)
-                trails = await read_trails(read.histories, with_codec(DATA_CONVERTER, ring),
-                                           on_done=lambda: bar.advance(task))  # fmt: skip
+                trails = await read_trails(
+                    read.histories, with_codec(DATA_CONVERTER, ring), on_done=lambda: bar.advance(task)
+                )
             read.report_missing()
         # As the schema owner, like migrations: the application's role may neither write restore marks nor
         # move the transfers' id sequence, so a worker's login cannot forge a restore.
         async with database(settings, url=settings.owner_asyncpg_url) as sessions:
-            return await restore_mod.restore(sessions, trails, operator=operator, reason=reason,
-                                             channel=HttpBank.name, dry_run=dry_run)  # fmt: skip
+            return await restore_mod.restore(
+                sessions, trails, operator=operator, reason=reason, channel=HttpBank.name, dry_run=dry_run
+            )
 
     try:
         report = run(go)
@@ -372,17 +413,36 @@ def restore_cmd(
         fail(str(e))
     if report.restored:
         verb = "would re-record" if report.dry_run else "re-recorded"
-        table = Table("household", "seq", "step", "who", "when (UTC+7)", "money", "audit hash", "same hash",
-                      title=f"{verb} {len(report.restored)} steps")  # fmt: skip
+        table = Table(
+            "household",
+            "seq",
+            "step",
+            "who",
+            "when (UTC+7)",
+            "money",
+            "audit hash",
+            "same hash",
+            title=f"{verb} {len(report.restored)} steps",
+        )
         for r in report.restored:
             same = "-" if r.audit_hash is None else "yes" if r.same_hash else f"no (ids {r.transfer_ids})"
-            table.add_row(r.household, str(r.seq), r.step, r.actor, f"{r.at.astimezone(tl.VIETNAM):%d/%m/%Y %H:%M}",
-                          f"{r.amount:,}" if r.amount else "", (r.audit_hash or r.history_hash)[:16] + "…", same)
+            table.add_row(
+                r.household,
+                str(r.seq),
+                r.step,
+                r.actor,
+                f"{r.at.astimezone(tl.VIETNAM):%d/%m/%Y %H:%M}",
+                f"{r.amount:,}" if r.amount else "",
+                (r.audit_hash or r.history_hash)[:16] + "…",
+                same,
+            )
         out.print(table)
     households = len({r.household for r in report.restored})
-    out.print(f"{'dry run: ' if report.dry_run else ''}{len(report.restored)} steps over {households} households "
-              f"{'to re-record' if report.dry_run else 're-recorded'} by {operator}; {len(report.up_to_date)} "
-              f"households had lost nothing; {len(report.refused)} refused")  # fmt: skip
+    out.print(
+        f"{'dry run: ' if report.dry_run else ''}{len(report.restored)} steps over {households} households "
+        f"{'to re-record' if report.dry_run else 're-recorded'} by {operator}; {len(report.up_to_date)} "
+        f"households had lost nothing; {len(report.refused)} refused"
+    )
     for code, e in report.refused:
         err.print(f"[bold red]refused[/] {code}: {e}")
     if report.refused:

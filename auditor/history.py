@@ -95,8 +95,7 @@ class Trail:
         if self.transitions:
             return self.transitions[0].record.household_code
         prefix = "household-"
-        return self.workflow_id[len(prefix):] if self.workflow_id.startswith(prefix) else self.workflow_id
-
+        return self.workflow_id[len(prefix) :] if self.workflow_id.startswith(prefix) else self.workflow_id
 
 
 def _at(event: HistoryEvent) -> datetime:
@@ -175,9 +174,11 @@ async def read_trail(history: WorkflowHistory, converter: DataConverter) -> Trai
     """Everything the history says about its workflow, in event order."""
     first = history.events[0] if history.events else None
     started = first.workflow_execution_started_event_attributes if first else None
-    trail = Trail(workflow_id=history.workflow_id,
-                  run_id=started.original_execution_run_id if started else "",
-                  workflow_type=started.workflow_type.name if started else "")  # fmt: skip
+    trail = Trail(
+        workflow_id=history.workflow_id,
+        run_id=started.original_execution_run_id if started else "",
+        workflow_type=started.workflow_type.name if started else "",
+    )
     read = _Reader(converter, trail)
     scheduled: dict[int, tuple[str, Any]] = {}  # activity scheduled event id → (type, input)
     updates: dict[str, tuple[str, Any]] = {}  # update id → (name, argument)
@@ -193,8 +194,14 @@ async def read_trail(history: WorkflowHistory, converter: DataConverter) -> Trai
                 policy_version = (trail.policy or {}).get("version")
             elif isinstance(inp, Sealed):
                 trail.household = trail.policy = inp
-            trail.events.append(Event(at, "opened", {"household": trail.household, "policy": policy_version,
-                                                     "input": None if trail.household else inp}, eid))  # fmt: skip
+            trail.events.append(
+                Event(
+                    at,
+                    "opened",
+                    {"household": trail.household, "policy": policy_version, "input": None if trail.household else inp},
+                    eid,
+                )
+            )
         elif t == E.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED:
             a = ev.workflow_execution_update_accepted_event_attributes
             name = a.accepted_request.input.name
@@ -207,8 +214,11 @@ async def read_trail(history: WorkflowHistory, converter: DataConverter) -> Trai
                 f = await read.failure(a.outcome.failure)
                 kind = f.application_failure_info.type or f.cause.application_failure_info.type or "Failure"
                 message = f.cause.message if f.HasField("cause") and f.cause.message else f.message
-                trail.events.append(Event(at, "refused", {"update": name, "rule": kind, "message": message,
-                                                          "actor": _actor_of(arg)}, eid))  # fmt: skip
+                trail.events.append(
+                    Event(
+                        at, "refused", {"update": name, "rule": kind, "message": message, "actor": _actor_of(arg)}, eid
+                    )
+                )
             elif name == "set_policy" and isinstance(arg, dict):
                 policy_version = (arg.get("policy") or {}).get("version")
                 trail.policy = arg.get("policy")
@@ -232,8 +242,11 @@ async def read_trail(history: WorkflowHistory, converter: DataConverter) -> Trai
             elif kind in ("submit_payment", "check_payment", "escalate_payment", "send_reminder"):
                 trail.events.append(Event(at, kind, {"input": inp, "result": result}, eid))
         elif t in (E.EVENT_TYPE_ACTIVITY_TASK_FAILED, E.EVENT_TYPE_ACTIVITY_TASK_TIMED_OUT):
-            a = (ev.activity_task_failed_event_attributes if t == E.EVENT_TYPE_ACTIVITY_TASK_FAILED
-                 else ev.activity_task_timed_out_event_attributes)  # fmt: skip
+            a = (
+                ev.activity_task_failed_event_attributes
+                if t == E.EVENT_TYPE_ACTIVITY_TASK_FAILED
+                else ev.activity_task_timed_out_event_attributes
+            )
             kind, _ = scheduled.get(a.scheduled_event_id, ("?", None))
             if kind == "record_transition" and a.scheduled_event_id in pending:
                 tr = pending.pop(a.scheduled_event_id)
@@ -250,16 +263,18 @@ async def read_trail(history: WorkflowHistory, converter: DataConverter) -> Trai
                     trail.events.append(Event(tr.record.at, "step", {"transition": tr}, eid))
         elif t == E.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED:
             a = ev.workflow_execution_signaled_event_attributes
-            trail.events.append(Event(at, "signal", {"name": a.signal_name,
-                                                     "input": await read.value(a.input.payloads)}, eid))  # fmt: skip
+            trail.events.append(
+                Event(at, "signal", {"name": a.signal_name, "input": await read.value(a.input.payloads)}, eid)
+            )
         elif t == E.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED:
             trail.status = "completed"
             result = await read.value(ev.workflow_execution_completed_event_attributes.result.payloads)
             trail.events.append(Event(at, "closed", {"result": result}, eid))
         elif t == E.EVENT_TYPE_WORKFLOW_EXECUTION_TERMINATED:
             trail.status = "terminated"
-            trail.events.append(Event(at, "terminated",
-                                      {"reason": ev.workflow_execution_terminated_event_attributes.reason}, eid))
+            trail.events.append(
+                Event(at, "terminated", {"reason": ev.workflow_execution_terminated_event_attributes.reason}, eid)
+            )
         elif t == E.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED:
             trail.status = "failed"
         elif t == E.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW:

@@ -40,8 +40,9 @@ async def verify_live(
     trails = await read_trails(live.each(ids, on_done=on_done), converter)
     # The chains and the archive against the latest signed checkpoint, with the public key from its file
     # (never from the database): a consistent rewrite of the chains is caught here.
-    witnessed = await check_witness(sessions, live.archive, public_keys=settings.witness_public_key_path,
-                                    published=settings.witness_path)  # fmt: skip
+    witnessed = await check_witness(
+        sessions, live.archive, public_keys=settings.witness_public_key_path, published=settings.witness_path
+    )
     found: list[Finding] = list(witnessed)
     found += await no_history(sessions, codes, trails)
     for row in await live.archive.unsigned():  # planted, or archived before the witness signed
@@ -58,8 +59,17 @@ async def no_history(sessions: Sessions, codes: Sequence[str] | None, trails: li
     seen = {t.household_code for t in trails if t.workflow_type == "HouseholdWorkflow"}
     async with sessions() as session:
         registered = await households.registered(session, list(codes) if codes else None)
-    found = [("history_missing", code, f"household {code}", "registered, but its workflow history is neither on "
-              "the Temporal server nor in the archive") for code in sorted(registered - seen)]  # fmt: skip
-    found += [("unknown_household", code, f"household {code}", "no imported list holds this code")
-              for code in sorted(set(codes or ()) - registered)]  # fmt: skip
+    found = [
+        (
+            "history_missing",
+            code,
+            f"household {code}",
+            "registered, but its workflow history is neither on the Temporal server nor in the archive",
+        )
+        for code in sorted(registered - seen)
+    ]
+    found += [
+        ("unknown_household", code, f"household {code}", "no imported list holds this code")
+        for code in sorted(set(codes or ()) - registered)
+    ]
     return found

@@ -37,8 +37,10 @@ class Records:
 
 def _plain(row: dict[str, Any]) -> dict[str, Any]:
     # The same text the audit hash covers, so a row read back from an export hashes as it did in PostgreSQL.
-    return {k: (canonical(v) if isinstance(v, datetime) else v.isoformat() if isinstance(v, date) else v)
-            for k, v in row.items()}  # fmt: skip
+    return {
+        k: (canonical(v) if isinstance(v, datetime) else v.isoformat() if isinstance(v, date) else v)
+        for k, v in row.items()
+    }
 
 
 async def read_records(sessions: Sessions, codes: Iterable[str] | None = None) -> Records:

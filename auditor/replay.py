@@ -49,9 +49,12 @@ class ReplayReport:
 def replayer(converter: DataConverter, *, sandbox: bool = False, interceptors: Sequence[Interceptor] = ()) -> Replayer:
     # An auditor replays histories from before encryption too: plain payloads are read, not refused.
     converter = for_reading(converter)
-    return Replayer(workflows=[HouseholdWorkflow, PayoutBatchWorkflow], data_converter=converter,
-                    workflow_runner=workflow_runner(converter, sandbox=sandbox),
-                    interceptors=interceptors)  # fmt: skip
+    return Replayer(
+        workflows=[HouseholdWorkflow, PayoutBatchWorkflow],
+        data_converter=converter,
+        workflow_runner=workflow_runner(converter, sandbox=sandbox),
+        interceptors=interceptors,
+    )
 
 
 async def replay(
@@ -69,8 +72,14 @@ async def replay(
             failure = result.replay_failure
             if failure is not None:
                 started = result.history.events[0].workflow_execution_started_event_attributes
-                report.failures.append(ReplayFailure(result.history.workflow_id, started.original_execution_run_id,
-                                                     type(failure).__name__, str(failure)))  # fmt: skip
+                report.failures.append(
+                    ReplayFailure(
+                        result.history.workflow_id,
+                        started.original_execution_run_id,
+                        type(failure).__name__,
+                        str(failure),
+                    )
+                )
             if on_done:
                 on_done()
     return report
@@ -106,7 +115,7 @@ async def replay_files(
     one core). `keys` is the key ring's text, handed to each process."""
     report = ReplayReport()
     loop = asyncio.get_running_loop()
-    parts = [[(w, str(p)) for w, p in files[i:i + chunk]] for i in range(0, len(files), chunk)]
+    parts = [[(w, str(p)) for w, p in files[i : i + chunk]] for i in range(0, len(files), chunk)]
     with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = [loop.run_in_executor(pool, _replay_chunk, part, keys, sandbox) for part in parts]
         for done in asyncio.as_completed(futures):

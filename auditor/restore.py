@@ -78,10 +78,12 @@ def recorded_steps(trail: Trail) -> list[Transition]:
 
 
 async def _rows(session, code: str) -> tuple[list[Any], dict[int, Any]]:
-    rows = (await session.execute(select(audit_log).where(audit_log.c.household_code == code)
-                                  .order_by(audit_log.c.seq))).all()  # fmt: skip
-    marks = {m.seq: m for m in await session.execute(select(restored_steps)
-                                                     .where(restored_steps.c.household_code == code))}  # fmt: skip
+    rows = (
+        await session.execute(select(audit_log).where(audit_log.c.household_code == code).order_by(audit_log.c.seq))
+    ).all()
+    marks = {
+        m.seq: m for m in await session.execute(select(restored_steps).where(restored_steps.c.household_code == code))
+    }
     return rows, marks
 
 
@@ -90,22 +92,30 @@ def lost_steps(trail: Trail, rows: Sequence[Any], marks: dict[int, Any]) -> list
     code = trail.household_code
     steps = recorded_steps(trail)
     if [t.record.seq for t in steps] != list(range(1, len(steps) + 1)):
-        raise RestoreRefused("HistoryIncomplete", f"household {code}: the history's recorded steps are not "
-                             f"numbered 1…{len(steps)}")  # fmt: skip
+        raise RestoreRefused(
+            "HistoryIncomplete", f"household {code}: the history's recorded steps are not numbered 1…{len(steps)}"
+        )
     if len(rows) > len(steps):
         extra = rows[len(steps)]
-        raise RestoreRefused("RestoreFork", f"household {code}: the database holds step {extra.seq} "
-                             f"({extra.step}, {extra.actor_user_id}) its history lacks: not a loss")  # fmt: skip
+        raise RestoreRefused(
+            "RestoreFork",
+            f"household {code}: the database holds step {extra.seq} "
+            f"({extra.step}, {extra.actor_user_id}) its history lacks: not a loss",
+        )
     for row, t in zip(rows, steps, strict=False):
         expected = t.outcome.audit_hash if t.outcome else None
         mark = marks.get(row.seq)
-        same = row.hash == expected or (mark is not None and mark.history_hash == expected
-                                        and mark.audit_hash == row.hash)  # fmt: skip
+        same = row.hash == expected or (
+            mark is not None and mark.history_hash == expected and mark.audit_hash == row.hash
+        )
         if row.seq != t.record.seq or row.idempotency_key != t.record.idempotency_key or not same:
-            raise RestoreRefused("RestoreFork", f"household {code}: audit row seq {row.seq} ({row.step} by "
-                                 f"{row.actor_user_id}, hash {row.hash[:16]}…) is not the history's step "
-                                 f"{t.record.seq} ({t.record.step.value} by {t.record.actor.user_id}, hash "
-                                 f"{(expected or '')[:16]}…): the records forked")  # fmt: skip
+            raise RestoreRefused(
+                "RestoreFork",
+                f"household {code}: audit row seq {row.seq} ({row.step} by "
+                f"{row.actor_user_id}, hash {row.hash[:16]}…) is not the history's step "
+                f"{t.record.seq} ({t.record.step.value} by {t.record.actor.user_id}, hash "
+                f"{(expected or '')[:16]}…): the records forked",
+            )
     return steps[len(rows) :]
 
 
@@ -116,8 +126,10 @@ async def require_operator(session, user_id: str) -> users.User:
     if not user.active:
         raise RestoreRefused("UserDisabled", f"operator {user_id!r} is disabled")
     if user.role not in OPERATOR_ROLES:
-        raise RestoreRefused("OperatorNotAllowed", f"operator {user_id!r} is {user.role}; re-recording steps "
-                             f"needs the role {' or '.join(OPERATOR_ROLES)}")  # fmt: skip
+        raise RestoreRefused(
+            "OperatorNotAllowed",
+            f"operator {user_id!r} is {user.role}; re-recording steps needs the role {' or '.join(OPERATOR_ROLES)}",
+        )
     return user
 
 
@@ -151,19 +163,28 @@ async def _restore_instructions(session, trail: Trail, before_event: int, channe
         await finance_db.save_instruction(session, instr, channel)
 
 
-async def _restore_household(session, trail: Trail, lost: list[Transition], *, operator: str, reason: str,
-                             channel: str) -> list[RestoredStep]:  # fmt: skip
+async def _restore_household(
+    session, trail: Trail, lost: list[Transition], *, operator: str, reason: str, channel: str
+) -> list[RestoredStep]:
     write = HouseholdActivities(None)  # type: ignore[arg-type]  # _record uses only the session given
     code = trail.household_code
     prev_history_hash: str | None = GENESIS  # the hash the history's previous step holds (None: unknown)
     done: list[RestoredStep] = []
     keys = [t.record.idempotency_key for t in lost]
-    ahead = (await session.execute(select(ledger_transfers.c.id, ledger_transfers.c.idempotency_key).where(
-        ledger_transfers.c.household_code == code,
-        func.split_part(ledger_transfers.c.idempotency_key, ":", 1).in_(keys)))).first()  # fmt: skip
+    ahead = (
+        await session.execute(
+            select(ledger_transfers.c.id, ledger_transfers.c.idempotency_key).where(
+                ledger_transfers.c.household_code == code,
+                func.split_part(ledger_transfers.c.idempotency_key, ":", 1).in_(keys),
+            )
+        )
+    ).first()
     if ahead is not None:
-        raise RestoreRefused("RestoreFork", f"household {code}: ledger transfer {ahead.id} ({ahead.idempotency_key}) "
-                             "belongs to a step the audit log lacks: the ledger is ahead, not lost")  # fmt: skip
+        raise RestoreRefused(
+            "RestoreFork",
+            f"household {code}: ledger transfer {ahead.id} ({ahead.idempotency_key}) "
+            "belongs to a step the audit log lacks: the ledger is ahead, not lost",
+        )
     if lost[0].record.seq > 1:
         before = recorded_steps(trail)[lost[0].record.seq - 2].outcome
         prev_history_hash = before.audit_hash if before else None
@@ -176,14 +197,19 @@ async def _restore_household(session, trail: Trail, lost: list[Transition], *, o
         # The ledger key of a post or void names the pending transfer as the ledger holds it now.
         first = (await restores.current_ids(session, code, rec.transfer_ids[:1]))[0] if rec.transfer_ids else None
         wanted = _pins(t, rec, first)
-        taken = set((await session.execute(select(ledger_transfers.c.id)
-                                            .where(ledger_transfers.c.id.in_(wanted.values())))).scalars())  # fmt: skip
+        taken = set(
+            (
+                await session.execute(select(ledger_transfers.c.id).where(ledger_transfers.c.id.in_(wanted.values())))
+            ).scalars()
+        )
         token = ledger.PINNED_IDS.set({k: i for k, i in wanted.items() if i not in taken})
         try:
             got = await write._record(session, rec, restoring=True)
         except DomainError as e:
-            raise RestoreRefused("RestoreStepRefused", f"household {code} step {rec.seq} ({rec.step.value}): "
-                                 f"the engine refused to write it again: {e}") from None  # fmt: skip
+            raise RestoreRefused(
+                "RestoreStepRefused",
+                f"household {code} step {rec.seq} ({rec.step.value}): the engine refused to write it again: {e}",
+            ) from None
         finally:
             ledger.PINNED_IDS.reset(token)
         if got.replayed:
@@ -195,18 +221,44 @@ async def _restore_household(session, trail: Trail, lost: list[Transition], *, o
             # the history's hash.
             as_history = dict(row) | {"transfer_id": outcome.transfer_id}
             if prev_history_hash is None or row_hash(prev_history_hash, as_history) != outcome.audit_hash:
-                raise RestoreRefused("RestoreMismatch", f"household {code} step {rec.seq} ({rec.step.value}): "
-                                     f"written again it hashes to {got.audit_hash[:16]}…, the history holds "
-                                     f"{outcome.audit_hash[:16]}…, and not only by transfer ids")  # fmt: skip
+                raise RestoreRefused(
+                    "RestoreMismatch",
+                    f"household {code} step {rec.seq} ({rec.step.value}): "
+                    f"written again it hashes to {got.audit_hash[:16]}…, the history holds "
+                    f"{outcome.audit_hash[:16]}…, and not only by transfer ids",
+                )
         prev_history_hash = outcome.audit_hash
-        await session.execute(insert(restored_steps).values(
-            household_code=code, seq=rec.seq, idempotency_key=rec.idempotency_key, step=rec.step.value,
-            audit_id=got.audit_id, audit_hash=got.audit_hash, history_hash=outcome.audit_hash,
-            workflow_id=trail.workflow_id, run_id=trail.run_id, history_event_id=t.event_id,
-            transfer_ids={str(k): v for k, v in step_ids.items()}, restored_by=operator, reason=reason))  # fmt: skip
-        done.append(RestoredStep(code, rec.seq, rec.step.value, rec.actor.user_id, rec.at, outcome.audit_hash,
-                                 got.audit_id, got.audit_hash, got.amount,
-                                 {str(k): v for k, v in step_ids.items()}))  # fmt: skip
+        await session.execute(
+            insert(restored_steps).values(
+                household_code=code,
+                seq=rec.seq,
+                idempotency_key=rec.idempotency_key,
+                step=rec.step.value,
+                audit_id=got.audit_id,
+                audit_hash=got.audit_hash,
+                history_hash=outcome.audit_hash,
+                workflow_id=trail.workflow_id,
+                run_id=trail.run_id,
+                history_event_id=t.event_id,
+                transfer_ids={str(k): v for k, v in step_ids.items()},
+                restored_by=operator,
+                reason=reason,
+            )
+        )
+        done.append(
+            RestoredStep(
+                code,
+                rec.seq,
+                rec.step.value,
+                rec.actor.user_id,
+                rec.at,
+                outcome.audit_hash,
+                got.audit_id,
+                got.audit_hash,
+                got.amount,
+                {str(k): v for k, v in step_ids.items()},
+            )
+        )
     # An instruction sent after the last step (a release the channel has not answered yet): its answer, when
     # it comes, resolves the row.
     await _restore_instructions(session, trail, 1 << 62, channel)
@@ -224,11 +276,13 @@ def _named_ids(t: Transition) -> list[int]:
 async def _advance_sequence(session, at_least: int) -> None:
     """Move the transfers' id sequence past `at_least` and every id in the ledger (never back)."""
     await session.execute(
-        text("SELECT setval(pg_get_serial_sequence('ledger_transfers', 'id'), GREATEST(:at_least, "
-             "(SELECT COALESCE(max(id), 0) FROM ledger_transfers), "
-             "(SELECT last_value FROM ledger_transfers_id_seq), 1))"),
+        text(
+            "SELECT setval(pg_get_serial_sequence('ledger_transfers', 'id'), GREATEST(:at_least, "
+            "(SELECT COALESCE(max(id), 0) FROM ledger_transfers), "
+            "(SELECT last_value FROM ledger_transfers_id_seq), 1))"
+        ),
         {"at_least": at_least},
-    )  # fmt: skip
+    )
 
 
 def _compare(code: str, t: Transition, got) -> dict[int, int]:
@@ -237,23 +291,35 @@ def _compare(code: str, t: Transition, got) -> dict[int, int]:
     assert outcome is not None
     where = f"household {code} step {t.record.seq} ({t.record.step.value})"
     if (got.amount or None) != (outcome.amount or None):
-        raise RestoreRefused("RestoreMismatch", f"{where}: written again it moves {got.amount}, the history "
-                             f"{outcome.amount}")  # fmt: skip
+        raise RestoreRefused(
+            "RestoreMismatch", f"{where}: written again it moves {got.amount}, the history {outcome.amount}"
+        )
     before = [(a.tranche, p.source, p.amount) for a in outcome.allocation for p in a.pieces]
     after = [(a.tranche, p.source, p.amount) for a in got.allocation for p in a.pieces]
     if before != after:
-        raise RestoreRefused("RestoreMismatch", f"{where}: the allocation written again ({after}) is not the "
-                             f"history's ({before})")  # fmt: skip
-    ids = {p.transfer_id: q.transfer_id
-           for a, b in zip(outcome.allocation, got.allocation, strict=True)
-           for p, q in zip(a.pieces, b.pieces, strict=True) if p.transfer_id != q.transfer_id}  # fmt: skip
+        raise RestoreRefused(
+            "RestoreMismatch", f"{where}: the allocation written again ({after}) is not the history's ({before})"
+        )
+    ids = {
+        p.transfer_id: q.transfer_id
+        for a, b in zip(outcome.allocation, got.allocation, strict=True)
+        for p, q in zip(a.pieces, b.pieces, strict=True)
+        if p.transfer_id != q.transfer_id
+    }
     if outcome.transfer_id is not None and got.transfer_id != outcome.transfer_id:
         ids[outcome.transfer_id] = got.transfer_id
     return ids
 
 
-async def restore(sessions: Sessions, trails: Iterable[Trail], *, operator: str, reason: str,
-                  channel: str = "restored", dry_run: bool = False) -> RestoreReport:  # fmt: skip
+async def restore(
+    sessions: Sessions,
+    trails: Iterable[Trail],
+    *,
+    operator: str,
+    reason: str,
+    channel: str = "restored",
+    dry_run: bool = False,
+) -> RestoreReport:
     """Re-record every household's lost steps, one household per transaction. Refusals are per household."""
     if not reason.strip():
         raise RestoreRefused("ReasonMissing", "a restore must give its reason")
@@ -276,20 +342,33 @@ async def restore(sessions: Sessions, trails: Iterable[Trail], *, operator: str,
                 raise RestoreRefused("HistorySealed", f"household {code}: the history is sealed; give the key")
             async with sessions() as session, session.begin():
                 if await households.lock(session, code) is None:
-                    raise RestoreRefused("UnknownHousehold", f"household {code} is not in the database: "
-                                         "register it from the approved list first")  # fmt: skip
+                    raise RestoreRefused(
+                        "UnknownHousehold",
+                        f"household {code} is not in the database: register it from the approved list first",
+                    )
                 rows, marks = await _rows(session, code)
                 lost = lost_steps(trail, rows, marks)
                 if not lost:
                     report.up_to_date.append(code)
                     continue
                 if dry_run:
-                    report.restored += [RestoredStep(code, t.record.seq, t.record.step.value, t.record.actor.user_id,
-                                                     t.record.at, t.outcome.audit_hash, amount=t.amount)
-                                        for t in lost if t.outcome]  # fmt: skip
+                    report.restored += [
+                        RestoredStep(
+                            code,
+                            t.record.seq,
+                            t.record.step.value,
+                            t.record.actor.user_id,
+                            t.record.at,
+                            t.outcome.audit_hash,
+                            amount=t.amount,
+                        )
+                        for t in lost
+                        if t.outcome
+                    ]
                     continue
-                report.restored += await _restore_household(session, trail, lost, operator=operator,
-                                                            reason=reason, channel=channel)  # fmt: skip
+                report.restored += await _restore_household(
+                    session, trail, lost, operator=operator, reason=reason, channel=channel
+                )
         except RestoreRefused as e:
             report.refused.append((code, e))
     return report

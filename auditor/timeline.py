@@ -156,19 +156,36 @@ def _step_line(t: Transition, at: str, lang: Lang) -> Line:
     money = ""
     if rec.money.value in MONEY_WORD and t.amount:
         money = f"{_w(MONEY_WORD[rec.money.value], lang)} {dong(t.amount, lang)}"
-        pieces = [f"{p.source} {dong(p.amount, lang)} ({_w('tranche', lang)} {a.tranche})"
-                  for a in outcome.allocation for p in a.pieces]  # fmt: skip
+        pieces = [
+            f"{p.source} {dong(p.amount, lang)} ({_w('tranche', lang)} {a.tranche})"
+            for a in outcome.allocation
+            for p in a.pieces
+        ]
         if pieces:
             money += ": " + "; ".join(pieces)
     if t.refusal:
         what = f"{_w('refused', lang)}: {what} — {t.refusal}"
     return Line(
-        at=at, what=what, who=rec.actor.user_id, role=_w(rec.actor.role, lang, ROLES), agency=rec.actor.agency,
-        evidence=list(rec.evidence), reason=rec.reason, money=money,
-        detail={"kind": "step", "seq": rec.seq, "step": rec.step.value, "key": rec.idempotency_key,
-                "amount": t.amount, "money": rec.money.value, "audit_hash": outcome.audit_hash if outcome else None,
-                "policy": t.policy_version, "event_id": t.event_id},
-    )  # fmt: skip
+        at=at,
+        what=what,
+        who=rec.actor.user_id,
+        role=_w(rec.actor.role, lang, ROLES),
+        agency=rec.actor.agency,
+        evidence=list(rec.evidence),
+        reason=rec.reason,
+        money=money,
+        detail={
+            "kind": "step",
+            "seq": rec.seq,
+            "step": rec.step.value,
+            "key": rec.idempotency_key,
+            "amount": t.amount,
+            "money": rec.money.value,
+            "audit_hash": outcome.audit_hash if outcome else None,
+            "policy": t.policy_version,
+            "event_id": t.event_id,
+        },
+    )
 
 
 def header(trail: Trail, lang: Lang) -> list[tuple[str, str]]:
@@ -177,10 +194,19 @@ def header(trail: Trail, lang: Lang) -> list[tuple[str, str]]:
         return [(_w("household", lang), f"{trail.household_code} {_w('sealed', lang)}")]
     if not isinstance(h, dict):
         return [(_w("household", lang), trail.household_code)]
-    labels = {"vi": ("Chủ hộ", "CCCD", "Địa bàn", "Đối tượng", "Loại hỗ trợ", "Quyết định", "Trạng thái"),
-              "en": ("Head of household", "CCCD", "Place", "Group", "Support", "Decision", "Status")}[lang]  # fmt: skip
-    values = (h["head_of_household"], h["cccd"], f"{h['commune']}, {h['district']}, {h['province']}",
-              h["beneficiary_group"], h["support_type"], h["decision_ref"], trail.status)  # fmt: skip
+    labels = {
+        "vi": ("Chủ hộ", "CCCD", "Địa bàn", "Đối tượng", "Loại hỗ trợ", "Quyết định", "Trạng thái"),
+        "en": ("Head of household", "CCCD", "Place", "Group", "Support", "Decision", "Status"),
+    }[lang]
+    values = (
+        h["head_of_household"],
+        h["cccd"],
+        f"{h['commune']}, {h['district']}, {h['province']}",
+        h["beneficiary_group"],
+        h["support_type"],
+        h["decision_ref"],
+        trail.status,
+    )
     return [(_w("household", lang), h["code"]), *zip(labels, values, strict=True)]
 
 
@@ -200,10 +226,15 @@ def as_json(trail: Trail) -> dict[str, Any]:
         "household": opened(trail.household),
         "transitions": [_transition_json(t) for t in trail.transitions],
         "events": [
-            {"at": e.at.isoformat(), "kind": e.kind, "event_id": e.event_id,
-             **{k: opened(v) for k, v in e.data.items() if k != "transition"}}
-            for e in trail.events if e.kind != "step"
-        ],  # fmt: skip
+            {
+                "at": e.at.isoformat(),
+                "kind": e.kind,
+                "event_id": e.event_id,
+                **{k: opened(v) for k, v in e.data.items() if k != "transition"},
+            }
+            for e in trail.events
+            if e.kind != "step"
+        ],
     }
 
 
@@ -211,10 +242,23 @@ def _transition_json(t: Transition) -> dict[str, Any]:
     rec = t.record.model_dump(mode="json")
     outcome = t.outcome.model_dump(mode="json") if t.outcome else {}
     return {
-        "seq": rec["seq"], "key": rec["idempotency_key"], "step": rec["step"], "from_stage": rec["from_stage"],
-        "to_stage": rec["to_stage"], "at": t.record.at.isoformat(), "actor": rec["actor"], "evidence": rec["evidence"],
-        "reason": rec["reason"], "policy_version": t.policy_version, "money": rec["money"], "amount": t.amount,
-        "tranche": rec["tranche"], "payment_id": rec["payment_id"], "allocation": outcome.get("allocation", []),
-        "sources": outcome.get("sources"), "audit_hash": outcome.get("audit_hash"), "recorded": t.recorded,
+        "seq": rec["seq"],
+        "key": rec["idempotency_key"],
+        "step": rec["step"],
+        "from_stage": rec["from_stage"],
+        "to_stage": rec["to_stage"],
+        "at": t.record.at.isoformat(),
+        "actor": rec["actor"],
+        "evidence": rec["evidence"],
+        "reason": rec["reason"],
+        "policy_version": t.policy_version,
+        "money": rec["money"],
+        "amount": t.amount,
+        "tranche": rec["tranche"],
+        "payment_id": rec["payment_id"],
+        "allocation": outcome.get("allocation", []),
+        "sources": outcome.get("sources"),
+        "audit_hash": outcome.get("audit_hash"),
+        "recorded": t.recorded,
         "refusal": t.refusal,
-    }  # fmt: skip
+    }

@@ -128,10 +128,17 @@ class VerifyReport:
         self.discrepancies.append(Discrepancy(kind, household, where, detail))
 
     def as_dict(self) -> dict[str, Any]:
-        return {"ok": self.ok, "histories": self.histories, "households": self.households,
-                "transitions": self.transitions, "audit_rows": self.audit_rows, "transfers": self.transfers,
-                "amount_checked": self.amount_checked, "by_kind": self.by_kind(),
-                "discrepancies": [d.as_dict() for d in self.discrepancies]}  # fmt: skip
+        return {
+            "ok": self.ok,
+            "histories": self.histories,
+            "households": self.households,
+            "transitions": self.transitions,
+            "audit_rows": self.audit_rows,
+            "transfers": self.transfers,
+            "amount_checked": self.amount_checked,
+            "by_kind": self.by_kind(),
+            "discrepancies": [d.as_dict() for d in self.discrepancies],
+        }
 
 
 def _transition_key(transfer_key: str) -> str:
@@ -175,8 +182,12 @@ def verify(
         report.households += 1
         if not trail.opened:
             keys = ", ".join(sorted(trail.sealed_keys))
-            report.add("history_sealed", code, f"history {trail.workflow_id}",
-                       f"payloads sealed with key(s) {keys}; give the key to verify")  # fmt: skip
+            report.add(
+                "history_sealed",
+                code,
+                f"history {trail.workflow_id}",
+                f"payloads sealed with key(s) {keys}; give the key to verify",
+            )
             sealed.add(code)
             continue
         history_prev = GENESIS  # the hash the history holds for the step before
@@ -186,9 +197,17 @@ def verify(
             if t.recorded:
                 recorded[key] = t
                 report.transitions += 1
-                _check_transition(report, t, audit_by_key.get(key), transfers_by_key.get(key, []),
-                                  transfers_by_id, records.policies, restored=records.restored.get(key),
-                                  lost=t.record.seq > last_seq.get(code, 0), history_prev=history_prev)  # fmt: skip
+                _check_transition(
+                    report,
+                    t,
+                    audit_by_key.get(key),
+                    transfers_by_key.get(key, []),
+                    transfers_by_id,
+                    records.policies,
+                    restored=records.restored.get(key),
+                    lost=t.record.seq > last_seq.get(code, 0),
+                    history_prev=history_prev,
+                )
                 history_prev = t.outcome.audit_hash if t.outcome else history_prev
         _check_policy_documents(report, trail, records.policies)
 
@@ -196,21 +215,33 @@ def verify(
     for key, row in audit_by_key.items():
         code = row["household_code"]
         if key not in seen_keys and code in judged:
-            report.add("audit_without_history", code, f"audit row id={row['id']} (seq {row['seq']})",
-                       f"step {row['step']} by {row['actor_user_id']} at {row['occurred_at']}, key {key}: "
-                       "no such step in the household's history")  # fmt: skip
+            report.add(
+                "audit_without_history",
+                code,
+                f"audit row id={row['id']} (seq {row['seq']})",
+                f"step {row['step']} by {row['actor_user_id']} at {row['occurred_at']}, key {key}: "
+                "no such step in the household's history",
+            )
     for key, transfers in transfers_by_key.items():
         code = transfers[0]["household_code"]
         if key not in seen_keys and code in judged:
             for t in transfers:
-                report.add("ledger_without_history", code, f"ledger transfer id={t['id']}",
-                           f"{t['kind']} {t['amount']:,} đ {t['debit_account']} → {t['credit_account']}, "
-                           f"key {t['idempotency_key']}: no such step in the household's history")  # fmt: skip
+                report.add(
+                    "ledger_without_history",
+                    code,
+                    f"ledger transfer id={t['id']}",
+                    f"{t['kind']} {t['amount']:,} đ {t['debit_account']} → {t['credit_account']}, "
+                    f"key {t['idempotency_key']}: no such step in the household's history",
+                )
     missing = {r["household_code"] for r in records.audit_rows} | {t["household_code"] for t in records.transfers}
     for code in sorted(missing - with_history):
-        report.add("history_missing", code, f"household {code}",
-                   "audit rows or ledger transfers exist, but no workflow history was found for it, on the "
-                   "Temporal server or in the archive")  # fmt: skip
+        report.add(
+            "history_missing",
+            code,
+            f"household {code}",
+            "audit rows or ledger transfers exist, but no workflow history was found for it, on the "
+            "Temporal server or in the archive",
+        )
 
     _check_chain(report, records.audit_rows)
     _check_signatures(report, records.audit_rows, recorded, records.keys, judged)
@@ -234,18 +265,23 @@ def _check_transition(
     code, key, step = rec.household_code, rec.idempotency_key, rec.step.value
     where = f"history {code} seq {rec.seq} ({step}, event {t.event_id})"
     if row is None and lost:
-        report.add("step_lost", code, where,
-                   f"{step} by {rec.actor.user_id} ({rec.actor.role}, {rec.actor.agency}) at {canonical(rec.at)}, "
-                   f"key {key}; the history holds audit hash {outcome.audit_hash}: the database has no row for "
-                   "it nor for any later step")  # fmt: skip
+        report.add(
+            "step_lost",
+            code,
+            where,
+            f"{step} by {rec.actor.user_id} ({rec.actor.role}, {rec.actor.agency}) at {canonical(rec.at)}, "
+            f"key {key}; the history holds audit hash {outcome.audit_hash}: the database has no row for "
+            "it nor for any later step",
+        )
         if not transfers:
             _check_role(report, t, where, policies)
             return  # what the step moved was lost with it; a transfer still there is judged below
     elif row is None:
         report.add("history_without_audit", code, where, f"key {key}: the audit log has no row for this step")
     else:
-        differs = [f"{name}: history {get(rec)!r}, audit {row[name]!r}"
-                   for name, get in _COMPARED if row[name] != get(rec)]  # fmt: skip
+        differs = [
+            f"{name}: history {get(rec)!r}, audit {row[name]!r}" for name, get in _COMPARED if row[name] != get(rec)
+        ]
         if row["seq"] != rec.seq:
             differs.append(f"seq: history {rec.seq}, audit {row['seq']}")
         if differs:
@@ -254,24 +290,37 @@ def _check_transition(
         # mark holds the history's hash next to the one written again, and the row, with the history's transfer
         # id and linked as the history's chain, must hash to the history's hash: only ids differ.
         as_history = {**row, "transfer_id": outcome.transfer_id}
-        remapped = (restored is not None and restored["history_hash"] == outcome.audit_hash
-                    and restored["audit_hash"] == row["hash"]
-                    and row_hash(history_prev, as_history) == outcome.audit_hash)  # fmt: skip
+        remapped = (
+            restored is not None
+            and restored["history_hash"] == outcome.audit_hash
+            and restored["audit_hash"] == row["hash"]
+            and row_hash(history_prev, as_history) == outcome.audit_hash
+        )
         if row["hash"] != outcome.audit_hash and not remapped:
-            report.add("audit_hash_differs", code, f"audit row id={row['id']}",
-                       f"hash {row['hash'][:16]}…, the engine recorded {outcome.audit_hash[:16]}… "
-                       "for this step")  # fmt: skip
+            report.add(
+                "audit_hash_differs",
+                code,
+                f"audit row id={row['id']}",
+                f"hash {row['hash'][:16]}…, the engine recorded {outcome.audit_hash[:16]}… for this step",
+            )
         if (row["amount"] or None) != (outcome.amount or None):
-            report.add("amount_differs", code, f"audit row id={row['id']}",
-                       f"audit amount {row['amount']}, history {outcome.amount} ({step})")  # fmt: skip
+            report.add(
+                "amount_differs",
+                code,
+                f"audit row id={row['id']}",
+                f"audit amount {row['amount']}, history {outcome.amount} ({step})",
+            )
 
     moved = sum(x["amount"] for x in transfers)
     expected = (outcome.amount or 0) if rec.money is not MoneyOp.NONE else 0
     if moved != expected:
         ids = ", ".join(str(x["id"]) for x in transfers) or "none"
-        report.add("amount_differs", code, where,
-                   f"ledger moved {moved:,} đ under this step's key (transfers {ids}); "
-                   f"the history says {expected:,} đ")  # fmt: skip
+        report.add(
+            "amount_differs",
+            code,
+            where,
+            f"ledger moved {moved:,} đ under this step's key (transfers {ids}); the history says {expected:,} đ",
+        )
     else:
         report.amount_checked += moved
     moved_ids = {int(k): v for k, v in (restored or {}).get("transfer_ids", {}).items()}
@@ -279,13 +328,21 @@ def _check_transition(
         for piece in tranche.pieces:
             found = transfers_by_id.get(moved_ids.get(piece.transfer_id, piece.transfer_id))
             if found is None or _transition_key(found["idempotency_key"]) != key:
-                report.add("amount_differs", code, where,
-                           f"tranche {tranche.tranche} piece from {piece.source}: transfer "
-                           f"{piece.transfer_id} is not in the ledger under this step")  # fmt: skip
+                report.add(
+                    "amount_differs",
+                    code,
+                    where,
+                    f"tranche {tranche.tranche} piece from {piece.source}: transfer "
+                    f"{piece.transfer_id} is not in the ledger under this step",
+                )
             elif found["amount"] != piece.amount or found["debit_account"] != f"SRC:{piece.source}":
-                report.add("amount_differs", code, f"ledger transfer id={found['id']}",
-                           f"{found['amount']:,} đ from {found['debit_account']}; the history has "
-                           f"{piece.amount:,} đ from SRC:{piece.source} (tranche {tranche.tranche})")  # fmt: skip
+                report.add(
+                    "amount_differs",
+                    code,
+                    f"ledger transfer id={found['id']}",
+                    f"{found['amount']:,} đ from {found['debit_account']}; the history has "
+                    f"{piece.amount:,} đ from SRC:{piece.source} (tranche {tranche.tranche})",
+                )
     _check_role(report, t, where, policies)
 
 
@@ -294,9 +351,13 @@ def _check_role(report: VerifyReport, t: Transition, where: str, policies: dict[
     role, code = rec.actor.role, rec.household_code
     if rec.step in CHANNEL_STEPS:
         if role != CHANNEL_ROLE:
-            report.add("role_not_allowed", code, where,
-                       f"the payment channel's answer was recorded by {rec.actor.user_id} as {role!r}, "
-                       f"not by the channel's system role {CHANNEL_ROLE!r}")  # fmt: skip
+            report.add(
+                "role_not_allowed",
+                code,
+                where,
+                f"the payment channel's answer was recorded by {rec.actor.user_id} as {role!r}, "
+                f"not by the channel's system role {CHANNEL_ROLE!r}",
+            )
         return
     doc = policies.get(t.policy_version or "")
     if doc is None:
@@ -310,9 +371,13 @@ def _check_role(report: VerifyReport, t: Transition, where: str, policies: dict[
     else:
         allowed = (doc.get("steps", {}).get(governing.value) or {}).get("roles", [])
     if role not in allowed:
-        report.add("role_not_allowed", code, where,
-                   f"{rec.actor.user_id} took {rec.step.value!r} as {role!r} on {rec.at:%Y-%m-%d}; policy "
-                   f"{t.policy_version} allows {', '.join(allowed) or 'no one'}")  # fmt: skip
+        report.add(
+            "role_not_allowed",
+            code,
+            where,
+            f"{rec.actor.user_id} took {rec.step.value!r} as {role!r} on {rec.at:%Y-%m-%d}; policy "
+            f"{t.policy_version} allows {', '.join(allowed) or 'no one'}",
+        )
 
 
 def _check_policy_documents(report: VerifyReport, trail: Trail, policies: dict[str, dict[str, Any]]) -> None:
@@ -327,9 +392,12 @@ def _check_policy_documents(report: VerifyReport, trail: Trail, policies: dict[s
     stored_roles = {s: sorted(r.get("roles", [])) for s, r in stored.get("steps", {}).items()}
     if roles != stored_roles:
         changed = sorted(s for s in roles.keys() | stored_roles.keys() if roles.get(s) != stored_roles.get(s))
-        report.add("policy_unknown", trail.household_code, f"history {trail.workflow_id}",
-                   f"policy {carried['version']} in the history differs from the table's "
-                   f"on steps {', '.join(changed)}")  # fmt: skip
+        report.add(
+            "policy_unknown",
+            trail.household_code,
+            f"history {trail.workflow_id}",
+            f"policy {carried['version']} in the history differs from the table's on steps {', '.join(changed)}",
+        )
 
 
 def _check_chain(report: VerifyReport, rows: list[dict[str, Any]]) -> None:
@@ -366,8 +434,12 @@ def _check_signatures(
                 if history_signed
                 else (f"the household's steps are signed from seq {signed_from[code]} on")
             )
-            report.add("signature_missing", code, where, f"{row['step']} by {row['actor_user_id']} has no signed "
-                       f"assertion and signed input; {said}")  # fmt: skip
+            report.add(
+                "signature_missing",
+                code,
+                where,
+                f"{row['step']} by {row['actor_user_id']} has no signed assertion and signed input; {said}",
+            )
             continue
         _check_row_signature(report, row, t, keys, where)
 
@@ -382,17 +454,26 @@ def _check_row_signature(
         report.add("signature_invalid", code, where, "the row's assertion is not a readable signed assertion")
         return
     if t is not None and (t.record.assertion != a or t.record.signed_input != signed):
-        report.add("assertion_differs", code, where,
-                   f"the history's record of seq {row['seq']} carries assertion "
-                   f"{t.record.assertion.nonce if t.record.assertion else 'none'}, the audit row {a.nonce}"
-                   + ("" if t.record.signed_input == signed else "; their signed inputs differ"))  # fmt: skip
+        report.add(
+            "assertion_differs",
+            code,
+            where,
+            f"the history's record of seq {row['seq']} carries assertion "
+            f"{t.record.assertion.nonce if t.record.assertion else 'none'}, the audit row {a.nonce}"
+            + ("" if t.record.signed_input == signed else "; their signed inputs differ"),
+        )
     key = keys.keys.get(a.key_id)
     holder = CHANNEL if Step(row["step"]) in CHANNEL_STEPS else OFFICERS
     if key is None or key.holder != holder or not key.valid_at(a.issued_at):
-        why = ("is not among the public keys" if key is None else f"is a key of {key.holder}, not of {holder}"
-               if key.holder != holder else f"was not valid at {a.issued_at.isoformat()}, when the assertion was "
-               f"issued (valid {key.valid_from.isoformat()} to "
-               f"{key.valid_until.isoformat() if key.valid_until else 'now'})")  # fmt: skip
+        why = (
+            "is not among the public keys"
+            if key is None
+            else f"is a key of {key.holder}, not of {holder}"
+            if key.holder != holder
+            else f"was not valid at {a.issued_at.isoformat()}, when the assertion was "
+            f"issued (valid {key.valid_from.isoformat()} to "
+            f"{key.valid_until.isoformat() if key.valid_until else 'now'})"
+        )
         report.add("signature_key_not_valid", code, where, f"signed by key {a.key_id!r}, which {why}")
         return
     try:
@@ -401,26 +482,36 @@ def _check_row_signature(
         report.add("signature_invalid", code, where, f"{a.user_id}'s assertion {a.nonce}: {err.message}")
 
 
-def _verify_signed(row: dict[str, Any], a: ActionAssertion, signed: dict[str, Any], keys: signing.TrustedKeys,
-                   t: Transition | None) -> None:  # fmt: skip
+def _verify_signed(
+    row: dict[str, Any], a: ActionAssertion, signed: dict[str, Any], keys: signing.TrustedKeys, t: Transition | None
+) -> None:
     """The signature holds for what the row records, as the recording activity checked it
     (activities/officer_steps.py, activities/channel_answers.py); raises naming what does not."""
     step, user = Step(row["step"]), row["actor_user_id"]
     workflow_id = workflow_id_for(row["household_code"])
     if step in CHANNEL_STEPS:
-        channel_answers.check_channel_answer(keys, a, signed, step=step, workflow_id=workflow_id, user_id=user,
-                                             evidence=list(row["evidence"] or []),
-                                             payment_id=t.record.payment_id if t is not None else None,
-                                             tranche=t.record.tranche if t is not None else None)  # fmt: skip
+        channel_answers.check_channel_answer(
+            keys,
+            a,
+            signed,
+            step=step,
+            workflow_id=workflow_id,
+            user_id=user,
+            evidence=list(row["evidence"] or []),
+            payment_id=t.record.payment_id if t is not None else None,
+            tranche=t.record.tranche if t is not None else None,
+        )
         return
     occurred = datetime.fromisoformat(row["occurred_at"]) if isinstance(row["occurred_at"], str) else row["occurred_at"]
     # What the row records (the history's record for what the row has no column for), when there is a history.
     rec = _as_row_says(t.record, row) if t is not None else None
-    officer_steps.check_signed_step(keys, a, signed, workflow_id=workflow_id, step=step, user_id=user, at=occurred,
-                                    rec=rec)  # fmt: skip
+    officer_steps.check_signed_step(
+        keys, a, signed, workflow_id=workflow_id, step=step, user_id=user, at=occurred, rec=rec
+    )
 
 
 def _as_row_says(rec: TransitionRecord, row: dict[str, Any]) -> TransitionRecord:
-    actor = rec.actor.model_copy(update={"user_id": row["actor_user_id"], "role": row["actor_role"],
-                                         "agency": row["actor_agency"]})  # fmt: skip
+    actor = rec.actor.model_copy(
+        update={"user_id": row["actor_user_id"], "role": row["actor_role"], "agency": row["actor_agency"]}
+    )
     return rec.model_copy(update={"actor": actor, "evidence": list(row["evidence"] or []), "reason": row["reason"]})

@@ -57,9 +57,12 @@ async def main() -> None:
     for label in ("sweep", "sweep_again"):
         started = time.perf_counter()
         got = await client.execute_workflow(
-            HistoryArchiveWorkflow.run, ArchiveSweepInput(checkpoint=False), id=f"bench-archive-{uuid.uuid4().hex[:8]}",
-            task_queue=settings.temporal_task_queue, execution_timeout=timedelta(minutes=30),
-        )  # fmt: skip
+            HistoryArchiveWorkflow.run,
+            ArchiveSweepInput(checkpoint=False),
+            id=f"bench-archive-{uuid.uuid4().hex[:8]}",
+            task_queue=settings.temporal_task_queue,
+            execution_timeout=timedelta(minutes=30),
+        )
         seconds = time.perf_counter() - started
         figures[f"{label}_s"] = round(seconds, 3)
         figures[f"{label}_archived"] = got.archived_now

@@ -96,8 +96,15 @@ class Children:
     def run(self, args: list[str], env: dict[str, str], timeout: float = 240) -> tuple[int, str]:
         """Run `args`; (exit status, its output). Killed after `timeout` seconds (status -9)."""
         with self._lock:
-            proc = subprocess.Popen(args, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, text=True)  # fmt: skip
+            proc = subprocess.Popen(
+                args,
+                env=env,
+                cwd=ROOT,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                text=True,
+            )
             self._direct.add(proc.pid)
         try:
             out, _ = proc.communicate(timeout=timeout)
@@ -162,8 +169,12 @@ class ChaosStack:
     children: Children
 
     def pid_file(self, kind: str) -> Path:
-        return {"worker": self.state / "worker.pid", "postgres": self.state / "pg" / "postmaster.pid",
-                "temporal": self.state / "temporal" / "server.pid", "bank": self.state / "bank.pid"}[kind]  # fmt: skip
+        return {
+            "worker": self.state / "worker.pid",
+            "postgres": self.state / "pg" / "postmaster.pid",
+            "temporal": self.state / "temporal" / "server.pid",
+            "bank": self.state / "bank.pid",
+        }[kind]
 
     def pid(self, kind: str) -> int | None:
         try:
@@ -203,8 +214,11 @@ def database_urls(host: str, port: int) -> dict[str, str]:
     """The default logins (the application's, and the schema owner's where the settings have one) on this
     host and port, so the run's PostgreSQL is set up as a developer's `stack up` sets up its own."""
     urls = {"DATABASE_URL": "database_url", "DATABASE_OWNER_URL": "database_owner_url"}
-    return {env: make_url(Settings.model_fields[name].default).set(host=host, port=port).render_as_string(False)
-            for env, name in urls.items() if name in Settings.model_fields}  # fmt: skip
+    return {
+        env: make_url(Settings.model_fields[name].default).set(host=host, port=port).render_as_string(False)
+        for env, name in urls.items()
+        if name in Settings.model_fields
+    }
 
 
 def run_env(state: Path, workers: int) -> dict[str, str]:
@@ -258,8 +272,10 @@ def plan_faults(seed: int, counts: dict[str, int]) -> list[Fault]:
     kinds = [k for k in KINDS for _ in range(counts.get(k, 0))]
     rng.shuffle(kinds)
     marks = sorted(rng.uniform(0.05, 0.85) for _ in kinds)
-    return [Fault(i + 1, kind, round(mark, 4), round(rng.uniform(*DOWNTIME), 2))
-            for i, (kind, mark) in enumerate(zip(kinds, marks, strict=True))]  # fmt: skip
+    return [
+        Fault(i + 1, kind, round(mark, 4), round(rng.uniform(*DOWNTIME), 2))
+        for i, (kind, mark) in enumerate(zip(kinds, marks, strict=True))
+    ]
 
 
 async def nemesis(stack: ChaosStack, faults: list[Fault], progress, t0: float, deadline: float) -> None:
@@ -287,8 +303,10 @@ async def nemesis(stack: ChaosStack, faults: list[Fault], progress, t0: float, d
                 await asyncio.sleep(0.05)
             if alive(f.pid):
                 f.error = f"pid {f.pid} still alive 15 s after SIGKILL"
-        console.print(f"[red]fault {f.n:>2}[/] t={f.killed_at_s:7.1f} s  kill -9 {f.kind:<8} pid {f.pid}  "
-                      f"(progress {f.progress:.0%}; down {f.downtime_s:.1f} s)")  # fmt: skip
+        console.print(
+            f"[red]fault {f.n:>2}[/] t={f.killed_at_s:7.1f} s  kill -9 {f.kind:<8} pid {f.pid}  "
+            f"(progress {f.progress:.0%}; down {f.downtime_s:.1f} s)"
+        )
         await asyncio.sleep(f.downtime_s)
         f.restart_began_s = round(time.monotonic() - t0, 2)
         began = time.monotonic()
@@ -365,8 +383,17 @@ def next_action(h: Household, state: HouseholdState) -> Action | str | None:
     return f"tranche {waiting[0]} {tranches[waiting[0] - 1].status.value}: waiting for the bank"
 
 
-async def run_officers(client, sessions, items: list[Household], k: int, seed: int, figures: Officers,
-                       t0: float, deadline: float, signer: SigningRing) -> None:  # fmt: skip
+async def run_officers(
+    client,
+    sessions,
+    items: list[Household],
+    k: int,
+    seed: int,
+    figures: Officers,
+    t0: float,
+    deadline: float,
+    signer: SigningRing,
+) -> None:
     """`k` officers share the households: each takes one, acts until it must wait (for the bank) or an
     action fails, then puts it back with a pause (longer after each failure in a row) and takes the next."""
     queue: asyncio.PriorityQueue = asyncio.PriorityQueue()
@@ -404,8 +431,9 @@ async def run_officers(client, sessions, items: list[Household], k: int, seed: i
                 # while its last state is open): not done after all; a failure, tried again later.
                 return failed(h, f"refused {step.value} as done, still due", RuntimeError(state.stage.value), rng)
             try:
-                await asyncio.wait_for(take_step(client, sessions, h.code, step, user, signer=signer, **kwargs),
-                                       STEP_TIMEOUT)
+                await asyncio.wait_for(
+                    take_step(client, sessions, h.code, step, user, signer=signer, **kwargs), STEP_TIMEOUT
+                )
             except Refusal as r:
                 if r.rule in ALREADY_DONE:
                     figures.already_done += 1
@@ -475,14 +503,24 @@ def confirmations(trail: Trail) -> dict[int, list[dict]]:
     out: dict[int, list[dict]] = defaultdict(list)
     for tr in trail.transitions:
         if tr.recorded and tr.record.step is Step.PAYMENT_CONFIRMED:
-            out[tr.record.tranche or 0].append({"payment_id": tr.record.payment_id, "amount": tr.amount,
-                                                "bank_ref": (tr.record.evidence or [None])[0]})  # fmt: skip
+            out[tr.record.tranche or 0].append(
+                {"payment_id": tr.record.payment_id, "amount": tr.amount, "bank_ref": (tr.record.evidence or [None])[0]}
+            )
     return out
 
 
-async def run_checks(stack: ChaosStack, settings: Settings, client, sessions, items: list[Household],
-                     figures: Officers, faults: list[Fault], bank_present: bool, asked: dict[str, int],
-                     t_closed: float | None) -> tuple[list[Check], dict]:  # fmt: skip
+async def run_checks(
+    stack: ChaosStack,
+    settings: Settings,
+    client,
+    sessions,
+    items: list[Household],
+    figures: Officers,
+    faults: list[Fault],
+    bank_present: bool,
+    asked: dict[str, int],
+    t_closed: float | None,
+) -> tuple[list[Check], dict]:
     codes = sorted(h.code for h in items)
     wanted = set(codes)
     checks: list[Check] = []
@@ -508,11 +546,24 @@ async def run_checks(stack: ChaosStack, settings: Settings, client, sessions, it
     }
     rm_closed = {c for c, r in rm.items() if r.stage == "closed"}
     closed = completed & hist_closed & rm_closed
-    stuck = {c: {"stage": rm[c].stage if c in rm else None, "workflow": trails[c].status if c in trails else None,
-                 "last_seen": figures.last_seen.get(c)} for c in codes if c not in closed}  # fmt: skip
-    checks.append(Check("every household closed", "PASS" if len(closed) == len(codes) else "FAIL",
-                        f"{len(closed)}/{len(codes)} (Temporal completed {len(completed)}, history {len(hist_closed)}, "
-                        f"read model {len(rm_closed)})", {"stuck": stuck}))  # fmt: skip
+    stuck = {
+        c: {
+            "stage": rm[c].stage if c in rm else None,
+            "workflow": trails[c].status if c in trails else None,
+            "last_seen": figures.last_seen.get(c),
+        }
+        for c in codes
+        if c not in closed
+    }
+    checks.append(
+        Check(
+            "every household closed",
+            "PASS" if len(closed) == len(codes) else "FAIL",
+            f"{len(closed)}/{len(codes)} (Temporal completed {len(completed)}, history {len(hist_closed)}, "
+            f"read model {len(rm_closed)})",
+            {"stuck": stuck},
+        )
+    )
 
     # 2. each tranche paid exactly once: the histories' confirmations × the ledger's posted pieces (× the bank)
     problems: list[str] = []
@@ -531,9 +582,15 @@ async def run_checks(stack: ChaosStack, settings: Settings, client, sessions, it
                     problems.append(f"{c} T{n}: history amount {got[0]['amount']}, tranche {row.amount}")
             if posted[(c, n)] != row.amount:
                 problems.append(f"{c} T{n}: ledger posted {posted[(c, n)]:,} of {row.amount:,}")
-    checks.append(Check("each tranche paid exactly once: histories × ledger", "FAIL" if problems else "PASS",
-                        f"{n_tranches} tranches, {len(history_confirmed)} confirmed once in the histories, "
-                        f"{sum(posted_n.values())} ledger pieces posted", problems[:50]))  # fmt: skip
+    checks.append(
+        Check(
+            "each tranche paid exactly once: histories × ledger",
+            "FAIL" if problems else "PASS",
+            f"{n_tranches} tranches, {len(history_confirmed)} confirmed once in the histories, "
+            f"{sum(posted_n.values())} ledger pieces posted",
+            problems[:50],
+        )
+    )
     if not bank_present:
         checks.append(
             Check(
@@ -562,13 +619,19 @@ async def run_checks(stack: ChaosStack, settings: Settings, client, sessions, it
                 if p["amount"] != row.amount:
                     bank_problems.append(f"{c} T{n}: the bank paid {p['amount']:,}, tranche {row.amount:,}")
                 if h and (p["payment_id"] != h["payment_id"] or (p.get("bank_ref") and p["bank_ref"] != h["bank_ref"])):
-                    bank_problems.append(f"{c} T{n}: bank {p['payment_id']}/{p.get('bank_ref')}, history "
-                                         f"{h['payment_id']}/{h['bank_ref']}")  # fmt: skip
-        checks.append(Check("each tranche paid exactly once by the bank (statement × ledger × histories)",
-                            "FAIL" if bank_problems else "PASS",
-                            f"{len(statement)} instructions on the statement, "
-                            f"{sum(len(v) for v in paid.values())} confirmed for {n_tranches} tranches",
-                            bank_problems[:50]))  # fmt: skip
+                    bank_problems.append(
+                        f"{c} T{n}: bank {p['payment_id']}/{p.get('bank_ref')}, history "
+                        f"{h['payment_id']}/{h['bank_ref']}"
+                    )
+        checks.append(
+            Check(
+                "each tranche paid exactly once by the bank (statement × ledger × histories)",
+                "FAIL" if bank_problems else "PASS",
+                f"{len(statement)} instructions on the statement, "
+                f"{sum(len(v) for v in paid.values())} confirmed for {n_tranches} tranches",
+                bank_problems[:50],
+            )
+        )
 
     # 3. every settled household paid exactly its entitlement: history = ledger = read model = entitlement
     wrong = []
@@ -577,8 +640,9 @@ async def run_checks(stack: ChaosStack, settings: Settings, client, sessions, it
         ledger_paid = sum(v for (code, _), v in posted.items() if code == c)
         r = rm[c]
         if not (hist == ledger_paid == r.paid == r.entitlement == sum(x.amount for x in tranches[c].values())):
-            wrong.append(f"{c}: entitlement {r.entitlement:,}, read model {r.paid:,}, ledger {ledger_paid:,}, "
-                         f"history {hist:,}")  # fmt: skip
+            wrong.append(
+                f"{c}: entitlement {r.entitlement:,}, read model {r.paid:,}, ledger {ledger_paid:,}, history {hist:,}"
+            )
     total = sum(rm[c].entitlement for c in closed)
     checks.append(
         Check(
@@ -645,15 +709,27 @@ async def run_checks(stack: ChaosStack, settings: Settings, client, sessions, it
     last = max((f.restarted_at_s for f in faults if f.restarted_at_s is not None), default=None)
     last_kill = max((f.killed_at_s for f in faults if f.killed_at_s is not None), default=None)
     recovery = round(max(0.0, t_closed - last), 1) if t_closed is not None and last is not None else None
-    checks.append(Check("time from the last fault until every household closed",
-                        "PASS" if recovery is not None and len(closed) == len(codes) else "FAIL",
-                        f"{recovery} s after the last restart ({round(t_closed - last_kill, 1)} s after its kill)"
-                        if recovery is not None and last_kill is not None
-                        else "not every household closed"))  # fmt: skip
-    figures_out = {"closed": len(closed), "tranches": n_tranches, "paid_dong": total, "recovery_s": recovery,
-                   "last_fault_restarted_s": last, "last_fault_killed_s": last_kill, "all_closed_s": t_closed,
-                   "audit_verify": {k: report.get(k) for k in ("households", "transitions", "audit_rows",
-                                                                "transfers", "amount_checked")}}  # fmt: skip
+    checks.append(
+        Check(
+            "time from the last fault until every household closed",
+            "PASS" if recovery is not None and len(closed) == len(codes) else "FAIL",
+            f"{recovery} s after the last restart ({round(t_closed - last_kill, 1)} s after its kill)"
+            if recovery is not None and last_kill is not None
+            else "not every household closed",
+        )
+    )
+    figures_out = {
+        "closed": len(closed),
+        "tranches": n_tranches,
+        "paid_dong": total,
+        "recovery_s": recovery,
+        "last_fault_restarted_s": last,
+        "last_fault_killed_s": last_kill,
+        "all_closed_s": t_closed,
+        "audit_verify": {
+            k: report.get(k) for k in ("households", "transitions", "audit_rows", "transfers", "amount_checked")
+        },
+    }
     return checks, figures_out
 
 
@@ -680,8 +756,12 @@ def sample_slice(n: int, seed: int, province_seed: int) -> list[Household]:
 
 
 async def chaos(args: argparse.Namespace, stack: ChaosStack, started_utc: str) -> int:
-    counts = {"worker": args.worker_kills, "postgres": args.pg_kills, "temporal": args.temporal_kills,
-              "bank": args.bank_kills}  # fmt: skip
+    counts = {
+        "worker": args.worker_kills,
+        "postgres": args.pg_kills,
+        "temporal": args.temporal_kills,
+        "bank": args.bank_kills,
+    }
     rc, out, secs = await asyncio.to_thread(stack.up)
     console.print(out.rstrip(), markup=False, highlight=False)
     if rc != 0:
@@ -689,8 +769,10 @@ async def chaos(args: argparse.Namespace, stack: ChaosStack, started_utc: str) -
         return 2
     bank_present = (ROOT / "finance" / "bank.py").exists() and alive(stack.pid("bank"))
     if not bank_present:
-        console.print("[yellow]bank piece not present[/] (no bank process started by stack up): bank kills and "
-                      "the bank statement check are skipped")  # fmt: skip
+        console.print(
+            "[yellow]bank piece not present[/] (no bank process started by stack up): bank kills and "
+            "the bank statement check are skipped"
+        )
     settings = Settings()
     engine = make_engine(settings)
     sessions = make_sessions(engine)
@@ -698,20 +780,30 @@ async def chaos(args: argparse.Namespace, stack: ChaosStack, started_utc: str) -
         await seed_demo(sessions)
         items = sample_slice(args.households, args.seed, args.province_seed)
         async with sessions() as s, s.begin():
-            await ledger.receive(s, key="chaos:budget", source="NS-TINH", amount=len(items) * 100_000_000,
-                                 memo="chaos run: the slice's budget")  # fmt: skip
+            await ledger.receive(
+                s,
+                key="chaos:budget",
+                source="NS-TINH",
+                amount=len(items) * 100_000_000,
+                memo="chaos run: the slice's budget",
+            )
         client = await connect(settings)
         _, registered, policy = await register(sessions, to_csv(items), "chaos.csv", sample.PROVINCE_USER)
         await start_workflows(client, settings.temporal_task_queue, registered, policy)
         new_builds = sum(h.support_type.value == "new_build" for h in registered)
-        console.print(f"imported {len(registered)} households ({new_builds} new builds); {args.officers} officers; "
-                      f"seed {args.seed}")  # fmt: skip
+        console.print(
+            f"imported {len(registered)} households ({new_builds} new builds); {args.officers} officers; "
+            f"seed {args.seed}"
+        )
         faults = plan_faults(args.seed, {k: v for k, v in counts.items() if bank_present or k != "bank"})
         figures = Officers(total_steps=len(registered) * 11)
         t0 = time.monotonic()
         deadline = t0 + args.timeout
-        work = asyncio.create_task(run_officers(client, sessions, registered, args.officers, args.seed, figures,
-                                                t0, deadline, load_ring(settings)))  # fmt: skip
+        work = asyncio.create_task(
+            run_officers(
+                client, sessions, registered, args.officers, args.seed, figures, t0, deadline, load_ring(settings)
+            )
+        )
         nem = asyncio.create_task(nemesis(stack, faults, figures.progress, t0, deadline))
         last_report = 0.0
         while not work.done():
@@ -730,13 +822,17 @@ async def chaos(args: argparse.Namespace, stack: ChaosStack, started_utc: str) -
             console.print("the officers are done; the faults not yet fired are fired now")
         await nem
         wall = round(time.monotonic() - t0, 1)
-        console.print(f"officers done in {wall} s: {figures.ok} steps, {figures.already_done} already done, "
-                      f"{sum(figures.failures.values())} failures retried")  # fmt: skip
+        console.print(
+            f"officers done in {wall} s: {figures.ok} steps, {figures.already_done} already done, "
+            f"{sum(figures.failures.values())} failures retried"
+        )
         if not all_closed:
-            console.print(f"[red]not closed within {args.timeout:.0f} s:[/] "
-                          f"{len(registered) - len(figures.closed_at)} households")  # fmt: skip
-        checks, figs = await run_checks(stack, settings, client, sessions, registered, figures, faults, bank_present,
-                                        counts, t_closed)  # fmt: skip
+            console.print(
+                f"[red]not closed within {args.timeout:.0f} s:[/] {len(registered) - len(figures.closed_at)} households"
+            )
+        checks, figs = await run_checks(
+            stack, settings, client, sessions, registered, figures, faults, bank_present, counts, t_closed
+        )
     finally:
         await engine.dispose()
     table = Table("check", "result", "figures", title=f"Chaos run: {len(registered)} households, seed {args.seed}")
@@ -748,22 +844,38 @@ async def chaos(args: argparse.Namespace, stack: ChaosStack, started_utc: str) -
         if c.status == "FAIL" and c.detail:
             console.print(f"[red]{c.name}[/]: {json.dumps(c.detail, ensure_ascii=False, default=str)[:1500]}")
     record = {
-        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"), "started_at": started_utc,
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "started_at": started_utc,
         "method": "bench/chaos.py; docs/RELIABILITY.md",
-        "args": {"households": args.households, "officers": args.officers, "seed": args.seed,
-                 "province_seed": args.province_seed, "timeout_s": args.timeout, "worker_processes": args.workers,
-                 "kills": counts, "payment_delay_s": float(PAYMENT_DELAY_SECONDS)},
-        "machine": {"cores": os.cpu_count(), "python": platform.python_version(), "system": platform.system(),
-                    "subreaper": stack.children.subreaper},
+        "args": {
+            "households": args.households,
+            "officers": args.officers,
+            "seed": args.seed,
+            "province_seed": args.province_seed,
+            "timeout_s": args.timeout,
+            "worker_processes": args.workers,
+            "kills": counts,
+            "payment_delay_s": float(PAYMENT_DELAY_SECONDS),
+        },
+        "machine": {
+            "cores": os.cpu_count(),
+            "python": platform.python_version(),
+            "system": platform.system(),
+            "subreaper": stack.children.subreaper,
+        },
         "code": code_version(stack),
         "bank_present": bank_present,
         "faults": [asdict(f) for f in faults],
-        "officers": {"steps": figures.ok, "already_done": figures.already_done, "wall_s": wall,
-                     "failures": dict(figures.failures.most_common())},
+        "officers": {
+            "steps": figures.ok,
+            "already_done": figures.already_done,
+            "wall_s": wall,
+            "failures": dict(figures.failures.most_common()),
+        },
         "figures": figs,
         "checks": [asdict(c) for c in checks],
         "passed": not any(c.status == "FAIL" for c in checks),
-    }  # fmt: skip
+    }
     out_file = args.out or HERE / "results" / f"chaos-{datetime.now(UTC):%Y%m%d-%H%M%S}.json"
     out_file.parent.mkdir(parents=True, exist_ok=True)
     out_file.write_text(json.dumps(record, indent=1, ensure_ascii=False, default=str) + "\n")

@@ -54,8 +54,12 @@ HERE = Path(__file__).parent
 STEPS_PER_HOUSEHOLD = UPDATES + SIGNALS  # 11 officers' updates + the channel's 2 confirmations
 MILESTONE = {"new_build": "foundation", "repair": "progress_30"}
 # Processes whose CPU is reported, by what their command line contains.
-PROCESSES = (("postgres", ("postgres",)), ("temporal", ("temporal", "server")), ("worker", ("worker.py",)),
-             ("baseline worker", ("bench.baseline",)))  # fmt: skip
+PROCESSES = (
+    ("postgres", ("postgres",)),
+    ("temporal", ("temporal", "server")),
+    ("worker", ("worker.py",)),
+    ("baseline worker", ("bench.baseline",)),
+)
 
 
 @dataclass
@@ -76,11 +80,18 @@ class Figures:
         return self.households / self.seconds if self.seconds else 0.0
 
     def summary(self) -> dict:
-        return {"label": self.label, "households": self.households, "transitions": self.transitions,
-                "seconds": round(self.seconds, 1), "households_per_s": round(self.per_second, 2),
-                "transitions_per_s": round(self.transitions / self.seconds, 1) if self.seconds else 0,
-                "p50_ms": round(self.pct(50), 1), "p95_ms": round(self.pct(95), 1), "p99_ms": round(self.pct(99), 1),
-                "cpu_s": {k: round(v, 1) for k, v in self.cpu.items()}}  # fmt: skip
+        return {
+            "label": self.label,
+            "households": self.households,
+            "transitions": self.transitions,
+            "seconds": round(self.seconds, 1),
+            "households_per_s": round(self.per_second, 2),
+            "transitions_per_s": round(self.transitions / self.seconds, 1) if self.seconds else 0,
+            "p50_ms": round(self.pct(50), 1),
+            "p95_ms": round(self.pct(95), 1),
+            "p99_ms": round(self.pct(99), 1),
+            "cpu_s": {k: round(v, 1) for k, v in self.cpu.items()},
+        }
 
 
 def script(h: Household) -> list[tuple[Step, str, dict]]:
@@ -114,9 +125,11 @@ async def _until(read: Callable, done: Callable[[object], bool], what: str, with
 async def _paid(client: Client, code: str) -> None:
     """Wait until the workflow itself shows every tranche paid: settlement is judged on its state (the read
     model is written a moment before the workflow applies the channel's answer)."""
-    await _until(lambda: household_state(client, code),
-                 lambda s: bool(s.tranches) and all(t.status is TrancheStatus.PAID for t in s.tranches),
-                 f"household {code}")  # fmt: skip
+    await _until(
+        lambda: household_state(client, code),
+        lambda s: bool(s.tranches) and all(t.status is TrancheStatus.PAID for t in s.tranches),
+        f"household {code}",
+    )
 
 
 async def _officers(label: str, n: int, work: list, one: Callable, advance: Callable[[], None]) -> Figures:
@@ -152,9 +165,17 @@ def thinker(think: float, seed: int = 0) -> Callable[[], Awaitable[None]]:
     return pause
 
 
-async def run_ours(client: Client, sessions: Sessions, task_queue: str, items: list[Household], officers: int,
-                   advance: Callable[[], None] = lambda: None, think: float = 0.0, *,
-                   signer: SigningRing) -> Figures:  # fmt: skip
+async def run_ours(
+    client: Client,
+    sessions: Sessions,
+    task_queue: str,
+    items: list[Household],
+    officers: int,
+    advance: Callable[[], None] = lambda: None,
+    think: float = 0.0,
+    *,
+    signer: SigningRing,
+) -> Figures:
     """Import `items`, start their workflows, then take every household through all its steps (with a
     pause of `think` seconds on average before each action; none for the throughput run)."""
     pause = thinker(think)
@@ -173,17 +194,26 @@ async def run_ours(client: Client, sessions: Sessions, task_queue: str, items: l
     return await _officers("ours", officers, registered, household, advance)
 
 
-async def run_baseline(client: Client, task_queue: str, n: int, officers: int,
-                       advance: Callable[[], None] = lambda: None, prefix: str | None = None,
-                       think: float = 0.0, local: bool = False) -> Figures:  # fmt: skip
+async def run_baseline(
+    client: Client,
+    task_queue: str,
+    n: int,
+    officers: int,
+    advance: Callable[[], None] = lambda: None,
+    prefix: str | None = None,
+    think: float = 0.0,
+    local: bool = False,
+) -> Figures:
     """The floor: `n` bare workflows taking the same Temporal calls as a household, by the same officers. The
     channel's confirmation after each release is a signal sent from here; the settling update waits, as
     ours does, until the workflow shows both confirmations applied. With `local`, its 15 activities are
     local activities, as ours are."""
     pause = thinker(think)
     prefix = prefix or f"baseline-{uuid.uuid4().hex[:8]}"
-    handles = [await client.start_workflow(BaselineWorkflow.run, local, id=f"{prefix}-{i}", task_queue=task_queue)
-               for i in range(n)]  # fmt: skip
+    handles = [
+        await client.start_workflow(BaselineWorkflow.run, local, id=f"{prefix}-{i}", task_queue=task_queue)
+        for i in range(n)
+    ]
 
     async def one(handle, latencies: list[float]) -> None:
         for k in range(UPDATES):
@@ -244,9 +274,19 @@ def province_items(seed: int, n: int, run: str) -> list[Household]:
     second run on the same database registers new households (one salt added to the last six digits of
     every CCCD keeps them unique within the run)."""
     salt = int(hashlib.sha256(run.encode()).hexdigest()[:5], 16)
-    return [Household(**(r | {"code": f"{run}{r['code']}", "programme": "",
-                              "cccd": f"{r['cccd'][:6]}{(int(r['cccd'][6:]) + salt) % 10**6:06d}"}))
-            for r in lang_son(seed).all[:n]]  # fmt: skip
+    return [
+        Household(
+            **(
+                r
+                | {
+                    "code": f"{run}{r['code']}",
+                    "programme": "",
+                    "cccd": f"{r['cccd'][:6]}{(int(r['cccd'][6:]) + salt) % 10**6:06d}",
+                }
+            )
+        )
+        for r in lang_son(seed).all[:n]
+    ]
 
 
 async def main() -> None:
@@ -256,10 +296,15 @@ async def main() -> None:
     ap.add_argument("--paced", type=int, default=200, help="households in the latency pass (0: none)")
     ap.add_argument("--think", type=float, default=2.0, help="officers' mean pause in the latency pass, s")
     ap.add_argument("--seed", type=int, default=2025)
-    ap.add_argument("--baseline-local", action="store_true",
-                    help="the baseline's 15 activities as local activities, as ours are")
-    ap.add_argument("--baseline-workers", type=int, default=None,
-                    help="worker processes for the baseline (default: as many as ours, counted when the run starts)")
+    ap.add_argument(
+        "--baseline-local", action="store_true", help="the baseline's 15 activities as local activities, as ours are"
+    )
+    ap.add_argument(
+        "--baseline-workers",
+        type=int,
+        default=None,
+        help="worker processes for the baseline (default: as many as ours, counted when the run starts)",
+    )
     args = ap.parse_args()
     settings: Settings = get_settings()
     console = Console()
@@ -267,8 +312,13 @@ async def main() -> None:
     sessions = make_sessions(engine)
     await seed_demo(sessions)
     async with sessions() as s, s.begin():
-        await ledger.receive(s, key="bench:province-budget", source="NS-TINH", amount=400_000_000_000,
-                             memo="benchmark: the province's whole budget")  # fmt: skip
+        await ledger.receive(
+            s,
+            key="bench:province-budget",
+            source="NS-TINH",
+            amount=400_000_000_000,
+            memo="benchmark: the province's whole budget",
+        )
     run = uuid.uuid4().hex[:4].upper()
     client = await connect(settings)
     bare = await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace)
@@ -277,34 +327,52 @@ async def main() -> None:
     # with a floor held to one core's worth of Python.
     ours_workers = count_processes("worker")
     baseline_workers = args.baseline_workers or max(ours_workers, 1)
-    procs = [await asyncio.create_subprocess_exec(sys.executable, "-m", "bench.baseline", baseline_queue, cwd=ROOT,
-                                                  stdout=asyncio.subprocess.PIPE)  # fmt: skip
-             for _ in range(baseline_workers)]
+    procs = [
+        await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bench.baseline", baseline_queue, cwd=ROOT, stdout=asyncio.subprocess.PIPE
+        )
+        for _ in range(baseline_workers)
+    ]
     for proc in procs:
         assert proc.stdout and (await proc.stdout.readline()).strip() == b"ready"
     # Throughput: officers act back to back, the machine saturated. Latency: the same officers at a
     # human pace (a pause before each action), as a working day looks.
-    phases = [("ours", province_items(args.seed, args.households, f"B{run}"), 0.0),
-              ("baseline", args.households, 0.0)]
+    phases = [("ours", province_items(args.seed, args.households, f"B{run}"), 0.0), ("baseline", args.households, 0.0)]
     if args.paced:
-        phases += [("ours paced", province_items(args.seed, args.paced, f"P{run}"), args.think),
-                   ("baseline paced", args.paced, args.think)]  # fmt: skip
+        phases += [
+            ("ours paced", province_items(args.seed, args.paced, f"P{run}"), args.think),
+            ("baseline paced", args.paced, args.think),
+        ]
     results: dict[str, Figures] = {}
     try:
         for label, work, think in phases:
             total = len(work) if isinstance(work, list) else work
-            with Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                          console=console) as bar:  # fmt: skip
+            with Progress(
+                TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+            ) as bar:
                 task = bar.add_task("", total=total)
                 before = cpu_now()
                 if label.startswith("ours"):
-                    figures = await run_ours(client, sessions, settings.temporal_task_queue, work, args.officers,
-                                             lambda t=task: bar.advance(t), think=think,
-                                             signer=load_ring(settings))  # fmt: skip
+                    figures = await run_ours(
+                        client,
+                        sessions,
+                        settings.temporal_task_queue,
+                        work,
+                        args.officers,
+                        lambda t=task: bar.advance(t),
+                        think=think,
+                        signer=load_ring(settings),
+                    )
                 else:
-                    figures = await run_baseline(bare, baseline_queue, work, args.officers,
-                                                 lambda t=task: bar.advance(t), think=think,
-                                                 local=args.baseline_local)  # fmt: skip
+                    figures = await run_baseline(
+                        bare,
+                        baseline_queue,
+                        work,
+                        args.officers,
+                        lambda t=task: bar.advance(t),
+                        think=think,
+                        local=args.baseline_local,
+                    )
                 figures.cpu = _delta(cpu_now(), before)
                 figures.label = label
             results[label] = figures
@@ -315,10 +383,13 @@ async def main() -> None:
         await engine.dispose()
     ours, base = results["ours"], results["baseline"]
     table = Table("figure", "ours", "baseline", "ratio ours / baseline", title="Driver")
-    rows = [("households/s", ours.per_second, base.per_second),
-            ("transitions/s", ours.transitions / ours.seconds, base.transitions / base.seconds),
-            ("action p50 ms", ours.pct(50), base.pct(50)), ("action p95 ms", ours.pct(95), base.pct(95)),
-            ("action p99 ms", ours.pct(99), base.pct(99))]  # fmt: skip
+    rows = [
+        ("households/s", ours.per_second, base.per_second),
+        ("transitions/s", ours.transitions / ours.seconds, base.transitions / base.seconds),
+        ("action p50 ms", ours.pct(50), base.pct(50)),
+        ("action p95 ms", ours.pct(95), base.pct(95)),
+        ("action p99 ms", ours.pct(99), base.pct(99)),
+    ]
     if args.paced:
         po, pb = results["ours paced"], results["baseline paced"]
         rows += [(f"paced ({args.think:g} s pause) p{p} ms", po.pct(p), pb.pct(p)) for p in (50, 95, 99)]
@@ -329,14 +400,23 @@ async def main() -> None:
     console.print(table)
     out = HERE / "results" / f"driver-{datetime.now(UTC):%Y%m%d-%H%M%S}.json"
     out.parent.mkdir(exist_ok=True)
-    record = {"measured_at": datetime.now(UTC).isoformat(timespec="seconds"), "households": args.households,
-              "officers": args.officers, "baseline_local_activities": args.baseline_local,
-              "worker_processes": {"ours": ours_workers, "baseline": baseline_workers},
-              "ours": ours.summary(), "baseline": base.summary(),
-              "ratio_time_per_household": round(base.per_second / ours.per_second, 2)}
+    record = {
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "households": args.households,
+        "officers": args.officers,
+        "baseline_local_activities": args.baseline_local,
+        "worker_processes": {"ours": ours_workers, "baseline": baseline_workers},
+        "ours": ours.summary(),
+        "baseline": base.summary(),
+        "ratio_time_per_household": round(base.per_second / ours.per_second, 2),
+    }
     if args.paced:
-        record["paced"] = {"households": args.paced, "think_s": args.think,
-                           "ours": results["ours paced"].summary(), "baseline": results["baseline paced"].summary()}
+        record["paced"] = {
+            "households": args.paced,
+            "think_s": args.think,
+            "ours": results["ours paced"].summary(),
+            "baseline": results["baseline paced"].summary(),
+        }
     out.write_text(json.dumps(record, indent=1) + "\n")
     console.print(f"written to bench/results/{out.name}")
 

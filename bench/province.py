@@ -36,9 +36,13 @@ class Province:
 
 def lang_son(seed: int = 2025) -> Province:
     main = sample.households(DECISION_270["count"], seed=seed, prefix="LS270", new_builds=DECISION_270["new_builds"])
-    extra = sample.households(SUPPLEMENTARY["count"], seed=seed + 1, prefix="LS1520",
-                              decision=sample.SUPPLEMENTARY_DECISION,
-                              new_builds=SUPPLEMENTARY["new_builds"])  # fmt: skip
+    extra = sample.households(
+        SUPPLEMENTARY["count"],
+        seed=seed + 1,
+        prefix="LS1520",
+        decision=sample.SUPPLEMENTARY_DECISION,
+        new_builds=SUPPLEMENTARY["new_builds"],
+    )
     taken = {r["cccd"] for r in main}
     for row in extra:
         # The two lists are drawn from separate seeds; a CCCD drawn twice is moved to the next free number.
@@ -69,8 +73,7 @@ def main() -> None:
     for label, rows in (("270/QĐ-UBND", province.main), (sample.SUPPLEMENTARY_DECISION, province.supplementary)):
         new = sum(r["support_type"] == "new_build" for r in rows)
         amount = sum(SUPPORT[r["support_type"]] for r in rows)
-        print(f"{label}: {len(rows):,} households, {new:,} new builds, {len(rows) - new:,} repairs, "
-              f"{amount:,} đồng")  # fmt: skip
+        print(f"{label}: {len(rows):,} households, {new:,} new builds, {len(rows) - new:,} repairs, {amount:,} đồng")
 
 
 if __name__ == "__main__":

@@ -58,8 +58,11 @@ async def main() -> None:
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--keys", type=Path, help="payload key file (default: the configured one)")
     ap.add_argument("--sandbox", action="store_true", help="replay inside the workflow sandbox")
-    ap.add_argument("--json", action="store_true",
-                    help="read the JSON histories, not their binary copies (as an export of format 1 has only)")
+    ap.add_argument(
+        "--json",
+        action="store_true",
+        help="read the JSON histories, not their binary copies (as an export of format 1 has only)",
+    )
     args = ap.parse_args()
 
     arch = Archive.open(args.export)
@@ -70,8 +73,9 @@ async def main() -> None:
         raise SystemExit(f"{args.export.name}: no household histories")
     ring = read_ring(args.keys) if args.keys else key_ring(get_settings())
     keys = ring.dump()
-    events = sum(a["events"] for r, a in arch.manifest["files"].items()
-                 if r.startswith("histories/household-") and "events" in a)  # fmt: skip
+    events = sum(
+        a["events"] for r, a in arch.manifest["files"].items() if r.startswith("histories/household-") and "events" in a
+    )
     console = Console()
     with tempfile.TemporaryDirectory(prefix="replay-set-") as tmp:
         files = list(sources) if args.size == 0 else []
@@ -83,19 +87,25 @@ async def main() -> None:
         size_mb = sum(p.stat().st_size for _, p in files) / 1e6
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.perf_counter()
-        with Progress(TextColumn("replaying"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      console=console) as bar:  # fmt: skip
+        with Progress(
+            TextColumn("replaying"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+        ) as bar:
             task = bar.add_task("", total=len(files))
-            report = await replay_files(files, keys, jobs=args.jobs, sandbox=args.sandbox,
-                                        on_done=lambda n: bar.advance(task, n))  # fmt: skip
+            report = await replay_files(
+                files, keys, jobs=args.jobs, sandbox=args.sandbox, on_done=lambda n: bar.advance(task, n)
+            )
         seconds = time.perf_counter() - started
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     result = {
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "cpu": cpu_model(), "python": platform.python_version()},
-        "set": {"histories": len(files), "distinct": len(sources), "mb": round(size_mb, 1),
-                "events_per_history": round(events / len(sources), 1)},
+        "set": {
+            "histories": len(files),
+            "distinct": len(sources),
+            "mb": round(size_mb, 1),
+            "events_per_history": round(events / len(sources), 1),
+        },
         "jobs": args.jobs,
         "sandbox": args.sandbox,
         "read_from": ", ".join(sorted({p.suffix[1:] for _, p in sources})),
@@ -104,14 +114,17 @@ async def main() -> None:
         "cpu_seconds": round(cpu, 1),
         "ms_cpu_per_history": round(cpu / len(files) * 1000, 1),
         "failures": len(report.failures),
-    }  # fmt: skip
+    }
     table = Table("figure", "value", title="audit replay --from: throughput")
-    for k, v in (("histories", f"{len(files):,} ({len(sources)} distinct, {size_mb:,.0f} MB of {result['read_from']})"),
-                 ("events per history (mean)", result["set"]["events_per_history"]),
-                 ("processes", args.jobs), ("wall time", f"{seconds:,.1f} s"),
-                 ("histories per second", result["histories_per_second"]),
-                 ("CPU per history", f"{result['ms_cpu_per_history']} ms"),
-                 ("not reproduced", len(report.failures))):  # fmt: skip
+    for k, v in (
+        ("histories", f"{len(files):,} ({len(sources)} distinct, {size_mb:,.0f} MB of {result['read_from']})"),
+        ("events per history (mean)", result["set"]["events_per_history"]),
+        ("processes", args.jobs),
+        ("wall time", f"{seconds:,.1f} s"),
+        ("histories per second", result["histories_per_second"]),
+        ("CPU per history", f"{result['ms_cpu_per_history']} ms"),
+        ("not reproduced", len(report.failures)),
+    ):
         table.add_row(k, str(v))
     console.print(table)
     out = HERE / "results" / f"replay-{datetime.now(UTC):%Y%m%d-%H%M%S}.json"

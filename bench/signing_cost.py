@@ -49,8 +49,12 @@ def main() -> None:
     ring = new_ring("bench")
     now = datetime.now(UTC)
     keys = TrustedKeys.of([PublicKey("bench", OFFICERS, ring.public(), now - timedelta(days=1))])
-    actor = Actor(user_id="x.thanhpholangson.maipha", role="commune_officer", agency="UBND xã Mai Pha",
-                  jurisdiction=Jurisdiction(province="Lạng Sơn", district="Thành phố Lạng Sơn", commune="Mai Pha"))
+    actor = Actor(
+        user_id="x.thanhpholangson.maipha",
+        role="commune_officer",
+        agency="UBND xã Mai Pha",
+        jurisdiction=Jurisdiction(province="Lạng Sơn", district="Thành phố Lạng Sơn", commune="Mai Pha"),
+    )
     inp = VerifyInput(actor=actor, evidence=["BB-RA-SOAT/LS270-00001", "BB-BINH-XET/LS270-00001"])
     wf = "household-LS270-00001"
     signed = sign_input(ring, inp, workflow_id=wf, step="verify", user_id=actor.user_id, now=now)
@@ -74,8 +78,18 @@ def main() -> None:
     Console().print(table)
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"signing-cost-{datetime.now(UTC):%Y%m%d-%H%M%S}.json"
-    out.write_text(json.dumps({"n": n, "us_per_call": figures, "household_path_ms": path_ms,
-                               "machine": platform.platform(), "python": platform.python_version()}, indent=2))
+    out.write_text(
+        json.dumps(
+            {
+                "n": n,
+                "us_per_call": figures,
+                "household_path_ms": path_ms,
+                "machine": platform.platform(),
+                "python": platform.python_version(),
+            },
+            indent=2,
+        )
+    )
     print(f"written: {out.relative_to(Path(__file__).parent.parent)}")
 
 

@@ -114,8 +114,9 @@ class EncryptionCodec(PayloadCodec):
         key_id = p.metadata.get(KEY_ID, b"").decode()
         cipher = self._ciphers.get(key_id)
         if cipher is None:
-            return self._not_opened(f"payload sealed with key {key_id!r}, which the key ring does not hold",
-                                    missing_key=True)  # fmt: skip
+            return self._not_opened(
+                f"payload sealed with key {key_id!r}, which the key ring does not hold", missing_key=True
+            )
         try:
             plain = cipher.decrypt(p.data[:NONCE_BYTES], p.data[NONCE_BYTES:], key_id.encode())
         except InvalidTag:
@@ -153,8 +154,9 @@ def with_codec(converter: DataConverter, ring: KeyRing | None) -> DataConverter:
     side, refusing plain payloads (`for_reading` gives the auditors')."""
     if ring is None:
         return converter
-    return dataclasses.replace(converter, payload_codec=EncryptionCodec(ring),
-                               failure_converter_class=SealedFailureConverter)  # fmt: skip
+    return dataclasses.replace(
+        converter, payload_codec=EncryptionCodec(ring), failure_converter_class=SealedFailureConverter
+    )
 
 
 def for_reading(converter: DataConverter) -> DataConverter:

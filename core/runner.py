@@ -53,8 +53,9 @@ class _ContextFreeInstance(WorkflowInstance):
     def __init__(self, inner: WorkflowInstance, info: temporalio.workflow.Info) -> None:
         self._inner = inner
         self._store = StorageDriverStoreContext(
-            target=StorageDriverWorkflowInfo(id=info.workflow_id, run_id=info.run_id, type=info.workflow_type,
-                                             namespace=info.namespace)  # fmt: skip
+            target=StorageDriverWorkflowInfo(
+                id=info.workflow_id, run_id=info.run_id, type=info.workflow_type, namespace=info.namespace
+            )
         )
 
     def activate(self, act: WorkflowActivation) -> WorkflowActivationCompletion:

@@ -17,8 +17,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
 
     @classmethod
-    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
-                                   file_secret_settings):  # fmt: skip
+    def settings_customise_sources(
+        cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings
+    ):
         # HOUSING_ENV_FILE, read when the settings are made, names another file than .env (the test suite
         # points it at nothing, for itself and the commands it starts).
         env_file = os.environ.get("HOUSING_ENV_FILE", ".env")
@@ -197,7 +198,7 @@ class Settings(BaseSettings):
 def _asyncpg(url: str, name: str) -> str:
     for prefix in ("postgresql+asyncpg://", "postgresql://", "postgres://"):
         if url.startswith(prefix):
-            return "postgresql+asyncpg://" + url[len(prefix):]
+            return "postgresql+asyncpg://" + url[len(prefix) :]
     raise ValueError(f"{name} must be a postgresql:// URL, got {url!r}")
 
 

@@ -125,9 +125,16 @@ class SigningRing:
         nonce: str | None = None,
     ) -> ActionAssertion:
         issued = now or datetime.now(UTC)
-        fields = dict(workflow_id=workflow_id, step=step, input_digest=input_digest, user_id=user_id,
-                      issued_at=issued, expires_at=issued + ttl, nonce=nonce or secrets.token_urlsafe(18),
-                      key_id=self.active)  # fmt: skip
+        fields = dict(
+            workflow_id=workflow_id,
+            step=step,
+            input_digest=input_digest,
+            user_id=user_id,
+            issued_at=issued,
+            expires_at=issued + ttl,
+            nonce=nonce or secrets.token_urlsafe(18),
+            key_id=self.active,
+        )
         signature = Ed25519PrivateKey.from_private_bytes(self.keys[self.active]).sign(signed_bytes(**fields))
         return ActionAssertion(**fields, signature=_b64(signature))
 
@@ -221,13 +228,20 @@ def trusted() -> TrustedKeys:
     return _TRUSTED
 
 
-def sign_input(ring: SigningRing, inp, *, workflow_id: str, step: str, user_id: str, ttl: timedelta = STEP_TTL,
-               now: datetime | None = None):  # fmt: skip
+def sign_input(
+    ring: SigningRing,
+    inp,
+    *,
+    workflow_id: str,
+    step: str,
+    user_id: str,
+    ttl: timedelta = STEP_TTL,
+    now: datetime | None = None,
+):
     """The step's input with its assertion: what a front door sends once it has authenticated `user_id`."""
     from models.assertion import input_digest
 
-    a = ring.sign(workflow_id=workflow_id, step=step, input_digest=input_digest(inp), user_id=user_id, ttl=ttl,
-                  now=now)  # fmt: skip
+    a = ring.sign(workflow_id=workflow_id, step=step, input_digest=input_digest(inp), user_id=user_id, ttl=ttl, now=now)
     return inp.model_copy(update={"assertion": a})
 
 

@@ -86,8 +86,9 @@ def _process_started_at(pid: int) -> float | None:
     """When a process began, in seconds since the epoch (Linux /proc); None where that cannot be read."""
     try:
         ticks = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
-        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
-                    if line.startswith("btime "))  # fmt: skip
+        boot = next(
+            float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines() if line.startswith("btime ")
+        )
         return boot + ticks / os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError, IndexError, StopIteration):
         return None
@@ -215,8 +216,19 @@ class EmbeddedPostgres:
         self._init()
         self._write_settings()
         log = self.data_dir / "server.log"
-        cmd = [str(self._bin / "pg_ctl"), "-D", str(self.data_dir), "-w", "-t", "120", "-l", str(log),
-               "-o", f"-h {self.host} -p {self.port} -k {self.data_dir}", "start"]  # fmt: skip
+        cmd = [
+            str(self._bin / "pg_ctl"),
+            "-D",
+            str(self.data_dir),
+            "-w",
+            "-t",
+            "120",
+            "-l",
+            str(log),
+            "-o",
+            f"-h {self.host} -p {self.port} -k {self.data_dir}",
+            "start",
+        ]
         # After a postmaster was killed, its backends take a moment to notice and let go of the shared
         # memory; until they have, a new postmaster refuses to start. Crash recovery (WAL replay) runs
         # inside pg_ctl's wait.
@@ -236,8 +248,10 @@ class EmbeddedPostgres:
             return False
         subprocess.run(
             [str(self._bin / "pg_ctl"), "-D", str(self.data_dir), "-w", "-m", "fast", "stop"],
-            check=False, capture_output=True, **self._as_user,
-        )  # fmt: skip
+            check=False,
+            capture_output=True,
+            **self._as_user,
+        )
         return True
 
     def destroy(self) -> None:
@@ -267,10 +281,21 @@ class EmbeddedPostgres:
             pw = pwd.getpwnam(PG_SYSTEM_USER)
             os.chown(self.data_dir, pw.pw_uid, pw.pw_gid)
         subprocess.run(
-            [str(self._bin / "initdb"), "-D", str(self.data_dir), "-U", "postgres", "--auth=trust",
-             "-E", "UTF8", "--locale=C.UTF-8"],
-            check=True, capture_output=True, **self._as_user,
-        )  # fmt: skip
+            [
+                str(self._bin / "initdb"),
+                "-D",
+                str(self.data_dir),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--locale=C.UTF-8",
+            ],
+            check=True,
+            capture_output=True,
+            **self._as_user,
+        )
 
     def settings_block(self) -> str:
         on = "on" if self.durable else "off"
@@ -292,10 +317,25 @@ class EmbeddedPostgres:
 
     def psql(self, sql: str, database: str = "postgres") -> str:
         out = subprocess.run(
-            [str(self._bin / "psql"), "-h", self.host, "-p", str(self.port), "-U", "postgres", "-d", database,
-             "-v", "ON_ERROR_STOP=1", "-tAc", sql],
-            check=True, capture_output=True, text=True,
-        )  # fmt: skip
+            [
+                str(self._bin / "psql"),
+                "-h",
+                self.host,
+                "-p",
+                str(self.port),
+                "-U",
+                "postgres",
+                "-d",
+                database,
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-tAc",
+                sql,
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
         return out.stdout.strip()
 
     def create_database(self, name: str) -> None:
@@ -311,8 +351,9 @@ class EmbeddedPostgres:
         from before 0007 has only the owner: its application role is added here)."""
         self._ensure_role(self.user, self.password, "LOGIN CREATEDB")
         if self.app_user and self.app_user != self.user:
-            self._ensure_role(self.app_user, self.app_password,
-                              "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS")  # fmt: skip
+            self._ensure_role(
+                self.app_user, self.app_password, "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS"
+            )
         self.create_database(self.database)
 
 
@@ -346,12 +387,29 @@ class EmbeddedTemporal:
         return _pid_alive(self.pid_file) is not None and port_open(self.host, self.port)
 
     def command(self) -> list[str]:
-        cmd = [str(binary("temporal")), "server", "start-dev", "--ip", self.host, "--port", str(self.port),
-               "--namespace", self.namespace, "--log-level", "warn"]  # fmt: skip
+        cmd = [
+            str(binary("temporal")),
+            "server",
+            "start-dev",
+            "--ip",
+            self.host,
+            "--port",
+            str(self.port),
+            "--namespace",
+            self.namespace,
+            "--log-level",
+            "warn",
+        ]
         if self.persistent:
             # WAL with synchronous=NORMAL: a commit is one sequential append, still safe if the process dies.
-            cmd += ["--db-filename", str(self.state_dir / "temporal.db"),
-                    "--sqlite-pragma", "journal_mode=wal", "--sqlite-pragma", "synchronous=normal"]  # fmt: skip
+            cmd += [
+                "--db-filename",
+                str(self.state_dir / "temporal.db"),
+                "--sqlite-pragma",
+                "journal_mode=wal",
+                "--sqlite-pragma",
+                "synchronous=normal",
+            ]
         cmd += ["--ui-port", str(self.ui_port)] if self.ui_port else ["--headless"]
         if self.ui_port and self.codec_endpoint:
             cmd += ["--ui-codec-endpoint", self.codec_endpoint]
@@ -446,8 +504,9 @@ class BackgroundWeb(_Background):
             return False
         if port_open(self.host, self.port):
             raise StackError(f"port {self.port} is taken by another program: set WEB_PORT to a free one")
-        self._launch([sys.executable, str(ROOT / "starter.py"), "web"], env,
-                    lambda: port_open(self.host, self.port), "web app")  # fmt: skip
+        self._launch(
+            [sys.executable, str(ROOT / "starter.py"), "web"], env, lambda: port_open(self.host, self.port), "web app"
+        )
         return True
 
 
@@ -479,8 +538,21 @@ class BackgroundBank(_Background):
             return False
         if port_open(self.host, self.port):
             raise StackError(f"port {self.port} is taken by another program: set BANK_URL to a free port")
-        cmd = [sys.executable, "-m", "finance.bank", "--state", str(self.book_dir), "--host", self.host,
-               "--port", str(self.port), "--delay", str(self.delay), "--fail-rate", str(self.fail_rate)]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "finance.bank",
+            "--state",
+            str(self.book_dir),
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+            "--delay",
+            str(self.delay),
+            "--fail-rate",
+            str(self.fail_rate),
+        ]
         if self.secret_file:
             cmd += ["--callback-secret-file", str(self.secret_file)]
         if self.signing_keys_file and self.signing_keys_file.exists():  # 'stack up' creates it before the bank
@@ -509,15 +581,24 @@ class Stack:
         return self.settings.embedded_stack or not self.settings.explicitly_set("temporal_address")
 
     def postgres(self) -> EmbeddedPostgres:
-        return EmbeddedPostgres.from_url(self.settings.owner_url, self.settings.state_dir / "pg",
-                                         durable=self.settings.pg_durable,
-                                         app_url=self.settings.database_url)  # fmt: skip
+        return EmbeddedPostgres.from_url(
+            self.settings.owner_url,
+            self.settings.state_dir / "pg",
+            durable=self.settings.pg_durable,
+            app_url=self.settings.database_url,
+        )
 
     def temporal(self) -> EmbeddedTemporal:
         host, _, port = self.settings.temporal_address.rpartition(":")
         ui_port = urlparse(self.settings.temporal_ui_url).port
-        return EmbeddedTemporal(self.settings.state_dir / "temporal", host, int(port), ui_port,
-                                self.settings.temporal_namespace, codec_endpoint=f"{self.web().url}/codec")  # fmt: skip
+        return EmbeddedTemporal(
+            self.settings.state_dir / "temporal",
+            host,
+            int(port),
+            ui_port,
+            self.settings.temporal_namespace,
+            codec_endpoint=f"{self.web().url}/codec",
+        )
 
     def workers(self) -> list[BackgroundWorker]:
         """The workers 'stack up' starts (WORKER_PROCESSES of them)."""
@@ -525,8 +606,11 @@ class Stack:
 
     def running_workers(self) -> list[BackgroundWorker]:
         """Every worker with a live pid file, also those a larger WORKER_PROCESSES started earlier."""
-        found = (int(m.group(1) or 1) for p in self.settings.state_dir.glob("worker*.pid")
-                 if (m := re.fullmatch(r"worker(?:-(\d+))?\.pid", p.name)))  # fmt: skip
+        found = (
+            int(m.group(1) or 1)
+            for p in self.settings.state_dir.glob("worker*.pid")
+            if (m := re.fullmatch(r"worker(?:-(\d+))?\.pid", p.name))
+        )
         return [w for n in sorted(found) if (w := BackgroundWorker(self.settings.state_dir, n)).running()]
 
     def pieces(self, *, with_processes: bool = True) -> list[Piece]:
@@ -536,9 +620,11 @@ class Stack:
         def own(embedded: bool, running) -> str:
             return ("running" if running() else "stopped") if embedded else "external"
 
-        found = [Piece("PostgreSQL", s.database_url, own(self.embedded_db, self.postgres().running)),
-                 Piece("Temporal", s.temporal_address, own(self.embedded_temporal, self.temporal().running)),
-                 Piece("bank", s.bank_url, own(self.embedded_bank, self.bank().running))]  # fmt: skip
+        found = [
+            Piece("PostgreSQL", s.database_url, own(self.embedded_db, self.postgres().running)),
+            Piece("Temporal", s.temporal_address, own(self.embedded_temporal, self.temporal().running)),
+            Piece("bank", s.bank_url, own(self.embedded_bank, self.bank().running)),
+        ]
         if with_processes:
             found += [Piece(w.name, s.temporal_task_queue, own(True, w.running)) for w in self.workers()]
             found.append(Piece("web app", self.web().url, own(True, self.web().running)))
@@ -558,10 +644,16 @@ class Stack:
 
     def bank(self) -> BackgroundBank:
         u = urlparse(self.settings.bank_url)
-        return BackgroundBank(self.settings.state_dir, u.hostname or "127.0.0.1", u.port or 8070,
-                              self.settings.payment_delay_seconds, self.settings.payment_fail_rate,
-                              self.settings.callback_secret_path, self.settings.bank_signing_keys_path,
-                              self.settings.payment_channel_user)  # fmt: skip
+        return BackgroundBank(
+            self.settings.state_dir,
+            u.hostname or "127.0.0.1",
+            u.port or 8070,
+            self.settings.payment_delay_seconds,
+            self.settings.payment_fail_rate,
+            self.settings.callback_secret_path,
+            self.settings.bank_signing_keys_path,
+            self.settings.payment_channel_user,
+        )
 
     def env(self) -> dict[str, str]:
         return {
@@ -574,4 +666,3 @@ class Stack:
             "PAYMENT_CALLBACK_URL": self.settings.callback_url,
             "PAYMENT_CALLBACK_SECRET_FILE": str(self.settings.callback_secret_path),
         }
-

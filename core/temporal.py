@@ -83,8 +83,15 @@ def sandbox_runner() -> SandboxedWorkflowRunner:
     # Our models and pydantic are deterministic; passing them through avoids re-importing them per run.
     return SandboxedWorkflowRunner(
         restrictions=SandboxRestrictions.default.with_passthrough_modules(
-            "models", "pydantic", "pydantic_core", "annotated_types", "workflows.rules", "workflows.search_attributes",
-            "workflows.authn", "core.signing", "cryptography",
+            "models",
+            "pydantic",
+            "pydantic_core",
+            "annotated_types",
+            "workflows.rules",
+            "workflows.search_attributes",
+            "workflows.authn",
+            "core.signing",
+            "cryptography",
         )
     )
 
@@ -130,8 +137,9 @@ def make_worker(
     """The engine's worker; `witness` (archive.witness.Witness) signs the archive sweep's checkpoints;
     `options` are more `Worker` options (a test simulating older code passes `patch_activation_callback`)."""
     households = HouseholdActivities(sessions)
-    payments = PaymentActivities(sessions, channel or make_channel(settings), settings.payment_channel_user,
-                                 record=households._record)  # fmt: skip
+    payments = PaymentActivities(
+        sessions, channel or make_channel(settings), settings.payment_channel_user, record=households._record
+    )
     batches = BatchActivities(client, sessions)
     # The sweep's archive trusts only rows its witness signed (a planted row does not stand for a run's copy).
     archive = PostgresArchive(sessions, trusted=witness.public_keys() if witness is not None else None)

@@ -101,11 +101,16 @@ async def _recent_failures(session: AsyncSession, user_id: str, now: datetime) -
     """Failures since the last success within the window, and the latest of them."""
     a = login_attempts.c
     last_ok = select(func.max(a.at)).where(a.user_id == user_id, a.ok).scalar_subquery()
-    n, latest = (await session.execute(
-        select(func.count(), func.max(a.at)).where(
-            a.user_id == user_id, a.ok.is_(False), a.at > now - FAILURE_WINDOW,
-            a.at > func.coalesce(last_ok, datetime(1970, 1, 1, tzinfo=UTC)))
-    )).one()  # fmt: skip
+    n, latest = (
+        await session.execute(
+            select(func.count(), func.max(a.at)).where(
+                a.user_id == user_id,
+                a.ok.is_(False),
+                a.at > now - FAILURE_WINDOW,
+                a.at > func.coalesce(last_ok, datetime(1970, 1, 1, tzinfo=UTC)),
+            )
+        )
+    ).one()
     return n, latest
 
 
@@ -118,8 +123,9 @@ class SignInOutcome:
     refusal: DomainError | None = None
 
 
-async def sign_in(session: AsyncSession, user_id: str, password: str, client: str, *,
-                  signer: SigningRing) -> SignInOutcome:  # fmt: skip
+async def sign_in(
+    session: AsyncSession, user_id: str, password: str, client: str, *, signer: SigningRing
+) -> SignInOutcome:
     """Check a password and open a session signed by `signer` (the web app's front-door ring). The caller
     commits (also on a refusal: the attempt is recorded)."""
     checked = await check_password(session, user_id, password, client)
@@ -174,25 +180,48 @@ async def open_session(session: AsyncSession, user: User, *, signer: SigningRing
     """A new session for a user whose identity has been established (by `sign_in`'s password check), signed
     by the web app's ring for its lifetime: the signature is what makes the row a session."""
     token, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
-    a = signer.sign(workflow_id=SESSION_WORKFLOW, step=SESSION_STEP, user_id=user.user_id, ttl=SESSION_TTL,
-                    input_digest=_session_digest(digest(token), user.user_id, csrf))  # fmt: skip
-    await session.execute(web_sessions.insert().values(
-        token_hash=digest(token), user_id=user.user_id, csrf_token=csrf, expires_at=a.expires_at,
-        assertion=a.model_dump(mode="json")))  # fmt: skip
+    a = signer.sign(
+        workflow_id=SESSION_WORKFLOW,
+        step=SESSION_STEP,
+        user_id=user.user_id,
+        ttl=SESSION_TTL,
+        input_digest=_session_digest(digest(token), user.user_id, csrf),
+    )
+    await session.execute(
+        web_sessions.insert().values(
+            token_hash=digest(token),
+            user_id=user.user_id,
+            csrf_token=csrf,
+            expires_at=a.expires_at,
+            assertion=a.model_dump(mode="json"),
+        )
+    )
     return token, SignedIn(user, csrf, "session")
 
 
 async def session_user(session: AsyncSession, token: str) -> SignedIn | None:
     s = web_sessions.c
-    row = (await session.execute(select(s.user_id, s.csrf_token, s.assertion).where(
-        s.token_hash == digest(token), s.ended_at.is_(None), s.expires_at > func.now()))).one_or_none()  # fmt: skip
+    row = (
+        await session.execute(
+            select(s.user_id, s.csrf_token, s.assertion).where(
+                s.token_hash == digest(token), s.ended_at.is_(None), s.expires_at > func.now()
+            )
+        )
+    ).one_or_none()
     if row is None or row.assertion is None:
         return None
     try:
         a = ActionAssertion.model_validate(row.assertion)
-        (await signing_keys.trusted_for(session, a.key_id)).verify(a, workflow_id=SESSION_WORKFLOW, step=SESSION_STEP,
-                    input_digest=_session_digest(digest(token), row.user_id, row.csrf_token), user_id=row.user_id,
-                    holder=OFFICERS, now=datetime.now(UTC), max_ttl=SESSION_TTL)  # fmt: skip
+        (await signing_keys.trusted_for(session, a.key_id)).verify(
+            a,
+            workflow_id=SESSION_WORKFLOW,
+            step=SESSION_STEP,
+            input_digest=_session_digest(digest(token), row.user_id, row.csrf_token),
+            user_id=row.user_id,
+            holder=OFFICERS,
+            now=datetime.now(UTC),
+            max_ttl=SESSION_TTL,
+        )
     except (Unauthenticated, ValidationError):
         return None  # not a session the web app opened
     user = await users_db.get(session, row.user_id)
@@ -200,8 +229,9 @@ async def session_user(session: AsyncSession, token: str) -> SignedIn | None:
 
 
 async def sign_out(session: AsyncSession, token: str) -> None:
-    await session.execute(update(web_sessions).where(web_sessions.c.token_hash == digest(token))
-                          .values(ended_at=func.now()))  # fmt: skip
+    await session.execute(
+        update(web_sessions).where(web_sessions.c.token_hash == digest(token)).values(ended_at=func.now())
+    )
 
 
 async def create_token(session: AsyncSession, user_id: str, name: str) -> str:
@@ -220,7 +250,8 @@ async def create_token(session: AsyncSession, user_id: str, name: str) -> str:
 async def revoke_token(session: AsyncSession, user_id: str, name: str) -> None:
     t = api_tokens.c
     done = await session.execute(
-        update(api_tokens).where(t.user_id == user_id, t.name == name, t.revoked_at.is_(None))
+        update(api_tokens)
+        .where(t.user_id == user_id, t.name == name, t.revoked_at.is_(None))
         .values(revoked_at=func.now())
     )
     if done.rowcount == 0:
@@ -230,9 +261,14 @@ async def revoke_token(session: AsyncSession, user_id: str, name: str) -> None:
 async def check_token(session: AsyncSession, token: str) -> SignInOutcome:
     """Who an API token proves: a live token of an active user, issued through account administration."""
     t = api_tokens.c
-    row = (await session.execute(
-        update(api_tokens).where(t.token_hash == digest(token), t.revoked_at.is_(None))
-        .values(last_used_at=func.now()).returning(t.user_id, t.name, t.token_hash))).one_or_none()  # fmt: skip
+    row = (
+        await session.execute(
+            update(api_tokens)
+            .where(t.token_hash == digest(token), t.revoked_at.is_(None))
+            .values(last_used_at=func.now())
+            .returning(t.user_id, t.name, t.token_hash)
+        )
+    ).one_or_none()
     user = await users_db.get(session, row.user_id) if row is not None else None
     if row is None or user is None or not user.active:
         why = "the API token is not known, was revoked, or its user is disabled"

@@ -71,18 +71,29 @@ def _utc(at: datetime) -> str:
     return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def row_hash(prev_hash: str, *, at: datetime, by_user: str, action: str, user_id: str,
-             details: Mapping[str, Any]) -> str:  # fmt: skip
-    body = canonical({"at": _utc(at), "by_user": by_user, "action": action, "user_id": user_id,
-                      "details": dict(details)})  # fmt: skip
+def row_hash(
+    prev_hash: str, *, at: datetime, by_user: str, action: str, user_id: str, details: Mapping[str, Any]
+) -> str:
+    body = canonical(
+        {"at": _utc(at), "by_user": by_user, "action": action, "user_id": user_id, "details": dict(details)}
+    )
     return hashlib.sha256(prev_hash.encode() + body).hexdigest()
 
 
-def signed_digest(prev_hash: str, *, at: datetime, by_user: str, action: str, user_id: str,
-                  details: Mapping[str, Any]) -> str:  # fmt: skip
+def signed_digest(
+    prev_hash: str, *, at: datetime, by_user: str, action: str, user_id: str, details: Mapping[str, Any]
+) -> str:
     """What a change's assertion covers: its content and its link, so a signed row cannot be moved."""
-    return digest_of({"prev_hash": prev_hash.strip(), "at": _utc(at), "by_user": by_user, "action": action,
-                      "user_id": user_id, "details": dict(details)})  # fmt: skip
+    return digest_of(
+        {
+            "prev_hash": prev_hash.strip(),
+            "at": _utc(at),
+            "by_user": by_user,
+            "action": action,
+            "user_id": user_id,
+            "details": dict(details),
+        }
+    )
 
 
 def step_of(action: str) -> str:
@@ -102,11 +113,20 @@ def signature_problem(row: Change, keys: TrustedKeys) -> str | None:
         a = ActionAssertion.model_validate(row.assertion)
     except ValidationError:
         return "its signature cannot be read"
-    digest = signed_digest(row.prev_hash, at=row.at, by_user=row.by_user, action=row.action, user_id=row.user_id,
-                           details=row.details)  # fmt: skip
+    digest = signed_digest(
+        row.prev_hash, at=row.at, by_user=row.by_user, action=row.action, user_id=row.user_id, details=row.details
+    )
     try:
-        keys.verify(a, workflow_id=WORKFLOW, step=step_of(row.action), input_digest=digest, user_id=row.by_user,
-                    holder=OFFICERS, now=a.issued_at, check_expiry=False)  # fmt: skip
+        keys.verify(
+            a,
+            workflow_id=WORKFLOW,
+            step=step_of(row.action),
+            input_digest=digest,
+            user_id=row.by_user,
+            holder=OFFICERS,
+            now=a.issued_at,
+            check_expiry=False,
+        )
     except Unauthenticated as e:
         return f"its signature is not a front door's for this row ({e.message})"
     return None
@@ -118,8 +138,15 @@ async def lock(session: AsyncSession) -> None:
     await session.execute(_LOCK)
 
 
-async def record(session: AsyncSession, *, signer: SigningRing, by_user: str, action: str, user_id: str,
-                 details: Mapping[str, Any] | None = None) -> Change:  # fmt: skip
+async def record(
+    session: AsyncSession,
+    *,
+    signer: SigningRing,
+    by_user: str,
+    action: str,
+    user_id: str,
+    details: Mapping[str, Any] | None = None,
+) -> Change:
     """Append one change, linked to the last row and signed by `signer` (the front door that authenticated
     `by_user`), in the caller's transaction (so the change and its record commit together or not at all)."""
     if action not in ACTIONS:
@@ -133,10 +160,20 @@ async def record(session: AsyncSession, *, signer: SigningRing, by_user: str, ac
     digest = row_hash(prev, at=at, by_user=by_user, action=action, user_id=user_id, details=details)
     covered = signed_digest(prev, at=at, by_user=by_user, action=action, user_id=user_id, details=details)
     signed = signer.sign(workflow_id=WORKFLOW, step=step_of(action), input_digest=covered, user_id=by_user)
-    new_id = await session.scalar(account_changes.insert().values(
-        at=at, by_user=by_user, action=action, user_id=user_id, details=details, prev_hash=prev, hash=digest,
-        assertion=signed.model_dump(mode="json"),
-    ).returning(c.id))  # fmt: skip
+    new_id = await session.scalar(
+        account_changes.insert()
+        .values(
+            at=at,
+            by_user=by_user,
+            action=action,
+            user_id=user_id,
+            details=details,
+            prev_hash=prev,
+            hash=digest,
+            assertion=signed.model_dump(mode="json"),
+        )
+        .returning(c.id)
+    )
     return Change(new_id, at, by_user, action, user_id, details, prev, digest, signed.model_dump(mode="json"))
 
 
@@ -156,8 +193,9 @@ def verify_rows(rows: list[Change], keys: TrustedKeys) -> Verified:
     for n, row in enumerate(rows):
         if row.prev_hash.strip() != prev:
             return Verified(n, row, "its prev_hash is not the hash of the row before (a row removed or moved)")
-        expected = row_hash(prev, at=row.at, by_user=row.by_user, action=row.action, user_id=row.user_id,
-                            details=row.details)  # fmt: skip
+        expected = row_hash(
+            prev, at=row.at, by_user=row.by_user, action=row.action, user_id=row.user_id, details=row.details
+        )
         if row.hash.strip() != expected:
             return Verified(n, row, "its hash does not match what it says (the row was edited)")
         if (problem := signature_problem(row, keys)) is not None:

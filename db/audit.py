@@ -191,15 +191,41 @@ def head_breaks(heads: Mapping[str, Any], last: Mapping[str, Mapping[str, Any]])
     for code, head in heads.items():
         row = last.get(code)
         if row is None:
-            found.append(ChainBreak(0, code, head.seq, f"no row is left, but the chain's head was recorded at row "
-                                    f"{head.seq}: the whole chain was removed"))  # fmt: skip
+            found.append(
+                ChainBreak(
+                    0,
+                    code,
+                    head.seq,
+                    f"no row is left, but the chain's head was recorded at row {head.seq}: the whole chain was removed",
+                )
+            )
         elif row["seq"] < head.seq:
-            found.append(ChainBreak(row["id"], code, row["seq"], f"the chain ends at row {row['seq']}, but its head "
-                                    f"was recorded at row {head.seq}: its last rows were cut"))  # fmt: skip
+            found.append(
+                ChainBreak(
+                    row["id"],
+                    code,
+                    row["seq"],
+                    f"the chain ends at row {row['seq']}, but its head "
+                    f"was recorded at row {head.seq}: its last rows were cut",
+                )
+            )
         elif row["seq"] > head.seq:
-            found.append(ChainBreak(row["id"], code, row["seq"], f"the chain runs to row {row['seq']}, past its head"
-                                    f" at row {head.seq}: rows were added with the head's trigger off"))  # fmt: skip
+            found.append(
+                ChainBreak(
+                    row["id"],
+                    code,
+                    row["seq"],
+                    f"the chain runs to row {row['seq']}, past its head"
+                    f" at row {head.seq}: rows were added with the head's trigger off",
+                )
+            )
         elif row["hash"].strip() != head.hash.strip():
-            found.append(ChainBreak(row["id"], code, row["seq"], "the last row's hash is not the head recorded when "
-                                    "it was written (the row was rewritten)"))  # fmt: skip
+            found.append(
+                ChainBreak(
+                    row["id"],
+                    code,
+                    row["seq"],
+                    "the last row's hash is not the head recorded when it was written (the row was rewritten)",
+                )
+            )
     return found

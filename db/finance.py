@@ -62,8 +62,8 @@ async def sources_for(session: AsyncSession, h: Household, *, only: str | None =
         known = any(r.code == only for r in rows)
         raise DomainError(
             "SourceNotEligible" if known else "UnknownFundingSource",
-            f"funding source {only!r} " + ("does not cover household " + h.code + " by its rules" if known
-                                          else "does not exist"),  # fmt: skip
+            f"funding source {only!r} "
+            + ("does not cover household " + h.code + " by its rules" if known else "does not exist"),
         )
     if not eligible:
         return []
@@ -170,24 +170,34 @@ async def put_tranche_plan(
 
 async def record_allocation(session: AsyncSession, code: str, allocation: list[AllocationPiece]) -> None:
     rows = [
-        dict(household_code=code, tranche=a.tranche, percent=a.percent, milestone=a.milestone.value,
-             amount=a.amount, status="planned", authorised_by=None, released_by=None, attempts=0)
+        dict(
+            household_code=code,
+            tranche=a.tranche,
+            percent=a.percent,
+            milestone=a.milestone.value,
+            amount=a.amount,
+            status="planned",
+            authorised_by=None,
+            released_by=None,
+            attempts=0,
+        )
         for a in allocation
-    ]  # fmt: skip
+    ]
     stmt = pg_insert(household_tranches).values(rows)
     # After a send-back and a new allocation the household's tranches start afresh.
     await session.execute(
         stmt.on_conflict_do_update(
             index_elements=["household_code", "tranche"],
-            set_={c: stmt.excluded[c] for c in ("percent", "milestone", "amount", "status", "authorised_by",
-                                                "released_by", "attempts")} | {"updated_at": func.now()},
-        )  # fmt: skip
+            set_={
+                c: stmt.excluded[c]
+                for c in ("percent", "milestone", "amount", "status", "authorised_by", "released_by", "attempts")
+            }
+            | {"updated_at": func.now()},
+        )
     )
 
 
-async def allocation_recorded(
-    session: AsyncSession, code: str, key_prefix: str
-) -> tuple[list[AllocationPiece], str]:
+async def allocation_recorded(session: AsyncSession, code: str, key_prefix: str) -> tuple[list[AllocationPiece], str]:
     """What an allocation recorded under `key_prefix` reserved, tranche by tranche, from the ledger (and
     each tranche's share and milestone from the read model written in the same transaction)."""
     t, fs, ht = ledger_transfers, funding_sources, household_tranches
@@ -207,19 +217,25 @@ async def allocation_recorded(
     }
     allocation = [
         AllocationPiece(
-            tranche=n, percent=specs[n].percent, milestone=specs[n].milestone,
+            tranche=n,
+            percent=specs[n].percent,
+            milestone=specs[n].milestone,
             amount=sum(r.amount for r in rows if r.tranche == n),
             pieces=[Piece(transfer_id=r.id, source=r.source, amount=r.amount) for r in rows if r.tranche == n],
         )
         for n in sorted({r.tranche for r in rows})
-    ]  # fmt: skip
+    ]
     return allocation, "+".join(dict.fromkeys(r.source for r in rows))
 
 
 async def update_tranches(
-    session: AsyncSession, code: str, updates: dict[int, str], *, authorised_by: str | None = None,
+    session: AsyncSession,
+    code: str,
+    updates: dict[int, str],
+    *,
+    authorised_by: str | None = None,
     released_by: str | None = None,
-) -> None:  # fmt: skip
+) -> None:
     for n, status in updates.items():
         values: dict = {"status": status, "updated_at": func.now()}
         if authorised_by:
@@ -242,9 +258,14 @@ class TrancheRow:
 
 
 async def tranches_for_batch(
-    session: AsyncSession, *, tranche: int, district: str | None, decision_ref: str | None, codes: list[str],
+    session: AsyncSession,
+    *,
+    tranche: int,
+    district: str | None,
+    decision_ref: str | None,
+    codes: list[str],
     province: str,
-) -> list[TrancheRow]:  # fmt: skip
+) -> list[TrancheRow]:
     t, h = household_tranches, households
     q = (
         select(t.c.household_code, t.c.tranche, t.c.amount, t.c.status)
@@ -269,19 +290,28 @@ async def save_instruction(session: AsyncSession, instr: PaymentInstruction, cha
     new = await session.scalar(
         pg_insert(payments)
         .values(
-            payment_id=instr.payment_id, household_code=instr.household_code, tranche=instr.tranche,
-            attempt=instr.attempt, amount=instr.amount, payee=instr.payee, channel=channel, status="sent",
+            payment_id=instr.payment_id,
+            household_code=instr.household_code,
+            tranche=instr.tranche,
+            attempt=instr.attempt,
+            amount=instr.amount,
+            payee=instr.payee,
+            channel=channel,
+            status="sent",
             released_by=instr.released_by,
-        )  # fmt: skip
+        )
         .on_conflict_do_nothing(index_elements=["payment_id"])
         .returning(payments.c.payment_id)
     )
     await session.execute(
         household_tranches.update()
-        .where(household_tranches.c.household_code == instr.household_code,
-               household_tranches.c.tranche == instr.tranche, household_tranches.c.attempts < instr.attempt)
+        .where(
+            household_tranches.c.household_code == instr.household_code,
+            household_tranches.c.tranche == instr.tranche,
+            household_tranches.c.attempts < instr.attempt,
+        )
         .values(attempts=instr.attempt, updated_at=func.now())
-    )  # fmt: skip
+    )
     return new is not None
 
 
@@ -298,43 +328,70 @@ async def released_instruction(session: AsyncSession, payment_id: str, household
         raise DomainError("NoRecordedRelease", f"{payment_id!r} is not a payment id of household {household_code}")
     n, attempt, allocation = int(m["tranche"]), int(m["attempt"]), int(m["allocation"])
     ht, h = household_tranches, households
-    row = (await session.execute(
-        select(ht.c.amount, ht.c.status, ht.c.released_by, h.c.head_of_household, h.c.workflow_id)
-        .join(h, h.c.code == ht.c.household_code)
-        .where(ht.c.household_code == household_code, ht.c.tranche == n)
-    )).one_or_none()  # fmt: skip
+    row = (
+        await session.execute(
+            select(ht.c.amount, ht.c.status, ht.c.released_by, h.c.head_of_household, h.c.workflow_id)
+            .join(h, h.c.code == ht.c.household_code)
+            .where(ht.c.household_code == household_code, ht.c.tranche == n)
+        )
+    ).one_or_none()
     if row is None or row.status != "released" or not row.released_by:
-        raise DomainError("NoRecordedRelease", f"tranche {n} of household {household_code} has no recorded release "
-                          f"({row.status if row else 'no such tranche'}): {payment_id} is not sent")  # fmt: skip
-    allocations = await session.scalar(select(func.count()).where(audit_log.c.household_code == household_code,
-                                                                  audit_log.c.step == "allocate"))  # fmt: skip
+        raise DomainError(
+            "NoRecordedRelease",
+            f"tranche {n} of household {household_code} has no recorded release "
+            f"({row.status if row else 'no such tranche'}): {payment_id} is not sent",
+        )
+    allocations = await session.scalar(
+        select(func.count()).where(audit_log.c.household_code == household_code, audit_log.c.step == "allocate")
+    )
     prefix = f"{household_code}-A{allocation}-T{n}-"
-    failed = await session.scalar(select(func.count()).where(
-        payments.c.household_code == household_code, payments.c.tranche == n, payments.c.status == "failed",
-        payments.c.payment_id.startswith(prefix, autoescape=True)))  # fmt: skip
+    failed = await session.scalar(
+        select(func.count()).where(
+            payments.c.household_code == household_code,
+            payments.c.tranche == n,
+            payments.c.status == "failed",
+            payments.c.payment_id.startswith(prefix, autoescape=True),
+        )
+    )
     if allocation != allocations or attempt != failed + 1:
-        raise DomainError("NoRecordedRelease", f"{payment_id} is not the instruction due for tranche {n} of household "
-                          f"{household_code} (allocation {allocations}, attempt {failed + 1})")  # fmt: skip
+        raise DomainError(
+            "NoRecordedRelease",
+            f"{payment_id} is not the instruction due for tranche {n} of household "
+            f"{household_code} (allocation {allocations}, attempt {failed + 1})",
+        )
     # The read model's amount must be what the ledger (append-only) holds reserved for this tranche and not
     # yet resolved: a row edited to pay more (or less) than was reserved is refused, not sent.
     lt = ledger_transfers
     resolved = select(lt.c.pending_id).where(lt.c.pending_id.is_not(None), lt.c.household_code == household_code)
-    reserved = await session.scalar(select(func.coalesce(func.sum(lt.c.amount), 0).cast(BigInteger)).where(
-        lt.c.household_code == household_code, lt.c.tranche == n, lt.c.kind == "pending",
-        lt.c.id.not_in(resolved)))  # fmt: skip
+    reserved = await session.scalar(
+        select(func.coalesce(func.sum(lt.c.amount), 0).cast(BigInteger)).where(
+            lt.c.household_code == household_code, lt.c.tranche == n, lt.c.kind == "pending", lt.c.id.not_in(resolved)
+        )
+    )
     if reserved != row.amount:
-        raise DomainError("InstructionMismatch", f"tranche {n} of household {household_code} reads "
-                          f"{row.amount:,} đồng, but the ledger holds {reserved:,} reserved for it: {payment_id} "
-                          "is not sent")  # fmt: skip
-    return PaymentInstruction(payment_id=payment_id, workflow_id=row.workflow_id or f"household-{household_code}",
-                              household_code=household_code, tranche=n, attempt=attempt, amount=row.amount,
-                              payee=row.head_of_household, released_by=row.released_by)  # fmt: skip
+        raise DomainError(
+            "InstructionMismatch",
+            f"tranche {n} of household {household_code} reads "
+            f"{row.amount:,} đồng, but the ledger holds {reserved:,} reserved for it: {payment_id} "
+            "is not sent",
+        )
+    return PaymentInstruction(
+        payment_id=payment_id,
+        workflow_id=row.workflow_id or f"household-{household_code}",
+        household_code=household_code,
+        tranche=n,
+        attempt=attempt,
+        amount=row.amount,
+        payee=row.head_of_household,
+        released_by=row.released_by,
+    )
 
 
 async def instruction_terms(session: AsyncSession, payment_id: str) -> tuple[int, str] | None:
     """(amount, payee) of the instruction the engine sent under this id."""
-    row = (await session.execute(select(payments.c.amount, payments.c.payee)
-                                 .where(payments.c.payment_id == payment_id))).one_or_none()  # fmt: skip
+    row = (
+        await session.execute(select(payments.c.amount, payments.c.payee).where(payments.c.payment_id == payment_id))
+    ).one_or_none()
     return (row.amount, row.payee) if row else None
 
 
@@ -382,9 +439,12 @@ async def add_decision(
         return False
     await session.execute(
         decisions.insert().values(
-            ref=ref, kind="supplementary" if supplements else "original", supplements=supplements,
-            decided_on=decided_on, note=note,
-        )  # fmt: skip
+            ref=ref,
+            kind="supplementary" if supplements else "original",
+            supplements=supplements,
+            decided_on=decided_on,
+            note=note,
+        )
     )
     return True
 
@@ -393,9 +453,16 @@ async def add_decision(
 
 
 async def record_loan(
-    session: AsyncSession, *, key: str, household_code: str, amount: int, status: str, recorded_by: str,
-    lender: str = "VBSP", note: str | None = None,
-) -> bool:  # fmt: skip
+    session: AsyncSession,
+    *,
+    key: str,
+    household_code: str,
+    amount: int,
+    status: str,
+    recorded_by: str,
+    lender: str = "VBSP",
+    note: str | None = None,
+) -> bool:
     if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
         raise DomainError("InvalidAmount", f"loan amount must be a positive whole number of đồng, got {amount!r}")
     if status not in LOAN_STATUSES:
@@ -404,8 +471,15 @@ async def record_loan(
         raise DomainError("UnknownHousehold", f"household {household_code} is not registered")
     new = await session.scalar(
         pg_insert(household_loans)
-        .values(idempotency_key=key, household_code=household_code, lender=lender, amount=amount, status=status,
-                recorded_by=recorded_by, note=note)  # fmt: skip
+        .values(
+            idempotency_key=key,
+            household_code=household_code,
+            lender=lender,
+            amount=amount,
+            status=status,
+            recorded_by=recorded_by,
+            note=note,
+        )
         .on_conflict_do_nothing(index_elements=["idempotency_key"])
         .returning(household_loans.c.id)
     )
@@ -438,8 +512,12 @@ async def receivables(session: AsyncSession) -> list[Receivable]:
     out = []
     rows = (
         await session.execute(
-            select(funding_sources.c.code, funding_sources.c.rules, funding_sources.c.account_id,
-                   funding_sources.c.origin_account_id).order_by(funding_sources.c.code)  # fmt: skip
+            select(
+                funding_sources.c.code,
+                funding_sources.c.rules,
+                funding_sources.c.account_id,
+                funding_sources.c.origin_account_id,
+            ).order_by(funding_sources.c.code)
         )
     ).all()
     t = ledger_transfers
@@ -458,14 +536,21 @@ async def receivables(session: AsyncSession) -> list[Receivable]:
             )
         )
         out.append(
-            Receivable(r.code, ", ".join(rules.districts) or "-", rules.reimbursed_by, int(advanced),
-                       int(reimbursed), int(advanced) - int(reimbursed))  # fmt: skip
+            Receivable(
+                r.code,
+                ", ".join(rules.districts) or "-",
+                rules.reimbursed_by,
+                int(advanced),
+                int(reimbursed),
+                int(advanced) - int(reimbursed),
+            )
         )
     return out
 
 
-async def claim_batch_run(session: AsyncSession, *, nonce: str, batch_id: str, workflow_id: str, run_id: str,
-                          signed_by: str) -> str:  # fmt: skip
+async def claim_batch_run(
+    session: AsyncSession, *, nonce: str, batch_id: str, workflow_id: str, run_id: str, signed_by: str
+) -> str:
     """Record that `run_id` took the signed batch with this one-time id, unless a run took it before; returns
     the run that holds it (the primary key on the nonce decides a race)."""
     await session.execute(
@@ -481,8 +566,9 @@ async def batch_run(session: AsyncSession, nonce: str) -> str | None:
     return await session.scalar(select(payout_batch_runs.c.run_id).where(payout_batch_runs.c.nonce == nonce))
 
 
-async def issue_batch_ticket(session: AsyncSession, *, nonce: str, household_code: str, tranche: int, action: str,
-                             run_id: str) -> None:  # fmt: skip
+async def issue_batch_ticket(
+    session: AsyncSession, *, nonce: str, household_code: str, tranche: int, action: str, run_id: str
+) -> None:
     """Let the batch's run take its step on this household (once: a second ticket is not needed)."""
     await session.execute(
         pg_insert(payout_batch_tickets)
@@ -493,6 +579,9 @@ async def issue_batch_ticket(session: AsyncSession, *, nonce: str, household_cod
 
 async def has_batch_ticket(session: AsyncSession, nonce: str, household_code: str, tranche: int, action: str) -> bool:
     t = payout_batch_tickets.c
-    found = await session.scalar(select(t.nonce).where(t.nonce == nonce, t.household_code == household_code,
-                                                        t.tranche == tranche, t.action == action))  # fmt: skip
+    found = await session.scalar(
+        select(t.nonce).where(
+            t.nonce == nonce, t.household_code == household_code, t.tranche == tranche, t.action == action
+        )
+    )
     return found is not None

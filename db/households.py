@@ -42,10 +42,10 @@ def to_household(m) -> Household:
 async def existing(session: AsyncSession, codes: list[str], cccds: list[str]) -> tuple[dict, dict]:
     """Registered households whose code or CCCD is among these: (by code, by CCCD)."""
     rows = (
-        await session.execute(
-            select(households).where(households.c.code.in_(codes) | households.c.cccd.in_(cccds))
-        )
-    ).mappings().all()
+        (await session.execute(select(households).where(households.c.code.in_(codes) | households.c.cccd.in_(cccds))))
+        .mappings()
+        .all()
+    )
     return {r["code"]: to_household(r) for r in rows}, {r["cccd"]: r["code"] for r in rows}
 
 

@@ -132,9 +132,7 @@ async def create_source(
             .values(name=name, rules=rules or {}, priority=priority)
         )
         return False
-    account_id = await _ensure_account(
-        session, f"SRC:{code}", name, "source", debits_must_not_exceed_credits=True
-    )
+    account_id = await _ensure_account(session, f"SRC:{code}", name, "source", debits_must_not_exceed_credits=True)
     origin_id = await _ensure_account(session, f"ORIGIN:{code}", f"{name} (origin)", "origin")
     await session.execute(
         insert(funding_sources).values(
@@ -169,9 +167,7 @@ PINNED_IDS: ContextVar[Mapping[str, int] | None] = ContextVar("ledger_pinned_ids
 async def _insert_transfer(session: AsyncSession, **values: object) -> Transfer:
     if (pinned := (PINNED_IDS.get() or {}).get(str(values["idempotency_key"]))) is not None:
         values["id"] = pinned
-    row = (
-        await session.execute(insert(ledger_transfers).values(**values).returning(*_TRANSFER_COLUMNS))
-    ).one()
+    row = (await session.execute(insert(ledger_transfers).values(**values).returning(*_TRANSFER_COLUMNS))).one()
     return Transfer(**row._mapping)
 
 
@@ -195,14 +191,30 @@ async def _post_between(
         raise DomainError(
             "InsufficientFunds", f"{what}: {debit} has {from_account.free:,} đồng free, {amount:,} are needed"
         )
-    return await _insert_transfer(session, idempotency_key=key, kind="posted", debit_account_id=from_account.id,
-                                  credit_account_id=to_account.id, amount=amount, memo=memo, code=code)  # fmt: skip
+    return await _insert_transfer(
+        session,
+        idempotency_key=key,
+        kind="posted",
+        debit_account_id=from_account.id,
+        credit_account_id=to_account.id,
+        amount=amount,
+        memo=memo,
+        code=code,
+    )
 
 
 async def receive(session: AsyncSession, *, key: str, source: str, amount: int, memo: str) -> Transfer:
     """Budget or donation arriving in a source: ORIGIN:<src> → SRC:<src>, posted at once."""
-    return await _post_between(session, key=key, debit=f"ORIGIN:{source}", credit=f"SRC:{source}", amount=amount,
-                               memo=memo, code="receipt", what=f"receipt into {source}")  # fmt: skip
+    return await _post_between(
+        session,
+        key=key,
+        debit=f"ORIGIN:{source}",
+        credit=f"SRC:{source}",
+        amount=amount,
+        memo=memo,
+        code="receipt",
+        what=f"receipt into {source}",
+    )
 
 
 async def reimburse(
@@ -210,9 +222,16 @@ async def reimburse(
 ) -> Transfer:
     """Cấp bù: the programme source pays back a district's advance, SRC:<payer> → ORIGIN:<advance>
     (to the budget the district advanced from). Posted at once; the payer may not go below zero."""
-    return await _post_between(session, key=key, debit=f"SRC:{payer}", credit=f"ORIGIN:{advance_source}",
-                               amount=amount, memo=memo, code="reimbursement",
-                               what=f"reimbursement of {advance_source} by {payer}")  # fmt: skip
+    return await _post_between(
+        session,
+        key=key,
+        debit=f"SRC:{payer}",
+        credit=f"ORIGIN:{advance_source}",
+        amount=amount,
+        memo=memo,
+        code="reimbursement",
+        what=f"reimbursement of {advance_source} by {payer}",
+    )
 
 
 async def reserve(
@@ -260,9 +279,7 @@ async def _resolve(session: AsyncSession, kind: str, *, key: str, pending_id: in
     ).one_or_none()
     if pending is None:
         raise DomainError("UnknownReservation", f"transfer {pending_id} is not a pending reservation")
-    resolved = await session.scalar(
-        select(ledger_transfers.c.kind).where(ledger_transfers.c.pending_id == pending_id)
-    )
+    resolved = await session.scalar(select(ledger_transfers.c.kind).where(ledger_transfers.c.pending_id == pending_id))
     if resolved:
         raise DomainError("ReservationResolved", f"reservation {pending_id} was already {resolved}")
     p = Transfer(**pending._mapping)
@@ -320,9 +337,11 @@ async def check_invariants(session: AsyncSession) -> list[str]:
         .where(~select(resolution.c.id).where(resolution.c.pending_id == t.c.id).exists())
         .subquery()
     )
-    posted = select(t.c.debit_account_id, t.c.credit_account_id, t.c.amount).where(
-        t.c.kind.in_(("posted", "post_pending"))
-    ).subquery()
+    posted = (
+        select(t.c.debit_account_id, t.c.credit_account_id, t.c.amount)
+        .where(t.c.kind.in_(("posted", "post_pending")))
+        .subquery()
+    )
 
     accounts = (await session.execute(select(*_ACCOUNT_COLUMNS))).all()
     recomputed: dict[int, list[int]] = {a.id: [0, 0, 0, 0] for a in accounts}

@@ -26,17 +26,26 @@ class Message:
     attempts: int
 
 
-def row(*, key: str, household_code: str | None, kind: str, channel: str, recipient: str, subject: str,
-        body: str) -> dict[str, Any]:  # fmt: skip
+def row(
+    *, key: str, household_code: str | None, kind: str, channel: str, recipient: str, subject: str, body: str
+) -> dict[str, Any]:
     """A message as its outbox row; written once per key (a retry writes it again as nothing)."""
-    return {"idempotency_key": key, "household_code": household_code, "kind": kind, "channel": channel,
-            "recipient": recipient, "subject": subject, "body": body}  # fmt: skip
+    return {
+        "idempotency_key": key,
+        "household_code": household_code,
+        "kind": kind,
+        "channel": channel,
+        "recipient": recipient,
+        "subject": subject,
+        "body": body,
+    }
 
 
 def insert_rows(rows: list[dict[str, Any]]):
     """The statement that adds `rows`, skipping any whose key is already there; returns the ids written."""
-    return (pg_insert(outbox).values(rows).on_conflict_do_nothing(index_elements=["idempotency_key"])
-            .returning(outbox.c.id))  # fmt: skip
+    return (
+        pg_insert(outbox).values(rows).on_conflict_do_nothing(index_elements=["idempotency_key"]).returning(outbox.c.id)
+    )
 
 
 async def enqueue(session: AsyncSession, **message: Any) -> bool:
@@ -69,7 +78,7 @@ async def mark_sent(session: AsyncSession, ids: list[int]) -> None:
 async def mark_failed(session: AsyncSession, message: Message, error: str, max_attempts: int) -> None:
     attempts = message.attempts + 1
     # Exponential back-off, capped at an hour; after max_attempts the message waits for a person.
-    delay = timedelta(seconds=min(3600, 2 ** attempts))
+    delay = timedelta(seconds=min(3600, 2**attempts))
     await session.execute(
         update(outbox)
         .where(outbox.c.id == message.id)

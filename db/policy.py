@@ -25,9 +25,7 @@ async def current_workflow_policy(session: AsyncSession, as_of: date) -> Workflo
     return WorkflowPolicy.model_validate(doc)
 
 
-async def entitlement(
-    session: AsyncSession, support_type: SupportType, group: BeneficiaryGroup, as_of: date
-) -> int:
+async def entitlement(session: AsyncSession, support_type: SupportType, group: BeneficiaryGroup, as_of: date) -> int:
     """Support for one house on a date; a group-specific level wins over the all-groups level."""
     t = support_amounts
     amount = await session.scalar(

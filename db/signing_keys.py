@@ -38,10 +38,17 @@ async def register(session: AsyncSession, key: PublicKey, *, retire_others_at: d
     """Add a public key (nothing if its id is known); with `retire_others_at`, the holder's other open keys
     stop being valid then (they still verify what they signed before). Returns True when it was new."""
     d = key.as_dict()
-    stmt = pg_insert(signing_keys).values(
-        key_id=key.key_id, holder=key.holder, public_key=d["public_key"], valid_from=key.valid_from,
-        valid_until=key.valid_until,
-    ).on_conflict_do_nothing(index_elements=["key_id"])  # fmt: skip
+    stmt = (
+        pg_insert(signing_keys)
+        .values(
+            key_id=key.key_id,
+            holder=key.holder,
+            public_key=d["public_key"],
+            valid_from=key.valid_from,
+            valid_until=key.valid_until,
+        )
+        .on_conflict_do_nothing(index_elements=["key_id"])
+    )
     new = (await session.execute(stmt)).rowcount == 1
     if new and retire_others_at is not None:
         c = signing_keys.c

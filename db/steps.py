@@ -18,21 +18,37 @@ from db.audit import AuditRow, row_hash
 from db.schema import audit_log, households
 
 
-async def write(session: AsyncSession, *, prev_hash: str, audit: dict[str, Any], messages: list[dict[str, Any]],
-                register: dict[str, Any]) -> AuditRow:  # fmt: skip
+async def write(
+    session: AsyncSession,
+    *,
+    prev_hash: str,
+    audit: dict[str, Any],
+    messages: list[dict[str, Any]],
+    register: dict[str, Any],
+) -> AuditRow:
     """Append the audit row (`audit`: its fields), enqueue `messages` (`outbox.row`s), and set `register` on
     the household's read-model row. Returns the audit row as written."""
     digest = row_hash(prev_hash, audit)
     entry = insert(audit_log).values(prev_hash=prev_hash, hash=digest, **audit).returning(audit_log.c.id).cte("entry")
     ctes = [
-        update(households).where(households.c.code == audit["household_code"])
-        .values(updated_at=func.now(), **register).returning(households.c.code).cte("register")
-    ]  # fmt: skip
+        update(households)
+        .where(households.c.code == audit["household_code"])
+        .values(updated_at=func.now(), **register)
+        .returning(households.c.code)
+        .cte("register")
+    ]
     if messages:
         ctes.append(outbox.insert_rows(messages).cte("messages"))
     new_id = await session.scalar(select(entry.c.id).add_cte(*ctes))
-    return AuditRow(id=new_id, household_code=audit["household_code"], seq=audit["seq"],
-                    idempotency_key=audit["idempotency_key"], step=audit["step"],
-                    actor_user_id=audit["actor_user_id"], amount=audit.get("amount"),
-                    transfer_id=audit.get("transfer_id"), hash=digest,
-                    occurred_at=audit["occurred_at"])  # fmt: skip
+    return AuditRow(
+        id=new_id,
+        household_code=audit["household_code"],
+        seq=audit["seq"],
+        idempotency_key=audit["idempotency_key"],
+        step=audit["step"],
+        actor_user_id=audit["actor_user_id"],
+        amount=audit.get("amount"),
+        transfer_id=audit.get("transfer_id"),
+        hash=digest,
+        occurred_at=audit["occurred_at"],
+    )

@@ -68,8 +68,7 @@ async def upsert(session: AsyncSession, rows: list[dict]) -> int:
     stmt = stmt.on_conflict_do_update(
         index_elements=["user_id"],
         set_={
-            c: stmt.excluded[c]
-            for c in ("full_name", "role", "agency", "province", "district", "commune", "active")
+            c: stmt.excluded[c] for c in ("full_name", "role", "agency", "province", "district", "commune", "active")
         },
     )
     await session.execute(stmt)

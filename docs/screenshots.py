@@ -27,8 +27,16 @@ from operations import sample  # noqa: E402
 from web.app import COOKIE  # noqa: E402
 
 OUT = Path(__file__).parent / "screenshots"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]  # fmt: skip
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
 OPEN = "LS270W-00001"  # left at verification by the demo for the web app
 
 
@@ -40,12 +48,20 @@ async def main() -> None:
     sessions = make_sessions(engine)
     tokens = {}
     async with sessions() as s, s.begin():
-        district, commune = (await s.execute(text("select district, commune from households where code = :c"),
-                                             {"c": OPEN})).one()  # fmt: skip
-        closed = await s.scalar(text("select code from households where district = :d and stage = 'closed' "
-                                     "order by code limit 1"), {"d": district})  # fmt: skip
-        for user_id in (sample.PROVINCE_USER, sample.district_user(district), sample.commune_user(district, commune),
-                        sample.FINANCE_USERS[0], sample.AUDITOR_USER):  # fmt: skip
+        district, commune = (
+            await s.execute(text("select district, commune from households where code = :c"), {"c": OPEN})
+        ).one()
+        closed = await s.scalar(
+            text("select code from households where district = :d and stage = 'closed' order by code limit 1"),
+            {"d": district},
+        )
+        for user_id in (
+            sample.PROVINCE_USER,
+            sample.district_user(district),
+            sample.commune_user(district, commune),
+            sample.FINANCE_USERS[0],
+            sample.AUDITOR_USER,
+        ):
             tokens[user_id], _ = await access.open_session(s, await users.get(s, user_id), signer=signer)
     await engine.dispose()
     OUT.mkdir(exist_ok=True)

@@ -106,9 +106,19 @@ class Book:
                 self._db.execute(
                     "INSERT INTO instructions (payment_id, workflow_id, household_code, tranche, attempt, amount,"
                     " payee, released_by, callback_url, state, accepted_at) VALUES (?,?,?,?,?,?,?,?,?,'pending',?)",
-                    (instr.payment_id, instr.workflow_id, instr.household_code, instr.tranche, instr.attempt,
-                     instr.amount, instr.payee, instr.released_by, instr.callback_url, now),
-                )  # fmt: skip
+                    (
+                        instr.payment_id,
+                        instr.workflow_id,
+                        instr.household_code,
+                        instr.tranche,
+                        instr.attempt,
+                        instr.amount,
+                        instr.payee,
+                        instr.released_by,
+                        instr.callback_url,
+                        now,
+                    ),
+                )
                 self._db.execute("COMMIT")
                 return True, self.get(instr.payment_id)
             self._db.execute("COMMIT")
@@ -153,8 +163,9 @@ class Book:
         ).fetchall()
 
     def callback_done(self, payment_id: str, now: float) -> None:
-        self._db.execute("UPDATE callbacks SET delivered_at = ?, attempts = attempts + 1 WHERE payment_id = ?",
-                         (now, payment_id))  # fmt: skip
+        self._db.execute(
+            "UPDATE callbacks SET delivered_at = ?, attempts = attempts + 1 WHERE payment_id = ?", (now, payment_id)
+        )
 
     def callback_failed(self, payment_id: str, error: str, next_at: float | None, now: float) -> None:
         self._db.execute(
@@ -170,9 +181,16 @@ class Book:
 def status_of(row: sqlite3.Row | None, payment_id: str) -> ChannelStatus:
     if row is None:
         return ChannelStatus(payment_id=payment_id, state="unknown")
-    return ChannelStatus(payment_id=row["payment_id"], state=row["state"], bank_ref=row["bank_ref"],
-                         reason=row["reason"], amount=row["amount"], payee=row["payee"], tranche=row["tranche"],
-                         attempt=row["attempt"])  # fmt: skip
+    return ChannelStatus(
+        payment_id=row["payment_id"],
+        state=row["state"],
+        bank_ref=row["bank_ref"],
+        reason=row["reason"],
+        amount=row["amount"],
+        payee=row["payee"],
+        tranche=row["tranche"],
+        attempt=row["attempt"],
+    )
 
 
 def answer_of(row: sqlite3.Row | None, payment_id: str, signer: SigningRing | None, user_id: str) -> dict:
@@ -183,8 +201,13 @@ def answer_of(row: sqlite3.Row | None, payment_id: str, signer: SigningRing | No
     answer = {k: getattr(status, k) for k in ANSWER_FIELDS}
     if row is None or status.state not in FINAL_STATES or signer is None:
         return answer
-    a = signer.sign(workflow_id=row["workflow_id"], step=answer_step(status.state), input_digest=digest_of(answer),
-                    user_id=user_id, ttl=STEP_TTL)  # fmt: skip
+    a = signer.sign(
+        workflow_id=row["workflow_id"],
+        step=answer_step(status.state),
+        input_digest=digest_of(answer),
+        user_id=user_id,
+        ttl=STEP_TTL,
+    )
     return answer | {"assertion": a.model_dump(mode="json")}
 
 
@@ -195,10 +218,21 @@ def bank_ref_of(payment_id: str) -> str:
 class Bank:
     """The answering and calling-back loops over the book."""
 
-    def __init__(self, book: Book, *, delay: float, fail_rate: float, fail_attempts: int = 1,
-                 fail_match: tuple[str, ...] = (), hold: bool = False, secret: str = "",
-                 callback_attempts: int = 10, callback_backoff: float = 0.5, signer: SigningRing | None = None,
-                 channel_user: str = "kenh.thanhtoan") -> None:  # fmt: skip
+    def __init__(
+        self,
+        book: Book,
+        *,
+        delay: float,
+        fail_rate: float,
+        fail_attempts: int = 1,
+        fail_match: tuple[str, ...] = (),
+        hold: bool = False,
+        secret: str = "",
+        callback_attempts: int = 10,
+        callback_backoff: float = 0.5,
+        signer: SigningRing | None = None,
+        channel_user: str = "kenh.thanhtoan",
+    ) -> None:
         self.book = book
         self.signer = signer
         self.channel_user = channel_user
@@ -326,8 +360,10 @@ def create_app(bank: Bank) -> FastAPI:
             differs = [k for k in TERMS if row[k] != getattr(instr, k)]
             if differs:
                 log.warning("instruction_conflict", payment_id=instr.payment_id, fields=differs)
-                detail = (f"payment {instr.payment_id} was already accepted with other terms ({', '.join(differs)} "
-                          "differ): an end-to-end id is paid once, for what it first said")  # fmt: skip
+                detail = (
+                    f"payment {instr.payment_id} was already accepted with other terms ({', '.join(differs)} "
+                    "differ): an end-to-end id is paid once, for what it first said"
+                )
                 return JSONResponse(status_code=409, content={"detail": detail})
         else:
             log.info("instruction_accepted", payment_id=instr.payment_id, amount=instr.amount)
@@ -365,12 +401,12 @@ def main(
     callback_secret: str = typer.Option("", "--callback-secret", envvar="PAYMENT_CALLBACK_SECRET"),
     callback_secret_file: Path | None = typer.Option(
         None, "--callback-secret-file", envvar="PAYMENT_CALLBACK_SECRET_FILE"
-    ),  # fmt: skip
+    ),
     callback_attempts: int = typer.Option(10, "--callback-attempts", min=1),
     callback_backoff: float = typer.Option(0.5, "--callback-backoff", min=0, help="First retry's wait, doubling"),
     signing_keys: Path | None = typer.Option(
         None, "--signing-keys", envvar="BANK_SIGNING_KEYS_FILE", help="The bank's signing ring (its answers)"
-    ),  # fmt: skip
+    ),
     channel_user: str = typer.Option("kenh.thanhtoan", "--channel-user", help="The system user its answers name"),
 ) -> None:
     import uvicorn
@@ -387,10 +423,19 @@ def main(
     signer = read_ring(signing_keys) if signing_keys else None
     if signer is None:
         log.warning("signing_keys_missing", hint="no --signing-keys: the engine records none of this bank's answers")
-    bank = Bank(Book(state / "book.sqlite3"), delay=delay, fail_rate=fail_rate, fail_attempts=fail_attempts,
-                fail_match=tuple(fail_match), hold=hold, secret=secret,
-                callback_attempts=callback_attempts, callback_backoff=callback_backoff, signer=signer,
-                channel_user=channel_user)  # fmt: skip
+    bank = Bank(
+        Book(state / "book.sqlite3"),
+        delay=delay,
+        fail_rate=fail_rate,
+        fail_attempts=fail_attempts,
+        fail_match=tuple(fail_match),
+        hold=hold,
+        secret=secret,
+        callback_attempts=callback_attempts,
+        callback_backoff=callback_backoff,
+        signer=signer,
+        channel_user=channel_user,
+    )
     uvicorn.run(create_app(bank), host=host, port=port, log_config=None, access_log=False)
 
 

@@ -83,8 +83,10 @@ def router(secret: str | Callable[[], str], client_of: Callable[[Request], Clien
         if workflow_id is None:
             return JSONResponse(status_code=422, content={"detail": f"not a payment id: {payment_id!r}"})
         try:
-            await client_of(request).get_workflow_handle(workflow_id).signal(
-                PAYMENT_SIGNAL, PaymentNotice(payment_id=payment_id)
+            await (
+                client_of(request)
+                .get_workflow_handle(workflow_id)
+                .signal(PAYMENT_SIGNAL, PaymentNotice(payment_id=payment_id))
             )
         except RPCError as err:
             if err.status is RPCStatusCode.NOT_FOUND:

@@ -50,9 +50,16 @@ class ActionAssertion(BaseModel):
 
     def signed_bytes(self) -> bytes:
         return signed_bytes(
-            workflow_id=self.workflow_id, step=self.step, input_digest=self.input_digest, user_id=self.user_id,
-            issued_at=self.issued_at, expires_at=self.expires_at, nonce=self.nonce, key_id=self.key_id, v=self.v,
-        )  # fmt: skip
+            workflow_id=self.workflow_id,
+            step=self.step,
+            input_digest=self.input_digest,
+            user_id=self.user_id,
+            issued_at=self.issued_at,
+            expires_at=self.expires_at,
+            nonce=self.nonce,
+            key_id=self.key_id,
+            v=self.v,
+        )
 
 
 def signed_bytes(

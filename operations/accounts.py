@@ -37,8 +37,10 @@ async def _require_admin(session: AsyncSession, by: str) -> None:
         return
     admin = await users_db.get(session, by)
     if admin is None or not admin.active or admin.role != access.ACCOUNT_ADMIN_ROLE:
-        raise DomainError("NotAllowed", f"user {by!r} is not an active {access.ACCOUNT_ADMIN_ROLE}: only an "
-                          "administrator changes accounts")  # fmt: skip
+        raise DomainError(
+            "NotAllowed",
+            f"user {by!r} is not an active {access.ACCOUNT_ADMIN_ROLE}: only an administrator changes accounts",
+        )
 
 
 def _set(stored: str) -> dict:
@@ -51,12 +53,12 @@ async def add_user(session: AsyncSession, by: str, row: dict, password: str, *, 
         raise DomainError("UserExists", f"user {row['user_id']!r} is already registered (use 'users reset')")
     await users_db.upsert(session, [row | {"active": True}])
     stored = await access.set_password(session, row["user_id"], password)
-    await trail.record(session, signer=signer, by_user=by, action="add", user_id=row["user_id"],
-                       details=_what(row) | _set(stored))  # fmt: skip
+    await trail.record(
+        session, signer=signer, by_user=by, action="add", user_id=row["user_id"], details=_what(row) | _set(stored)
+    )
 
 
-async def reset_password(session: AsyncSession, by: str, user_id: str, password: str, *,
-                         signer: SigningRing) -> None:  # fmt: skip
+async def reset_password(session: AsyncSession, by: str, user_id: str, password: str, *, signer: SigningRing) -> None:
     await _require_admin(session, by)
     stored = await access.set_password(session, user_id, password)
     await trail.record(session, signer=signer, by_user=by, action="reset", user_id=user_id, details=_set(stored))
@@ -65,15 +67,20 @@ async def reset_password(session: AsyncSession, by: str, user_id: str, password:
 async def set_active(session: AsyncSession, by: str, user_id: str, active: bool, *, signer: SigningRing) -> None:
     await _require_admin(session, by)
     await access.set_active(session, user_id, active)
-    await trail.record(session, signer=signer, by_user=by, action="enable" if active else "disable",
-                       user_id=user_id)  # fmt: skip
+    await trail.record(session, signer=signer, by_user=by, action="enable" if active else "disable", user_id=user_id)
 
 
 async def issue_token(session: AsyncSession, by: str, user_id: str, name: str, *, signer: SigningRing) -> str:
     await _require_admin(session, by)
     token = await access.create_token(session, user_id, name)
-    await trail.record(session, signer=signer, by_user=by, action="token", user_id=user_id,
-                       details={"name": name} | _set(access.digest(token)))  # fmt: skip
+    await trail.record(
+        session,
+        signer=signer,
+        by_user=by,
+        action="token",
+        user_id=user_id,
+        details={"name": name} | _set(access.digest(token)),
+    )
     return token
 
 
@@ -83,15 +90,18 @@ async def revoke_token(session: AsyncSession, by: str, user_id: str, name: str, 
     await trail.record(session, signer=signer, by_user=by, action="revoke", user_id=user_id, details={"name": name})
 
 
-async def bootstrap(session: AsyncSession, user_id: str, password: str, row: dict | None = None, *,
-                    signer: SigningRing) -> None:  # fmt: skip
+async def bootstrap(
+    session: AsyncSession, user_id: str, password: str, row: dict | None = None, *, signer: SigningRing
+) -> None:
     """The first administrator's password (the user created from `row` when not registered). Only while no
     active administrator can prove who they are: afterwards accounts are an administrator's to change.
     Checked under the trail's lock, so two first runs cannot both pass."""
     await trail.lock(session)
     if admins := await access.admins_with_credentials(session):
-        raise DomainError("AdminExists", f"an administrator can already sign in ({', '.join(admins)}): ask them "
-                          "(starter.py users … --admin USER)")  # fmt: skip
+        raise DomainError(
+            "AdminExists",
+            f"an administrator can already sign in ({', '.join(admins)}): ask them (starter.py users … --admin USER)",
+        )
     user = await users_db.get(session, user_id)
     if user is None:
         if row is None:
@@ -99,11 +109,20 @@ async def bootstrap(session: AsyncSession, user_id: str, password: str, row: dic
         row = row | {"user_id": user_id, "role": access.ACCOUNT_ADMIN_ROLE, "active": True}
         await users_db.upsert(session, [row])
     elif user.role != access.ACCOUNT_ADMIN_ROLE or not user.active:
-        raise DomainError("NotAllowed", f"user {user_id!r} is {user.role}{'' if user.active else ' (disabled)'}: "
-                          f"the first administrator must be an active {access.ACCOUNT_ADMIN_ROLE}")  # fmt: skip
+        raise DomainError(
+            "NotAllowed",
+            f"user {user_id!r} is {user.role}{'' if user.active else ' (disabled)'}: "
+            f"the first administrator must be an active {access.ACCOUNT_ADMIN_ROLE}",
+        )
     else:
-        row = {"role": user.role, "agency": user.agency, "province": user.province, "district": user.district,
-               "commune": user.commune}  # fmt: skip
+        row = {
+            "role": user.role,
+            "agency": user.agency,
+            "province": user.province,
+            "district": user.district,
+            "commune": user.commune,
+        }
     stored = await access.set_password(session, user_id, password)
-    await trail.record(session, signer=signer, by_user=SETUP, action="bootstrap", user_id=user_id,
-                       details=_what(row) | _set(stored))  # fmt: skip
+    await trail.record(
+        session, signer=signer, by_user=SETUP, action="bootstrap", user_id=user_id, details=_what(row) | _set(stored)
+    )

@@ -106,8 +106,9 @@ async def take_step(
         raise refusal_from(err) from None
 
 
-async def household_state(client: Client, code: str, *, sessions: Sessions | None = None,
-                          archive: HistoryArchive | None = None) -> HouseholdState:  # fmt: skip
+async def household_state(
+    client: Client, code: str, *, sessions: Sessions | None = None, archive: HistoryArchive | None = None
+) -> HouseholdState:
     """The household's state, from its workflow's `state` query. With `sessions` and the `archive` (as the
     caller's settings open it: archive.source.open_archive), a file whose workflow Temporal no longer holds
     (retention removed it) is read from the archive: its history replayed against the same workflow code; a
@@ -115,8 +116,9 @@ async def household_state(client: Client, code: str, *, sessions: Sessions | Non
     return (await household_state_from(client, code, sessions=sessions, archive=archive))[0]
 
 
-async def household_state_from(client: Client, code: str, *, sessions: Sessions | None = None,
-                               archive: HistoryArchive | None = None) -> tuple[HouseholdState, str]:  # fmt: skip
+async def household_state_from(
+    client: Client, code: str, *, sessions: Sessions | None = None, archive: HistoryArchive | None = None
+) -> tuple[HouseholdState, str]:
     """`household_state`, and where it was read: "temporal" or "archive"."""
     code = code.strip().upper()
     handle = client.get_workflow_handle(workflow_id_for(code))
@@ -129,8 +131,9 @@ async def household_state_from(client: Client, code: str, *, sessions: Sessions 
     return await _replayed(client, code, found), found.where
 
 
-async def household_view(client: Client, sessions: Sessions, code: str, archive: HistoryArchive
-                         ) -> tuple[HouseholdState, Found]:  # fmt: skip
+async def household_view(
+    client: Client, sessions: Sessions, code: str, archive: HistoryArchive
+) -> tuple[HouseholdState, Found]:
     """A household's state and its history (what its page shows), each read once: an archived history is
     replayed for the state, a live workflow is asked."""
     found = await household_history(client, sessions, code, archive)
@@ -160,8 +163,11 @@ async def household_history(client: Client, sessions: Sessions, code: str, archi
     async with sessions() as session:
         registered = await households.get_household(session, code) is not None
     if registered:
-        raise Refusal("HistoryMissing", f"household {code} is registered, but its workflow history is neither on the "
-                      "Temporal server nor in the archive (removed by retention before it was archived)")  # fmt: skip
+        raise Refusal(
+            "HistoryMissing",
+            f"household {code} is registered, but its workflow history is neither on the "
+            "Temporal server nor in the archive (removed by retention before it was archived)",
+        )
     raise Refusal("UnknownHousehold", f"no household {code} on any imported list")
 
 
@@ -173,6 +179,12 @@ async def next_actions(sessions: Sessions, state: HouseholdState, actor: Actor) 
         policy = await policy_db.workflow_policy(session, state.policy_version)
     if household is None:
         return []
-    return rules.allowed_actions(household=household, policy=policy, actor=actor, stage=state.stage,
-                                 timeline=state.timeline, tranches=state.tranches,
-                                 imported_by=state.imported_by)  # fmt: skip
+    return rules.allowed_actions(
+        household=household,
+        policy=policy,
+        actor=actor,
+        stage=state.stage,
+        timeline=state.timeline,
+        tranches=state.tranches,
+        imported_by=state.imported_by,
+    )

@@ -34,8 +34,9 @@ RULE = "Unauthenticated"
 CLIENT = "command line"  # how the command line's password attempts are named in login_attempts
 
 PASSWORD_STDIN = typer.Option(False, "--password-stdin", help="Read your password from standard input (one line)")
-TOKEN_STDIN = typer.Option(False, "--token-stdin", help="Read your API token from standard input (one line); "
-                           "or set HOUSING_TOKEN")  # fmt: skip
+TOKEN_STDIN = typer.Option(
+    False, "--token-stdin", help="Read your API token from standard input (one line); or set HOUSING_TOKEN"
+)
 
 
 class Unauthenticated(DomainError):
@@ -74,8 +75,10 @@ def from_command_line(
         return Credential("token", env_token.strip())
     if interactive if interactive is not None else sys.stdin.isatty():
         return Credential("password", prompt(f"password for {user_id}"))
-    raise Unauthenticated(f"no credential for {user_id!r}: type the password at a terminal, set HOUSING_TOKEN, or "
-                          "pipe it with --password-stdin / --token-stdin")  # fmt: skip
+    raise Unauthenticated(
+        f"no credential for {user_id!r}: type the password at a terminal, set HOUSING_TOKEN, or "
+        "pipe it with --password-stdin / --token-stdin"
+    )
 
 
 async def authenticate(sessions: Sessions, user_id: str, credential: Credential, *, client: str = CLIENT) -> User:
@@ -104,8 +107,9 @@ def require_role(user: User, roles: Collection[str], what: str) -> None:
         raise DomainError("NotAllowed", f"{user.user_id!r} is {user.role}: to {what} takes {' or '.join(roles)}")
 
 
-async def sign_in_async(settings: Settings, user_id: str, credential: Credential, *,
-                        roles: Collection[str] | None = None, what: str = "") -> User:  # fmt: skip
+async def sign_in_async(
+    settings: Settings, user_id: str, credential: Credential, *, roles: Collection[str] | None = None, what: str = ""
+) -> User:
     async with database(settings) as sessions:
         user = await authenticate(sessions, user_id, credential)
     if roles is not None:
@@ -125,8 +129,9 @@ def sign_in(
     with the refusal and a non-zero exit, having done nothing."""
     settings = get_settings()
     try:
-        credential = from_command_line(user_id, password_stdin=password_stdin, token_stdin=token_stdin,
-                                       env_token=settings.housing_token)  # fmt: skip
+        credential = from_command_line(
+            user_id, password_stdin=password_stdin, token_stdin=token_stdin, env_token=settings.housing_token
+        )
         return run(sign_in_async, user_id, credential, roles=roles, what=what)
     except DomainError as e:
         fail(f"{e.type}: {e.message}")

@@ -43,11 +43,15 @@ def next_action(state: HouseholdState, h: Household, *, payouts: bool = True) ->
             step, user, doc = payout_by[t.status]
             return step, user, {"tranche": t.n, "evidence": [f"{doc}/{h.code}/{t.n}"]}
     if stage is Stage.CONSTRUCTION:
-        planned = [t for t in state.tranches
-                   if t.status is TrancheStatus.PLANNED and t.milestone in REPORTED_MILESTONES]  # fmt: skip
+        planned = [
+            t for t in state.tranches if t.status is TrancheStatus.PLANNED and t.milestone in REPORTED_MILESTONES
+        ]
         if planned:
-            return (Step.REPORT_PROGRESS, commune,
-                    {"milestone": planned[0].milestone.value, "evidence": [f"BB-TIEN-DO/{h.code}"]})  # fmt: skip
+            return (
+                Step.REPORT_PROGRESS,
+                commune,
+                {"milestone": planned[0].milestone.value, "evidence": [f"BB-TIEN-DO/{h.code}"]},
+            )
         if any(t.status is TrancheStatus.RELEASED for t in state.tranches):
             return "wait"
     if stage is Stage.SETTLEMENT and any(t.status is not TrancheStatus.PAID for t in state.tranches):

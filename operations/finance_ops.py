@@ -38,17 +38,30 @@ async def _actor(session, user_id: str, roles: frozenset[str], what: str) -> Act
 
 
 async def add_source(
-    sessions: Sessions, user_id: str, *, code: str, name: str, category: str, state_budget: bool,
-    priority: int = 100, rules: dict | None = None,
-) -> bool:  # fmt: skip
+    sessions: Sessions,
+    user_id: str,
+    *,
+    code: str,
+    name: str,
+    category: str,
+    state_budget: bool,
+    priority: int = 100,
+    rules: dict | None = None,
+) -> bool:
     if category not in CATEGORIES:
         raise DomainError("InvalidCategory", f"category must be one of {', '.join(CATEGORIES)}, got {category!r}")
     checked = SourceRules.model_validate(rules or {})  # names the bad rule before anything is written
     async with sessions() as session, session.begin():
         await _actor(session, user_id, FINANCE_ROLES, "manage funding sources")
-        return await ledger.create_source(session, code=code, name=name, category=category,
-                                          is_state_budget=state_budget, rules=checked.model_dump(exclude_defaults=True),
-                                          priority=priority)  # fmt: skip
+        return await ledger.create_source(
+            session,
+            code=code,
+            name=name,
+            category=category,
+            is_state_budget=state_budget,
+            rules=checked.model_dump(exclude_defaults=True),
+            priority=priority,
+        )
 
 
 async def receive(
@@ -61,8 +74,9 @@ async def receive(
         actor = await _actor(session, user_id, FINANCE_ROLES, "record money received")
         if existing := await ledger.find_transfer(session, key):
             return existing, False
-        return await ledger.receive(session, key=key, source=source, amount=amount,
-                                    memo=f"{ref} (recorded by {actor.user_id})"), True  # fmt: skip
+        return await ledger.receive(
+            session, key=key, source=source, amount=amount, memo=f"{ref} (recorded by {actor.user_id})"
+        ), True
 
 
 async def add_decision(
@@ -98,19 +112,34 @@ async def reimburse(
                 "OverReimbursement",
                 f"{advance_source} is owed {r.outstanding:,} đồng; a reimbursement of {amount:,} would overpay it",
             )
-        return await ledger.reimburse(session, key=key, payer=r.reimbursed_by, advance_source=advance_source,
-                                      amount=amount, memo=f"cấp bù {ref} ({actor.user_id})"), True  # fmt: skip
+        return await ledger.reimburse(
+            session,
+            key=key,
+            payer=r.reimbursed_by,
+            advance_source=advance_source,
+            amount=amount,
+            memo=f"cấp bù {ref} ({actor.user_id})",
+        ), True
 
 
 async def record_loan(
-    sessions: Sessions, user_id: str, *, household_code: str, amount: int, status: str, ref: str,
+    sessions: Sessions,
+    user_id: str,
+    *,
+    household_code: str,
+    amount: int,
+    status: str,
+    ref: str,
     note: str | None = None,
-) -> bool:  # fmt: skip
+) -> bool:
     async with sessions() as session, session.begin():
         actor = await _actor(session, user_id, LOAN_ROLES, "record VBSP loans")
         return await finance_db.record_loan(
-            session, key=f"loan:{household_code}:{ref}", household_code=household_code, amount=amount,
-            status=status, recorded_by=actor.user_id, note=note,
-        )  # fmt: skip
-
-
+            session,
+            key=f"loan:{household_code}:{ref}",
+            household_code=household_code,
+            amount=amount,
+            status=status,
+            recorded_by=actor.user_id,
+            note=note,
+        )

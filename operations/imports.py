@@ -123,22 +123,38 @@ async def register(
             await households.insert_many(session, [r.household for r in new], batch_id)
         importers = await households.importers(session, [r.household.code for r in rows])
     report = ImportReport(
-        batch_id=batch_id, rows=len(rows), registered=len(new), unchanged=len(unchanged), workflows_started=0,
-        workflows_existing=0, codes=[r.household.code for r in rows], importers=importers,
-    )  # fmt: skip
+        batch_id=batch_id,
+        rows=len(rows),
+        registered=len(new),
+        unchanged=len(unchanged),
+        workflows_started=0,
+        workflows_existing=0,
+        codes=[r.household.code for r in rows],
+        importers=importers,
+    )
     return report, [r.household for r in rows], current
 
 
 # A run under a household's id that ended this way, while the register holds no step of it, is not the
 # engine's: someone who reached Temporal started it first (with input the engine refused, so it failed), to
 # leave the household without a workflow. The import starts the household's own run in its place.
-NOT_OURS = {WorkflowExecutionStatus.FAILED, WorkflowExecutionStatus.TERMINATED, WorkflowExecutionStatus.TIMED_OUT,
-            WorkflowExecutionStatus.CANCELED}  # fmt: skip
+NOT_OURS = {
+    WorkflowExecutionStatus.FAILED,
+    WorkflowExecutionStatus.TERMINATED,
+    WorkflowExecutionStatus.TIMED_OUT,
+    WorkflowExecutionStatus.CANCELED,
+}
 
 
 async def start_workflows(
-    client: Client, task_queue: str, items: list[Household], current: WorkflowPolicy, concurrency: int = 32, *,
-    importers: Mapping[str, str] | None = None, sessions: Sessions | None = None,
+    client: Client,
+    task_queue: str,
+    items: list[Household],
+    current: WorkflowPolicy,
+    concurrency: int = 32,
+    *,
+    importers: Mapping[str, str] | None = None,
+    sessions: Sessions | None = None,
 ) -> tuple[int, int]:
     """Start one workflow per household unless it exists (running or closed), telling it who imported its list
     (`importers`, by code: `ImportReport.importers`). With `sessions`, an ended run under the household's id
@@ -182,9 +198,7 @@ async def _squatted(client: Client, sessions: Sessions, h: Household) -> bool:
     return row is not None and row.last_seq == 0
 
 
-async def import_file(
-    sessions: Sessions, client: Client, task_queue: str, path: Path, user_id: str
-) -> ImportReport:
+async def import_file(sessions: Sessions, client: Client, task_queue: str, path: Path, user_id: str) -> ImportReport:
     """Register the list, then start its workflows. The client is first used after registration, so with
     a lazy client a bad file is reported whatever the state of the workflow servers."""
     data = path.read_bytes()

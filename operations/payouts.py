@@ -30,8 +30,14 @@ def batch_id_for(action: BatchAction, tranche: int, selection: BatchSelection, r
 def sign_batch(ring: signing.SigningRing, inp: PayoutBatchInput) -> PayoutBatchInput:
     """The batch with the front door's assertion: its officer takes this action on every household of the
     selection (each household checks the batch covers it); good for the batch's whole run (BATCH_TTL)."""
-    return signing.sign_input(ring, inp, workflow_id=batch_workflow_id(inp.batch_id), step=batch_step(inp.action.value),
-                              user_id=inp.actor.user_id, ttl=signing.BATCH_TTL)  # fmt: skip
+    return signing.sign_input(
+        ring,
+        inp,
+        workflow_id=batch_workflow_id(inp.batch_id),
+        step=batch_step(inp.action.value),
+        user_id=inp.actor.user_id,
+        ttl=signing.BATCH_TTL,
+    )
 
 
 async def run_batch(

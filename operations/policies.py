@@ -51,8 +51,14 @@ IN_FLIGHT = "WorkflowType='HouseholdWorkflow' AND ExecutionStatus='Running'"
 
 
 async def push(
-    client: Client, sessions: Sessions, new: WorkflowPolicy, user_id: str, concurrency: int = 32,
-    query: str = IN_FLIGHT, *, signer: SigningRing,
+    client: Client,
+    sessions: Sessions,
+    new: WorkflowPolicy,
+    user_id: str,
+    concurrency: int = 32,
+    query: str = IN_FLIGHT,
+    *,
+    signer: SigningRing,
 ) -> PushReport:
     """Apply the policy to every running household workflow, as `user_id`, whom the calling front door has
     authenticated: each change is signed with its ring (`signer`) for that household, and each household
@@ -65,8 +71,13 @@ async def push(
     async def apply(workflow_id: str) -> None:
         async with gate:
             try:
-                inp = sign_input(signer, SetPolicyInput(actor=actor, policy=new), workflow_id=workflow_id,
-                                 step=Step.SET_POLICY.value, user_id=actor.user_id)  # fmt: skip
+                inp = sign_input(
+                    signer,
+                    SetPolicyInput(actor=actor, policy=new),
+                    workflow_id=workflow_id,
+                    step=Step.SET_POLICY.value,
+                    user_id=actor.user_id,
+                )
                 await client.get_workflow_handle(workflow_id).execute_update(HouseholdWorkflow.set_policy, inp)
                 report.applied += 1
             except WorkflowUpdateFailedError:

@@ -119,19 +119,30 @@ async def reconcile(session: AsyncSession) -> Reconciliation:
     src_rows = (
         await session.execute(
             select(
-                funding_sources.c.code, funding_sources.c.name, funding_sources.c.category,
-                funding_sources.c.is_state_budget, funding_sources.c.account_id,
+                funding_sources.c.code,
+                funding_sources.c.name,
+                funding_sources.c.category,
+                funding_sources.c.is_state_budget,
+                funding_sources.c.account_id,
             ).order_by(funding_sources.c.is_state_budget.desc(), funding_sources.c.code)
         )
-    ).all()  # fmt: skip
+    ).all()
     sources = {r.account_id: SourceLine(r.code, r.name, r.category, r.is_state_budget) for r in src_rows}
 
     hh = {
         r.code: r
         for r in await session.execute(
-            select(households.c.code, households.c.district, households.c.decision_ref, households.c.stage,
-                   households.c.support_type, households.c.entitlement, households.c.reserved, households.c.paid)
-        )  # fmt: skip
+            select(
+                households.c.code,
+                households.c.district,
+                households.c.decision_ref,
+                households.c.stage,
+                households.c.support_type,
+                households.c.entitlement,
+                households.c.reserved,
+                households.c.paid,
+            )
+        )
     }
     released_tranches = {
         (r.household_code, r.tranche)
@@ -144,8 +155,17 @@ async def reconcile(session: AsyncSession) -> Reconciliation:
     t = ledger_transfers.c
     transfers = (
         await session.execute(
-            select(t.id, t.kind, t.code, t.debit_account_id, t.credit_account_id, t.amount, t.pending_id,
-                   t.household_code, t.tranche)  # fmt: skip
+            select(
+                t.id,
+                t.kind,
+                t.code,
+                t.debit_account_id,
+                t.credit_account_id,
+                t.amount,
+                t.pending_id,
+                t.household_code,
+                t.tranche,
+            )
         )
     ).all()
     resolved = {x.pending_id for x in transfers if x.pending_id is not None}
@@ -204,8 +224,11 @@ async def reconcile(session: AsyncSession) -> Reconciliation:
         receivables=await finance_db.receivables(session),
     )
     report.problems = await _check(session, report, sources, hh, per_household)
-    orphans = [x.id for x in transfers if x.debit_account_id in sources and x.kind in ("pending", "post_pending")
-               and x.household_code not in hh]  # fmt: skip
+    orphans = [
+        x.id
+        for x in transfers
+        if x.debit_account_id in sources and x.kind in ("pending", "post_pending") and x.household_code not in hh
+    ]
     if orphans:
         report.problems.append(
             f"{len(orphans)} transfers reserve or pay source money for no registered household (ids "
@@ -225,11 +248,15 @@ async def _check(session, report: Reconciliation, sources: dict, hh: dict, per_h
                 f"source {s.code}: received {s.received:,} by the transfers, {acc.credits_posted:,} on its account"
             )
         if acc.debits_pending != s.reserved + s.released:
-            problems.append(f"source {s.code}: reserved+released {s.reserved + s.released:,} by the transfers, "
-                            f"{acc.debits_pending:,} on its account")  # fmt: skip
+            problems.append(
+                f"source {s.code}: reserved+released {s.reserved + s.released:,} by the transfers, "
+                f"{acc.debits_pending:,} on its account"
+            )
         if acc.debits_posted != s.paid + s.reimbursed_out:
-            problems.append(f"source {s.code}: paid+reimbursed {s.paid + s.reimbursed_out:,} by the transfers, "
-                            f"{acc.debits_posted:,} on its account")  # fmt: skip
+            problems.append(
+                f"source {s.code}: paid+reimbursed {s.paid + s.reimbursed_out:,} by the transfers, "
+                f"{acc.debits_posted:,} on its account"
+            )
         if s.free < 0:
             problems.append(f"source {s.code} is below zero: {s.free:,}")
     for code, h in hh.items():
@@ -237,12 +264,19 @@ async def _check(session, report: Reconciliation, sources: dict, hh: dict, per_h
         if h.paid != money["paid"]:
             problems.append(f"household {code}: read model paid {h.paid:,}, ledger posted {money['paid']:,}")
         if h.reserved != money["reserved"] + money["released"]:
-            problems.append(f"household {code}: read model reserved {h.reserved:,}, ledger pending "
-                            f"{money['reserved'] + money['released']:,}")  # fmt: skip
+            problems.append(
+                f"household {code}: read model reserved {h.reserved:,}, ledger pending "
+                f"{money['reserved'] + money['released']:,}"
+            )
     for figure in ("reserved", "released", "paid"):
-        views = {name: sum(getattr(x, figure) for x in lines)
-                 for name, lines in (("sources", report.sources), ("districts", report.districts),
-                                     ("decisions", report.decisions))}  # fmt: skip
+        views = {
+            name: sum(getattr(x, figure) for x in lines)
+            for name, lines in (
+                ("sources", report.sources),
+                ("districts", report.districts),
+                ("decisions", report.decisions),
+            )
+        }
         if len(set(views.values())) != 1:
             problems.append(f"{figure} differs between views: " + ", ".join(f"{k} {v:,}" for k, v in views.items()))
     return problems
@@ -251,20 +285,39 @@ async def _check(session, report: Reconciliation, sources: dict, hh: dict, per_h
 # ------------------------------------------------------------------ export (CSV and Excel)
 
 SOURCE_COLUMNS = [
-    ("code", "Mã nguồn"), ("name", "Tên nguồn"), ("category", "Loại nguồn"), ("state_budget", "Ngân sách nhà nước"),
-    ("received", "Đã nhận"), ("reserved", "Đã phân bổ (giữ chỗ)"), ("released", "Đã chuyển, chờ xác nhận"),
-    ("paid", "Đã chi"), ("reimbursed_out", "Cấp bù đã trả"), ("free", "Còn lại"),
-]  # fmt: skip
+    ("code", "Mã nguồn"),
+    ("name", "Tên nguồn"),
+    ("category", "Loại nguồn"),
+    ("state_budget", "Ngân sách nhà nước"),
+    ("received", "Đã nhận"),
+    ("reserved", "Đã phân bổ (giữ chỗ)"),
+    ("released", "Đã chuyển, chờ xác nhận"),
+    ("paid", "Đã chi"),
+    ("reimbursed_out", "Cấp bù đã trả"),
+    ("free", "Còn lại"),
+]
 GROUP_COLUMNS = [
-    ("key", "{key}"), ("kind", "Loại"), ("households", "Số hộ"), ("new_builds", "Xây mới"), ("repairs", "Sửa chữa"),
-    ("cancelled", "Đã hủy"), ("entitlement", "Mức hỗ trợ"), ("reserved", "Đã phân bổ (giữ chỗ)"),
-    ("released", "Đã chuyển, chờ xác nhận"), ("paid", "Đã chi"), ("remaining", "Còn phải chi"),
+    ("key", "{key}"),
+    ("kind", "Loại"),
+    ("households", "Số hộ"),
+    ("new_builds", "Xây mới"),
+    ("repairs", "Sửa chữa"),
+    ("cancelled", "Đã hủy"),
+    ("entitlement", "Mức hỗ trợ"),
+    ("reserved", "Đã phân bổ (giữ chỗ)"),
+    ("released", "Đã chuyển, chờ xác nhận"),
+    ("paid", "Đã chi"),
+    ("remaining", "Còn phải chi"),
     ("vbsp_loans", "Vay NHCSXH (không phải hỗ trợ)"),
-]  # fmt: skip
+]
 RECEIVABLE_COLUMNS = [
-    ("advance_source", "Nguồn ứng trước"), ("districts", "Huyện"), ("reimbursed_by", "Nguồn cấp bù"),
-    ("advanced", "Đã ứng chi cho hộ"), ("reimbursed", "Đã cấp bù"), ("outstanding", "Còn phải cấp bù"),
-]  # fmt: skip
+    ("advance_source", "Nguồn ứng trước"),
+    ("districts", "Huyện"),
+    ("reimbursed_by", "Nguồn cấp bù"),
+    ("advanced", "Đã ứng chi cho hộ"),
+    ("reimbursed", "Đã cấp bù"),
+    ("outstanding", "Còn phải cấp bù"),
+]
 
 
 def sheets(r: Reconciliation) -> list[tuple[str, list[str], list[list]]]:
@@ -282,23 +335,39 @@ def sheets(r: Reconciliation) -> list[tuple[str, list[str], list[list]]]:
     state = [s for s in r.sources if s.state_budget]
     other = [s for s in r.sources if not s.state_budget]
     return [
-        ("Theo nguồn", [h for _, h in SOURCE_COLUMNS],
-         rows(r.sources, SOURCE_COLUMNS) + [total_row(state, SOURCE_COLUMNS, "Cộng NSNN"),
-                                             total_row(other, SOURCE_COLUMNS, "Cộng ngoài NSNN"),
-                                             total_row(r.sources, SOURCE_COLUMNS)]),
-        ("Theo huyện", [h for _, h in district_cols],
-         rows(r.districts, district_cols) + [total_row(r.districts, district_cols)]),
-        ("Theo quyết định", [h for _, h in decision_cols],
-         rows(r.decisions, decision_cols) + [total_row(r.decisions, decision_cols)]),
+        (
+            "Theo nguồn",
+            [h for _, h in SOURCE_COLUMNS],
+            rows(r.sources, SOURCE_COLUMNS)
+            + [
+                total_row(state, SOURCE_COLUMNS, "Cộng NSNN"),
+                total_row(other, SOURCE_COLUMNS, "Cộng ngoài NSNN"),
+                total_row(r.sources, SOURCE_COLUMNS),
+            ],
+        ),
+        (
+            "Theo huyện",
+            [h for _, h in district_cols],
+            rows(r.districts, district_cols) + [total_row(r.districts, district_cols)],
+        ),
+        (
+            "Theo quyết định",
+            [h for _, h in decision_cols],
+            rows(r.decisions, decision_cols) + [total_row(r.decisions, decision_cols)],
+        ),
         ("Cấp bù", [h for _, h in RECEIVABLE_COLUMNS], rows(r.receivables, RECEIVABLE_COLUMNS)),
-    ]  # fmt: skip
+    ]
 
 
 def write_csv(r: Reconciliation, folder: Path) -> list[Path]:
     """One CSV per table, UTF-8 with a byte-order mark so Excel shows the Vietnamese letters."""
     folder.mkdir(parents=True, exist_ok=True)
-    names = {"Theo nguồn": "by_source", "Theo huyện": "by_district", "Theo quyết định": "by_decision",
-             "Cấp bù": "receivables"}  # fmt: skip
+    names = {
+        "Theo nguồn": "by_source",
+        "Theo huyện": "by_district",
+        "Theo quyết định": "by_decision",
+        "Cấp bù": "receivables",
+    }
     out = []
     for title, header, body in sheets(r):
         path = folder / f"reconciliation_{names[title]}.csv"
@@ -332,8 +401,10 @@ def write_xlsx(r: Reconciliation, path: Path) -> Path:
                 if isinstance(cell.value, int) and not isinstance(cell.value, bool):
                     cell.number_format = "#,##0"
         for i, head in enumerate(header, start=1):
-            width = max([len(str(head))] + [len(f"{row[i - 1]:,}" if isinstance(row[i - 1], int) else str(row[i - 1]))
-                                            for row in body])  # fmt: skip
+            width = max(
+                [len(str(head))]
+                + [len(f"{row[i - 1]:,}" if isinstance(row[i - 1], int) else str(row[i - 1])) for row in body]
+            )
             ws.column_dimensions[get_column_letter(i)].width = min(width + 2, 60)
         ws.freeze_panes = "B2"
     status = wb.create_sheet("Kiểm tra")

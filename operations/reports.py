@@ -75,7 +75,9 @@ async def district_stages(session: AsyncSession, where: Sequence = ()) -> list[D
             func.count().filter(h.support_type == SupportType.REPAIR.value),
             func.coalesce(func.sum(h.reserved), 0),
             func.coalesce(func.sum(h.paid), 0),
-        ).where(*where).group_by(h.district, h.stage)
+        )
+        .where(*where)
+        .group_by(h.district, h.stage)
     )
     table = [DistrictStageRow(d, s, n, nb, rp, int(res), int(paid)) for d, s, n, nb, rp, res, paid in rows]
     table.sort(key=lambda r: (r.district, STAGE_ORDER.index(r.stage)))
@@ -84,23 +86,32 @@ async def district_stages(session: AsyncSession, where: Sequence = ()) -> list[D
 
 async def build(session: AsyncSession, today: date | None = None) -> Report:
     table = await district_stages(session)
-    return Report(by_district_stage=table, by_source=await ledger.source_balances(session),
-                  by_decision=await by_decision(session, today or datetime.now(VIETNAM).date()))  # fmt: skip
+    return Report(
+        by_district_stage=table,
+        by_source=await ledger.source_balances(session),
+        by_decision=await by_decision(session, today or datetime.now(VIETNAM).date()),
+    )
 
 
 async def by_decision(session: AsyncSession, today: date) -> list[DecisionRow]:
     h = households.c
     rows = await session.execute(
-        select(h.decision_ref, h.support_type, h.beneficiary_group, func.count(),
-               func.coalesce(func.sum(h.reserved), 0), func.coalesce(func.sum(h.paid), 0))
-        .group_by(h.decision_ref, h.support_type, h.beneficiary_group)
-    )  # fmt: skip
+        select(
+            h.decision_ref,
+            h.support_type,
+            h.beneficiary_group,
+            func.count(),
+            func.coalesce(func.sum(h.reserved), 0),
+            func.coalesce(func.sum(h.paid), 0),
+        ).group_by(h.decision_ref, h.support_type, h.beneficiary_group)
+    )
     totals: dict[str, list[int]] = {}
     amounts: dict[tuple[str, str], int] = {}
     for ref, support, group, n, reserved, paid in rows:
         if (support, group) not in amounts:
-            amounts[support, group] = await policy.entitlement(session, SupportType(support),
-                                                               BeneficiaryGroup(group), today)  # fmt: skip
+            amounts[support, group] = await policy.entitlement(
+                session, SupportType(support), BeneficiaryGroup(group), today
+            )
         t = totals.setdefault(ref, [0, 0, 0, 0, 0, 0])
         new = support == SupportType.NEW_BUILD.value
         for i, v in enumerate((n, n if new else 0, 0 if new else n, n * amounts[support, group], reserved, paid)):
@@ -195,11 +206,18 @@ async def deadline_progress(session: AsyncSession, today: date, where: Sequence 
         *where,
     )
     q = (
-        select(d.name, d.due_on, d.legal_basis, func.count(h.code),
-               func.count(h.code).filter(h.stage == Stage.CLOSED.value))
+        select(
+            d.name,
+            d.due_on,
+            d.legal_basis,
+            func.count(h.code),
+            func.count(h.code).filter(h.stage == Stage.CLOSED.value),
+        )
         .select_from(programme_deadlines.outerjoin(households, covers))
         .group_by(d.id, d.name, d.due_on, d.legal_basis)
         .order_by(d.due_on)
-    )  # fmt: skip
-    return [DeadlineProgress(name, due, basis, n, closed, (due - today).days)
-            for name, due, basis, n, closed in await session.execute(q)]  # fmt: skip
+    )
+    return [
+        DeadlineProgress(name, due, basis, n, closed, (due - today).days)
+        for name, due, basis, n, closed in await session.execute(q)
+    ]

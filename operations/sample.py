@@ -32,8 +32,26 @@ UNITS: dict[str, list[str]] = {
 
 SURNAMES = ["Hoàng", "Nông", "Lương", "Vi", "Lăng", "Triệu", "Hà", "Lý", "Mông", "Chu", "Nguyễn", "Lộc", "Hứa"]
 MIDDLE = ["Văn", "Thị", "Đức", "Minh", "Thị Thu", "Văn Hải", "Ngọc", "Quang"]
-GIVEN = ["An", "Bình", "Chiến", "Dũng", "Hạnh", "Hoa", "Hùng", "Lan", "Mai", "Nam", "Phúc", "Quý", "Sinh",
-         "Thắng", "Tuyết", "Vân", "Xuân", "Yến"]  # fmt: skip
+GIVEN = [
+    "An",
+    "Bình",
+    "Chiến",
+    "Dũng",
+    "Hạnh",
+    "Hoa",
+    "Hùng",
+    "Lan",
+    "Mai",
+    "Nam",
+    "Phúc",
+    "Quý",
+    "Sinh",
+    "Thắng",
+    "Tuyết",
+    "Vân",
+    "Xuân",
+    "Yến",
+]
 GROUP_WEIGHTS = {"meritorious": 15, "poor": 45, "near_poor": 25, "disaster": 10, "other": 5}
 
 
@@ -62,35 +80,103 @@ AUDITOR_USER = "kt.vi"
 
 def users() -> list[dict]:
     rows = [
-        dict(user_id=ADMIN_USER, full_name="Quản trị hệ thống", role="admin", agency="Sở Nông nghiệp và Môi trường",
-             province=PROVINCE, district=None, commune=None),
-        dict(user_id=PROVINCE_USER, full_name="Lương Văn Tỉnh", role="province_officer",
-             agency="UBND tỉnh Lạng Sơn", province=PROVINCE, district=None, commune=None),
-        dict(user_id=FINANCE_USERS[0], full_name="Hoàng Thị Tài", role="finance_officer", agency="Sở Tài chính",
-             province=PROVINCE, district=None, commune=None),
-        dict(user_id=FINANCE_USERS[1], full_name="Nông Văn Chính", role="finance_officer", agency="Sở Tài chính",
-             province=PROVINCE, district=None, commune=None),
-        dict(user_id=AUDITOR_USER, full_name="Vi Thị Kiểm", role="auditor", agency="Thanh tra tỉnh",
-             province=PROVINCE, district=None, commune=None),
-        dict(user_id=TREASURY_USER, full_name="Chu Văn Khố", role="treasury_officer",
-             agency="Kho bạc Nhà nước khu vực Lạng Sơn", province=PROVINCE, district=None, commune=None),
-        dict(user_id=CHANNEL_USER, full_name="Kênh thanh toán (hệ thống)", role="payment_channel",
-             agency="Ngân hàng / Kho bạc (kênh thanh toán)", province=PROVINCE, district=None, commune=None),
-        dict(user_id=VBSP_USER, full_name="Lăng Thị Vay", role="vbsp_officer",
-             agency="Ngân hàng Chính sách xã hội chi nhánh Lạng Sơn", province=PROVINCE, district=None,
-             commune=None),
-    ]  # fmt: skip
+        dict(
+            user_id=ADMIN_USER,
+            full_name="Quản trị hệ thống",
+            role="admin",
+            agency="Sở Nông nghiệp và Môi trường",
+            province=PROVINCE,
+            district=None,
+            commune=None,
+        ),
+        dict(
+            user_id=PROVINCE_USER,
+            full_name="Lương Văn Tỉnh",
+            role="province_officer",
+            agency="UBND tỉnh Lạng Sơn",
+            province=PROVINCE,
+            district=None,
+            commune=None,
+        ),
+        dict(
+            user_id=FINANCE_USERS[0],
+            full_name="Hoàng Thị Tài",
+            role="finance_officer",
+            agency="Sở Tài chính",
+            province=PROVINCE,
+            district=None,
+            commune=None,
+        ),
+        dict(
+            user_id=FINANCE_USERS[1],
+            full_name="Nông Văn Chính",
+            role="finance_officer",
+            agency="Sở Tài chính",
+            province=PROVINCE,
+            district=None,
+            commune=None,
+        ),
+        dict(
+            user_id=AUDITOR_USER,
+            full_name="Vi Thị Kiểm",
+            role="auditor",
+            agency="Thanh tra tỉnh",
+            province=PROVINCE,
+            district=None,
+            commune=None,
+        ),
+        dict(
+            user_id=TREASURY_USER,
+            full_name="Chu Văn Khố",
+            role="treasury_officer",
+            agency="Kho bạc Nhà nước khu vực Lạng Sơn",
+            province=PROVINCE,
+            district=None,
+            commune=None,
+        ),
+        dict(
+            user_id=CHANNEL_USER,
+            full_name="Kênh thanh toán (hệ thống)",
+            role="payment_channel",
+            agency="Ngân hàng / Kho bạc (kênh thanh toán)",
+            province=PROVINCE,
+            district=None,
+            commune=None,
+        ),
+        dict(
+            user_id=VBSP_USER,
+            full_name="Lăng Thị Vay",
+            role="vbsp_officer",
+            agency="Ngân hàng Chính sách xã hội chi nhánh Lạng Sơn",
+            province=PROVINCE,
+            district=None,
+            commune=None,
+        ),
+    ]
     for district, communes in UNITS.items():
         rows.append(
-            dict(user_id=district_user(district), full_name=f"Cán bộ {district}", role="district_officer",
-                 agency=f"UBND {district}", province=PROVINCE, district=district, commune=None)
-        )  # fmt: skip
+            dict(
+                user_id=district_user(district),
+                full_name=f"Cán bộ {district}",
+                role="district_officer",
+                agency=f"UBND {district}",
+                province=PROVINCE,
+                district=district,
+                commune=None,
+            )
+        )
         for commune in communes:
             rows.append(
-                dict(user_id=commune_user(district, commune), full_name=f"Cán bộ xã {commune}",
-                     role="commune_officer", agency=f"UBND xã {commune}", province=PROVINCE, district=district,
-                     commune=commune)
-            )  # fmt: skip
+                dict(
+                    user_id=commune_user(district, commune),
+                    full_name=f"Cán bộ xã {commune}",
+                    role="commune_officer",
+                    agency=f"UBND xã {commune}",
+                    province=PROVINCE,
+                    district=district,
+                    commune=commune,
+                )
+            )
     return [r | {"active": True} for r in rows]
 
 
@@ -105,8 +191,9 @@ def programme_of(district: str, group: str, rng: random.Random) -> str:
     return "MTQG-DTTS" if district in DTTS_DISTRICTS else "MTQG-GNBV"
 
 
-def households(count: int, *, seed: int = 270, prefix: str = "LS270", decision: str = DECISION,
-               new_builds: int | None = None) -> list[dict]:  # fmt: skip
+def households(
+    count: int, *, seed: int = 270, prefix: str = "LS270", decision: str = DECISION, new_builds: int | None = None
+) -> list[dict]:
     """`count` households spread over the units; `new_builds` of them new builds (default about 70%)."""
     rng = random.Random(seed)
     places = [(d, c) for d, cs in UNITS.items() for c in cs]
@@ -131,10 +218,19 @@ def households(count: int, *, seed: int = 270, prefix: str = "LS270", decision: 
         name = f"{rng.choice(SURNAMES)} {rng.choice(MIDDLE)} {rng.choice(GIVEN)}"
         group = rng.choices(groups, weights)[0]
         rows.append(
-            dict(code=f"{prefix}-{i + 1:05d}", head_of_household=name, cccd=cccd, province=PROVINCE,
-                 district=district, commune=commune, beneficiary_group=group,
-                 support_type=kinds[i], decision_ref=decision, programme=programme_of(district, group, rng))
-        )  # fmt: skip
+            dict(
+                code=f"{prefix}-{i + 1:05d}",
+                head_of_household=name,
+                cccd=cccd,
+                province=PROVINCE,
+                district=district,
+                commune=commune,
+                beneficiary_group=group,
+                support_type=kinds[i],
+                decision_ref=decision,
+                programme=programme_of(district, group, rng),
+            )
+        )
     return rows
 
 

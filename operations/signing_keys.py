@@ -92,8 +92,9 @@ def parse_public_file(text: str, *, where: str, valid_from: datetime | None = No
         if len(parts) != 3 or parts[1] not in (OFFICERS, CHANNEL):
             raise ValueError(f"{where}, line {n}: expected 'key-id officers|channel public-key'")
         try:
-            keys.append(PublicKey.from_dict({"key_id": parts[0], "holder": parts[1], "public_key": parts[2],
-                                             "valid_from": at}))  # fmt: skip
+            keys.append(
+                PublicKey.from_dict({"key_id": parts[0], "holder": parts[1], "public_key": parts[2], "valid_from": at})
+            )
         except ValueError as err:
             raise ValueError(f"{where}, line {n}: {err}") from None
         if len(keys[-1].public) != 32:

@@ -115,20 +115,39 @@ async def drive_one(client: Client, sessions, h, **kw) -> int:
 
 async def drive_all(client: Client, sessions, items, **kw):
     """`operations.demo.drive_all` through the suite's front door."""
-    return await demo.drive_all(client, sessions, items, signer=await front_door(client, kw.pop("signer", None)),
-                                **kw)  # fmt: skip
+    return await demo.drive_all(client, sessions, items, signer=await front_door(client, kw.pop("signer", None)), **kw)
 
 
 # The fixtures that start or reach a real server (PostgreSQL, Temporal, the bank, a subprocess of the stack):
 # a test using any of them, directly or through another fixture, is marked `servers`, so that
 # `pytest -m "not servers"` runs the pure part alone in seconds.
-SERVER_FIXTURES = {"database_owner_url", "database_url", "settings", "sessions", "owner_sessions", "scratch",
-                   "scratch_settings", "scratch_owner", "env", "client", "skipping_env", "task_queue", "web",
-                   "default_bank"}  # fmt: skip
+SERVER_FIXTURES = {
+    "database_owner_url",
+    "database_url",
+    "settings",
+    "sessions",
+    "owner_sessions",
+    "scratch",
+    "scratch_settings",
+    "scratch_owner",
+    "env",
+    "client",
+    "skipping_env",
+    "task_queue",
+    "web",
+    "default_bank",
+}
 # Modules whose tests start servers of their own (an embedded stack in a folder of their own, the bank's
 # process, a browser, the chaos run) rather than through those fixtures.
-SERVER_MODULES = {"test_bank", "test_bench_chaos", "test_bench_driver", "test_bench_province", "test_browser",
-                  "test_chaos_smoke", "test_stack"}  # fmt: skip
+SERVER_MODULES = {
+    "test_bank",
+    "test_bench_chaos",
+    "test_bench_driver",
+    "test_bench_province",
+    "test_browser",
+    "test_chaos_smoke",
+    "test_stack",
+}
 
 
 def pytest_collection_modifyitems(config, items):
@@ -245,9 +264,10 @@ async def new_database(settings: Settings, kind: str) -> Settings:
     conn = await asyncpg.connect(owner.set(drivername="postgresql").render_as_string(hide_password=False))
     await conn.execute(f'CREATE DATABASE "{name}"')
     await conn.close()
-    urls = {key: make_url(u).set(database=name).render_as_string(hide_password=False)
-            for key, u in (("database_url", settings.asyncpg_url),
-                           ("database_owner_url", settings.owner_asyncpg_url))}  # fmt: skip
+    urls = {
+        key: make_url(u).set(database=name).render_as_string(hide_password=False)
+        for key, u in (("database_url", settings.asyncpg_url), ("database_owner_url", settings.owner_asyncpg_url))
+    }
     own = settings.model_copy(update=urls)
     await asyncio.to_thread(migrate, own)
     await ensure_stack_keys(own)  # the same rings, their public halves registered here too
@@ -294,14 +314,30 @@ TEST_CALLBACK_SECRET = "test-callback-secret"
 class BankProcess:
     """The simulated bank (`python -m finance.bank`) as a real process on a free port, its book in `state`."""
 
-    def __init__(self, state: Path, *, delay: float = 0.05, fail_rate: float = 0.0, fail_attempts: int = 1,
-                 fail_match: tuple[str, ...] = (), hold: bool = False, secret: str = TEST_CALLBACK_SECRET,
-                 callback_backoff: float = 0.1, port: int | None = None,
-                 signing_keys: Path | None = TEST_BANK_SIGNING_FILE) -> None:  # fmt: skip
+    def __init__(
+        self,
+        state: Path,
+        *,
+        delay: float = 0.05,
+        fail_rate: float = 0.0,
+        fail_attempts: int = 1,
+        fail_match: tuple[str, ...] = (),
+        hold: bool = False,
+        secret: str = TEST_CALLBACK_SECRET,
+        callback_backoff: float = 0.1,
+        port: int | None = None,
+        signing_keys: Path | None = TEST_BANK_SIGNING_FILE,
+    ) -> None:
         self.state, self.secret, self.port = state, secret, port or free_port()
         self.signing_keys = signing_keys  # the bank's ring: its answers are signed with it
-        self.flags = {"delay": delay, "fail_rate": fail_rate, "fail_attempts": fail_attempts, "hold": hold,
-                      "fail_match": fail_match, "callback_backoff": callback_backoff}  # fmt: skip
+        self.flags = {
+            "delay": delay,
+            "fail_rate": fail_rate,
+            "fail_attempts": fail_attempts,
+            "hold": hold,
+            "fail_match": fail_match,
+            "callback_backoff": callback_backoff,
+        }
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -312,17 +348,33 @@ class BankProcess:
         """Start (again, on the same book and port), with these flags changed."""
         self.flags |= flags
         f = self.flags
-        cmd = [sys.executable, "-m", "finance.bank", "--state", str(self.state), "--port", str(self.port),
-               "--delay", str(f["delay"]), "--fail-rate", str(f["fail_rate"]), "--fail-attempts",
-               str(f["fail_attempts"]), "--callback-secret", self.secret,
-               "--callback-backoff", str(f["callback_backoff"])]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "finance.bank",
+            "--state",
+            str(self.state),
+            "--port",
+            str(self.port),
+            "--delay",
+            str(f["delay"]),
+            "--fail-rate",
+            str(f["fail_rate"]),
+            "--fail-attempts",
+            str(f["fail_attempts"]),
+            "--callback-secret",
+            self.secret,
+            "--callback-backoff",
+            str(f["callback_backoff"]),
+        ]
         cmd += [a for pattern in f["fail_match"] for a in ("--fail-match", pattern)]
         cmd += ["--hold"] if f["hold"] else []
         cmd += ["--signing-keys", str(self.signing_keys)] if self.signing_keys else []
         self.state.mkdir(parents=True, exist_ok=True)
         with (self.state / "bank.log").open("ab") as log:
-            self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, cwd=Path(__file__).parent.parent,
-                                         env={**os.environ, "LOG_JSON": "true"})  # fmt: skip
+            self.proc = subprocess.Popen(
+                cmd, stdout=log, stderr=log, cwd=Path(__file__).parent.parent, env={**os.environ, "LOG_JSON": "true"}
+            )
         deadline = time.monotonic() + 30
         while not port_open("127.0.0.1", self.port):
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -362,8 +414,11 @@ def default_bank(settings) -> BankProcess:
     """The suite's shared bank (the settings' delay and fail rate), started on first use."""
     global _default_bank
     if _default_bank is None:
-        bank = BankProcess(Path(tempfile.mkdtemp(prefix="bank-")), delay=settings.payment_delay_seconds,
-                           fail_rate=settings.payment_fail_rate)  # fmt: skip
+        bank = BankProcess(
+            Path(tempfile.mkdtemp(prefix="bank-")),
+            delay=settings.payment_delay_seconds,
+            fail_rate=settings.payment_fail_rate,
+        )
         atexit.register(lambda: (bank.stop(), shutil.rmtree(bank.state, ignore_errors=True)))
         _default_bank = bank.start()
     return _default_bank
@@ -373,8 +428,16 @@ def default_bank(settings) -> BankProcess:
 async def callback_receiver(client: Client, secret: str = TEST_CALLBACK_SECRET, port: int | None = None):
     """The engine's callback receiver (finance/callbacks.py) served in-process with this client; yields its URL."""
     port = port or free_port()
-    server = uvicorn.Server(uvicorn.Config(callbacks.create_app(client, secret), host="127.0.0.1", port=port,
-                                           log_config=None, access_log=False, lifespan="off"))  # fmt: skip
+    server = uvicorn.Server(
+        uvicorn.Config(
+            callbacks.create_app(client, secret),
+            host="127.0.0.1",
+            port=port,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+        )
+    )
     task = asyncio.create_task(server.serve())
     while not server.started:
         assert not task.done(), "the callback receiver did not start"
@@ -387,8 +450,9 @@ async def callback_receiver(client: Client, secret: str = TEST_CALLBACK_SECRET, 
 
 
 @asynccontextmanager
-async def running_worker(client: Client, sessions, settings, channel=None, bank: BankProcess | None = None,
-                         **options) -> AsyncIterator[str]:  # fmt: skip
+async def running_worker(
+    client: Client, sessions, settings, channel=None, bank: BankProcess | None = None, **options
+) -> AsyncIterator[str]:
     """A worker on a task queue of its own; its payment channel is `channel`, else the bank process `bank`
     (default: the suite's shared one) calling back a receiver served for this worker; `options` go to
     `make_worker` (a `witness`). Yields the task queue."""
@@ -400,8 +464,9 @@ async def running_worker(client: Client, sessions, settings, channel=None, bank:
             channel = await stack.enter_async_context(HttpBank(bank.url, secret=bank.secret, callback_url=url))
         async with sessions() as session:
             signing.trust(await signing_keys.load(session))  # what worker.py installs at start
-        await stack.enter_async_context(make_worker(client, sessions, settings, task_queue=task_queue,
-                                                    channel=channel, **options))  # fmt: skip
+        await stack.enter_async_context(
+            make_worker(client, sessions, settings, task_queue=task_queue, channel=channel, **options)
+        )
         yield task_queue
 
 
@@ -496,8 +561,7 @@ async def token_for(sessions, user_id: str) -> str:
     from operations import accounts
 
     async with sessions() as s, s.begin():
-        return await accounts.issue_token(s, accounts.SETUP, user_id, f"test-{uuid.uuid4().hex[:8]}",
-                                          signer=FRONT_DOOR)  # fmt: skip
+        return await accounts.issue_token(s, accounts.SETUP, user_id, f"test-{uuid.uuid4().hex[:8]}", signer=FRONT_DOOR)
 
 
 async def password_for(sessions, user_id: str, password: str) -> None:

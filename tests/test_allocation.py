@@ -15,18 +15,31 @@ M = 1_000_000
 POLICY = AllocationPolicy(
     version="t",
     tiers=[
-        Tier(name="programme", categories=["national_target_programme", "district_advance"],
-             programme_households_only=True, max_per_house={"new_build": 40 * M, "repair": 20 * M}),
+        Tier(
+            name="programme",
+            categories=["national_target_programme", "district_advance"],
+            programme_households_only=True,
+            max_per_house={"new_build": 40 * M, "repair": 20 * M},
+        ),
         Tier(name="pool", categories=["provincial_budget", "storm_relief"]),
         Tier(name="donations", categories=["donation"]),
     ],
-)  # fmt: skip
+)
 
 
 def household(programme=None, support="new_build", district="Lộc Bình", group="poor") -> Household:
-    return Household(code="LS-1", head_of_household="Nông Văn A", cccd="020190000001", province="Lạng Sơn",
-                     district=district, commune="Mẫu Sơn", beneficiary_group=group, support_type=support,
-                     decision_ref="270/QĐ-UBND", programme=programme)  # fmt: skip
+    return Household(
+        code="LS-1",
+        head_of_household="Nông Văn A",
+        cccd="020190000001",
+        province="Lạng Sơn",
+        district=district,
+        commune="Mẫu Sơn",
+        beneficiary_group=group,
+        support_type=support,
+        decision_ref="270/QĐ-UBND",
+        programme=programme,
+    )
 
 
 def src(code, category, free, priority=100, **rules) -> SourceView:
@@ -43,18 +56,23 @@ SOURCES = [
 
 def test_a_programme_household_is_covered_by_its_programme_first_up_to_the_cap_then_by_the_pool():
     assert plan_allocation(household("MTQG-GNBV"), 60 * M, SOURCES, POLICY) == [("GNBV", 40 * M), ("NS", 20 * M)]
-    assert plan_allocation(household("MTQG-GNBV", "repair"), 30 * M, SOURCES, POLICY) == [("GNBV", 20 * M),
-                                                                                          ("NS", 10 * M)]
+    assert plan_allocation(household("MTQG-GNBV", "repair"), 30 * M, SOURCES, POLICY) == [
+        ("GNBV", 20 * M),
+        ("NS", 10 * M),
+    ]
 
 
 def test_when_the_programme_runs_short_the_districts_advance_fills_its_share_and_the_cap_holds_across_both():
     short = [src("GNBV", "national_target_programme", 15 * M, 10, programmes=["MTQG-GNBV"]), *SOURCES[1:]]
     assert plan_allocation(household("MTQG-GNBV"), 60 * M, short, POLICY) == [
-        ("GNBV", 15 * M), ("ADV-LB", 25 * M), ("NS", 20 * M)
+        ("GNBV", 15 * M),
+        ("ADV-LB", 25 * M),
+        ("NS", 20 * M),
     ]
     # The advance is Lộc Bình's own money: a household elsewhere never draws on it.
     assert plan_allocation(household("MTQG-GNBV", district="Chi Lăng"), 60 * M, short, POLICY) == [
-        ("GNBV", 15 * M), ("NS", 45 * M)
+        ("GNBV", 15 * M),
+        ("NS", 45 * M),
     ]
 
 
@@ -72,10 +90,12 @@ def test_not_enough_in_every_eligible_source_is_refused_with_the_figures():
 
 
 def test_tranches_cut_the_pieces_in_order_and_add_up_to_the_entitlement():
-    plan = TranchePlan(tranches=[TrancheSpec(percent=70, milestone="foundation"),
-                                 TrancheSpec(percent=30, milestone="acceptance")])  # fmt: skip
+    plan = TranchePlan(
+        tranches=[TrancheSpec(percent=70, milestone="foundation"), TrancheSpec(percent=30, milestone="acceptance")]
+    )
     assert split_into_tranches([("GNBV", 40 * M), ("NS", 20 * M)], plan, 60 * M) == [
-        [("GNBV", 40 * M), ("NS", 2 * M)], [("NS", 18 * M)]
+        [("GNBV", 40 * M), ("NS", 2 * M)],
+        [("NS", 18 * M)],
     ]
     # Whole đồng: the last tranche takes the remainder.
     assert plan.amounts(1_000_001) == [700_000, 300_001]
@@ -88,9 +108,18 @@ ACTOR = Actor(user_id="tc.a", role="finance_officer", agency="STC", jurisdiction
 
 def tranches(*statuses: TrancheStatus, authorised_by=None) -> list[TrancheState]:
     specs = [(1, 70, Milestone.FOUNDATION), (2, 30, Milestone.ACCEPTANCE)]
-    return [TrancheState(n=n, percent=p, milestone=m, amount=p * M, status=s, authorised_by=authorised_by,
-                         pieces=[Piece(transfer_id=n, source="NS", amount=p * M)])
-            for (n, p, m), s in zip(specs, statuses, strict=False)]  # fmt: skip
+    return [
+        TrancheState(
+            n=n,
+            percent=p,
+            milestone=m,
+            amount=p * M,
+            status=s,
+            authorised_by=authorised_by,
+            pieces=[Piece(transfer_id=n, source="NS", amount=p * M)],
+        )
+        for (n, p, m), s in zip(specs, statuses, strict=False)
+    ]
 
 
 def refused(fn) -> str:
@@ -101,15 +130,18 @@ def refused(fn) -> str:
 
 def test_payout_steps_follow_their_order_and_the_authoriser_never_releases():
     def payout(step, ts, tranche=1, milestone=None, stage=Stage.CONSTRUCTION, actor=ACTOR):
-        return lambda: check_payout(step=step, stage=stage, household_code="X", tranches=ts, tranche=tranche,
-                                    milestone=milestone, actor=actor)  # fmt: skip
+        return lambda: check_payout(
+            step=step, stage=stage, household_code="X", tranches=ts, tranche=tranche, milestone=milestone, actor=actor
+        )
 
     planned = tranches(TrancheStatus.PLANNED, TrancheStatus.PLANNED)
     assert refused(payout(Step.AUTHORISE_PAYOUT, planned)) == "OutOfOrder"  # not due yet
     assert refused(payout(Step.REPORT_PROGRESS, planned, milestone=Milestone.PROGRESS_30)) == "UnknownMilestone"
     assert payout(Step.REPORT_PROGRESS, planned, milestone=Milestone.FOUNDATION)().n == 1
-    assert refused(payout(Step.REPORT_PROGRESS, planned, milestone=Milestone.FOUNDATION,
-                          stage=Stage.ACCEPTANCE)) == "OutOfOrder"  # fmt: skip
+    assert (
+        refused(payout(Step.REPORT_PROGRESS, planned, milestone=Milestone.FOUNDATION, stage=Stage.ACCEPTANCE))
+        == "OutOfOrder"
+    )
     assert refused(payout(Step.AUTHORISE_PAYOUT, [], tranche=1)) == "NoTranches"
     due = tranches(TrancheStatus.DUE, TrancheStatus.PLANNED)
     assert payout(Step.AUTHORISE_PAYOUT, due)().n == 1

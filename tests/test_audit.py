@@ -55,8 +55,14 @@ async def _run(client, sessions, settings, bank, paid, retried, cancelled):
         await drive_one(client, sessions, paid)
         await drive_one(client, sessions, retried)
         await drive_one(client, sessions, cancelled, payouts=False)
-        await take_step(client, sessions, cancelled.code, Step.CANCEL, sample.district_user(cancelled.district),
-                        reason="hộ chuyển đi nơi khác")  # fmt: skip
+        await take_step(
+            client,
+            sessions,
+            cancelled.code,
+            Step.CANCEL,
+            sample.district_user(cancelled.district),
+            reason="hộ chuyển đi nơi khác",
+        )
         for h in (paid, retried, cancelled):
             await client.get_workflow_handle(h.workflow_id).result()
     return {"households": (paid, retried, cancelled), "codes": [paid.code, retried.code, cancelled.code]}
@@ -170,8 +176,9 @@ async def test_export_then_offline_replay_and_verify(client, sessions, run, tmp_
     path = tmp_path / "x" / "histories" / f"household-{run['codes'][0]}.json"
     path.write_text(path.read_text().replace('"eventId": "5"', '"eventId": "5" '))
     altered = archive.Archive.open(tmp_path / "x")
-    assert altered.problems == [f"histories/{path.name}: content differs from the manifest's SHA-256 (edited "
-                                "after export)"]  # fmt: skip
+    assert altered.problems == [
+        f"histories/{path.name}: content differs from the manifest's SHA-256 (edited after export)"
+    ]
     assert verify([], arch.records(), archive_problems=altered.problems).by_kind()["archive_altered"] == 1
     (tmp_path / "x" / "SHA256SUMS").unlink()
     assert "SHA256SUMS: missing (it holds the manifest's own hash)" in archive.Archive.open(tmp_path / "x").problems
@@ -195,8 +202,12 @@ async def test_a_forged_history_in_a_resealed_export_is_named(client, sessions, 
     path = tmp_path / "x" / "histories" / f"household-{paid.code}.json"
     history = WorkflowHistory.from_json(paid.workflow_id, path.read_text())
     # The first step's record, in the marker of the local activity that wrote it.
-    ev = next(e for e in history.events if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
-              and "result" in e.marker_recorded_event_attributes.details)  # fmt: skip
+    ev = next(
+        e
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
+        and "result" in e.marker_recorded_event_attributes.details
+    )
     payloads = ev.marker_recorded_event_attributes.details["result"].payloads
     [outcome] = await SEALED.decode(list(payloads))
     record = outcome["record"]
@@ -232,8 +243,10 @@ async def test_a_binary_copy_that_differs_from_its_json_is_named(client, session
     arch = archive.Archive.open(tmp_path / "x")
     assert arch.problems == []  # the hashes were redone …
     trails = [await read_trail(h, SEALED) for h in arch.histories()]
-    assert arch.problems == [f"histories/{binary.name}: not the same history as histories/household-{paid.code}"
-                             f".json (event {history.events[4].event_id} differs)"]  # fmt: skip
+    assert arch.problems == [
+        f"histories/{binary.name}: not the same history as histories/household-{paid.code}"
+        f".json (event {history.events[4].event_id} differs)"
+    ]
     report = verify(trails, arch.records(), archive_problems=arch.problems)
     assert report.by_kind() == {"archive_altered": 1}
     arch.compare_copies()  # what verify does after reading: each copy is compared once
@@ -276,8 +289,9 @@ async def test_an_edited_audit_row_breaks_its_hash_and_disagrees_with_the_histor
     client, sessions, owner_sessions, run
 ):
     code = run["codes"][1]
-    async with tampered(owner_sessions, "UPDATE audit_log SET reason = 'sửa sau' "
-                        f"WHERE household_code = '{code}' AND seq = 2") as bound:  # fmt: skip
+    async with tampered(
+        owner_sessions, f"UPDATE audit_log SET reason = 'sửa sau' WHERE household_code = '{code}' AND seq = 2"
+    ) as bound:
         report = await verify_live(client, sessions, run["codes"], bound)
     # The officer signed no such reason either (tests/test_audit_signatures.py checks signatures in depth).
     assert report.by_kind() == {"record_differs": 1, "chain_broken": 1, "signature_invalid": 1}
@@ -300,8 +314,10 @@ async def test_a_rewritten_and_rechained_audit_log_is_caught_by_the_hashes_in_th
             row["amount"] = 70_000_000
         row["prev_hash"], row["hash"] = prev, row_hash(prev, row)
         prev = row["hash"]
-        statements.append(f"UPDATE audit_log SET amount = {row['amount'] or 'NULL'}, prev_hash = '{row['prev_hash']}', "
-                          f"hash = '{row['hash']}' WHERE id = {row['id']}")  # fmt: skip
+        statements.append(
+            f"UPDATE audit_log SET amount = {row['amount'] or 'NULL'}, prev_hash = '{row['prev_hash']}', "
+            f"hash = '{row['hash']}' WHERE id = {row['id']}"
+        )
     async with tampered(owner_sessions, *statements) as bound:
         report = await verify_live(client, sessions, run["codes"], bound)
     kinds = report.by_kind()
@@ -309,42 +325,68 @@ async def test_a_rewritten_and_rechained_audit_log_is_caught_by_the_hashes_in_th
     assert kinds["audit_hash_differs"] == len(rows) - 2  # every row from the allocation (seq 3) on
     assert kinds["amount_differs"] == 1
     assert "audit amount 70000000, history 60000000 (allocate)" in next(
-        d.detail for d in report.discrepancies if d.kind == "amount_differs")  # fmt: skip
+        d.detail for d in report.discrepancies if d.kind == "amount_differs"
+    )
 
 
 async def test_a_forged_audit_row_chained_correctly_has_no_step_in_the_history(client, sessions, owner_sessions, run):
     code = run["codes"][2]
     async with sessions() as s:
-        last = (await s.execute(text("SELECT * FROM audit_log WHERE household_code = :c ORDER BY seq DESC LIMIT 1"),
-                                {"c": code})).mappings().one()  # fmt: skip
-    forged = dict(last) | {"seq": last["seq"] + 1, "idempotency_key": f"household-{code}#{last['seq'] + 1}",
-                           "step": "settle", "reason": None, "evidence": ["QT-GIA"], "amount": None,
-                           "transfer_id": None, "assertion": None, "signed_input": None}  # fmt: skip
+        last = (
+            (
+                await s.execute(
+                    text("SELECT * FROM audit_log WHERE household_code = :c ORDER BY seq DESC LIMIT 1"), {"c": code}
+                )
+            )
+            .mappings()
+            .one()
+        )
+    forged = dict(last) | {
+        "seq": last["seq"] + 1,
+        "idempotency_key": f"household-{code}#{last['seq'] + 1}",
+        "step": "settle",
+        "reason": None,
+        "evidence": ["QT-GIA"],
+        "amount": None,
+        "transfer_id": None,
+        "assertion": None,
+        "signed_input": None,
+    }
     forged["hash"] = row_hash(last["hash"], forged)
-    sql = ("INSERT INTO audit_log (household_code, seq, idempotency_key, step, from_stage, to_stage, actor_user_id, "
-           "actor_role, actor_agency, evidence, reason, amount, transfer_id, occurred_at, prev_hash, hash) VALUES "
-           f"('{code}', {forged['seq']}, '{forged['idempotency_key']}', 'settle', '{last['from_stage']}', "
-           f"'{last['to_stage']}', '{last['actor_user_id']}', '{last['actor_role']}', '{last['actor_agency']}', "
-           f"'[\"QT-GIA\"]', NULL, NULL, NULL, '{last['occurred_at'].isoformat()}', '{last['hash']}', "
-           f"'{forged['hash']}')")  # fmt: skip
+    sql = (
+        "INSERT INTO audit_log (household_code, seq, idempotency_key, step, from_stage, to_stage, actor_user_id, "
+        "actor_role, actor_agency, evidence, reason, amount, transfer_id, occurred_at, prev_hash, hash) VALUES "
+        f"('{code}', {forged['seq']}, '{forged['idempotency_key']}', 'settle', '{last['from_stage']}', "
+        f"'{last['to_stage']}', '{last['actor_user_id']}', '{last['actor_role']}', '{last['actor_agency']}', "
+        f"'[\"QT-GIA\"]', NULL, NULL, NULL, '{last['occurred_at'].isoformat()}', '{last['hash']}', "
+        f"'{forged['hash']}')"
+    )
     async with tampered(owner_sessions, sql) as bound:
         report = await verify_live(client, sessions, run["codes"], bound)
     # The chain is whole: only the history can tell, and the missing signature (the forger holds no front
     # door's private key; tests/test_audit_signatures.py forges one with a key of their own).
     assert report.by_kind() == {"audit_without_history": 1, "signature_missing": 1}
-    assert f"household-{code}#{forged['seq']}" in next(d.detail for d in report.discrepancies
-                                                         if d.kind == "audit_without_history")  # fmt: skip
+    assert f"household-{code}#{forged['seq']}" in next(
+        d.detail for d in report.discrepancies if d.kind == "audit_without_history"
+    )
 
 
 async def test_a_forged_ledger_transfer_and_an_edited_amount_are_named(client, sessions, owner_sessions, run):
     code = run["codes"][0]
     async with sessions() as s:
-        post_id = await s.scalar(text("SELECT id FROM ledger_transfers WHERE household_code = :c "
-                                      "AND kind = 'post_pending' ORDER BY id LIMIT 1"), {"c": code})  # fmt: skip
-    forge = ("INSERT INTO ledger_transfers (idempotency_key, kind, debit_account_id, credit_account_id, amount, "
-             "pending_id, household_code, memo, code, tranche) SELECT 'household-' || household_code || '#99:post', "
-             f"'posted', debit_account_id, credit_account_id, amount, NULL, household_code, 'forged', code, tranche "
-             f"FROM ledger_transfers WHERE id = {post_id}")  # fmt: skip
+        post_id = await s.scalar(
+            text(
+                "SELECT id FROM ledger_transfers WHERE household_code = :c "
+                "AND kind = 'post_pending' ORDER BY id LIMIT 1"
+            ),
+            {"c": code},
+        )
+    forge = (
+        "INSERT INTO ledger_transfers (idempotency_key, kind, debit_account_id, credit_account_id, amount, "
+        "pending_id, household_code, memo, code, tranche) SELECT 'household-' || household_code || '#99:post', "
+        f"'posted', debit_account_id, credit_account_id, amount, NULL, household_code, 'forged', code, tranche "
+        f"FROM ledger_transfers WHERE id = {post_id}"
+    )
     async with tampered(owner_sessions, forge) as bound:
         report = await verify_live(client, sessions, run["codes"], bound)
     assert report.by_kind() == {"ledger_without_history": 1}
@@ -361,22 +403,31 @@ async def test_a_role_the_policy_of_the_day_did_not_allow_is_named(client, sessi
     """Rewriting the policy table after the fact (only district officers verify): every commune verification
     is now a step by a role the policy did not allow, and the history's copy of the policy disagrees."""
     [version] = {t.policy_version for trail in await trails_of(client, run["codes"]) for t in trail.transitions}
-    sql = ("UPDATE workflow_policies SET document = jsonb_set(document, '{steps,verify,roles}', "
-           f"'[\"district_officer\"]') WHERE version = '{version}'")  # fmt: skip
+    sql = (
+        "UPDATE workflow_policies SET document = jsonb_set(document, '{steps,verify,roles}', "
+        f"'[\"district_officer\"]') WHERE version = '{version}'"
+    )
     async with tampered(owner_sessions, sql, disable=()) as bound:
         report = await verify_live(client, sessions, run["codes"], bound)
     kinds = report.by_kind()
     assert kinds == {"role_not_allowed": 3, "policy_unknown": 3}
-    assert all("took 'verify' as 'commune_officer'" in d.detail and "allows district_officer" in d.detail
-               for d in report.discrepancies if d.kind == "role_not_allowed")  # fmt: skip
+    assert all(
+        "took 'verify' as 'commune_officer'" in d.detail and "allows district_officer" in d.detail
+        for d in report.discrepancies
+        if d.kind == "role_not_allowed"
+    )
 
 
 async def test_replay_names_a_history_the_code_does_not_reproduce(client, run):
     paid = run["households"][0]
     history = await client.get_workflow_handle(paid.workflow_id).fetch_history()
     # The first step's local activity, renamed in its marker: the code would run another activity there.
-    ev = next(e for e in history.events if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
-              and e.marker_recorded_event_attributes.marker_name == LOCAL_ACTIVITY_MARKER)  # fmt: skip
+    ev = next(
+        e
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
+        and e.marker_recorded_event_attributes.marker_name == LOCAL_ACTIVITY_MARKER
+    )
     [data] = ev.marker_recorded_event_attributes.details["data"].payloads
     marker = json.loads(data.data)
     name = marker["activity_type"]
@@ -389,14 +440,24 @@ async def test_replay_names_a_history_the_code_does_not_reproduce(client, run):
 
 def test_the_audit_commands_end_to_end(client, settings, run, tmp_path):
     """The command line an auditor runs: export, then replay, verify and timeline from the export alone."""
-    env = {**os.environ, "DATABASE_URL": settings.database_url, "PAYLOAD_KEYS_FILE": str(TEST_KEYS_FILE),
-           "TEMPORAL_ADDRESS": client.service_client.config.target_host,
-           "STATE_DIR": str(tmp_path / "state")}  # fmt: skip
+    env = {
+        **os.environ,
+        "DATABASE_URL": settings.database_url,
+        "PAYLOAD_KEYS_FILE": str(TEST_KEYS_FILE),
+        "TEMPORAL_ADDRESS": client.service_client.config.target_host,
+        "STATE_DIR": str(tmp_path / "state"),
+    }
     env.pop("PAYLOAD_KEYS", None)
 
     def cli(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "starter.py", "audit", *args], cwd=ROOT, env=env,
-                              capture_output=True, text=True, timeout=120)  # fmt: skip
+        return subprocess.run(
+            [sys.executable, "starter.py", "audit", *args],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
 
     codes = [a for c in run["codes"] for a in ("--code", c)]
     done = cli("export", str(tmp_path / "x"))

@@ -71,8 +71,11 @@ async def test_an_edited_row_is_named_by_the_chain_check(sessions, owner_session
         assert "edited" in report.first_break.reason
         assert f"id={target['id']}" in str(report.first_break)
     finally:
-        await _tamper(owner_sessions, "UPDATE audit_log SET amount = :a WHERE id = :id",
-                      {"id": target["id"], "a": target["amount"]})  # fmt: skip
+        await _tamper(
+            owner_sessions,
+            "UPDATE audit_log SET amount = :a WHERE id = :id",
+            {"id": target["id"], "a": target["amount"]},
+        )
     async with sessions() as s:
         assert (await audit.verify_chain(s, settled.code)).ok
 
@@ -82,15 +85,21 @@ async def test_a_rewritten_row_with_a_fresh_hash_breaks_the_next_link(sessions, 
     target = rows[1]
     fields = dict(target) | {"actor_user_id": "tinh.luong"}
     new_hash = audit.row_hash(target["prev_hash"], fields)
-    await _tamper(owner_sessions, "UPDATE audit_log SET actor_user_id = 'tinh.luong', hash = :h WHERE id = :id",
-                  {"id": target["id"], "h": new_hash})  # fmt: skip
+    await _tamper(
+        owner_sessions,
+        "UPDATE audit_log SET actor_user_id = 'tinh.luong', hash = :h WHERE id = :id",
+        {"id": target["id"], "h": new_hash},
+    )
     try:
         async with sessions() as s:
             report = await audit.verify_chain(s, settled.code)
         assert report.first_break.seq == 3 and "prev_hash" in report.first_break.reason
     finally:
-        await _tamper(owner_sessions, "UPDATE audit_log SET actor_user_id = :u, hash = :h WHERE id = :id",
-                      {"id": target["id"], "u": target["actor_user_id"], "h": target["hash"]})  # fmt: skip
+        await _tamper(
+            owner_sessions,
+            "UPDATE audit_log SET actor_user_id = :u, hash = :h WHERE id = :id",
+            {"id": target["id"], "u": target["actor_user_id"], "h": target["hash"]},
+        )
 
 
 async def test_a_deleted_row_is_named_as_missing(sessions, owner_sessions, settled):
@@ -125,8 +134,9 @@ async def _in_rolled_back(owner_sessions, *statements: tuple[str, dict]):
             await tx.rollback()
 
 
-async def test_a_cut_tail_and_a_removed_chain_are_named_by_the_chain_check(sessions, owner_sessions, client,
-                                                                         task_queue):  # fmt: skip
+async def test_a_cut_tail_and_a_removed_chain_are_named_by_the_chain_check(
+    sessions, owner_sessions, client, task_queue
+):
     """What is left of a chain whose last rows were deleted still numbers from 1 and links; a household whose
     every row was deleted has no chain to walk. The head recorded as each row was written names both."""
     a, b = await enroll(client, sessions, task_queue, make_households(2))
@@ -135,8 +145,12 @@ async def test_a_cut_tail_and_a_removed_chain_are_named_by_the_chain_check(sessi
     rows = await _rows(sessions, a.code)
     assert len(rows) == 13
     async with sessions() as s:
-        heads = {r.household_code: r for r in await s.execute(select(audit_chain_heads).where(
-            audit_chain_heads.c.household_code.in_([a.code, b.code])))}  # fmt: skip
+        heads = {
+            r.household_code: r
+            for r in await s.execute(
+                select(audit_chain_heads).where(audit_chain_heads.c.household_code.in_([a.code, b.code]))
+            )
+        }
         assert (await audit.verify_chain(s, a.code)).ok
     assert (heads[a.code].seq, heads[a.code].hash.strip()) == (13, rows[-1]["hash"].strip())
 

@@ -53,14 +53,21 @@ async def run(client, sessions, owner_sessions, settings):
     paid, batched = make_households(2, beneficiary_group="poor", support_type="new_build", programme="")
     async with running_worker(client, sessions, settings) as tq:
         await enroll(client, sessions, tq, [paid, batched])
-        await take_step(client, sessions, paid.code, Step.VERIFY, sample.commune_user(paid.district, paid.commune),
-                        evidence=["BB-1"])  # fmt: skip
+        await take_step(
+            client,
+            sessions,
+            paid.code,
+            Step.VERIFY,
+            sample.commune_user(paid.district, paid.commune),
+            evidence=["BB-1"],
+        )
         async with sessions() as s:
             current = await current_workflow_policy(s, date.today())
         newer = current.model_copy(update={"version": f"sig-{uuid.uuid4().hex[:8]}"})
         await policies.add_version(owner_sessions, newer, date.today(), sample.ADMIN_USER)
-        pushed = await policies.push(client, sessions, newer, sample.ADMIN_USER, signer=FRONT_DOOR,
-                                     query=f"WorkflowId = '{paid.workflow_id}'")  # fmt: skip
+        pushed = await policies.push(
+            client, sessions, newer, sample.ADMIN_USER, signer=FRONT_DOOR, query=f"WorkflowId = '{paid.workflow_id}'"
+        )
         assert (pushed.applied, pushed.refused) == (1, 0)
         await drive_one(client, sessions, paid)
         await client.get_workflow_handle(paid.workflow_id).result()
@@ -70,9 +77,21 @@ async def run(client, sessions, owner_sessions, settings):
         for action, user in ((BatchAction.AUTHORISE, "tc.hoang"), (BatchAction.RELEASE, sample.TREASURY_USER)):
             async with sessions() as s:
                 actor = await users.require_actor(s, user)
-            result = await run_batch(client, tq, payouts.sign_batch(FRONT_DOOR, PayoutBatchInput(
-                batch_id=payouts.batch_id_for(action, 1, selection, uuid.uuid4().hex[:6]), action=action, tranche=1,
-                selection=selection, actor=actor, evidence=["BATCH"])))  # fmt: skip
+            result = await run_batch(
+                client,
+                tq,
+                payouts.sign_batch(
+                    FRONT_DOOR,
+                    PayoutBatchInput(
+                        batch_id=payouts.batch_id_for(action, 1, selection, uuid.uuid4().hex[:6]),
+                        action=action,
+                        tranche=1,
+                        selection=selection,
+                        actor=actor,
+                        evidence=["BATCH"],
+                    ),
+                ),
+            )
             assert result.progress.done == 1, result
         await wait_until(tranche_is(client, batched.code, TrancheStatus.PAID), seconds=30)
     return {"paid": paid, "batched": batched, "policy": newer.version}
@@ -113,8 +132,10 @@ async def test_every_step_is_signed_and_verifies(client, sessions, run):
 
 
 async def test_an_edited_evidence_is_not_what_was_signed(client, sessions, owner_sessions, paid):
-    async with tampered(owner_sessions, "UPDATE audit_log SET evidence = '[\"BB-GIA\"]' "
-                        f"WHERE household_code = '{paid.code}' AND seq = 1") as bound:  # fmt: skip
+    async with tampered(
+        owner_sessions,
+        f"UPDATE audit_log SET evidence = '[\"BB-GIA\"]' WHERE household_code = '{paid.code}' AND seq = 1",
+    ) as bound:
         report = await verify_live(client, sessions, [paid.code], bound)
     [bad] = of_kinds(report, *SIGNATURE_KINDS)
     assert bad.kind == "signature_invalid" and "seq 1, verify" in bad.where
@@ -132,7 +153,7 @@ async def test_a_rewritten_signed_input_or_signature_does_not_verify(client, ses
         f"WHERE id = {row['id']}",
         f"UPDATE audit_log SET assertion = jsonb_set(assertion, '{{signature}}', '\"{'A' * 86}\"') "
         f"WHERE id = {rows[2]['id']}",
-    ]  # fmt: skip
+    ]
     async with tampered(owner_sessions, *statements) as bound:
         report = await verify_live(client, sessions, [paid.code], bound)
     found = {(d.kind, d.where.split(",")[0]) for d in of_kinds(report, *SIGNATURE_KINDS)}
@@ -149,8 +170,9 @@ async def test_a_rewritten_signed_input_or_signature_does_not_verify(client, ses
 async def test_a_removed_signature_is_named_missing(client, sessions, owner_sessions, paid):
     rows = await rows_of(sessions, paid.code)
     last = rows[-1]
-    async with tampered(owner_sessions, f"UPDATE audit_log SET assertion = NULL, signed_input = NULL "
-                        f"WHERE id = {last['id']}") as bound:  # fmt: skip
+    async with tampered(
+        owner_sessions, f"UPDATE audit_log SET assertion = NULL, signed_input = NULL WHERE id = {last['id']}"
+    ) as bound:
         report = await verify_live(client, sessions, [paid.code], bound)
     [missing] = of_kinds(report, *SIGNATURE_KINDS)
     assert missing.kind == "signature_missing" and f"seq {last['seq']}" in missing.where
@@ -165,19 +187,33 @@ async def test_a_forged_row_signed_with_a_key_the_engine_never_trusted(client, s
     seq = last["seq"] + 1
     forger = signing.new_ring("forger-1")
     signed_input = last["signed_input"] | {"evidence": ["QT-GIA"]}
-    a = forger.sign(workflow_id=paid.workflow_id, step="settle", input_digest=digest_of(signed_input),
-                    user_id=last["actor_user_id"], now=last["occurred_at"])  # fmt: skip
-    forged = last | {"seq": seq, "idempotency_key": f"{paid.workflow_id}#{seq}", "step": "settle",
-                     "evidence": ["QT-GIA"], "amount": None, "transfer_id": None,
-                     "assertion": a.model_dump(mode="json"), "signed_input": signed_input}  # fmt: skip
+    a = forger.sign(
+        workflow_id=paid.workflow_id,
+        step="settle",
+        input_digest=digest_of(signed_input),
+        user_id=last["actor_user_id"],
+        now=last["occurred_at"],
+    )
+    forged = last | {
+        "seq": seq,
+        "idempotency_key": f"{paid.workflow_id}#{seq}",
+        "step": "settle",
+        "evidence": ["QT-GIA"],
+        "amount": None,
+        "transfer_id": None,
+        "assertion": a.model_dump(mode="json"),
+        "signed_input": signed_input,
+    }
     forged["prev_hash"], forged["hash"] = last["hash"], row_hash(last["hash"], forged)
-    sql = ("INSERT INTO audit_log (household_code, seq, idempotency_key, step, from_stage, to_stage, actor_user_id, "
-           "actor_role, actor_agency, evidence, reason, amount, transfer_id, occurred_at, prev_hash, hash, assertion, "
-           f"signed_input) VALUES ('{paid.code}', {seq}, '{forged['idempotency_key']}', 'settle', "
-           f"'{last['from_stage']}', '{last['to_stage']}', '{last['actor_user_id']}', '{last['actor_role']}', "
-           f"'{last['actor_agency']}', '[\"QT-GIA\"]', NULL, NULL, NULL, '{last['occurred_at'].isoformat()}', "
-           f"'{last['hash']}', '{forged['hash']}', {sql_json(forged['assertion'])}, "
-           f"{sql_json(signed_input)})")  # fmt: skip
+    sql = (
+        "INSERT INTO audit_log (household_code, seq, idempotency_key, step, from_stage, to_stage, actor_user_id, "
+        "actor_role, actor_agency, evidence, reason, amount, transfer_id, occurred_at, prev_hash, hash, assertion, "
+        f"signed_input) VALUES ('{paid.code}', {seq}, '{forged['idempotency_key']}', 'settle', "
+        f"'{last['from_stage']}', '{last['to_stage']}', '{last['actor_user_id']}', '{last['actor_role']}', "
+        f"'{last['actor_agency']}', '[\"QT-GIA\"]', NULL, NULL, NULL, '{last['occurred_at'].isoformat()}', "
+        f"'{last['hash']}', '{forged['hash']}', {sql_json(forged['assertion'])}, "
+        f"{sql_json(signed_input)})"
+    )
     async with tampered(owner_sessions, sql) as bound:
         report = await verify_live(client, sessions, [paid.code], bound)
     assert report.by_kind() == {"audit_without_history": 1, "signature_key_not_valid": 1}, report.discrepancies
@@ -250,20 +286,26 @@ async def test_an_export_without_its_public_keys_names_every_signed_step(client,
 
 
 def _cli(settings, client, tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "DATABASE_URL": settings.database_url, "PAYLOAD_KEYS_FILE": str(TEST_KEYS_FILE),
-           "TEMPORAL_ADDRESS": client.service_client.config.target_host,
-           "STATE_DIR": str(tmp_path / "state")}  # fmt: skip
+    env = {
+        **os.environ,
+        "DATABASE_URL": settings.database_url,
+        "PAYLOAD_KEYS_FILE": str(TEST_KEYS_FILE),
+        "TEMPORAL_ADDRESS": client.service_client.config.target_host,
+        "STATE_DIR": str(tmp_path / "state"),
+    }
     env.pop("PAYLOAD_KEYS", None)
-    return subprocess.run([sys.executable, "starter.py", "audit", *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=120)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "starter.py", "audit", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
 
 
 async def test_a_payment_answer_edited_is_not_what_the_channel_signed(client, sessions, owner_sessions, paid):
     """The channel signs its answers with a key of its own: a confirmation's bank reference edited in the row,
     or the answer's key registered for the officers instead, is named."""
     [confirmed, *_] = [r for r in await rows_of(sessions, paid.code) if r["step"] == "payment_confirmed"]
-    async with tampered(owner_sessions, "UPDATE audit_log SET evidence = '[\"SIM-GIA\"]' "
-                        f"WHERE id = {confirmed['id']}") as bound:  # fmt: skip
+    async with tampered(
+        owner_sessions, f"UPDATE audit_log SET evidence = '[\"SIM-GIA\"]' WHERE id = {confirmed['id']}"
+    ) as bound:
         report = await verify_live(client, sessions, [paid.code], bound)
     [bad] = of_kinds(report, *SIGNATURE_KINDS)
     assert bad.kind == "signature_invalid" and "bank reference the channel signed" in bad.detail
@@ -281,18 +323,33 @@ def test_steps_before_signing_began_need_no_signature_but_none_after():
     """A household whose first steps predate signed actions: those rows carry nothing and are fine; from its
     first signed row on, a row without a signature is named."""
     code = "LS270-00001"
-    keys = signing.TrustedKeys.of([signing.PublicKey(FRONT_DOOR.active, "officers", FRONT_DOOR.public(),
-                                                     datetime(2020, 1, 1, tzinfo=UTC))])  # fmt: skip
+    keys = signing.TrustedKeys.of(
+        [signing.PublicKey(FRONT_DOOR.active, "officers", FRONT_DOOR.public(), datetime(2020, 1, 1, tzinfo=UTC))]
+    )
     at = datetime(2026, 6, 1, 3, tzinfo=UTC)
     signed_input = {"actor": {"user_id": "u.allocate"}, "evidence": ["QD"], "reason": None, "source": None}
-    a = FRONT_DOOR.sign(workflow_id=f"household-{code}", step="allocate", input_digest=digest_of(signed_input),
-                        user_id="u.allocate", now=at)  # fmt: skip
+    a = FRONT_DOOR.sign(
+        workflow_id=f"household-{code}",
+        step="allocate",
+        input_digest=digest_of(signed_input),
+        user_id="u.allocate",
+        now=at,
+    )
 
     def row(seq: int, step: str, signed: bool) -> dict:
-        return {"id": seq, "household_code": code, "seq": seq, "idempotency_key": f"household-{code}#{seq}",
-                "step": step, "actor_user_id": "u.allocate" if signed else "u.old", "evidence": ["QD"],
-                "reason": None, "occurred_at": at.isoformat(), "assertion": a.model_dump(mode="json") if signed
-                else None, "signed_input": signed_input if signed else None}  # fmt: skip
+        return {
+            "id": seq,
+            "household_code": code,
+            "seq": seq,
+            "idempotency_key": f"household-{code}#{seq}",
+            "step": step,
+            "actor_user_id": "u.allocate" if signed else "u.old",
+            "evidence": ["QD"],
+            "reason": None,
+            "occurred_at": at.isoformat(),
+            "assertion": a.model_dump(mode="json") if signed else None,
+            "signed_input": signed_input if signed else None,
+        }
 
     rows = [row(1, "verify", False), row(2, "approve", False), row(3, "allocate", True), row(4, "settle", False)]
     report = VerifyReport()

@@ -34,8 +34,9 @@ from tests.test_payments import release_first_tranche
 
 def instruction(code: str = "TBANK1-00001", amount: int = 42_000_000, **kw) -> PaymentInstruction:
     terms = {"tranche": 1, "attempt": 1, "amount": amount, "payee": "Nguyễn Văn A", "released_by": "kb.tinh"}
-    return PaymentInstruction(payment_id=f"{code}-A1-T1-1", workflow_id=f"household-{code}", household_code=code,
-                              **(terms | kw))  # fmt: skip
+    return PaymentInstruction(
+        payment_id=f"{code}-A1-T1-1", workflow_id=f"household-{code}", household_code=code, **(terms | kw)
+    )
 
 
 async def test_an_instruction_submitted_twice_is_paid_once(tmp_path):
@@ -63,8 +64,9 @@ async def test_the_same_id_with_another_amount_is_refused(tmp_path):
             await channel.submit(instruction())
             body = json.dumps(instruction(amount=43_000_000).model_dump(mode="json")).encode()
             async with httpx.AsyncClient() as http:
-                r = await http.post(f"{bank.url}/instructions", content=body,
-                                    headers=callbacks.signed_headers(bank.secret, body))  # fmt: skip
+                r = await http.post(
+                    f"{bank.url}/instructions", content=body, headers=callbacks.signed_headers(bank.secret, body)
+                )
             assert r.status_code == 409 and "amount" in r.json()["detail"]
             for other in (instruction(amount=43_000_000), instruction(payee="Người Khác")):
                 with pytest.raises(InstructionConflict, match="already accepted with other terms"):
@@ -80,8 +82,7 @@ async def test_a_bank_killed_after_accepting_keeps_the_instruction_and_answers_i
             assert (await channel.status(instr.payment_id)).state == "pending"
             bank.kill()  # SIGKILL: no chance to flush anything it had not made durable
             bank.start()
-            assert [(p["payment_id"], p["state"]) for p in await channel.statement()] == [(instr.payment_id,
-                                                                                           "pending")]  # fmt: skip
+            assert [(p["payment_id"], p["state"]) for p in await channel.statement()] == [(instr.payment_id, "pending")]
             bank.kill()
             bank.start(hold=False)  # the same book, now answering what was pending
 
@@ -90,8 +91,9 @@ async def test_a_bank_killed_after_accepting_keeps_the_instruction_and_answers_i
 
             await wait_until(confirmed)
             await channel.submit(instr)  # the engine's escalation re-sends the same id: nothing new
-            assert [(p["payment_id"], p["state"]) for p in await channel.statement()] == [(instr.payment_id,
-                                                                                           "confirmed")]  # fmt: skip
+            assert [(p["payment_id"], p["state"]) for p in await channel.statement()] == [
+                (instr.payment_id, "confirmed")
+            ]
 
 
 async def test_a_callback_to_a_receiver_down_at_first_is_retried_and_arrives(client, sessions, settings, tmp_path):
@@ -105,8 +107,9 @@ async def test_a_callback_to_a_receiver_down_at_first_is_retried_and_arrives(cli
 
                 async def refused_twice():
                     rows = await bank.statement(h.code)
-                    return rows if rows and rows[0]["state"] == "confirmed" and rows[0]["callback_attempts"] >= 2 \
-                        else None  # fmt: skip
+                    return (
+                        rows if rows and rows[0]["state"] == "confirmed" and rows[0]["callback_attempts"] >= 2 else None
+                    )
 
                 (row,) = await wait_until(refused_twice)
                 assert row["callback_delivered_at"] is None
@@ -129,10 +132,15 @@ async def test_a_callback_with_a_bad_signature_is_refused_and_signals_nothing(cl
         body = f'{{"payment_id": "{h.code}-A1-T1-1"}}'.encode()
         async with callback_receiver(client) as url, httpx.AsyncClient() as http:
             stale = int(time.time()) - callbacks.MAX_SKEW_SECONDS - 60  # a signed body copied and sent again later
-            refused = [callbacks.signed_headers("not-the-secret", body), {},
-                       callbacks.signed_headers(TEST_CALLBACK_SECRET, body.replace(b"T1-1", b"T2-1")),
-                       {callbacks.TIMESTAMP_HEADER: str(stale),
-                        callbacks.SIGNATURE_HEADER: callbacks.sign(TEST_CALLBACK_SECRET, body, stale)}]  # fmt: skip
+            refused = [
+                callbacks.signed_headers("not-the-secret", body),
+                {},
+                callbacks.signed_headers(TEST_CALLBACK_SECRET, body.replace(b"T1-1", b"T2-1")),
+                {
+                    callbacks.TIMESTAMP_HEADER: str(stale),
+                    callbacks.SIGNATURE_HEADER: callbacks.sign(TEST_CALLBACK_SECRET, body, stale),
+                },
+            ]
             for headers in refused:
                 r = await http.post(url, content=body, headers=headers)
                 assert r.status_code == 401
@@ -159,8 +167,9 @@ async def test_only_the_engine_may_instruct_a_payment(tmp_path):
 
 def test_the_worker_refuses_to_start_without_a_payment_channel(tmp_path):
     env = {**os.environ, "PAYMENT_CHANNEL": "", "STATE_DIR": str(tmp_path), "LOG_JSON": "true"}
-    done = subprocess.run([sys.executable, str(ROOT / "worker.py")], capture_output=True, text=True, env=env,
-                          cwd=ROOT, timeout=60)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "worker.py")], capture_output=True, text=True, env=env, cwd=ROOT, timeout=60
+    )
     assert done.returncode == 2
     assert "PAYMENT_CHANNEL is not set" in done.stderr
 

@@ -18,10 +18,13 @@ S = TrancheStatus
 
 def _state(stage: Stage, *statuses: TrancheStatus) -> HouseholdState:
     milestones = [Milestone.FOUNDATION, Milestone.ACCEPTANCE]
-    tranches = [TrancheState(n=i + 1, percent=50, milestone=milestones[i], amount=30_000_000, status=s)
-                for i, s in enumerate(statuses)]  # fmt: skip
-    return HouseholdState(household_code="X", stage=stage, stage_since=datetime.now(UTC), policy_version="v1",
-                          tranches=tranches)  # fmt: skip
+    tranches = [
+        TrancheState(n=i + 1, percent=50, milestone=milestones[i], amount=30_000_000, status=s)
+        for i, s in enumerate(statuses)
+    ]
+    return HouseholdState(
+        household_code="X", stage=stage, stage_since=datetime.now(UTC), policy_version="v1", tranches=tranches
+    )
 
 
 def test_the_next_step_is_read_from_the_state_as_the_drivers_script_orders_it():
@@ -47,8 +50,9 @@ def test_the_next_step_is_read_from_the_state_as_the_drivers_script_orders_it():
 def test_the_fault_plan_is_fixed_by_the_seed():
     counts = {"worker": 10, "postgres": 3, "temporal": 3, "bank": 3}
     a, b = plan_faults(7, counts), plan_faults(7, counts)
-    assert [(f.kind, f.planned_progress, f.downtime_s) for f in a] == [(f.kind, f.planned_progress, f.downtime_s)
-                                                                       for f in b]  # fmt: skip
+    assert [(f.kind, f.planned_progress, f.downtime_s) for f in a] == [
+        (f.kind, f.planned_progress, f.downtime_s) for f in b
+    ]
     assert sorted(f.kind for f in a) == sorted(k for k in KINDS for _ in range(counts[k]))
     assert all(0.05 <= f.planned_progress <= 0.85 for f in a)
     assert [f.planned_progress for f in a] == sorted(f.planned_progress for f in a)

@@ -27,9 +27,11 @@ REGULAR_CALLS = OURS_CALLS | {"local": 0}
 
 
 async def temporal_calls(client: Client, workflow_id: str) -> dict[str, int]:
-    kinds = {EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED: "activities",
-             EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_COMPLETED: "updates",
-             EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED: "signals"}  # fmt: skip
+    kinds = {
+        EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED: "activities",
+        EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_COMPLETED: "updates",
+        EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED: "signals",
+    }
     counts = dict.fromkeys([*kinds.values(), "local"], 0)
     async for event in client.get_workflow_handle(workflow_id).fetch_history_events():
         if event.event_type in kinds:
@@ -47,9 +49,13 @@ async def test_the_driver_closes_every_household_and_times_every_action(client, 
     assert (ours.households, ours.transitions) == (24, 24 * STEPS_PER_HOUSEHOLD)
     assert len(ours.latencies_ms) == 24 * 11 and ours.pct(50) <= ours.pct(95) <= ours.pct(99)
     async with sessions() as s:
-        closed, paid = (await s.execute(
-            select(func.count(), func.sum(households.c.paid))
-            .where(households.c.code.in_([h.code for h in items]), households.c.stage == "closed"))).one()  # fmt: skip
+        closed, paid = (
+            await s.execute(
+                select(func.count(), func.sum(households.c.paid)).where(
+                    households.c.code.in_([h.code for h in items]), households.c.stage == "closed"
+                )
+            )
+        ).one()
     assert closed == 24
     assert await temporal_calls(client, workflow_id_for(items[0].code)) == OURS_CALLS
     assert paid == sum(60_000_000 if h.support_type.value == "new_build" else 30_000_000 for h in items)
@@ -57,8 +63,9 @@ async def test_the_driver_closes_every_household_and_times_every_action(client, 
 
 async def test_the_baseline_takes_the_same_temporal_calls_through_a_bare_workflow(client):
     tq = f"baseline-{uuid.uuid4()}"
-    async with Worker(client, task_queue=tq, workflows=[BaselineWorkflow], activities=[noop],
-                      workflow_runner=sandbox_runner()):  # fmt: skip
+    async with Worker(
+        client, task_queue=tq, workflows=[BaselineWorkflow], activities=[noop], workflow_runner=sandbox_runner()
+    ):
         base = await run_baseline(client, tq, 24, officers=8, prefix=tq)
         local = await run_baseline(client, tq, 2, officers=2, prefix=f"{tq}-local", local=True)
     assert (base.households, base.transitions, len(base.latencies_ms)) == (24, 24 * 13, 24 * 11)

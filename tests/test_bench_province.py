@@ -47,19 +47,27 @@ async def test_the_report_shows_decision_270s_houses_and_support(scratch):
     sessions = scratch
     await seed_demo(sessions)
     ref = f"270-{uuid.uuid4().hex[:6]}/QĐ-UBND"
-    items = [h.model_copy(update={"decision_ref": ref})
-             for h in province_items(2025, DECISION_270["count"], f"R{uuid.uuid4().hex[:4].upper()}")]  # fmt: skip
+    items = [
+        h.model_copy(update={"decision_ref": ref})
+        for h in province_items(2025, DECISION_270["count"], f"R{uuid.uuid4().hex[:4].upper()}")
+    ]
     _, registered, _ = await register(sessions, to_csv(items), "lang-son-270.csv", sample.PROVINCE_USER)
     assert len(registered) == 4405
     async with sessions() as s:
         rows = {r.decision_ref: r for r in await reports.by_decision(s, date(2025, 6, 1))}
-    assert rows[ref] == reports.DecisionRow(ref, households=4405, new_builds=3079, repairs=1326,
-                                            entitled=224_520_000_000, reserved=0, paid=0)  # fmt: skip
+    assert rows[ref] == reports.DecisionRow(
+        ref, households=4405, new_builds=3079, repairs=1326, entitled=224_520_000_000, reserved=0, paid=0
+    )
 
 
 def test_the_demo_names_the_provinces_it_can_generate_and_starts_nothing(tmp_path):
     env = {**os.environ, "STATE_DIR": str(tmp_path / "state")}
-    done = subprocess.run([sys.executable, "starter.py", "demo", "--province", "atlantis"], capture_output=True,
-                          text=True, env=env, timeout=120)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "starter.py", "demo", "--province", "atlantis"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert done.returncode == 1 and "--province 'atlantis': this build generates 'lang-son'" in done.stderr
     assert not (tmp_path / "state" / "pg").exists()

@@ -36,8 +36,16 @@ from tests.conftest import (
 
 CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
 # As root in a sandboxed machine with no network beyond loopback: no sandbox, no GPU, no background calls.
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]  # fmt: skip
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
 PASSWORD = "mat-khau-trinh-duyet-2025"
 
 OPTED_OUT = os.environ.get("SKIP_BROWSER") == "1"
@@ -51,8 +59,10 @@ def _chromium_or_fail() -> None:
     if OPTED_OUT and IN_CI:
         pytest.fail("SKIP_BROWSER=1 is refused in CI (CI is set): the browser tests must run there")
     if not CHROMIUM.exists():
-        pytest.fail(f"Chromium is missing at {CHROMIUM}: `make test` installs Debian's chromium (apt-get); set "
-                    "CHROMIUM to another path, or SKIP_BROWSER=1 to skip the browser tests on purpose")
+        pytest.fail(
+            f"Chromium is missing at {CHROMIUM}: `make test` installs Debian's chromium (apt-get); set "
+            "CHROMIUM to another path, or SKIP_BROWSER=1 to skip the browser tests on purpose"
+        )
 
 
 @pytest.fixture(scope="module")
@@ -63,15 +73,30 @@ async def site(client, sessions, settings, tmp_path_factory):
         state = tmp_path_factory.mktemp("web")
         port = free_port()
         web = BackgroundWeb(state, "127.0.0.1", port)
-        env = {"DATABASE_URL": settings.database_url, "TEMPORAL_ADDRESS": client.service_client.config.target_host,
-               "PAYLOAD_KEYS_FILE": str(TEST_KEYS_FILE), "STATE_DIR": str(state), "WEB_PORT": str(port),
-               "TEMPORAL_TASK_QUEUE": tq, "SIGNING_KEYS_FILE": str(TEST_SIGNING_FILE)}  # fmt: skip
+        env = {
+            "DATABASE_URL": settings.database_url,
+            "TEMPORAL_ADDRESS": client.service_client.config.target_host,
+            "PAYLOAD_KEYS_FILE": str(TEST_KEYS_FILE),
+            "STATE_DIR": str(state),
+            "WEB_PORT": str(port),
+            "TEMPORAL_TASK_QUEUE": tq,
+            "SIGNING_KEYS_FILE": str(TEST_SIGNING_FILE),
+        }
         await asyncio.to_thread(web.start, env)
         commune = sample.UNITS[WEB_DISTRICT][0]
-        mine = await enroll(client, sessions, tq, make_households(4, district=WEB_DISTRICT, commune=commune,
-                                                                  programme="", support_type="repair"))  # fmt: skip
-        for user in (sample.commune_user(WEB_DISTRICT, commune), sample.district_user(WEB_DISTRICT),
-                     sample.district_user(WEB_OTHER_DISTRICT), *sample.FINANCE_USERS, sample.AUDITOR_USER):
+        mine = await enroll(
+            client,
+            sessions,
+            tq,
+            make_households(4, district=WEB_DISTRICT, commune=commune, programme="", support_type="repair"),
+        )
+        for user in (
+            sample.commune_user(WEB_DISTRICT, commune),
+            sample.district_user(WEB_DISTRICT),
+            sample.district_user(WEB_OTHER_DISTRICT),
+            *sample.FINANCE_USERS,
+            sample.AUDITOR_USER,
+        ):
             await password_for(sessions, user, PASSWORD)
         async with async_playwright() as pw:
             browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
@@ -95,8 +120,9 @@ async def signed_in(site, user: str) -> Page:
 
 async def test_a_district_officer_approves_with_an_attachment(site, client, sessions, tmp_path):
     h = site["mine"][0]
-    await take_step(client, sessions, h.code, Step.VERIFY, sample.commune_user(WEB_DISTRICT, site["commune"]),
-                    evidence=["BB-XM"])  # fmt: skip
+    await take_step(
+        client, sessions, h.code, Step.VERIFY, sample.commune_user(WEB_DISTRICT, site["commune"]), evidence=["BB-XM"]
+    )
     page = await signed_in(site, sample.district_user(WEB_DISTRICT))
     await page.goto(f"/households/{h.code}")
     scan = tmp_path / "quyet-dinh.pdf"
@@ -129,9 +155,12 @@ async def test_a_step_out_of_order_is_refused_with_a_clear_message(site, client,
 async def test_finance_authorises_a_batch(site, client, sessions):
     h = site["mine"][2]
     commune_officer = sample.commune_user(WEB_DISTRICT, site["commune"])
-    path = ((Step.VERIFY, commune_officer, {}), (Step.APPROVE, sample.district_user(WEB_DISTRICT), {}),
-            (Step.ALLOCATE, sample.FINANCE_USERS[0], {}),
-            (Step.REPORT_PROGRESS, commune_officer, {"milestone": "progress_30"}))  # fmt: skip
+    path = (
+        (Step.VERIFY, commune_officer, {}),
+        (Step.APPROVE, sample.district_user(WEB_DISTRICT), {}),
+        (Step.ALLOCATE, sample.FINANCE_USERS[0], {}),
+        (Step.REPORT_PROGRESS, commune_officer, {"milestone": "progress_30"}),
+    )
     for step, user, extra in path:
         await take_step(client, sessions, h.code, step, user, evidence=[step.value], **extra)
     page = await signed_in(site, sample.FINANCE_USERS[1])

@@ -49,12 +49,28 @@ def _stop_leftovers(state: Path) -> list[int]:
 
 def test_a_small_chaos_run_closes_every_household_and_every_check_passes(tmp_path):
     state, out = tmp_path / "state", tmp_path / "chaos.json"
-    cmd = [sys.executable, "-m", "bench.chaos", "--households", "24", "--officers", "2", "--seed", "14",
-           "--state-dir", str(state), "--out", str(out), "--timeout", "600"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "bench.chaos",
+        "--households",
+        "24",
+        "--officers",
+        "2",
+        "--seed",
+        "14",
+        "--state-dir",
+        str(state),
+        "--out",
+        str(out),
+        "--timeout",
+        "600",
+    ]
     for flag in KILLS.values():
         cmd += [flag, "1"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)  # fmt: skip
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
     try:
         output, _ = proc.communicate(timeout=1800)
     finally:

@@ -131,15 +131,18 @@ async def test_a_household_started_under_one_key_continues_after_rotation(client
     process gets the rotated ring (new key active, old key kept). The workflow goes on, its history holds
     payloads under both keys, and only the rotated ring reads all of them."""
     rotated = TEST_RING.rotated(f"test-rot-{uuid.uuid4().hex[:6]}")
-    new_client = Client(client.service_client, namespace=client.namespace,
-                        data_converter=with_codec(DATA_CONVERTER, rotated))  # fmt: skip
+    new_client = Client(
+        client.service_client, namespace=client.namespace, data_converter=with_codec(DATA_CONVERTER, rotated)
+    )
     [h] = make_households(1)
     async with running_worker(new_client, sessions, settings) as tq:
         await enroll(client, sessions, tq, [h])  # started with the old key
-        await take_step(new_client, sessions, h.code, Step.VERIFY, sample.commune_user(h.district, h.commune),
-                        evidence=["BB-1"])  # fmt: skip
-        await take_step(new_client, sessions, h.code, Step.APPROVE, sample.district_user(h.district),
-                        evidence=[h.decision_ref])  # fmt: skip
+        await take_step(
+            new_client, sessions, h.code, Step.VERIFY, sample.commune_user(h.district, h.commune), evidence=["BB-1"]
+        )
+        await take_step(
+            new_client, sessions, h.code, Step.APPROVE, sample.district_user(h.district), evidence=[h.decision_ref]
+        )
         assert (await household_state(new_client, h.code)).stage.value == "fund_allocation"
     history = await new_client.get_workflow_handle(h.workflow_id).fetch_history()
     trail = await read_trail(history, with_codec(DATA_CONVERTER, rotated))

@@ -101,10 +101,14 @@ async def sealed(web, client):
 
 def users_of(web) -> dict[str, str]:
     """A user of each role the tests use, by a short name."""
-    return {"auditor": sample.AUDITOR_USER, "admin": sample.ADMIN_USER,
-            "commune": sample.commune_user(WEB_DISTRICT, web["communes"][WEB_DISTRICT]),
-            "district": sample.district_user(WEB_DISTRICT), "finance": sample.FINANCE_USERS[0],
-            "province": sample.PROVINCE_USER}  # fmt: skip
+    return {
+        "auditor": sample.AUDITOR_USER,
+        "admin": sample.ADMIN_USER,
+        "commune": sample.commune_user(WEB_DISTRICT, web["communes"][WEB_DISTRICT]),
+        "district": sample.district_user(WEB_DISTRICT),
+        "finance": sample.FINANCE_USERS[0],
+        "province": sample.PROVINCE_USER,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -116,8 +120,9 @@ async def tokens(sessions, web):
 async def served(web):
     """The web app served on a real port (the CLI needs one); yields its base URL."""
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(web["app"], host="127.0.0.1", port=port, log_config=None,
-                                           access_log=False, lifespan="off"))  # fmt: skip
+    server = uvicorn.Server(
+        uvicorn.Config(web["app"], host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="off")
+    )
     task = asyncio.create_task(server.serve())
     while not server.started:
         assert not task.done(), "the web app did not start"
@@ -159,9 +164,20 @@ async def test_an_auditor_or_admin_reads_the_sealed_workflow_input(web, sealed, 
 
     events = [e for e in codec_logs if e["event"] == "codec_decode"]
     user = sample.AUDITOR_USER if role == "auditor" else sample.ADMIN_USER
-    assert events == [{"event": "codec_decode", "log_level": "info", "refused": False, "unopened": 0,
-                       "namespace": "default", "origin": None, "user": user, "role": role, "via": "token",
-                       "payloads": len(decoded)}]  # fmt: skip
+    assert events == [
+        {
+            "event": "codec_decode",
+            "log_level": "info",
+            "refused": False,
+            "unopened": 0,
+            "namespace": "default",
+            "origin": None,
+            "user": user,
+            "role": role,
+            "via": "token",
+            "payloads": len(decoded),
+        }
+    ]
     assert name not in repr(codec_logs) and cccd not in repr(codec_logs)
 
 
@@ -269,8 +285,10 @@ async def test_input_is_bounded(web, tokens):
 
 async def test_cors_preflight_answers_the_web_ui_origin_only(web, settings, tokens):
     ui = settings.codec_origins[0]
-    ask = {"Access-Control-Request-Method": "POST",
-           "Access-Control-Request-Headers": "content-type,x-namespace,authorization"}  # fmt: skip
+    ask = {
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "content-type,x-namespace,authorization",
+    }
     async with http(web["app"]) as c:
         for path in ("/codec/decode", "/codec/encode"):
             ok = await c.options(path, headers=ask | {"Origin": ui})
@@ -306,8 +324,16 @@ async def test_a_session_cookie_needs_the_web_ui_origin_or_the_csrf_token(web, s
     name, _ = secrets_of(sealed["household"])
     user = f"kt.{uuid.uuid4().hex[:6]}"  # an auditor of its own, so no other test's password is changed
     async with sessions() as s, s.begin():
-        row = dict(user_id=user, full_name="Kiểm Tra", role="auditor", agency="Thanh tra tỉnh",
-                   province=sample.PROVINCE, district=None, commune=None, active=True)  # fmt: skip
+        row = dict(
+            user_id=user,
+            full_name="Kiểm Tra",
+            role="auditor",
+            agency="Thanh tra tỉnh",
+            province=sample.PROVINCE,
+            district=None,
+            commune=None,
+            active=True,
+        )
         await users_db.upsert(s, [row])
     await password_for(sessions, user, PASSWORD)
     body = body_of(sealed["payloads"])
@@ -328,8 +354,21 @@ async def test_a_session_cookie_needs_the_web_ui_origin_or_the_csrf_token(web, s
 async def show(env, served: str, workflow_id: str, auth: str | None) -> tuple[int, str, str]:
     """`temporal workflow show … --output json` through the codec endpoint; (exit code, stdout, stderr)."""
     target = env.client.service_client.config.target_host
-    cmd = [str(binary("temporal")), "workflow", "show", "--workflow-id", workflow_id, "--address", target,
-           "--namespace", env.client.namespace, "--codec-endpoint", f"{served}/codec", "--output", "json"]  # fmt: skip
+    cmd = [
+        str(binary("temporal")),
+        "workflow",
+        "show",
+        "--workflow-id",
+        workflow_id,
+        "--address",
+        target,
+        "--namespace",
+        env.client.namespace,
+        "--codec-endpoint",
+        f"{served}/codec",
+        "--output",
+        "json",
+    ]
     cmd += ["--codec-auth", auth] if auth else []
     proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(proc.communicate(), 60)

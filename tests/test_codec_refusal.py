@@ -33,14 +33,30 @@ E = EventType
 async def temporal_cli(client, *args: str) -> subprocess.CompletedProcess:
     """The raw `temporal` CLI against the suite's dev server: no codec, no key. In a thread: the worker runs
     on this event loop and must answer while the CLI waits."""
-    cmd = [str(binary("temporal")), *args, "--address", client.service_client.config.target_host,
-           "--namespace", client.namespace]  # fmt: skip
+    cmd = [
+        str(binary("temporal")),
+        *args,
+        "--address",
+        client.service_client.config.target_host,
+        "--namespace",
+        client.namespace,
+    ]
     return await asyncio.to_thread(subprocess.run, cmd, capture_output=True, text=True, timeout=60)
 
 
 async def update_by_hand(client, workflow_id: str, name: str, arg: dict) -> subprocess.CompletedProcess:
-    return await temporal_cli(client, "workflow", "update", "execute", "--workflow-id", workflow_id, "--name", name,
-                        "--input", json.dumps(arg, ensure_ascii=False))  # fmt: skip
+    return await temporal_cli(
+        client,
+        "workflow",
+        "update",
+        "execute",
+        "--workflow-id",
+        workflow_id,
+        "--name",
+        name,
+        "--input",
+        json.dumps(arg, ensure_ascii=False),
+    )
 
 
 async def events(client, workflow_id: str) -> list:
@@ -109,22 +125,37 @@ async def test_a_signed_input_sent_unsealed_is_refused_the_same_way(client, sess
     refuses it before any validator runs, so the signature alone does not let it in."""
     h, _ = household
     actor = await commune_actor(sessions, h)
-    inp = signing.sign_input(FRONT_DOOR, VerifyInput(actor=actor, evidence=["BB-COPIED"]), workflow_id=h.workflow_id,
-                             step=Step.VERIFY.value, user_id=actor.user_id)  # fmt: skip
+    inp = signing.sign_input(
+        FRONT_DOOR,
+        VerifyInput(actor=actor, evidence=["BB-COPIED"]),
+        workflow_id=h.workflow_id,
+        step=Step.VERIFY.value,
+        user_id=actor.user_id,
+    )
     await refused_by_hand(client, h, inp.model_dump(mode="json"))
     assert (await household_state(client, h.code)).stage.value == "verification"
 
 
 async def test_a_plain_signal_is_dropped_and_the_household_still_takes_a_real_step(client, sessions, household):
     h, _ = household
-    done = await temporal_cli(client, "workflow", "signal", "--workflow-id", h.workflow_id, "--name", "payment_result",
-                        "--input", json.dumps({"payment_id": f"{h.code}-A1-T1-1", "state": "confirmed"}))  # fmt: skip
+    done = await temporal_cli(
+        client,
+        "workflow",
+        "signal",
+        "--workflow-id",
+        h.workflow_id,
+        "--name",
+        "payment_result",
+        "--input",
+        json.dumps({"payment_id": f"{h.code}-A1-T1-1", "state": "confirmed"}),
+    )
     assert done.returncode == 0, done.stderr  # a signal is always written; the engine drops what it cannot read
     assert failed_tasks(await settled(client, h.workflow_id)) == 0
     # The household is not wedged: a real, signed and sealed step goes through.
     before = len(await events(client, h.workflow_id))
-    await take_step(client, sessions, h.code, Step.VERIFY, sample.commune_user(h.district, h.commune),
-                    evidence=["BB-1"])  # fmt: skip
+    await take_step(
+        client, sessions, h.code, Step.VERIFY, sample.commune_user(h.district, h.commune), evidence=["BB-1"]
+    )
     state = await household_state(client, h.code)
     assert state.stage.value == "approval"
     assert len(await events(client, h.workflow_id)) > before
@@ -139,14 +170,15 @@ async def test_refusal_messages_are_sealed_in_temporal_and_opened_by_the_client_
     [h] = make_households(1, district="Cao Lộc", commune=sample.UNITS["Cao Lộc"][0], programme="")
     async with running_worker(client, sessions, settings) as tq:
         await enroll(client, sessions, tq, [h])
-        await take_step(client, sessions, h.code, Step.VERIFY, sample.commune_user(h.district, h.commune),
-                        evidence=["BB-1"])  # fmt: skip
-        await take_step(client, sessions, h.code, Step.APPROVE, sample.district_user(h.district),
-                        evidence=[h.decision_ref])  # fmt: skip
+        await take_step(
+            client, sessions, h.code, Step.VERIFY, sample.commune_user(h.district, h.commune), evidence=["BB-1"]
+        )
+        await take_step(
+            client, sessions, h.code, Step.APPROVE, sample.district_user(h.district), evidence=[h.decision_ref]
+        )
         # Refused by the recording activity, after the update was accepted: the refusal is in the history.
         with pytest.raises(Refusal, match="SourceNotEligible") as refused:
-            await take_step(client, sessions, h.code, Step.ALLOCATE, "tc.hoang", evidence=["QD"],
-                            source="ADV-LOCBINH")  # fmt: skip
+            await take_step(client, sessions, h.code, Step.ALLOCATE, "tc.hoang", evidence=["QD"], source="ADV-LOCBINH")
     assert h.code in refused.value.message  # the client opened the sealed message
     history = await client.get_workflow_handle(h.workflow_id).fetch_history()
     shown = await temporal_cli(client, "workflow", "show", "--workflow-id", h.workflow_id, "--output", "json")
@@ -190,8 +222,19 @@ async def test_a_household_workflow_started_by_hand_in_plain_json_runs_nothing(c
     fails at once, before any activity (it could record nothing), and its failure is readable."""
     tq = worker
     workflow_id = f"household-FORGED-{uuid.uuid4().hex[:6].upper()}"
-    done = await temporal_cli(client, "workflow", "start", "--type", "HouseholdWorkflow", "--task-queue", tq,
-                              "--workflow-id", workflow_id, "--input", json.dumps({"household": {"code": "X"}}))
+    done = await temporal_cli(
+        client,
+        "workflow",
+        "start",
+        "--type",
+        "HouseholdWorkflow",
+        "--task-queue",
+        tq,
+        "--workflow-id",
+        workflow_id,
+        "--input",
+        json.dumps({"household": {"code": "X"}}),
+    )
     assert done.returncode == 0, done.stderr  # the server takes any start; the engine reads nothing unsealed
     with pytest.raises(WorkflowFailureError) as failed:
         await client.get_workflow_handle(workflow_id).result()

@@ -50,21 +50,35 @@ from workflows.batch import PayoutBatchWorkflow
 PASSWORD = "đúng-mật-khẩu-2026"
 
 
-async def starter(client, database_url: str, *args: str, token: str | None = None, stdin: str = "",
-                  task_queue: str | None = None) -> subprocess.CompletedProcess:  # fmt: skip
+async def starter(
+    client, database_url: str, *args: str, token: str | None = None, stdin: str = "", task_queue: str | None = None
+) -> subprocess.CompletedProcess:
     """`starter.py …` as an officer runs it: standard input a pipe (not a terminal, so nothing is prompted),
     the credential only what the test gives."""
-    env = {**os.environ, "DATABASE_URL": database_url, "PAYLOAD_KEYS_FILE": str(TEST_KEYS_FILE),
-           "SIGNING_KEYS_FILE": str(TEST_SIGNING_FILE), "TEMPORAL_ADDRESS": client.service_client.config.target_host,
-           "COLUMNS": "200"}  # fmt: skip
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "PAYLOAD_KEYS_FILE": str(TEST_KEYS_FILE),
+        "SIGNING_KEYS_FILE": str(TEST_SIGNING_FILE),
+        "TEMPORAL_ADDRESS": client.service_client.config.target_host,
+        "COLUMNS": "200",
+    }
     for inherited in ("HOUSING_TOKEN", "SIGNING_KEYS", "PAYLOAD_KEYS"):
         env.pop(inherited, None)
     if token:
         env["HOUSING_TOKEN"] = token
     if task_queue:
         env["TEMPORAL_TASK_QUEUE"] = task_queue
-    return await asyncio.to_thread(subprocess.run, [sys.executable, "starter.py", *args], input=stdin, cwd=ROOT,
-                                   env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    return await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "starter.py", *args],
+        input=stdin,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 async def _events(client, code: str) -> int:
@@ -85,8 +99,15 @@ async def _new_officer(sessions, role: str, *, district: str, commune: str | Non
     """An officer of this test's own for `district` (and `commune`), added as `users add` adds one (signed trail
     row): the shared demo officers' credentials and failed sign-ins are other tests' too."""
     user_id = f"{'xa' if commune else 'huyen'}.t{uuid.uuid4().hex[:8]}"
-    row = dict(user_id=user_id, full_name=f"Thử {role}", role=role, agency=f"UBND {commune or district}",
-               province=sample.PROVINCE, district=district, commune=commune)  # fmt: skip
+    row = dict(
+        user_id=user_id,
+        full_name=f"Thử {role}",
+        role=role,
+        agency=f"UBND {commune or district}",
+        province=sample.PROVINCE,
+        district=district,
+        commune=commune,
+    )
     async with sessions() as s, s.begin():
         await accounts.add_user(s, sample.ADMIN_USER, row, f"khoi-tao-{uuid.uuid4().hex}", signer=FRONT_DOOR)
     return user_id
@@ -98,8 +119,10 @@ async def _officers_of(sessions, h) -> tuple[str, str]:
     return commune, await _new_officer(sessions, "district_officer", district=h.district)
 
 
-SET_HASH = text("INSERT INTO user_credentials (user_id, password_hash) VALUES (:u, :h) "
-                "ON CONFLICT (user_id) DO UPDATE SET password_hash = EXCLUDED.password_hash")  # fmt: skip
+SET_HASH = text(
+    "INSERT INTO user_credentials (user_id, password_hash) VALUES (:u, :h) "
+    "ON CONFLICT (user_id) DO UPDATE SET password_hash = EXCLUDED.password_hash"
+)
 
 
 # ------------------------------------------------------------------ --as needs the user's credential
@@ -128,9 +151,13 @@ async def test_act_is_taken_only_for_the_person_who_proves_to_be_the_user(client
     assert await _events(client, h.code) == before
     assert (await household_state(client, h.code)).stage is Stage.VERIFICATION
     async with sessions() as s:
-        failed = await s.scalar(select(func.count()).where(login_attempts.c.user_id == commune,
-                                                           login_attempts.c.ok.is_(False),
-                                                           login_attempts.c.client == credentials.CLIENT))  # fmt: skip
+        failed = await s.scalar(
+            select(func.count()).where(
+                login_attempts.c.user_id == commune,
+                login_attempts.c.ok.is_(False),
+                login_attempts.c.client == credentials.CLIENT,
+            )
+        )
     assert failed == 1  # the wrong password was recorded, as the web's sign-in records it
 
     by_token = await act(*verify, token=await token_for(sessions, commune))
@@ -138,8 +165,9 @@ async def test_act_is_taken_only_for_the_person_who_proves_to_be_the_user(client
     assert "verify done" in by_token.stdout
     async with sessions() as s, s.begin():
         await accounts.reset_password(s, accounts.SETUP, district, PASSWORD, signer=FRONT_DOOR)
-    by_password = await act("act", h.code, "approve", "--as", district, "-e", "270/QĐ-UBND", "--password-stdin",
-                            stdin=PASSWORD + "\n")  # fmt: skip
+    by_password = await act(
+        "act", h.code, "approve", "--as", district, "-e", "270/QĐ-UBND", "--password-stdin", stdin=PASSWORD + "\n"
+    )
     assert by_password.returncode == 0, by_password.stdout + by_password.stderr
     state = await household_state(client, h.code)
     assert state.stage is Stage.FUND_ALLOCATION
@@ -148,8 +176,15 @@ async def test_act_is_taken_only_for_the_person_who_proves_to_be_the_user(client
 
 async def test_wrong_passwords_lock_the_name_at_the_command_line_as_on_the_web(sessions):
     user = f"xa.t{uuid.uuid4().hex[:6]}"
-    row = dict(user_id=user, full_name="Thử Khóa", role="commune_officer", agency="UBND xã", province=sample.PROVINCE,
-               district=None, commune=None)  # fmt: skip
+    row = dict(
+        user_id=user,
+        full_name="Thử Khóa",
+        role="commune_officer",
+        agency="UBND xã",
+        province=sample.PROVINCE,
+        district=None,
+        commune=None,
+    )
     async with sessions() as s, s.begin():
         await accounts.add_user(s, sample.ADMIN_USER, row, PASSWORD, signer=FRONT_DOOR)
     right = credentials.Credential("password", PASSWORD)
@@ -173,8 +208,9 @@ async def test_wrong_passwords_lock_the_name_at_the_command_line_as_on_the_web(s
 # ------------------------------------------------------------------ a credential the application's login wrote
 
 
-async def test_a_credential_written_with_the_application_login_signs_nobody_in(web, client, sessions, settings,
-                                                                              task_queue):  # fmt: skip
+async def test_a_credential_written_with_the_application_login_signs_nobody_in(
+    web, client, sessions, settings, task_queue
+):
     """The application's login may write `user_credentials` and `api_tokens` (the web app sets passwords and
     issues tokens). A password hash or token row written with it, not through account administration, is
     refused at the command line and at the web's sign-in: the front door signs nothing as that officer."""
@@ -184,12 +220,15 @@ async def test_a_credential_written_with_the_application_login_signs_nobody_in(w
     token = "xnt_" + uuid.uuid4().hex * 2
     async with sessions() as s, s.begin():  # housing_app, as a process holding only its login would
         await s.execute(SET_HASH, {"u": commune, "h": access.HASHER.hash("mat-khau-ke-gian-1")})
-        await s.execute(text("INSERT INTO api_tokens (user_id, name, token_hash) VALUES (:u, :n, :h)"),
-                        {"u": commune, "n": f"ke-gian-{uuid.uuid4().hex[:6]}", "h": access.digest(token)})
+        await s.execute(
+            text("INSERT INTO api_tokens (user_id, name, token_hash) VALUES (:u, :n, :h)"),
+            {"u": commune, "n": f"ke-gian-{uuid.uuid4().hex[:6]}", "h": access.digest(token)},
+        )
     verify = ("act", h.code, "verify", "--as", commune, "-e", f"BB/{h.code}")
     before = await _events(client, h.code)
-    by_password = await starter(client, settings.database_url, *verify, "--password-stdin",
-                                stdin="mat-khau-ke-gian-1\n", task_queue=task_queue)  # fmt: skip
+    by_password = await starter(
+        client, settings.database_url, *verify, "--password-stdin", stdin="mat-khau-ke-gian-1\n", task_queue=task_queue
+    )
     assert by_password.returncode == 1 and _not_set(commune) in by_password.stderr, by_password.stderr
     by_token = await starter(client, settings.database_url, *verify, token=token, task_queue=task_queue)
     assert by_token.returncode == 1 and _not_set(commune) in by_token.stderr, by_token.stderr
@@ -200,9 +239,13 @@ async def test_a_credential_written_with_the_application_login_signs_nobody_in(w
     # Nor is a session row the application's login inserts a session: only the web app's signature makes one.
     cookie = uuid.uuid4().hex
     async with sessions() as s, s.begin():
-        await s.execute(text("INSERT INTO web_sessions (token_hash, user_id, csrf_token, expires_at) "
-                             "VALUES (:h, :u, 'x', now() + interval '1 hour')"),
-                        {"h": access.digest(cookie), "u": commune})  # fmt: skip
+        await s.execute(
+            text(
+                "INSERT INTO web_sessions (token_hash, user_id, csrf_token, expires_at) "
+                "VALUES (:h, :u, 'x', now() + interval '1 hour')"
+            ),
+            {"h": access.digest(cookie), "u": commune},
+        )
     async with http_client(web["app"]) as c:
         c.cookies.set(COOKIE, cookie)
         assert (await c.get("/api/me")).status_code == 401
@@ -217,8 +260,9 @@ async def test_a_credential_written_with_the_application_login_signs_nobody_in(w
 
     # Set through account administration, the same kind of credential works.
     await password_for(sessions, commune, "mat-khau-ke-gian-1")
-    done = await starter(client, settings.database_url, *verify, "--password-stdin", stdin="mat-khau-ke-gian-1\n",
-                         task_queue=task_queue)  # fmt: skip
+    done = await starter(
+        client, settings.database_url, *verify, "--password-stdin", stdin="mat-khau-ke-gian-1\n", task_queue=task_queue
+    )
     assert done.returncode == 0 and "verify done" in done.stdout, done.stdout + done.stderr
     async with http_client(web["app"]) as c:
         opened = await c.post("/api/session", json={"user_id": commune, "password": "mat-khau-ke-gian-1"})
@@ -237,8 +281,20 @@ def http_client(app) -> httpx.AsyncClient:
 
 async def test_user_administration_needs_an_administrators_credential_and_is_recorded(client, settings, sessions):
     user = f"xa.{uuid.uuid4().hex[:6]}"
-    add = ("users", "add", user, "--name", "Nguyễn Văn Thử", "--role", "commune_officer", "--agency", "UBND xã",
-           "--district", "Lộc Bình", "--generate")  # fmt: skip
+    add = (
+        "users",
+        "add",
+        user,
+        "--name",
+        "Nguyễn Văn Thử",
+        "--role",
+        "commune_officer",
+        "--agency",
+        "UBND xã",
+        "--district",
+        "Lộc Bình",
+        "--generate",
+    )
     admin_token = await token_for(sessions, sample.ADMIN_USER)
     finance_token = await token_for(sessions, sample.FINANCE_USERS[0])
 
@@ -266,11 +322,17 @@ async def test_user_administration_needs_an_administrators_credential_and_is_rec
     async with sessions() as s:
         changes = await trail.read(s, user_id=user)
         whole = await trail.verify(s)
-    assert [(c.action, c.by_user) for c in changes] == [("add", sample.ADMIN_USER), ("token", sample.ADMIN_USER),
-                                                         ("disable", sample.ADMIN_USER)]  # fmt: skip
-    assert changes[0].details == {"role": "commune_officer", "agency": "UBND xã",
-                                  "jurisdiction": f"{sample.PROVINCE} / Lộc Bình",
-                                  "credential": await _stored_digest(sessions, user)}  # fmt: skip
+    assert [(c.action, c.by_user) for c in changes] == [
+        ("add", sample.ADMIN_USER),
+        ("token", sample.ADMIN_USER),
+        ("disable", sample.ADMIN_USER),
+    ]
+    assert changes[0].details == {
+        "role": "commune_officer",
+        "agency": "UBND xã",
+        "jurisdiction": f"{sample.PROVINCE} / Lộc Bình",
+        "credential": await _stored_digest(sessions, user),
+    }
     assert changes[1].details == {"name": "sync", "credential": trail.credential_digest(access.digest(value))}
     assert all(c.assertion is not None for c in changes)  # each signed by the command line's ring
     written = json.dumps([c.details for c in changes], ensure_ascii=False)
@@ -309,25 +371,47 @@ async def fresh(settings):
 
 
 async def test_the_first_administrator_is_set_up_once(client, fresh):
-    first = await starter(client, fresh.url, "users", "bootstrap", sample.ADMIN_USER, "--password-stdin",
-                          stdin=PASSWORD + "\n")  # fmt: skip
+    first = await starter(
+        client, fresh.url, "users", "bootstrap", sample.ADMIN_USER, "--password-stdin", stdin=PASSWORD + "\n"
+    )
     assert first.returncode == 0, first.stderr
-    again = await starter(client, fresh.url, "users", "bootstrap", "qt.khac", "--name", "Người Khác", "--agency",
-                          "Sở", "--generate")  # fmt: skip
+    again = await starter(
+        client, fresh.url, "users", "bootstrap", "qt.khac", "--name", "Người Khác", "--agency", "Sở", "--generate"
+    )
     assert again.returncode == 1 and "AdminExists" in again.stderr
     not_admin = await starter(client, fresh.url, "users", "bootstrap", sample.FINANCE_USERS[0], "--generate")
     assert not_admin.returncode == 1
     # The administrator's password and the new user's, both piped: the administrator's line first.
-    added = await starter(client, fresh.url, "users", "add", "xa.moi", "--name", "Xã Mới", "--role",
-                          "commune_officer", "--agency", "UBND xã", "--password-stdin", "--admin", sample.ADMIN_USER,
-                          "--admin-password-stdin", stdin=f"{PASSWORD}\nmat-khau-xa-moi-1\n")  # fmt: skip
+    added = await starter(
+        client,
+        fresh.url,
+        "users",
+        "add",
+        "xa.moi",
+        "--name",
+        "Xã Mới",
+        "--role",
+        "commune_officer",
+        "--agency",
+        "UBND xã",
+        "--password-stdin",
+        "--admin",
+        sample.ADMIN_USER,
+        "--admin-password-stdin",
+        stdin=f"{PASSWORD}\nmat-khau-xa-moi-1\n",
+    )
     assert added.returncode == 0, added.stderr
     async with fresh.sessions() as s:
         changes = await trail.read(s)
-        assert (await credentials.authenticate(fresh.sessions, "xa.moi", credentials.Credential(
-            "password", "mat-khau-xa-moi-1"))).user_id == "xa.moi"  # fmt: skip
+        assert (
+            await credentials.authenticate(
+                fresh.sessions, "xa.moi", credentials.Credential("password", "mat-khau-xa-moi-1")
+            )
+        ).user_id == "xa.moi"
     assert [(c.action, c.by_user, c.user_id) for c in changes] == [
-        ("bootstrap", accounts.SETUP, sample.ADMIN_USER), ("add", sample.ADMIN_USER, "xa.moi")]  # fmt: skip
+        ("bootstrap", accounts.SETUP, sample.ADMIN_USER),
+        ("add", sample.ADMIN_USER, "xa.moi"),
+    ]
 
 
 async def test_a_trail_row_forged_with_the_application_login_is_found(client, fresh):
@@ -344,16 +428,28 @@ async def test_a_trail_row_forged_with_the_application_login_is_found(client, fr
         await s.execute(SET_HASH, {"u": officer, "h": forged})
         prev = await s.scalar(text("SELECT hash FROM account_changes ORDER BY id DESC LIMIT 1"))
         at, details = datetime.now(UTC), {"credential": trail.credential_digest(forged)}
-        digest = trail.row_hash(prev, at=at, by_user=sample.ADMIN_USER, action="reset", user_id=officer,
-                                details=details)  # fmt: skip
-        row_id = await s.scalar(text(
-            "INSERT INTO account_changes (at, by_user, action, user_id, details, prev_hash, hash, assertion) "
-            "VALUES (:at, :b, 'reset', :u, CAST(:d AS jsonb), :p, :h, CAST(:a AS jsonb)) RETURNING id"),
-            {"at": at, "b": sample.ADMIN_USER, "u": officer, "d": json.dumps(details), "p": prev, "h": digest,
-             "a": json.dumps(real.assertion)})  # fmt: skip
+        digest = trail.row_hash(
+            prev, at=at, by_user=sample.ADMIN_USER, action="reset", user_id=officer, details=details
+        )
+        row_id = await s.scalar(
+            text(
+                "INSERT INTO account_changes (at, by_user, action, user_id, details, prev_hash, hash, assertion) "
+                "VALUES (:at, :b, 'reset', :u, CAST(:d AS jsonb), :p, :h, CAST(:a AS jsonb)) RETURNING id"
+            ),
+            {
+                "at": at,
+                "b": sample.ADMIN_USER,
+                "u": officer,
+                "d": json.dumps(details),
+                "p": prev,
+                "h": digest,
+                "a": json.dumps(real.assertion),
+            },
+        )
     with pytest.raises(credentials.Unauthenticated, match="not set through account administration"):
-        await credentials.authenticate(fresh.sessions, officer, credentials.Credential("password",
-                                                                                       "mat-khau-ke-gian-2"))
+        await credentials.authenticate(
+            fresh.sessions, officer, credentials.Credential("password", "mat-khau-ke-gian-2")
+        )
     broken = await starter(client, fresh.url, "users", "trail", "--verify")
     assert broken.returncode == 1, broken.stdout
     assert f"account trail broken at row {row_id} (reset of {officer} by {sample.ADMIN_USER}" in broken.stderr
@@ -363,8 +459,9 @@ async def test_a_trail_row_forged_with_the_application_login_is_found(client, fr
 async def test_an_edited_trail_row_is_found(client, fresh):
     async with fresh.sessions() as s, s.begin():
         await accounts.reset_password(s, sample.ADMIN_USER, sample.FINANCE_USERS[0], PASSWORD, signer=FRONT_DOOR)
-        changed = await accounts.issue_token(s, sample.ADMIN_USER, sample.FINANCE_USERS[0], "ke-toan",
-                                             signer=FRONT_DOOR)  # fmt: skip
+        changed = await accounts.issue_token(
+            s, sample.ADMIN_USER, sample.FINANCE_USERS[0], "ke-toan", signer=FRONT_DOOR
+        )
         assert changed.startswith("xnt_")
     verified = await starter(client, fresh.url, "users", "trail", "--verify")
     assert verified.returncode == 0, verified.stderr
@@ -395,13 +492,23 @@ async def test_a_batch_no_front_door_signed_selects_nothing(client, sessions, se
         actor = await users_db.require_actor(s, sample.FINANCE_USERS[0])
         rows = await s.scalar(select(func.count()).where(audit_log.c.household_code == h.code))
     selection = BatchSelection(codes=[h.code])
-    inp = PayoutBatchInput(batch_id=f"forged-{uuid.uuid4().hex[:8]}", action=BatchAction.AUTHORISE, tranche=1,
-                           selection=selection, actor=actor, evidence=["BATCH"])  # fmt: skip
+    inp = PayoutBatchInput(
+        batch_id=f"forged-{uuid.uuid4().hex[:8]}",
+        action=BatchAction.AUTHORISE,
+        tranche=1,
+        selection=selection,
+        actor=actor,
+        evidence=["BATCH"],
+    )
 
     async def refused(batch: PayoutBatchInput, workflow_id: str | None = None) -> str:
         with pytest.raises(WorkflowFailureError) as failed:
-            await client.execute_workflow(PayoutBatchWorkflow.run, batch, task_queue=task_queue,
-                                          id=workflow_id or f"payout-batch-{batch.batch_id}")  # fmt: skip
+            await client.execute_workflow(
+                PayoutBatchWorkflow.run,
+                batch,
+                task_queue=task_queue,
+                id=workflow_id or f"payout-batch-{batch.batch_id}",
+            )
         cause = failed.value.cause.cause
         assert isinstance(cause, ApplicationError) and cause.type == "Unauthenticated"
         return cause.message
@@ -417,12 +524,30 @@ async def test_a_batch_no_front_door_signed_selects_nothing(client, sessions, se
     assert (await household_state(client, h.code)).tranches[0].status is TrancheStatus.DUE
 
     # Through the front door: the officer proves who they are, the command line signs the batch.
-    args = ("finance", "batch", "authorise", "--tranche", "1", "--code", h.code, "--as", sample.FINANCE_USERS[0],
-            "--ref", uuid.uuid4().hex[:8], "--json")  # fmt: skip
+    args = (
+        "finance",
+        "batch",
+        "authorise",
+        "--tranche",
+        "1",
+        "--code",
+        h.code,
+        "--as",
+        sample.FINANCE_USERS[0],
+        "--ref",
+        uuid.uuid4().hex[:8],
+        "--json",
+    )
     unproved = await starter(client, settings.database_url, *args, task_queue=task_queue)
     assert unproved.returncode == 1 and "Unauthenticated" in unproved.stderr
-    done = await starter(client, settings.database_url, *args, "--token-stdin", task_queue=task_queue,
-                         stdin=await token_for(sessions, sample.FINANCE_USERS[0]) + "\n")  # fmt: skip
+    done = await starter(
+        client,
+        settings.database_url,
+        *args,
+        "--token-stdin",
+        task_queue=task_queue,
+        stdin=await token_for(sessions, sample.FINANCE_USERS[0]) + "\n",
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     result = json.loads(done.stdout)
     assert (result["progress"]["done"], result["progress"]["failed"]) == (1, 0), result["items"]
@@ -433,14 +558,21 @@ async def test_the_web_apps_payout_batch_is_signed_for_the_signed_in_officer(web
     from tests.test_web_pages import browser
 
     ref = f"{uuid.uuid4().hex[:8]}/QĐ-UBND"
-    await finance_ops.add_decision(sessions, sample.PROVINCE_USER, ref, supplements="270/QĐ-UBND", decided_on=None,
-                                   note=None)  # fmt: skip
-    (h,) = await enroll(client, sessions, web["task_queue"],
-                        make_households(1, decision_ref=ref, beneficiary_group="poor", programme=""))  # fmt: skip
+    await finance_ops.add_decision(
+        sessions, sample.PROVINCE_USER, ref, supplements="270/QĐ-UBND", decided_on=None, note=None
+    )
+    (h,) = await enroll(
+        client,
+        sessions,
+        web["task_queue"],
+        make_households(1, decision_ref=ref, beneficiary_group="poor", programme=""),
+    )
     await drive_one(client, sessions, h, payouts=False)
     async with browser(web["app"], sessions, sample.FINANCE_USERS[0]) as (c, csrf):
-        done = await c.post("/finance/batch", data={"csrf": csrf, "action": "authorise", "tranche": "1",
-                                                    "decision": ref, "evidence": "Lệnh chi web"})  # fmt: skip
+        done = await c.post(
+            "/finance/batch",
+            data={"csrf": csrf, "action": "authorise", "tranche": "1", "decision": ref, "evidence": "Lệnh chi web"},
+        )
     assert done.status_code == 200 and "1 done" in done.text, done.text[-2000:]
     assert (await household_state(client, h.code)).tranches[0].status is TrancheStatus.AUTHORISED
 
@@ -451,15 +583,22 @@ async def test_only_an_administrator_changes_accounts_whatever_the_front_door(se
     async with sessions() as s:
         before = await s.scalar(select(func.count()).select_from(account_changes))
     officer = sample.FINANCE_USERS[0]
-    new = {"user_id": f"x.{uuid.uuid4().hex[:6]}", "full_name": "X", "role": "commune_officer", "agency": "UBND",
-           "province": sample.PROVINCE, "district": None, "commune": None}
+    new = {
+        "user_id": f"x.{uuid.uuid4().hex[:6]}",
+        "full_name": "X",
+        "role": "commune_officer",
+        "agency": "UBND",
+        "province": sample.PROVINCE,
+        "district": None,
+        "commune": None,
+    }
     changes = [
         lambda s: accounts.add_user(s, officer, new, PASSWORD, signer=FRONT_DOOR),
         lambda s: accounts.reset_password(s, officer, sample.ADMIN_USER, PASSWORD, signer=FRONT_DOOR),
         lambda s: accounts.set_active(s, officer, sample.ADMIN_USER, False, signer=FRONT_DOOR),
         lambda s: accounts.issue_token(s, officer, officer, "mine", signer=FRONT_DOOR),
         lambda s: accounts.revoke_token(s, officer, officer, "mine", signer=FRONT_DOOR),
-    ]  # fmt: skip
+    ]
     for change in changes:
         with pytest.raises(DomainError, match="only an administrator changes accounts"):
             async with sessions() as s, s.begin():

@@ -81,15 +81,20 @@ async def own_programme(sessions, sources: list[tuple[str, int]], *, category="n
     programme = f"P-{tag()}"
     async with sessions() as s, s.begin():
         for code, budget in sources:
-            await ledger.create_source(s, code=code, name=code, category=category, is_state_budget=True,
-                                       rules={"programmes": [programme]})  # fmt: skip
+            await ledger.create_source(
+                s, code=code, name=code, category=category, is_state_budget=True, rules={"programmes": [programme]}
+            )
             if budget:
                 await ledger.receive(s, key=f"t:{code}", source=code, amount=budget, memo="test budget")
         await finance_db.put_allocation_policy(
-            s, AllocationPolicy(version="t", programme=programme,
-                                tiers=[Tier(name=f"tier {i}", sources=[code]) for i, (code, _) in enumerate(sources)]),
+            s,
+            AllocationPolicy(
+                version="t",
+                programme=programme,
+                tiers=[Tier(name=f"tier {i}", sources=[code]) for i, (code, _) in enumerate(sources)],
+            ),
             date(2024, 1, 1),
-        )  # fmt: skip
+        )
     return programme
 
 
@@ -109,8 +114,9 @@ async def free_of(sessions, code: str) -> int:
 async def test_many_allocations_at_once_never_overcommit_a_small_source(client, sessions, task_queue):
     code = f"RACE-{tag()}"
     programme = await own_programme(sessions, [(code, 150 * M)])
-    items = await enroll(client, sessions, task_queue,
-                         make_households(8, support_type="new_build", programme=programme))  # fmt: skip
+    items = await enroll(
+        client, sessions, task_queue, make_households(8, support_type="new_build", programme=programme)
+    )
     await asyncio.gather(*(to_allocation(client, sessions, h) for h in items))
 
     async def allocate(h):
@@ -128,8 +134,14 @@ async def test_many_allocations_at_once_never_overcommit_a_small_source(client, 
     async with sessions() as s:
         assert await ledger.check_invariants(s) == []
         refused_codes = {h.code for h, r in zip(items, results, strict=True) if isinstance(r, Refusal)}
-        assert await s.scalar(select(func.count()).select_from(ledger_transfers)
-                              .where(ledger_transfers.c.household_code.in_(refused_codes))) == 0  # fmt: skip
+        assert (
+            await s.scalar(
+                select(func.count())
+                .select_from(ledger_transfers)
+                .where(ledger_transfers.c.household_code.in_(refused_codes))
+            )
+            == 0
+        )
     for h, r in zip(items, results, strict=True):
         state = await household_state(client, h.code)
         assert state.stage is (Stage.FUND_ALLOCATION if isinstance(r, Refusal) else Stage.CONSTRUCTION)
@@ -138,8 +150,7 @@ async def test_many_allocations_at_once_never_overcommit_a_small_source(client, 
 async def test_one_household_is_split_across_sources_when_the_first_runs_short(client, sessions, task_queue):
     first, second = f"SPLIT-A-{tag()}", f"SPLIT-B-{tag()}"
     programme = await own_programme(sessions, [(first, 100 * M), (second, 100 * M)])
-    a, b = await enroll(client, sessions, task_queue,
-                        make_households(2, support_type="new_build", programme=programme))  # fmt: skip
+    a, b = await enroll(client, sessions, task_queue, make_households(2, support_type="new_build", programme=programme))
     for h in (a, b):
         await to_allocation(client, sessions, h)
         result = await take_step(client, sessions, h.code, Step.ALLOCATE, "tc.hoang", evidence=["PB"])
@@ -174,15 +185,18 @@ async def one_tranche_disaster_repairs(scratch):
     async with scratch() as s, s.begin():
         await ledger.receive(s, key="tests:topup", source="NS-TINH", amount=1_000 * M, memo="tests")
         await finance_db.put_tranche_plan(
-            s, SupportType.REPAIR, BeneficiaryGroup.DISASTER,
+            s,
+            SupportType.REPAIR,
+            BeneficiaryGroup.DISASTER,
             TranchePlan(tranches=[TrancheSpec(percent=100, milestone="acceptance")], legal_basis="test"),
             date(2024, 6, 1),
-        )  # fmt: skip
+        )
     return scratch
 
 
-async def test_a_group_with_its_own_tranche_plan_is_paid_as_that_plan_says(client, sessions, settings,
-                                                                           one_tranche_disaster_repairs):
+async def test_a_group_with_its_own_tranche_plan_is_paid_as_that_plan_says(
+    client, sessions, settings, one_tranche_disaster_repairs
+):
     db = one_tranche_disaster_repairs
     async with running_worker(client, db, settings) as tq:
         (h,) = await enroll(client, db, tq, make_households(1, support_type="repair", beneficiary_group="disaster"))
@@ -191,8 +205,15 @@ async def test_a_group_with_its_own_tranche_plan_is_paid_as_that_plan_says(clien
         state = await household_state(client, h.code)
         assert [(t.percent, t.milestone.value, t.amount) for t in state.tranches] == [(100, "acceptance", 30 * M)]
         with pytest.raises(Refusal) as e:
-            await take_step(client, db, h.code, Step.REPORT_PROGRESS, sample.commune_user(h.district, h.commune),
-                            milestone="progress_30", evidence=["BB"])  # fmt: skip
+            await take_step(
+                client,
+                db,
+                h.code,
+                Step.REPORT_PROGRESS,
+                sample.commune_user(h.district, h.commune),
+                milestone="progress_30",
+                evidence=["BB"],
+            )
         assert e.value.rule == "UnknownMilestone"
         await drive_one(client, db, h)
         state = await household_state(client, h.code)
@@ -204,8 +225,9 @@ async def test_a_group_with_its_own_tranche_plan_is_paid_as_that_plan_says(clien
 
 
 async def test_cancelling_after_the_first_tranche_releases_only_what_is_left(client, sessions, task_queue):
-    (h,) = await enroll(client, sessions, task_queue, make_households(1, support_type="new_build",
-                                                                       beneficiary_group="poor"))  # fmt: skip
+    (h,) = await enroll(
+        client, sessions, task_queue, make_households(1, support_type="new_build", beneficiary_group="poor")
+    )
     district = sample.district_user(h.district)
     await drive_one(client, sessions, h, payouts=False)  # to tranche 1 due
     with pytest.raises(Refusal) as e:
@@ -215,8 +237,9 @@ async def test_cancelling_after_the_first_tranche_releases_only_what_is_left(cli
     await take_step(client, sessions, h.code, Step.RELEASE_PAYOUT, sample.TREASURY_USER, tranche=1, evidence=["U"])
     await wait_until(tranche_is(client, h.code, TrancheStatus.PAID))
     with pytest.raises(Refusal) as e:
-        await take_step(client, sessions, h.code, Step.SEND_BACK, sample.commune_user(h.district, h.commune),
-                        reason="đổi nguồn")  # fmt: skip
+        await take_step(
+            client, sessions, h.code, Step.SEND_BACK, sample.commune_user(h.district, h.commune), reason="đổi nguồn"
+        )
     assert e.value.rule == "PaymentsMade"
     result = await take_step(client, sessions, h.code, Step.CANCEL, district, reason="hộ chuyển đi nơi khác")
     assert result.released == 18 * M
@@ -224,23 +247,33 @@ async def test_cancelling_after_the_first_tranche_releases_only_what_is_left(cli
     assert (state.stage, state.paid, state.reserved) == (Stage.CANCELLED, 42 * M, 0)
     assert [t.status for t in state.tranches] == [TrancheStatus.PAID, TrancheStatus.VOIDED]
     async with sessions() as s:
-        row = (await s.execute(select(households.c.paid, households.c.reserved)
-                               .where(households.c.code == h.code))).one()  # fmt: skip
-        transfers = [tuple(r) for r in await s.execute(
-            select(ledger_transfers.c.kind, ledger_transfers.c.tranche, ledger_transfers.c.amount)
-            .where(ledger_transfers.c.household_code == h.code).order_by(ledger_transfers.c.id))]  # fmt: skip
+        row = (
+            await s.execute(select(households.c.paid, households.c.reserved).where(households.c.code == h.code))
+        ).one()
+        transfers = [
+            tuple(r)
+            for r in await s.execute(
+                select(ledger_transfers.c.kind, ledger_transfers.c.tranche, ledger_transfers.c.amount)
+                .where(ledger_transfers.c.household_code == h.code)
+                .order_by(ledger_transfers.c.id)
+            )
+        ]
     assert tuple(row) == (42 * M, 0)
     # One pending transfer per (tranche, source) piece at allocation; tranche 1's pieces posted when paid,
     # tranche 2's voided by the cancellation: nothing else, nothing twice.
     first, second = state.tranches
     pieces = {n: [p.amount for p in t.pieces] for n, t in ((1, first), (2, second))}
     assert (sum(pieces[1]), sum(pieces[2])) == (42 * M, 18 * M)
-    assert sorted(transfers) == sorted([("pending", n, a) for n in (1, 2) for a in pieces[n]]
-                                       + [("post_pending", 1, a) for a in pieces[1]]
-                                       + [("void_pending", 2, a) for a in pieces[2]])  # fmt: skip
-    assert [k for k, _, _ in transfers] == (["pending"] * (len(pieces[1]) + len(pieces[2]))
-                                            + ["post_pending"] * len(pieces[1])
-                                            + ["void_pending"] * len(pieces[2]))  # in that order  # fmt: skip
+    assert sorted(transfers) == sorted(
+        [("pending", n, a) for n in (1, 2) for a in pieces[n]]
+        + [("post_pending", 1, a) for a in pieces[1]]
+        + [("void_pending", 2, a) for a in pieces[2]]
+    )
+    assert [k for k, _, _ in transfers] == (
+        ["pending"] * (len(pieces[1]) + len(pieces[2]))
+        + ["post_pending"] * len(pieces[1])
+        + ["void_pending"] * len(pieces[2])
+    )  # in that order
 
 
 # ------------------------------------------------------------------ separation of duties for money
@@ -263,17 +296,26 @@ async def test_the_person_who_authorises_a_payout_may_not_release_it(client, ses
     assert e.value.rule == "SegregationOfDuties" and "tc.hoang" in e.value.message
     # A commune officer may not release under this policy at all; another Finance officer may.
     with pytest.raises(Refusal) as e:
-        await take_step(client, sessions, h.code, Step.RELEASE_PAYOUT, sample.commune_user(h.district, h.commune),
-                        tranche=1, evidence=["U"])  # fmt: skip
+        await take_step(
+            client,
+            sessions,
+            h.code,
+            Step.RELEASE_PAYOUT,
+            sample.commune_user(h.district, h.commune),
+            tranche=1,
+            evidence=["U"],
+        )
     assert e.value.rule == "RoleNotAllowed"
     released = await take_step(client, sessions, h.code, Step.RELEASE_PAYOUT, "tc.nong", tranche=1, evidence=["U"])
     assert released.status is TrancheStatus.RELEASED
     # PostgreSQL holds the same rule for the read model whatever writes it.
     async with sessions() as s, s.begin():
         with pytest.raises(IntegrityError, match='violates check constraint "household_tranches_two_people"') as e:
-            await s.execute(household_tranches.update().where(household_tranches.c.household_code == h.code,
-                                                              household_tranches.c.tranche == 1)
-                            .values(released_by="tc.hoang", authorised_by="tc.hoang"))  # fmt: skip
+            await s.execute(
+                household_tranches.update()
+                .where(household_tranches.c.household_code == h.code, household_tranches.c.tranche == 1)
+                .values(released_by="tc.hoang", authorised_by="tc.hoang")
+            )
     assert isinstance(e.value.orig.__cause__, asyncpg.exceptions.CheckViolationError)
 
 
@@ -292,9 +334,23 @@ async def test_a_batch_authorises_many_payouts_and_running_it_again_changes_noth
             actor = await users.require_actor(s, user)
         selection = BatchSelection(codes=codes)
         seen = []
-        result = await run_batch(client, task_queue, payouts.sign_batch(FRONT_DOOR, PayoutBatchInput(
-            batch_id=payouts.batch_id_for(action, 1, selection, ref), action=action, tranche=1,
-            selection=selection, actor=actor, evidence=["BATCH"], concurrency=3)), on_progress=seen.append)  # fmt: skip
+        result = await run_batch(
+            client,
+            task_queue,
+            payouts.sign_batch(
+                FRONT_DOOR,
+                PayoutBatchInput(
+                    batch_id=payouts.batch_id_for(action, 1, selection, ref),
+                    action=action,
+                    tranche=1,
+                    selection=selection,
+                    actor=actor,
+                    evidence=["BATCH"],
+                    concurrency=3,
+                ),
+            ),
+            on_progress=seen.append,
+        )
         return result, seen
 
     async def audit_rows():
@@ -323,8 +379,7 @@ async def test_a_batch_authorises_many_payouts_and_running_it_again_changes_noth
         assert (await household_state(client, h.code)).tranches[0].status is TrancheStatus.PAID
 
 
-async def test_a_signed_batch_copied_out_of_its_history_and_started_again_takes_no_step(client, sessions,
-                                                                                          task_queue):
+async def test_a_signed_batch_copied_out_of_its_history_and_started_again_takes_no_step(client, sessions, task_queue):
     """Someone who reaches the frontend, holding no key, copies a finished release batch's sealed start input out
     of its history and starts `payout-batch-<id>` again (a finished batch id may run again): within BATCH_TTL it
     would release the households Finance authorised since, in the treasury officer's name. The batch's selection
@@ -336,9 +391,17 @@ async def test_a_signed_batch_copied_out_of_its_history_and_started_again_takes_
     selection = BatchSelection(codes=[a.code, b.code])
     async with sessions() as s:
         actor = await users_db.require_actor(s, sample.TREASURY_USER)
-    signed = payouts.sign_batch(FRONT_DOOR, PayoutBatchInput(
-        batch_id=payouts.batch_id_for(BatchAction.RELEASE, 1, selection, tag()), action=BatchAction.RELEASE,
-        tranche=1, selection=selection, actor=actor, evidence=["UNC"]))  # fmt: skip
+    signed = payouts.sign_batch(
+        FRONT_DOOR,
+        PayoutBatchInput(
+            batch_id=payouts.batch_id_for(BatchAction.RELEASE, 1, selection, tag()),
+            action=BatchAction.RELEASE,
+            tranche=1,
+            selection=selection,
+            actor=actor,
+            evidence=["UNC"],
+        ),
+    )
     first = await run_batch(client, task_queue, signed)
     assert {i.household_code: i.outcome for i in first.items} == {a.code: "done", b.code: "failed"}
     wid = f"payout-batch-{signed.batch_id}"
@@ -360,19 +423,24 @@ async def test_a_signed_batch_copied_out_of_its_history_and_started_again_takes_
     assert (await household_state(client, b.code)).tranches[0].status is TrancheStatus.AUTHORISED
     async with sessions() as s:
         assert await s.scalar(select(func.count()).where(audit_log.c.household_code == b.code)) == rows
-        taken = (await s.execute(select(payout_batch_runs).where(
-            payout_batch_runs.c.nonce == signed.assertion.nonce))).mappings().all()  # fmt: skip
+        taken = (
+            (await s.execute(select(payout_batch_runs).where(payout_batch_runs.c.nonce == signed.assertion.nonce)))
+            .mappings()
+            .all()
+        )
     assert [(r["run_id"], r["batch_id"], r["signed_by"]) for r in taken] == [
-        (first_run, signed.batch_id, sample.TREASURY_USER)]  # fmt: skip
+        (first_run, signed.batch_id, sample.TREASURY_USER)
+    ]
 
     # Nor can a's step, copied out of a's history, be sent to b: the batch's assertion rides on it, b is in the
     # signed selection and now authorised, but only the batch's own run writes a household its ticket.
     a_history = await client.get_workflow_handle(a.workflow_id).fetch_history()
-    [a_release] = [e.workflow_execution_update_accepted_event_attributes.accepted_request.input.args.payloads[0]
-                   for e in a_history.events
-                   if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED
-                   and e.workflow_execution_update_accepted_event_attributes.accepted_request.input.name
-                   == "release_payout"]  # fmt: skip
+    [a_release] = [
+        e.workflow_execution_update_accepted_event_attributes.accepted_request.input.args.payloads[0]
+        for e in a_history.events
+        if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED
+        and e.workflow_execution_update_accepted_event_attributes.accepted_request.input.name == "release_payout"
+    ]
     # Sent as it is (what a keyless client does with the sealed bytes); decoded here only to read the answer.
     [a_input] = await SEALED.decode([a_release], [ReleasePayoutInput])
     assert a_input.batch == signed
@@ -394,9 +462,17 @@ async def test_a_signed_batch_is_taken_by_its_first_run_and_a_retry_of_that_run_
     async with sessions() as s:
         actor = await users_db.require_actor(s, "tc.hoang")
     selection = BatchSelection(codes=[f"NONE-{tag()}"])
-    signed = payouts.sign_batch(FRONT_DOOR, PayoutBatchInput(batch_id=f"claim-{tag()}", action=BatchAction.AUTHORISE,
-                                                             tranche=1, selection=selection, actor=actor,
-                                                             evidence=["B"]))  # fmt: skip
+    signed = payouts.sign_batch(
+        FRONT_DOOR,
+        PayoutBatchInput(
+            batch_id=f"claim-{tag()}",
+            action=BatchAction.AUTHORISE,
+            tranche=1,
+            selection=selection,
+            actor=actor,
+            evidence=["B"],
+        ),
+    )
     ask = SelectPayoutsInput(selection=selection, tranche=1, actor=actor, batch=signed)
     batches = BatchActivities(client, sessions)
 
@@ -419,11 +495,13 @@ async def test_a_signed_batch_is_taken_by_its_first_run_and_a_retry_of_that_run_
 
 async def test_a_supplementary_list_is_imported_and_reported_under_its_own_decision(client, sessions, task_queue):
     ref = f"{tag()}/QĐ-UBND"
-    assert await finance_ops.add_decision(sessions, sample.PROVINCE_USER, ref, supplements="270/QĐ-UBND",
-                                          decided_on=date(2025, 6, 30), note="bổ sung")  # fmt: skip
+    assert await finance_ops.add_decision(
+        sessions, sample.PROVINCE_USER, ref, supplements="270/QĐ-UBND", decided_on=date(2025, 6, 30), note="bổ sung"
+    )
     with pytest.raises(DomainError) as e:
-        await finance_ops.add_decision(sessions, sample.PROVINCE_USER, f"X{ref}", supplements="NO-SUCH",
-                                       decided_on=None, note=None)  # fmt: skip
+        await finance_ops.add_decision(
+            sessions, sample.PROVINCE_USER, f"X{ref}", supplements="NO-SUCH", decided_on=None, note=None
+        )
     assert e.value.type == "UnknownDecision"
     items = await enroll(client, sessions, task_queue, make_households(3, decision_ref=ref, support_type="repair"))
     async with sessions() as s:
@@ -440,17 +518,47 @@ async def test_a_districts_advance_is_a_receivable_until_the_programme_reimburse
     payer, advance = f"PAYER-{tag()}", f"ADV-{tag()}"
     programme = f"P-{tag()}"
     async with sessions() as s, s.begin():
-        await ledger.create_source(s, code=payer, name=payer, category="national_target_programme",
-                                   is_state_budget=True, priority=10, rules={"programmes": [programme]})  # fmt: skip
-        await ledger.create_source(s, code=advance, name=advance, category="district_advance", is_state_budget=True,
-                                   priority=20, rules={"programmes": [programme], "districts": ["Chi Lăng"],
-                                                       "reimbursed_by": payer})  # fmt: skip
+        await ledger.create_source(
+            s,
+            code=payer,
+            name=payer,
+            category="national_target_programme",
+            is_state_budget=True,
+            priority=10,
+            rules={"programmes": [programme]},
+        )
+        await ledger.create_source(
+            s,
+            code=advance,
+            name=advance,
+            category="district_advance",
+            is_state_budget=True,
+            priority=20,
+            rules={"programmes": [programme], "districts": ["Chi Lăng"], "reimbursed_by": payer},
+        )
         await ledger.receive(s, key=f"t:{advance}", source=advance, amount=100 * M, memo="district budget")
-        await finance_db.put_allocation_policy(s, AllocationPolicy(version="t", programme=programme, tiers=[
-            Tier(name="programme", categories=["national_target_programme", "district_advance"])]), date(2024, 1, 1))
-    (h,) = await enroll(client, sessions, task_queue, make_households(
-        1, programme=programme, district="Chi Lăng", commune="Vân An", support_type="new_build",
-        beneficiary_group="poor"))  # fmt: skip
+        await finance_db.put_allocation_policy(
+            s,
+            AllocationPolicy(
+                version="t",
+                programme=programme,
+                tiers=[Tier(name="programme", categories=["national_target_programme", "district_advance"])],
+            ),
+            date(2024, 1, 1),
+        )
+    (h,) = await enroll(
+        client,
+        sessions,
+        task_queue,
+        make_households(
+            1,
+            programme=programme,
+            district="Chi Lăng",
+            commune="Vân An",
+            support_type="new_build",
+            beneficiary_group="poor",
+        ),
+    )
     await drive_one(client, sessions, h)  # the programme has no money yet: the district advances all of it
 
     async def owed():
@@ -485,32 +593,52 @@ async def test_vbsp_loans_are_co_financing_recorded_apart_from_grant_money(
 
     before = await transfers()
     async with sessions() as s:
-        lent_before = next((d.vbsp_loans for d in (await reconciliation.reconcile(s)).districts
-                            if d.key == h.district), 0)  # fmt: skip
-    assert await finance_ops.record_loan(sessions, sample.VBSP_USER, household_code=h.code, amount=40 * M,
-                                         status="approved", ref="HĐ-1")  # fmt: skip
-    assert not await finance_ops.record_loan(sessions, sample.VBSP_USER, household_code=h.code, amount=40 * M,
-                                             status="approved", ref="HĐ-1")  # the same event twice: once  # fmt: skip
-    assert await finance_ops.record_loan(sessions, sample.VBSP_USER, household_code=h.code, amount=40 * M,
-                                         status="disbursed", ref="HĐ-1/giải ngân")  # fmt: skip
-    for kwargs, rule in ((dict(amount=0, status="approved"), "InvalidAmount"),
-                         (dict(amount=10 * M, status="forgiven"), "InvalidLoanStatus")):  # fmt: skip
+        lent_before = next(
+            (d.vbsp_loans for d in (await reconciliation.reconcile(s)).districts if d.key == h.district), 0
+        )
+    assert await finance_ops.record_loan(
+        sessions, sample.VBSP_USER, household_code=h.code, amount=40 * M, status="approved", ref="HĐ-1"
+    )
+    assert not await finance_ops.record_loan(
+        sessions, sample.VBSP_USER, household_code=h.code, amount=40 * M, status="approved", ref="HĐ-1"
+    )  # the same event twice: once
+    assert await finance_ops.record_loan(
+        sessions, sample.VBSP_USER, household_code=h.code, amount=40 * M, status="disbursed", ref="HĐ-1/giải ngân"
+    )
+    for kwargs, rule in (
+        (dict(amount=0, status="approved"), "InvalidAmount"),
+        (dict(amount=10 * M, status="forgiven"), "InvalidLoanStatus"),
+    ):
         with pytest.raises(DomainError) as e:
             await finance_ops.record_loan(sessions, sample.VBSP_USER, household_code=h.code, ref="bad", **kwargs)
         assert e.value.type == rule
     with pytest.raises(DomainError) as e:
-        await finance_ops.record_loan(sessions, sample.commune_user(h.district, h.commune), household_code=h.code,
-                                      amount=M, status="approved", ref="x")  # fmt: skip
+        await finance_ops.record_loan(
+            sessions,
+            sample.commune_user(h.district, h.commune),
+            household_code=h.code,
+            amount=M,
+            status="approved",
+            ref="x",
+        )
     assert e.value.type == "RoleNotAllowed"
     assert await transfers() == before  # loans never touch the grant ledger
     async with sessions() as s:
         rec = await reconciliation.reconcile(s)
-        statuses = [r for (r,) in await s.execute(select(household_loans.c.status)
-                                                  .where(household_loans.c.household_code == h.code)
-                                                  .order_by(household_loans.c.id))]  # fmt: skip
+        statuses = [
+            r
+            for (r,) in await s.execute(
+                select(household_loans.c.status)
+                .where(household_loans.c.household_code == h.code)
+                .order_by(household_loans.c.id)
+            )
+        ]
     # Even as the owner (the application has no UPDATE): the append-only trigger refuses.
-    with pytest.raises(ProgrammingError, match=r"household_loans is append-only: UPDATE refused \(corrections are "
-                                               r"new entries\)") as e:  # fmt: skip
+    with pytest.raises(
+        ProgrammingError,
+        match=r"household_loans is append-only: UPDATE refused \(corrections are "
+        r"new entries\)",
+    ) as e:
         async with owner_sessions() as s, s.begin():
             await s.execute(text("UPDATE household_loans SET amount = 1 WHERE household_code = :c"), {"c": h.code})
     assert isinstance(e.value.orig.__cause__, asyncpg.exceptions.InsufficientPrivilegeError)  # the trigger's ERRCODE
@@ -531,19 +659,37 @@ async def test_the_reconciliation_balances_after_a_run_with_cancellations_and_na
     await drive_one(client, sessions, closed)
     await to_allocation(client, sessions, cancelled_early)
     await take_step(client, sessions, cancelled_early.code, Step.ALLOCATE, "tc.hoang", evidence=["PB"])
-    await take_step(client, sessions, cancelled_early.code, Step.CANCEL, district(cancelled_early.district),
-                    reason="không đủ điều kiện")  # fmt: skip
+    await take_step(
+        client,
+        sessions,
+        cancelled_early.code,
+        Step.CANCEL,
+        district(cancelled_early.district),
+        reason="không đủ điều kiện",
+    )
     for h in (cancelled_paid, half):
         await drive_one(client, sessions, h, payouts=False)
         await take_step(client, sessions, h.code, Step.AUTHORISE_PAYOUT, "tc.hoang", tranche=1, evidence=["D"])
         await take_step(client, sessions, h.code, Step.RELEASE_PAYOUT, sample.TREASURY_USER, tranche=1, evidence=["U"])
         await wait_until(tranche_is(client, h.code, TrancheStatus.PAID))
-    await take_step(client, sessions, cancelled_paid.code, Step.CANCEL, district(cancelled_paid.district),
-                    reason="hộ tự xây bằng nguồn khác")  # fmt: skip
+    await take_step(
+        client,
+        sessions,
+        cancelled_paid.code,
+        Step.CANCEL,
+        district(cancelled_paid.district),
+        reason="hộ tự xây bằng nguồn khác",
+    )
     await to_allocation(client, sessions, sent_back)
     await take_step(client, sessions, sent_back.code, Step.ALLOCATE, "tc.hoang", evidence=["PB"])
-    await take_step(client, sessions, sent_back.code, Step.SEND_BACK,
-                    sample.commune_user(sent_back.district, sent_back.commune), reason="sai nguồn")  # fmt: skip
+    await take_step(
+        client,
+        sessions,
+        sent_back.code,
+        Step.SEND_BACK,
+        sample.commune_user(sent_back.district, sent_back.commune),
+        reason="sai nguồn",
+    )
 
     async with sessions() as s:
         rec = await reconciliation.reconcile(s)
@@ -556,8 +702,10 @@ async def test_the_reconciliation_balances_after_a_run_with_cancellations_and_na
     assert paid == amounts[closed.code] + first[cancelled_paid.code] + first[half.code]
     totals = rec.totals(rec.sources)
     assert totals["paid"] == sum(d.paid for d in rec.districts) == sum(d.paid for d in rec.decisions)
-    assert totals["free"] == totals["received"] - totals["reserved"] - totals["released"] - totals["paid"] \
-        - totals["reimbursed_out"]  # fmt: skip
+    assert (
+        totals["free"]
+        == totals["received"] - totals["reserved"] - totals["released"] - totals["paid"] - totals["reimbursed_out"]
+    )
 
     # Exports open in Excel: a workbook with one sheet per view and the totals as numbers.
     book = load_workbook(reconciliation.write_xlsx(rec, tmp_path / "r.xlsx"))
@@ -582,8 +730,12 @@ async def test_the_reconciliation_balances_after_a_run_with_cancellations_and_na
         await s.rollback()
     views, orphan = broken.problems
     assert re.fullmatch(r"1 transfers reserve or pay source money for no registered household \(ids \d+\)", orphan)
-    sources, districts, decisions = (int(n.replace(",", "")) for n in re.fullmatch(
-        r"reserved differs between views: sources ([\d,]+), districts ([\d,]+), decisions ([\d,]+)", views).groups())
+    sources, districts, decisions = (
+        int(n.replace(",", ""))
+        for n in re.fullmatch(
+            r"reserved differs between views: sources ([\d,]+), districts ([\d,]+), decisions ([\d,]+)", views
+        ).groups()
+    )
     assert sources - districts == 5 and districts == decisions  # the 5 đồng reserved for nobody, nothing else
 
 
@@ -591,18 +743,34 @@ async def test_report_command_exports_and_exits_zero_when_balanced(settings, ses
     env = {**os.environ, "DATABASE_URL": settings.database_url, "COLUMNS": "200"}
     done = await asyncio.to_thread(
         subprocess.run,
-        [sys.executable, "starter.py", "report", "--json", "--xlsx", str(tmp_path / "r.xlsx"), "--csv",
-         str(tmp_path / "csv")], capture_output=True, text=True, env=env, timeout=120,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "starter.py",
+            "report",
+            "--json",
+            "--xlsx",
+            str(tmp_path / "r.xlsx"),
+            "--csv",
+            str(tmp_path / "csv"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)["reconciliation"]
     assert report["balanced"] is True and report["problems"] == []
     assert {"state_budget", "not_state_budget", "all"} == set(report["source_totals"])
     assert (tmp_path / "r.xlsx").exists() and (tmp_path / "csv" / "reconciliation_by_district.csv").exists()
     bad = await asyncio.to_thread(
-        subprocess.run, [sys.executable, "starter.py", "finance", "receive", "NS-TINH", "1.200,5", "--ref", "x",
-                         "--as", "tc.hoang"], capture_output=True, text=True, env=env, timeout=120,
-    )  # fmt: skip
+        subprocess.run,
+        [sys.executable, "starter.py", "finance", "receive", "NS-TINH", "1.200,5", "--ref", "x", "--as", "tc.hoang"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert bad.returncode != 0 and "InvalidAmount" in bad.stderr
 
 
@@ -613,10 +781,22 @@ async def test_the_outbox_tells_finance_a_tranche_is_due_and_the_paying_unit_it_
     await drive_one(client, sessions, h, payouts=False)
     await take_step(client, sessions, h.code, Step.AUTHORISE_PAYOUT, "tc.hoang", tranche=1, evidence=["D"])
     async with sessions() as s:
-        subjects = [r for (r,) in await s.execute(select(outbox.c.subject).where(outbox.c.household_code == h.code,
-                                                                                 outbox.c.kind == "task")
-                                                  .order_by(outbox.c.id))]  # fmt: skip
+        subjects = [
+            r
+            for (r,) in await s.execute(
+                select(outbox.c.subject)
+                .where(outbox.c.household_code == h.code, outbox.c.kind == "task")
+                .order_by(outbox.c.id)
+            )
+        ]
     # One hand-over per stage reached, then the tranche due (to Finance) and authorised (to the paying unit).
-    assert subjects == [f"Hộ {h.code}: {x}" for x in (
-        "chờ bước phê duyệt", "chờ bước phân bổ kinh phí", "chờ bước thi công", "đợt 1 đến hạn chi, đề nghị duyệt chi",
-        "đợt 1 đã được duyệt chi, đề nghị chuyển tiền")]  # fmt: skip
+    assert subjects == [
+        f"Hộ {h.code}: {x}"
+        for x in (
+            "chờ bước phê duyệt",
+            "chờ bước phân bổ kinh phí",
+            "chờ bước thi công",
+            "đợt 1 đến hạn chi, đề nghị duyệt chi",
+            "đợt 1 đã được duyệt chi, đề nghị chuyển tiền",
+        )
+    ]

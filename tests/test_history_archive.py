@@ -48,9 +48,11 @@ from workflows.archive import HistoryArchiveWorkflow
 async def sweep(client: Client, task_queue: str) -> ArchiveSweepResult:
     """The sweep as the schedule runs it, on this test's workflows only."""
     return await client.execute_workflow(
-        HistoryArchiveWorkflow.run, ArchiveSweepInput(task_queue=task_queue, checkpoint=False),
-        id=f"archive-test-{uuid.uuid4().hex[:8]}", task_queue=task_queue,
-    )  # fmt: skip
+        HistoryArchiveWorkflow.run,
+        ArchiveSweepInput(task_queue=task_queue, checkpoint=False),
+        id=f"archive-test-{uuid.uuid4().hex[:8]}",
+        task_queue=task_queue,
+    )
 
 
 async def closed(client: Client, workflow_id: str) -> bool:
@@ -73,9 +75,12 @@ class _NoArchive:
 
 async def delete_from_temporal(client: Client, workflow_id: str) -> None:
     """What retention does to a closed workflow: its history and its visibility record are gone."""
-    await client.workflow_service.delete_workflow_execution(DeleteWorkflowExecutionRequest(
-        namespace=client.namespace, workflow_execution=WorkflowExecution(workflow_id=workflow_id),
-    ))  # fmt: skip
+    await client.workflow_service.delete_workflow_execution(
+        DeleteWorkflowExecutionRequest(
+            namespace=client.namespace,
+            workflow_execution=WorkflowExecution(workflow_id=workflow_id),
+        )
+    )
 
     async def gone() -> bool:
         try:
@@ -88,12 +93,18 @@ async def delete_from_temporal(client: Client, workflow_id: str) -> None:
 
 
 def cli(client: Client, settings, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "DATABASE_URL": settings.database_url, "PAYLOAD_KEYS_FILE": str(TEST_KEYS_FILE),
-           "TEMPORAL_ADDRESS": client.service_client.config.target_host, "COLUMNS": "200",
-           "STATE_DIR": str(settings.state_dir)}  # fmt: skip
+    env = {
+        **os.environ,
+        "DATABASE_URL": settings.database_url,
+        "PAYLOAD_KEYS_FILE": str(TEST_KEYS_FILE),
+        "TEMPORAL_ADDRESS": client.service_client.config.target_host,
+        "COLUMNS": "200",
+        "STATE_DIR": str(settings.state_dir),
+    }
     env.pop("PAYLOAD_KEYS", None)
-    return subprocess.run([sys.executable, "starter.py", *args], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=120)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "starter.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
 
 
 @pytest.fixture(scope="module")
@@ -130,8 +141,9 @@ async def test_the_sweep_archives_a_closed_history_once_as_temporal_held_it(reta
     assert h.head_of_household.encode() not in kept.history
 
 
-async def test_a_settled_household_is_read_from_the_archive_once_temporal_deleted_it(client, sessions, settings,
-                                                                                   retained):  # fmt: skip
+async def test_a_settled_household_is_read_from_the_archive_once_temporal_deleted_it(
+    client, sessions, settings, retained
+):
     h, before = retained["settled"], retained["state"]
     assert before.stage.terminal and before.paid > 0
     archive = PostgresArchive(sessions)  # the suite's workers archive without a witness: nothing to trust
@@ -186,14 +198,23 @@ async def test_runs_closed_while_nothing_archived_are_archived_by_the_next_sweep
     # A new worker starts; its sweep finds the two the crash left.
     async with running_worker(client, sessions, settings) as tq2:
         result = await client.execute_workflow(
-            HistoryArchiveWorkflow.run, ArchiveSweepInput(task_queue=tq, checkpoint=False),
-            id=f"archive-test-{uuid.uuid4().hex[:8]}", task_queue=tq2,
-        )  # fmt: skip
+            HistoryArchiveWorkflow.run,
+            ArchiveSweepInput(task_queue=tq, checkpoint=False),
+            id=f"archive-test-{uuid.uuid4().hex[:8]}",
+            task_queue=tq2,
+        )
     assert result.archived_now == 2 and result.already == 1 and result.waiting == 0
     assert (await backlog(client, archive, task_queue=tq)).missing == []
     async with sessions() as s:
-        rows = (await s.execute(text("SELECT workflow_id, count(*) FROM workflow_histories WHERE workflow_id = ANY(:w) "
-                                     "GROUP BY workflow_id"), {"w": [h.workflow_id for h in items]})).all()  # fmt: skip
+        rows = (
+            await s.execute(
+                text(
+                    "SELECT workflow_id, count(*) FROM workflow_histories WHERE workflow_id = ANY(:w) "
+                    "GROUP BY workflow_id"
+                ),
+                {"w": [h.workflow_id for h in items]},
+            )
+        ).all()
     assert sorted(n for _, n in rows) == [1, 1, 1]
 
 
@@ -205,8 +226,10 @@ async def test_the_archive_is_append_only_and_checks_its_hashes(client, sessions
         await listed_closed(client, tq, 1)
         assert (await sweep(client, tq)).archived_now == 1
     kept = await archive.get(h.workflow_id)
-    for sql in ("UPDATE workflow_histories SET history = '\\x00' WHERE run_id = :r",
-                "DELETE FROM workflow_histories WHERE run_id = :r"):  # fmt: skip
+    for sql in (
+        "UPDATE workflow_histories SET history = '\\x00' WHERE run_id = :r",
+        "DELETE FROM workflow_histories WHERE run_id = :r",
+    ):
         for who in (sessions, owner_sessions):  # the application's login, and the owner's
             async with who() as s:
                 with pytest.raises(Exception, match="append-only|permission denied"):
@@ -242,8 +265,9 @@ async def test_status_counts_what_is_archived_and_what_waits(client, sessions, s
 async def test_the_web_app_shows_an_archived_household_and_names_a_lost_one(web, sessions, retained):
     token = await token_for(sessions, sample.AUDITOR_USER)
     headers = {"Authorization": f"Bearer {token}"}
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=web["app"]), base_url="https://testserver",
-                                 headers=headers) as c:  # fmt: skip
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=web["app"]), base_url="https://testserver", headers=headers
+    ) as c:
         h = retained["settled"]
         page = await c.get(f"/api/households/{h.code}")
         assert page.status_code == 200, page.text
@@ -263,8 +287,9 @@ async def seeded_scratch(scratch):
     return scratch
 
 
-async def test_a_row_planted_with_the_application_login_is_not_read_nor_stands_for_a_run(client, seeded_scratch,
-                                                                                      settings, tmp_path):  # fmt: skip
+async def test_a_row_planted_with_the_application_login_is_not_read_nor_stands_for_a_run(
+    client, seeded_scratch, settings, tmp_path
+):
     """The sweep signs each copy with the witness's ring; an archive opened with its public keys reads only
     what it signed. A forged history planted for a household whose real one is gone is not read; one planted
     ahead of a run's close does not keep the run's real copy out; and a reader without the witness's key

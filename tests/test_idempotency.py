@@ -33,10 +33,15 @@ async def _record(sessions, h, seq, step, from_stage, to_stage, user, **kw) -> T
         actor = await users.require_actor(s, user)
     at = kw.pop("at", datetime.now(UTC))
     evidence = kw.pop("evidence", ["doc"])
-    signed = {"actor": actor.model_dump(mode="json"), "evidence": evidence, "reason": kw.get("reason"),
-              "source": kw.get("source")}  # fmt: skip
-    assertion = FRONT_DOOR.sign(workflow_id=h.workflow_id, step=step.value, input_digest=digest_of(signed),
-                                user_id=actor.user_id, now=at)  # fmt: skip
+    signed = {
+        "actor": actor.model_dump(mode="json"),
+        "evidence": evidence,
+        "reason": kw.get("reason"),
+        "source": kw.get("source"),
+    }
+    assertion = FRONT_DOOR.sign(
+        workflow_id=h.workflow_id, step=step.value, input_digest=digest_of(signed), user_id=actor.user_id, now=at
+    )
     return TransitionRecord(
         idempotency_key=f"{h.workflow_id}#{seq}",
         workflow_id=h.workflow_id,
@@ -76,17 +81,27 @@ async def test_the_same_key_twice_leaves_one_audit_row_and_one_transfer(sessions
         await _record(sessions, h, 2, Step.APPROVE, Stage.APPROVAL, Stage.FUND_ALLOCATION, district)
     )
     allocate = await _record(
-        sessions, h, 3, Step.ALLOCATE, Stage.FUND_ALLOCATION, Stage.CONSTRUCTION, "tc.hoang",
-        money=MoneyOp.RESERVE, source="NS-TINH",
-    )  # fmt: skip
+        sessions,
+        h,
+        3,
+        Step.ALLOCATE,
+        Stage.FUND_ALLOCATION,
+        Stage.CONSTRUCTION,
+        "tc.hoang",
+        money=MoneyOp.RESERVE,
+        source="NS-TINH",
+    )
     first = await acts.record_transition(allocate)
     before = await _counts(sessions, h.code)
     second = await acts.record_transition(allocate)
 
     assert not first.replayed and second.replayed
     assert (second.audit_id, second.audit_hash, second.transfer_id, second.amount) == (
-        first.audit_id, first.audit_hash, first.transfer_id, 60_000_000,
-    )  # fmt: skip
+        first.audit_id,
+        first.audit_hash,
+        first.transfer_id,
+        60_000_000,
+    )
     assert await _counts(sessions, h.code) == before == (3, 1, 4)
 
 
@@ -132,12 +147,23 @@ async def test_a_retried_allocation_hands_back_the_same_tranches_and_reserves_no
     acts = HouseholdActivities(sessions)
     h = await _registered(sessions)
     commune, district = sample.commune_user(h.district, h.commune), sample.district_user(h.district)
-    await acts.record_transition(await _record(sessions, h, 1, Step.VERIFY, Stage.VERIFICATION, Stage.APPROVAL,
-                                               commune))  # fmt: skip
-    await acts.record_transition(await _record(sessions, h, 2, Step.APPROVE, Stage.APPROVAL,
-                                               Stage.FUND_ALLOCATION, district))  # fmt: skip
-    allocate = await _record(sessions, h, 3, Step.ALLOCATE, Stage.FUND_ALLOCATION, Stage.CONSTRUCTION, "tc.hoang",
-                             money=MoneyOp.RESERVE, plan_tranches=True)  # fmt: skip
+    await acts.record_transition(
+        await _record(sessions, h, 1, Step.VERIFY, Stage.VERIFICATION, Stage.APPROVAL, commune)
+    )
+    await acts.record_transition(
+        await _record(sessions, h, 2, Step.APPROVE, Stage.APPROVAL, Stage.FUND_ALLOCATION, district)
+    )
+    allocate = await _record(
+        sessions,
+        h,
+        3,
+        Step.ALLOCATE,
+        Stage.FUND_ALLOCATION,
+        Stage.CONSTRUCTION,
+        "tc.hoang",
+        money=MoneyOp.RESERVE,
+        plan_tranches=True,
+    )
     first = await acts.record_transition(allocate)
     counts = await _counts(sessions, h.code)
     # The worker died before reporting: the activity runs again with the same key.
@@ -165,12 +191,25 @@ async def test_a_step_committed_before_a_crash_keeps_its_first_time_in_the_histo
         actor = await users.require_actor(s, commune)
         key = await signing_keys.get(s, FRONT_DOOR.active)
     first_at = max(datetime.now(UTC) - timedelta(minutes=7), key.valid_from + timedelta(milliseconds=1))
-    inp = sign_input(FRONT_DOOR, VerifyInput(actor=actor, evidence=["BB-XM-01"]), workflow_id=h.workflow_id,
-                     step=Step.VERIFY.value, user_id=commune, now=first_at)  # fmt: skip
+    inp = sign_input(
+        FRONT_DOOR,
+        VerifyInput(actor=actor, evidence=["BB-XM-01"]),
+        workflow_id=h.workflow_id,
+        step=Step.VERIFY.value,
+        user_id=commune,
+        now=first_at,
+    )
     # What the first attempt wrote then (the same input the update carries).
-    committed = (await _record(sessions, h, 1, Step.VERIFY, Stage.VERIFICATION, Stage.APPROVAL, commune))
-    committed = committed.model_copy(update={"at": first_at, "evidence": ["BB-XM-01"], "next_agency": None,
-                                             "assertion": inp.assertion, "signed_input": signed_input(inp)})
+    committed = await _record(sessions, h, 1, Step.VERIFY, Stage.VERIFICATION, Stage.APPROVAL, commune)
+    committed = committed.model_copy(
+        update={
+            "at": first_at,
+            "evidence": ["BB-XM-01"],
+            "next_agency": None,
+            "assertion": inp.assertion,
+            "signed_input": signed_input(inp),
+        }
+    )
     await HouseholdActivities(sessions).record_transition(committed)
 
     result = await client.get_workflow_handle(h.workflow_id).execute_update(HouseholdWorkflow.verify, inp)

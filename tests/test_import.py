@@ -44,7 +44,10 @@ async def test_bad_fields_are_named_by_line_and_nothing_is_imported(sessions):
     problems = await _rejected(sessions, rows)
     # Each problem once, in the file's order, naming line, field and the value found.
     assert [p.split(": ", 1)[0] for p in problems] == [
-        "line 3, field cccd", "line 4, field beneficiary_group", "line 5, field head_of_household"]  # fmt: skip
+        "line 3, field cccd",
+        "line 4, field beneficiary_group",
+        "line 5, field head_of_household",
+    ]
     assert [p.rsplit(" (got ", 1)[1] for p in problems] == ["'12345678901')", "'rich')", "'')"]
     assert "'poor'" in problems[1]  # the values it would take
     assert await _count(sessions, [r["code"] for r in rows]) == 0, "the good row must not be imported either"
@@ -95,8 +98,9 @@ def test_vietnamese_terms_and_excel_bom_are_accepted():
     parsed, problems = parse(data)
     assert problems == []
     assert (parsed[0].household.beneficiary_group.value, parsed[0].household.support_type.value) == (
-        "near_poor", "repair",
-    )  # fmt: skip
+        "near_poor",
+        "repair",
+    )
 
 
 async def test_importing_the_same_list_twice_starts_nothing_twice(client, sessions, task_queue, tmp_csv):
@@ -111,9 +115,14 @@ async def test_importing_the_same_list_twice_starts_nothing_twice(client, sessio
         runs = await wait_until(lambda wid=wid: _runs(client, wid))
         assert runs == [wid], h.code
     async with sessions() as s:
-        assert await s.scalar(select(func.count()).select_from(import_batches)
-                              .where(import_batches.c.file_name == tmp_csv.name,
-                                     import_batches.c.id == first.batch_id)) == 1  # fmt: skip
+        assert (
+            await s.scalar(
+                select(func.count())
+                .select_from(import_batches)
+                .where(import_batches.c.file_name == tmp_csv.name, import_batches.c.id == first.batch_id)
+            )
+            == 1
+        )
         assert await s.scalar(select(func.count()).where(households.c.import_batch_id == first.batch_id)) == 5
     assert second.batch_id is None  # the second import wrote no batch
 
@@ -126,13 +135,23 @@ async def test_the_command_line_reports_a_bad_file_and_exits_non_zero(settings, 
     rows = _rows(2)
     rows[0]["cccd"] = "0201ABC"
     tmp_csv.write_bytes(to_csv(rows))
-    env = {**os.environ, "DATABASE_URL": settings.database_url, "TEMPORAL_ADDRESS": "127.0.0.1:1", "COLUMNS": "200",
-           "PAYLOAD_KEYS_FILE": str(settings.payload_keys_path),
-           "HOUSING_TOKEN": await token_for(sessions, sample.PROVINCE_USER)}  # fmt: skip
+    env = {
+        **os.environ,
+        "DATABASE_URL": settings.database_url,
+        "TEMPORAL_ADDRESS": "127.0.0.1:1",
+        "COLUMNS": "200",
+        "PAYLOAD_KEYS_FILE": str(settings.payload_keys_path),
+        "HOUSING_TOKEN": await token_for(sessions, sample.PROVINCE_USER),
+    }
     done = await asyncio.to_thread(
-        subprocess.run, [sys.executable, str(ROOT / "starter.py"), "import", str(tmp_csv), "--as",
-                         sample.PROVINCE_USER], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120,
-    )  # fmt: skip
+        subprocess.run,
+        [sys.executable, str(ROOT / "starter.py"), "import", str(tmp_csv), "--as", sample.PROVINCE_USER],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=120,
+    )
     assert done.returncode == 2, done.stderr
     assert "rejected" in done.stderr and "nothing was imported" in done.stderr
     assert "line 2, field cccd" in done.stderr

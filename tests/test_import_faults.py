@@ -50,8 +50,9 @@ async def _written(db, data: bytes, codes: list[str], decision_ref: str) -> dict
     async with db() as s:
         return {
             "households": await s.scalar(select(func.count()).where(households.c.code.in_(codes))),
-            "batches": await s.scalar(select(func.count()).where(
-                import_batches.c.file_sha256 == hashlib.sha256(data).hexdigest())),  # fmt: skip
+            "batches": await s.scalar(
+                select(func.count()).where(import_batches.c.file_sha256 == hashlib.sha256(data).hexdigest())
+            ),
             "decisions": await s.scalar(select(func.count()).where(decisions.c.ref == decision_ref)),
         }
 
@@ -77,16 +78,22 @@ async def test_a_list_the_database_refuses_at_its_third_row_leaves_nothing_and_t
     data = to_csv(items)
     tmp_csv.write_bytes(data)
     async with scratch_owner() as s, s.begin():
-        await s.execute(text(f"""
+        await s.execute(
+            text(f"""
             CREATE FUNCTION {FAULT}() RETURNS trigger LANGUAGE plpgsql AS $$
             BEGIN
                 IF NEW.code = TG_ARGV[0] THEN
                     RAISE EXCEPTION 'test fault: household % refused by the database', NEW.code;
                 END IF;
                 RETURN NEW;
-            END $$"""))  # fmt: skip
-        await s.execute(text(f"CREATE TRIGGER {FAULT} BEFORE INSERT ON households FOR EACH ROW "
-                             f"EXECUTE FUNCTION {FAULT}('{codes[2]}')"))  # fmt: skip
+            END $$""")
+        )
+        await s.execute(
+            text(
+                f"CREATE TRIGGER {FAULT} BEFORE INSERT ON households FOR EACH ROW "
+                f"EXECUTE FUNCTION {FAULT}('{codes[2]}')"
+            )
+        )
     try:
         with pytest.raises(DBAPIError) as failed:
             await import_file(db, client, worker, tmp_csv, sample.PROVINCE_USER)
@@ -104,8 +111,13 @@ async def test_a_list_the_database_refuses_at_its_third_row_leaves_nothing_and_t
             await s.execute(text(f"DROP FUNCTION {FAULT}()"))
 
     report = await import_file(db, client, worker, tmp_csv, sample.PROVINCE_USER)
-    assert (report.rows, report.registered, report.unchanged, report.workflows_started, report.workflows_existing) \
-        == (5, 5, 0, 5, 0)  # fmt: skip
+    assert (report.rows, report.registered, report.unchanged, report.workflows_started, report.workflows_existing) == (
+        5,
+        5,
+        0,
+        5,
+        0,
+    )
     assert await _written(db, data, codes, ref) == {"households": 5, "batches": 1, "decisions": 1}
     for h in items:
         assert (await household_state(client, h.code)).stage is Stage.VERIFICATION
@@ -122,11 +134,17 @@ async def test_two_imports_of_the_same_list_at_once_register_each_household_once
     data = to_csv(items)
     tmp_csv.write_bytes(data)
     async with scratch_owner() as s, s.begin():
-        await s.execute(text("""
+        await s.execute(
+            text("""
             CREATE FUNCTION import_fault_slow() RETURNS trigger LANGUAGE plpgsql AS $$
-            BEGIN PERFORM pg_sleep(0.5); RETURN NEW; END $$"""))  # fmt: skip
-        await s.execute(text("CREATE TRIGGER import_fault_slow BEFORE INSERT ON import_batches FOR EACH ROW "
-                             "EXECUTE FUNCTION import_fault_slow()"))  # fmt: skip
+            BEGIN PERFORM pg_sleep(0.5); RETURN NEW; END $$""")
+        )
+        await s.execute(
+            text(
+                "CREATE TRIGGER import_fault_slow BEFORE INSERT ON import_batches FOR EACH ROW "
+                "EXECUTE FUNCTION import_fault_slow()"
+            )
+        )
     try:
         results = await asyncio.gather(
             *(import_file(db, client, worker, tmp_csv, sample.PROVINCE_USER) for _ in range(2)), return_exceptions=True
@@ -146,8 +164,10 @@ async def test_two_imports_of_the_same_list_at_once_register_each_household_once
         assert r.workflows_started + r.workflows_existing == 4
     async with db() as s:
         assert await s.scalar(select(func.count()).where(households.c.code.in_(codes))) == 4
-        assert await s.scalar(select(func.count()).where(
-            import_batches.c.file_sha256 == hashlib.sha256(data).hexdigest())) == 1  # fmt: skip
+        assert (
+            await s.scalar(select(func.count()).where(import_batches.c.file_sha256 == hashlib.sha256(data).hexdigest()))
+            == 1
+        )
     for h in items:
         described = await client.get_workflow_handle(h.workflow_id).describe()
         assert described.status == WorkflowExecutionStatus.RUNNING

@@ -20,12 +20,17 @@ async def _source(sessions, code: str, budget: int) -> dict[str, int]:
     async with sessions() as s, s.begin():
         await ledger.create_source(s, code=code, name=code, category="provincial_budget", is_state_budget=True)
         await ledger.receive(s, key=f"{code}:budget", source=code, amount=budget, memo="t")
-        await s.execute(
-            insert(ledger_accounts).values(code=f"HH:{code}-X", name="x", kind="household")
-        )
+        await s.execute(insert(ledger_accounts).values(code=f"HH:{code}-X", name="x", kind="household"))
     async with sessions() as s:
-        ids = dict((await s.execute(select(ledger_accounts.c.code, ledger_accounts.c.id).where(
-            ledger_accounts.c.code.in_([f"SRC:{code}", f"HH:{code}-X"])))).all())  # fmt: skip
+        ids = dict(
+            (
+                await s.execute(
+                    select(ledger_accounts.c.code, ledger_accounts.c.id).where(
+                        ledger_accounts.c.code.in_([f"SRC:{code}", f"HH:{code}-X"])
+                    )
+                )
+            ).all()
+        )
     return {"src": ids[f"SRC:{code}"], "hh": ids[f"HH:{code}-X"]}
 
 
@@ -37,35 +42,86 @@ async def _raw_transfer(sessions, **values):
 async def test_postgres_refuses_unbalanced_or_non_positive_transfers(scratch):
     acc = await _source(scratch, "PG-RULES", 1_000)
     with pytest.raises(IntegrityError, match="amount"):
-        await _raw_transfer(scratch, idempotency_key="r1", kind="pending", debit_account_id=acc["src"],
-                            credit_account_id=acc["hh"], amount=0)  # fmt: skip
+        await _raw_transfer(
+            scratch,
+            idempotency_key="r1",
+            kind="pending",
+            debit_account_id=acc["src"],
+            credit_account_id=acc["hh"],
+            amount=0,
+        )
     with pytest.raises(IntegrityError, match="two_accounts"):
-        await _raw_transfer(scratch, idempotency_key="r2", kind="pending", debit_account_id=acc["src"],
-                            credit_account_id=acc["src"], amount=10)  # fmt: skip
+        await _raw_transfer(
+            scratch,
+            idempotency_key="r2",
+            kind="pending",
+            debit_account_id=acc["src"],
+            credit_account_id=acc["src"],
+            amount=10,
+        )
 
 
 async def test_postgres_refuses_to_overdraw_a_source_even_when_the_application_does_not_check(scratch):
     acc = await _source(scratch, "PG-OVERDRAW", 1_000)
     with pytest.raises(IntegrityError, match="no_overdraw"):
-        await _raw_transfer(scratch, idempotency_key="o1", kind="pending", debit_account_id=acc["src"],
-                            credit_account_id=acc["hh"], amount=1_001)  # fmt: skip
-    pending = await _raw_transfer(scratch, idempotency_key="o2", kind="pending", debit_account_id=acc["src"],
-                                  credit_account_id=acc["hh"], amount=1_000)  # fmt: skip
+        await _raw_transfer(
+            scratch,
+            idempotency_key="o1",
+            kind="pending",
+            debit_account_id=acc["src"],
+            credit_account_id=acc["hh"],
+            amount=1_001,
+        )
+    pending = await _raw_transfer(
+        scratch,
+        idempotency_key="o2",
+        kind="pending",
+        debit_account_id=acc["src"],
+        credit_account_id=acc["hh"],
+        amount=1_000,
+    )
     assert pending
 
 
 async def test_a_reservation_is_resolved_once_and_only_on_its_own_accounts(scratch):
     acc = await _source(scratch, "PG-RESOLVE", 1_000)
-    pending = await _raw_transfer(scratch, idempotency_key="p1", kind="pending", debit_account_id=acc["src"],
-                                  credit_account_id=acc["hh"], amount=400)  # fmt: skip
+    pending = await _raw_transfer(
+        scratch,
+        idempotency_key="p1",
+        kind="pending",
+        debit_account_id=acc["src"],
+        credit_account_id=acc["hh"],
+        amount=400,
+    )
     with pytest.raises(DBAPIError, match="exceeds pending"):
-        await _raw_transfer(scratch, idempotency_key="p2", kind="post_pending", pending_id=pending,
-                            debit_account_id=acc["src"], credit_account_id=acc["hh"], amount=401)  # fmt: skip
-    await _raw_transfer(scratch, idempotency_key="p3", kind="post_pending", pending_id=pending,
-                        debit_account_id=acc["src"], credit_account_id=acc["hh"], amount=400)  # fmt: skip
+        await _raw_transfer(
+            scratch,
+            idempotency_key="p2",
+            kind="post_pending",
+            pending_id=pending,
+            debit_account_id=acc["src"],
+            credit_account_id=acc["hh"],
+            amount=401,
+        )
+    await _raw_transfer(
+        scratch,
+        idempotency_key="p3",
+        kind="post_pending",
+        pending_id=pending,
+        debit_account_id=acc["src"],
+        credit_account_id=acc["hh"],
+        amount=400,
+    )
     with pytest.raises(IntegrityError, match="one_resolution"):
-        await _raw_transfer(scratch, idempotency_key="p4", kind="void_pending", pending_id=pending,
-                            debit_account_id=acc["src"], credit_account_id=acc["hh"], amount=400)  # fmt: skip
+        await _raw_transfer(
+            scratch,
+            idempotency_key="p4",
+            kind="void_pending",
+            pending_id=pending,
+            debit_account_id=acc["src"],
+            credit_account_id=acc["hh"],
+            amount=400,
+        )
     async with scratch() as s:
         src = (await s.execute(select(ledger_accounts).where(ledger_accounts.c.id == acc["src"]))).mappings().one()
     assert (src["debits_pending"], src["debits_posted"], src["credits_posted"]) == (0, 400, 1_000)
@@ -74,8 +130,14 @@ async def test_a_reservation_is_resolved_once_and_only_on_its_own_accounts(scrat
 async def test_transfers_are_append_only(scratch, scratch_owner):
     """Even for the schema owner (the application's role has no UPDATE or DELETE: tests/test_privileges.py)."""
     acc = await _source(scratch, "PG-APPEND", 1_000)
-    tid = await _raw_transfer(scratch, idempotency_key="a1", kind="pending", debit_account_id=acc["src"],
-                              credit_account_id=acc["hh"], amount=10)  # fmt: skip
+    tid = await _raw_transfer(
+        scratch,
+        idempotency_key="a1",
+        kind="pending",
+        debit_account_id=acc["src"],
+        credit_account_id=acc["hh"],
+        amount=10,
+    )
     async with scratch_owner() as s:
         with pytest.raises(DBAPIError, match="append-only"):
             await s.execute(update(ledger_transfers).where(ledger_transfers.c.id == tid).values(amount=1))
@@ -90,8 +152,9 @@ async def test_concurrent_reservations_never_overcommit_a_source(scratch):
     async def attempt(i: int) -> bool:
         async with scratch() as s, s.begin():
             try:
-                await ledger.reserve(s, key=f"race-{i}", source="RACE", household_code=None, amount=60_000_000,
-                                     memo="race")  # fmt: skip
+                await ledger.reserve(
+                    s, key=f"race-{i}", source="RACE", household_code=None, amount=60_000_000, memo="race"
+                )
                 return True
             except DomainError as err:
                 assert err.type == "InsufficientFunds"
@@ -122,10 +185,15 @@ async def test_ledger_invariants_hold_after_a_batch_with_cancellations(client, s
         for b in await ledger.source_balances(s):
             assert b.free >= 0
         codes = [h.code for h in items]
-        posted = dict((await s.execute(
-            select(ledger_accounts.c.code, ledger_accounts.c.credits_posted)
-            .where(ledger_accounts.c.code.in_([f"HH:{c}" for c in codes]))
-        )).all())  # fmt: skip
+        posted = dict(
+            (
+                await s.execute(
+                    select(ledger_accounts.c.code, ledger_accounts.c.credits_posted).where(
+                        ledger_accounts.c.code.in_([f"HH:{c}" for c in codes])
+                    )
+                )
+            ).all()
+        )
         open_pending = await s.scalar(
             select(func.coalesce(func.sum(ledger_accounts.c.credits_pending), 0)).where(
                 ledger_accounts.c.code.in_([f"HH:{c}" for c in codes])

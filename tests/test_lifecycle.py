@@ -63,8 +63,11 @@ async def _db_facts(sessions, code: str) -> dict:
 async def test_new_build_and_repair_go_through_all_six_stages(client, sessions, task_queue):
     # Poor households: the poverty programme's 70/30 tranche plan (other groups' plans are data and may differ).
     new_build, repair = await enroll(
-        client, sessions, task_queue, make_households(1, support_type="new_build", beneficiary_group="poor")
-        + make_households(1, support_type="repair", beneficiary_group="poor")
+        client,
+        sessions,
+        task_queue,
+        make_households(1, support_type="new_build", beneficiary_group="poor")
+        + make_households(1, support_type="repair", beneficiary_group="poor"),
     )
     for h, amount in ((new_build, 60_000_000), (repair, 30_000_000)):
         assert await drive_one(client, sessions, h) == OFFICER_STEPS
@@ -76,8 +79,10 @@ async def test_new_build_and_repair_go_through_all_six_stages(client, sessions, 
         assert (state.entitlement, state.reserved, state.paid) == (amount, 0, amount)
         # 70% after the milestone, the rest after acceptance; each paid only on the channel's confirmation.
         first = amount * 70 // 100
-        assert [(t.n, t.amount, t.status.value) for t in state.tranches] == [(1, first, "paid"),
-                                                                               (2, amount - first, "paid")]
+        assert [(t.n, t.amount, t.status.value) for t in state.tranches] == [
+            (1, first, "paid"),
+            (2, amount - first, "paid"),
+        ]
         assert [e.amount for e in state.timeline if e.step is Step.PAYMENT_CONFIRMED] == [first, amount - first]
         assert state.timeline[6].user_id == sample.CHANNEL_USER
         result = await client.get_workflow_handle_for(HouseholdWorkflow.run, workflow_id_for(h.code)).result()
@@ -163,11 +168,10 @@ async def test_cancel_after_allocation_voids_the_reservation(client, sessions, t
     assert (final.stage, final.paid) == (Stage.CANCELLED, 0)
 
 
-async def test_send_back_from_construction_releases_funds_and_reallocation_reserves_again(
-    client, sessions, task_queue
-):
-    (h,) = await enroll(client, sessions, task_queue, make_households(1, support_type="repair",
-                                                                       beneficiary_group="poor"))  # fmt: skip
+async def test_send_back_from_construction_releases_funds_and_reallocation_reserves_again(client, sessions, task_queue):
+    (h,) = await enroll(
+        client, sessions, task_queue, make_households(1, support_type="repair", beneficiary_group="poor")
+    )
     commune, district = sample.commune_user(h.district, h.commune), sample.district_user(h.district)
     await take_step(client, sessions, h.code, Step.VERIFY, commune, evidence=["BB-1"])
     await take_step(client, sessions, h.code, Step.APPROVE, district, evidence=["QĐ"])

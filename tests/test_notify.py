@@ -30,10 +30,19 @@ async def _enqueue(sessions, n: int) -> list[str]:
     keys = [f"t-{uuid.uuid4()}" for _ in range(n)]
     async with sessions() as s, s.begin():
         for k in keys:
-            assert await outbox.enqueue(s, key=k, household_code=None, kind="task", channel="agency",
-                                        recipient="UBND xã", subject="s", body="b")  # fmt: skip
-        assert not await outbox.enqueue(s, key=keys[0], household_code=None, kind="task", channel="agency",
-                                        recipient="UBND xã", subject="s", body="b")  # fmt: skip
+            assert await outbox.enqueue(
+                s, key=k, household_code=None, kind="task", channel="agency", recipient="UBND xã", subject="s", body="b"
+            )
+        assert not await outbox.enqueue(
+            s,
+            key=keys[0],
+            household_code=None,
+            kind="task",
+            channel="agency",
+            recipient="UBND xã",
+            subject="s",
+            body="b",
+        )
     return keys
 
 

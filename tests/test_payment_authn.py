@@ -61,9 +61,13 @@ class Intruder:
     async def run(self, args: list) -> str:
         name, arg, task_queue = args
         try:
-            await workflow.execute_activity(name, arg, task_queue=task_queue,
-                                            start_to_close_timeout=timedelta(seconds=20),
-                                            retry_policy=RetryPolicy(maximum_attempts=1))  # fmt: skip
+            await workflow.execute_activity(
+                name,
+                arg,
+                task_queue=task_queue,
+                start_to_close_timeout=timedelta(seconds=20),
+                retry_policy=RetryPolicy(maximum_attempts=1),
+            )
         except ActivityError as err:
             return getattr(err.cause, "type", None) or str(err.cause)
         return "done"
@@ -73,19 +77,30 @@ async def intrude(client, task_queue: str, name: str, arg) -> str:
     """Run the Intruder on a queue of its own against the engine's `task_queue`; returns its activity's refusal."""
     own = f"intruder-{uuid.uuid4()}"
     async with Worker(client, task_queue=own, workflows=[Intruder], workflow_runner=UnsandboxedWorkflowRunner()):
-        return await client.execute_workflow(Intruder.run, [name, arg, task_queue], id=f"intruder-{uuid.uuid4()}",
-                                             task_queue=own)  # fmt: skip
+        return await client.execute_workflow(
+            Intruder.run, [name, arg, task_queue], id=f"intruder-{uuid.uuid4()}", task_queue=own
+        )
 
 
 async def book(sessions, code: str) -> tuple[list[tuple], list[tuple], int]:
     """The household's payments, tranches (status) and audit rows in PostgreSQL."""
     async with sessions() as s:
-        pays = [tuple(r) for r in await s.execute(
-            select(payments.c.payment_id, payments.c.amount, payments.c.payee, payments.c.status)
-            .where(payments.c.household_code == code).order_by(payments.c.payment_id))]  # fmt: skip
-        tranches = [tuple(r) for r in await s.execute(
-            select(household_tranches.c.tranche, household_tranches.c.status)
-            .where(household_tranches.c.household_code == code).order_by(household_tranches.c.tranche))]  # fmt: skip
+        pays = [
+            tuple(r)
+            for r in await s.execute(
+                select(payments.c.payment_id, payments.c.amount, payments.c.payee, payments.c.status)
+                .where(payments.c.household_code == code)
+                .order_by(payments.c.payment_id)
+            )
+        ]
+        tranches = [
+            tuple(r)
+            for r in await s.execute(
+                select(household_tranches.c.tranche, household_tranches.c.status)
+                .where(household_tranches.c.household_code == code)
+                .order_by(household_tranches.c.tranche)
+            )
+        ]
         rows = await s.scalar(select(func.count()).where(audit_log.c.household_code == code))
     return pays, tranches, rows
 
@@ -96,8 +111,15 @@ async def test_a_foreign_workflow_scheduling_submit_payment_gets_nothing_sent(cl
         (other,) = await enroll(client, sessions, tq, make_households(1))  # not released
         (sent,) = await bank.statement()
         before = await book(sessions, h.code)
-        forged = {"workflow_id": h.workflow_id, "household_code": h.code, "tranche": 1, "attempt": 1, "amount": 1,
-                  "payee": "Kẻ Mạo Danh", "released_by": "kb.tinh"}  # fmt: skip
+        forged = {
+            "workflow_id": h.workflow_id,
+            "household_code": h.code,
+            "tranche": 1,
+            "attempt": 1,
+            "amount": 1,
+            "payee": "Kẻ Mạo Danh",
+            "released_by": "kb.tinh",
+        }
         refused = [
             (f"{h.code}-A1-T1-2", h.code),  # an attempt nobody is due
             (f"{h.code}-A1-T2-1", h.code),  # a tranche not released
@@ -121,10 +143,21 @@ async def test_a_foreign_workflow_scheduling_submit_payment_gets_nothing_sent(cl
         assert await book(sessions, h.code) == before
         assert (await book(sessions, other.code))[0] == []
         # Nor can it have an answer asked and recorded: that runs only as the household's local activity.
-        settle = {"workflow_id": h.workflow_id, "household_code": h.code, "seq": 99, "stage": "construction",
-                  "at": datetime.now(UTC).isoformat(), "tranche": 1, "attempts": 1, "payment_id": sent["payment_id"],
-                  "transfer_ids": [], "retry": True, "finance_agency": "x", "support_type": h.support_type.value,
-                  "beneficiary_group": h.beneficiary_group.value}  # fmt: skip
+        settle = {
+            "workflow_id": h.workflow_id,
+            "household_code": h.code,
+            "seq": 99,
+            "stage": "construction",
+            "at": datetime.now(UTC).isoformat(),
+            "tranche": 1,
+            "attempts": 1,
+            "payment_id": sent["payment_id"],
+            "transfer_ids": [],
+            "retry": True,
+            "finance_agency": "x",
+            "support_type": h.support_type.value,
+            "beneficiary_group": h.beneficiary_group.value,
+        }
         assert await intrude(client, tq, "settle_answer", settle) == "Unauthenticated"
         state = await household_state(client, h.code)
         assert state.tranches[0].status is TrancheStatus.RELEASED and state.paid == 0
@@ -153,8 +186,13 @@ def more_money(s: ChannelStatus) -> ChannelStatus:
 def signed_by(ring):
     def resign(s: ChannelStatus) -> ChannelStatus:
         a = s.assertion
-        return s.model_copy(update={"assertion": ring.sign(workflow_id=a.workflow_id, step=a.step, user_id=a.user_id,
-                                                           input_digest=digest_of(s.answer))})  # fmt: skip
+        return s.model_copy(
+            update={
+                "assertion": ring.sign(
+                    workflow_id=a.workflow_id, step=a.step, user_id=a.user_id, input_digest=digest_of(s.answer)
+                )
+            }
+        )
 
     return resign
 
@@ -167,8 +205,10 @@ async def test_a_tampered_or_foreign_signed_bank_answer_posts_nothing_and_the_tr
     client, sessions, settings, tmp_path
 ):
     with bank_process(tmp_path / "bank") as bank:
-        async with callback_receiver(client, bank.secret) as url, HttpBank(bank.url, secret=bank.secret,
-                                                                           callback_url=url) as http:  # fmt: skip
+        async with (
+            callback_receiver(client, bank.secret) as url,
+            HttpBank(bank.url, secret=bank.secret, callback_url=url) as http,
+        ):
             channel = Tampering(http)
             channel.tamper = more_money
             async with running_worker(client, sessions, settings, channel=channel) as tq:
@@ -193,9 +233,14 @@ async def test_a_tampered_or_foreign_signed_bank_answer_posts_nothing_and_the_tr
                 assert paid.timeline[-1].step is Step.PAYMENT_CONFIRMED and paid.paid > 0
                 assert await posts(sessions, h.code) == len(paid.tranches[0].pieces)
                 async with sessions() as s:
-                    row = (await s.execute(select(audit_log.c.assertion, audit_log.c.signed_input)
-                                           .where(audit_log.c.household_code == h.code)
-                                           .order_by(audit_log.c.seq.desc()).limit(1))).one()  # fmt: skip
+                    row = (
+                        await s.execute(
+                            select(audit_log.c.assertion, audit_log.c.signed_input)
+                            .where(audit_log.c.household_code == h.code)
+                            .order_by(audit_log.c.seq.desc())
+                            .limit(1)
+                        )
+                    ).one()
                 assert row.signed_input["state"] == "confirmed" and row.assertion["step"] == "payment_confirmed"
                 assert row.assertion["key_id"] == BANK_RING.active
 
@@ -206,19 +251,45 @@ async def _confirmation(client, sessions, h, *, answer: dict | None = None, ring
     t = state.tranches[0]
     async with sessions() as s:
         actor = await users.require_actor(s, "kenh.thanhtoan")
-    answer = answer or {"payment_id": t.payment_id, "state": "confirmed", "amount": t.amount,
-                        "payee": h.head_of_household, "bank_ref": "SIMFORGED", "reason": None, "tranche": 1,
-                        "attempt": 1}  # fmt: skip
-    a = ring.sign(workflow_id=h.workflow_id, step="payment_confirmed", input_digest=digest_of(answer),
-                  user_id=actor.user_id) if assertion else None  # fmt: skip
+    answer = answer or {
+        "payment_id": t.payment_id,
+        "state": "confirmed",
+        "amount": t.amount,
+        "payee": h.head_of_household,
+        "bank_ref": "SIMFORGED",
+        "reason": None,
+        "tranche": 1,
+        "attempt": 1,
+    }
+    a = (
+        ring.sign(
+            workflow_id=h.workflow_id, step="payment_confirmed", input_digest=digest_of(answer), user_id=actor.user_id
+        )
+        if assertion
+        else None
+    )
     seq = len(state.timeline) + 1
     return TransitionRecord(
-        idempotency_key=f"{h.workflow_id}#{seq}", workflow_id=h.workflow_id, household_code=h.code, seq=seq,
-        step=Step.PAYMENT_CONFIRMED, from_stage=state.stage, to_stage=state.stage, at=datetime.now(UTC), actor=actor,
-        evidence=["SIMFORGED"], money=MoneyOp.POST, transfer_ids=[p.transfer_id for p in t.pieces], tranche=1,
-        tranche_updates={1: "paid"}, payment_id=t.payment_id, support_type=h.support_type,
-        beneficiary_group=h.beneficiary_group, assertion=a, signed_input=answer if a else None,
-    )  # fmt: skip
+        idempotency_key=f"{h.workflow_id}#{seq}",
+        workflow_id=h.workflow_id,
+        household_code=h.code,
+        seq=seq,
+        step=Step.PAYMENT_CONFIRMED,
+        from_stage=state.stage,
+        to_stage=state.stage,
+        at=datetime.now(UTC),
+        actor=actor,
+        evidence=["SIMFORGED"],
+        money=MoneyOp.POST,
+        transfer_ids=[p.transfer_id for p in t.pieces],
+        tranche=1,
+        tranche_updates={1: "paid"},
+        payment_id=t.payment_id,
+        support_type=h.support_type,
+        beneficiary_group=h.beneficiary_group,
+        assertion=a,
+        signed_input=answer if a else None,
+    )
 
 
 async def test_a_hand_completed_confirmation_without_the_banks_signature_posts_nothing(
@@ -268,12 +339,25 @@ async def test_the_bank_signs_each_final_answer_afresh_and_only_those(tmp_path):
             again = await channel.status(instr.payment_id)
     keys = signing.TrustedKeys.of(public_keys(BANK_RING, CHANNEL, datetime.now(UTC) - timedelta(hours=1)))
     for s in (first, again):
-        keys.verify(s.assertion, workflow_id=instr.workflow_id, step="payment_confirmed",
-                    input_digest=digest_of(s.answer), user_id="kenh.thanhtoan", holder=CHANNEL,
-                    now=datetime.now(UTC))  # fmt: skip
-        assert s.answer == {"payment_id": instr.payment_id, "state": "confirmed", "amount": instr.amount,
-                            "payee": instr.payee, "bank_ref": s.bank_ref, "reason": None, "tranche": 1,
-                            "attempt": 1}  # fmt: skip
+        keys.verify(
+            s.assertion,
+            workflow_id=instr.workflow_id,
+            step="payment_confirmed",
+            input_digest=digest_of(s.answer),
+            user_id="kenh.thanhtoan",
+            holder=CHANNEL,
+            now=datetime.now(UTC),
+        )
+        assert s.answer == {
+            "payment_id": instr.payment_id,
+            "state": "confirmed",
+            "amount": instr.amount,
+            "payee": instr.payee,
+            "bank_ref": s.bank_ref,
+            "reason": None,
+            "tranche": 1,
+            "attempt": 1,
+        }
         assert s.assertion.expires_at - s.assertion.issued_at == signing.STEP_TTL
     assert first.assertion.nonce != again.assertion.nonce
 
@@ -303,20 +387,30 @@ async def test_an_escalation_sends_again_what_postgresql_has_not_what_it_is_give
         bank.kill()
         shutil.rmtree(bank.state)
         bank.start()  # its book lost: it knows nothing of the instruction
-        forged = PaymentInstruction(payment_id=sent["payment_id"], workflow_id=h.workflow_id, household_code=h.code,
-                                    tranche=1, attempt=1, amount=1, payee="Kẻ Mạo Danh",
-                                    released_by="kb.tinh")  # fmt: skip
+        forged = PaymentInstruction(
+            payment_id=sent["payment_id"],
+            workflow_id=h.workflow_id,
+            household_code=h.code,
+            tranche=1,
+            attempt=1,
+            amount=1,
+            payee="Kẻ Mạo Danh",
+            released_by="kb.tinh",
+        )
         async with HttpBank(bank.url, secret=bank.secret) as channel:
             act = PaymentActivities(sessions, channel, settings.payment_channel_user)
             nobody = forged.model_copy(update={"payment_id": f"{h.code}-A1-T2-1"})
-            check = await act.escalate_payment(EscalationRecord(instruction=nobody, overdue_hours=80, escalation=1,
-                                                                finance_agency="Sở Tài chính"))  # fmt: skip
+            check = await act.escalate_payment(
+                EscalationRecord(instruction=nobody, overdue_hours=80, escalation=1, finance_agency="Sở Tài chính")
+            )
             assert check.status.state == "unknown" and await bank.statement(h.code) == []
-            check = await act.escalate_payment(EscalationRecord(instruction=forged, overdue_hours=80, escalation=1,
-                                                                finance_agency="Sở Tài chính"))  # fmt: skip
+            check = await act.escalate_payment(
+                EscalationRecord(instruction=forged, overdue_hours=80, escalation=1, finance_agency="Sở Tài chính")
+            )
         (again,) = await bank.statement(h.code)
         assert {k: again[k] for k in ("payment_id", "amount", "payee", "attempt")} == {
-            k: sent[k] for k in ("payment_id", "amount", "payee", "attempt")}  # fmt: skip
+            k: sent[k] for k in ("payment_id", "amount", "payee", "attempt")
+        }
         await client.get_workflow_handle(h.workflow_id).terminate("test over")
 
 
@@ -329,13 +423,17 @@ async def test_the_application_login_cannot_redirect_a_payment(client, sessions,
         await take_step(client, sessions, h.code, Step.AUTHORISE_PAYOUT, "tc.hoang", tranche=1, evidence=["D"])
         with pytest.raises(DBAPIError, match="permission denied"):
             async with sessions() as s, s.begin():  # housing_app
-                await s.execute(text("UPDATE households SET head_of_household = 'Kẻ Mạo Danh' WHERE code = :c"),
-                                {"c": h.code})  # fmt: skip
+                await s.execute(
+                    text("UPDATE households SET head_of_household = 'Kẻ Mạo Danh' WHERE code = :c"), {"c": h.code}
+                )
         async with sessions() as s, s.begin():
-            await s.execute(text("UPDATE household_tranches SET amount = amount + 77000000 "
-                                 "WHERE household_code = :c AND tranche = 1"), {"c": h.code})  # fmt: skip
-        await take_step(client, sessions, h.code, Step.RELEASE_PAYOUT, sample.TREASURY_USER, tranche=1,
-                        evidence=["U"])  # fmt: skip
+            await s.execute(
+                text(
+                    "UPDATE household_tranches SET amount = amount + 77000000 WHERE household_code = :c AND tranche = 1"
+                ),
+                {"c": h.code},
+            )
+        await take_step(client, sessions, h.code, Step.RELEASE_PAYOUT, sample.TREASURY_USER, tranche=1, evidence=["U"])
         await asyncio.sleep(1.5)  # the hand-over is tried (and refused) right after the release
         assert await bank.statement(h.code) == []
         assert await posts(sessions, h.code) == 0

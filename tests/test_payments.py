@@ -60,15 +60,21 @@ async def released(client, sessions, tq, **overrides) -> Household:
 
 async def payment_rows(sessions, code: str) -> list[tuple]:
     async with sessions() as s:
-        rows = await s.execute(select(payments.c.attempt, payments.c.status, payments.c.amount)
-                               .where(payments.c.household_code == code).order_by(payments.c.attempt))  # fmt: skip
+        rows = await s.execute(
+            select(payments.c.attempt, payments.c.status, payments.c.amount)
+            .where(payments.c.household_code == code)
+            .order_by(payments.c.attempt)
+        )
         return [tuple(r) for r in rows]
 
 
 async def posts(sessions, code: str) -> int:
     async with sessions() as s:
-        return await s.scalar(select(func.count()).where(ledger_transfers.c.household_code == code,
-                                                         ledger_transfers.c.kind == "post_pending"))  # fmt: skip
+        return await s.scalar(
+            select(func.count()).where(
+                ledger_transfers.c.household_code == code, ledger_transfers.c.kind == "post_pending"
+            )
+        )
 
 
 async def test_a_failed_payment_is_sent_again_and_paid_once(client, sessions, settings, tmp_path):
@@ -92,8 +98,9 @@ async def _failed_then_paid(client, sessions, bank, h):
 
     # The channel's notice again, or a forged one: the workflow asks the channel and moves nothing.
     handle = client.get_workflow_handle(workflow_id_for(h.code))
-    signals = sum([e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED
-                   async for e in handle.fetch_history_events()])  # fmt: skip
+    signals = sum(
+        [e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED async for e in handle.fetch_history_events()]
+    )
     await handle.signal(HouseholdWorkflow.payment_result, PaymentNotice(payment_id=state.tranches[0].payment_id))
     await handle.signal(HouseholdWorkflow.payment_result, PaymentNotice(payment_id=f"{h.code}-A1-T2-1"))
     await wait_until(lambda: _handled(client, h.code, signals + 2, EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED))
@@ -117,19 +124,25 @@ async def _returned_then_paid(client, sessions, bank, h):
     assert (state.tranches[0].attempts, state.tranches[0].authorised_by, state.paid) == (2, None, 0)
     assert "returned to Finance" in state.timeline[-1].reason
     async with sessions() as s:
-        told = [tuple(r) for r in await s.execute(
-            select(outbox.c.kind, outbox.c.recipient).where(outbox.c.household_code == h.code,
-                                                            outbox.c.subject.contains("không thành công"))
-        )]  # fmt: skip
+        told = [
+            tuple(r)
+            for r in await s.execute(
+                select(outbox.c.kind, outbox.c.recipient).where(
+                    outbox.c.household_code == h.code, outbox.c.subject.contains("không thành công")
+                )
+            )
+        ]
     assert told == [("task", f"Sở Tài chính ({h.district} / {h.commune})")]  # Finance told once, by its task
     await take_step(client, sessions, h.code, Step.AUTHORISE_PAYOUT, "tc.nong", tranche=1, evidence=["D2"])
-    await take_step(client, sessions, h.code, Step.RELEASE_PAYOUT, sample.TREASURY_USER, tranche=1,
-                    evidence=["U2"])  # fmt: skip
+    await take_step(client, sessions, h.code, Step.RELEASE_PAYOUT, sample.TREASURY_USER, tranche=1, evidence=["U2"])
     state = await wait_until(tranche_is(client, h.code, TrancheStatus.PAID))
     assert state.paid == 21_000_000
     assert [r[1] for r in await payment_rows(sessions, h.code)] == ["failed", "failed", "confirmed"]
-    assert [(p["attempt"], p["state"]) for p in await bank.statement(h.code)] == [(1, "failed"), (2, "failed"),
-                                                                           (3, "confirmed")]  # fmt: skip
+    assert [(p["attempt"], p["state"]) for p in await bank.statement(h.code)] == [
+        (1, "failed"),
+        (2, "failed"),
+        (3, "confirmed"),
+    ]
 
 
 async def test_a_channel_that_stays_silent_is_escalated_to_finance_and_nothing_is_paid_or_resent(
@@ -145,9 +158,12 @@ async def _silent(skipping_env, sessions, bank, h):
 
     async def escalations():
         async with sessions() as s:
-            rows = await s.execute(select(outbox.c.recipient, outbox.c.subject)
-                                   .where(outbox.c.household_code == h.code, outbox.c.kind == "payment_overdue"))
-            return [tuple(r) for r in rows]  # fmt: skip
+            rows = await s.execute(
+                select(outbox.c.recipient, outbox.c.subject).where(
+                    outbox.c.household_code == h.code, outbox.c.kind == "payment_overdue"
+                )
+            )
+            return [tuple(r) for r in rows]
 
     await skipping_env.sleep(timedelta(hours=71))
     # Observed, not assumed: the workflow has asked the bank as often as its policy says by then (each answer
@@ -216,8 +232,9 @@ async def test_an_instruction_the_bank_lost_is_sent_again_under_the_same_id_and_
 async def _policy_of(client, sessions, code: str) -> WorkflowPolicy:
     version = (await household_state(client, code)).policy_version
     async with sessions() as s:
-        return WorkflowPolicy.model_validate(await s.scalar(
-            select(workflow_policies.c.document).where(workflow_policies.c.version == version)))  # fmt: skip
+        return WorkflowPolicy.model_validate(
+            await s.scalar(select(workflow_policies.c.document).where(workflow_policies.c.version == version))
+        )
 
 
 async def _inquired(client, code: str, n: int):
@@ -243,13 +260,19 @@ async def test_a_payment_answer_meeting_a_step_committed_before_a_crash_waits_an
         seq = len((await household_state(client, h.code)).timeline) + 1
         commune = sample.commune_user(h.district, h.commune)
         evidence = [f"BC-HOAN-THANH/{h.code}"]
-        committed = await _record(sessions, h, seq, Step.COMPLETE_CONSTRUCTION, Stage.CONSTRUCTION,
-                                  Stage.ACCEPTANCE, commune)  # fmt: skip
-        signed = sign_input(FRONT_DOOR, CompleteConstructionInput(actor=committed.actor, evidence=evidence),
-                            workflow_id=h.workflow_id, step=Step.COMPLETE_CONSTRUCTION.value,
-                            user_id=committed.actor.user_id)  # fmt: skip
-        committed = committed.model_copy(update={"evidence": evidence, "assertion": signed.assertion,
-                                                 "signed_input": signed_input(signed)})  # fmt: skip
+        committed = await _record(
+            sessions, h, seq, Step.COMPLETE_CONSTRUCTION, Stage.CONSTRUCTION, Stage.ACCEPTANCE, commune
+        )
+        signed = sign_input(
+            FRONT_DOOR,
+            CompleteConstructionInput(actor=committed.actor, evidence=evidence),
+            workflow_id=h.workflow_id,
+            step=Step.COMPLETE_CONSTRUCTION.value,
+            user_id=committed.actor.user_id,
+        )
+        committed = committed.model_copy(
+            update={"evidence": evidence, "assertion": signed.assertion, "signed_input": signed_input(signed)}
+        )
         await HouseholdActivities(sessions).record_transition(committed)
         bank.kill()
         bank.start(hold=False)  # answers now, and calls back
@@ -261,7 +284,7 @@ async def test_a_payment_answer_meeting_a_step_committed_before_a_crash_waits_an
         assert (result.seq, result.to_stage, result.at) == (seq, Stage.ACCEPTANCE, committed.at)
         await skipping_env.sleep(timedelta(minutes=10))
         state = await wait_until(tranche_is(client, h.code, TrancheStatus.PAID))
-        assert [e.step for e in state.timeline[seq - 1:]] == [Step.COMPLETE_CONSTRUCTION, Step.PAYMENT_CONFIRMED]
+        assert [e.step for e in state.timeline[seq - 1 :]] == [Step.COMPLETE_CONSTRUCTION, Step.PAYMENT_CONFIRMED]
         assert [(p["attempt"], p["state"]) for p in await bank.statement(h.code)] == [(1, "confirmed")]
         await client.get_workflow_handle(workflow_id_for(h.code)).terminate("test over")
 
@@ -271,4 +294,4 @@ async def _handled(client, code: str, signals: int, then: EventType.ValueType) -
     workflow has run its handler (a completed workflow task, or the record of a step)."""
     kinds = [e.event_type async for e in client.get_workflow_handle(workflow_id_for(code)).fetch_history_events()]
     at = [i for i, kind in enumerate(kinds) if kind == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED]
-    return len(at) >= signals and then in kinds[at[-1]:]
+    return len(at) >= signals and then in kinds[at[-1] :]

@@ -33,12 +33,14 @@ async def test_a_published_version_is_applied_to_households_in_flight(client, se
     assert again.value.type == "PolicyExists"
 
     ids = " OR ".join(f"WorkflowId='{h.workflow_id}'" for h in items)
-    report = await push(client, sessions, new, sample.ADMIN_USER, query=f"ExecutionStatus='Running' AND ({ids})",
-                        signer=FRONT_DOOR)
+    report = await push(
+        client, sessions, new, sample.ADMIN_USER, query=f"ExecutionStatus='Running' AND ({ids})", signer=FRONT_DOOR
+    )
     assert (report.applied, report.refused) == (3, 0)
     for h in items:
         assert (await household_state(client, h.code)).policy_version == new.version
     with pytest.raises(Refusal) as refused:
-        await take_step(client, sessions, items[0].code, Step.VERIFY, sample.commune_user("Bắc Sơn", "Vũ Lễ"),
-                        evidence=["BB"])  # fmt: skip
+        await take_step(
+            client, sessions, items[0].code, Step.VERIFY, sample.commune_user("Bắc Sơn", "Vũ Lễ"), evidence=["BB"]
+        )
     assert refused.value.rule == "RoleNotAllowed"

@@ -198,10 +198,16 @@ async def test_the_application_cannot_write_a_balance_or_redirect_a_source(app_c
 async def test_the_application_cannot_forge_a_restore_or_change_what_an_instruction_said(app_conn):
     """Restores run as the owner: the worker's login may neither write a restore mark (which would remap a
     household's transfers) nor move the transfers' id sequence; a sent instruction's amount and payee stay."""
-    await _refused(app_conn, "INSERT INTO restored_steps (household_code) VALUES ('X')",
-                   "permission denied for table restored_steps")  # fmt: skip
-    await _refused(app_conn, "SELECT setval('ledger_transfers_id_seq', 1)",
-                   "permission denied for sequence ledger_transfers_id_seq")  # fmt: skip
+    await _refused(
+        app_conn,
+        "INSERT INTO restored_steps (household_code) VALUES ('X')",
+        "permission denied for table restored_steps",
+    )
+    await _refused(
+        app_conn,
+        "SELECT setval('ledger_transfers_id_seq', 1)",
+        "permission denied for sequence ledger_transfers_id_seq",
+    )
     for column in ("amount = 1", "payee = 'Kẻ Mạo Danh'"):
         await _refused(app_conn, f"UPDATE payments SET {column}", "permission denied for table payments")
 
@@ -210,16 +216,24 @@ async def test_the_application_cannot_publish_a_policy(app_conn, sessions):
     """Who may act is policy data (migration 0010): a process holding the application's login cannot publish a
     version without segregation of duties, with commune officers as policy admins, in force today. Only the
     owner inserts versions (`policy apply` connects as the owner for that)."""
-    forged = ("INSERT INTO workflow_policies (version, effective_from, document) "
-              "SELECT 'forged-9999.1', current_date, document || '{\"version\": \"forged-9999.1\", "
-              "\"distinct_actors\": [], \"distinct_per_tranche\": [], \"importer_may_not\": []}'::jsonb "
-              "FROM workflow_policies ORDER BY effective_from DESC LIMIT 1")  # fmt: skip
+    forged = (
+        "INSERT INTO workflow_policies (version, effective_from, document) "
+        'SELECT \'forged-9999.1\', current_date, document || \'{"version": "forged-9999.1", '
+        '"distinct_actors": [], "distinct_per_tranche": [], "importer_may_not": []}\'::jsonb '
+        "FROM workflow_policies ORDER BY effective_from DESC LIMIT 1"
+    )
     await _refused(app_conn, forged, "permission denied for table workflow_policies")
     # Through the publishing code too: an administrator's name does not make the application's login the owner.
     async with sessions() as s:
         current = await current_workflow_policy(s, date.today())
-    lax = current.model_copy(update={"version": "forged-9999.2", "distinct_per_tranche": [], "importer_may_not": [],
-                                     "policy_admin_roles": [*current.policy_admin_roles, "commune_officer"]})
+    lax = current.model_copy(
+        update={
+            "version": "forged-9999.2",
+            "distinct_per_tranche": [],
+            "importer_may_not": [],
+            "policy_admin_roles": [*current.policy_admin_roles, "commune_officer"],
+        }
+    )
     with pytest.raises(DBAPIError, match="permission denied for table workflow_policies"):
         await add_version(sessions, lax, date.today(), sample.ADMIN_USER)
     async with sessions() as s:
@@ -230,10 +244,17 @@ async def test_the_application_cannot_change_a_registered_payee_or_place(app_con
     """Migration 0010: a step updates only the register columns it writes (stage, money); the payee, the CCCD,
     the place and the support type are written once, at import, so the application's login cannot redirect a
     payment (the instruction is built from this row)."""
-    for column in ("head_of_household = 'Kẻ Mạo Danh'", "cccd = '001099000001'", "commune = 'Khác'",
-                   "support_type = 'new_build'"):  # fmt: skip
-        await _refused(app_conn, f"UPDATE households SET {column} WHERE code = '{settled.code}'",
-                       "permission denied for table households")  # fmt: skip
+    for column in (
+        "head_of_household = 'Kẻ Mạo Danh'",
+        "cccd = '001099000001'",
+        "commune = 'Khác'",
+        "support_type = 'new_build'",
+    ):
+        await _refused(
+            app_conn,
+            f"UPDATE households SET {column} WHERE code = '{settled.code}'",
+            "permission denied for table households",
+        )
     tx = app_conn.transaction()
     await tx.start()
     try:  # what a step writes stays writable

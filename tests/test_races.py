@@ -267,9 +267,18 @@ async def _release_batch(sessions, codes: list[str], ref: str) -> PayoutBatchInp
     async with sessions() as s:
         actor = await users_db.require_actor(s, sample.TREASURY_USER)
     selection = BatchSelection(codes=codes)
-    return payouts.sign_batch(FRONT_DOOR, PayoutBatchInput(
-        batch_id=payouts.batch_id_for(BatchAction.RELEASE, 1, selection, ref), action=BatchAction.RELEASE,
-        tranche=1, selection=selection, actor=actor, evidence=["UNC-BATCH"], concurrency=4))  # fmt: skip
+    return payouts.sign_batch(
+        FRONT_DOOR,
+        PayoutBatchInput(
+            batch_id=payouts.batch_id_for(BatchAction.RELEASE, 1, selection, ref),
+            action=BatchAction.RELEASE,
+            tranche=1,
+            selection=selection,
+            actor=actor,
+            evidence=["UNC-BATCH"],
+            concurrency=4,
+        ),
+    )
 
 
 async def _paid_once_each(client, sessions, bank, items) -> None:

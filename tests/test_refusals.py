@@ -140,8 +140,9 @@ async def test_the_engine_refuses_an_actor_the_users_table_does_not_know(client,
         await handle.execute_update(HouseholdWorkflow.verify, VerifyInput(actor=ghost, evidence=["BB"]))
     assert isinstance(caught.value.cause, ApplicationError) and caught.value.cause.type == "Unauthenticated"
     with pytest.raises(WorkflowUpdateFailedError) as caught:
-        await handle.execute_update(HouseholdWorkflow.verify, _signed(VerifyInput(actor=ghost, evidence=["BB"]), wid,
-                                                                      Step.VERIFY))  # fmt: skip
+        await handle.execute_update(
+            HouseholdWorkflow.verify, _signed(VerifyInput(actor=ghost, evidence=["BB"]), wid, Step.VERIFY)
+        )
     assert isinstance(caught.value.cause, ApplicationError) and caught.value.cause.type == "UnknownUser"
 
     # A real user claiming a role the users table does not give them.
@@ -153,8 +154,9 @@ async def test_the_engine_refuses_an_actor_the_users_table_does_not_know(client,
     )
     await take_step(client, sessions, household.code, Step.VERIFY, DISTRICT, evidence=["BB"])
     with pytest.raises(WorkflowUpdateFailedError) as caught:
-        await handle.execute_update(HouseholdWorkflow.approve, _signed(ApproveInput(actor=promoted, evidence=["QĐ"]),
-                                                                       wid, Step.APPROVE))  # fmt: skip
+        await handle.execute_update(
+            HouseholdWorkflow.approve, _signed(ApproveInput(actor=promoted, evidence=["QĐ"]), wid, Step.APPROVE)
+        )
     assert caught.value.cause.type == "ActorMismatch"
     assert (await household_state(client, household.code)).stage is Stage.APPROVAL
 
@@ -164,8 +166,12 @@ async def test_allocation_is_refused_when_the_source_is_short(client, sessions, 
     # and no other test's allocation changes what it holds.
     small = f"SMALL-{uuid.uuid4().hex[:6].upper()}"
     programme = await own_programme(sessions, [(small, 59_999_999)], category="donation")
-    (household,) = await enroll(client, sessions, task_queue, make_households(
-        1, district="Cao Lộc", commune="Hải Yến", support_type="new_build", programme=programme))  # fmt: skip
+    (household,) = await enroll(
+        client,
+        sessions,
+        task_queue,
+        make_households(1, district="Cao Lộc", commune="Hải Yến", support_type="new_build", programme=programme),
+    )
     await take_step(client, sessions, household.code, Step.VERIFY, COMMUNE, evidence=["BB"])
     await take_step(client, sessions, household.code, Step.APPROVE, DISTRICT, evidence=["QĐ"])
     r = await _refused(client, sessions, household.code, Step.ALLOCATE, "tc.hoang", evidence=["PB"], source=small)
@@ -177,11 +183,14 @@ async def test_allocation_is_refused_when_the_source_is_short(client, sessions, 
     # The history alone says who was refused which step, and why (the local activity's failure keeps the record).
     history = await client.get_workflow_handle(workflow_id_for(household.code)).fetch_history()
     trail = await read_trail(history, SEALED)
-    assert [(t.record.step, t.record.source, t.record.actor.user_id, t.refusal.split(":")[0])
-            for t in trail.transitions if not t.recorded] == [
+    assert [
+        (t.record.step, t.record.source, t.record.actor.user_id, t.refusal.split(":")[0])
+        for t in trail.transitions
+        if not t.recorded
+    ] == [
         (Step.ALLOCATE, small, "tc.hoang", "InsufficientFunds"),
         (Step.ALLOCATE, "NOPE", "tc.hoang", "UnknownFundingSource"),
-    ]  # fmt: skip
+    ]
 
 
 async def test_a_closed_household_takes_no_more_steps(client, sessions, household):
@@ -191,8 +200,9 @@ async def test_a_closed_household_takes_no_more_steps(client, sessions, househol
     assert r.rule == "Closed"
 
 
-async def test_only_an_admin_may_change_the_policy_of_a_household_in_flight(client, sessions, owner_sessions,
-                                                                          household):
+async def test_only_an_admin_may_change_the_policy_of_a_household_in_flight(
+    client, sessions, owner_sessions, household
+):
     wid = workflow_id_for(household.code)
     handle = client.get_workflow_handle(wid)
     state = await household_state(client, household.code)
@@ -200,8 +210,10 @@ async def test_only_an_admin_may_change_the_policy_of_a_household_in_flight(clie
         policy = await current_workflow_policy(s, date.today())
     district_actor = await _user_actor(sessions, DISTRICT)
     with pytest.raises(WorkflowUpdateFailedError) as caught:
-        await handle.execute_update(HouseholdWorkflow.set_policy,
-                                    _signed(SetPolicyInput(actor=district_actor, policy=policy), wid, Step.SET_POLICY))
+        await handle.execute_update(
+            HouseholdWorkflow.set_policy,
+            _signed(SetPolicyInput(actor=district_actor, policy=policy), wid, Step.SET_POLICY),
+        )
     assert caught.value.cause.type == "RoleNotAllowed"
 
     # The programme owner changes: from now on only district officers verify (a version the table holds).
@@ -211,8 +223,9 @@ async def test_only_an_admin_may_change_the_policy_of_a_household_in_flight(clie
     changed = policy.model_copy(update={"version": version, "steps": steps})
     await add_version(owner_sessions, changed, date(2098, 3, 15), sample.ADMIN_USER)  # future: not in force
     admin = await _user_actor(sessions, sample.ADMIN_USER)
-    result = await handle.execute_update(HouseholdWorkflow.set_policy,
-                                         _signed(SetPolicyInput(actor=admin, policy=changed), wid, Step.SET_POLICY))
+    result = await handle.execute_update(
+        HouseholdWorkflow.set_policy, _signed(SetPolicyInput(actor=admin, policy=changed), wid, Step.SET_POLICY)
+    )
     assert (result.previous_version, result.version) == (state.policy_version, version)
     r = await _refused(client, sessions, household.code, Step.VERIFY, COMMUNE, evidence=["BB"])
     assert r.rule == "RoleNotAllowed" and version in r.message

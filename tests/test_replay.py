@@ -27,9 +27,16 @@ CAPTURED = ("sealed", "local", "inquiry", "signed")
 # The paths on which signed actions change what the workflow commands (a payment submitted, asked about or
 # escalated, an SLA reminder, a policy change): not a cancel before allocation, whose steps differ only in data
 # (the records' assertions), nor the payout batch's workflow.
-COMMANDS_CHANGED = ("full_path_new_build", "send_back_then_full_path", "allocation_refused_then_allocated",
-                    "payment_returned_to_finance", "policy_changed_mid_flight", "sla_reminder_and_payment_escalation",
-                    "lost_callback_found_by_inquiry", "lost_instruction_sent_again")  # fmt: skip
+COMMANDS_CHANGED = (
+    "full_path_new_build",
+    "send_back_then_full_path",
+    "allocation_refused_then_allocated",
+    "payment_returned_to_finance",
+    "policy_changed_mid_flight",
+    "sla_reminder_and_payment_escalation",
+    "lost_callback_found_by_inquiry",
+    "lost_instruction_sent_again",
+)
 
 
 def test_histories_are_checked_in():
@@ -37,15 +44,27 @@ def test_histories_are_checked_in():
     # Release 2025.1: one reservation posted at settlement (households allocated before tranches).
     assert {"full_path_new_build", "full_path_repair", "send_back_then_full_path", "cancel_after_allocation"} <= names
     # Release 2025.2: tranches through the payment channel, and the payout batch.
-    assert {"tranches_full_path_new_build", "tranches_full_path_repair", "tranches_payment_failed_then_retried",
-            "tranches_cancel_after_first_tranche", "batch_authorise", "batch_authorise_rerun",
-            "batch_authorise_asks_every_household"} <= names  # fmt: skip
+    assert {
+        "tranches_full_path_new_build",
+        "tranches_full_path_repair",
+        "tranches_payment_failed_then_retried",
+        "tranches_cancel_after_first_tranche",
+        "batch_authorise",
+        "batch_authorise_rerun",
+        "batch_authorise_asks_every_household",
+    } <= names
     # Release 2025.3: payloads sealed by the AES-GCM codec (test key); every path of the current code,
     # timers included (recorded by tests/histories/capture_sealed.py).
-    assert {"sealed_full_path_new_build", "sealed_send_back_then_full_path", "sealed_cancel_before_allocation",
-            "sealed_allocation_refused_then_allocated", "sealed_payment_returned_to_finance",
-            "sealed_policy_changed_mid_flight", "sealed_batch_release",
-            "sealed_sla_reminder_and_payment_escalation"} <= names  # fmt: skip
+    assert {
+        "sealed_full_path_new_build",
+        "sealed_send_back_then_full_path",
+        "sealed_cancel_before_allocation",
+        "sealed_allocation_refused_then_allocated",
+        "sealed_payment_returned_to_finance",
+        "sealed_policy_changed_mid_flight",
+        "sealed_batch_release",
+        "sealed_sla_reminder_and_payment_escalation",
+    } <= names
     # Release 2026.1: the step's record written by a local activity (patch record-step-locally-2026); the
     # same paths again (capture_sealed.py, RELEASE = "local").
     assert {f"local_{n.removeprefix('sealed_')}" for n in names if n.startswith("sealed_")} <= names
@@ -61,14 +80,21 @@ def test_histories_are_checked_in():
 async def test_both_ways_of_writing_a_step_are_read_back_whole():
     """Before the patch a step is an activity the server schedules; after it, a local activity's marker. The
     reader finds the same steps, records and outcomes in both, refusals included."""
-    before, after = [await read_trail(WorkflowHistory.from_json(n, (HERE / f"{n}.json").read_text()), SEALED)
-                     for n in ("sealed_allocation_refused_then_allocated", "local_allocation_refused_then_allocated")]
+    before, after = [
+        await read_trail(WorkflowHistory.from_json(n, (HERE / f"{n}.json").read_text()), SEALED)
+        for n in ("sealed_allocation_refused_then_allocated", "local_allocation_refused_then_allocated")
+    ]
     for trail, markers in ((before, False), (after, True)):
-        steps = [(t.record.step.value, t.record.actor.user_id, t.recorded, (t.refusal or "").split(":")[0])
-                 for t in trail.transitions]  # fmt: skip
-        assert steps[:4] == [("verify", steps[0][1], True, ""), ("approve", steps[1][1], True, ""),
-                             ("allocate", "tc.hoang", False, "SourceNotEligible"),
-                             ("allocate", steps[3][1], True, "")], (markers, steps)  # fmt: skip
+        steps = [
+            (t.record.step.value, t.record.actor.user_id, t.recorded, (t.refusal or "").split(":")[0])
+            for t in trail.transitions
+        ]
+        assert steps[:4] == [
+            ("verify", steps[0][1], True, ""),
+            ("approve", steps[1][1], True, ""),
+            ("allocate", "tc.hoang", False, "SourceNotEligible"),
+            ("allocate", steps[3][1], True, ""),
+        ], (markers, steps)
         assert all(t.outcome.record == (t.record if markers else None) for t in trail.transitions if t.recorded)
     raw = {n: (HERE / f"{n}.json").read_text() for n in ("sealed_full_path_new_build", "local_full_path_new_build")}
     assert LOCAL_ACTIVITY_MARKER not in raw["sealed_full_path_new_build"]
@@ -80,8 +106,11 @@ async def _replay(path: Path, *, sandbox: bool = True):
     history = WorkflowHistory.from_json(path.stem, path.read_text())
     # The auditors' side of the codec opens sealed payloads and passes plain ones (histories from before
     # encryption) through; the engine's side refuses them.
-    replayer = Replayer(workflows=[HouseholdWorkflow, PayoutBatchWorkflow], data_converter=for_reading(SEALED),
-                        workflow_runner=workflow_runner(SEALED, sandbox=sandbox))  # fmt: skip
+    replayer = Replayer(
+        workflows=[HouseholdWorkflow, PayoutBatchWorkflow],
+        data_converter=for_reading(SEALED),
+        workflow_runner=workflow_runner(SEALED, sandbox=sandbox),
+    )
     return (await replayer.replay_workflow(history, raise_on_replay_failure=False)).replay_failure
 
 
@@ -128,8 +157,11 @@ async def test_the_signed_histories_hold_what_the_patch_changed():
                 continue
             assert trail.transitions, path.stem
             assert all((t.record.assertion is not None) is signed for t in trail.transitions), path.stem
-            scheduled = {e.activity_task_scheduled_event_attributes.activity_type.name for e in history.events
-                         if e.HasField("activity_task_scheduled_event_attributes")}  # fmt: skip
+            scheduled = {
+                e.activity_task_scheduled_event_attributes.activity_type.name
+                for e in history.events
+                if e.HasField("activity_task_scheduled_event_attributes")
+            }
             if signed:
                 assert not scheduled, (path.stem, scheduled)
             elif "cancel" not in path.stem:  # every path but the cancel releases a payment

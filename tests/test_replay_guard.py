@@ -32,8 +32,9 @@ class ExtraActivityFirst(HouseholdWorkflow):
 
     @workflow.run
     async def run(self, inp: HouseholdWorkflowInput) -> HouseholdWorkflowResult:
-        await workflow.execute_activity("check_the_list_again", inp.household.code,
-                                        start_to_close_timeout=timedelta(seconds=30))  # fmt: skip
+        await workflow.execute_activity(
+            "check_the_list_again", inp.household.code, start_to_close_timeout=timedelta(seconds=30)
+        )
         return await super().run(inp)
 
 

@@ -63,10 +63,16 @@ async def rows_of(sessions, table: str, codes: list[str], order: str) -> list[di
 async def take_backup(sessions, codes: list[str]) -> dict:
     """What a backup taken now would hold of these households, and where each id sequence stood."""
     async with sessions() as s:
-        tops = {t: await s.scalar(text(f"SELECT COALESCE(max(id), 0) FROM {t}"))
-                for t in ("audit_log", "ledger_transfers", "outbox")}  # fmt: skip
-    order = {"households": "code", "household_tranches": "household_code, tranche", "payments": "payment_id",
-             "audit_chain_heads": "household_code"}  # fmt: skip
+        tops = {
+            t: await s.scalar(text(f"SELECT COALESCE(max(id), 0) FROM {t}"))
+            for t in ("audit_log", "ledger_transfers", "outbox")
+        }
+    order = {
+        "households": "code",
+        "household_tranches": "household_code, tranche",
+        "payments": "payment_id",
+        "audit_chain_heads": "household_code",
+    }
     return {"tops": tops, **{t: await rows_of(sessions, t, codes, order[t]) for t in SNAPSHOT_TABLES}}
 
 
@@ -93,8 +99,9 @@ async def put_back(sessions, backup: dict, codes: list[str]) -> None:
             )
         for table in ("household_tranches", "payments", "audit_chain_heads"):
             for row in backup[table]:
-                await conn.execute(text(f"INSERT INTO {table} ({', '.join(row)}) VALUES "
-                                        f"({', '.join(f':{c}' for c in row)})"), row)  # fmt: skip
+                await conn.execute(
+                    text(f"INSERT INTO {table} ({', '.join(row)}) VALUES ({', '.join(f':{c}' for c in row)})"), row
+                )
         for table in ("audit_log", "ledger_transfers", "ledger_accounts", "audit_chain_heads"):
             await conn.execute(text(f"ALTER TABLE {table} ENABLE TRIGGER USER"))
         for table, top in tops.items():
@@ -136,20 +143,35 @@ async def world(client, scratch, scratch_owner, settings):
         backup = await take_backup(scratch, codes)
         await drive_one(client, scratch, tail, payouts=False)
         await take_step(client, scratch, tail.code, Step.AUTHORISE_PAYOUT, "tc.hoang", tranche=1, evidence=["D"])
-        await take_step(client, scratch, tail.code, Step.RELEASE_PAYOUT, sample.TREASURY_USER, tranche=1,
-                        evidence=["U"])  # fmt: skip
+        await take_step(
+            client, scratch, tail.code, Step.RELEASE_PAYOUT, sample.TREASURY_USER, tranche=1, evidence=["U"]
+        )
         await wait_until(tranche_is(client, tail.code, TrancheStatus.PAID))
         await drive_one(client, scratch, whole)
         await client.get_workflow_handle(whole.workflow_id).result()
-        before = {t: await rows_of(scratch, t, codes, o) for t, o in
-                  (("audit_log", "id"), ("ledger_transfers", "id"), ("households", "code"),
-                   ("household_tranches", "household_code, tranche"), ("payments", "payment_id"))}  # fmt: skip
+        before = {
+            t: await rows_of(scratch, t, codes, o)
+            for t, o in (
+                ("audit_log", "id"),
+                ("ledger_transfers", "id"),
+                ("households", "code"),
+                ("household_tranches", "household_code, tranche"),
+                ("payments", "payment_id"),
+            )
+        }
         histories = {t.household_code: t for t in await trails(client, codes)}
         await put_back(scratch_owner, backup, codes)  # as the owner: the application's role cannot
         async with scratch() as s, s.begin():  # the engine ran on after the restore: this takes a lost id
             taken = await ledger.receive(s, key="restore:after", source="NS-TINH", amount=1_000_000, memo="tests")
-        yield {"h": (tail, whole, kept), "codes": codes, "backup": backup, "before": before, "histories": histories,
-               "taken": taken, "tq": tq}  # fmt: skip
+        yield {
+            "h": (tail, whole, kept),
+            "codes": codes,
+            "backup": backup,
+            "before": before,
+            "histories": histories,
+            "taken": taken,
+            "tq": tq,
+        }
 
 
 async def _verify_names_each_lost_step(client, scratch, world):
@@ -159,8 +181,12 @@ async def _verify_names_each_lost_step(client, scratch, world):
     backed_up = {r["code"]: r["last_seq"] for r in world["backup"]["households"]}
     lost = {(d.household, int(d.where.split(" seq ")[1].split()[0])) for d in report.discrepancies}
     history = world["histories"]
-    expected = {(t.record.household_code, t.record.seq) for code in (tail.code, whole.code)
-                for t in recorded_steps(history[code]) if t.record.seq > backed_up[code]}  # fmt: skip
+    expected = {
+        (t.record.household_code, t.record.seq)
+        for code in (tail.code, whole.code)
+        for t in recorded_steps(history[code])
+        if t.record.seq > backed_up[code]
+    }
     assert lost == expected and kept.code not in {d.household for d in report.discrepancies}
     alloc = next(t for t in recorded_steps(history[tail.code]) if t.record.step is Step.ALLOCATE)
     line = next(d for d in report.discrepancies if d.household == tail.code and f"seq {alloc.record.seq} " in d.where)
@@ -168,18 +194,27 @@ async def _verify_names_each_lost_step(client, scratch, world):
 
 
 def audit_cli(client, scratch, scratch_owner, tmp_path):
-    env = {**os.environ, "DATABASE_URL": scratch.kw["bind"].url.render_as_string(hide_password=False),
-           "DATABASE_OWNER_URL": scratch_owner.kw["bind"].url.render_as_string(hide_password=False),
-           "PAYLOAD_KEYS_FILE": str(TEST_KEYS_FILE), "TEMPORAL_ADDRESS": client.service_client.config.target_host,
-           "STATE_DIR": str(tmp_path / "state")}  # fmt: skip
+    env = {
+        **os.environ,
+        "DATABASE_URL": scratch.kw["bind"].url.render_as_string(hide_password=False),
+        "DATABASE_OWNER_URL": scratch_owner.kw["bind"].url.render_as_string(hide_password=False),
+        "PAYLOAD_KEYS_FILE": str(TEST_KEYS_FILE),
+        "TEMPORAL_ADDRESS": client.service_client.config.target_host,
+        "STATE_DIR": str(tmp_path / "state"),
+    }
     env.pop("PAYLOAD_KEYS", None)
     env.pop("HOUSING_TOKEN", None)
 
     def cli(*args: str, token: str | None = None) -> subprocess.CompletedProcess:
         """`starter.py audit …`; `token` proves the `--as` operator (operations/credentials.py)."""
-        return subprocess.run([sys.executable, "starter.py", "audit", *args], cwd=ROOT,
-                              env=env | ({"HOUSING_TOKEN": token} if token else {}), capture_output=True, text=True,
-                              timeout=120)  # fmt: skip
+        return subprocess.run(
+            [sys.executable, "starter.py", "audit", *args],
+            cwd=ROOT,
+            env=env | ({"HOUSING_TOKEN": token} if token else {}),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
 
     return cli
 
@@ -210,10 +245,15 @@ async def _restore_re_records_exactly_the_lost_steps_then_everything_agrees(clie
         await restore(scratch_owner, await trails(client, codes), operator=sample.FINANCE_USERS[0], reason="x")
     assert refused.value.type == "OperatorNotAllowed"
 
-    dry = await restore(scratch_owner, await trails(client, codes), operator=sample.ADMIN_USER, reason="backup",
-                        dry_run=True)  # fmt: skip
-    done = await restore(scratch_owner, await trails(client, codes), operator=sample.ADMIN_USER,
-                         reason="khôi phục CSDL từ bản sao lưu 01/12")  # fmt: skip
+    dry = await restore(
+        scratch_owner, await trails(client, codes), operator=sample.ADMIN_USER, reason="backup", dry_run=True
+    )
+    done = await restore(
+        scratch_owner,
+        await trails(client, codes),
+        operator=sample.ADMIN_USER,
+        reason="khôi phục CSDL từ bản sao lưu 01/12",
+    )
     assert not done.refused and done.up_to_date == [kept.code]
     assert [(r.household, r.seq) for r in done.restored] == [(r.household, r.seq) for r in dry.restored]
     lost_rows = [r for r in before["audit_log"] if r["id"] > world["backup"]["tops"]["audit_log"]]
@@ -244,9 +284,15 @@ async def _restore_re_records_exactly_the_lost_steps_then_everything_agrees(clie
     assert report.ok, report.discrepancies
 
     # Nothing double: the same transfers (by key and amount), the same read model, the same tranches.
-    after = {t: await rows_of(scratch, t, codes, o) for t, o in
-             (("ledger_transfers", "id"), ("households", "code"), ("household_tranches", "household_code, tranche"),
-              ("payments", "payment_id"))}  # fmt: skip
+    after = {
+        t: await rows_of(scratch, t, codes, o)
+        for t, o in (
+            ("ledger_transfers", "id"),
+            ("households", "code"),
+            ("household_tranches", "household_code, tranche"),
+            ("payments", "payment_id"),
+        )
+    }
 
     def money(rows):
         return sorted((r["idempotency_key"].split(":")[0], r["kind"], r["amount"]) for r in rows)
@@ -260,7 +306,8 @@ async def _restore_re_records_exactly_the_lost_steps_then_everything_agrees(clie
     assert plain(after["households"]) == plain(before["households"])
     assert plain(after["household_tranches"]) == plain(before["household_tranches"])
     assert [(p["payment_id"], p["status"]) for p in after["payments"]] == [
-        (p["payment_id"], p["status"]) for p in before["payments"]]  # fmt: skip
+        (p["payment_id"], p["status"]) for p in before["payments"]
+    ]
 
     again = await restore(scratch_owner, await trails(client, codes), operator=sample.ADMIN_USER, reason="again")
     assert again.restored == [] and sorted(again.up_to_date) == sorted(codes)
@@ -268,8 +315,15 @@ async def _restore_re_records_exactly_the_lost_steps_then_everything_agrees(clie
 
 async def _after_the_restore_the_commands_find_nothing_to_do(client, scratch, scratch_owner, world, tmp_path):
     cli = audit_cli(client, scratch, scratch_owner, tmp_path)
-    again = cli("restore", *world["codes"], "--as", sample.ADMIN_USER, "--reason", "lần hai",
-                token=await token_for(scratch, sample.ADMIN_USER))  # fmt: skip
+    again = cli(
+        "restore",
+        *world["codes"],
+        "--as",
+        sample.ADMIN_USER,
+        "--reason",
+        "lần hai",
+        token=await token_for(scratch, sample.ADMIN_USER),
+    )
     assert again.returncode == 0, again.stdout + again.stderr
     assert "0 steps over 0 households re-recorded" in again.stdout and "3 households had lost nothing" in again.stdout
     chain = cli("chain")
@@ -292,9 +346,14 @@ async def _the_restored_household_goes_on_and_its_remapped_pieces_are_paid(clien
     assert report.ok, report.discrepancies
     async with scratch() as s:
         assert await ledger.check_invariants(s) == []
-        pending = await s.scalar(text("SELECT count(*) FROM ledger_transfers t WHERE household_code = :c AND "
-                                      "kind = 'pending' AND NOT EXISTS (SELECT 1 FROM ledger_transfers r "
-                                      "WHERE r.pending_id = t.id)"), {"c": tail.code})  # fmt: skip
+        pending = await s.scalar(
+            text(
+                "SELECT count(*) FROM ledger_transfers t WHERE household_code = :c AND "
+                "kind = 'pending' AND NOT EXISTS (SELECT 1 FROM ledger_transfers r "
+                "WHERE r.pending_id = t.id)"
+            ),
+            {"c": tail.code},
+        )
     assert pending == 0
 
 
@@ -306,8 +365,9 @@ async def test_the_restore_story(client, scratch, scratch_owner, settings, world
     for phase in ("before", "after"):
         (tmp_path / phase).mkdir()
     await _verify_names_each_lost_step(client, scratch, world)
-    await _the_commands_name_the_loss_and_a_dry_run_writes_nothing(client, scratch, scratch_owner, world,
-                                                                   tmp_path / "before")  # fmt: skip
+    await _the_commands_name_the_loss_and_a_dry_run_writes_nothing(
+        client, scratch, scratch_owner, world, tmp_path / "before"
+    )
     await _restore_re_records_exactly_the_lost_steps_then_everything_agrees(client, scratch, scratch_owner, world)
     await _after_the_restore_the_commands_find_nothing_to_do(client, scratch, scratch_owner, world, tmp_path / "after")
     await _the_restored_household_goes_on_and_its_remapped_pieces_are_paid(client, scratch, settings, world)
@@ -319,8 +379,9 @@ async def test_a_household_whose_rows_contradict_its_history_is_refused_as_a_for
     async with engine.connect() as conn:
         tx = await conn.begin()
         await conn.execute(text("ALTER TABLE audit_log DISABLE TRIGGER USER"))
-        await conn.execute(text("UPDATE audit_log SET hash = repeat('f', 64) WHERE household_code = :c AND seq = 1"),
-                           {"c": kept.code})  # fmt: skip
+        await conn.execute(
+            text("UPDATE audit_log SET hash = repeat('f', 64) WHERE household_code = :c AND seq = 1"), {"c": kept.code}
+        )
         from sqlalchemy.ext.asyncio import async_sessionmaker
 
         bound = async_sessionmaker(bind=conn, expire_on_commit=False, join_transaction_mode="create_savepoint")

@@ -13,9 +13,16 @@ from models.state import TimelineEntry
 from workflows.rules import RuleViolation, check_action, check_actor, target_of
 
 H = Household(
-    code="LS-1", head_of_household="Nông Văn A", cccd="020190000001", province="Lạng Sơn", district="Lộc Bình",
-    commune="Mẫu Sơn", beneficiary_group="poor", support_type="new_build", decision_ref="270/QĐ-UBND",
-)  # fmt: skip
+    code="LS-1",
+    head_of_household="Nông Văn A",
+    cccd="020190000001",
+    province="Lạng Sơn",
+    district="Lộc Bình",
+    commune="Mẫu Sơn",
+    beneficiary_group="poor",
+    support_type="new_build",
+    decision_ref="270/QĐ-UBND",
+)
 POLICY = WorkflowPolicy(
     version="t",
     steps={
@@ -28,8 +35,12 @@ POLICY = WorkflowPolicy(
 
 
 def actor(user="u1", role="district_officer", district="Lộc Bình", commune=None) -> Actor:
-    return Actor(user_id=user, role=role, agency="a",
-                 jurisdiction=Jurisdiction(province="Lạng Sơn", district=district, commune=commune))  # fmt: skip
+    return Actor(
+        user_id=user,
+        role=role,
+        agency="a",
+        jurisdiction=Jurisdiction(province="Lạng Sơn", district=district, commune=commune),
+    )
 
 
 def check(step, stage, who, evidence=("doc",), reason=None, timeline=()):
@@ -69,9 +80,16 @@ def test_role_and_jurisdiction(who, rule):
 
 def test_segregation_looks_at_who_last_took_the_paired_step():
     entry = TimelineEntry(
-        seq=1, step=Step.VERIFY, from_stage=Stage.VERIFICATION, to_stage=Stage.APPROVAL, at=datetime.now(UTC),
-        user_id="u1", role="district_officer", agency="a", audit_hash="h",
-    )  # fmt: skip
+        seq=1,
+        step=Step.VERIFY,
+        from_stage=Stage.VERIFICATION,
+        to_stage=Stage.APPROVAL,
+        at=datetime.now(UTC),
+        user_id="u1",
+        role="district_officer",
+        agency="a",
+        audit_hash="h",
+    )
     with pytest.raises(RuleViolation) as v:
         check(Step.APPROVE, Stage.APPROVAL, actor("u1"), timeline=[entry])
     assert v.value.rule == "SegregationOfDuties"
@@ -106,32 +124,57 @@ def test_money_effect_is_one_definition_for_workflow_state_and_read_model():
     # A tranche posted: paid adds to what was paid before, reserved keeps the rest.
     first = money_effect(MoneyOp.POST, amount=42_000_000, source=None, reserved_before=60_000_000, paid_before=0)
     assert first == {"reserved": 18_000_000, "paid": 42_000_000}
-    second = money_effect(MoneyOp.POST, amount=18_000_000, source=None, reserved_before=18_000_000,
-                          paid_before=42_000_000)  # fmt: skip
+    second = money_effect(
+        MoneyOp.POST, amount=18_000_000, source=None, reserved_before=18_000_000, paid_before=42_000_000
+    )
     assert second == {"reserved": 0, "paid": 60_000_000}
     # Cancelled after the first tranche: what was not paid goes back; the source stays on the record.
-    assert money_effect(MoneyOp.VOID, amount=18_000_000, source=None, reserved_before=18_000_000,
-                        paid_before=42_000_000) == {"reserved": 0}  # fmt: skip
+    assert money_effect(
+        MoneyOp.VOID, amount=18_000_000, source=None, reserved_before=18_000_000, paid_before=42_000_000
+    ) == {"reserved": 0}
     void = money_effect(MoneyOp.VOID, amount=60_000_000, source=None, reserved_before=60_000_000, paid_before=0)
     assert void == {"reserved": 0, "funding_source": None}
     assert money_effect(MoneyOp.NONE, amount=None, source=None, reserved_before=0, paid_before=5) == {}
 
 
 def test_a_tranche_pair_is_judged_per_tranche_and_the_importer_per_policy():
-    payouts = POLICY.model_copy(update={
-        "steps": {**POLICY.steps, Step.RELEASE_PAYOUT: StepRule(roles=["commune_officer"], responsible_agency="xã")},
-        "distinct_per_tranche": [(Step.REPORT_PROGRESS, Step.RELEASE_PAYOUT)],
-        "importer_may_not": [Step.APPROVE],
-    })  # fmt: skip
+    payouts = POLICY.model_copy(
+        update={
+            "steps": {
+                **POLICY.steps,
+                Step.RELEASE_PAYOUT: StepRule(roles=["commune_officer"], responsible_agency="xã"),
+            },
+            "distinct_per_tranche": [(Step.REPORT_PROGRESS, Step.RELEASE_PAYOUT)],
+            "importer_may_not": [Step.APPROVE],
+        }
+    )
     commune = actor(user="x1", role="commune_officer", commune="Mẫu Sơn")
     at = datetime(2026, 3, 1, tzinfo=UTC)
-    reported = [TimelineEntry(seq=4, step=Step.REPORT_PROGRESS, from_stage=Stage.CONSTRUCTION,
-                              to_stage=Stage.CONSTRUCTION, at=at, user_id="x1", role="commune_officer", agency="a",
-                              audit_hash="h", tranche=1)]  # fmt: skip
+    reported = [
+        TimelineEntry(
+            seq=4,
+            step=Step.REPORT_PROGRESS,
+            from_stage=Stage.CONSTRUCTION,
+            to_stage=Stage.CONSTRUCTION,
+            at=at,
+            user_id="x1",
+            role="commune_officer",
+            agency="a",
+            audit_hash="h",
+            tranche=1,
+        )
+    ]
 
     def release(tranche):
-        check_actor(step=Step.RELEASE_PAYOUT, household=H, policy=payouts, actor=commune, evidence=["UNC"],
-                    timeline=reported, tranche=tranche)  # fmt: skip
+        check_actor(
+            step=Step.RELEASE_PAYOUT,
+            household=H,
+            policy=payouts,
+            actor=commune,
+            evidence=["UNC"],
+            timeline=reported,
+            tranche=tranche,
+        )
 
     with pytest.raises(RuleViolation) as v:
         release(1)
@@ -139,11 +182,32 @@ def test_a_tranche_pair_is_judged_per_tranche_and_the_importer_per_policy():
     release(2)  # another tranche: nothing this officer reported
     importer = actor(user="h1")
     with pytest.raises(RuleViolation) as v:
-        check_action(step=Step.APPROVE, stage=Stage.APPROVAL, household=H, policy=payouts,
-                     action=VerifyInput(actor=importer, evidence=["QĐ"]), timeline=(), imported_by="h1")  # fmt: skip
+        check_action(
+            step=Step.APPROVE,
+            stage=Stage.APPROVAL,
+            household=H,
+            policy=payouts,
+            action=VerifyInput(actor=importer, evidence=["QĐ"]),
+            timeline=(),
+            imported_by="h1",
+        )
     assert v.value.rule == "SegregationOfDuties" and "imported the list" in v.value.message
-    check_action(step=Step.APPROVE, stage=Stage.APPROVAL, household=H, policy=payouts,
-                 action=VerifyInput(actor=importer, evidence=["QĐ"]), timeline=(), imported_by="p1")  # fmt: skip
+    check_action(
+        step=Step.APPROVE,
+        stage=Stage.APPROVAL,
+        household=H,
+        policy=payouts,
+        action=VerifyInput(actor=importer, evidence=["QĐ"]),
+        timeline=(),
+        imported_by="p1",
+    )
     # The rule is data: a policy without it lets the importer approve.
-    check_action(step=Step.APPROVE, stage=Stage.APPROVAL, household=H, policy=POLICY,
-                 action=VerifyInput(actor=importer, evidence=["QĐ"]), timeline=(), imported_by="h1")  # fmt: skip
+    check_action(
+        step=Step.APPROVE,
+        stage=Stage.APPROVAL,
+        household=H,
+        policy=POLICY,
+        action=VerifyInput(actor=importer, evidence=["QĐ"]),
+        timeline=(),
+        imported_by="h1",
+    )

@@ -48,8 +48,11 @@ DISTRICT_NAME, COMMUNE_NAME = "Văn Quan", "Tràng Các"
 COMMUNE = sample.commune_user(DISTRICT_NAME, COMMUNE_NAME)
 DISTRICT = sample.district_user(DISTRICT_NAME)
 ROGUE = signing.new_ring("rogue-door")  # a front door nobody registered
-WORKFLOW_TASK_EVENTS = {EventType.EVENT_TYPE_WORKFLOW_TASK_SCHEDULED, EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED,
-                        EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED}  # fmt: skip
+WORKFLOW_TASK_EVENTS = {
+    EventType.EVENT_TYPE_WORKFLOW_TASK_SCHEDULED,
+    EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED,
+    EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED,
+}
 
 
 async def _actor(sessions, user_id: str):
@@ -101,8 +104,12 @@ async def _refused(client, sessions, code: str, update, inp) -> ApplicationError
 
 @pytest.fixture
 async def household(client, sessions, task_queue):
-    (h,) = await enroll(client, sessions, task_queue, make_households(1, district=DISTRICT_NAME, commune=COMMUNE_NAME,
-                                                                     support_type="new_build"))  # fmt: skip
+    (h,) = await enroll(
+        client,
+        sessions,
+        task_queue,
+        make_households(1, district=DISTRICT_NAME, commune=COMMUNE_NAME, support_type="new_build"),
+    )
     return h
 
 
@@ -131,33 +138,50 @@ async def test_an_unsigned_step_is_refused_and_leaves_no_event(client, sessions,
 
 async def test_a_forged_signature_and_an_unknown_key_are_refused(client, sessions, household):
     inp = VerifyInput(actor=await _actor(sessions, COMMUNE), evidence=["BB"])
-    err = await _refused(client, sessions, household.code, HouseholdWorkflow.verify,
-                         _sign(inp, household.workflow_id, Step.VERIFY, ring=ROGUE))  # fmt: skip
+    err = await _refused(
+        client,
+        sessions,
+        household.code,
+        HouseholdWorkflow.verify,
+        _sign(inp, household.workflow_id, Step.VERIFY, ring=ROGUE),
+    )
     assert err.type == "Unauthenticated" and "does not know" in err.message
     # The real key's id, another private key: the signature does not verify.
     forger = signing.SigningRing(active=FRONT_DOOR.active, keys={FRONT_DOOR.active: ROGUE.keys[ROGUE.active]})
-    err = await _refused(client, sessions, household.code, HouseholdWorkflow.verify,
-                         _sign(inp, household.workflow_id, Step.VERIFY, ring=forger))  # fmt: skip
+    err = await _refused(
+        client,
+        sessions,
+        household.code,
+        HouseholdWorkflow.verify,
+        _sign(inp, household.workflow_id, Step.VERIFY, ring=forger),
+    )
     assert err.type == "Unauthenticated" and "signature does not verify" in err.message
 
 
 async def test_an_expired_assertion_is_refused(client, sessions, household, yesterdays_door):
     inp = VerifyInput(actor=await _actor(sessions, COMMUNE), evidence=["BB"])
     an_hour_ago = datetime.now(UTC) - timedelta(hours=1)
-    err = await _refused(client, sessions, household.code, HouseholdWorkflow.verify,
-                         _sign(inp, household.workflow_id, Step.VERIFY, ring=yesterdays_door, now=an_hour_ago))
+    err = await _refused(
+        client,
+        sessions,
+        household.code,
+        HouseholdWorkflow.verify,
+        _sign(inp, household.workflow_id, Step.VERIFY, ring=yesterdays_door, now=an_hour_ago),
+    )
     assert err.type == "Unauthenticated" and "expired" in err.message
     # The same door, now: accepted.
     result = await client.get_workflow_handle(household.workflow_id).execute_update(
-        HouseholdWorkflow.verify, _sign(inp, household.workflow_id, Step.VERIFY, ring=yesterdays_door))
+        HouseholdWorkflow.verify, _sign(inp, household.workflow_id, Step.VERIFY, ring=yesterdays_door)
+    )
     assert result.to_stage is Stage.APPROVAL
 
 
 async def test_an_assertion_for_another_step_or_with_its_input_changed_is_refused(client, sessions, household):
     await take_step(client, sessions, household.code, Step.VERIFY, COMMUNE, evidence=["BB"])
     approve = ApproveInput(actor=await _actor(sessions, DISTRICT), evidence=["QĐ-1"])
-    err = await _refused(client, sessions, household.code, HouseholdWorkflow.approve,
-                         _sign(approve, household.workflow_id, Step.VERIFY))  # fmt: skip
+    err = await _refused(
+        client, sessions, household.code, HouseholdWorkflow.approve, _sign(approve, household.workflow_id, Step.VERIFY)
+    )
     assert err.type == "Unauthenticated" and "for step 'verify', not 'approve'" in err.message
     signed = _sign(approve, household.workflow_id, Step.APPROVE)
     tampered = signed.model_copy(update={"evidence": ["QĐ-GIẢ"]})
@@ -167,13 +191,15 @@ async def test_an_assertion_for_another_step_or_with_its_input_changed_is_refuse
     other = signed.model_copy(update={"actor": await _actor(sessions, sample.PROVINCE_USER)})
     err = await _refused(client, sessions, household.code, HouseholdWorkflow.approve, other)
     assert err.type == "Unauthenticated"
-    assert (await client.get_workflow_handle(household.workflow_id).execute_update(
-        HouseholdWorkflow.approve, signed)).to_stage is Stage.FUND_ALLOCATION  # fmt: skip
+    assert (
+        await client.get_workflow_handle(household.workflow_id).execute_update(HouseholdWorkflow.approve, signed)
+    ).to_stage is Stage.FUND_ALLOCATION
 
 
 async def test_a_replayed_assertion_is_refused_here_and_on_another_household(client, sessions, task_queue):
-    first, second = await enroll(client, sessions, task_queue,
-                                 make_households(2, district=DISTRICT_NAME, commune=COMMUNE_NAME))  # fmt: skip
+    first, second = await enroll(
+        client, sessions, task_queue, make_households(2, district=DISTRICT_NAME, commune=COMMUNE_NAME)
+    )
     inp = _sign(VerifyInput(actor=await _actor(sessions, COMMUNE), evidence=["BB"]), first.workflow_id, Step.VERIFY)
     handle = client.get_workflow_handle(first.workflow_id)
     await handle.execute_update(HouseholdWorkflow.verify, inp)
@@ -185,11 +211,11 @@ async def test_a_replayed_assertion_is_refused_here_and_on_another_household(cli
 
 
 async def test_one_assertion_sent_twice_at_once_takes_one_step(client, sessions, household):
-    inp = _sign(VerifyInput(actor=await _actor(sessions, COMMUNE), evidence=["BB"]), household.workflow_id,
-                Step.VERIFY)  # fmt: skip
+    inp = _sign(VerifyInput(actor=await _actor(sessions, COMMUNE), evidence=["BB"]), household.workflow_id, Step.VERIFY)
     handle = client.get_workflow_handle(household.workflow_id)
-    results = await asyncio.gather(*(handle.execute_update(HouseholdWorkflow.verify, inp) for _ in range(2)),
-                                   return_exceptions=True)  # fmt: skip
+    results = await asyncio.gather(
+        *(handle.execute_update(HouseholdWorkflow.verify, inp) for _ in range(2)), return_exceptions=True
+    )
     refused = [r for r in results if isinstance(r, WorkflowUpdateFailedError)]
     # Refused by the validator if the first was recorded by then, else by the handler's check under the lock.
     assert len(refused) == 1 and refused[0].cause.type == "Unauthenticated"
@@ -204,9 +230,13 @@ async def test_one_assertion_sent_twice_at_once_takes_one_step(client, sessions,
 async def _schedule_record(args: list) -> str:
     record, task_queue = args
     try:
-        await workflow.execute_activity("record_transition", record, task_queue=task_queue,
-                                        start_to_close_timeout=timedelta(seconds=20),
-                                        retry_policy=RetryPolicy(maximum_attempts=1))  # fmt: skip
+        await workflow.execute_activity(
+            "record_transition",
+            record,
+            task_queue=task_queue,
+            start_to_close_timeout=timedelta(seconds=20),
+            retry_policy=RetryPolicy(maximum_attempts=1),
+        )
     except ActivityError as err:
         return f"{getattr(err.cause, 'type', None)}: {getattr(err.cause, 'message', err.cause)}"
     return "recorded"
@@ -234,25 +264,37 @@ async def _foreign(client, task_queue: str, record: TransitionRecord, cls=Foreig
     """Run `cls` on a queue of its own against the engine's `task_queue`; returns what its activity answered."""
     own = f"foreign-{uuid.uuid4()}"
     async with Worker(client, task_queue=own, workflows=[cls], workflow_runner=UnsandboxedWorkflowRunner()):
-        return await client.execute_workflow(cls.run, [record.model_dump(mode="json"), task_queue],
-                                             id=workflow_id or f"foreign-{uuid.uuid4()}", task_queue=own)  # fmt: skip
+        return await client.execute_workflow(
+            cls.run,
+            [record.model_dump(mode="json"), task_queue],
+            id=workflow_id or f"foreign-{uuid.uuid4()}",
+            task_queue=own,
+        )
 
 
 async def _verify_record(sessions, h, *, evidence=("BB",), **changes) -> TransitionRecord:
     """The record the household's workflow would hand the activity for its first step, properly signed."""
-    inp = _sign(VerifyInput(actor=await _actor(sessions, COMMUNE), evidence=list(evidence)), h.workflow_id,
-                Step.VERIFY)  # fmt: skip
+    inp = _sign(VerifyInput(actor=await _actor(sessions, COMMUNE), evidence=list(evidence)), h.workflow_id, Step.VERIFY)
     rec = TransitionRecord(
-        idempotency_key=f"{h.workflow_id}#1", workflow_id=h.workflow_id, household_code=h.code, seq=1,
-        step=Step.VERIFY, from_stage=Stage.VERIFICATION, to_stage=Stage.APPROVAL, at=datetime.now(UTC),
-        actor=inp.actor, evidence=list(evidence), support_type=h.support_type, beneficiary_group=h.beneficiary_group,
-        assertion=inp.assertion, signed_input=signed_input(inp),
-    )  # fmt: skip
+        idempotency_key=f"{h.workflow_id}#1",
+        workflow_id=h.workflow_id,
+        household_code=h.code,
+        seq=1,
+        step=Step.VERIFY,
+        from_stage=Stage.VERIFICATION,
+        to_stage=Stage.APPROVAL,
+        at=datetime.now(UTC),
+        actor=inp.actor,
+        evidence=list(evidence),
+        support_type=h.support_type,
+        beneficiary_group=h.beneficiary_group,
+        assertion=inp.assertion,
+        signed_input=signed_input(inp),
+    )
     return rec.model_copy(update=changes)
 
 
-async def test_a_foreign_workflow_scheduling_record_transition_records_nothing(client, sessions, household,
-                                                                               task_queue):  # fmt: skip
+async def test_a_foreign_workflow_scheduling_record_transition_records_nothing(client, sessions, household, task_queue):
     rec = await _verify_record(sessions, household)
     refusal = await _foreign(client, task_queue, rec)
     assert refusal.startswith("Unauthenticated") and "ForeignRecorder" in refusal
@@ -273,7 +315,7 @@ async def test_the_activity_refuses_a_record_that_is_not_what_was_signed(session
     unsigned = await _verify_record(sessions, household, assertion=None, signed_input=None)
     changed = await _verify_record(sessions, household)
     changed = changed.model_copy(update={"evidence": ["BB-KHÁC"]})
-    rogue = (await _verify_record(sessions, household))
+    rogue = await _verify_record(sessions, household)
     rogue_inp = _sign(VerifyInput(actor=rogue.actor, evidence=["BB"]), household.workflow_id, Step.VERIFY, ring=ROGUE)
     rogue = rogue.model_copy(update={"assertion": rogue_inp.assertion})
     for rec, says in ((unsigned, "carries no signed assertion"), (changed, "evidence"), (rogue, "does not know")):
@@ -285,14 +327,25 @@ async def test_the_activity_refuses_a_record_that_is_not_what_was_signed(session
     # PostgreSQL's unique index, whatever the record says.
     good = await _verify_record(sessions, household)
     await acts.record_transition(good)
-    again = good.model_copy(update={"seq": 2, "idempotency_key": f"{household.workflow_id}#2",
-                                    "from_stage": Stage.APPROVAL, "to_stage": Stage.FUND_ALLOCATION})  # fmt: skip
+    again = good.model_copy(
+        update={
+            "seq": 2,
+            "idempotency_key": f"{household.workflow_id}#2",
+            "from_stage": Stage.APPROVAL,
+            "to_stage": Stage.FUND_ALLOCATION,
+        }
+    )
     with pytest.raises(ApplicationError) as caught:
         await acts.record_transition(again)
     assert caught.value.type == "Unauthenticated" and "used before" in caught.value.message
     async with sessions() as s:
-        row = (await s.execute(select(audit_log.c.assertion, audit_log.c.signed_input)
-                               .where(audit_log.c.household_code == household.code))).one()  # fmt: skip
+        row = (
+            await s.execute(
+                select(audit_log.c.assertion, audit_log.c.signed_input).where(
+                    audit_log.c.household_code == household.code
+                )
+            )
+        ).one()
     assert row.assertion["nonce"] == good.assertion.nonce and row.signed_input == good.signed_input
 
 
@@ -311,8 +364,9 @@ async def test_a_workflow_copy_that_is_not_the_registered_household_is_refused(c
 # ------------------------------------------------------------------ policy changes
 
 
-async def test_a_policy_change_must_be_signed_by_a_policy_admin_for_a_stored_version(client, sessions, owner_sessions,
-                                                                                     household):
+async def test_a_policy_change_must_be_signed_by_a_policy_admin_for_a_stored_version(
+    client, sessions, owner_sessions, household
+):
     wid = household.workflow_id
     async with sessions() as s:
         current = await current_workflow_policy(s, date.today())
@@ -328,34 +382,47 @@ async def test_a_policy_change_must_be_signed_by_a_policy_admin_for_a_stored_ver
 
     err = await _refused(client, sessions, household.code, HouseholdWorkflow.set_policy, change(admin, stored))
     assert err.type == "Unauthenticated"
-    err = await _refused(client, sessions, household.code, HouseholdWorkflow.set_policy,
-                         _sign(change(district, stored), wid, Step.SET_POLICY))  # fmt: skip
+    err = await _refused(
+        client,
+        sessions,
+        household.code,
+        HouseholdWorkflow.set_policy,
+        _sign(change(district, stored), wid, Step.SET_POLICY),
+    )
     assert err.type == "RoleNotAllowed"
     # A district officer claiming the admin role: the users table says otherwise.
     claimed = district.model_copy(update={"role": "admin"})
     with pytest.raises(WorkflowUpdateFailedError) as caught:
-        await client.get_workflow_handle(wid).execute_update(HouseholdWorkflow.set_policy,
-                                                             _sign(change(claimed, stored), wid, Step.SET_POLICY))
+        await client.get_workflow_handle(wid).execute_update(
+            HouseholdWorkflow.set_policy, _sign(change(claimed, stored), wid, Step.SET_POLICY)
+        )
     assert caught.value.cause.type == "ActorMismatch"
     # Signed by the admin, but a version the table does not hold, or holds otherwise.
     invented = stored.model_copy(update={"version": f"invented-{household.code}"})
     edited = stored.model_copy(update={"policy_admin_roles": ["admin", "district_officer"]})
     for policy, rule in ((invented, "UnknownPolicy"), (edited, "PolicyMismatch")):
         with pytest.raises(WorkflowUpdateFailedError) as caught:
-            await client.get_workflow_handle(wid).execute_update(HouseholdWorkflow.set_policy,
-                                                                 _sign(change(admin, policy), wid, Step.SET_POLICY))
+            await client.get_workflow_handle(wid).execute_update(
+                HouseholdWorkflow.set_policy, _sign(change(admin, policy), wid, Step.SET_POLICY)
+            )
         assert caught.value.cause.type == rule
     state = await household_state(client, household.code)
     assert state.policy_version == current.version and state.timeline == []
     assert await _audit_rows(sessions, household.code) == 0
 
-    result = await client.get_workflow_handle(wid).execute_update(HouseholdWorkflow.set_policy,
-                                                                  _sign(change(admin, stored), wid, Step.SET_POLICY))
+    result = await client.get_workflow_handle(wid).execute_update(
+        HouseholdWorkflow.set_policy, _sign(change(admin, stored), wid, Step.SET_POLICY)
+    )
     assert (result.previous_version, result.version) == (current.version, stored.version)
     state = await household_state(client, household.code)
     (entry,) = state.timeline
     assert (entry.step, entry.user_id, entry.evidence, entry.from_stage, entry.to_stage) == (
-        Step.SET_POLICY, sample.ADMIN_USER, [stored.version], Stage.VERIFICATION, Stage.VERIFICATION)
+        Step.SET_POLICY,
+        sample.ADMIN_USER,
+        [stored.version],
+        Stage.VERIFICATION,
+        Stage.VERIFICATION,
+    )
     # The change is in the audit chain, and the auditors' verify finds the three records agree.
     assert await _audit_rows(sessions, household.code) == 1
     report = verify(await trails_of(client, [household.code]), await read_records(sessions, [household.code]))
@@ -381,8 +448,9 @@ async def test_the_importer_of_a_list_may_not_approve_its_households(client, ses
     assert caught.value.rule == "SegregationOfDuties" and "imported the list" in caught.value.message
     district = await _actor(sessions, DISTRICT)
     assert Step.APPROVE in [o.step for o in await next_actions(sessions, state, district)]
-    assert (await take_step(client, sessions, household.code, Step.APPROVE, DISTRICT,
-                            evidence=["QĐ"])).to_stage is Stage.FUND_ALLOCATION  # fmt: skip
+    assert (
+        await take_step(client, sessions, household.code, Step.APPROVE, DISTRICT, evidence=["QĐ"])
+    ).to_stage is Stage.FUND_ALLOCATION
 
 
 async def test_who_reported_a_tranches_milestone_may_not_release_it(client, sessions, household):
@@ -398,12 +466,14 @@ async def test_who_reported_a_tranches_milestone_may_not_release_it(client, sess
     assert state.tranches[0].status is TrancheStatus.AUTHORISED
     commune = await _actor(sessions, COMMUNE)  # a commune officer may release (policy), but not this tranche
     assert Step.RELEASE_PAYOUT not in [o.step for o in await next_actions(sessions, state, commune)]
-    release = _sign(ReleasePayoutInput(actor=commune, tranche=1, evidence=["UNC"]), household.workflow_id,
-                    Step.RELEASE_PAYOUT)  # fmt: skip
+    release = _sign(
+        ReleasePayoutInput(actor=commune, tranche=1, evidence=["UNC"]), household.workflow_id, Step.RELEASE_PAYOUT
+    )
     err = await _refused(client, sessions, household.code, HouseholdWorkflow.release_payout, release)
     assert err.type == "SegregationOfDuties" and "tranche 1" in err.message
     treasury = await _actor(sessions, sample.TREASURY_USER)
     assert Step.RELEASE_PAYOUT in [o.step for o in await next_actions(sessions, state, treasury)]
-    await take_step(client, sessions, household.code, Step.RELEASE_PAYOUT, sample.TREASURY_USER, evidence=["UNC"],
-                    tranche=1)  # fmt: skip
+    await take_step(
+        client, sessions, household.code, Step.RELEASE_PAYOUT, sample.TREASURY_USER, evidence=["UNC"], tranche=1
+    )
     await _replays(client, household.workflow_id)

@@ -32,8 +32,14 @@ E = EventType
 def _old_worker(client, sessions, settings, tq: str, channel) -> Worker:
     """The engine's worker as the code before the deploy ran: it never takes the signed-actions branch, so
     the household's history answers the patch False for the rest of its run."""
-    return make_worker(client, sessions, settings, task_queue=tq, channel=channel,
-                       patch_activation_callback=lambda p: p.patch_id != SIGNED_PATCH)  # fmt: skip
+    return make_worker(
+        client,
+        sessions,
+        settings,
+        task_queue=tq,
+        channel=channel,
+        patch_activation_callback=lambda p: p.patch_id != SIGNED_PATCH,
+    )
 
 
 async def test_a_household_in_flight_across_the_deploy_keeps_taking_signed_steps(client, sessions, settings):
@@ -45,17 +51,24 @@ async def test_a_household_in_flight_across_the_deploy_keeps_taking_signed_steps
     async with HttpBank(bank.url, secret=bank.secret) as channel:
         async with _old_worker(client, sessions, settings, tq, channel):
             await enroll(client, sessions, tq, [h])
-            await take_step(client, sessions, h.code, Step.VERIFY, sample.commune_user(h.district, h.commune),
-                            evidence=["BB-TRUOC"])  # fmt: skip
+            await take_step(
+                client, sessions, h.code, Step.VERIFY, sample.commune_user(h.district, h.commune), evidence=["BB-TRUOC"]
+            )
         # The deploy: a new worker replays the history, whose patch stays off for this run.
         async with make_worker(client, sessions, settings, task_queue=tq, channel=channel):
-            done = await take_step(client, sessions, h.code, Step.APPROVE, sample.district_user(h.district),
-                                   evidence=["QD-SAU"])  # fmt: skip
+            done = await take_step(
+                client, sessions, h.code, Step.APPROVE, sample.district_user(h.district), evidence=["QD-SAU"]
+            )
             assert done.to_stage is Stage.FUND_ALLOCATION
             assert (await household_state(client, h.code)).stage is Stage.FUND_ALLOCATION
     async with sessions() as s:
-        rows = (await s.execute(select(audit_log.c.step, audit_log.c.assertion).where(
-            audit_log.c.household_code == h.code).order_by(audit_log.c.seq))).all()  # fmt: skip
+        rows = (
+            await s.execute(
+                select(audit_log.c.step, audit_log.c.assertion)
+                .where(audit_log.c.household_code == h.code)
+                .order_by(audit_log.c.seq)
+            )
+        ).all()
     # Both recorded with their signed assertions, before the deploy and after it.
     assert [r.step for r in rows] == ["verify", "approve"] and all(r.assertion for r in rows)
 
@@ -67,10 +80,11 @@ async def test_a_signal_with_no_input_or_two_is_ignored_and_the_household_goes_o
         await handle.signal("payment_result")  # no payload at all: nothing for the codec to refuse
         await handle.signal("payment_result", args=[{"payment_id": "X"}, {"payment_id": "Y"}])
         done = await asyncio.wait_for(
-            take_step(client, sessions, h.code, Step.VERIFY, sample.commune_user(h.district, h.commune),
-                      evidence=["BB-1"]),
+            take_step(
+                client, sessions, h.code, Step.VERIFY, sample.commune_user(h.district, h.commune), evidence=["BB-1"]
+            ),
             20,
-        )  # fmt: skip
+        )
         assert done.to_stage is Stage.APPROVAL
         events = [e.event_type async for e in handle.fetch_history_events()]
         assert E.EVENT_TYPE_WORKFLOW_TASK_FAILED not in events
@@ -88,11 +102,14 @@ async def test_a_workflow_id_taken_first_by_someone_else_does_not_keep_the_house
         with pytest.raises(WorkflowFailureError):
             await squat.result()
         report, registered, current = await register(sessions, to_csv([h]), "squat.csv", sample.PROVINCE_USER)
-        assert await start_workflows(client, tq, registered, current, importers=report.importers,
-                                     sessions=sessions) == (1, 0)  # fmt: skip
+        assert await start_workflows(
+            client, tq, registered, current, importers=report.importers, sessions=sessions
+        ) == (1, 0)
         assert (await client.get_workflow_handle(h.workflow_id).describe()).status is WorkflowExecutionStatus.RUNNING
-        done = await take_step(client, sessions, h.code, Step.VERIFY, sample.commune_user(h.district, h.commune),
-                               evidence=["BB"])  # fmt: skip
+        done = await take_step(
+            client, sessions, h.code, Step.VERIFY, sample.commune_user(h.district, h.commune), evidence=["BB"]
+        )
         assert done.to_stage is Stage.APPROVAL
-        assert await start_workflows(client, tq, registered, current, importers=report.importers,
-                                     sessions=sessions) == (0, 1)  # fmt: skip
+        assert await start_workflows(
+            client, tq, registered, current, importers=report.importers, sessions=sessions
+        ) == (0, 1)

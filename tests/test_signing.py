@@ -23,13 +23,18 @@ from models.actor import Actor, Jurisdiction
 from models.assertion import CHANNEL, OFFICERS, input_digest
 
 NOW = datetime(2026, 12, 2, 8, 0, tzinfo=UTC)
-ACTOR = Actor(user_id="x.maipha", role="commune_officer", agency="UBND xã Mai Pha",
-              jurisdiction=Jurisdiction(province="Lạng Sơn", district="Cao Lộc", commune="Mai Pha"))  # fmt: skip
+ACTOR = Actor(
+    user_id="x.maipha",
+    role="commune_officer",
+    agency="UBND xã Mai Pha",
+    jurisdiction=Jurisdiction(province="Lạng Sơn", district="Cao Lộc", commune="Mai Pha"),
+)
 WF = "household-LS270W-00001"
 
 
-def trusted(ring: SigningRing, holder: str = OFFICERS, since: datetime = NOW - timedelta(days=1),
-            until: datetime | None = None) -> TrustedKeys:  # fmt: skip
+def trusted(
+    ring: SigningRing, holder: str = OFFICERS, since: datetime = NOW - timedelta(days=1), until: datetime | None = None
+) -> TrustedKeys:
     return TrustedKeys.of([PublicKey(k, holder, ring.public(k), since, until) for k in ring.keys])
 
 
@@ -40,8 +45,17 @@ def signed(ring: SigningRing, inp: VerifyInput | None = None, **kw) -> VerifyInp
 
 
 def check(keys: TrustedKeys, inp: VerifyInput, **kw) -> None:
-    args = dict(workflow_id=WF, step="verify", input_digest=input_digest(inp), user_id=inp.actor.user_id,
-                holder=OFFICERS, now=NOW + timedelta(seconds=5)) | kw  # fmt: skip
+    args = (
+        dict(
+            workflow_id=WF,
+            step="verify",
+            input_digest=input_digest(inp),
+            user_id=inp.actor.user_id,
+            holder=OFFICERS,
+            now=NOW + timedelta(seconds=5),
+        )
+        | kw
+    )
     keys.verify(inp.assertion, **args)
 
 
@@ -118,8 +132,13 @@ def test_rings_round_trip_rotate_and_refuse_bad_files(tmp_path):
     again = read_ring(path)
     assert again == ring and again.active == "b" and set(again.keys) == {"a", "b"}
     assert again.public("a") == ring.public("a") != ring.public("b")
-    bad = [("", "no key"), ("a:c2hvcnQ", "32"), ("a:%%%", "not base64"), ("bad id:" + "A" * 43, "expected"),
-           ("a:" + "A" * 43 + "\na:" + "A" * 43, "twice")]  # fmt: skip
+    bad = [
+        ("", "no key"),
+        ("a:c2hvcnQ", "32"),
+        ("a:%%%", "not base64"),
+        ("bad id:" + "A" * 43, "expected"),
+        ("a:" + "A" * 43 + "\na:" + "A" * 43, "twice"),
+    ]
     for text, says in bad:
         with pytest.raises(SigningKeyError, match=says):
             SigningRing.parse(text)

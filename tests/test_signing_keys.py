@@ -23,17 +23,25 @@ WF = "household-KEYS-00001"
 
 
 def _inp() -> VerifyInput:
-    actor = Actor(user_id="x.keys", role="commune_officer", agency="UBND xã",
-                  jurisdiction=Jurisdiction(province=sample.PROVINCE))  # fmt: skip
+    actor = Actor(
+        user_id="x.keys", role="commune_officer", agency="UBND xã", jurisdiction=Jurisdiction(province=sample.PROVINCE)
+    )
     return VerifyInput(actor=actor, evidence=["BB"])
 
 
 def _verify(keys, ring, *, issued: datetime) -> None:
     inp = _inp()
-    a = ring.sign(workflow_id=WF, step="verify", input_digest=input_digest(inp), user_id=inp.actor.user_id,
-                  now=issued)  # fmt: skip
-    keys.verify(a, workflow_id=WF, step="verify", input_digest=input_digest(inp), user_id=inp.actor.user_id,
-                holder=OFFICERS, now=issued, check_expiry=False)  # fmt: skip
+    a = ring.sign(workflow_id=WF, step="verify", input_digest=input_digest(inp), user_id=inp.actor.user_id, now=issued)
+    keys.verify(
+        a,
+        workflow_id=WF,
+        step="verify",
+        input_digest=input_digest(inp),
+        user_id=inp.actor.user_id,
+        holder=OFFICERS,
+        now=issued,
+        check_expiry=False,
+    )
 
 
 async def test_rotation_keeps_old_signatures_verifiable_and_stops_new_ones(scratch_settings, scratch, tmp_path):

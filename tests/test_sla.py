@@ -58,8 +58,14 @@ async def _verify_at_server_time(env, sessions, h, user_id: str) -> None:
     the engine judges an assertion's lifetime by the workflow's time."""
     async with sessions() as s:
         actor = await users.require_actor(s, user_id)
-    inp = sign_input(FRONT_DOOR, VerifyInput(actor=actor, evidence=["BB"]), workflow_id=h.workflow_id,
-                     step=Step.VERIFY.value, user_id=user_id, now=await env.get_current_time())  # fmt: skip
+    inp = sign_input(
+        FRONT_DOOR,
+        VerifyInput(actor=actor, evidence=["BB"]),
+        workflow_id=h.workflow_id,
+        step=Step.VERIFY.value,
+        user_id=user_id,
+        now=await env.get_current_time(),
+    )
     await env.client.get_workflow_handle(h.workflow_id).execute_update(HouseholdWorkflow.verify, inp)
 
 

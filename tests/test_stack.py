@@ -138,28 +138,44 @@ def wait_for_settings(shown, expected: dict[str, str], seconds: float = 10) -> b
 
 
 def test_external_servers_are_not_started(tmp_path):
-    s = Settings(database_url="postgresql://u:p@db.example:5432/x", temporal_address="temporal.example:7233",
-                 state_dir=tmp_path)  # fmt: skip
+    s = Settings(
+        database_url="postgresql://u:p@db.example:5432/x", temporal_address="temporal.example:7233", state_dir=tmp_path
+    )
     stack = Stack(s)
     assert not stack.embedded_db and not stack.embedded_temporal
     assert Stack(Settings(state_dir=tmp_path)).embedded_db
 
 
 def test_status_names_each_piece_that_is_down_and_leaves_external_servers_unjudged(tmp_path):
-    s = Settings(database_url="postgresql://u:p@db.example:5432/x", temporal_address="temporal.example:7233",
-                 bank_url="http://bank.example:8070", state_dir=tmp_path)  # fmt: skip
+    s = Settings(
+        database_url="postgresql://u:p@db.example:5432/x",
+        temporal_address="temporal.example:7233",
+        bank_url="http://bank.example:8070",
+        state_dir=tmp_path,
+    )
     stack = Stack(s)
     assert [(p.name, p.state) for p in stack.pieces()] == [
-        ("PostgreSQL", "external"), ("Temporal", "external"), ("bank", "external"), ("worker", "stopped"),
-        ("web app", "stopped")]  # fmt: skip
+        ("PostgreSQL", "external"),
+        ("Temporal", "external"),
+        ("bank", "external"),
+        ("worker", "stopped"),
+        ("web app", "stopped"),
+    ]
     assert stack.down() == ["worker", "web app"] and stack.down(with_processes=False) == []
     assert Stack(Settings(state_dir=tmp_path)).down(with_processes=False) == ["PostgreSQL", "Temporal", "bank"]
 
 
 def test_stack_env_prints_shell_exports():
     env = {**os.environ, "DATABASE_URL": "postgresql://a:b@h:1/d", "TEMPORAL_ADDRESS": "h:2"}
-    done = subprocess.run([sys.executable, str(ROOT / "starter.py"), "stack", "env"], capture_output=True, text=True,
-                          env=env, cwd=ROOT, timeout=60, check=True)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "starter.py"), "stack", "env"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=60,
+        check=True,
+    )
     lines = done.stdout.splitlines()
     assert "export DATABASE_URL=postgresql://a:b@h:1/d" in lines
     assert "export TEMPORAL_ADDRESS=h:2" in lines
@@ -171,9 +187,15 @@ async def test_the_stack_starts_as_many_workers_as_asked_and_stops_every_one(cli
     queue = f"test-{uuid.uuid4()}"
     s = settings.model_copy(update={"state_dir": tmp_path, "worker_processes": 2, "temporal_task_queue": queue})
     stack = Stack(s)
-    env = {"DATABASE_URL": s.database_url, "TEMPORAL_ADDRESS": client.service_client.config.target_host,
-           "TEMPORAL_TASK_QUEUE": queue, "PAYLOAD_KEYS_FILE": str(TEST_KEYS_FILE), "PAYLOAD_KEYS": "",
-           "STATE_DIR": str(tmp_path), "PAYMENT_CHANNEL": "bank"}  # fmt: skip
+    env = {
+        "DATABASE_URL": s.database_url,
+        "TEMPORAL_ADDRESS": client.service_client.config.target_host,
+        "TEMPORAL_TASK_QUEUE": queue,
+        "PAYLOAD_KEYS_FILE": str(TEST_KEYS_FILE),
+        "PAYLOAD_KEYS": "",
+        "STATE_DIR": str(tmp_path),
+        "PAYMENT_CHANNEL": "bank",
+    }
     workers = stack.workers()
     assert [w.name for w in workers] == ["worker", "worker-2"]
     try:
@@ -182,8 +204,11 @@ async def test_the_stack_starts_as_many_workers_as_asked_and_stops_every_one(cli
         assert not any(w.start(env) for w in workers), "running workers are reused, not started twice"
 
         async def pollers() -> set[str]:
-            request = DescribeTaskQueueRequest(namespace=client.namespace, task_queue=TaskQueue(name=queue),
-                                               task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW)  # fmt: skip
+            request = DescribeTaskQueueRequest(
+                namespace=client.namespace,
+                task_queue=TaskQueue(name=queue),
+                task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+            )
             answer = await client.workflow_service.describe_task_queue(request)
             found = {p.identity for p in answer.pollers}
             return found if len(found) == 2 else set()

@@ -39,8 +39,16 @@ def http(app, token: str | None = None) -> httpx.AsyncClient:
 async def test_sign_in_sets_a_strict_cookie_and_throttles_guessing(web, sessions):
     user = f"kt.{uuid.uuid4().hex[:6]}"  # an auditor of its own: the lock it ends with lasts 15 minutes
     async with sessions() as s, s.begin():
-        row = dict(user_id=user, full_name="Kiểm Tra", role="auditor", agency="Thanh tra tỉnh",
-                   province=sample.PROVINCE, district=None, commune=None, active=True)  # fmt: skip
+        row = dict(
+            user_id=user,
+            full_name="Kiểm Tra",
+            role="auditor",
+            agency="Thanh tra tỉnh",
+            province=sample.PROVINCE,
+            district=None,
+            commune=None,
+            active=True,
+        )
         await users_db.upsert(s, [row])
     await password_for(sessions, user, PASSWORD)
     async with http(web["app"]) as c:
@@ -92,8 +100,15 @@ async def test_tokens_are_revocable_and_a_disabled_user_is_signed_out(web, sessi
     session in the database and revokes their tokens; enabled again, neither comes back: a new sign-in is
     needed (db/access.py `set_active`)."""
     user = f"nh.{uuid.uuid4().hex[:6]}"  # a user of its own: disabling a shared one would revoke others' tokens
-    row = dict(user_id=user, full_name="Lăng Thị Thử", role="vbsp_officer", agency="NHCSXH chi nhánh Lạng Sơn",
-               province=sample.PROVINCE, district=None, commune=None)  # fmt: skip
+    row = dict(
+        user_id=user,
+        full_name="Lăng Thị Thử",
+        role="vbsp_officer",
+        agency="NHCSXH chi nhánh Lạng Sơn",
+        province=sample.PROVINCE,
+        district=None,
+        commune=None,
+    )
     admin = sample.ADMIN_USER
     async with sessions() as s, s.begin():
         await accounts.add_user(s, admin, row, PASSWORD, signer=FRONT_DOOR)
@@ -136,8 +151,14 @@ async def test_tokens_are_revocable_and_a_disabled_user_is_signed_out(web, sessi
         assert (await c.get("/api/me")).json()["user_id"] == user
     async with sessions() as s:
         changes = [(r.action, r.details.get("name")) for r in await account_trail.read(s, user_id=user)]
-    assert changes == [("add", None), ("token", "old"), ("token", "sync"), ("revoke", "old"), ("disable", None),
-                       ("enable", None)]  # fmt: skip
+    assert changes == [
+        ("add", None),
+        ("token", "old"),
+        ("token", "sync"),
+        ("revoke", "old"),
+        ("disable", None),
+        ("enable", None),
+    ]
     assert await me(token="xnt_not-a-token") == (401, "NotSignedIn")
 
 
@@ -171,26 +192,34 @@ async def test_every_step_is_refused_to_every_role_the_policy_does_not_name(web,
     fresh = make_households(1, district=DISTRICT, commune=commune, programme="")
     (h,) = await enroll(client, sessions, web["task_queue"], fresh)
     users = {
-        "commune_officer": sample.commune_user(DISTRICT, commune), "district_officer": sample.district_user(DISTRICT),
-        "finance_officer": sample.FINANCE_USERS[0], "treasury_officer": sample.TREASURY_USER,
-        "province_officer": sample.PROVINCE_USER, "auditor": sample.AUDITOR_USER, "admin": sample.ADMIN_USER,
-        "vbsp_officer": sample.VBSP_USER, "payment_channel": sample.CHANNEL_USER,
-    }  # fmt: skip
+        "commune_officer": sample.commune_user(DISTRICT, commune),
+        "district_officer": sample.district_user(DISTRICT),
+        "finance_officer": sample.FINANCE_USERS[0],
+        "treasury_officer": sample.TREASURY_USER,
+        "province_officer": sample.PROVINCE_USER,
+        "auditor": sample.AUDITOR_USER,
+        "admin": sample.ADMIN_USER,
+        "vbsp_officer": sample.VBSP_USER,
+        "payment_channel": sample.CHANNEL_USER,
+    }
     tokens = {role: await token_for(sessions, u) for role, u in users.items()}
     version = (await household_state(client, h.code)).policy_version
     async with sessions() as s:
         document = await s.scalar(select(workflow_policies.c.document).where(workflow_policies.c.version == version))
     policy = WorkflowPolicy.model_validate(document)
     path = [
-        (Step.VERIFY, "commune_officer", {}), (Step.APPROVE, "district_officer", {}),
-        (Step.ALLOCATE, "finance_officer", {}), (Step.REPORT_PROGRESS, "commune_officer", {"milestone": "foundation"}),
+        (Step.VERIFY, "commune_officer", {}),
+        (Step.APPROVE, "district_officer", {}),
+        (Step.ALLOCATE, "finance_officer", {}),
+        (Step.REPORT_PROGRESS, "commune_officer", {"milestone": "foundation"}),
         (Step.AUTHORISE_PAYOUT, "finance_officer", {"tranche": 1}),
         (Step.RELEASE_PAYOUT, "treasury_officer", {"tranche": 1}),
-        (Step.COMPLETE_CONSTRUCTION, "commune_officer", {}), (Step.ACCEPT, "district_officer", {}),
+        (Step.COMPLETE_CONSTRUCTION, "commune_officer", {}),
+        (Step.ACCEPT, "district_officer", {}),
         (Step.AUTHORISE_PAYOUT, "finance_officer", {"tranche": 2}),
         (Step.RELEASE_PAYOUT, "treasury_officer", {"tranche": 2}),
         (Step.SETTLE, "finance_officer", {}),
-    ]  # fmt: skip
+    ]
     if h.support_type.value == "repair":
         path[3] = (Step.REPORT_PROGRESS, "commune_officer", {"milestone": "progress_30"})
     refusals, named_here = 0, {}
@@ -221,12 +250,16 @@ async def test_every_step_is_refused_to_every_role_the_policy_does_not_name(web,
     # Exactly the roles the seeded policy does not name for each step (migrations 0002, 0003): verify, approve,
     # release (twice) and accept name two of these nine roles, the six other steps one.
     assert named_here == {
-        Step.VERIFY: {"commune_officer", "district_officer"}, Step.APPROVE: {"district_officer", "province_officer"},
-        Step.ALLOCATE: {"finance_officer"}, Step.REPORT_PROGRESS: {"commune_officer"},
-        Step.AUTHORISE_PAYOUT: {"finance_officer"}, Step.RELEASE_PAYOUT: {"commune_officer", "treasury_officer"},
-        Step.COMPLETE_CONSTRUCTION: {"commune_officer"}, Step.ACCEPT: {"commune_officer", "district_officer"},
+        Step.VERIFY: {"commune_officer", "district_officer"},
+        Step.APPROVE: {"district_officer", "province_officer"},
+        Step.ALLOCATE: {"finance_officer"},
+        Step.REPORT_PROGRESS: {"commune_officer"},
+        Step.AUTHORISE_PAYOUT: {"finance_officer"},
+        Step.RELEASE_PAYOUT: {"commune_officer", "treasury_officer"},
+        Step.COMPLETE_CONSTRUCTION: {"commune_officer"},
+        Step.ACCEPT: {"commune_officer", "district_officer"},
         Step.SETTLE: {"finance_officer"},
-    }  # fmt: skip
+    }
     assert refusals == 5 * (len(users) - 2) + 6 * (len(users) - 1) == 83
     async with http(web["app"], tokens["auditor"]) as c:
         lines = (await c.get(f"/api/households/{h.code}/timeline", params={"lang": "en"})).json()["lines"]
@@ -248,14 +281,24 @@ async def _until_paid(client, code: str) -> None:
 
 def users_cmd(settings, *args: str, stdin: str | None = None, token: str | None = None) -> subprocess.CompletedProcess:
     # The suite's front-door ring signs the trail rows (its public half is what the suite's database trusts).
-    env = {**os.environ, "DATABASE_URL": settings.database_url, "COLUMNS": "200",
-           "SIGNING_KEYS_FILE": str(TEST_SIGNING_FILE)}  # fmt: skip
+    env = {
+        **os.environ,
+        "DATABASE_URL": settings.database_url,
+        "COLUMNS": "200",
+        "SIGNING_KEYS_FILE": str(TEST_SIGNING_FILE),
+    }
     for inherited in ("HOUSING_TOKEN", "SIGNING_KEYS"):
         env.pop(inherited, None)
     if token:
         env["HOUSING_TOKEN"] = token  # the administrator's credential (operations/credentials.py)
-    return subprocess.run([sys.executable, "starter.py", "users", *args], input=stdin, capture_output=True,
-                          text=True, env=env, timeout=120)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "starter.py", "users", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
 
 
 async def test_users_are_managed_from_the_command_line(web, settings, sessions):
@@ -263,16 +306,33 @@ async def test_users_are_managed_from_the_command_line(web, settings, sessions):
     commune = web["communes"][DISTRICT]
     admin = ("--admin", sample.ADMIN_USER)
     cmd = partial(users_cmd, token=await token_for(sessions, sample.ADMIN_USER))
-    added = await asyncio.to_thread(cmd, settings, "add", user, "--name", "Hà Thị Xã", "--role",
-                                    "commune_officer", "--agency", f"UBND xã {commune}", "--district", DISTRICT,
-                                    "--commune", commune, "--password-stdin", *admin,
-                                    stdin=PASSWORD + "\n")  # fmt: skip
+    added = await asyncio.to_thread(
+        cmd,
+        settings,
+        "add",
+        user,
+        "--name",
+        "Hà Thị Xã",
+        "--role",
+        "commune_officer",
+        "--agency",
+        f"UBND xã {commune}",
+        "--district",
+        DISTRICT,
+        "--commune",
+        commune,
+        "--password-stdin",
+        *admin,
+        stdin=PASSWORD + "\n",
+    )
     assert added.returncode == 0, added.stderr
-    again = await asyncio.to_thread(cmd, settings, "add", user, "--name", "x", "--role", "commune_officer",
-                                    "--agency", "x", "--generate", *admin)  # fmt: skip
+    again = await asyncio.to_thread(
+        cmd, settings, "add", user, "--name", "x", "--role", "commune_officer", "--agency", "x", "--generate", *admin
+    )
     assert again.returncode == 1 and "UserExists" in again.stderr
-    bad_role = await asyncio.to_thread(cmd, settings, "add", "x.y", "--name", "x", "--role", "mayor",
-                                       "--agency", "x", "--generate", *admin)  # fmt: skip
+    bad_role = await asyncio.to_thread(
+        cmd, settings, "add", "x.y", "--name", "x", "--role", "mayor", "--agency", "x", "--generate", *admin
+    )
     assert bad_role.returncode == 1 and "--role 'mayor' is not a role of the programme" in bad_role.stderr
     async with http(web["app"]) as c:
         signed = await c.post("/api/session", json={"user_id": user, "password": PASSWORD})

@@ -70,8 +70,11 @@ async def test_a_commune_officer_verifies_with_an_attachment_and_sees_the_refusa
         page = await c.get(f"/households/{h.code}")
         assert 'name="step" value="verify"' in page.text and 'value="approve"' not in page.text  # only what it may
         scan = b"%PDF-1.4 bien ban xac minh"
-        done = await c.post(f"/households/{h.code}/act", data={"csrf": csrf, "step": "verify", "evidence": "BB-01"},
-                            files={"files": ("bien-ban.pdf", scan, "application/pdf")})  # fmt: skip
+        done = await c.post(
+            f"/households/{h.code}/act",
+            data={"csrf": csrf, "step": "verify", "evidence": "BB-01"},
+            files={"files": ("bien-ban.pdf", scan, "application/pdf")},
+        )
         assert done.status_code == 303 and "message=" in done.headers["location"]
         after = await c.get(done.headers["location"])
         assert "Phê duyệt" in after.text  # now in approval, shown in Vietnamese
@@ -84,8 +87,9 @@ async def test_a_commune_officer_verifies_with_an_attachment_and_sees_the_refusa
         other = await c.get(f"/households/{web['theirs'].code}")
         assert "not in your jurisdiction" in other.text and web["theirs"].head_of_household not in other.text
     async with sessions() as s:
-        evidence = await s.scalar(select(audit_log.c.evidence).where(audit_log.c.household_code == h.code,
-                                                                     audit_log.c.step == "verify"))  # fmt: skip
+        evidence = await s.scalar(
+            select(audit_log.c.evidence).where(audit_log.c.household_code == h.code, audit_log.c.step == "verify")
+        )
     assert evidence == ["BB-01", f"bien-ban.pdf sha256:{hashlib.sha256(scan).hexdigest()}"]
 
 
@@ -106,9 +110,14 @@ async def test_finance_sees_sources_and_an_auditor_reads_a_timeline_in_english(w
 async def test_the_stack_serves_the_web_app_as_a_process_of_its_own(client, settings, tmp_path):
     port = free_port()
     web = BackgroundWeb(tmp_path, "127.0.0.1", port)
-    env = {"DATABASE_URL": settings.database_url, "TEMPORAL_ADDRESS": client.service_client.config.target_host,
-           "PAYLOAD_KEYS_FILE": str(TEST_KEYS_FILE), "STATE_DIR": str(tmp_path), "WEB_PORT": str(port),
-           "SIGNING_KEYS_FILE": str(TEST_SIGNING_FILE)}  # fmt: skip
+    env = {
+        "DATABASE_URL": settings.database_url,
+        "TEMPORAL_ADDRESS": client.service_client.config.target_host,
+        "PAYLOAD_KEYS_FILE": str(TEST_KEYS_FILE),
+        "STATE_DIR": str(tmp_path),
+        "WEB_PORT": str(port),
+        "SIGNING_KEYS_FILE": str(TEST_SIGNING_FILE),
+    }
     assert await asyncio.to_thread(web.start, env)
     try:
         async with httpx.AsyncClient(base_url=web.url) as c:
@@ -127,8 +136,10 @@ async def test_a_district_officer_approves_a_selection_in_bulk_and_each_refusal_
     items = await enroll(client, sessions, web["task_queue"], fresh)
     await take_step(client, sessions, items[0].code, Step.VERIFY, officer, evidence=["BB"])
     async with browser(web["app"], sessions, sample.district_user(WEB_DISTRICT)) as (c, csrf):
-        done = await c.post("/households/bulk", data={"csrf": csrf, "step": "approve", "evidence": "QĐ-BULK",
-                                                      "code": [items[0].code, items[1].code]})  # fmt: skip
+        done = await c.post(
+            "/households/bulk",
+            data={"csrf": csrf, "step": "approve", "evidence": "QĐ-BULK", "code": [items[0].code, items[1].code]},
+        )
         rows = re.findall(r"<tr class=\"(late)?\"><td><a href=\"/households/([^\"]+)\">", done.text)
         assert [(bool(late), code) for late, code in rows] == [(False, items[0].code), (True, items[1].code)]
         assert "OutOfOrder" in done.text  # the second was not verified yet
@@ -154,7 +165,8 @@ async def test_an_auditor_runs_the_three_way_check_from_the_page(web, client, se
     shown = re.findall(r"<tr><td>([^<]*)</td><td>([^<]*)</td><td>", page.text)
     assert shown == [(d.kind, d.household) for d in report.discrepancies[:200]]
     assert [d.detail for d in report.discrepancies if d.household == h.code] == [
-        "registered, but its workflow history is neither on the Temporal server nor in the archive"]  # fmt: skip
+        "registered, but its workflow history is neither on the Temporal server nor in the archive"
+    ]
     assert ("history_missing", h.code) in shown
     # Started, its history is found: the check on this household alone is clean.
     again, _ = await verify_live(client, sessions, settings, client.data_converter, [h.code])
@@ -166,8 +178,11 @@ async def test_the_dashboard_measures_progress_against_the_deadlines(web, sessio
         rows = await reports.deadline_progress(s, date(2025, 5, 10), [households.c.district == WEB_DISTRICT])
         everyone = await reports.deadline_progress(s, date(2025, 5, 10))
     names = [r.name for r in rows]
-    assert names == ["Sửa chữa nhà hộ người có công, hộ nghèo, cận nghèo", "Nhà ở cho người có công với cách mạng",
-                     "Hoàn thành xóa nhà tạm, nhà dột nát"]  # fmt: skip
+    assert names == [
+        "Sửa chữa nhà hộ người có công, hộ nghèo, cận nghèo",
+        "Nhà ở cho người có công với cách mạng",
+        "Hoàn thành xóa nhà tạm, nhà dột nát",
+    ]
     repairs, _, whole = rows
     assert repairs.days_left == -10 and whole.days_left == 113
     # Counted again here, row by row, from the register and the deadlines' own terms: (covered, closed).
@@ -179,9 +194,14 @@ async def test_the_dashboard_measures_progress_against_the_deadlines(web, sessio
     def counted(district: str | None) -> list[tuple[int, int]]:
         out = []
         for types, groups in terms:
-            hit = [r for r in register_rows if r.stage != "cancelled" and district in (None, r.district)
-                   and (types is None or r.support_type in types)
-                   and (groups is None or r.beneficiary_group in groups)]  # fmt: skip
+            hit = [
+                r
+                for r in register_rows
+                if r.stage != "cancelled"
+                and district in (None, r.district)
+                and (types is None or r.support_type in types)
+                and (groups is None or r.beneficiary_group in groups)
+            ]
             out.append((len(hit), sum(r.stage == "closed" for r in hit)))
         return out
 

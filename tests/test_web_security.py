@@ -40,8 +40,15 @@ CSRF_FIELD = re.compile(r'name="csrf" value="([^"]+)"')
 async def new_user(sessions, role: str, *, district: str | None = None, commune: str | None = None) -> str:
     """A user of this test's own, added as `users add` adds one (signed trail row, password set)."""
     user_id = f"sec.{role.split('_')[0]}.{uuid.uuid4().hex[:8]}"
-    row = dict(user_id=user_id, full_name=f"Thử {role}", role=role, agency=f"Cơ quan {role}",
-               province=sample.PROVINCE, district=district, commune=commune)  # fmt: skip
+    row = dict(
+        user_id=user_id,
+        full_name=f"Thử {role}",
+        role=role,
+        agency=f"Cơ quan {role}",
+        province=sample.PROVINCE,
+        district=district,
+        commune=commune,
+    )
     async with sessions() as s, s.begin():
         await accounts.add_user(s, ADMIN, row, PASSWORD, signer=FRONT_DOOR)
     return user_id
@@ -50,8 +57,9 @@ async def new_user(sessions, role: str, *, district: str | None = None, commune:
 def http(app, *, token: str | None = None, cookie: str | None = None) -> httpx.AsyncClient:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     cookies = {COOKIE: cookie} if cookie else None
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="https://testserver",
-                             headers=headers, cookies=cookies)  # fmt: skip
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="https://testserver", headers=headers, cookies=cookies
+    )
 
 
 async def api_sign_in(c: httpx.AsyncClient, user: str) -> str:
@@ -101,8 +109,9 @@ async def enrolled(web, client, sessions, n: int = 1, *, commune: str | None = N
 async def verified(web, client, sessions):
     """A household of the web district's first commune, verified: waiting for the district's approval."""
     (h,) = await enrolled(web, client, sessions)
-    await take_step(client, sessions, h.code, Step.VERIFY, sample.commune_user(WEB_DISTRICT, h.commune),
-                    evidence=["BB-XM"])  # fmt: skip
+    await take_step(
+        client, sessions, h.code, Step.VERIFY, sample.commune_user(WEB_DISTRICT, h.commune), evidence=["BB-XM"]
+    )
     assert await stage_of(client, h.code) == "approval"
     return h
 
@@ -207,8 +216,9 @@ async def test_a_finance_batch_without_the_csrf_token_is_refused_and_starts_no_b
     await take_step(client, sessions, h.code, Step.VERIFY, commune_officer, evidence=["BB"])
     await take_step(client, sessions, h.code, Step.APPROVE, sample.district_user(WEB_DISTRICT), evidence=["QĐ"])
     await take_step(client, sessions, h.code, Step.ALLOCATE, sample.FINANCE_USERS[0], evidence=["PB"])
-    await take_step(client, sessions, h.code, Step.REPORT_PROGRESS, commune_officer, evidence=["AN"],
-                    milestone="foundation")  # fmt: skip
+    await take_step(
+        client, sessions, h.code, Step.REPORT_PROGRESS, commune_officer, evidence=["AN"], milestone="foundation"
+    )
     assert await _tranche(sessions, h.code) == "due"
     user = await new_user(sessions, "finance_officer")
     form = {"action": "authorise", "tranche": "1", "decision": decision, "evidence": "CV-CHI"}
@@ -291,8 +301,9 @@ async def test_a_revoked_token_is_refused_at_once_and_the_revocation_is_in_the_s
         rows = await trail.read(s, user_id=user)
         whole = await trail.verify(s)
         keys = await signing_keys.load(s)
-        revoked_at = await s.scalar(select(api_tokens.c.revoked_at).where(api_tokens.c.user_id == user,
-                                                                          api_tokens.c.name == "sync"))  # fmt: skip
+        revoked_at = await s.scalar(
+            select(api_tokens.c.revoked_at).where(api_tokens.c.user_id == user, api_tokens.c.name == "sync")
+        )
     assert [(r.action, r.by_user, r.details.get("name")) for r in rows] == [
         ("add", ADMIN, None),
         ("token", ADMIN, "sync"),
@@ -368,8 +379,13 @@ async def two_communes(web, client, sessions):
         h = households.c
         own = set(await s.scalars(select(h.code).where(h.district == WEB_DISTRICT, h.commune == mine_commune)))
     assert web["mine"].code in own and neighbour.code not in own
-    return {"officer": officer, "neighbour": neighbour, "own": own, "commune": mine_commune,
-            "other_commune": other_commune}  # fmt: skip
+    return {
+        "officer": officer,
+        "neighbour": neighbour,
+        "own": own,
+        "commune": mine_commune,
+        "other_commune": other_commune,
+    }
 
 
 async def test_a_commune_officer_reads_only_their_communes_households_on_the_api(web, sessions, two_communes):
@@ -407,8 +423,7 @@ async def test_a_commune_officer_reads_only_their_communes_households_on_the_api
         assert (await c.get(f"/api/households/{neighbour.code}")).status_code == 200
 
 
-async def test_a_commune_officer_reads_only_their_communes_households_on_the_pages(web, client, sessions,
-                                                                                    two_communes):  # fmt: skip
+async def test_a_commune_officer_reads_only_their_communes_households_on_the_pages(web, client, sessions, two_communes):
     officer, neighbour, own = two_communes["officer"], two_communes["neighbour"], two_communes["own"]
     mine = web["mine"]
     linked = re.compile(r'<a href="/households/([^"?]+)"')
@@ -428,8 +443,9 @@ async def test_a_commune_officer_reads_only_their_communes_households_on_the_pag
             r = await c.get(path)
             assert r.status_code == 200 and "this page is not for your role (commune_officer)" in r.text, path
         before = await audit_rows(sessions, neighbour.code)
-        bulk = await c.post("/households/bulk", data={"csrf": csrf, "step": "verify", "evidence": "BB",
-                                                      "code": [neighbour.code]})  # fmt: skip
+        bulk = await c.post(
+            "/households/bulk", data={"csrf": csrf, "step": "verify", "evidence": "BB", "code": [neighbour.code]}
+        )
         assert "OutsideJurisdiction" in bulk.text
     assert await audit_rows(sessions, neighbour.code) == before
     assert await stage_of(client, neighbour.code) == "verification"
@@ -440,9 +456,11 @@ async def test_a_commune_officer_reads_only_their_communes_households_on_the_pag
 async def test_a_commune_officers_dashboard_counts_only_their_commune(web, sessions, two_communes):
     async with sessions() as s:
         h = households.c
-        own_open = await s.scalar(select(func.count()).where(h.district == WEB_DISTRICT,
-                                                             h.commune == two_communes["commune"],
-                                                             h.stage != "cancelled"))  # fmt: skip
+        own_open = await s.scalar(
+            select(func.count()).where(
+                h.district == WEB_DISTRICT, h.commune == two_communes["commune"], h.stage != "cancelled"
+            )
+        )
     async with browser(web["app"], two_communes["officer"]) as (c, _):
         home = await c.get("/")
     covered = re.findall(r'<td class="num">\d+ / (\d+) ', home.text)

@@ -55,16 +55,18 @@ async def _archive_run(client, archive: PostgresArchive, workflow_id: str) -> No
     await handle.result()
     d = await handle.describe()
     history = await handle.fetch_history()
-    await archive.put(archived(workflow_id, d.run_id, d.workflow_type, d.status.name, d.start_time, d.close_time,
-                               history))  # fmt: skip
+    await archive.put(
+        archived(workflow_id, d.run_id, d.workflow_type, d.status.name, d.start_time, d.close_time, history)
+    )
 
 
 def _synthetic(tag: str) -> ArchivedHistory:
     """A run that is not a household's (no foreign key to satisfy): enough for the archive's order."""
     data = f"history of {tag}".encode()
     at = datetime.now(UTC)
-    return ArchivedHistory(f"payout-batch-{tag}", f"run-{tag}", "PayoutBatchWorkflow", "COMPLETED", at, at, 1,
-                           data, sha256(data))  # fmt: skip
+    return ArchivedHistory(
+        f"payout-batch-{tag}", f"run-{tag}", "PayoutBatchWorkflow", "COMPLETED", at, at, 1, data, sha256(data)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -96,8 +98,13 @@ async def world(households, scratch, scratch_owner, tmp_path_factory):
     folder = tmp_path_factory.mktemp("witness")
     ring = new_ring("witness-test")
     archive = households["archive"]
-    return {**households, "folder": folder, "ring": ring, "keys": folder / "witness-key.pub",
-            "witness": Witness(scratch, archive, ring, folder)}  # fmt: skip
+    return {
+        **households,
+        "folder": folder,
+        "ring": ring,
+        "keys": folder / "witness-key.pub",
+        "witness": Witness(scratch, archive, ring, folder),
+    }
 
 
 @asynccontextmanager
@@ -136,10 +143,16 @@ async def _rewritten(sessions, code: str) -> list[tuple[str, dict]]:
         statements.append(
             ("UPDATE audit_log SET amount = :amount, prev_hash = :prev, hash = :hash WHERE id = :id", params)
         )
-    head = ("UPDATE audit_chain_heads SET hash = :hash WHERE household_code = :code AND seq = :seq",
-            {"hash": prev, "code": code, "seq": row["seq"]})  # fmt: skip
-    return [*statements, ("ALTER TABLE audit_chain_heads DISABLE TRIGGER USER", {}), head,
-            ("ALTER TABLE audit_chain_heads ENABLE TRIGGER USER", {})]  # fmt: skip
+    head = (
+        "UPDATE audit_chain_heads SET hash = :hash WHERE household_code = :code AND seq = :seq",
+        {"hash": prev, "code": code, "seq": row["seq"]},
+    )
+    return [
+        *statements,
+        ("ALTER TABLE audit_chain_heads DISABLE TRIGGER USER", {}),
+        head,
+        ("ALTER TABLE audit_chain_heads ENABLE TRIGGER USER", {}),
+    ]
 
 
 async def _append_step(sessions, code: str) -> list:
@@ -148,13 +161,23 @@ async def _append_step(sessions, code: str) -> list:
     the test has that trigger off)."""
     last = (await _rows(sessions, code))[-1]
     row = {k: v for k, v in last.items() if k not in ("id", "recorded_at")}
-    row |= {"seq": last["seq"] + 1, "idempotency_key": f"witness-test:{uuid.uuid4().hex}", "prev_hash": last["hash"],
-            "from_stage": last["to_stage"], "amount": None, "transfer_id": None, "occurred_at": datetime.now(UTC),
-            "assertion": None, "signed_input": None}  # fmt: skip
+    row |= {
+        "seq": last["seq"] + 1,
+        "idempotency_key": f"witness-test:{uuid.uuid4().hex}",
+        "prev_hash": last["hash"],
+        "from_stage": last["to_stage"],
+        "amount": None,
+        "transfer_id": None,
+        "occurred_at": datetime.now(UTC),
+        "assertion": None,
+        "signed_input": None,
+    }
     row["hash"] = audit.row_hash(row["prev_hash"], row)
-    moves = ("INSERT INTO audit_chain_heads (household_code, seq, hash) VALUES (:c, :s, :h) "
-             "ON CONFLICT (household_code) DO UPDATE SET seq = EXCLUDED.seq, hash = EXCLUDED.hash, moved_at = now() "
-             "WHERE audit_chain_heads.seq < EXCLUDED.seq")  # fmt: skip
+    moves = (
+        "INSERT INTO audit_chain_heads (household_code, seq, hash) VALUES (:c, :s, :h) "
+        "ON CONFLICT (household_code) DO UPDATE SET seq = EXCLUDED.seq, hash = EXCLUDED.hash, moved_at = now() "
+        "WHERE audit_chain_heads.seq < EXCLUDED.seq"
+    )
     async with sessions() as s:
         await s.execute(audit_log.insert().values(**row))
         await s.execute(text(moves), {"c": code, "s": row["seq"], "h": row["hash"]})
@@ -168,17 +191,25 @@ async def _more_households(sessions, template: str, n: int) -> list[str]:
     codes = [f"WT-{uuid.uuid4().hex[:12].upper()}" for _ in range(n)]
     base = 990_000_000_000 + uuid.uuid4().int % 10**8
     async with sessions() as s:
-        q = ("SELECT attname FROM pg_attribute WHERE attrelid = 'households'::regclass AND attnum > 0 "
-             "AND NOT attisdropped ORDER BY attnum")  # fmt: skip
+        q = (
+            "SELECT attname FROM pg_attribute WHERE attrelid = 'households'::regclass AND attnum > 0 "
+            "AND NOT attisdropped ORDER BY attnum"
+        )
         cols = (await s.execute(text(q))).scalars().all()
         picked = {"code": ":code", "cccd": ":cccd", "workflow_id": ":wf"}
-        copy = (f"INSERT INTO households ({', '.join(cols)}) SELECT {', '.join(picked.get(c, c) for c in cols)} "
-                "FROM households WHERE code = :t")  # fmt: skip
+        copy = (
+            f"INSERT INTO households ({', '.join(cols)}) SELECT {', '.join(picked.get(c, c) for c in cols)} "
+            "FROM households WHERE code = :t"
+        )
         for i, code in enumerate(codes):
             await s.execute(text(copy), {"code": code, "cccd": str(base + i), "wf": f"household-{code}", "t": template})
             row = {k: v for k, v in first.items() if k not in ("id", "recorded_at")}
-            row |= {"household_code": code, "idempotency_key": f"witness-test:{uuid.uuid4().hex}",
-                    "prev_hash": audit.GENESIS, "transfer_id": None}  # fmt: skip
+            row |= {
+                "household_code": code,
+                "idempotency_key": f"witness-test:{uuid.uuid4().hex}",
+                "prev_hash": audit.GENESIS,
+                "transfer_id": None,
+            }
             row["hash"] = audit.row_hash(audit.GENESIS, row)
             await s.execute(audit_log.insert().values(**row))
         await s.commit()
@@ -187,8 +218,9 @@ async def _more_households(sessions, template: str, n: int) -> list[str]:
 
 async def _check(bound, folder, *, published: bool = True) -> list:
     """check_witness on the bound sessions, with the key file the witness published to `folder`."""
-    return await check_witness(bound, PostgresArchive(bound), public_keys=folder / "witness-key.pub",
-                               published=folder if published else None)  # fmt: skip
+    return await check_witness(
+        bound, PostgresArchive(bound), public_keys=folder / "witness-key.pub", published=folder if published else None
+    )
 
 
 def _size(cp: Checkpoint) -> int:
@@ -256,8 +288,7 @@ async def test_a_consistently_rewritten_chain_passes_the_chain_check_but_not_the
             report = await audit.verify_chain(s)
         assert report.ok and report.households == households  # the chain alone sees nothing
         assert (await _rows(bound, a.code))[-1]["hash"] != (await _rows(scratch, a.code))[-1]["hash"]
-        found = await check_witness(bound, PostgresArchive(bound), public_keys=world["keys"],
-                                    published=world["folder"])  # fmt: skip
+        found = await check_witness(bound, PostgresArchive(bound), public_keys=world["keys"], published=world["folder"])
     assert [(f.kind, f.household) for f in found] == [(CHAIN_DIFFERS, a.code)]
     head = (await _rows(scratch, a.code))[-1]
     assert f"audit row seq {head['seq']}" == found[0].where
@@ -275,8 +306,10 @@ async def test_a_checkpoint_forged_in_the_database_is_refused(world, scratch, sc
     await world["witness"].checkpoint(force=True)
     statements = await _rewritten(scratch, a.code)
     impostor = new_ring(world["ring"].active)  # the witness key's id, another key
-    for forger, why in ((new_ring("witness-forger"), "which the witness public key file does not hold"),
-                        (impostor, "signature does not verify")):  # fmt: skip
+    for forger, why in (
+        (new_ring("witness-forger"), "which the witness public key file does not hold"),
+        (impostor, "signature does not verify"),
+    ):
         async with tampered(scratch_owner, *statements, disable=("audit_log",)) as bound:
             forged = await Witness(bound, PostgresArchive(bound), forger, tmp_path / "forger").checkpoint(force=True)
             assert forged is not None
@@ -290,9 +323,11 @@ async def test_a_checkpoint_forged_in_the_database_is_refused(world, scratch, sc
 
 async def test_a_checkpoint_row_that_is_not_a_checkpoint_is_named(world, scratch, scratch_owner, tmp_path):
     last = await world["witness"].checkpoint(force=True)
-    junk = ("INSERT INTO witness_checkpoints (seq, made_at, body, prev_hash, hash, key_id, signature) "
-            "VALUES (:s, now(), '{\"seq\": \"x\"}', :p, :h, 'k', 's')",
-            {"s": last.seq + 1, "p": last.hash, "h": "d" * 64})  # fmt: skip
+    junk = (
+        "INSERT INTO witness_checkpoints (seq, made_at, body, prev_hash, hash, key_id, signature) "
+        "VALUES (:s, now(), '{\"seq\": \"x\"}', :p, :h, 'k', 's')",
+        {"s": last.seq + 1, "p": last.hash, "h": "d" * 64},
+    )
     async with tampered(scratch_owner, junk) as bound:
         found = await check_witness(bound, PostgresArchive(bound), public_keys=world["keys"], published=None)
         # The witness is not stopped by it: it links its next checkpoint to that row, and says so.
@@ -343,14 +378,20 @@ async def test_an_altered_or_removed_archived_history_is_named(world, scratch, s
     assert (await world["witness"].checkpoint(force=True)).body["archive"]["histories"] == histories
     async with scratch() as s:
         first = await s.scalar(select(func.min(wh.c.seq)))
-    altered = ("UPDATE workflow_histories SET history = history || '\\x00'::bytea, "
-               "sha256 = encode(sha256(history || '\\x00'::bytea), 'hex') WHERE seq = :s", {"s": first})  # fmt: skip
+    altered = (
+        "UPDATE workflow_histories SET history = history || '\\x00'::bytea, "
+        "sha256 = encode(sha256(history || '\\x00'::bytea), 'hex') WHERE seq = :s",
+        {"s": first},
+    )
     removed = ("DELETE FROM workflow_histories WHERE seq = :s", {"s": first})
-    for statement, said in ((altered, "are there, but one or more differ"),
-                            (removed, f"now has {histories - 1} of them")):  # fmt: skip
+    for statement, said in (
+        (altered, "are there, but one or more differ"),
+        (removed, f"now has {histories - 1} of them"),
+    ):
         async with tampered(scratch_owner, statement, disable=("workflow_histories",)) as bound:
-            found = await check_witness(bound, PostgresArchive(bound), public_keys=world["keys"],
-                                        published=world["folder"])  # fmt: skip
+            found = await check_witness(
+                bound, PostgresArchive(bound), public_keys=world["keys"], published=world["folder"]
+            )
         assert [f.kind for f in found] == [ARCHIVE_DIFFERS]
         assert said in found[0].detail
 
@@ -369,10 +410,19 @@ async def test_growth_after_a_checkpoint_is_not_a_discrepancy(world, client, scr
 
     late, early = _synthetic(uuid.uuid4().hex[:8]), _synthetic(uuid.uuid4().hex[:8])
     async with scratch() as slow:
-        await slow.execute(wh.insert().values(workflow_id=late.workflow_id, run_id=late.run_id,
-                                              workflow_type=late.workflow_type, status=late.status,
-                                              started_at=late.started_at, closed_at=late.closed_at, events=1,
-                                              history=late.history, sha256=late.sha256))  # fmt: skip
+        await slow.execute(
+            wh.insert().values(
+                workflow_id=late.workflow_id,
+                run_id=late.run_id,
+                workflow_type=late.workflow_type,
+                status=late.status,
+                started_at=late.started_at,
+                closed_at=late.closed_at,
+                events=1,
+                history=late.history,
+                sha256=late.sha256,
+            )
+        )
         await archive.put(early)  # a higher seq, committed first
         seen = await w.checkpoint()
         await slow.commit()
@@ -384,8 +434,7 @@ async def test_growth_after_a_checkpoint_is_not_a_discrepancy(world, client, scr
 
 async def test_without_the_public_key_file_nothing_is_verified(world, scratch, scratch_owner, tmp_path):
     await world["witness"].checkpoint(force=True)  # a checkpoint to verify, in the database and published
-    found = await check_witness(scratch, world["archive"], public_keys=tmp_path / "none.pub",
-                                published=world["folder"])  # fmt: skip
+    found = await check_witness(scratch, world["archive"], public_keys=tmp_path / "none.pub", published=world["folder"])
     assert [f.kind for f in found] == [UNVERIFIABLE]
     found = await check_witness(scratch, world["archive"], public_keys=world["keys"], published=tmp_path)
     assert [f.kind for f in found] == [UNVERIFIABLE] and "latest.json" in found[0].detail
@@ -403,8 +452,9 @@ def test_every_witness_kind_is_explained():
 
 
 async def test_the_witness_ring_is_made_once_and_the_worker_loads_it(settings, scratch, tmp_path):
-    s = settings.model_copy(update={"state_dir": tmp_path, "witness_keys_file": None, "witness_dir": None,
-                                    "witness_public_key_file": None})  # fmt: skip
+    s = settings.model_copy(
+        update={"state_dir": tmp_path, "witness_keys_file": None, "witness_dir": None, "witness_public_key_file": None}
+    )
     archive = PostgresArchive(scratch)
     assert load_witness(s, scratch, archive) is None  # no ring, none configured: the witness is off
     ring = ensure_witness_keys(s)
@@ -438,9 +488,11 @@ async def test_the_archive_sweep_signs_a_checkpoint_after_archiving(world, clien
 
         await wait_until(listed, 30)
         result = await client.execute_workflow(
-            HistoryArchiveWorkflow.run, ArchiveSweepInput(task_queue=tq), id=f"sweep-{uuid.uuid4().hex[:8]}",
+            HistoryArchiveWorkflow.run,
+            ArchiveSweepInput(task_queue=tq),
+            id=f"sweep-{uuid.uuid4().hex[:8]}",
             task_queue=tq,
-        )  # fmt: skip
+        )
     assert result.archived_now == 1 and result.checkpoint_seq is not None
     latest = await w.latest()
     assert latest is not None and latest.seq == result.checkpoint_seq
@@ -545,24 +597,43 @@ async def test_a_checkpoint_altered_and_re_signed_in_the_middle_is_named(world, 
             await s.commit()
         rewritten = (await _rows(bound, a.code))[-1]
         assert rewritten["seq"] == middle.changed[a.code][0] and rewritten["hash"] != middle.changed[a.code][1]
-        forged = Checkpoint.signed({**middle.body, "changed": {a.code: [rewritten["seq"], rewritten["hash"]]}},
-                                   new_ring("witness-forger"))  # fmt: skip
-        edit = ("UPDATE witness_checkpoints SET body = CAST(:b AS jsonb), hash = :h, key_id = :k, signature = :sig "
-                "WHERE seq = :s")  # fmt: skip
+        forged = Checkpoint.signed(
+            {**middle.body, "changed": {a.code: [rewritten["seq"], rewritten["hash"]]}}, new_ring("witness-forger")
+        )
+        edit = (
+            "UPDATE witness_checkpoints SET body = CAST(:b AS jsonb), hash = :h, key_id = :k, signature = :sig "
+            "WHERE seq = :s"
+        )
         async with bound() as s:
-            await s.execute(text(edit), {"b": json.dumps(forged.body), "h": forged.hash, "k": forged.key_id,
-                                         "sig": forged.signature, "s": middle.seq})  # fmt: skip
+            await s.execute(
+                text(edit),
+                {
+                    "b": json.dumps(forged.body),
+                    "h": forged.hash,
+                    "k": forged.key_id,
+                    "sig": forged.signature,
+                    "s": middle.seq,
+                },
+            )
             await s.commit()
         alone = await _check(bound, tmp_path, published=False)
         found = await _check(bound, tmp_path)
-    assert [(f.kind, f.household) for f in alone] == [(INVALID, "-"), (BROKEN, "-"), (UNVERIFIABLE, "-"),
-                                                      (CHAIN_DIFFERS, a.code)]  # fmt: skip
+    assert [(f.kind, f.household) for f in alone] == [
+        (INVALID, "-"),
+        (BROKEN, "-"),
+        (UNVERIFIABLE, "-"),
+        (CHAIN_DIFFERS, a.code),
+    ]
     assert f"database checkpoint {middle.seq}" in alone[0].where and "does not hold" in alone[0].detail
     assert f"database checkpoint {after.seq}" in alone[1].where and "prev_hash" in alone[1].detail
     # Without the published copy, a is judged at its older signed head; with it, at the one the forger replaced.
     assert "signed in checkpoint 1)" in alone[3].detail
-    assert [(f.kind, f.household) for f in found] == [(INVALID, "-"), (BROKEN, "-"), (MISSING, "-"),
-                                                      (CHAIN_DIFFERS, a.code)]  # fmt: skip
+    assert [(f.kind, f.household) for f in found] == [
+        (INVALID, "-"),
+        (BROKEN, "-"),
+        (MISSING, "-"),
+        (CHAIN_DIFFERS, a.code),
+    ]
     assert f"checkpoint-{middle.seq:06d}.json" in found[2].where and "another checkpoint" in found[2].detail
     assert f"signed in checkpoint {middle.seq})" in found[3].detail and f"seq {rewritten['seq']}" in found[3].where
 
@@ -574,8 +645,10 @@ async def test_a_rollback_past_published_checkpoints_compares_what_can_be_folded
     async with tampered(scratch_owner, disable=("witness_checkpoints", "audit_log")) as bound:
         middle, _, last = await _three_more(bound, world, tmp_path)
         (tmp_path / f"checkpoint-{middle.seq:06d}.json").unlink()
-        statements = [("DELETE FROM witness_checkpoints WHERE seq >= :s", {"s": middle.seq}),
-                      *await _rewritten(bound, a.code)]  # fmt: skip
+        statements = [
+            ("DELETE FROM witness_checkpoints WHERE seq >= :s", {"s": middle.seq}),
+            *await _rewritten(bound, a.code),
+        ]
         async with bound() as s:
             for sql, params in statements:
                 await s.execute(text(sql), params)
@@ -594,8 +667,10 @@ async def test_a_checkpoint_whose_heads_were_dropped_and_all_re_signed_is_named_
     no longer carry a's step do not fold to the root they sign: the first of them is named."""
     async with tampered(scratch_owner, disable=("witness_checkpoints",)) as bound:
         made = await _three_more(bound, world, tmp_path)
-        edit = ("UPDATE witness_checkpoints SET body = CAST(:b AS jsonb), prev_hash = :p, hash = :h, signature = :sig "
-                "WHERE seq = :s")  # fmt: skip
+        edit = (
+            "UPDATE witness_checkpoints SET body = CAST(:b AS jsonb), prev_hash = :p, hash = :h, signature = :sig "
+            "WHERE seq = :s"
+        )
         async with bound() as s:
             q = select(witness_checkpoints.c.hash).where(witness_checkpoints.c.seq == made[0].seq - 1)
             prev = (await s.execute(q)).scalar_one()
@@ -604,8 +679,16 @@ async def test_a_checkpoint_whose_heads_were_dropped_and_all_re_signed_is_named_
                 if cp is made[0]:
                     body["changed"] = {}
                 again = Checkpoint.signed(body, world["ring"])
-                await s.execute(text(edit), {"b": json.dumps(again.body), "p": again.prev_hash, "h": again.hash,
-                                             "sig": again.signature, "s": cp.seq})  # fmt: skip
+                await s.execute(
+                    text(edit),
+                    {
+                        "b": json.dumps(again.body),
+                        "p": again.prev_hash,
+                        "h": again.hash,
+                        "sig": again.signature,
+                        "s": cp.seq,
+                    },
+                )
                 prev = again.hash
             await s.commit()
         found = await _check(bound, tmp_path, published=False)

@@ -49,9 +49,15 @@ async def test_every_data_converter_shares_one_payload_converter_and_models_roun
     # The SDK makes a data converter per activation; each must not start a pydantic type cache of its own.
     a, b = dataclasses.replace(DATA_CONVERTER), dataclasses.replace(SEALED)
     assert SharedPydanticPayloadConverter() is SharedPydanticPayloadConverter()
-    inp = VerifyInput(actor=Actor(user_id="u", role="commune_officer", agency="UBND",
-                                  jurisdiction=Jurisdiction(province="Lạng Sơn", district="Cao Lộc")),
-                      evidence=["BB"])  # fmt: skip
+    inp = VerifyInput(
+        actor=Actor(
+            user_id="u",
+            role="commune_officer",
+            agency="UBND",
+            jurisdiction=Jurisdiction(province="Lạng Sơn", district="Cao Lộc"),
+        ),
+        evidence=["BB"],
+    )
     [sealed] = await b.encode([inp])
     assert sealed.metadata["encoding"] != b"json/plain"
     assert await a.decode(await a.encode([inp]), [VerifyInput]) == [inp]

@@ -57,17 +57,25 @@ def _act(fn):
 GENERATE = typer.Option(False, "--generate", help="Generate a password and print it once")
 STDIN = typer.Option(False, "--password-stdin", help="Read the password from standard input")
 ADMIN = typer.Option(..., "--admin", help="The administrator making the change (their credential is asked)")
-ADMIN_PASSWORD_STDIN = typer.Option(False, "--admin-password-stdin",
-                                    help="Read the administrator's password from standard input (first line)")
-ADMIN_TOKEN_STDIN = typer.Option(False, "--admin-token-stdin",
-                                 help="Read the administrator's API token from standard input (first line); "
-                                 "or set HOUSING_TOKEN")  # fmt: skip
+ADMIN_PASSWORD_STDIN = typer.Option(
+    False, "--admin-password-stdin", help="Read the administrator's password from standard input (first line)"
+)
+ADMIN_TOKEN_STDIN = typer.Option(
+    False,
+    "--admin-token-stdin",
+    help="Read the administrator's API token from standard input (first line); or set HOUSING_TOKEN",
+)
 
 
 def _administrator(admin: str, password_stdin: bool, token_stdin: bool) -> str:
     """The proved administrator's user id; anyone else is refused before anything is asked or changed."""
-    who = credentials.sign_in(admin, password_stdin=password_stdin, token_stdin=token_stdin,
-                              roles=(access.ACCOUNT_ADMIN_ROLE,), what="administer accounts")  # fmt: skip
+    who = credentials.sign_in(
+        admin,
+        password_stdin=password_stdin,
+        token_stdin=token_stdin,
+        roles=(access.ACCOUNT_ADMIN_ROLE,),
+        what="administer accounts",
+    )
     return who.user_id
 
 
@@ -83,12 +91,14 @@ def _change(fn, *args):
     return _act(go)
 
 
-def _row(user_id: str, name: str, role: str, agency: str, province: str, district: str | None,
-         commune: str | None) -> dict:  # fmt: skip
+def _row(
+    user_id: str, name: str, role: str, agency: str, province: str, district: str | None, commune: str | None
+) -> dict:
     if commune and not district:
         fail("--commune needs --district: a commune is named within its district")
-    return dict(user_id=user_id, full_name=name, role=role, agency=agency, province=province, district=district,
-                commune=commune)  # fmt: skip
+    return dict(
+        user_id=user_id, full_name=name, role=role, agency=agency, province=province, district=district, commune=commune
+    )
 
 
 @app.command("add")
@@ -113,8 +123,9 @@ def add(
     by = _administrator(admin, admin_password_stdin, admin_token_stdin)
     password, shown = _password(generate, password_stdin, user_id)
     _change(accounts.add_user, by, row, password)
-    out.print(f"user {user_id} added by {by}: {role}, {agency}, "
-              f"{' / '.join(filter(None, (province, district, commune)))}")  # fmt: skip
+    out.print(
+        f"user {user_id} added by {by}: {role}, {agency}, {' / '.join(filter(None, (province, district, commune)))}"
+    )
     if shown:
         out.print(f"password (shown once): {password}")
 
@@ -137,14 +148,21 @@ def bootstrap(
         row = _row(user_id, name, access.ACCOUNT_ADMIN_ROLE, agency, province, None, None)
     password, shown = _password(generate, password_stdin, user_id)
     _change(accounts.bootstrap, user_id, password, row)
-    out.print(f"first administrator {user_id} set up (recorded in the trail as bootstrap)"
-              + (f"; password (shown once): {password}" if shown else ""))  # fmt: skip
+    out.print(
+        f"first administrator {user_id} set up (recorded in the trail as bootstrap)"
+        + (f"; password (shown once): {password}" if shown else "")
+    )
 
 
 @app.command("reset")
-def reset(user_id: str, generate: bool = GENERATE, password_stdin: bool = STDIN, admin: str = ADMIN,
-          admin_password_stdin: bool = ADMIN_PASSWORD_STDIN,
-          admin_token_stdin: bool = ADMIN_TOKEN_STDIN) -> None:  # fmt: skip
+def reset(
+    user_id: str,
+    generate: bool = GENERATE,
+    password_stdin: bool = STDIN,
+    admin: str = ADMIN,
+    admin_password_stdin: bool = ADMIN_PASSWORD_STDIN,
+    admin_token_stdin: bool = ADMIN_TOKEN_STDIN,
+) -> None:
     """Give a user a new password (their open sessions stay until they expire or the user is disabled)."""
     by = _administrator(admin, admin_password_stdin, admin_token_stdin)
     password, shown = _password(generate, password_stdin, user_id)
@@ -153,16 +171,24 @@ def reset(user_id: str, generate: bool = GENERATE, password_stdin: bool = STDIN,
 
 
 @app.command("disable")
-def disable(user_id: str, admin: str = ADMIN, admin_password_stdin: bool = ADMIN_PASSWORD_STDIN,
-            admin_token_stdin: bool = ADMIN_TOKEN_STDIN) -> None:  # fmt: skip
+def disable(
+    user_id: str,
+    admin: str = ADMIN,
+    admin_password_stdin: bool = ADMIN_PASSWORD_STDIN,
+    admin_token_stdin: bool = ADMIN_TOKEN_STDIN,
+) -> None:
     """Stop a user from signing in or acting: ends their sessions, revokes their API tokens. The engine
     refuses their steps too (it checks the users table inside every step's transaction)."""
     _set_active(user_id, False, _administrator(admin, admin_password_stdin, admin_token_stdin))
 
 
 @app.command("enable")
-def enable(user_id: str, admin: str = ADMIN, admin_password_stdin: bool = ADMIN_PASSWORD_STDIN,
-           admin_token_stdin: bool = ADMIN_TOKEN_STDIN) -> None:  # fmt: skip
+def enable(
+    user_id: str,
+    admin: str = ADMIN,
+    admin_password_stdin: bool = ADMIN_PASSWORD_STDIN,
+    admin_token_stdin: bool = ADMIN_TOKEN_STDIN,
+) -> None:
     """Let a disabled user sign in again (with a password reset if it was lost; tokens stay revoked)."""
     _set_active(user_id, True, _administrator(admin, admin_password_stdin, admin_token_stdin))
 
@@ -173,21 +199,31 @@ def _set_active(user_id: str, active: bool, by: str) -> None:
 
 
 @app.command("token")
-def token(user_id: str, name: str = typer.Option(..., "--name", help="What the token is for"), admin: str = ADMIN,
-          admin_password_stdin: bool = ADMIN_PASSWORD_STDIN,
-          admin_token_stdin: bool = ADMIN_TOKEN_STDIN) -> None:  # fmt: skip
+def token(
+    user_id: str,
+    name: str = typer.Option(..., "--name", help="What the token is for"),
+    admin: str = ADMIN,
+    admin_password_stdin: bool = ADMIN_PASSWORD_STDIN,
+    admin_token_stdin: bool = ADMIN_TOKEN_STDIN,
+) -> None:
     """Create an API token for a machine client acting as this user; it is printed once, stored hashed."""
     by = _administrator(admin, admin_password_stdin, admin_token_stdin)
     value = _change(accounts.issue_token, by, user_id, name)
-    out.print(f"API token {name!r} for {user_id} (shown once; send as 'Authorization: Bearer …', or set "
-              "HOUSING_TOKEN for starter.py):")  # fmt: skip
+    out.print(
+        f"API token {name!r} for {user_id} (shown once; send as 'Authorization: Bearer …', or set "
+        "HOUSING_TOKEN for starter.py):"
+    )
     print(value)
 
 
 @app.command("revoke")
-def revoke(user_id: str, name: str = typer.Option(..., "--name"), admin: str = ADMIN,
-           admin_password_stdin: bool = ADMIN_PASSWORD_STDIN,
-           admin_token_stdin: bool = ADMIN_TOKEN_STDIN) -> None:  # fmt: skip
+def revoke(
+    user_id: str,
+    name: str = typer.Option(..., "--name"),
+    admin: str = ADMIN,
+    admin_password_stdin: bool = ADMIN_PASSWORD_STDIN,
+    admin_token_stdin: bool = ADMIN_TOKEN_STDIN,
+) -> None:
     """Revoke an API token by its name."""
     by = _administrator(admin, admin_password_stdin, admin_token_stdin)
     _change(accounts.revoke_token, by, user_id, name)
@@ -197,8 +233,11 @@ def revoke(user_id: str, name: str = typer.Option(..., "--name"), admin: str = A
 @app.command("trail")
 def show_trail(
     user_id: str | None = typer.Argument(None, help="Only this user's changes (the whole chain is verified)"),
-    verify: bool = typer.Option(False, "--verify", help="Recompute the hash chain and check each row's "
-                                "signature; exit 1 naming the first broken row"),  # fmt: skip
+    verify: bool = typer.Option(
+        False,
+        "--verify",
+        help="Recompute the hash chain and check each row's signature; exit 1 naming the first broken row",
+    ),
 ) -> None:
     """Every account change: when, by whom, what, on whom (never a secret). With --verify, the chain is
     recomputed from the first row and each row's front-door signature checked against `signing_keys`: an
@@ -213,16 +252,19 @@ def show_trail(
     table = Table("#", "when (UTC)", "by", "action", "user", "details", "hash", title="Account changes")
     for r in shown:
         details = ", ".join(f"{k}={v}" for k, v in sorted(r.details.items()))
-        table.add_row(str(r.id), f"{r.at:%Y-%m-%d %H:%M:%S}", r.by_user, r.action, r.user_id, details,
-                      r.hash[:16] + "…")  # fmt: skip
+        table.add_row(
+            str(r.id), f"{r.at:%Y-%m-%d %H:%M:%S}", r.by_user, r.action, r.user_id, details, r.hash[:16] + "…"
+        )
     out.print(table)
     if not verify:
         return
     checked = trail.verify_rows(rows, keys)
     if not checked.ok:
         b = checked.first_break
-        fail(f"account trail broken at row {b.id} ({b.action} of {b.user_id} by {b.by_user}, "
-             f"{b.at:%Y-%m-%d %H:%M:%S}): {checked.reason}")  # fmt: skip
+        fail(
+            f"account trail broken at row {b.id} ({b.action} of {b.user_id} by {b.by_user}, "
+            f"{b.at:%Y-%m-%d %H:%M:%S}): {checked.reason}"
+        )
     out.print(f"account trail verified: {checked.rows} rows, chain unbroken, each signed by a front door")
 
 
@@ -234,8 +276,11 @@ def list_users() -> None:
         async with database(settings) as sessions, sessions() as s:
             rows = (await s.execute(select(users).order_by(users.c.role, users.c.user_id))).mappings().all()
             with_password = set(await s.scalars(select(user_credentials.c.user_id)))
-            tokens = (await s.execute(select(api_tokens.c.user_id, api_tokens.c.name)
-                                      .where(api_tokens.c.revoked_at.is_(None)))).all()  # fmt: skip
+            tokens = (
+                await s.execute(
+                    select(api_tokens.c.user_id, api_tokens.c.name).where(api_tokens.c.revoked_at.is_(None))
+                )
+            ).all()
         return rows, with_password, tokens
 
     rows, with_password, tokens = run(go)
@@ -243,6 +288,13 @@ def list_users() -> None:
     for r in rows:
         names = ", ".join(n for u, n in tokens if u == r["user_id"])
         where = " / ".join(filter(None, (r["province"], r["district"], r["commune"])))
-        table.add_row(r["user_id"], r["full_name"], r["role"], where, "yes" if r["active"] else "no",
-                      "set" if r["user_id"] in with_password else "—", names)  # fmt: skip
+        table.add_row(
+            r["user_id"],
+            r["full_name"],
+            r["role"],
+            where,
+            "yes" if r["active"] else "no",
+            "set" if r["user_id"] in with_password else "—",
+            names,
+        )
     out.print(table)

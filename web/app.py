@@ -88,8 +88,10 @@ async def signed_in(request: Request) -> access.SignedIn:
             who = await access.token_user(s, auth[7:].strip())
         elif cookie:
             who = await access.session_user(s, cookie)
-            if who and request.method not in SAFE_METHODS and not secrets.compare_digest(
-                request.headers.get("x-csrf-token", ""), who.csrf_token or ""
+            if (
+                who
+                and request.method not in SAFE_METHODS
+                and not secrets.compare_digest(request.headers.get("x-csrf-token", ""), who.csrf_token or "")
             ):
                 raise Problem("CsrfFailed", "this form is stale or was not sent by the application's page")
         else:
@@ -112,8 +114,9 @@ async def refused_page(request: Request, exc: Exception) -> Response:
     return resp
 
 
-def create_app(settings: Settings | None = None, *, sessions: Sessions | None = None,
-               client: Client | None = None) -> FastAPI:  # fmt: skip
+def create_app(
+    settings: Settings | None = None, *, sessions: Sessions | None = None, client: Client | None = None
+) -> FastAPI:
     """The app; `sessions` and `client` are made from the settings unless given (the tests give theirs)."""
     settings = settings or get_settings()
 
@@ -154,14 +157,20 @@ def create_app(settings: Settings | None = None, *, sessions: Sessions | None = 
     async def sign_in(body: SignInInput, request: Request, response: Response) -> SignInResult:
         client_addr = request.client.host if request.client else "?"
         async with request.app.state.sessions() as s, s.begin():
-            outcome = await access.sign_in(s, body.user_id, body.password, client_addr,
-                                           signer=request.app.state.signer)  # fmt: skip
+            outcome = await access.sign_in(s, body.user_id, body.password, client_addr, signer=request.app.state.signer)
         if outcome.refusal is not None:
             raise Problem(outcome.refusal.type, outcome.refusal.message)
         token, who = outcome.token, outcome.who
         assert token is not None and who is not None
-        response.set_cookie(COOKIE, token, httponly=True, secure=secure_cookie, samesite="strict",
-                            max_age=int(access.SESSION_TTL.total_seconds()), path="/")  # fmt: skip
+        response.set_cookie(
+            COOKIE,
+            token,
+            httponly=True,
+            secure=secure_cookie,
+            samesite="strict",
+            max_age=int(access.SESSION_TTL.total_seconds()),
+            path="/",
+        )
         return SignInResult(user=who.user, csrf_token=who.csrf_token or "")
 
     @app.delete("/api/session", status_code=204, tags=["session"])
@@ -180,14 +189,23 @@ def create_app(settings: Settings | None = None, *, sessions: Sessions | None = 
 
     @app.get("/api/households", response_model=list[HouseholdSummary], tags=["households"])
     async def list_households(
-        request: Request, who: Who,
-        stage: Stage | None = None, district: str | None = None, commune: str | None = None,
-        group: str | None = None, limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0),
-    ) -> list[HouseholdSummary]:  # fmt: skip
+        request: Request,
+        who: Who,
+        stage: Stage | None = None,
+        district: str | None = None,
+        commune: str | None = None,
+        group: str | None = None,
+        limit: int = Query(100, ge=1, le=1000),
+        offset: int = Query(0, ge=0),
+    ) -> list[HouseholdSummary]:
         h = households.c
         q = select(*(h[f] for f in HouseholdSummary.model_fields)).where(*in_jurisdiction(who.user.jurisdiction))
-        for column, value in ((h.stage, stage and stage.value), (h.district, district), (h.commune, commune),
-                              (h.beneficiary_group, group)):  # fmt: skip
+        for column, value in (
+            (h.stage, stage and stage.value),
+            (h.district, district),
+            (h.commune, commune),
+            (h.beneficiary_group, group),
+        ):
             if value:
                 q = q.where(column == value)
         async with request.app.state.sessions() as s:
@@ -198,16 +216,26 @@ def create_app(settings: Settings | None = None, *, sessions: Sessions | None = 
     async def household(code: str, request: Request, who: Who) -> dict:
         summary = await _visible(request, who.user, code)
         db = request.app.state.sessions
-        state = await household_state(request.app.state.client, summary.code, sessions=db,
-                                      archive=open_archive(db, settings))  # fmt: skip
+        state = await household_state(
+            request.app.state.client, summary.code, sessions=db, archive=open_archive(db, settings)
+        )
         options = await next_actions(request.app.state.sessions, state, who.user.actor())
-        return {"household": summary.model_dump(mode="json"), "state": state.model_dump(mode="json"),
-                "actions": [{"step": o.step.value, "tranche": o.tranche,
-                             "milestone": o.milestone.value if o.milestone else None} for o in options]}  # fmt: skip
+        return {
+            "household": summary.model_dump(mode="json"),
+            "state": state.model_dump(mode="json"),
+            "actions": [
+                {"step": o.step.value, "tranche": o.tranche, "milestone": o.milestone.value if o.milestone else None}
+                for o in options
+            ],
+        }
 
     @app.get("/api/households/{code}/timeline", tags=["households", "audit"])
-    async def household_timeline(code: str, request: Request, who: Who, lang: str = Query("vi", pattern="^(vi|en)$"),
-                                 ) -> dict:  # fmt: skip
+    async def household_timeline(
+        code: str,
+        request: Request,
+        who: Who,
+        lang: str = Query("vi", pattern="^(vi|en)$"),
+    ) -> dict:
         summary = await _visible(request, who.user, code)
         c: Client = request.app.state.client
         db = request.app.state.sessions
@@ -225,9 +253,15 @@ def create_app(settings: Settings | None = None, *, sessions: Sessions | None = 
         if chosen not in UPDATES:
             raise Problem("UnknownStep", f"{step!r} is recorded from the payment channel, not taken by an officer")
         try:
-            result = await take_step(request.app.state.client, request.app.state.sessions, code, chosen,
-                                     who.user.user_id, signer=request.app.state.signer,
-                                     **body.model_dump())  # fmt: skip
+            result = await take_step(
+                request.app.state.client,
+                request.app.state.sessions,
+                code,
+                chosen,
+                who.user.user_id,
+                signer=request.app.state.signer,
+                **body.model_dump(),
+            )
         except Refusal as r:
             raise Problem.of(r) from None
         return result.model_dump(mode="json")
@@ -251,4 +285,3 @@ def create_app(settings: Settings | None = None, *, sessions: Sessions | None = 
         return HouseholdSummary(**row)
 
     return app
-

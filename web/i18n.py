@@ -71,21 +71,37 @@ WORDS: dict[str, tuple[str, str]] = {
 }
 
 STAGES_VI = {
-    Stage.VERIFICATION: "Xác minh", Stage.APPROVAL: "Phê duyệt", Stage.FUND_ALLOCATION: "Bố trí vốn",
-    Stage.CONSTRUCTION: "Thi công", Stage.ACCEPTANCE: "Nghiệm thu", Stage.SETTLEMENT: "Quyết toán",
-    Stage.CLOSED: "Hoàn thành", Stage.CANCELLED: "Đã hủy",
-}  # fmt: skip
+    Stage.VERIFICATION: "Xác minh",
+    Stage.APPROVAL: "Phê duyệt",
+    Stage.FUND_ALLOCATION: "Bố trí vốn",
+    Stage.CONSTRUCTION: "Thi công",
+    Stage.ACCEPTANCE: "Nghiệm thu",
+    Stage.SETTLEMENT: "Quyết toán",
+    Stage.CLOSED: "Hoàn thành",
+    Stage.CANCELLED: "Đã hủy",
+}
 STEPS_VI = {
-    Step.VERIFY: "Xác minh hộ", Step.APPROVE: "Phê duyệt", Step.ALLOCATE: "Bố trí vốn",
-    Step.REPORT_PROGRESS: "Báo cáo tiến độ", Step.AUTHORISE_PAYOUT: "Duyệt chi", Step.RELEASE_PAYOUT: "Chuyển tiền",
-    Step.COMPLETE_CONSTRUCTION: "Hoàn thành thi công", Step.ACCEPT: "Nghiệm thu", Step.SETTLE: "Quyết toán",
-    Step.SEND_BACK: "Trả lại bước trước", Step.CANCEL: "Hủy hồ sơ",
-}  # fmt: skip
+    Step.VERIFY: "Xác minh hộ",
+    Step.APPROVE: "Phê duyệt",
+    Step.ALLOCATE: "Bố trí vốn",
+    Step.REPORT_PROGRESS: "Báo cáo tiến độ",
+    Step.AUTHORISE_PAYOUT: "Duyệt chi",
+    Step.RELEASE_PAYOUT: "Chuyển tiền",
+    Step.COMPLETE_CONSTRUCTION: "Hoàn thành thi công",
+    Step.ACCEPT: "Nghiệm thu",
+    Step.SETTLE: "Quyết toán",
+    Step.SEND_BACK: "Trả lại bước trước",
+    Step.CANCEL: "Hủy hồ sơ",
+}
 
 
-GROUPS = {"meritorious": ("Người có công", "Meritorious service"), "poor": ("Hộ nghèo", "Poor"),
-          "near_poor": ("Hộ cận nghèo", "Near-poor"), "disaster": ("Thiên tai", "Natural disaster"),
-          "other": ("Khác", "Other")}  # fmt: skip
+GROUPS = {
+    "meritorious": ("Người có công", "Meritorious service"),
+    "poor": ("Hộ nghèo", "Poor"),
+    "near_poor": ("Hộ cận nghèo", "Near-poor"),
+    "disaster": ("Thiên tai", "Natural disaster"),
+    "other": ("Khác", "Other"),
+}
 SUPPORT = {"new_build": ("Xây mới", "New build"), "repair": ("Sửa chữa", "Repair")}
 
 

@@ -69,10 +69,19 @@ def router(settings: Settings, cookie: str) -> APIRouter:
         raise SignedOut()
 
     def page(request: Request, name: str, signed: access.SignedIn | None, **ctx) -> HTMLResponse:
-        return templates.TemplateResponse(request, name, {"t": words(request), "me": signed and signed.user,
-                                                          "csrf": signed and signed.csrf_token, "Stage": Stage,
-                                                          "finance_roles": FINANCE_ROLES, "audit_roles": AUDIT_ROLES,
-                                                          **ctx})  # fmt: skip
+        return templates.TemplateResponse(
+            request,
+            name,
+            {
+                "t": words(request),
+                "me": signed and signed.user,
+                "csrf": signed and signed.csrf_token,
+                "Stage": Stage,
+                "finance_roles": FINANCE_ROLES,
+                "audit_roles": AUDIT_ROLES,
+                **ctx,
+            },
+        )
 
     def check_csrf(signed: access.SignedIn, sent: str) -> None:
         if not secrets.compare_digest(sent or "", signed.csrf_token or ""):
@@ -88,8 +97,9 @@ def router(settings: Settings, cookie: str) -> APIRouter:
         return resp
 
     @r.post("/login")
-    async def login(request: Request, user_id: str = Form(...), password: str = Form(...),
-                    csrf: str = Form(...)) -> Response:  # fmt: skip
+    async def login(
+        request: Request, user_id: str = Form(...), password: str = Form(...), csrf: str = Form(...)
+    ) -> Response:
         if not secrets.compare_digest(csrf, request.cookies.get(LOGIN_CSRF, "")):
             return RedirectResponse("/login?error=" + quote("CsrfFailed"), status_code=303)
         client = request.client.host if request.client else "?"
@@ -99,8 +109,14 @@ def router(settings: Settings, cookie: str) -> APIRouter:
             message = f"{outcome.refusal.type}: {outcome.refusal.message}"
             return RedirectResponse("/login?error=" + quote(message), status_code=303)
         resp = RedirectResponse("/", status_code=303)
-        resp.set_cookie(cookie, outcome.token or "", httponly=True, secure=settings.web_secure_cookie,
-                        samesite="strict", max_age=int(access.SESSION_TTL.total_seconds()))  # fmt: skip
+        resp.set_cookie(
+            cookie,
+            outcome.token or "",
+            httponly=True,
+            secure=settings.web_secure_cookie,
+            samesite="strict",
+            max_age=int(access.SESSION_TTL.total_seconds()),
+        )
         resp.delete_cookie(LOGIN_CSRF)
         return resp
 
@@ -135,23 +151,44 @@ def router(settings: Settings, cookie: str) -> APIRouter:
         districts = sorted({x.district for x in rows})
         by = {(x.district, x.stage): x.households for x in rows}
         stages = [st for st in Stage if st is not Stage.CANCELLED]
-        bars = [(d, [(st, by.get((d, st.value), 0)) for st in stages], sum(by.get((d, st.value), 0) for st in Stage))
-                for d in districts]  # fmt: skip
+        bars = [
+            (d, [(st, by.get((d, st.value), 0)) for st in stages], sum(by.get((d, st.value), 0) for st in Stage))
+            for d in districts
+        ]
         sources = rep.by_source if user.district is None else []
         top = max([s.received for s in sources] or [1])
-        return page(request, "dashboard.html", signed, bars=bars, stages=stages, sources=sources, top=top,
-                    decisions=rep.by_decision if user.district is None else [], deadlines=deadlines)  # fmt: skip
+        return page(
+            request,
+            "dashboard.html",
+            signed,
+            bars=bars,
+            stages=stages,
+            sources=sources,
+            top=top,
+            decisions=rep.by_decision if user.district is None else [],
+            deadlines=deadlines,
+        )
 
     # ------------------------------------------------------------------ households
 
     @r.get("/households")
-    async def household_list(request: Request, stage: str = "", commune: str = "", q: str = "",
-                             message: str = "") -> Response:  # fmt: skip
+    async def household_list(
+        request: Request, stage: str = "", commune: str = "", q: str = "", message: str = ""
+    ) -> Response:
         signed = await who(request)
         user = signed.user
         h = households.c
-        query = select(h.code, h.head_of_household, h.district, h.commune, h.stage, h.stage_since,
-                       h.beneficiary_group, h.support_type, h.paid)  # fmt: skip
+        query = select(
+            h.code,
+            h.head_of_household,
+            h.district,
+            h.commune,
+            h.stage,
+            h.stage_since,
+            h.beneficiary_group,
+            h.support_type,
+            h.paid,
+        )
         query = query.where(*in_jurisdiction(user.jurisdiction))
         if stage:
             query = query.where(h.stage == stage)
@@ -169,8 +206,18 @@ def router(settings: Settings, cookie: str) -> APIRouter:
             days = policy.sla_days.get(Stage(row["stage"]))
             due = row["stage_since"] + timedelta(days=days) if days and row["stage_since"] else None
             items.append({**row, "due": due, "overdue": bool(due and due < now)})
-        return page(request, "households.html", signed, items=items, total=total, stage=stage, commune=commune, q=q,
-                    steps=[s for s in Step if s in BULK_STEPS], message=message)  # fmt: skip
+        return page(
+            request,
+            "households.html",
+            signed,
+            items=items,
+            total=total,
+            stage=stage,
+            commune=commune,
+            q=q,
+            steps=[s for s in Step if s in BULK_STEPS],
+            message=message,
+        )
 
     @r.post("/households/bulk")
     async def bulk(request: Request) -> Response:
@@ -185,8 +232,15 @@ def router(settings: Settings, cookie: str) -> APIRouter:
         results = []
         for code in form.getlist("code"):
             try:
-                await take_step(request.app.state.client, request.app.state.sessions, str(code), step,
-                                signed.user.user_id, evidence=evidence, signer=request.app.state.signer)  # fmt: skip
+                await take_step(
+                    request.app.state.client,
+                    request.app.state.sessions,
+                    str(code),
+                    step,
+                    signed.user.user_id,
+                    evidence=evidence,
+                    signer=request.app.state.signer,
+                )
                 results.append((code, "ok", ""))
             except Refusal as e:
                 results.append((code, e.rule, e.message))
@@ -207,8 +261,17 @@ def router(settings: Settings, cookie: str) -> APIRouter:
         state, found = await household_view(client, db, row["code"], open_archive(db, settings))
         options = await next_actions(db, state, user.actor())
         lines = timeline_view.lines(await read_trail(found.history, client.data_converter), words(request).lang)
-        return page(request, "household.html", signed, h=row, state=state, options=options, lines=lines,
-                    message=message, error=error)  # fmt: skip
+        return page(
+            request,
+            "household.html",
+            signed,
+            h=row,
+            state=state,
+            options=options,
+            lines=lines,
+            message=message,
+            error=error,
+        )
 
     @r.post("/households/{code}/act")
     async def act(code: str, request: Request) -> Response:
@@ -228,9 +291,18 @@ def router(settings: Settings, cookie: str) -> APIRouter:
         reason = str(form.get("reason") or "") or None
         back = f"/households/{quote(code)}"
         try:
-            done = await take_step(request.app.state.client, request.app.state.sessions, code, Step(step),
-                                   signed.user.user_id, evidence=evidence, reason=reason, tranche=tranche,
-                                   milestone=milestone, signer=request.app.state.signer)  # fmt: skip
+            done = await take_step(
+                request.app.state.client,
+                request.app.state.sessions,
+                code,
+                Step(step),
+                signed.user.user_id,
+                evidence=evidence,
+                reason=reason,
+                tranche=tranche,
+                milestone=milestone,
+                signer=request.app.state.signer,
+            )
         except Refusal as e:
             return RedirectResponse(f"{back}?error={quote(f'{e.rule}: {e.message}')}", status_code=303)
         except ValueError:
@@ -248,20 +320,39 @@ def router(settings: Settings, cookie: str) -> APIRouter:
             rec = await reconciliation.reconcile(s)
         waiting = await payouts.tranche_counts(request.app.state.sessions, None, ("due", "authorised"))
         districts = sorted({d.key for d in rec.districts}) if rec.districts else []
-        return page(request, "finance.html", signed, rec=rec, waiting=sorted(waiting.items()), message=message,
-                    districts=districts, decisions=[d.key for d in rec.decisions])  # fmt: skip
+        return page(
+            request,
+            "finance.html",
+            signed,
+            rec=rec,
+            waiting=sorted(waiting.items()),
+            message=message,
+            districts=districts,
+            decisions=[d.key for d in rec.decisions],
+        )
 
     @r.post("/finance/batch")
-    async def batch(request: Request, csrf: str = Form(...), action: str = Form(...), tranche: int = Form(...),
-                    district: str = Form(""), decision: str = Form(""),
-                    evidence: str = Form(...)) -> Response:  # fmt: skip
+    async def batch(
+        request: Request,
+        csrf: str = Form(...),
+        action: str = Form(...),
+        tranche: int = Form(...),
+        district: str = Form(""),
+        decision: str = Form(""),
+        evidence: str = Form(...),
+    ) -> Response:
         signed = await who(request)
         check_csrf(signed, csrf)
         selection = BatchSelection(district=district or None, decision_ref=decision or None)
         ref = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
-        inp = PayoutBatchInput(batch_id=payouts.batch_id_for(BatchAction(action), tranche, selection, f"web-{ref}"),
-                               action=BatchAction(action), tranche=tranche, selection=selection,
-                               actor=signed.user.actor(), evidence=_refs(evidence))  # fmt: skip
+        inp = PayoutBatchInput(
+            batch_id=payouts.batch_id_for(BatchAction(action), tranche, selection, f"web-{ref}"),
+            action=BatchAction(action),
+            tranche=tranche,
+            selection=selection,
+            actor=signed.user.actor(),
+            evidence=_refs(evidence),
+        )
         inp = payouts.sign_batch(request.app.state.signer, inp)
         result = await payouts.run_batch(request.app.state.client, settings.temporal_task_queue, inp)
         p = result.progress
@@ -278,8 +369,11 @@ def router(settings: Settings, cookie: str) -> APIRouter:
             rec = await reconciliation.reconcile(s)
         path = Path(tempfile.mkdtemp(prefix="xnt-")) / "doi-chieu.xlsx"
         reconciliation.write_xlsx(rec, path)
-        return FileResponse(path, filename="doi-chieu.xlsx",
-                            media_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")  # fmt: skip
+        return FileResponse(
+            path,
+            filename="doi-chieu.xlsx",
+            media_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        )
 
     # ------------------------------------------------------------------ audit
 

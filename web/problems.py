@@ -11,14 +11,29 @@ from operations.actions import Refusal
 # The HTTP status for each rule the engine (or the sign-in) can answer with; anything else is 409: the
 # request was understood and the household's state does not allow it.
 STATUS = {
-    "NotSignedIn": 401, "BadCredentials": 401, "Unauthenticated": 401,
-    "RoleNotAllowed": 403, "OutsideJurisdiction": 403, "SegregationOfDuties": 403, "UserDisabled": 403,
-    "UnknownUser": 403, "ActorMismatch": 403, "CsrfFailed": 403, "ProvinceWideOnly": 403,
-    "UnknownHousehold": 404, "UnknownStep": 404, "UnknownTranche": 404, "HistoryMissing": 410, "ReplayFailed": 500,
-    "EvidenceMissing": 422, "ReasonMissing": 422, "InvalidInput": 422, "UnknownMilestone": 422,
+    "NotSignedIn": 401,
+    "BadCredentials": 401,
+    "Unauthenticated": 401,
+    "RoleNotAllowed": 403,
+    "OutsideJurisdiction": 403,
+    "SegregationOfDuties": 403,
+    "UserDisabled": 403,
+    "UnknownUser": 403,
+    "ActorMismatch": 403,
+    "CsrfFailed": 403,
+    "ProvinceWideOnly": 403,
+    "UnknownHousehold": 404,
+    "UnknownStep": 404,
+    "UnknownTranche": 404,
+    "HistoryMissing": 410,
+    "ReplayFailed": 500,
+    "EvidenceMissing": 422,
+    "ReasonMissing": 422,
+    "InvalidInput": 422,
+    "UnknownMilestone": 422,
     "TooManyAttempts": 429,
     "PayloadsTooLarge": 413,
-}  # fmt: skip
+}
 
 
 class Problem(Exception):
@@ -32,8 +47,11 @@ class Problem(Exception):
 
 
 def response(p: Problem) -> JSONResponse:
-    return JSONResponse({"type": p.rule, "title": p.rule, "status": p.status, "detail": p.detail},
-                        status_code=p.status, media_type="application/problem+json")  # fmt: skip
+    return JSONResponse(
+        {"type": p.rule, "title": p.rule, "status": p.status, "detail": p.detail},
+        status_code=p.status,
+        media_type="application/problem+json",
+    )
 
 
 async def problem_handler(_: Request, exc: Exception) -> JSONResponse:

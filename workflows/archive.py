@@ -29,9 +29,12 @@ class HistoryArchiveWorkflow:
         total = ArchiveSweepResult()
         for _ in range(ROUNDS):
             got = await workflow.execute_activity_method(
-                ArchiveActivities.archive_closed, inp, start_to_close_timeout=timedelta(minutes=10),
-                heartbeat_timeout=timedelta(minutes=1), retry_policy=RETRY,
-            )  # fmt: skip
+                ArchiveActivities.archive_closed,
+                inp,
+                start_to_close_timeout=timedelta(minutes=10),
+                heartbeat_timeout=timedelta(minutes=1),
+                retry_policy=RETRY,
+            )
             total.closed_seen = got.closed_seen
             total.archived_now += got.archived_now
             total.already = got.already
@@ -41,6 +44,8 @@ class HistoryArchiveWorkflow:
                 break  # nothing left, or only runs that fail (named in the result; the next run tries again)
         if inp.checkpoint:
             total.checkpoint_seq = await workflow.execute_activity_method(
-                ArchiveActivities.write_checkpoint, start_to_close_timeout=timedelta(minutes=5), retry_policy=RETRY,
-            )  # fmt: skip
+                ArchiveActivities.write_checkpoint,
+                start_to_close_timeout=timedelta(minutes=5),
+                retry_policy=RETRY,
+            )
         return total

@@ -53,8 +53,15 @@ def check_step(
             verify_batch(batch, keys=keys, now=now)
         else:
             a = getattr(inp, "assertion", None)
-            keys.verify(a, workflow_id=workflow_id, step=step, input_digest=input_digest(inp),
-                        user_id=inp.actor.user_id, holder=OFFICERS, now=now)  # fmt: skip
+            keys.verify(
+                a,
+                workflow_id=workflow_id,
+                step=step,
+                input_digest=input_digest(inp),
+                user_id=inp.actor.user_id,
+                holder=OFFICERS,
+                now=now,
+            )
     except signing.Unauthenticated as err:
         raise _refuse(err.message) from None
     if a.nonce in seen:
@@ -66,9 +73,16 @@ def verify_batch(batch, *, keys: signing.TrustedKeys, now: datetime) -> None:
     """A payout batch's own assertion: signed by an officers' front door for this batch's workflow and action,
     this input and its actor. Raises `signing.Unauthenticated`. The households' validators and the batch's
     selecting activity both ask this."""
-    keys.verify(batch.assertion, workflow_id=batch_workflow_id(batch.batch_id), step=batch_step(batch.action.value),
-                input_digest=input_digest(batch), user_id=batch.actor.user_id, holder=OFFICERS, now=now,
-                max_ttl=signing.BATCH_TTL)  # fmt: skip
+    keys.verify(
+        batch.assertion,
+        workflow_id=batch_workflow_id(batch.batch_id),
+        step=batch_step(batch.action.value),
+        input_digest=input_digest(batch),
+        user_id=batch.actor.user_id,
+        holder=OFFICERS,
+        now=now,
+        max_ttl=signing.BATCH_TTL,
+    )
 
 
 def check_batch_covers(inp, batch, step: str, household: Household | None) -> None:
@@ -76,8 +90,10 @@ def check_batch_covers(inp, batch, step: str, household: Household | None) -> No
     if step != expected_step:
         raise signing.Unauthenticated(f"batch {batch.batch_id} is a {batch.action.value} batch, not {step!r}")
     if inp.batch_id != batch.batch_id or inp.tranche != batch.tranche:
-        raise signing.Unauthenticated(f"the step says batch {inp.batch_id}, tranche {inp.tranche}; the signed batch "
-                                      f"is {batch.batch_id}, tranche {batch.tranche}")  # fmt: skip
+        raise signing.Unauthenticated(
+            f"the step says batch {inp.batch_id}, tranche {inp.tranche}; the signed batch "
+            f"is {batch.batch_id}, tranche {batch.tranche}"
+        )
     if inp.actor != batch.actor or list(inp.evidence) != list(batch.evidence):
         raise signing.Unauthenticated(f"the step's actor or evidence is not what batch {batch.batch_id} signed")
     if household is not None:

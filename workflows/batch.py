@@ -46,9 +46,11 @@ class PayoutBatchWorkflow:
         select = SelectPayoutsInput(selection=inp.selection, tranche=inp.tranche, actor=inp.actor, batch=inp)
         if workflow.patched(SKIP_FROM_READ_MODEL):
             candidates = await workflow.execute_activity_method(
-                BatchActivities.select_payout_candidates, select,
-                start_to_close_timeout=timedelta(minutes=1), retry_policy=RETRY,
-            )  # fmt: skip
+                BatchActivities.select_payout_candidates,
+                select,
+                start_to_close_timeout=timedelta(minutes=1),
+                retry_policy=RETRY,
+            )
         else:  # batches started before: every household is asked
             codes = await workflow.execute_activity_method(
                 BatchActivities.select_payouts, select, start_to_close_timeout=timedelta(minutes=1), retry_policy=RETRY
@@ -62,17 +64,27 @@ class PayoutBatchWorkflow:
 
         async def one(code: str) -> None:
             if code in done_before:  # a re-run: reported, not sent again
-                item = BatchItem(household_code=code, outcome="skipped", rule="AlreadyDone",
-                                 message=f"tranche {inp.tranche} is {done_before[code].value}")  # fmt: skip
+                item = BatchItem(
+                    household_code=code,
+                    outcome="skipped",
+                    rule="AlreadyDone",
+                    message=f"tranche {inp.tranche} is {done_before[code].value}",
+                )
                 self._count(items, item)
                 return
             async with gate:
                 try:
                     item = await workflow.execute_activity_method(
                         BatchActivities.apply_payout,
-                        ApplyPayoutInput(household_code=code, action=inp.action, tranche=inp.tranche,
-                                         actor=inp.actor, evidence=inp.evidence, batch_id=inp.batch_id,
-                                         batch=inp),  # fmt: skip
+                        ApplyPayoutInput(
+                            household_code=code,
+                            action=inp.action,
+                            tranche=inp.tranche,
+                            actor=inp.actor,
+                            evidence=inp.evidence,
+                            batch_id=inp.batch_id,
+                            batch=inp,
+                        ),
                         start_to_close_timeout=timedelta(minutes=2),
                         retry_policy=RETRY,
                     )

@@ -274,8 +274,15 @@ class HouseholdWorkflow:
         async with self._lock:
             assertion, signed = self._unused_assertion(inp)
             self._check_policy_change(inp)
-            await self._transition(Step.SET_POLICY, inp.actor, [inp.policy.version], None, self._state.stage,
-                                   assertion=assertion, signed_input=signed)  # fmt: skip
+            await self._transition(
+                Step.SET_POLICY,
+                inp.actor,
+                [inp.policy.version],
+                None,
+                self._state.stage,
+                assertion=assertion,
+                signed_input=signed,
+            )
             return self._apply_policy(inp)
 
     @set_policy.validator
@@ -302,8 +309,14 @@ class HouseholdWorkflow:
         """Refuse (`Unauthenticated`) a step whose signed assertion does not hold (workflows/authn.py). Validators
         only: they do not run on replay, where the keys installed and the time are not the recorded ones."""
         try:
-            authn.check_step(inp, workflow_id=workflow.info().workflow_id, step=step.value, now=workflow.now(),
-                             seen=self._nonces, household=self._household)  # fmt: skip
+            authn.check_step(
+                inp,
+                workflow_id=workflow.info().workflow_id,
+                step=step.value,
+                now=workflow.now(),
+                seen=self._nonces,
+                household=self._household,
+            )
         except rules.RuleViolation as v:
             raise ApplicationError(v.message, type=v.rule, non_retryable=True) from None
 
@@ -322,8 +335,11 @@ class HouseholdWorkflow:
         source = inp.batch if getattr(inp, "batch", None) is not None else inp
         a = source.assertion
         if a is not None and a.nonce in self._nonces:
-            raise ApplicationError(f"assertion {a.nonce} was used before on this household: a replayed action is "
-                                   "refused", type=authn.RULE, non_retryable=True)  # fmt: skip
+            raise ApplicationError(
+                f"assertion {a.nonce} was used before on this household: a replayed action is refused",
+                type=authn.RULE,
+                non_retryable=True,
+            )
         return a, (assertions.signed_input(source) if a is not None else None)
 
     # ---------------------------------------------------------------- payouts
@@ -333,8 +349,9 @@ class HouseholdWorkflow:
         async with self._lock:
             signed = self._unused_assertion(inp)
             t = self._validate_payout(Step.REPORT_PROGRESS, inp)
-            return await self._payout_step(Step.REPORT_PROGRESS, inp, t, TrancheStatus.DUE, signed,
-                                           milestone=inp.milestone)  # fmt: skip
+            return await self._payout_step(
+                Step.REPORT_PROGRESS, inp, t, TrancheStatus.DUE, signed, milestone=inp.milestone
+            )
 
     @report_progress.validator
     def _validate_report_progress(self, inp: ReportProgressInput) -> None:
@@ -397,11 +414,19 @@ class HouseholdWorkflow:
         if signed:
             self._authenticate(step, inp)
         try:
-            tranche = rules.payout_tranche(step, self._state.tranches, getattr(inp, "tranche", None),
-                                           getattr(inp, "milestone", None))  # fmt: skip
-            rules.check_actor(step=step, household=self._household, policy=self._policy, actor=inp.actor,
-                              evidence=inp.evidence, timeline=self._state.timeline, tranche=tranche,
-                              imported_by=self._state.imported_by)  # fmt: skip
+            tranche = rules.payout_tranche(
+                step, self._state.tranches, getattr(inp, "tranche", None), getattr(inp, "milestone", None)
+            )
+            rules.check_actor(
+                step=step,
+                household=self._household,
+                policy=self._policy,
+                actor=inp.actor,
+                evidence=inp.evidence,
+                timeline=self._state.timeline,
+                tranche=tranche,
+                imported_by=self._state.imported_by,
+            )
             return rules.check_payout(
                 step=step,
                 stage=self._state.stage,
@@ -414,9 +439,16 @@ class HouseholdWorkflow:
         except rules.RuleViolation as v:
             raise ApplicationError(v.message, type=v.rule, non_retryable=True) from None
 
-    async def _payout_step(self, step: Step, inp, t: TrancheState, status: TrancheStatus,
-                           signed: tuple[ActionAssertion | None, dict | None], *,
-                           milestone: Milestone | None = None) -> PayoutResult:  # fmt: skip
+    async def _payout_step(
+        self,
+        step: Step,
+        inp,
+        t: TrancheState,
+        status: TrancheStatus,
+        signed: tuple[ActionAssertion | None, dict | None],
+        *,
+        milestone: Milestone | None = None,
+    ) -> PayoutResult:
         payment_id = None
         update: dict[str, object] = {"status": status}
         if step is Step.AUTHORISE_PAYOUT:
@@ -424,22 +456,44 @@ class HouseholdWorkflow:
         if step is Step.RELEASE_PAYOUT:
             attempt = t.attempts + 1
             payment_id = self._payment_id(t.n, attempt)
-            update |= {"released_by": inp.actor.user_id, "attempts": attempt, "payment_id": payment_id,
-                       "released_at": workflow.now(), "escalations": 0, "inquiries": 0}  # fmt: skip
+            update |= {
+                "released_by": inp.actor.user_id,
+                "attempts": attempt,
+                "payment_id": payment_id,
+                "released_at": workflow.now(),
+                "escalations": 0,
+                "inquiries": 0,
+            }
         next_agency = {
             Step.REPORT_PROGRESS: self._policy.finance_agency,
             Step.AUTHORISE_PAYOUT: self._policy.rule(Step.RELEASE_PAYOUT).responsible_agency,
         }.get(step)
         assertion, signed_input = signed
         seq, outcome = await self._transition(
-            step, inp.actor, inp.evidence, getattr(inp, "batch_id", None) and f"batch {inp.batch_id}",
-            self._state.stage, tranche=t.n, tranche_updates={t.n: status.value}, payment_id=payment_id,
-            milestone=milestone.value if milestone else None, next_agency=next_agency,
-            assertion=assertion, signed_input=signed_input,
-        )  # fmt: skip
+            step,
+            inp.actor,
+            inp.evidence,
+            getattr(inp, "batch_id", None) and f"batch {inp.batch_id}",
+            self._state.stage,
+            tranche=t.n,
+            tranche_updates={t.n: status.value},
+            payment_id=payment_id,
+            milestone=milestone.value if milestone else None,
+            next_agency=next_agency,
+            assertion=assertion,
+            signed_input=signed_input,
+        )
         self._set_tranche(t.n, **update)
-        return PayoutResult(household_code=self._household.code, step=step.value, tranche=t.n, amount=t.amount,
-                            status=status, seq=seq, audit_hash=outcome.audit_hash, payment_id=payment_id)  # fmt: skip
+        return PayoutResult(
+            household_code=self._household.code,
+            step=step.value,
+            tranche=t.n,
+            amount=t.amount,
+            status=status,
+            seq=seq,
+            audit_hash=outcome.audit_hash,
+            payment_id=payment_id,
+        )
 
     def _payment_id(self, n: int, attempt: int) -> str:
         # The end-to-end id: per household, tranche and attempt (and per allocation, after a re-allocation).
@@ -454,8 +508,12 @@ class HouseholdWorkflow:
             if workflow.patched(SIGNED_PATCH):
                 await workflow.execute_local_activity_method(
                     PaymentActivities.submit_payment,
-                    PaymentRequest(payment_id=t.payment_id or "", household_code=self._household.code,
-                                   amount=t.amount, payee=self._household.head_of_household),
+                    PaymentRequest(
+                        payment_id=t.payment_id or "",
+                        household_code=self._household.code,
+                        amount=t.amount,
+                        payee=self._household.head_of_household,
+                    ),
                     start_to_close_timeout=ACTIVITY_TIMEOUT,
                     schedule_to_close_timeout=SUBMIT_DEADLINE,
                     retry_policy=ACTIVITY_RETRY,
@@ -498,8 +556,9 @@ class HouseholdWorkflow:
         try:
             await self._apply_payment(t, check)
         except ApplicationError as err:
-            workflow.logger.warning("payment answer not recorded yet", extra={"tranche": t.n, "error": err.message,
-                                                                              "type": err.type})  # fmt: skip
+            workflow.logger.warning(
+                "payment answer not recorded yet", extra={"tranche": t.n, "error": err.message, "type": err.type}
+            )
 
     async def _apply_payment(self, t: TrancheState, check: PaymentCheck) -> None:
         """Histories before `settle_answer`: record the answer check_payment brought, with the channel's
@@ -509,17 +568,32 @@ class HouseholdWorkflow:
         retry = t.attempts < self._policy.payment_max_attempts
         if status.state == "confirmed":
             await self._transition(
-                Step.PAYMENT_CONFIRMED, check.channel_actor, [status.bank_ref or status.payment_id], None,
-                self._state.stage, money=MoneyOp.POST, transfer_ids=[p.transfer_id for p in t.pieces], tranche=t.n,
-                tranche_updates={t.n: TrancheStatus.PAID.value}, payment_id=status.payment_id, **signed,
-            )  # fmt: skip
+                Step.PAYMENT_CONFIRMED,
+                check.channel_actor,
+                [status.bank_ref or status.payment_id],
+                None,
+                self._state.stage,
+                money=MoneyOp.POST,
+                transfer_ids=[p.transfer_id for p in t.pieces],
+                tranche=t.n,
+                tranche_updates={t.n: TrancheStatus.PAID.value},
+                payment_id=status.payment_id,
+                **signed,
+            )
         elif status.state == "failed":
             after = TrancheStatus.RELEASED if retry else TrancheStatus.DUE
             await self._transition(
-                Step.PAYMENT_FAILED, check.channel_actor, [], failure_reason(status.reason, t.attempts, retry),
-                self._state.stage, tranche=t.n, tranche_updates={t.n: after.value}, payment_id=status.payment_id,
-                next_agency=None if retry else self._policy.finance_agency, **signed,
-            )  # fmt: skip
+                Step.PAYMENT_FAILED,
+                check.channel_actor,
+                [],
+                failure_reason(status.reason, t.attempts, retry),
+                self._state.stage,
+                tranche=t.n,
+                tranche_updates={t.n: after.value},
+                payment_id=status.payment_id,
+                next_agency=None if retry else self._policy.finance_agency,
+                **signed,
+            )
         else:
             return
         await self._answered(t, status.state == "confirmed", retry)
@@ -530,8 +604,14 @@ class HouseholdWorkflow:
             self._set_tranche(t.n, status=TrancheStatus.PAID)
         elif retry:
             attempt = t.attempts + 1
-            self._set_tranche(t.n, attempts=attempt, payment_id=self._payment_id(t.n, attempt),
-                              released_at=workflow.now(), escalations=0, inquiries=0)  # fmt: skip
+            self._set_tranche(
+                t.n,
+                attempts=attempt,
+                payment_id=self._payment_id(t.n, attempt),
+                released_at=workflow.now(),
+                escalations=0,
+                inquiries=0,
+            )
             await self._submit(self._tranche(t.n))
         else:
             self._set_tranche(t.n, status=TrancheStatus.DUE, authorised_by=None, released_by=None)
@@ -542,12 +622,20 @@ class HouseholdWorkflow:
         state, None when the answer was not had or not recorded (a later inquiry asks again)."""
         retry = t.attempts < self._policy.payment_max_attempts
         req = SettleRequest(
-            workflow_id=workflow.info().workflow_id, household_code=self._household.code,
-            seq=len(self._state.timeline) + 1, stage=self._state.stage, at=workflow.now(), tranche=t.n,
-            attempts=t.attempts, payment_id=t.payment_id or "", transfer_ids=[p.transfer_id for p in t.pieces],
-            retry=retry, finance_agency=self._policy.finance_agency, support_type=self._household.support_type,
+            workflow_id=workflow.info().workflow_id,
+            household_code=self._household.code,
+            seq=len(self._state.timeline) + 1,
+            stage=self._state.stage,
+            at=workflow.now(),
+            tranche=t.n,
+            attempts=t.attempts,
+            payment_id=t.payment_id or "",
+            transfer_ids=[p.transfer_id for p in t.pieces],
+            retry=retry,
+            finance_agency=self._policy.finance_agency,
+            support_type=self._household.support_type,
             beneficiary_group=self._household.beneficiary_group,
-        )  # fmt: skip
+        )
         try:
             settled = await workflow.execute_local_activity_method(
                 PaymentActivities.settle_answer,
@@ -558,8 +646,10 @@ class HouseholdWorkflow:
             )
         except (ActivityError, ApplicationError) as err:  # a refusal (a local activity's may come unwrapped)
             cause = err.cause if isinstance(err, ActivityError) else err
-            workflow.logger.warning("payment answer not recorded", extra={
-                "tranche": t.n, "error": str(cause or err), "type": getattr(cause, "type", None)})  # fmt: skip
+            workflow.logger.warning(
+                "payment answer not recorded",
+                extra={"tranche": t.n, "error": str(cause or err), "type": getattr(cause, "type", None)},
+            )
             return None
         outcome = settled.outcome
         if outcome is not None and outcome.record is not None:
@@ -630,9 +720,7 @@ class HouseholdWorkflow:
                 retry_policy=ACTIVITY_RETRY,
             )
             self._set_tranche(n, escalations=escalation)
-            self._state = self._state.model_copy(
-                update={"payment_escalations": self._state.payment_escalations + 1}
-            )
+            self._state = self._state.model_copy(update={"payment_escalations": self._state.payment_escalations + 1})
             workflow.logger.warning("payment escalated", extra={"tranche": n, "channel": check.status.state})
             if check.status.state in ("confirmed", "failed"):
                 if signed:  # asked and recorded as the bank signed it
@@ -684,18 +772,38 @@ class HouseholdWorkflow:
             money, reservation, pieces, updates = self._money_for(step, target.to_stage)
             next_step = FORWARD.get(target.to_stage)
             seq, outcome = await self._transition(
-                step, inp.actor, inp.evidence, inp.reason, target.to_stage, money=money,
-                source=getattr(inp, "source", None), reservation_id=reservation, transfer_ids=pieces,
-                plan_tranches=plan_tranches, tranche_updates=updates,
+                step,
+                inp.actor,
+                inp.evidence,
+                inp.reason,
+                target.to_stage,
+                money=money,
+                source=getattr(inp, "source", None),
+                reservation_id=reservation,
+                transfer_ids=pieces,
+                plan_tranches=plan_tranches,
+                tranche_updates=updates,
                 next_agency=self._policy.rule(next_step[0]).responsible_agency if next_step else None,
-                assertion=assertion, signed_input=signed,
-            )  # fmt: skip
+                assertion=assertion,
+                signed_input=signed,
+            )
             self._reminders_in_stage = 0
             if step is Step.ALLOCATE:
                 if outcome.allocation:
-                    self._state = self._state.model_copy(update={"tranches": [
-                        TrancheState(n=a.tranche, percent=a.percent, milestone=a.milestone, amount=a.amount,
-                                     pieces=a.pieces) for a in outcome.allocation]})  # fmt: skip
+                    self._state = self._state.model_copy(
+                        update={
+                            "tranches": [
+                                TrancheState(
+                                    n=a.tranche,
+                                    percent=a.percent,
+                                    milestone=a.milestone,
+                                    amount=a.amount,
+                                    pieces=a.pieces,
+                                )
+                                for a in outcome.allocation
+                            ]
+                        }
+                    )
                 else:
                     self._state = self._state.model_copy(update={"reservation_id": outcome.transfer_id})
             elif money is MoneyOp.VOID or money is MoneyOp.POST:
@@ -774,8 +882,11 @@ class HouseholdWorkflow:
             policy_version=self._policy.version,
         )
         try:
-            run = (workflow.execute_local_activity_method if workflow.patched(LOCAL_RECORD_PATCH)
-                   else workflow.execute_activity_method)  # fmt: skip
+            run = (
+                workflow.execute_local_activity_method
+                if workflow.patched(LOCAL_RECORD_PATCH)
+                else workflow.execute_activity_method
+            )
             outcome = await run(
                 HouseholdActivities.record_transition,
                 record,
@@ -804,8 +915,13 @@ class HouseholdWorkflow:
         # The time the database committed: a step retried after a worker crash keeps its first time.
         at = outcome.at or record.at
         update: dict[str, object] = {
-            **money_effect(money, amount=outcome.amount, source=outcome.sources or source,
-                           reserved_before=state.reserved, paid_before=state.paid),  # fmt: skip
+            **money_effect(
+                money,
+                amount=outcome.amount,
+                source=outcome.sources or source,
+                reserved_before=state.reserved,
+                paid_before=state.paid,
+            ),
         }
         if to_stage != state.stage:
             update |= {"stage": to_stage, "stage_since": at}
@@ -852,8 +968,7 @@ class HouseholdWorkflow:
         if to_stage in FUNDED_STAGES or step is Step.SETTLE:
             return MoneyOp.NONE, None, [], {}
         # Cancelled, or sent back before fund allocation: what is not paid goes back to its sources.
-        open_tranches = [t for t in self._state.tranches
-                         if t.status not in (TrancheStatus.PAID, TrancheStatus.VOIDED)]  # fmt: skip
+        open_tranches = [t for t in self._state.tranches if t.status not in (TrancheStatus.PAID, TrancheStatus.VOIDED)]
         pieces = [p.transfer_id for t in open_tranches for p in t.pieces]
         if not pieces:
             return MoneyOp.NONE, None, [], {}

@@ -66,8 +66,16 @@ def check_action(
 ) -> Target:
     """All rules for one action, in the order an officer would want to hear about them."""
     target = target_of(step, stage, household.code)
-    check_actor(step=step, household=household, policy=policy, actor=action.actor, evidence=action.evidence,
-                timeline=timeline, governing_step=target.governing_step, imported_by=imported_by)  # fmt: skip
+    check_actor(
+        step=step,
+        household=household,
+        policy=policy,
+        actor=action.actor,
+        evidence=action.evidence,
+        timeline=timeline,
+        governing_step=target.governing_step,
+        imported_by=imported_by,
+    )
     if step in (Step.SEND_BACK, Step.CANCEL) and not (action.reason and action.reason.strip()):
         raise RuleViolation("ReasonMissing", f"step {step.value!r} needs a reason")
     return target
@@ -106,9 +114,7 @@ def check_actor(
     _check_segregation(step, actor, policy, timeline, household.code, tranche)
     _check_importer(step, actor, policy, household.code, imported_by)
     if rule.evidence_required and step not in (Step.SEND_BACK, Step.CANCEL) and not evidence:
-        raise RuleViolation(
-            "EvidenceMissing", f"step {step.value!r} needs at least one evidence document reference"
-        )
+        raise RuleViolation("EvidenceMissing", f"step {step.value!r} needs at least one evidence document reference")
 
 
 _PAYOUT_NEEDS = {
@@ -205,9 +211,13 @@ def check_money(step: Step, target: Target, tranches: Sequence[TrancheState], ho
 
 
 def _check_segregation(
-    step: Step, actor: Actor, policy: WorkflowPolicy, timeline: Sequence[TimelineEntry], code: str,
+    step: Step,
+    actor: Actor,
+    policy: WorkflowPolicy,
+    timeline: Sequence[TimelineEntry],
+    code: str,
     tranche: int | None = None,
-) -> None:  # fmt: skip
+) -> None:
     # Only the most recent taking of a step counts: after a send-back the step is taken anew (and a tranche's
     # payout step, after a re-allocation or a payment returned to Finance).
     latest: dict[Step, str] = {}
@@ -269,8 +279,16 @@ class Option:
     milestone: Milestone | None = None
 
 
-LIFECYCLE_OPTIONS = (Step.VERIFY, Step.APPROVE, Step.ALLOCATE, Step.COMPLETE_CONSTRUCTION, Step.ACCEPT, Step.SETTLE,
-                     Step.SEND_BACK, Step.CANCEL)  # fmt: skip
+LIFECYCLE_OPTIONS = (
+    Step.VERIFY,
+    Step.APPROVE,
+    Step.ALLOCATE,
+    Step.COMPLETE_CONSTRUCTION,
+    Step.ACCEPT,
+    Step.SETTLE,
+    Step.SEND_BACK,
+    Step.CANCEL,
+)
 
 
 def allowed_actions(
@@ -290,8 +308,15 @@ def allowed_actions(
     options: list[Option] = []
     for step in LIFECYCLE_OPTIONS:
         try:
-            target = check_action(step=step, stage=stage, household=household, policy=policy, action=probe,
-                                  timeline=timeline, imported_by=imported_by)  # fmt: skip
+            target = check_action(
+                step=step,
+                stage=stage,
+                household=household,
+                policy=policy,
+                action=probe,
+                timeline=timeline,
+                imported_by=imported_by,
+            )
             check_money(step, target, tranches, household.code)
         except RuleViolation:
             continue
@@ -300,10 +325,25 @@ def allowed_actions(
         for t in tranches:
             milestone = t.milestone if step is Step.REPORT_PROGRESS else None
             try:
-                check_actor(step=step, household=household, policy=policy, actor=actor, evidence=probe.evidence,
-                            timeline=timeline, tranche=t.n, imported_by=imported_by)  # fmt: skip
-                check_payout(step=step, stage=stage, household_code=household.code, tranches=tranches,
-                             tranche=t.n, milestone=milestone, actor=actor)  # fmt: skip
+                check_actor(
+                    step=step,
+                    household=household,
+                    policy=policy,
+                    actor=actor,
+                    evidence=probe.evidence,
+                    timeline=timeline,
+                    tranche=t.n,
+                    imported_by=imported_by,
+                )
+                check_payout(
+                    step=step,
+                    stage=stage,
+                    household_code=household.code,
+                    tranches=tranches,
+                    tranche=t.n,
+                    milestone=milestone,
+                    actor=actor,
+                )
             except RuleViolation:
                 continue
             options.append(Option(step, tranche=None if milestone else t.n, milestone=milestone))

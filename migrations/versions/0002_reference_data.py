@@ -17,8 +17,7 @@ branch_labels = None
 depends_on = None
 
 LEGAL_BASIS = (
-    "QĐ 21/2024/QĐ-TTg (người có công); phát động xóa nhà tạm, nhà dột nát nâng mức hộ nghèo, cận nghèo "
-    "lên cùng mức"
+    "QĐ 21/2024/QĐ-TTg (người có công); phát động xóa nhà tạm, nhà dột nát nâng mức hộ nghèo, cận nghèo lên cùng mức"
 )
 
 COMMUNE = "UBND cấp xã"

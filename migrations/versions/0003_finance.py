@@ -157,19 +157,25 @@ ALLOCATION_PROGRAMME = {
     "version": "2025.1",
     "programme": "default",
     "tiers": [
-        {"name": "Ngân sách chương trình MTQG của hộ", "categories": ["national_target_programme", "district_advance"],
-         "programme_households_only": True, "max_per_house": {"new_build": 40000000, "repair": 20000000}},
+        {
+            "name": "Ngân sách chương trình MTQG của hộ",
+            "categories": ["national_target_programme", "district_advance"],
+            "programme_households_only": True,
+            "max_per_house": {"new_build": 40000000, "repair": 20000000},
+        },
         {"name": "Nguồn chung của tỉnh", "categories": ["provincial_budget", "storm_relief"]},
         {"name": "Vận động, ủng hộ (bù phần thiếu)", "categories": ["donation"]},
     ],
-}  # fmt: skip
+}
 
 PAYOUT_STEPS = {
     "report_progress": {"roles": ["commune_officer"], "responsible_agency": "UBND cấp xã"},
     "authorise_payout": {"roles": ["finance_officer"], "responsible_agency": "Sở Tài chính"},
-    "release_payout": {"roles": ["commune_officer", "treasury_officer"],
-                       "responsible_agency": "Kho bạc Nhà nước / UBND cấp xã"},
-}  # fmt: skip
+    "release_payout": {
+        "roles": ["commune_officer", "treasury_officer"],
+        "responsible_agency": "Kho bạc Nhà nước / UBND cấp xã",
+    },
+}
 
 
 def upgrade() -> None:

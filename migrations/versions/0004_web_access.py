@@ -8,7 +8,6 @@ Revision ID: 0004
 Revises: 0003
 """
 
-
 from migrations.sql import run_script
 
 revision = "0004"

@@ -71,15 +71,21 @@ CREATE TRIGGER witness_checkpoints_no_truncate BEFORE TRUNCATE ON witness_checkp
 
 # The application may insert a history but not choose its place in the archive's order or its time: `seq`
 # and `archived_at` are the database's (a row slipped into an order a checkpoint already covers is refused).
-ARCHIVE_COLUMNS = ("workflow_id, run_id, workflow_type, household_code, status, started_at, closed_at, events, "
-                   "key_ids, history, sha256, key_id, signature")  # fmt: skip
+ARCHIVE_COLUMNS = (
+    "workflow_id, run_id, workflow_type, household_code, status, started_at, closed_at, events, "
+    "key_ids, history, sha256, key_id, signature"
+)
 CHECKPOINT_COLUMNS = "seq, made_at, body, prev_hash, hash, key_id, signature"
 
 
 def upgrade() -> None:
     run_script(UPGRADE)
-    grant({"workflow_histories": f"SELECT, INSERT ({ARCHIVE_COLUMNS})",
-           "witness_checkpoints": f"SELECT, INSERT ({CHECKPOINT_COLUMNS})"})  # fmt: skip
+    grant(
+        {
+            "workflow_histories": f"SELECT, INSERT ({ARCHIVE_COLUMNS})",
+            "witness_checkpoints": f"SELECT, INSERT ({CHECKPOINT_COLUMNS})",
+        }
+    )
 
 
 def downgrade() -> None:

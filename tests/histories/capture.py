@@ -67,31 +67,48 @@ async def main() -> None:
 
         await drive_one(client, sessions, cancelled, payouts=False)
         await take_step(client, sessions, cancelled.code, Step.AUTHORISE_PAYOUT, "tc.hoang", tranche=1, evidence=["D"])
-        await take_step(client, sessions, cancelled.code, Step.RELEASE_PAYOUT, sample.TREASURY_USER, tranche=1,
-                        evidence=["U"])  # fmt: skip
+        await take_step(
+            client, sessions, cancelled.code, Step.RELEASE_PAYOUT, sample.TREASURY_USER, tranche=1, evidence=["U"]
+        )
         assert await payouts.wait_for_payments(sessions, [cancelled.code]) == 0
-        await take_step(client, sessions, cancelled.code, Step.CANCEL, sample.district_user(cancelled.district),
-                        reason="hộ chuyển đi nơi khác")  # fmt: skip
+        await take_step(
+            client,
+            sessions,
+            cancelled.code,
+            Step.CANCEL,
+            sample.district_user(cancelled.district),
+            reason="hộ chuyển đi nơi khác",
+        )
 
         for h in (batched_a, batched_b):
             await drive_one(client, sessions, h, payouts=False)
         async with sessions() as s:
             actor = await users.require_actor(s, "tc.hoang")
         selection = BatchSelection(codes=[batched_a.code, batched_b.code])
-        batch_input = payouts.sign_batch(FRONT_DOOR, PayoutBatchInput(
-            batch_id=payouts.batch_id_for(BatchAction.AUTHORISE, 1, selection, prefix), action=BatchAction.AUTHORISE,
-            tranche=1, selection=selection, actor=actor, evidence=["BATCH"]))  # fmt: skip
+        batch_input = payouts.sign_batch(
+            FRONT_DOOR,
+            PayoutBatchInput(
+                batch_id=payouts.batch_id_for(BatchAction.AUTHORISE, 1, selection, prefix),
+                action=BatchAction.AUTHORISE,
+                tranche=1,
+                selection=selection,
+                actor=actor,
+                evidence=["BATCH"],
+            ),
+        )
         batch = await payouts.run_batch(client, task_queue, batch_input)
         handle = client.get_workflow_handle(f"payout-batch-{batch.batch_id}")
         first_run = await handle.fetch_history()
         # The re-run (both skipped), signed afresh: a signed batch runs once (activities/batches.py).
         await payouts.run_batch(client, task_queue, payouts.sign_batch(FRONT_DOOR, batch_input))
 
-        named = (("tranches_full_path_new_build", workflow_id_for(full_new.code)),
-                 ("tranches_full_path_repair", workflow_id_for(full_repair.code)),
-                 ("tranches_payment_failed_then_retried", workflow_id_for(retried.code)),
-                 ("tranches_cancel_after_first_tranche", workflow_id_for(cancelled.code)),
-                 ("batch_authorise_rerun", f"payout-batch-{batch.batch_id}"))  # fmt: skip
+        named = (
+            ("tranches_full_path_new_build", workflow_id_for(full_new.code)),
+            ("tranches_full_path_repair", workflow_id_for(full_repair.code)),
+            ("tranches_payment_failed_then_retried", workflow_id_for(retried.code)),
+            ("tranches_cancel_after_first_tranche", workflow_id_for(cancelled.code)),
+            ("batch_authorise_rerun", f"payout-batch-{batch.batch_id}"),
+        )
         path = HERE / "batch_authorise.json"
         path.write_text(first_run.to_json())
         print(f"wrote {path.name} ({len(first_run.events)} events)")

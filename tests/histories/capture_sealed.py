@@ -53,10 +53,12 @@ async def save(client, workflow_id: str, name: str) -> None:
 
 async def test_capture_the_paths_of_the_current_release(client, sessions, owner_sessions, settings, tmp_path, request):
     full, sent_back, cancelled, refused, returned, policy_changed, batched = make_households(
-        7, beneficiary_group="poor", support_type="new_build", programme="")  # fmt: skip
+        7, beneficiary_group="poor", support_type="new_build", programme=""
+    )
     # The bank process refuses `returned`'s tranche 1 twice (then it is returned to Finance) and pays the rest.
-    bank = BankProcess(tmp_path / "bank", delay=0.02, fail_match=(rf"^{returned.code}-A\d+-T1-",),
-                       fail_attempts=2).start()  # fmt: skip
+    bank = BankProcess(
+        tmp_path / "bank", delay=0.02, fail_match=(rf"^{returned.code}-A\d+-T1-",), fail_attempts=2
+    ).start()
     request.addfinalizer(bank.stop)
     async with running_worker(client, sessions, settings, bank=bank) as tq:
         await enroll(client, sessions, tq, [full, sent_back, cancelled, refused, returned, policy_changed, batched])
@@ -64,31 +66,64 @@ async def test_capture_the_paths_of_the_current_release(client, sessions, owner_
 
         commune = sample.commune_user(sent_back.district, sent_back.commune)
         await take_step(client, sessions, sent_back.code, Step.VERIFY, commune, evidence=["BB-1"])
-        await take_step(client, sessions, sent_back.code, Step.SEND_BACK, sample.district_user(sent_back.district),
-                        reason="thiếu biên bản họp thôn")  # fmt: skip
+        await take_step(
+            client,
+            sessions,
+            sent_back.code,
+            Step.SEND_BACK,
+            sample.district_user(sent_back.district),
+            reason="thiếu biên bản họp thôn",
+        )
         await drive_one(client, sessions, sent_back)
 
-        await take_step(client, sessions, cancelled.code, Step.VERIFY,
-                        sample.commune_user(cancelled.district, cancelled.commune), evidence=["BB-1"])  # fmt: skip
-        await take_step(client, sessions, cancelled.code, Step.CANCEL, sample.district_user(cancelled.district),
-                        reason="hộ đã được hỗ trợ từ chương trình khác")  # fmt: skip
+        await take_step(
+            client,
+            sessions,
+            cancelled.code,
+            Step.VERIFY,
+            sample.commune_user(cancelled.district, cancelled.commune),
+            evidence=["BB-1"],
+        )
+        await take_step(
+            client,
+            sessions,
+            cancelled.code,
+            Step.CANCEL,
+            sample.district_user(cancelled.district),
+            reason="hộ đã được hỗ trợ từ chương trình khác",
+        )
 
-        await take_step(client, sessions, refused.code, Step.VERIFY,
-                        sample.commune_user(refused.district, refused.commune), evidence=["BB-1"])  # fmt: skip
-        await take_step(client, sessions, refused.code, Step.APPROVE, sample.district_user(refused.district),
-                        evidence=[refused.decision_ref])  # fmt: skip
+        await take_step(
+            client,
+            sessions,
+            refused.code,
+            Step.VERIFY,
+            sample.commune_user(refused.district, refused.commune),
+            evidence=["BB-1"],
+        )
+        await take_step(
+            client,
+            sessions,
+            refused.code,
+            Step.APPROVE,
+            sample.district_user(refused.district),
+            evidence=[refused.decision_ref],
+        )
         with pytest.raises(Refusal, match="SourceNotEligible"):
-            await take_step(client, sessions, refused.code, Step.ALLOCATE, "tc.hoang", evidence=["QD"],
-                            source="ADV-LOCBINH")  # fmt: skip
+            await take_step(
+                client, sessions, refused.code, Step.ALLOCATE, "tc.hoang", evidence=["QD"], source="ADV-LOCBINH"
+            )
         await drive_one(client, sessions, refused)
 
         await drive_one(client, sessions, returned, payouts=False)
         # Both attempts fail: the tranche goes back to Finance (due again); re-authorised, it is paid.
         for after in (TrancheStatus.DUE, TrancheStatus.PAID):
-            await take_step(client, sessions, returned.code, Step.AUTHORISE_PAYOUT, "tc.hoang", tranche=1,
-                            evidence=["D"])  # fmt: skip
-            await take_step(client, sessions, returned.code, Step.RELEASE_PAYOUT, sample.TREASURY_USER, tranche=1,
-                            evidence=["U"])  # fmt: skip
+            await take_step(
+                client, sessions, returned.code, Step.AUTHORISE_PAYOUT, "tc.hoang", tranche=1, evidence=["D"]
+            )
+            await take_step(
+                client, sessions, returned.code, Step.RELEASE_PAYOUT, sample.TREASURY_USER, tranche=1, evidence=["U"]
+            )
             await wait_until(tranche_is(client, returned.code, after), seconds=30)
         await drive_one(client, sessions, returned)
 
@@ -97,13 +132,23 @@ async def test_capture_the_paths_of_the_current_release(client, sessions, owner_
         # household enrolled by this script starts on it; the change is signed for this household only.
         async with sessions() as s:
             policy = await current_workflow_policy(s, date.today())
-        longer = policy.model_copy(update={"version": f"{policy.version}-{RELEASE}-longer-construction",
-                                           "sla_days": {**policy.sla_days, Stage.CONSTRUCTION: 180}})  # fmt: skip
+        longer = policy.model_copy(
+            update={
+                "version": f"{policy.version}-{RELEASE}-longer-construction",
+                "sla_days": {**policy.sla_days, Stage.CONSTRUCTION: 180},
+            }
+        )
         await policies.add_version(owner_sessions, longer, date.today() + timedelta(days=3650), sample.ADMIN_USER)
         pc_commune = sample.commune_user(policy_changed.district, policy_changed.commune)
         await take_step(client, sessions, policy_changed.code, Step.VERIFY, pc_commune, evidence=["BB-1"])
-        pushed = await policies.push(client, sessions, longer, sample.ADMIN_USER, signer=await front_door(client),
-                                     query=f"WorkflowId = '{policy_changed.workflow_id}'")  # fmt: skip
+        pushed = await policies.push(
+            client,
+            sessions,
+            longer,
+            sample.ADMIN_USER,
+            signer=await front_door(client),
+            query=f"WorkflowId = '{policy_changed.workflow_id}'",
+        )
         assert (pushed.applied, pushed.refused) == (1, 0)
         await drive_one(client, sessions, policy_changed)
 
@@ -113,9 +158,21 @@ async def test_capture_the_paths_of_the_current_release(client, sessions, owner_
             treasury = await users.require_actor(s, sample.TREASURY_USER)
         selection = BatchSelection(codes=[batched.code])
         for action, actor in ((BatchAction.AUTHORISE, finance), (BatchAction.RELEASE, treasury)):
-            await payouts.run_batch(client, tq, payouts.sign_batch(await front_door(client), PayoutBatchInput(
-                batch_id=payouts.batch_id_for(action, 1, selection, RELEASE), action=action, tranche=1,
-                selection=selection, actor=actor, evidence=["BATCH"])))  # fmt: skip
+            await payouts.run_batch(
+                client,
+                tq,
+                payouts.sign_batch(
+                    await front_door(client),
+                    PayoutBatchInput(
+                        batch_id=payouts.batch_id_for(action, 1, selection, RELEASE),
+                        action=action,
+                        tranche=1,
+                        selection=selection,
+                        actor=actor,
+                        evidence=["BATCH"],
+                    ),
+                ),
+            )
         await wait_until(tranche_is(client, batched.code, TrancheStatus.PAID))
         release_batch = f"payout-batch-{payouts.batch_id_for(BatchAction.RELEASE, 1, selection, RELEASE)}"
 
@@ -147,8 +204,7 @@ async def test_capture_the_timer_paths(skipping_env, sessions, settings, tmp_pat
         await wait_until(lambda: _has(kinds, "sla_reminder"))
         await drive_one(client, sessions, h, payouts=False)
         await take_step(client, sessions, h.code, Step.AUTHORISE_PAYOUT, "tc.hoang", tranche=1, evidence=["D"])
-        await take_step(client, sessions, h.code, Step.RELEASE_PAYOUT, sample.TREASURY_USER, tranche=1,
-                        evidence=["U"])  # fmt: skip
+        await take_step(client, sessions, h.code, Step.RELEASE_PAYOUT, sample.TREASURY_USER, tranche=1, evidence=["U"])
         await skipping_env.sleep(timedelta(hours=73))
         await wait_until(lambda: _has(kinds, "payment_overdue"))
         await client.get_workflow_handle(h.workflow_id).terminate("history captured")
@@ -157,7 +213,6 @@ async def test_capture_the_timer_paths(skipping_env, sessions, settings, tmp_pat
 
 async def _has(kinds, kind: str) -> bool:
     return kind in await kinds()
-
 
 
 async def test_capture_the_inquiry_paths(skipping_env, sessions, settings, tmp_path, request):
@@ -177,17 +232,30 @@ async def test_capture_the_inquiry_paths(skipping_env, sessions, settings, tmp_p
             await enroll(client, sessions, tq, [lost_callback, lost_instruction])
             for h in (lost_callback, lost_instruction):
                 await drive_one(client, sessions, h, payouts=False)
-                await take_step(client, sessions, h.code, Step.AUTHORISE_PAYOUT, "tc.hoang", tranche=1,
-                                evidence=["D"])  # fmt: skip
-            await take_step(client, sessions, lost_callback.code, Step.RELEASE_PAYOUT, sample.TREASURY_USER,
-                            tranche=1, evidence=["U"])  # fmt: skip
+                await take_step(client, sessions, h.code, Step.AUTHORISE_PAYOUT, "tc.hoang", tranche=1, evidence=["D"])
+            await take_step(
+                client,
+                sessions,
+                lost_callback.code,
+                Step.RELEASE_PAYOUT,
+                sample.TREASURY_USER,
+                tranche=1,
+                evidence=["U"],
+            )
             await wait_until(lambda: _confirmed_at(bank, lost_callback.code))
             bank.kill()
             backup = tmp_path / "bank-backup"
             shutil.copytree(bank.state, backup)
             bank.start(hold=True)
-            await take_step(client, sessions, lost_instruction.code, Step.RELEASE_PAYOUT, sample.TREASURY_USER,
-                            tranche=1, evidence=["U"])  # fmt: skip
+            await take_step(
+                client,
+                sessions,
+                lost_instruction.code,
+                Step.RELEASE_PAYOUT,
+                sample.TREASURY_USER,
+                tranche=1,
+                evidence=["U"],
+            )
             bank.kill()
             shutil.rmtree(bank.state)
             shutil.copytree(backup, bank.state)  # the bank restored from a backup older than that instruction
