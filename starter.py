@@ -45,17 +45,15 @@ from archive.witness import KEY_PREFIX as WITNESS_KEY_PREFIX
 from archive.witness import ensure_witness_keys, write_public_key_file
 from auditor import cli as auditor_cli
 from auditor.live import verify_live
-from core.cli import database, err, fail, out, run
+from cli.command import database, err, fail, out, run
+from core.client import connect, key_ring
 from core.codec import PayloadKeyError, new_ring, read_ring, write_ring
 from core.errors import DomainError
 from core.logs import configure_logging
-from core.migrate import migrate as apply_migrations
 from core.settings import ROOT, Settings, get_settings
 from core.signing import SigningKeyError, SigningRing, load_ring, new_key_id
 from core.signing import new_ring as new_signing_ring
 from core.signing import write_ring as write_signing_ring
-from core.stack import Stack, StackError
-from core.temporal import connect, ensure_search_attributes, key_ring
 from db import audit, households, ledger, outbox, users
 from db import finance as finance_db
 from db import signing_keys as signing_keys_db
@@ -77,6 +75,9 @@ from operations.imports import ImportRejected, import_file
 from operations.policies import add_version, push
 from operations.seed import seed_demo as seed
 from operations.signing_keys import ensure_stack_keys
+from runtime.migrate import migrate as apply_migrations
+from runtime.stack import Stack, StackError
+from runtime.worker import ensure_search_attributes
 from web import accounts as web_accounts
 from workflows.archive import HistoryArchiveWorkflow
 

@@ -16,14 +16,15 @@ from archive.schedule import ensure_schedule
 from archive.source import open_archive
 from archive.witness import load_witness
 from core import signing
+from core.client import connect
 from core.codec import EncryptionCodec
 from core.logs import configure_logging
 from core.settings import get_settings
-from core.temporal import ChannelNotConfigured, check_channel, connect, make_worker
 from db import signing_keys
 from db.engine import Sessions, make_engine, make_sessions
 from notify.channels import make_channel
 from notify.dispatcher import Dispatcher
+from runtime.worker import ChannelNotConfigured, check_channel, make_worker
 
 log = structlog.get_logger("worker")
 KEY_REFRESH_SECONDS = 60  # a key registered (or retired) in `signing_keys` is seen within a minute

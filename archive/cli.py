@@ -13,9 +13,9 @@ from rich.table import Table
 
 from archive.schedule import SCHEDULE_ID, ArchiveStatus, archive_status
 from archive.source import open_archive
-from core.cli import database, err, fail, out, run
+from cli.command import database, err, fail, out, run
+from core.client import connect
 from core.settings import Settings
-from core.temporal import connect
 from models.archive import ArchiveSweepInput, ArchiveSweepResult
 from workflows.archive import HistoryArchiveWorkflow
 

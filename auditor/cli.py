@@ -37,10 +37,11 @@ from auditor.live import verify_live
 from auditor.records import household_workflow_ids
 from auditor.replay import replay, replay_files
 from auditor.verify import KINDS, verify
-from core.cli import database, err, fail, out, run
+from cli.command import database, err, fail, out, run
+from core.client import connect, key_ring
 from core.codec import KeyRing, PayloadKeyError, read_ring, with_codec
+from core.converter import DATA_CONVERTER
 from core.settings import Settings
-from core.temporal import DATA_CONVERTER, connect, key_ring
 from db import audit
 from db.engine import Sessions
 from finance.channel import HttpBank

@@ -23,7 +23,8 @@ from temporalio.worker import Interceptor, Replayer
 
 from auditor.archive import read_history
 from core.codec import KeyRing, for_reading, with_codec
-from core.temporal import DATA_CONVERTER, workflow_runner
+from core.converter import DATA_CONVERTER
+from runtime.worker import workflow_runner
 from workflows.batch import PayoutBatchWorkflow
 from workflows.household import HouseholdWorkflow
 

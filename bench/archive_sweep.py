@@ -32,8 +32,8 @@ from archive.store import PostgresArchive
 from archive.sweep import backlog
 from archive.witness import load_witness
 from bench.replay_throughput import cpu_model
+from core.client import connect
 from core.settings import get_settings
-from core.temporal import connect
 from db.engine import make_engine, make_sessions
 from models.archive import ArchiveSweepInput
 from workflows.archive import HistoryArchiveWorkflow

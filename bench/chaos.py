@@ -47,10 +47,9 @@ from sqlalchemy.engine import make_url
 from auditor.history import Trail, read_trails
 from auditor.records import fetch_histories
 from bench.driver import MILESTONE, province_items, script
+from core.client import connect
 from core.settings import ROOT, Settings
 from core.signing import SigningRing, load_ring
-from core.stack import free_port
-from core.temporal import connect
 from db import ledger
 from db.engine import make_engine, make_sessions
 from db.schema import household_tranches, households, ledger_transfers
@@ -63,6 +62,7 @@ from operations.csv_list import to_csv
 from operations.imports import register, start_workflows
 from operations.reconciliation import reconcile
 from operations.seed import seed_demo
+from runtime.stack import free_port
 
 HERE = Path(__file__).parent
 KINDS = ("worker", "postgres", "temporal", "bank")

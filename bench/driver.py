@@ -37,9 +37,9 @@ from temporalio.client import Client
 
 from bench.baseline import RELEASES, SIGNALS, UPDATES, BaselineWorkflow
 from bench.province import lang_son
+from core.client import connect
 from core.settings import ROOT, Settings, get_settings
 from core.signing import SigningRing, load_ring
-from core.temporal import connect
 from db import ledger
 from db.engine import Sessions, make_engine, make_sessions
 from models.finance import TrancheStatus

@@ -34,9 +34,9 @@ from rich.table import Table
 
 from auditor.archive import Archive
 from auditor.replay import replay_files
+from core.client import key_ring
 from core.codec import read_ring
 from core.settings import get_settings
-from core.temporal import key_ring
 
 HERE = Path(__file__).parent
 

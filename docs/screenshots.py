@@ -20,10 +20,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core.settings import get_settings  # noqa: E402
 from core.signing import load_ring  # noqa: E402
-from core.stack import Stack  # noqa: E402
 from db import access, users  # noqa: E402
 from db.engine import make_engine, make_sessions  # noqa: E402
 from operations import sample  # noqa: E402
+from runtime.stack import Stack  # noqa: E402
 from web.app import COOKIE  # noqa: E402
 
 OUT = Path(__file__).parent / "screenshots"

@@ -21,7 +21,7 @@ def ident(name: str) -> str:
 
 
 def app_role() -> str:
-    """The application's role, as the caller of the migrations named it (core/migrate.py, migrations/env.py)."""
+    """The application's role, as the caller of the migrations named it (runtime/migrate.py, migrations/env.py)."""
     return context.config.attributes["app_role"]
 
 

@@ -23,7 +23,7 @@ from typing import Literal
 
 import typer
 
-from core.cli import database, fail, run
+from cli.command import database, fail, run
 from core.errors import DomainError
 from core.settings import Settings, get_settings
 from db import access

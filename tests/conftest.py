@@ -35,11 +35,9 @@ from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
 from core import signing
-from core.codec import KeyRing
-from core.migrate import migrate
+from core.codec import KeyRing, with_codec
+from core.converter import DATA_CONVERTER
 from core.settings import Settings
-from core.stack import EmbeddedPostgres, binary, free_port, port_open
-from core.temporal import DATA_CONVERTER, ensure_search_attributes, make_worker, with_codec
 from db import ledger, signing_keys
 from db.engine import make_engine, make_sessions
 from finance import callbacks
@@ -51,6 +49,9 @@ from operations.csv_list import to_csv
 from operations.imports import register, start_workflows
 from operations.seed import seed_demo
 from operations.signing_keys import ensure_stack_keys
+from runtime.migrate import migrate
+from runtime.stack import EmbeddedPostgres, binary, free_port, port_open
+from runtime.worker import ensure_search_attributes, make_worker
 from workflows.search_attributes import ALL as SEARCH_ATTRIBUTES
 
 # The suite decides its own settings: none from the developer's shell or .env (a PAYMENT_FAIL_RATE exported

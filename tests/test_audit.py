@@ -22,8 +22,8 @@ from auditor.history import LOCAL_ACTIVITY_MARKER, read_trail, read_trails
 from auditor.records import fetch_histories, household_workflow_ids, read_records
 from auditor.replay import replay
 from auditor.verify import verify
+from core.converter import DATA_CONVERTER
 from core.settings import ROOT
-from core.temporal import DATA_CONVERTER
 from db.audit import row_hash
 from models.household import Step
 from operations import sample

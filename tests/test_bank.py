@@ -15,10 +15,10 @@ import pytest
 from temporalio.api.enums.v1 import EventType
 
 from core.settings import ROOT, Settings
-from core.stack import Stack, free_port, port_open
 from finance import callbacks
 from finance.channel import HttpBank, InstructionConflict
 from models.finance import PaymentInstruction, TrancheStatus
+from runtime.stack import Stack, free_port, port_open
 from tests.conftest import (
     TEST_CALLBACK_SECRET,
     bank_process,

@@ -8,10 +8,10 @@ from datetime import UTC, datetime
 from bench.chaos import KINDS, next_action, plan_faults, run_env
 from bench.driver import province_items
 from core.settings import Settings
-from core.stack import Stack
 from models.finance import Milestone, TrancheState, TrancheStatus
 from models.household import Stage, Step
 from models.state import HouseholdState
+from runtime.stack import Stack
 
 S = TrancheStatus
 

@@ -14,9 +14,9 @@ from temporalio.worker import Worker
 from auditor.history import LOCAL_ACTIVITY_MARKER
 from bench.baseline import BaselineWorkflow, noop
 from bench.driver import STEPS_PER_HOUSEHOLD, run_baseline, run_ours
-from core.temporal import sandbox_runner
 from db.schema import households
 from models.household import workflow_id_for
+from runtime.worker import sandbox_runner
 from tests.conftest import FRONT_DOOR, make_households, running_worker
 
 # What a household on the driver's path costs in Temporal calls: 17 activities completed (the 13 that record

@@ -17,11 +17,11 @@ import httpx
 import pytest
 from playwright.async_api import Page, async_playwright, expect
 
-from core.stack import BackgroundWeb, free_port
 from models.finance import TrancheStatus
 from models.household import Step
 from operations import sample
 from operations.actions import household_state
+from runtime.stack import BackgroundWeb, free_port
 from tests.conftest import (
     TEST_KEYS_FILE,
     TEST_SIGNING_FILE,

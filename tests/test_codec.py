@@ -11,9 +11,17 @@ from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
 from auditor.history import read_trail
-from core.codec import EncryptionCodec, KeyRing, PayloadKeyError, for_reading, new_ring, read_ring, write_ring
-from core.converter import REFUSED, MissingPayloadKey
-from core.temporal import DATA_CONVERTER, with_codec
+from core.codec import (
+    EncryptionCodec,
+    KeyRing,
+    PayloadKeyError,
+    for_reading,
+    new_ring,
+    read_ring,
+    with_codec,
+    write_ring,
+)
+from core.converter import DATA_CONVERTER, REFUSED, MissingPayloadKey
 from models.household import Step
 from operations import sample
 from operations.actions import household_state

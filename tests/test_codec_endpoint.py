@@ -19,10 +19,10 @@ from structlog.testing import capture_logs
 from temporalio.api.common.v1 import Payload, Payloads
 
 from core.codec import ENCODING, KEY_ID
-from core.stack import binary, free_port
 from db import users as users_db
 from models.household import workflow_id_for
 from operations import sample
+from runtime.stack import binary, free_port
 from tests.conftest import WEB_DISTRICT, password_for, token_for
 from web import codec as codec_module
 from web.app import COOKIE

@@ -20,7 +20,6 @@ from datetime import date, timedelta
 import pytest
 from sqlalchemy import select
 
-from core.stack import free_port
 from db import ledger
 from db.policy import current_workflow_policy
 from db.schema import ledger_transfers, outbox, payments
@@ -30,6 +29,7 @@ from models.household import Stage, Step, workflow_id_for
 from operations import sample
 from operations.actions import household_state
 from operations.seed import seed_demo
+from runtime.stack import free_port
 from tests.conftest import (
     bank_process,
     drive_one,

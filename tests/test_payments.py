@@ -12,7 +12,6 @@ from temporalio.api.enums.v1 import EventType
 
 from activities.household import HouseholdActivities
 from core.signing import sign_input
-from core.stack import free_port
 from db.schema import ledger_transfers, outbox, payments, workflow_policies
 from finance.channel import FAIL_REASON, HttpBank
 from models import CompleteConstructionInput, Stage
@@ -22,6 +21,7 @@ from models.household import Household, Step, workflow_id_for
 from models.policy import WorkflowPolicy
 from operations import sample
 from operations.actions import household_state
+from runtime.stack import free_port
 from tests.conftest import (
     FRONT_DOOR,
     bank_process,

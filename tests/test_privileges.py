@@ -16,13 +16,13 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
-from core.migrate import migrate, upgrade
 from core.settings import Settings
-from core.stack import EmbeddedPostgres, Stack, free_port
 from db.policy import current_workflow_policy
 from db.schema import audit_log, households, ledger_transfers
 from operations import sample
 from operations.policies import add_version
+from runtime.migrate import migrate, upgrade
+from runtime.stack import EmbeddedPostgres, Stack, free_port
 from tests.conftest import APP_ROLE, drive_one, enroll, make_households, running_worker
 
 INSUFFICIENT_PRIVILEGE = "42501"

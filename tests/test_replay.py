@@ -15,7 +15,7 @@ from temporalio.worker import Replayer
 
 from auditor.history import LOCAL_ACTIVITY_MARKER, read_trail
 from core.codec import for_reading
-from core.temporal import workflow_runner
+from runtime.worker import workflow_runner
 from tests.conftest import SEALED
 from workflows.batch import PayoutBatchWorkflow
 from workflows.household import SIGNED_PATCH, HouseholdWorkflow

@@ -26,7 +26,6 @@ from auditor.records import read_records
 from auditor.verify import verify
 from core import signing
 from core.signing import sign_input
-from core.temporal import workflow_runner
 from db import signing_keys, users
 from db.policy import current_workflow_policy
 from db.schema import audit_log
@@ -40,6 +39,7 @@ from operations.csv_list import to_csv
 from operations.imports import register, start_workflows
 from operations.policies import add_version
 from operations.signing_keys import public_keys
+from runtime.worker import workflow_runner
 from tests.conftest import FRONT_DOOR, SEALED, enroll, make_households, take_step, wait_until
 from tests.test_audit import trails_of
 from workflows.household import HouseholdWorkflow

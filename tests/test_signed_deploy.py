@@ -14,7 +14,6 @@ from temporalio.converter import DataConverter
 from temporalio.worker import Worker
 
 from core import signing
-from core.temporal import make_worker
 from db import signing_keys
 from db.schema import audit_log
 from finance.channel import HttpBank
@@ -23,6 +22,7 @@ from operations import sample
 from operations.actions import household_state
 from operations.csv_list import to_csv
 from operations.imports import register, start_workflows
+from runtime.worker import make_worker
 from tests.conftest import default_bank, enroll, make_households, running_worker, take_step
 from workflows.household import SIGNED_PATCH
 

@@ -14,7 +14,7 @@ from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 
 from core.settings import ROOT, Settings
-from core.stack import DURABILITY, EmbeddedPostgres, EmbeddedTemporal, Stack, free_port, port_open
+from runtime.stack import DURABILITY, EmbeddedPostgres, EmbeddedTemporal, Stack, free_port, port_open
 from tests.conftest import TEST_KEYS_FILE, wait_until
 
 
@@ -109,7 +109,7 @@ async def test_every_acknowledged_commit_survives_a_postmaster_killed_mid_write(
 def test_a_pid_file_whose_pid_now_belongs_to_another_process_is_stale(tmp_path):
     """A pid recorded before a reboot or long ago may since belong to some other program: that program
     began after the pid file was written, so the stack does not take it for its own piece."""
-    from core.stack import _pid_alive
+    from runtime.stack import _pid_alive
 
     pid_file = tmp_path / "worker.pid"
     pid_file.write_text(str(os.getpid()))

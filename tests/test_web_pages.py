@@ -13,13 +13,13 @@ import httpx
 from sqlalchemy import select
 
 from auditor.live import verify_live
-from core.stack import BackgroundWeb, free_port
 from db.schema import audit_log, households, programme_deadlines
 from models.household import Step
 from operations import reports, sample
 from operations.actions import household_state
 from operations.csv_list import to_csv
 from operations.imports import register, start_workflows
+from runtime.stack import BackgroundWeb, free_port
 from tests.conftest import (
     TEST_KEYS_FILE,
     TEST_SIGNING_FILE,

@@ -1,5 +1,5 @@
 """What the worker adds to the SDK's plumbing: the runner that answers serialization-context questions itself
-(core/runner.py), used only where no context can change a payload, and one payload converter for the process
+(runtime/runner.py), used only where no context can change a payload, and one payload converter for the process
 (core/converter.py)."""
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ from temporalio.converter import PayloadCodec, WithSerializationContext
 from temporalio.worker import UnsandboxedWorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
-from core.converter import SharedPydanticPayloadConverter
-from core.runner import ContextFreeRunner, context_free
-from core.temporal import DATA_CONVERTER, workflow_runner
+from core.converter import DATA_CONVERTER, SharedPydanticPayloadConverter
 from models import Actor, Jurisdiction, VerifyInput
+from runtime.runner import ContextFreeRunner, context_free
+from runtime.worker import workflow_runner
 from tests.conftest import SEALED
 
 

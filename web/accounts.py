@@ -20,7 +20,7 @@ import typer
 from rich.table import Table
 from sqlalchemy import select
 
-from core.cli import database, fail, out, run
+from cli.command import database, fail, out, run
 from core.errors import DomainError
 from core.settings import Settings
 from core.signing import SigningKeyError, load_ring

@@ -29,9 +29,9 @@ from temporalio.client import Client
 from archive.source import open_archive
 from auditor import timeline as timeline_view
 from auditor.history import read_trail
+from core.client import connect
 from core.settings import Settings, get_settings
 from core.signing import load_ring
-from core.temporal import connect
 from db import access
 from db.engine import Sessions, make_engine, make_sessions
 from db.households import in_jurisdiction

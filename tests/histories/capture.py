@@ -24,8 +24,8 @@ import tempfile
 import uuid
 from pathlib import Path
 
+from core.client import connect
 from core.settings import get_settings
-from core.temporal import connect, make_worker
 from db import users
 from db.engine import make_engine, make_sessions
 from finance.channel import HttpBank
@@ -33,6 +33,7 @@ from models.finance import BatchAction, BatchSelection, PayoutBatchInput
 from models.household import Household, Step, workflow_id_for
 from operations import payouts, sample
 from operations.imports import register, start_workflows
+from runtime.worker import make_worker
 from tests.conftest import FRONT_DOOR, TEST_KEYS_FILE, BankProcess, callback_receiver, drive_one, take_step, to_csv
 
 HERE = Path(__file__).parent

@@ -220,8 +220,8 @@ async def test_capture_the_inquiry_paths(skipping_env, sessions, settings, tmp_p
     again under the same id by the inquiry)."""
     import shutil
 
-    from core.stack import free_port
     from finance.channel import HttpBank
+    from runtime.stack import free_port
 
     client = skipping_env.client
     bank = BankProcess(tmp_path / "bank").start()

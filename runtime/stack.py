@@ -29,7 +29,7 @@ from workflows.search_attributes import ALL as SEARCH_ATTRIBUTES
 
 PG_SYSTEM_USER = "embedded_postgres"  # PostgreSQL refuses to run as root
 DURABILITY = ("fsync", "synchronous_commit", "full_page_writes")
-_MANAGED_HEADER = "# Written by the embedded stack on every start (core/stack.py): durability and connections."
+_MANAGED_HEADER = "# Written by the embedded stack on every start (runtime/stack.py): durability and connections."
 _MANAGED = re.compile(rf"^\s*(?:{'|'.join(DURABILITY)}|max_connections)\s*=|^{re.escape(_MANAGED_HEADER)}$")
 
 

@@ -1,4 +1,5 @@
-"""Temporal client and worker construction, shared by worker.py, starter.py and the tests."""
+"""The worker's assembly: the activities with their dependencies, the workflows, the sandbox and the payment
+channel, wired for worker.py, the embedded stack and the tests. It sits above every layer it wires."""
 
 from __future__ import annotations
 
@@ -17,45 +18,14 @@ from activities.household import HouseholdActivities
 from activities.payments import PaymentActivities
 from archive.store import PostgresArchive
 from archive.sweep import ArchiveActivities
-from core.codec import KeyRing, PayloadKeyError, read_ring, with_codec
-from core.converter import DATA_CONVERTER
-from core.runner import ContextFreeRunner, context_free
 from core.settings import Settings
 from db.engine import Sessions
 from finance.channel import HttpBank, PaymentChannel
+from runtime.runner import ContextFreeRunner, context_free
 from workflows.archive import HistoryArchiveWorkflow
 from workflows.batch import PayoutBatchWorkflow
 from workflows.household import HouseholdWorkflow
 from workflows.search_attributes import ALL as SEARCH_ATTRIBUTES
-
-
-def key_ring(settings: Settings, *, required: bool = True) -> KeyRing | None:
-    """The payload keys from the settings. Missing keys are an error unless encryption is switched off or
-    the caller can work on ciphertext (`required=False`: the auditors' tools without the key)."""
-    if settings.payload_keys:
-        return KeyRing.parse(settings.payload_keys)
-    path = settings.payload_keys_path
-    if path.exists():
-        return read_ring(path)
-    if required and settings.payload_encryption:
-        raise PayloadKeyError(
-            f"no payload key: set PAYLOAD_KEYS or PAYLOAD_KEYS_FILE, or create one with "
-            f"'python starter.py keys new' (it writes {path.name} in the state folder)"
-        )
-    return None
-
-
-def data_converter(settings: Settings, *, keys_required: bool = True) -> DataConverter:
-    return with_codec(DATA_CONVERTER, key_ring(settings, required=keys_required))
-
-
-async def connect(settings: Settings, *, lazy: bool = False, keys_required: bool = True) -> Client:
-    """A client whose payloads are sealed with the configured keys; with lazy=True it reaches the server
-    only on its first call."""
-    converter = data_converter(settings, keys_required=keys_required)
-    return await Client.connect(
-        settings.temporal_address, namespace=settings.temporal_namespace, data_converter=converter, lazy=lazy
-    )
 
 
 async def ensure_search_attributes(client: Client, namespace: str = "default") -> list[str]:
@@ -98,7 +68,7 @@ def sandbox_runner() -> SandboxedWorkflowRunner:
 
 def workflow_runner(converter: DataConverter, *, sandbox: bool = True) -> WorkflowRunner:
     """The sandbox (or none, for the auditors' replay), answering the worker's per-payload context questions
-    itself when `converter` takes no context (core/runner.py)."""
+    itself when `converter` takes no context (runtime/runner.py)."""
     inner = sandbox_runner() if sandbox else UnsandboxedWorkflowRunner()
     return ContextFreeRunner(inner) if context_free(converter) else inner
 

@@ -1,0 +1,1 @@
+"""Assembly above the layers: the worker, the embedded stack, the migration runner."""
