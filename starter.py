@@ -48,7 +48,7 @@ from auditor.live import verify_live
 from cli.command import database, err, fail, out, run
 from core.client import connect, key_ring
 from core.codec import PayloadKeyError, new_ring, read_ring, write_ring
-from core.errors import DomainError
+from core.errors import Refusal
 from core.logs import configure_logging
 from core.settings import ROOT, Settings, get_settings
 from core.signing import SigningKeyError, SigningRing, load_ring, new_key_id
@@ -67,7 +67,7 @@ from notify.channels import make_channel
 from notify.dispatcher import Dispatcher
 from operations import accounts, finance_ops, payouts, reconciliation, reports, sample
 from operations import signing_keys as signing_keys_ops
-from operations.actions import Refusal, household_state_from, take_step
+from operations.actions import household_state_from, take_step
 from operations.credentials import PASSWORD_STDIN, TOKEN_STDIN
 from operations.credentials import sign_in as _credentials_sign_in
 from operations.demo import drive_all
@@ -448,7 +448,7 @@ def import_list(
         for p in rejected.problems:
             err.print(f"  {p}")
         raise typer.Exit(2) from None
-    except DomainError as e:
+    except Refusal as e:
         fail(str(e))
     out.print(report.describe(file.name))
 
@@ -743,15 +743,15 @@ def _amount(text: str) -> int:
     """Whole đồng, checked before anyone is asked for a password."""
     try:
         return finance_ops.parse_dong(text)
-    except DomainError as e:
-        fail(f"{e.type}: {e.message}")
+    except Refusal as e:
+        fail(str(e))
 
 
 def _finance(fn: Callable[..., Awaitable[T]]) -> T:
     try:
         return run(fn)
-    except (DomainError, Refusal) as e:
-        fail(str(e) if isinstance(e, Refusal) else f"{e.type}: {e.message}")
+    except Refusal as e:
+        fail(str(e))
 
 
 @finance_app.command("sources")
@@ -915,10 +915,7 @@ async def _batch(
 ):
     """Run one payout batch as `user` (already authenticated), its input signed by this front door."""
     async with sessions() as session:
-        try:
-            actor = await users.require_actor(session, user)
-        except DomainError as e:
-            raise Refusal(e.type, e.message) from None
+        actor = await users.require_actor(session, user)
     inp = PayoutBatchInput(
         batch_id=payouts.batch_id_for(action, tranche, selection, ref),
         action=action,
@@ -1101,7 +1098,7 @@ def policy_apply(
 
     try:
         report = run(go)
-    except DomainError as e:
+    except Refusal as e:
         fail(str(e))
     out.print(
         f"policy {new.version} stored (effective {start}); applied to {report.applied} households in flight"

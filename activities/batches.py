@@ -11,7 +11,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 
 from core import signing
-from core.errors import DomainError
+from core.errors import Refusal
 from db import finance as finance_db
 from db import signing_keys, users
 from db.engine import Sessions
@@ -42,20 +42,20 @@ async def _check_signed(session, inp: SelectPayoutsInput) -> None:
     by hand selects nothing."""
     batch = inp.batch
     if batch is None:
-        raise DomainError(authn.RULE, "the batch carries no signed assertion: start it through a front door")
+        raise Refusal(authn.RULE, "the batch carries no signed assertion: start it through a front door")
     if activity.info().workflow_id != authn.batch_workflow_id(batch.batch_id):
-        raise DomainError(
+        raise Refusal(
             authn.RULE,
             f"batch {batch.batch_id} was signed for {authn.batch_workflow_id(batch.batch_id)}"
             f", not for {activity.info().workflow_id}",
         )
     if (inp.selection, inp.tranche, inp.actor) != (batch.selection, batch.tranche, batch.actor):
-        raise DomainError(authn.RULE, f"the selection is not what batch {batch.batch_id} signed")
+        raise Refusal(authn.RULE, f"the selection is not what batch {batch.batch_id} signed")
     try:
         keys = await signing_keys.trusted_for(session, batch.assertion.key_id if batch.assertion else "")
         authn.verify_batch(batch, keys=keys, now=datetime.now(UTC))
     except signing.Unauthenticated as err:
-        raise DomainError(authn.RULE, err.message) from None
+        raise Refusal(authn.RULE, err.message) from None
 
 
 async def _claim_run(session, inp: SelectPayoutsInput) -> None:
@@ -73,7 +73,7 @@ async def _claim_run(session, inp: SelectPayoutsInput) -> None:
         signed_by=batch.assertion.user_id,
     )
     if taken_by != info.workflow_run_id:
-        raise DomainError(
+        raise Refusal(
             authn.RULE, f"signed batch {batch.batch_id} already ran in run {taken_by}: sign it again to run it again"
         )
 
@@ -135,8 +135,8 @@ class BatchActivities:
                 await _check_signed(session, inp)
                 await users.confirm_actor(session, inp.actor)
                 await _claim_run(session, inp)
-            except DomainError as err:
-                raise ApplicationError(err.message, type=err.type, non_retryable=True) from None
+            except Refusal as err:
+                raise err.application_error() from None
             rows = await finance_db.tranches_for_batch(
                 session,
                 tranche=inp.tranche,

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from core.errors import DomainError
+from core.errors import Refusal
 from core.signing import TrustedKeys, Unauthenticated
 from db import finance as finance_db
 from db import signing_keys
@@ -25,8 +25,8 @@ from models.records import TransitionRecord
 RULE = "Unauthenticated"
 
 
-def _refuse(rec: TransitionRecord, why: str) -> DomainError:
-    return DomainError(RULE, f"{rec.step.value} of {rec.payment_id} for household {rec.household_code}: {why}")
+def _refuse(rec: TransitionRecord, why: str) -> Refusal:
+    return Refusal(RULE, f"{rec.step.value} of {rec.payment_id} for household {rec.household_code}: {why}")
 
 
 async def verify_channel_record(session, rec: TransitionRecord, *, now: datetime | None = None) -> None:

@@ -16,7 +16,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from activities import channel_answers, officer_steps
-from core.errors import DomainError
+from core.errors import Refusal
 from db import audit, households, ledger, outbox, policy, restores, steps, users
 from db import finance as finance_db
 from db.engine import Sessions
@@ -42,12 +42,12 @@ class HouseholdActivities:
         try:
             async with self._sessions() as session, session.begin():
                 outcome = await self._record(session, rec)
-        except DomainError as err:
+        except Refusal as err:
             # A business refusal is an answer, not a fault: non-retryable, and logged as benign.
             raise ApplicationError(
                 err.message,
                 *([rec] if local else []),
-                type=err.type,
+                type=err.rule,
                 non_retryable=True,
                 category=ApplicationErrorCategory.BENIGN,
             ) from None
@@ -90,12 +90,12 @@ class HouseholdActivities:
         officer_steps.check_caller(rec)
         row = await households.lock(session, rec.household_code)
         if row is None:
-            raise DomainError("UnknownHousehold", f"household {rec.household_code} is not registered")
+            raise Refusal("UnknownHousehold", f"household {rec.household_code} is not registered")
 
         prior, link = await audit.prior_and_link(session, rec.idempotency_key, rec.household_code, rec.seq)
         if prior is not None:
             if prior.step != rec.step.value or prior.actor_user_id != rec.actor.user_id:
-                raise DomainError(
+                raise Refusal(
                     "IdempotencyConflict",
                     f"key {rec.idempotency_key} was recorded for step {prior.step} by {prior.actor_user_id}, "
                     f"not {rec.step.value} by {rec.actor.user_id}",
@@ -117,7 +117,7 @@ class HouseholdActivities:
                 sources=sources,
             )
         if row.last_seq != rec.seq - 1 or row.stage != rec.from_stage.value:
-            raise DomainError(
+            raise Refusal(
                 "OutOfSequence",
                 f"household {rec.household_code} is recorded at step {row.last_seq} in {row.stage}; "
                 f"step {rec.seq} from {rec.from_stage.value} cannot follow it",
@@ -172,7 +172,7 @@ class HouseholdActivities:
             if ASSERTION_ONCE not in str(err.orig):
                 raise
             # The unique index: one assertion takes one step per household (a copied one is refused here too).
-            raise DomainError(
+            raise Refusal(
                 officer_steps.RULE, f"household {rec.household_code}: the step's assertion was used before"
             ) from None
         log.info(
@@ -200,7 +200,7 @@ class HouseholdActivities:
             # Its history recorded it before steps were signed: written again as it was, but only if no
             # earlier step of this household was signed (a history planted after signing began is not).
             if await audit.signed_before(session, rec.household_code, rec.seq):
-                raise DomainError(
+                raise Refusal(
                     "Unauthenticated",
                     f"step {rec.seq} of {rec.household_code} carries no assertion, "
                     "but earlier steps of this household are signed: not restored",
@@ -217,7 +217,7 @@ class HouseholdActivities:
             if not await finance_db.has_batch_ticket(
                 session, rec.assertion.nonce, rec.household_code, rec.tranche or 0, batch_action
             ):
-                raise DomainError(
+                raise Refusal(
                     "Unauthenticated",
                     f"household {rec.household_code} holds no ticket of the "
                     "batch this step is signed for: only the batch's run takes its steps",
@@ -234,7 +234,7 @@ class HouseholdActivities:
             if rec.plan_tranches:
                 return await self._allocate(session, rec, amount, as_of, key, memo)
             if not rec.source:
-                raise DomainError("FundingSourceMissing", "fund allocation must name a funding source")
+                raise Refusal("FundingSourceMissing", "fund allocation must name a funding source")
             t = await ledger.reserve(
                 session, key=key, source=rec.source, household_code=rec.household_code, amount=amount, memo=memo
             )
@@ -243,7 +243,7 @@ class HouseholdActivities:
             pending = rec.transfer_ids or ([rec.reservation_id] if rec.reservation_id is not None else [])
             pending = await restores.current_ids(session, rec.household_code, pending) if pending else pending
             if not pending:
-                raise DomainError("UnknownReservation", f"household {rec.household_code} holds no reservation")
+                raise Refusal("UnknownReservation", f"household {rec.household_code} holds no reservation")
             resolve = ledger.post if rec.money is MoneyOp.POST else ledger.void
             done = [
                 await resolve(session, key=f"{key}:{pid}" if rec.transfer_ids else key, pending_id=pid, memo=memo)
@@ -259,7 +259,7 @@ class HouseholdActivities:
         views = await finance_db.sources_for(session, household, only=rec.source)
         if rec.source:
             if views[0].free < need:
-                raise DomainError(
+                raise Refusal(
                     "InsufficientFunds",
                     f"funding source {rec.source} has {views[0].free:,} đồng free; household "
                     f"{rec.household_code} needs {need:,}",

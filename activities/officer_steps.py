@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from temporalio import activity
 
 from core import signing
-from core.errors import DomainError
+from core.errors import Refusal
 from db import households, signing_keys
 from db import policy as policy_db
 from models.assertion import OFFICERS, ActionAssertion, digest_of
@@ -42,7 +42,7 @@ def check_caller(rec: TransitionRecord) -> None:
     to check, only the record."""
     expected = workflow_id_for(rec.household_code)
     if rec.workflow_id != expected or rec.idempotency_key != f"{expected}#{rec.seq}":
-        raise DomainError(
+        raise Refusal(
             RULE,
             f"a step of household {rec.household_code} is recorded by workflow {expected} "
             f"under key {expected}#{rec.seq}, not by {rec.workflow_id} under "
@@ -52,7 +52,7 @@ def check_caller(rec: TransitionRecord) -> None:
         return
     info = activity.info()
     if info.workflow_type != WORKFLOW_TYPE or info.workflow_id != expected:
-        raise DomainError(
+        raise Refusal(
             RULE,
             f"workflow {info.workflow_id} ({info.workflow_type}) may not record steps of "
             f"household {rec.household_code}",
@@ -69,12 +69,12 @@ def check_household(rec: TransitionRecord, row: households.HouseholdRow) -> None
         if getattr(rec, name).value != getattr(row, name)
     ]
     if differs:
-        raise DomainError(
+        raise Refusal(
             "HouseholdMismatch",
             f"the workflow's copy of household {rec.household_code} says {', '.join(differs)}: the step is refused",
         )
     if not rec.actor.jurisdiction.covers(row):  # type: ignore[arg-type]  # reads province/district/commune only
-        raise DomainError(
+        raise Refusal(
             "OutsideJurisdiction",
             f"user {rec.actor.user_id} ({rec.actor.jurisdiction}) has no "
             f"jurisdiction over household {rec.household_code} as registered ({row.province} / "
@@ -86,7 +86,7 @@ async def verify_officer_record(session, rec: TransitionRecord, row: households.
     """The step's assertion, with the key PostgreSQL holds for it (`check_signed_step`)."""
     a, signed = rec.assertion, rec.signed_input
     if a is None or signed is None:
-        raise DomainError(
+        raise Refusal(
             RULE,
             f"step {rec.step.value!r} of household {rec.household_code} carries no signed "
             "assertion: sign in through a front door",
@@ -157,7 +157,7 @@ def check_signed_step(
             )
             authn.check_batch_covers(step_as_sent, batch, step.value, row)
     except signing.Unauthenticated as err:
-        raise DomainError(RULE, err.message) from None
+        raise Refusal(RULE, err.message) from None
     if rec is not None:
         check_says(rec, signed, batch)
 
@@ -170,7 +170,7 @@ def batch_of(a: ActionAssertion, signed: dict) -> PayoutBatchInput | None:
     try:
         return PayoutBatchInput.model_validate(signed)
     except ValidationError:
-        raise DomainError(RULE, "the assertion is a payout batch's, but its signed input is not a batch") from None
+        raise Refusal(RULE, "the assertion is a payout batch's, but its signed input is not a batch") from None
 
 
 def check_says(rec: TransitionRecord, signed: dict, batch: PayoutBatchInput | None) -> None:
@@ -196,7 +196,7 @@ def check_says(rec: TransitionRecord, signed: dict, batch: PayoutBatchInput | No
     }
     differs = sorted(name for name, value in said.items() if value != recorded[name])
     if differs:
-        raise DomainError(
+        raise Refusal(
             RULE, f"the record's {', '.join(differs)} of step {rec.step.value!r} is not what {rec.actor.user_id} signed"
         )
 
@@ -210,26 +210,26 @@ async def check_policy_change(session, rec: TransitionRecord) -> None:
     try:
         wanted = WorkflowPolicy.model_validate((rec.signed_input or {}).get("policy"))
     except ValidationError:
-        raise DomainError("UnknownPolicy", "the signed policy change carries no readable policy") from None
+        raise Refusal("UnknownPolicy", "the signed policy change carries no readable policy") from None
     stored = await policy_db.stored_workflow_policy(session, wanted.version)
     if stored is None:
-        raise DomainError(
+        raise Refusal(
             "UnknownPolicy",
             f"policy version {wanted.version!r} is not in the policy table: publish it first ('policy apply')",
         )
     if stored != wanted:
-        raise DomainError(
+        raise Refusal(
             "PolicyMismatch",
             f"policy {wanted.version} is not the policy table's version {wanted.version} (versions are never edited)",
         )
     current = await policy_db.stored_workflow_policy(session, rec.policy_version)
     if current is None:
-        raise DomainError(
+        raise Refusal(
             "UnknownPolicy",
             f"household {rec.household_code} runs under policy "
             f"{rec.policy_version!r}, which the policy table does not hold",
         )
     try:
         rules.check_policy_change(rec.actor, current.policy_admin_roles)
-    except rules.RuleViolation as v:
-        raise DomainError(v.rule, f"{v.message} (policy {current.version})") from None
+    except Refusal as v:
+        raise Refusal(v.rule, f"{v.message} (policy {current.version})") from None

@@ -17,7 +17,7 @@ import structlog
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
-from core.errors import DomainError
+from core.errors import Refusal
 from db import finance as finance_db
 from db import households, outbox, users
 from db.engine import Sessions
@@ -109,14 +109,14 @@ class PaymentActivities:
                 status = await self._as_sent(session, status)
                 rec = answer_record(req, status, await users.require_actor(session, self._channel_user))
                 outcome = await self._record(session, rec, asked_at=datetime.now(UTC))  # fresh when asked
-        except DomainError as err:
+        except Refusal as err:
             # Refused (a forged, stale or foreign answer, a step that holds this number): nothing is recorded;
             # the record goes with the refusal so the history says what was refused.
-            log.warning("payment_answer_refused", payment_id=req.payment_id, rule=err.type, error=err.message)
+            log.warning("payment_answer_refused", payment_id=req.payment_id, rule=err.rule, error=err.message)
             raise ApplicationError(
                 err.message,
                 *([rec] if rec else []),
-                type=err.type,
+                type=err.rule,
                 non_retryable=True,
                 category=ApplicationErrorCategory.BENIGN,
             ) from None
@@ -128,9 +128,9 @@ class PaymentActivities:
     async def _released(self, session, payment_id: str, household_code: str) -> PaymentInstruction:
         try:
             return await finance_db.released_instruction(session, payment_id, household_code)
-        except DomainError as err:
-            log.error("payment_refused", payment_id=payment_id, rule=err.type, error=err.message)
-            raise ApplicationError(err.message, type=err.type, non_retryable=True) from None
+        except Refusal as err:
+            log.error("payment_refused", payment_id=payment_id, rule=err.rule, error=err.message)
+            raise err.application_error() from None
 
     async def _send(self, instr: PaymentInstruction) -> None:
         try:
@@ -173,8 +173,8 @@ class PaymentActivities:
         async with self._sessions() as session:
             try:
                 instr = await finance_db.released_instruction(session, named.payment_id, named.household_code)
-            except DomainError as err:  # Finance is told all the same; nothing is sent
-                log.error("payment_refused", payment_id=named.payment_id, rule=err.type, error=err.message)
+            except Refusal as err:  # Finance is told all the same; nothing is sent
+                log.error("payment_refused", payment_id=named.payment_id, rule=err.rule, error=err.message)
                 instr = None
         try:
             status = await self._channel.status(named.payment_id)

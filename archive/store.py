@@ -31,7 +31,7 @@ from temporalio.api.history.v1 import History
 from temporalio.client import WorkflowHistory
 
 from core import keyfiles
-from core.errors import DomainError
+from core.errors import Refusal
 from core.signing import SigningRing
 from db.engine import Sessions
 from db.schema import workflow_histories as wh
@@ -108,7 +108,7 @@ class ArchiveCorrupt(Exception):
     """An archived history whose bytes do not match the SHA-256 written with them."""
 
 
-class ArchiveUntrusted(DomainError):
+class ArchiveUntrusted(Refusal):
     """The archive holds rows the witness signed, but the reader was given no witness public key: reading
     unverified rows then would read what anyone with the application's login could have planted."""
 

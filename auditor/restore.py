@@ -28,7 +28,7 @@ from sqlalchemy import func, insert, select, text
 
 from activities.household import HouseholdActivities
 from auditor.history import Trail, Transition
-from core.errors import DomainError
+from core.errors import Refusal
 from db import finance as finance_db
 from db import households, ledger, restores, users
 from db.audit import GENESIS, row_hash
@@ -42,7 +42,7 @@ from models.records import MoneyOp, TransitionRecord
 OPERATOR_ROLES = ("admin",)  # who may re-record steps into the audit log
 
 
-class RestoreRefused(DomainError):
+class RestoreRefused(Refusal):
     """A household (or the operator) the restore will not act on; `type` names why."""
 
 
@@ -205,7 +205,7 @@ async def _restore_household(
         token = ledger.PINNED_IDS.set({k: i for k, i in wanted.items() if i not in taken})
         try:
             got = await write._record(session, rec, restoring=True)
-        except DomainError as e:
+        except Refusal as e:
             raise RestoreRefused(
                 "RestoreStepRefused",
                 f"household {code} step {rec.seq} ({rec.step.value}): the engine refused to write it again: {e}",

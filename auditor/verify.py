@@ -35,7 +35,7 @@ from activities import channel_answers, officer_steps
 from auditor.history import Trail, Transition
 from auditor.records import Records
 from core import signing
-from core.errors import DomainError
+from core.errors import Refusal
 from db.audit import GENESIS, ChainWalk, canonical, row_hash
 from models.assertion import CHANNEL, OFFICERS, ActionAssertion
 from models.household import CHANNEL_STEPS, FORWARD, Step, workflow_id_for
@@ -478,7 +478,7 @@ def _check_row_signature(
         return
     try:
         _verify_signed(row, a, signed, keys, t)
-    except (signing.Unauthenticated, DomainError) as err:
+    except (signing.Unauthenticated, Refusal) as err:
         report.add("signature_invalid", code, where, f"{a.user_id}'s assertion {a.nonce}: {err.message}")
 
 

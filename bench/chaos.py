@@ -48,6 +48,7 @@ from auditor.history import Trail, read_trails
 from auditor.records import fetch_histories
 from bench.driver import MILESTONE, province_items, script
 from core.client import connect
+from core.errors import Refusal
 from core.settings import ROOT, Settings
 from core.signing import SigningRing, load_ring
 from db import ledger
@@ -57,7 +58,7 @@ from models.finance import TrancheStatus
 from models.household import Household, Stage, Step, workflow_id_for
 from models.state import HouseholdState
 from operations import sample
-from operations.actions import Refusal, household_state, take_step
+from operations.actions import household_state, take_step
 from operations.csv_list import to_csv
 from operations.imports import register, start_workflows
 from operations.reconciliation import reconcile

@@ -12,7 +12,7 @@ from typing import TypeVar
 import typer
 from rich.console import Console
 
-from core.errors import DomainError
+from core.errors import Refusal
 from core.logs import configure_logging
 from core.settings import Settings, get_settings
 from db.engine import Sessions, make_engine, make_sessions
@@ -29,7 +29,7 @@ def run(fn: Callable[..., Awaitable[T]], *args, **kwargs) -> T:
     configure_logging(settings.log_level if settings.explicitly_set("log_level") else "WARNING", settings.log_json)
     try:
         return asyncio.run(fn(settings, *args, **kwargs))
-    except DomainError as err:  # a business refusal a command did not handle itself: named, not a traceback
+    except Refusal as err:  # a business refusal a command did not handle itself: named, not a traceback
         fail(str(err))
 
 

@@ -26,7 +26,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core.errors import DomainError
+from core.errors import Refusal
 from core.signing import SigningRing, Unauthenticated
 from db import account_changes as trail
 from db import signing_keys
@@ -59,19 +59,19 @@ def digest(token: str) -> str:
 
 def check_password_rules(user_id: str, password: str) -> None:
     if len(password) < MIN_PASSWORD:
-        raise DomainError("WeakPassword", f"a password needs at least {MIN_PASSWORD} characters")
+        raise Refusal("WeakPassword", f"a password needs at least {MIN_PASSWORD} characters")
     if user_id.lower() in password.lower():
-        raise DomainError("WeakPassword", "a password must not contain the user name")
+        raise Refusal("WeakPassword", "a password must not contain the user name")
 
 
-def not_set_through_administration(user_id: str) -> DomainError:
-    return DomainError("Unauthenticated", f"the credential of {user_id} was not set through account administration")
+def not_set_through_administration(user_id: str) -> Refusal:
+    return Refusal("Unauthenticated", f"the credential of {user_id} was not set through account administration")
 
 
 async def set_password(session: AsyncSession, user_id: str, password: str) -> str:
     """Store the password's argon2 hash, and return that hash (for the account trail to name)."""
     if await users_db.get(session, user_id) is None:
-        raise DomainError("UnknownUser", f"user {user_id!r} is not registered")
+        raise Refusal("UnknownUser", f"user {user_id!r} is not registered")
     check_password_rules(user_id, password)
     stored = HASHER.hash(password)
     stmt = pg_insert(user_credentials).values(user_id=user_id, password_hash=stored)
@@ -86,7 +86,7 @@ async def set_active(session: AsyncSession, user_id: str, active: bool) -> None:
     """Disable (or enable again) a user; disabling also ends their sessions and revokes their tokens."""
     done = await session.execute(update(users).where(users.c.user_id == user_id).values(active=active))
     if done.rowcount == 0:
-        raise DomainError("UnknownUser", f"user {user_id!r} is not registered")
+        raise Refusal("UnknownUser", f"user {user_id!r} is not registered")
     if not active:
         s, t = web_sessions.c, api_tokens.c
         await session.execute(
@@ -120,7 +120,7 @@ class SignInOutcome:
 
     token: str | None = None
     who: SignedIn | None = None
-    refusal: DomainError | None = None
+    refusal: Refusal | None = None
 
 
 async def sign_in(
@@ -144,7 +144,7 @@ async def check_password(session: AsyncSession, user_id: str, password: str, cli
     if failures >= MAX_FAILURES and latest is not None:
         wait = int((latest + FAILURE_WINDOW - now).total_seconds() // 60) + 1
         why = f"too many failed sign-ins for {user_id!r}: try again in {wait} min"
-        return SignInOutcome(refusal=DomainError("TooManyAttempts", why))
+        return SignInOutcome(refusal=Refusal("TooManyAttempts", why))
     user = await users_db.get(session, user_id)
     stored = await session.scalar(select(user_credentials.c.password_hash).where(user_credentials.c.user_id == user_id))
     ok = False
@@ -159,11 +159,11 @@ async def check_password(session: AsyncSession, user_id: str, password: str, cli
     bound = ok and await trail.credential_set(session, user_id, stored)
     await session.execute(login_attempts.insert().values(user_id=user_id, client=client, ok=bound))
     if not ok:
-        return SignInOutcome(refusal=DomainError("BadCredentials", "user name or password is wrong"))
+        return SignInOutcome(refusal=Refusal("BadCredentials", "user name or password is wrong"))
     if not bound:
         return SignInOutcome(refusal=not_set_through_administration(user_id))
     if not user.active:
-        return SignInOutcome(refusal=DomainError("UserDisabled", f"user {user_id!r} is disabled"))
+        return SignInOutcome(refusal=Refusal("UserDisabled", f"user {user_id!r} is disabled"))
     # No rehash on sign-in (argon2's parameters moving on): the stored hash is the one the trail names, and
     # only account administration may change it. A new hash comes with the next reset.
     return SignInOutcome(who=SignedIn(user, None, "password"))
@@ -237,12 +237,12 @@ async def sign_out(session: AsyncSession, token: str) -> None:
 async def create_token(session: AsyncSession, user_id: str, name: str) -> str:
     """A new API token for a machine client acting as `user_id`; shown once, stored as its hash."""
     if await users_db.get(session, user_id) is None:
-        raise DomainError("UnknownUser", f"user {user_id!r} is not registered")
+        raise Refusal("UnknownUser", f"user {user_id!r} is not registered")
     token = "xnt_" + secrets.token_urlsafe(32)
     t = api_tokens.c
     taken = await session.scalar(select(t.id).where(t.user_id == user_id, t.name == name))
     if taken is not None:
-        raise DomainError("TokenExists", f"user {user_id!r} already has a token named {name!r}; revoke it first")
+        raise Refusal("TokenExists", f"user {user_id!r} already has a token named {name!r}; revoke it first")
     await session.execute(api_tokens.insert().values(user_id=user_id, name=name, token_hash=digest(token)))
     return token
 
@@ -255,7 +255,7 @@ async def revoke_token(session: AsyncSession, user_id: str, name: str) -> None:
         .values(revoked_at=func.now())
     )
     if done.rowcount == 0:
-        raise DomainError("UnknownToken", f"user {user_id!r} has no live token named {name!r}")
+        raise Refusal("UnknownToken", f"user {user_id!r} has no live token named {name!r}")
 
 
 async def check_token(session: AsyncSession, token: str) -> SignInOutcome:
@@ -272,7 +272,7 @@ async def check_token(session: AsyncSession, token: str) -> SignInOutcome:
     user = await users_db.get(session, row.user_id) if row is not None else None
     if row is None or user is None or not user.active:
         why = "the API token is not known, was revoked, or its user is disabled"
-        return SignInOutcome(refusal=DomainError("BadCredentials", why))
+        return SignInOutcome(refusal=Refusal("BadCredentials", why))
     if not await trail.credential_set(session, row.user_id, row.token_hash, token=row.name):
         return SignInOutcome(refusal=not_set_through_administration(row.user_id))
     return SignInOutcome(who=SignedIn(user, None, "token"))

@@ -11,7 +11,7 @@ from sqlalchemy import BigInteger, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core.errors import DomainError
+from core.errors import Refusal
 from db.schema import (
     allocation_policies,
     audit_log,
@@ -60,7 +60,7 @@ async def sources_for(session: AsyncSession, h: Household, *, only: str | None =
             eligible.append((r, rules))
     if only is not None and not eligible:
         known = any(r.code == only for r in rows)
-        raise DomainError(
+        raise Refusal(
             "SourceNotEligible" if known else "UnknownFundingSource",
             f"funding source {only!r} "
             + ("does not cover household " + h.code + " by its rules" if known else "does not exist"),
@@ -106,7 +106,7 @@ async def allocation_policy(session: AsyncSession, programme: str | None, as_of:
         )
         if doc is not None:
             return AllocationPolicy.model_validate(doc)
-    raise DomainError("NoAllocationPolicy", f"no allocation policy is in effect on {as_of.isoformat()}")
+    raise Refusal("NoAllocationPolicy", f"no allocation policy is in effect on {as_of.isoformat()}")
 
 
 async def put_allocation_policy(session: AsyncSession, policy: AllocationPolicy, effective_from: date) -> None:
@@ -138,7 +138,7 @@ async def tranche_plan(
         )
     ).one_or_none()
     if row is None:
-        raise DomainError(
+        raise Refusal(
             "NoTranchePlan", f"no tranche plan for {support_type.value} / {group.value} on {as_of.isoformat()}"
         )
     return TranchePlan(tranches=row.document, legal_basis=row.legal_basis)
@@ -325,7 +325,7 @@ async def released_instruction(session: AsyncSession, payment_id: str, household
     Anything else is refused (`NoRecordedRelease`): nobody can have the engine send what was not released."""
     m = PAYMENT_ID.match(payment_id)
     if m is None or m["code"] != household_code:
-        raise DomainError("NoRecordedRelease", f"{payment_id!r} is not a payment id of household {household_code}")
+        raise Refusal("NoRecordedRelease", f"{payment_id!r} is not a payment id of household {household_code}")
     n, attempt, allocation = int(m["tranche"]), int(m["attempt"]), int(m["allocation"])
     ht, h = household_tranches, households
     row = (
@@ -336,7 +336,7 @@ async def released_instruction(session: AsyncSession, payment_id: str, household
         )
     ).one_or_none()
     if row is None or row.status != "released" or not row.released_by:
-        raise DomainError(
+        raise Refusal(
             "NoRecordedRelease",
             f"tranche {n} of household {household_code} has no recorded release "
             f"({row.status if row else 'no such tranche'}): {payment_id} is not sent",
@@ -354,7 +354,7 @@ async def released_instruction(session: AsyncSession, payment_id: str, household
         )
     )
     if allocation != allocations or attempt != failed + 1:
-        raise DomainError(
+        raise Refusal(
             "NoRecordedRelease",
             f"{payment_id} is not the instruction due for tranche {n} of household "
             f"{household_code} (allocation {allocations}, attempt {failed + 1})",
@@ -369,7 +369,7 @@ async def released_instruction(session: AsyncSession, payment_id: str, household
         )
     )
     if reserved != row.amount:
-        raise DomainError(
+        raise Refusal(
             "InstructionMismatch",
             f"tranche {n} of household {household_code} reads "
             f"{row.amount:,} đồng, but the ledger holds {reserved:,} reserved for it: {payment_id} "
@@ -427,11 +427,11 @@ async def add_decision(
 ) -> bool:
     """Register a decision; a supplementary one names the decision whose list it amends. True if new."""
     if supplements and not await session.scalar(select(decisions.c.ref).where(decisions.c.ref == supplements)):
-        raise DomainError("UnknownDecision", f"decision {supplements!r} is not registered; register it first")
+        raise Refusal("UnknownDecision", f"decision {supplements!r} is not registered; register it first")
     existing = (await session.execute(select(decisions).where(decisions.c.ref == ref))).mappings().one_or_none()
     if existing is not None:
         if existing["supplements"] != supplements:
-            raise DomainError(
+            raise Refusal(
                 "DecisionConflict",
                 f"decision {ref} is registered as {existing['kind']}"
                 + (f" to {existing['supplements']}" if existing["supplements"] else ""),
@@ -464,11 +464,11 @@ async def record_loan(
     note: str | None = None,
 ) -> bool:
     if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
-        raise DomainError("InvalidAmount", f"loan amount must be a positive whole number of đồng, got {amount!r}")
+        raise Refusal("InvalidAmount", f"loan amount must be a positive whole number of đồng, got {amount!r}")
     if status not in LOAN_STATUSES:
-        raise DomainError("InvalidLoanStatus", f"loan status must be one of {', '.join(LOAN_STATUSES)}, got {status!r}")
+        raise Refusal("InvalidLoanStatus", f"loan status must be one of {', '.join(LOAN_STATUSES)}, got {status!r}")
     if not await session.scalar(select(households.c.code).where(households.c.code == household_code)):
-        raise DomainError("UnknownHousehold", f"household {household_code} is not registered")
+        raise Refusal("UnknownHousehold", f"household {household_code} is not registered")
     new = await session.scalar(
         pg_insert(household_loans)
         .values(

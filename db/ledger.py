@@ -21,7 +21,7 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core.errors import DomainError
+from core.errors import Refusal
 from db.schema import funding_sources, ledger_accounts, ledger_transfers
 
 
@@ -121,7 +121,7 @@ async def create_source(
     ).one_or_none()
     if existing is not None:
         if (existing.category, existing.is_state_budget) != (category, is_state_budget):
-            raise DomainError(
+            raise Refusal(
                 "SourceConflict",
                 f"funding source {code} is {existing.category} (state budget: {existing.is_state_budget}); "
                 "its category cannot change",
@@ -173,7 +173,7 @@ async def _insert_transfer(session: AsyncSession, **values: object) -> Transfer:
 
 def _check_amount(amount: int) -> None:
     if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
-        raise DomainError("InvalidAmount", f"amount must be a positive whole number of đồng, got {amount!r}")
+        raise Refusal("InvalidAmount", f"amount must be a positive whole number of đồng, got {amount!r}")
 
 
 async def _post_between(
@@ -186,9 +186,9 @@ async def _post_between(
     from_account = await _account(session, debit, lock=debit.startswith("SRC:"))
     to_account = await _account(session, credit)
     if from_account is None or to_account is None:
-        raise DomainError("UnknownFundingSource", f"{what}: account {debit} or {credit} does not exist")
+        raise Refusal("UnknownFundingSource", f"{what}: account {debit} or {credit} does not exist")
     if from_account.kind == "source" and from_account.free < amount:
-        raise DomainError(
+        raise Refusal(
             "InsufficientFunds", f"{what}: {debit} has {from_account.free:,} đồng free, {amount:,} are needed"
         )
     return await _insert_transfer(
@@ -248,9 +248,9 @@ async def reserve(
     _check_amount(amount)
     src = await _account(session, f"SRC:{source}", lock=True)  # row lock: concurrent reservations queue here
     if src is None or src.kind != "source":
-        raise DomainError("UnknownFundingSource", f"funding source {source!r} does not exist")
+        raise Refusal("UnknownFundingSource", f"funding source {source!r} does not exist")
     if src.free < amount:
-        raise DomainError(
+        raise Refusal(
             "InsufficientFunds",
             f"funding source {source} has {src.free:,} đồng free; household {household_code} needs {amount:,}",
         )
@@ -278,10 +278,10 @@ async def _resolve(session: AsyncSession, kind: str, *, key: str, pending_id: in
         )
     ).one_or_none()
     if pending is None:
-        raise DomainError("UnknownReservation", f"transfer {pending_id} is not a pending reservation")
+        raise Refusal("UnknownReservation", f"transfer {pending_id} is not a pending reservation")
     resolved = await session.scalar(select(ledger_transfers.c.kind).where(ledger_transfers.c.pending_id == pending_id))
     if resolved:
-        raise DomainError("ReservationResolved", f"reservation {pending_id} was already {resolved}")
+        raise Refusal("ReservationResolved", f"reservation {pending_id} was already {resolved}")
     p = Transfer(**pending._mapping)
     return await _insert_transfer(
         session,

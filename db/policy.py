@@ -7,7 +7,7 @@ from datetime import date
 from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core.errors import DomainError
+from core.errors import Refusal
 from db.schema import support_amounts, workflow_policies
 from models.household import BeneficiaryGroup, SupportType
 from models.policy import WorkflowPolicy
@@ -21,7 +21,7 @@ async def current_workflow_policy(session: AsyncSession, as_of: date) -> Workflo
         .limit(1)
     )
     if doc is None:
-        raise DomainError("NoPolicy", f"no workflow policy is in effect on {as_of.isoformat()}")
+        raise Refusal("NoPolicy", f"no workflow policy is in effect on {as_of.isoformat()}")
     return WorkflowPolicy.model_validate(doc)
 
 
@@ -38,7 +38,7 @@ async def entitlement(session: AsyncSession, support_type: SupportType, group: B
         .limit(1)
     )
     if amount is None:
-        raise DomainError(
+        raise Refusal(
             "NoSupportLevel",
             f"no support amount for {support_type.value} / {group.value} is in effect on {as_of.isoformat()}",
         )
@@ -49,7 +49,7 @@ async def workflow_policy(session: AsyncSession, version: str) -> WorkflowPolicy
     """A workflow policy by its version (the one a household's workflow runs under)."""
     found = await stored_workflow_policy(session, version)
     if found is None:
-        raise DomainError("NoPolicy", f"no workflow policy {version!r}")
+        raise Refusal("NoPolicy", f"no workflow policy {version!r}")
     return found
 
 

@@ -8,7 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core.errors import DomainError
+from core.errors import Refusal
 from db.schema import users
 from models.actor import Actor, Jurisdiction
 
@@ -44,9 +44,9 @@ async def require_actor(session: AsyncSession, user_id: str) -> Actor:
     """The actor for an active user, or a refusal naming the user."""
     user = await get(session, user_id)
     if user is None:
-        raise DomainError("UnknownUser", f"user {user_id!r} is not registered")
+        raise Refusal("UnknownUser", f"user {user_id!r} is not registered")
     if not user.active:
-        raise DomainError("UserDisabled", f"user {user_id!r} is disabled")
+        raise Refusal("UserDisabled", f"user {user_id!r} is disabled")
     return user.actor()
 
 
@@ -54,7 +54,7 @@ async def confirm_actor(session: AsyncSession, actor: Actor) -> None:
     """Refuse an action whose actor does not match the users table now (role or jurisdiction changed)."""
     current = await require_actor(session, actor.user_id)
     if current != actor:
-        raise DomainError(
+        raise Refusal(
             "ActorMismatch",
             f"user {actor.user_id!r} acted as {actor.role} of {actor.jurisdiction}, but the users table says "
             f"{current.role} of {current.jurisdiction}",

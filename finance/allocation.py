@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from core.errors import DomainError
+from core.errors import Refusal
 from models.finance import TranchePlan
 from models.household import Household
 
@@ -84,7 +84,7 @@ def plan_allocation(
     """(source, amount) pieces adding up to `need`, drawn tier by tier; refused if the eligible sources
     together hold less than `need`."""
     if need <= 0:
-        raise DomainError("InvalidAmount", f"entitlement must be positive, got {need}")
+        raise Refusal("InvalidAmount", f"entitlement must be positive, got {need}")
     pieces: list[tuple[str, int]] = []
     used: set[str] = set()
     remaining = need
@@ -105,7 +105,7 @@ def plan_allocation(
             if remaining == 0:
                 return pieces
     eligible_codes = sorted(used)
-    raise DomainError(
+    raise Refusal(
         "InsufficientFunds",
         f"household {h.code} needs {need:,} đồng; the sources policy {policy.programme}/{policy.version} allows "
         f"({', '.join(eligible_codes) or 'none'}) have {need - remaining:,} free for it",

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core.errors import DomainError
+from core.errors import Refusal
 from core.signing import SigningRing
 from db import access
 from db import account_changes as trail
@@ -37,7 +37,7 @@ async def _require_admin(session: AsyncSession, by: str) -> None:
         return
     admin = await users_db.get(session, by)
     if admin is None or not admin.active or admin.role != access.ACCOUNT_ADMIN_ROLE:
-        raise DomainError(
+        raise Refusal(
             "NotAllowed",
             f"user {by!r} is not an active {access.ACCOUNT_ADMIN_ROLE}: only an administrator changes accounts",
         )
@@ -50,7 +50,7 @@ def _set(stored: str) -> dict:
 async def add_user(session: AsyncSession, by: str, row: dict, password: str, *, signer: SigningRing) -> None:
     await _require_admin(session, by)
     if await users_db.get(session, row["user_id"]) is not None:
-        raise DomainError("UserExists", f"user {row['user_id']!r} is already registered (use 'users reset')")
+        raise Refusal("UserExists", f"user {row['user_id']!r} is already registered (use 'users reset')")
     await users_db.upsert(session, [row | {"active": True}])
     stored = await access.set_password(session, row["user_id"], password)
     await trail.record(
@@ -98,18 +98,18 @@ async def bootstrap(
     Checked under the trail's lock, so two first runs cannot both pass."""
     await trail.lock(session)
     if admins := await access.admins_with_credentials(session):
-        raise DomainError(
+        raise Refusal(
             "AdminExists",
             f"an administrator can already sign in ({', '.join(admins)}): ask them (starter.py users … --admin USER)",
         )
     user = await users_db.get(session, user_id)
     if user is None:
         if row is None:
-            raise DomainError("UnknownUser", f"user {user_id!r} is not registered: give --name and --agency")
+            raise Refusal("UnknownUser", f"user {user_id!r} is not registered: give --name and --agency")
         row = row | {"user_id": user_id, "role": access.ACCOUNT_ADMIN_ROLE, "active": True}
         await users_db.upsert(session, [row])
     elif user.role != access.ACCOUNT_ADMIN_ROLE or not user.active:
-        raise DomainError(
+        raise Refusal(
             "NotAllowed",
             f"user {user_id!r} is {user.role}{'' if user.active else ' (disabled)'}: "
             f"the first administrator must be an active {access.ACCOUNT_ADMIN_ROLE}",

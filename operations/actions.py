@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from temporalio.client import Client, WorkflowUpdateFailedError
-from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from archive.source import Found, Histories
 from archive.state import ReplayFailed, state_from_history
 from archive.store import HistoryArchive
-from core.errors import DomainError
+from core.errors import Refusal
 from core.signing import SigningRing, sign_input
 from db import households, users
 from db import policy as policy_db
@@ -37,29 +36,6 @@ UPDATES = {
 }
 
 
-class Refusal(Exception):
-    """The engine said no. `rule` names the rule (OutOfOrder, RoleNotAllowed, ...)."""
-
-    def __init__(self, rule: str, message: str) -> None:
-        super().__init__(message)
-        self.rule = rule
-        self.message = message
-
-    def __str__(self) -> str:
-        return f"{self.rule}: {self.message}"
-
-
-def refusal_from(err: Exception) -> Refusal:
-    cause = err.cause if isinstance(err, WorkflowUpdateFailedError) else err
-    if isinstance(cause, ApplicationError):
-        return Refusal(cause.type or "Refused", cause.message)
-    if isinstance(err, RPCError) and err.status == RPCStatusCode.NOT_FOUND:
-        if "completed" in err.message or "closing workflow" in err.message:  # closed, or closing as it came
-            return Refusal("Closed", "the household's file is closed (settled or cancelled): no step can be taken")
-        return Refusal("UnknownHousehold", "no workflow for this household: is it on an imported list?")
-    return Refusal("Error", str(cause or err))
-
-
 async def take_step(
     client: Client,
     sessions: Sessions,
@@ -77,10 +53,7 @@ async def take_step(
     """Take `step` as `user_id`, whom the calling front door has authenticated: the input goes to the
     household's workflow signed with the front door's ring (`signer`); the engine refuses it unsigned."""
     async with sessions() as session:
-        try:
-            actor = await users.require_actor(session, user_id)
-        except DomainError as err:
-            raise Refusal(err.type, err.message) from None
+        actor = await users.require_actor(session, user_id)
     if step not in UPDATES:
         raise Refusal("UnknownStep", f"{step.value!r} is recorded from the payment channel, not taken by an officer")
     update, input_type = UPDATES[step]
@@ -103,7 +76,7 @@ async def take_step(
     try:
         return await handle.execute_update(update, inp)
     except (WorkflowUpdateFailedError, RPCError) as err:
-        raise refusal_from(err) from None
+        raise Refusal.of(err) from None
 
 
 async def household_state(
@@ -126,7 +99,7 @@ async def household_state_from(
         return await handle.query(HouseholdWorkflow.state), "temporal"
     except RPCError as err:
         if sessions is None or archive is None or err.status != RPCStatusCode.NOT_FOUND:
-            raise refusal_from(err) from None
+            raise Refusal.of(err) from None
     found = await household_history(client, sessions, code, archive)
     return await _replayed(client, code, found), found.where
 
@@ -154,10 +127,8 @@ async def household_history(client: Client, sessions: Sessions, code: str, archi
     caller from its settings, trusting the witness's key: archive.source.open_archive). Refused as
     `HistoryMissing` for a registered household in neither place, `UnknownHousehold` for one never imported."""
     code = code.strip().upper()
-    try:
-        found = await Histories(client, archive).get(workflow_id_for(code))
-    except DomainError as err:  # the archive is signed and no witness key was given to check it
-        raise Refusal(err.type, err.message) from None
+    # Refused as WitnessKeyMissing when the archive is signed and no witness key was given to check it.
+    found = await Histories(client, archive).get(workflow_id_for(code))
     if found is not None:
         return found
     async with sessions() as session:

@@ -24,7 +24,7 @@ from typing import Literal
 import typer
 
 from cli.command import database, fail, run
-from core.errors import DomainError
+from core.errors import Refusal
 from core.settings import Settings, get_settings
 from db import access
 from db.engine import Sessions
@@ -39,7 +39,7 @@ TOKEN_STDIN = typer.Option(
 )
 
 
-class Unauthenticated(DomainError):
+class Unauthenticated(Refusal):
     def __init__(self, message: str) -> None:
         super().__init__(RULE, message)
 
@@ -104,7 +104,7 @@ async def authenticate(sessions: Sessions, user_id: str, credential: Credential,
 
 def require_role(user: User, roles: Collection[str], what: str) -> None:
     if user.role not in roles:
-        raise DomainError("NotAllowed", f"{user.user_id!r} is {user.role}: to {what} takes {' or '.join(roles)}")
+        raise Refusal("NotAllowed", f"{user.user_id!r} is {user.role}: to {what} takes {' or '.join(roles)}")
 
 
 async def sign_in_async(
@@ -133,6 +133,6 @@ def sign_in(
             user_id, password_stdin=password_stdin, token_stdin=token_stdin, env_token=settings.housing_token
         )
         return run(sign_in_async, user_id, credential, roles=roles, what=what)
-    except DomainError as e:
-        fail(f"{e.type}: {e.message}")
+    except Refusal as e:
+        fail(str(e))
         raise  # unreachable: fail() exits

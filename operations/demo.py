@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from temporalio.client import Client
 
+from core.errors import Refusal
 from core.signing import SigningRing
 from db import households
 from db.engine import Sessions
@@ -18,7 +19,7 @@ from models.finance import REPORTED_MILESTONES, TrancheStatus
 from models.household import Household, Stage, Step
 from models.state import HouseholdState
 from operations import sample
-from operations.actions import Refusal, household_state, take_step
+from operations.actions import household_state, take_step
 
 Action = tuple[Step, str, dict]  # step, user, keyword arguments for take_step
 

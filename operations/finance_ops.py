@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from datetime import date
 
-from core.errors import DomainError
+from core.errors import Refusal
 from db import finance as finance_db
 from db import ledger, users
 from db.engine import Sessions
@@ -24,16 +24,14 @@ def parse_dong(text: str) -> int:
     A comma is the Vietnamese decimal mark, and đồng have no fraction: '1.200,5' is refused, not rounded."""
     value = text.strip()
     if not re.fullmatch(r"\d+|\d{1,3}(?:([._ ])\d{3})(?:\1\d{3})*", value):
-        raise DomainError(
-            "InvalidAmount", f"{text!r} is not a whole number of đồng (thousands may be grouped with '.')"
-        )
+        raise Refusal("InvalidAmount", f"{text!r} is not a whole number of đồng (thousands may be grouped with '.')")
     return int(re.sub(r"[._ ]", "", value))
 
 
 async def _actor(session, user_id: str, roles: frozenset[str], what: str) -> Actor:
     actor = await users.require_actor(session, user_id)
     if actor.role not in roles:
-        raise DomainError("RoleNotAllowed", f"role {actor.role!r} may not {what} (allowed: {', '.join(sorted(roles))})")
+        raise Refusal("RoleNotAllowed", f"role {actor.role!r} may not {what} (allowed: {', '.join(sorted(roles))})")
     return actor
 
 
@@ -49,7 +47,7 @@ async def add_source(
     rules: dict | None = None,
 ) -> bool:
     if category not in CATEGORIES:
-        raise DomainError("InvalidCategory", f"category must be one of {', '.join(CATEGORIES)}, got {category!r}")
+        raise Refusal("InvalidCategory", f"category must be one of {', '.join(CATEGORIES)}, got {category!r}")
     checked = SourceRules.model_validate(rules or {})  # names the bad rule before anything is written
     async with sessions() as session, session.begin():
         await _actor(session, user_id, FINANCE_ROLES, "manage funding sources")
@@ -97,7 +95,7 @@ async def reimburse(
         actor = await _actor(session, user_id, FINANCE_ROLES, "reimburse district advances")
         owed = {r.advance_source: r for r in await finance_db.receivables(session)}
         if advance_source not in owed:
-            raise DomainError("NotAnAdvance", f"source {advance_source!r} is not a district advance to be reimbursed")
+            raise Refusal("NotAnAdvance", f"source {advance_source!r} is not a district advance to be reimbursed")
         r = owed[advance_source]
         key = f"reimbursement:{advance_source}:{ref}"
         if existing := await ledger.find_transfer(session, key):
@@ -108,7 +106,7 @@ async def reimburse(
             if amount <= 0:
                 return None, False
         if amount > r.outstanding:
-            raise DomainError(
+            raise Refusal(
                 "OverReimbursement",
                 f"{advance_source} is owed {r.outstanding:,} đồng; a reimbursement of {amount:,} would overpay it",
             )

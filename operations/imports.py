@@ -20,7 +20,7 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
-from core.errors import DomainError
+from core.errors import Refusal
 from db import finance as finance_db
 from db import households, policy, users
 from db.engine import Sessions
@@ -79,7 +79,7 @@ async def register(
         actor = await users.require_actor(session, user_id)
         current = await policy.current_workflow_policy(session, date.today())
         if actor.role not in current.import_roles:
-            raise DomainError("RoleNotAllowed", f"role {actor.role!r} may not import lists (policy {current.version})")
+            raise Refusal("RoleNotAllowed", f"role {actor.role!r} may not import lists (policy {current.version})")
         by_code, by_cccd = await households.existing(
             session, [r.household.code for r in rows], [r.household.cccd for r in rows]
         )

@@ -10,7 +10,7 @@ from datetime import date
 from sqlalchemy import insert, select
 from temporalio.client import Client, WorkflowUpdateFailedError
 
-from core.errors import DomainError
+from core.errors import Refusal
 from core.signing import SigningRing, sign_input
 from db import policy as policy_db
 from db import users
@@ -37,9 +37,9 @@ async def add_version(owner: Sessions, new: WorkflowPolicy, effective_from: date
         actor = await users.require_actor(session, user_id)
         current = await policy_db.current_workflow_policy(session, date.today())
         if actor.role not in current.policy_admin_roles:
-            raise DomainError("RoleNotAllowed", f"role {actor.role!r} may not publish workflow policies")
+            raise Refusal("RoleNotAllowed", f"role {actor.role!r} may not publish workflow policies")
         if await session.scalar(select(workflow_policies.c.version).where(workflow_policies.c.version == new.version)):
-            raise DomainError("PolicyExists", f"policy version {new.version} exists; versions are never edited")
+            raise Refusal("PolicyExists", f"policy version {new.version} exists; versions are never edited")
         await session.execute(
             insert(workflow_policies).values(
                 version=new.version, effective_from=effective_from, document=new.model_dump(mode="json")

@@ -60,6 +60,7 @@ def sandbox_runner() -> SandboxedWorkflowRunner:
             "workflows.rules",
             "workflows.search_attributes",
             "workflows.authn",
+            "core.errors",
             "core.signing",
             "cryptography",
         )

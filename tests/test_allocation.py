@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from core.errors import DomainError
+from core.errors import Refusal
 from finance.allocation import AllocationPolicy, SourceRules, SourceView, Tier, plan_allocation, split_into_tranches
 from models.actor import Actor, Jurisdiction
 from models.finance import Milestone, Piece, TranchePlan, TrancheSpec, TrancheState, TrancheStatus
 from models.household import Household, Stage, Step
-from workflows.rules import RuleViolation, Target, check_money, check_payout
+from workflows.rules import Target, check_money, check_payout
 
 M = 1_000_000
 POLICY = AllocationPolicy(
@@ -83,9 +83,9 @@ def test_others_start_at_the_pool_and_donations_fill_what_the_pool_lacks():
 
 def test_not_enough_in_every_eligible_source_is_refused_with_the_figures():
     empty = [src("NS", "provincial_budget", 10 * M), src("DON", "donation", 5 * M)]
-    with pytest.raises(DomainError) as e:
+    with pytest.raises(Refusal) as e:
         plan_allocation(household(None), 60 * M, empty, POLICY)
-    assert e.value.type == "InsufficientFunds"
+    assert e.value.rule == "InsufficientFunds"
     assert "60,000,000" in e.value.message and "15,000,000" in e.value.message
 
 
@@ -123,7 +123,7 @@ def tranches(*statuses: TrancheStatus, authorised_by=None) -> list[TrancheState]
 
 
 def refused(fn) -> str:
-    with pytest.raises(RuleViolation) as e:
+    with pytest.raises(Refusal) as e:
         fn()
     return e.value.rule
 

@@ -19,11 +19,12 @@ from temporalio.exceptions import ApplicationError
 from auditor.history import read_trail
 from core import signing
 from core.converter import DATA_CONVERTER
+from core.errors import Refusal
 from db import users
 from models import VerifyInput
 from models.household import Step
 from operations import sample
-from operations.actions import Refusal, household_state
+from operations.actions import household_state
 from runtime.stack import binary
 from tests.conftest import FRONT_DOOR, SEALED, enroll, make_households, running_worker, take_step, wait_until
 

@@ -21,7 +21,7 @@ from sqlalchemy.exc import DBAPIError
 from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 
-from core.errors import DomainError
+from core.errors import Refusal
 from core.settings import ROOT
 from db import access
 from db import account_changes as trail
@@ -600,7 +600,7 @@ async def test_only_an_administrator_changes_accounts_whatever_the_front_door(se
         lambda s: accounts.revoke_token(s, officer, officer, "mine", signer=FRONT_DOOR),
     ]
     for change in changes:
-        with pytest.raises(DomainError, match="only an administrator changes accounts"):
+        with pytest.raises(Refusal, match="only an administrator changes accounts"):
             async with sessions() as s, s.begin():
                 await change(s)
     async with sessions() as s:

@@ -26,7 +26,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.batches import BatchActivities
-from core.errors import DomainError
+from core.errors import Refusal
 from db import finance as finance_db
 from db import ledger
 from db import users as users_db
@@ -52,7 +52,7 @@ from models.finance import (
 )
 from models.household import BeneficiaryGroup, Stage, Step, SupportType
 from operations import finance_ops, payouts, reconciliation, sample
-from operations.actions import Refusal, household_state
+from operations.actions import household_state
 from operations.payouts import run_batch
 from operations.seed import seed_demo
 from tests.conftest import (
@@ -498,11 +498,11 @@ async def test_a_supplementary_list_is_imported_and_reported_under_its_own_decis
     assert await finance_ops.add_decision(
         sessions, sample.PROVINCE_USER, ref, supplements="270/QĐ-UBND", decided_on=date(2025, 6, 30), note="bổ sung"
     )
-    with pytest.raises(DomainError) as e:
+    with pytest.raises(Refusal) as e:
         await finance_ops.add_decision(
             sessions, sample.PROVINCE_USER, f"X{ref}", supplements="NO-SUCH", decided_on=None, note=None
         )
-    assert e.value.type == "UnknownDecision"
+    assert e.value.rule == "UnknownDecision"
     items = await enroll(client, sessions, task_queue, make_households(3, decision_ref=ref, support_type="repair"))
     async with sessions() as s:
         rec = await reconciliation.reconcile(s)
@@ -568,12 +568,12 @@ async def test_a_districts_advance_is_a_receivable_until_the_programme_reimburse
     assert (await owed()).outstanding == 60 * M
     assert await finance_ops.reimburse(sessions, "tc.nong", advance_source=advance, ref="r0") == (None, False)
     await finance_ops.receive(sessions, "tc.nong", source=payer, amount=100 * M, ref="giao dự toán")
-    with pytest.raises(DomainError) as e:
+    with pytest.raises(Refusal) as e:
         await finance_ops.reimburse(sessions, "tc.nong", advance_source=advance, ref="r1", amount=70 * M)
-    assert e.value.type == "OverReimbursement"
-    with pytest.raises(DomainError) as e:
+    assert e.value.rule == "OverReimbursement"
+    with pytest.raises(Refusal) as e:
         await finance_ops.reimburse(sessions, sample.VBSP_USER, advance_source=advance, ref="r1")
-    assert e.value.type == "RoleNotAllowed"
+    assert e.value.rule == "RoleNotAllowed"
     paid_back, new = await finance_ops.reimburse(sessions, "tc.nong", advance_source=advance, ref="r1")
     assert (paid_back.amount, paid_back.code, new) == (60 * M, "reimbursement", True)
     again, new = await finance_ops.reimburse(sessions, "tc.nong", advance_source=advance, ref="r1")
@@ -609,10 +609,10 @@ async def test_vbsp_loans_are_co_financing_recorded_apart_from_grant_money(
         (dict(amount=0, status="approved"), "InvalidAmount"),
         (dict(amount=10 * M, status="forgiven"), "InvalidLoanStatus"),
     ):
-        with pytest.raises(DomainError) as e:
+        with pytest.raises(Refusal) as e:
             await finance_ops.record_loan(sessions, sample.VBSP_USER, household_code=h.code, ref="bad", **kwargs)
-        assert e.value.type == rule
-    with pytest.raises(DomainError) as e:
+        assert e.value.rule == rule
+    with pytest.raises(Refusal) as e:
         await finance_ops.record_loan(
             sessions,
             sample.commune_user(h.district, h.commune),
@@ -621,7 +621,7 @@ async def test_vbsp_loans_are_co_financing_recorded_apart_from_grant_money(
             status="approved",
             ref="x",
         )
-    assert e.value.type == "RoleNotAllowed"
+    assert e.value.rule == "RoleNotAllowed"
     assert await transfers() == before  # loans never touch the grant ledger
     async with sessions() as s:
         rec = await reconciliation.reconcile(s)

@@ -25,11 +25,12 @@ from archive.schedule import archive_status, retention, set_retention
 from archive.store import ArchivedHistory, ArchiveUntrusted, PostgresArchive, sha256
 from archive.sweep import archive_run, backlog
 from archive.witness import Witness
+from core.errors import Refusal
 from core.settings import ROOT
 from core.signing import new_ring
 from models.archive import ArchiveSweepInput, ArchiveSweepResult
 from operations import sample
-from operations.actions import Refusal, household_history, household_state
+from operations.actions import household_history, household_state
 from operations.csv_list import to_csv
 from operations.imports import register
 from operations.seed import seed_demo

@@ -10,7 +10,7 @@ import sys
 import pytest
 from sqlalchemy import func, select
 
-from core.errors import DomainError
+from core.errors import Refusal
 from core.settings import ROOT
 from db.schema import households, import_batches
 from models.household import workflow_id_for
@@ -87,9 +87,9 @@ async def test_rows_outside_the_importers_jurisdiction_are_refused(sessions):
     with pytest.raises(ImportRejected) as caught:
         await register(sessions, data, "x.csv", sample.district_user("Hữu Lũng"))
     assert [str(p).split(":")[0] for p in caught.value.problems] == ["line 3, field district"]
-    with pytest.raises(DomainError) as denied:
+    with pytest.raises(Refusal) as denied:
         await register(sessions, data, "x.csv", sample.commune_user("Hữu Lũng", "Yên Thịnh"))
-    assert denied.value.type == "RoleNotAllowed"
+    assert denied.value.rule == "RoleNotAllowed"
 
 
 def test_vietnamese_terms_and_excel_bom_are_accepted():

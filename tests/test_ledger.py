@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import func, insert, select, text, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from core.errors import DomainError
+from core.errors import Refusal
 from db import ledger
 from db.schema import ledger_accounts, ledger_transfers
 from models.household import Step
@@ -156,7 +156,7 @@ async def test_concurrent_reservations_never_overcommit_a_source(scratch):
                     s, key=f"race-{i}", source="RACE", household_code=None, amount=60_000_000, memo="race"
                 )
                 return True
-            except DomainError as err:
+            except Refusal as err:
                 assert err.type == "InsufficientFunds"
                 return False
 

@@ -22,7 +22,7 @@ from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 from activities.channel_answers import verify_channel_record
 from activities.household import HouseholdActivities
 from core import signing
-from core.errors import DomainError
+from core.errors import Refusal
 from db import users
 from db.schema import audit_log, household_tranches, payments
 from finance.channel import HttpBank
@@ -370,7 +370,7 @@ async def test_verify_channel_record_refuses_an_answer_not_valid_when_asked(clie
         async with sessions() as s:
             await verify_channel_record(s, rec)
             await verify_channel_record(s, rec, now=datetime.now(UTC))
-            with pytest.raises(DomainError, match="expired"):
+            with pytest.raises(Refusal, match="expired"):
                 await verify_channel_record(s, rec, now=datetime.now(UTC) + timedelta(hours=1))
         await client.get_workflow_handle(h.workflow_id).terminate("test over")
 

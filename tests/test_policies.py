@@ -6,11 +6,11 @@ from datetime import date
 
 import pytest
 
-from core.errors import DomainError
+from core.errors import Refusal
 from db.policy import current_workflow_policy
 from models.household import Step
 from operations import sample
-from operations.actions import Refusal, household_state
+from operations.actions import household_state
 from operations.policies import add_version, push
 from tests.conftest import FRONT_DOOR, enroll, make_households, take_step
 
@@ -23,14 +23,14 @@ async def test_a_published_version_is_applied_to_households_in_flight(client, se
     steps[Step.VERIFY] = steps[Step.VERIFY].model_copy(update={"roles": ["district_officer"]})
     new = current.model_copy(update={"version": f"test-{items[0].code}", "steps": steps})
 
-    with pytest.raises(DomainError) as denied:
+    with pytest.raises(Refusal) as denied:
         await add_version(owner_sessions, new, date(2100, 1, 1), sample.district_user("Bắc Sơn"))
-    assert denied.value.type == "RoleNotAllowed"
+    assert denied.value.rule == "RoleNotAllowed"
 
     await add_version(owner_sessions, new, date(2100, 1, 1), sample.ADMIN_USER)  # future: today's policy unchanged
-    with pytest.raises(DomainError) as again:
+    with pytest.raises(Refusal) as again:
         await add_version(owner_sessions, new, date(2100, 1, 2), sample.ADMIN_USER)
-    assert again.value.type == "PolicyExists"
+    assert again.value.rule == "PolicyExists"
 
     ids = " OR ".join(f"WorkflowId='{h.workflow_id}'" for h in items)
     report = await push(

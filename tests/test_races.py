@@ -19,13 +19,14 @@ from temporalio.exceptions import ApplicationError
 from auditor.history import read_trail, read_trails
 from auditor.records import fetch_histories, household_workflow_ids, read_records
 from auditor.verify import verify
+from core.errors import Refusal
 from db import ledger
 from db import users as users_db
 from db.schema import audit_log, ledger_transfers, payments
 from models.finance import BatchAction, BatchSelection, PayoutBatchInput, TrancheStatus
 from models.household import Stage, Step, workflow_id_for
 from operations import payouts, sample
-from operations.actions import Refusal, household_state
+from operations.actions import household_state
 from operations.payouts import run_batch
 from operations.seed import seed_demo
 from tests.conftest import (

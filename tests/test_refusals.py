@@ -11,6 +11,7 @@ from temporalio.client import WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 
 from auditor.history import read_trail
+from core.errors import Refusal
 from core.signing import sign_input
 from db import users
 from db.policy import current_workflow_policy
@@ -18,7 +19,7 @@ from db.schema import audit_log, ledger_transfers
 from models import Actor, ApproveInput, Jurisdiction, SetPolicyInput, Stage, Step, VerifyInput
 from models.household import workflow_id_for
 from operations import sample
-from operations.actions import Refusal, household_state
+from operations.actions import household_state
 from operations.csv_list import to_csv
 from operations.imports import register, start_workflows
 from operations.policies import add_version

@@ -243,7 +243,7 @@ async def _restore_re_records_exactly_the_lost_steps_then_everything_agrees(clie
     codes, before = world["codes"], world["before"]
     with pytest.raises(RestoreRefused) as refused:
         await restore(scratch_owner, await trails(client, codes), operator=sample.FINANCE_USERS[0], reason="x")
-    assert refused.value.type == "OperatorNotAllowed"
+    assert refused.value.rule == "OperatorNotAllowed"
 
     dry = await restore(
         scratch_owner, await trails(client, codes), operator=sample.ADMIN_USER, reason="backup", dry_run=True
@@ -387,5 +387,5 @@ async def test_a_household_whose_rows_contradict_its_history_is_refused_as_a_for
         bound = async_sessionmaker(bind=conn, expire_on_commit=False, join_transaction_mode="create_savepoint")
         report = await restore(bound, await trails(client, [kept.code]), operator=sample.ADMIN_USER, reason="x")
         await tx.rollback()
-    assert report.restored == [] and [(c, e.type) for c, e in report.refused] == [(kept.code, "RestoreFork")]
+    assert report.restored == [] and [(c, e.rule) for c, e in report.refused] == [(kept.code, "RestoreFork")]
     assert "forked" in str(report.refused[0][1])

@@ -6,11 +6,12 @@ from datetime import UTC, datetime
 
 import pytest
 
+from core.errors import Refusal
 from models import Actor, Jurisdiction, Stage, Step, StepRule, VerifyInput, WorkflowPolicy
 from models.household import Household
 from models.records import MoneyOp, money_effect
 from models.state import TimelineEntry
-from workflows.rules import RuleViolation, check_action, check_actor, target_of
+from workflows.rules import check_action, check_actor, target_of
 
 H = Household(
     code="LS-1",
@@ -52,10 +53,10 @@ def test_each_stage_has_exactly_one_forward_step():
     assert target_of(Step.VERIFY, Stage.VERIFICATION, "x").to_stage is Stage.APPROVAL
     assert target_of(Step.SETTLE, Stage.SETTLEMENT, "x").to_stage is Stage.CLOSED
     for stage in (Stage.APPROVAL, Stage.CONSTRUCTION):
-        with pytest.raises(RuleViolation) as v:
+        with pytest.raises(Refusal) as v:
             target_of(Step.VERIFY, stage, "x")
         assert v.value.rule == "OutOfOrder"
-    with pytest.raises(RuleViolation):
+    with pytest.raises(Refusal):
         target_of(Step.CANCEL, Stage.CLOSED, "x")
 
 
@@ -73,7 +74,7 @@ def test_send_back_is_governed_by_the_rule_of_the_step_it_refuses():
     ],
 )
 def test_role_and_jurisdiction(who, rule):
-    with pytest.raises(RuleViolation) as v:
+    with pytest.raises(Refusal) as v:
         check(Step.VERIFY, Stage.VERIFICATION, who)
     assert v.value.rule == rule
 
@@ -90,17 +91,17 @@ def test_segregation_looks_at_who_last_took_the_paired_step():
         agency="a",
         audit_hash="h",
     )
-    with pytest.raises(RuleViolation) as v:
+    with pytest.raises(Refusal) as v:
         check(Step.APPROVE, Stage.APPROVAL, actor("u1"), timeline=[entry])
     assert v.value.rule == "SegregationOfDuties"
     assert check(Step.APPROVE, Stage.APPROVAL, actor("u2"), timeline=[entry]).to_stage is Stage.FUND_ALLOCATION
 
 
 def test_evidence_and_reason():
-    with pytest.raises(RuleViolation) as v:
+    with pytest.raises(Refusal) as v:
         check(Step.VERIFY, Stage.VERIFICATION, actor(), evidence=())
     assert v.value.rule == "EvidenceMissing"
-    with pytest.raises(RuleViolation) as v:
+    with pytest.raises(Refusal) as v:
         check(Step.CANCEL, Stage.VERIFICATION, actor(), evidence=())
     assert v.value.rule == "ReasonMissing"
     cancelled = check(Step.CANCEL, Stage.VERIFICATION, actor(), evidence=(), reason="đã chuyển đi")
@@ -176,12 +177,12 @@ def test_a_tranche_pair_is_judged_per_tranche_and_the_importer_per_policy():
             tranche=tranche,
         )
 
-    with pytest.raises(RuleViolation) as v:
+    with pytest.raises(Refusal) as v:
         release(1)
     assert v.value.rule == "SegregationOfDuties" and "tranche 1" in v.value.message
     release(2)  # another tranche: nothing this officer reported
     importer = actor(user="h1")
-    with pytest.raises(RuleViolation) as v:
+    with pytest.raises(Refusal) as v:
         check_action(
             step=Step.APPROVE,
             stage=Stage.APPROVAL,

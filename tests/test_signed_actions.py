@@ -25,6 +25,7 @@ from activities.household import HouseholdActivities
 from auditor.records import read_records
 from auditor.verify import verify
 from core import signing
+from core.errors import Refusal
 from core.signing import sign_input
 from db import signing_keys, users
 from db.policy import current_workflow_policy
@@ -34,7 +35,7 @@ from models.assertion import signed_input
 from models.finance import Milestone, ReleasePayoutInput, TrancheStatus
 from models.household import SupportType
 from operations import sample
-from operations.actions import Refusal, household_state, next_actions
+from operations.actions import household_state, next_actions
 from operations.csv_list import to_csv
 from operations.imports import register, start_workflows
 from operations.policies import add_version

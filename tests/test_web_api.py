@@ -14,7 +14,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from core.errors import DomainError
+from core.errors import Refusal
 from db import access, signing_keys
 from db import account_changes as account_trail
 from db import users as users_db
@@ -75,9 +75,9 @@ async def test_sign_in_sets_a_strict_cookie_and_throttles_guessing(web, sessions
 
 async def test_a_weak_password_is_refused_with_the_rule(sessions):
     async with sessions() as s:
-        with pytest.raises(DomainError, match="at least 10 characters"):
+        with pytest.raises(Refusal, match="at least 10 characters"):
             await access.set_password(s, sample.PROVINCE_USER, "short")
-        with pytest.raises(DomainError, match="must not contain the user name"):
+        with pytest.raises(Refusal, match="must not contain the user name"):
             await access.set_password(s, sample.PROVINCE_USER, f"xx{sample.PROVINCE_USER}xx")
         await s.rollback()
 

@@ -18,7 +18,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from core.errors import DomainError
+from core.errors import Refusal
 from db import access, signing_keys
 from db import account_changes as trail
 from db.schema import api_tokens, audit_log, household_tranches, households, web_sessions
@@ -314,13 +314,13 @@ async def test_a_revoked_token_is_refused_at_once_and_the_revocation_is_in_the_s
     assert whole.ok, whole.reason
     assert revoked_at is not None
     # A token is revoked once: a second revocation is refused, and leaves no row in the trail.
-    with pytest.raises(DomainError, match="has no live token named 'sync'"):
+    with pytest.raises(Refusal, match="has no live token named 'sync'"):
         async with sessions() as s, s.begin():
             await accounts.revoke_token(s, ADMIN, user, "sync", signer=FRONT_DOOR)
     async with sessions() as s:
         assert len(await trail.read(s, user_id=user)) == 4
     # Only an administrator revokes: another user's attempt is refused and the token lives on.
-    with pytest.raises(DomainError, match="only an administrator changes accounts"):
+    with pytest.raises(Refusal, match="only an administrator changes accounts"):
         async with sessions() as s, s.begin():
             await accounts.revoke_token(s, sample.PROVINCE_USER, user, "report", signer=FRONT_DOOR)
     assert await api_status(web["app"], token=kept) == (200, user)

@@ -21,7 +21,7 @@ from rich.table import Table
 from sqlalchemy import select
 
 from cli.command import database, fail, out, run
-from core.errors import DomainError
+from core.errors import Refusal
 from core.settings import Settings
 from core.signing import SigningKeyError, load_ring
 from db import access, signing_keys
@@ -48,8 +48,8 @@ def _act(fn):
     """Run `fn(settings)`; a refusal ends the command with its rule and a non-zero exit."""
     try:
         return run(fn)
-    except DomainError as e:
-        fail(f"{e.type}: {e.message}")
+    except Refusal as e:
+        fail(str(e))
     except SigningKeyError as e:  # no front-door ring here: nothing changed, since no change goes unsigned
         fail(str(e))
 

@@ -30,6 +30,7 @@ from archive.source import open_archive
 from auditor import timeline as timeline_view
 from auditor.history import read_trail
 from core.client import connect
+from core.errors import Refusal
 from core.settings import Settings, get_settings
 from core.signing import load_ring
 from db import access
@@ -40,7 +41,7 @@ from db.users import User
 from finance import callbacks
 from models.household import Stage, Step
 from operations import reports
-from operations.actions import UPDATES, Refusal, household_history, household_state, next_actions, take_step
+from operations.actions import UPDATES, household_history, household_state, next_actions, take_step
 from web import codec, pages
 from web.problems import STATUS, Problem, problem_handler, validation_handler
 
@@ -159,7 +160,7 @@ def create_app(
         async with request.app.state.sessions() as s, s.begin():
             outcome = await access.sign_in(s, body.user_id, body.password, client_addr, signer=request.app.state.signer)
         if outcome.refusal is not None:
-            raise Problem(outcome.refusal.type, outcome.refusal.message)
+            raise Problem(outcome.refusal.rule, outcome.refusal.message)
         token, who = outcome.token, outcome.who
         assert token is not None and who is not None
         response.set_cookie(

@@ -24,6 +24,7 @@ from archive.source import open_archive
 from auditor import timeline as timeline_view
 from auditor.history import read_trail
 from auditor.live import verify_live
+from core.errors import Refusal
 from core.settings import Settings
 from db import access
 from db import policy as policy_db
@@ -32,7 +33,7 @@ from db.schema import households
 from models.finance import BatchAction, BatchSelection, PayoutBatchInput
 from models.household import Stage, Step
 from operations import payouts, reconciliation, reports
-from operations.actions import Refusal, household_view, next_actions, take_step
+from operations.actions import household_view, next_actions, take_step
 from operations.reports import VIETNAM
 from web.i18n import Words
 
@@ -106,7 +107,7 @@ def router(settings: Settings, cookie: str) -> APIRouter:
         async with request.app.state.sessions() as s, s.begin():
             outcome = await access.sign_in(s, user_id.strip(), password, client, signer=request.app.state.signer)
         if outcome.refusal is not None:
-            message = f"{outcome.refusal.type}: {outcome.refusal.message}"
+            message = f"{outcome.refusal.rule}: {outcome.refusal.message}"
             return RedirectResponse("/login?error=" + quote(message), status_code=303)
         resp = RedirectResponse("/", status_code=303)
         resp.set_cookie(

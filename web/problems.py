@@ -6,7 +6,7 @@ from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from operations.actions import Refusal
+from core.errors import Refusal
 
 # The HTTP status for each rule the engine (or the sign-in) can answer with; anything else is 409: the
 # request was understood and the household's state does not allow it.

@@ -13,9 +13,9 @@ from collections.abc import Collection
 from datetime import datetime
 
 from core import signing
+from core.errors import Refusal
 from models.assertion import OFFICERS, ActionAssertion, input_digest
 from models.household import Household
-from workflows.rules import RuleViolation
 
 RULE = "Unauthenticated"
 
@@ -28,8 +28,8 @@ def batch_step(action: str) -> str:
     return f"payout_batch:{action}"
 
 
-def _refuse(message: str) -> RuleViolation:
-    return RuleViolation(RULE, message)
+def _refuse(message: str) -> Refusal:
+    return Refusal(RULE, message)
 
 
 def check_step(

@@ -22,6 +22,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 with workflow.unsafe.imports_passed_through():
     from activities.household import HouseholdActivities
     from activities.payments import PaymentActivities
+    from core.errors import Refusal
     from models import (
         AcceptInput,
         AcceptResult,
@@ -293,8 +294,8 @@ class HouseholdWorkflow:
     def _check_policy_change(self, inp: SetPolicyInput) -> None:
         try:
             rules.check_policy_change(inp.actor, self._policy.policy_admin_roles)
-        except rules.RuleViolation as v:
-            raise ApplicationError(v.message, type=v.rule, non_retryable=True) from None
+        except Refusal as v:
+            raise v.application_error() from None
 
     def _apply_policy(self, inp: SetPolicyInput) -> SetPolicyResult:
         previous = self._policy.version
@@ -317,8 +318,8 @@ class HouseholdWorkflow:
                 seen=self._nonces,
                 household=self._household,
             )
-        except rules.RuleViolation as v:
-            raise ApplicationError(v.message, type=v.rule, non_retryable=True) from None
+        except Refusal as v:
+            raise v.application_error() from None
 
     def _unused_assertion(self, inp) -> tuple[ActionAssertion | None, dict | None]:
         """Under the lock, in the handler: the step's assertion and the input it covers, for the record. Two
@@ -436,8 +437,8 @@ class HouseholdWorkflow:
                 milestone=getattr(inp, "milestone", None),
                 actor=inp.actor,
             )
-        except rules.RuleViolation as v:
-            raise ApplicationError(v.message, type=v.rule, non_retryable=True) from None
+        except Refusal as v:
+            raise v.application_error() from None
 
     async def _payout_step(
         self,
@@ -760,8 +761,8 @@ class HouseholdWorkflow:
             )
             rules.check_money(step, target, self._state.tranches, self._household.code)
             return target
-        except rules.RuleViolation as v:
-            raise ApplicationError(v.message, type=v.rule, non_retryable=True) from None
+        except Refusal as v:
+            raise v.application_error() from None
 
     async def _act(self, step: Step, inp: ActionInput, result_type: type[R]) -> R:
         async with self._lock:

@@ -1,6 +1,6 @@
 """The engine's rules for taking a step, as pure functions (no Temporal, no I/O).
 
-Each refusal names its rule in `RuleViolation.rule`; the workflow turns it into an ApplicationError
+Each refusal names its rule in `Refusal.rule` (core/errors.py); the workflow turns it into an ApplicationError
 of that type, so a caller, a test or an auditor can tell the refusals apart.
 """
 
@@ -9,19 +9,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from core.errors import Refusal
 from models.actions import ActionInput
 from models.actor import Actor
 from models.finance import REPORTED_MILESTONES, Milestone, TrancheState, TrancheStatus
 from models.household import FORWARD, FUNDED_STAGES, PREVIOUS, Household, Stage, Step
 from models.policy import WorkflowPolicy
 from models.state import TimelineEntry
-
-
-class RuleViolation(Exception):
-    def __init__(self, rule: str, message: str) -> None:
-        super().__init__(message)
-        self.rule = rule
-        self.message = message
 
 
 @dataclass(frozen=True)
@@ -34,19 +28,17 @@ class Target:
 def target_of(step: Step, stage: Stage, household_code: str) -> Target:
     """Where `step` leads from `stage`, or why it may not be taken now (rule OutOfOrder)."""
     if stage.terminal:
-        raise RuleViolation("OutOfOrder", f"household {household_code} is {stage.value}: no step can be taken")
+        raise Refusal("OutOfOrder", f"household {household_code} is {stage.value}: no step can be taken")
     if step is Step.CANCEL:
         return Target(Stage.CANCELLED, Step.CANCEL)
     if step is Step.SEND_BACK:
         if stage not in PREVIOUS:
-            raise RuleViolation(
-                "OutOfOrder", f"household {household_code} is in {stage.value}: there is no earlier stage"
-            )
+            raise Refusal("OutOfOrder", f"household {household_code} is in {stage.value}: there is no earlier stage")
         # Sending back is the reviewer's refusal of the stage's step, so that step's roles decide.
         return Target(PREVIOUS[stage], FORWARD[stage][0])
     expected, to_stage = FORWARD[stage]
     if step is not expected:
-        raise RuleViolation(
+        raise Refusal(
             "OutOfOrder",
             f"step {step.value!r} is out of order: household {household_code} is in stage "
             f"{stage.value!r}, whose next step is {expected.value!r}",
@@ -77,7 +69,7 @@ def check_action(
         imported_by=imported_by,
     )
     if step in (Step.SEND_BACK, Step.CANCEL) and not (action.reason and action.reason.strip()):
-        raise RuleViolation("ReasonMissing", f"step {step.value!r} needs a reason")
+        raise Refusal("ReasonMissing", f"step {step.value!r} needs a reason")
     return target
 
 
@@ -97,16 +89,16 @@ def check_actor(
     (a payout step: on its `tranche`; `imported_by`: who imported the household's list)."""
     governing = governing_step or step
     if governing not in policy.steps:
-        raise RuleViolation("RoleNotAllowed", f"policy {policy.version} lets no one take step {step.value!r}")
+        raise Refusal("RoleNotAllowed", f"policy {policy.version} lets no one take step {step.value!r}")
     rule = policy.rule(governing)
     if actor.role not in rule.roles:
-        raise RuleViolation(
+        raise Refusal(
             "RoleNotAllowed",
             f"role {actor.role!r} may not take step {step.value!r} (policy {policy.version} allows: "
             f"{', '.join(rule.roles)})",
         )
     if not actor.jurisdiction.covers(household):
-        raise RuleViolation(
+        raise Refusal(
             "OutsideJurisdiction",
             f"user {actor.user_id} ({actor.jurisdiction}) has no jurisdiction over household {household.code} "
             f"({household.province} / {household.district} / {household.commune})",
@@ -114,7 +106,7 @@ def check_actor(
     _check_segregation(step, actor, policy, timeline, household.code, tranche)
     _check_importer(step, actor, policy, household.code, imported_by)
     if rule.evidence_required and step not in (Step.SEND_BACK, Step.CANCEL) and not evidence:
-        raise RuleViolation("EvidenceMissing", f"step {step.value!r} needs at least one evidence document reference")
+        raise Refusal("EvidenceMissing", f"step {step.value!r} needs at least one evidence document reference")
 
 
 _PAYOUT_NEEDS = {
@@ -135,45 +127,45 @@ def check_payout(
 ) -> TrancheState:
     """The tranche a payout step acts on, or why it may not (order of payout steps, separation of duties)."""
     if stage.terminal:
-        raise RuleViolation("OutOfOrder", f"household {household_code} is {stage.value}: no step can be taken")
+        raise Refusal("OutOfOrder", f"household {household_code} is {stage.value}: no step can be taken")
     if not tranches:
-        raise RuleViolation(
+        raise Refusal(
             "NoTranches", f"household {household_code} has no tranches (not allocated, or allocated before tranches)"
         )
     if step is Step.REPORT_PROGRESS:
         if stage is not Stage.CONSTRUCTION:
-            raise RuleViolation(
+            raise Refusal(
                 "OutOfOrder",
                 f"progress is reported during construction; household {household_code} is in {stage.value}",
             )
         if milestone not in REPORTED_MILESTONES:
-            raise RuleViolation("UnknownMilestone", f"milestone {milestone} is not reported by the commune")
+            raise Refusal("UnknownMilestone", f"milestone {milestone} is not reported by the commune")
         match = [t for t in tranches if t.milestone is milestone]
         if not match:
             plan = ", ".join(t.milestone.value for t in tranches)
-            raise RuleViolation(
+            raise Refusal(
                 "UnknownMilestone",
                 f"household {household_code}'s tranches fall due at {plan}, not at {milestone.value}",
             )
         if match[0].status is not TrancheStatus.PLANNED:
-            raise RuleViolation(
+            raise Refusal(
                 "OutOfOrder", f"milestone {milestone.value} of household {household_code} was already reported"
             )
         return match[0]
     if stage not in FUNDED_STAGES:
-        raise RuleViolation("OutOfOrder", f"household {household_code} is in {stage.value}: nothing to pay")
+        raise Refusal("OutOfOrder", f"household {household_code} is in {stage.value}: nothing to pay")
     current = next((t for t in tranches if t.n == tranche), None)
     if current is None:
-        raise RuleViolation("UnknownTranche", f"household {household_code} has no tranche {tranche}")
+        raise Refusal("UnknownTranche", f"household {household_code} has no tranche {tranche}")
     needed = _PAYOUT_NEEDS[step]
     if current.status is not needed:
-        raise RuleViolation(
+        raise Refusal(
             "OutOfOrder",
             f"tranche {tranche} of household {household_code} is {current.status.value}; "
             f"step {step.value!r} needs it {needed.value}",
         )
     if step is Step.RELEASE_PAYOUT and current.authorised_by == actor.user_id:
-        raise RuleViolation(
+        raise Refusal(
             "SegregationOfDuties",
             f"user {actor.user_id} authorised tranche {tranche} of household {household_code} and may not also "
             "release it",
@@ -189,21 +181,21 @@ def check_money(step: Step, target: Target, tranches: Sequence[TrancheState], ho
     if step is Step.SETTLE:
         unpaid = [t.n for t in tranches if t.status is not TrancheStatus.PAID]
         if unpaid:
-            raise RuleViolation(
+            raise Refusal(
                 "PaymentsOutstanding",
                 f"household {household_code}: tranche(s) {', '.join(map(str, unpaid))} not confirmed paid; "
                 "settlement counts only confirmed money",
             )
     if target.to_stage not in FUNDED_STAGES and step in (Step.SEND_BACK, Step.CANCEL):
         if in_flight:
-            raise RuleViolation(
+            raise Refusal(
                 "PaymentInFlight",
                 f"household {household_code}: tranche(s) {', '.join(map(str, in_flight))} are with the payment "
                 "channel; wait for its answer",
             )
         paid = [t.n for t in tranches if t.status is TrancheStatus.PAID]
         if step is Step.SEND_BACK and paid:
-            raise RuleViolation(
+            raise Refusal(
                 "PaymentsMade",
                 f"household {household_code}: tranche(s) {', '.join(map(str, paid))} are paid; the allocation "
                 "cannot be redone",
@@ -228,7 +220,7 @@ def _check_segregation(
     for first, second in policy.distinct_actors:
         other = _other(step, first, second)
         if other is not None and latest.get(other) == actor.user_id:
-            raise RuleViolation(
+            raise Refusal(
                 "SegregationOfDuties",
                 f"user {actor.user_id} took step {other.value!r} on household {code} and may not also take "
                 f"step {step.value!r}",
@@ -236,7 +228,7 @@ def _check_segregation(
     for first, second in policy.distinct_per_tranche:
         other = _other(step, first, second)
         if other is not None and tranche is not None and latest_on_tranche.get((other, tranche)) == actor.user_id:
-            raise RuleViolation(
+            raise Refusal(
                 "SegregationOfDuties",
                 f"user {actor.user_id} took step {other.value!r} on tranche {tranche} of household {code} and may "
                 f"not also take step {step.value!r} on it",
@@ -249,7 +241,7 @@ def _other(step: Step, first: Step, second: Step) -> Step | None:
 
 def _check_importer(step: Step, actor: Actor, policy: WorkflowPolicy, code: str, imported_by: str | None) -> None:
     if imported_by is not None and step in policy.importer_may_not and actor.user_id == imported_by:
-        raise RuleViolation(
+        raise Refusal(
             "SegregationOfDuties",
             f"user {actor.user_id} imported the list household {code} is on and may not also take step "
             f"{step.value!r} on it",
@@ -267,7 +259,7 @@ def payout_tranche(
 
 def check_policy_change(actor: Actor, admin_roles: Sequence[str]) -> None:
     if actor.role not in admin_roles:
-        raise RuleViolation("RoleNotAllowed", f"role {actor.role!r} may not change the workflow policy")
+        raise Refusal("RoleNotAllowed", f"role {actor.role!r} may not change the workflow policy")
 
 
 @dataclass(frozen=True)
@@ -318,7 +310,7 @@ def allowed_actions(
                 imported_by=imported_by,
             )
             check_money(step, target, tranches, household.code)
-        except RuleViolation:
+        except Refusal:
             continue
         options.append(Option(step))
     for step in (Step.REPORT_PROGRESS, Step.AUTHORISE_PAYOUT, Step.RELEASE_PAYOUT):
@@ -344,7 +336,7 @@ def allowed_actions(
                     milestone=milestone,
                     actor=actor,
                 )
-            except RuleViolation:
+            except Refusal:
                 continue
             options.append(Option(step, tranche=None if milestone else t.n, milestone=milestone))
     return options

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from core.errors import Refusal
 from db import users
 from db.policy import current_workflow_policy
 from db.schema import outbox
@@ -22,7 +23,6 @@ from models import Stage
 from models.finance import BatchAction, BatchSelection, PayoutBatchInput, TrancheStatus
 from models.household import Step
 from operations import payouts, policies, sample
-from operations.actions import Refusal
 from tests.conftest import (
     BankProcess,
     drive_one,
