@@ -43,6 +43,7 @@ from archive.schedule import SCHEDULE_ID, archive_status, set_retention
 from archive.source import open_archive
 from archive.witness import KEY_PREFIX as WITNESS_KEY_PREFIX
 from archive.witness import ensure_witness_keys, write_public_key_file
+from archive.workflow import HistoryArchiveWorkflow
 from auditor import cli as auditor_cli
 from auditor.live import verify_live
 from cli.command import database, err, fail, out, run
@@ -79,7 +80,6 @@ from runtime.migrate import migrate as apply_migrations
 from runtime.stack import Stack, StackError
 from runtime.worker import ensure_search_attributes
 from web import accounts as web_accounts
-from workflows.archive import HistoryArchiveWorkflow
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Housing-support programme engine")
 stack_app = typer.Typer(no_args_is_help=True, help="The embedded stack: PostgreSQL, Temporal dev server, worker")

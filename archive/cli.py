@@ -13,11 +13,11 @@ from rich.table import Table
 
 from archive.schedule import SCHEDULE_ID, ArchiveStatus, archive_status
 from archive.source import open_archive
+from archive.workflow import HistoryArchiveWorkflow
 from cli.command import database, err, fail, out, run
 from core.client import connect
 from core.settings import Settings
 from models.archive import ArchiveSweepInput, ArchiveSweepResult
-from workflows.archive import HistoryArchiveWorkflow
 
 app = typer.Typer(no_args_is_help=True, help="The history archive: status, and a sweep now")
 

@@ -24,9 +24,9 @@ from temporalio.client import (
 
 from archive.store import ArchiveCounts, HistoryArchive
 from archive.sweep import backlog
+from archive.workflow import HistoryArchiveWorkflow
 from core.settings import Settings
 from models.archive import ArchiveSweepInput
-from workflows.archive import HistoryArchiveWorkflow
 
 SCHEDULE_ID = "history-archive"
 

@@ -24,9 +24,9 @@ from temporalio.worker import Interceptor, Replayer
 from auditor.archive import read_history
 from core.codec import KeyRing, for_reading, with_codec
 from core.converter import DATA_CONVERTER
-from runtime.worker import workflow_runner
 from workflows.batch import PayoutBatchWorkflow
 from workflows.household import HouseholdWorkflow
+from workflows.runner import workflow_runner
 
 
 @dataclass(frozen=True)

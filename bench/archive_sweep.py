@@ -31,12 +31,12 @@ from archive.source import open_archive
 from archive.store import PostgresArchive
 from archive.sweep import backlog
 from archive.witness import load_witness
+from archive.workflow import HistoryArchiveWorkflow
 from bench.replay_throughput import cpu_model
 from core.client import connect
 from core.settings import get_settings
 from db.engine import make_engine, make_sessions
 from models.archive import ArchiveSweepInput
-from workflows.archive import HistoryArchiveWorkflow
 
 HERE = Path(__file__).parent
 

@@ -1,4 +1,4 @@
-"""Input and result of the history archive's sweep (workflows/archive.py, archive/sweep.py)."""
+"""Input and result of the history archive's sweep (archive/workflow.py, archive/sweep.py)."""
 
 from __future__ import annotations
 

@@ -8,23 +8,21 @@ from typing import Any
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
 from temporalio.client import Client
-from temporalio.converter import DataConverter
 from temporalio.service import RPCError
-from temporalio.worker import UnsandboxedWorkflowRunner, Worker, WorkflowRunner
-from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+from temporalio.worker import Worker
 
 from activities.batches import BatchActivities
 from activities.household import HouseholdActivities
 from activities.payments import PaymentActivities
 from archive.store import PostgresArchive
 from archive.sweep import ArchiveActivities
+from archive.workflow import HistoryArchiveWorkflow
 from core.settings import Settings
 from db.engine import Sessions
 from finance.channel import HttpBank, PaymentChannel
-from runtime.runner import ContextFreeRunner, context_free
-from workflows.archive import HistoryArchiveWorkflow
 from workflows.batch import PayoutBatchWorkflow
 from workflows.household import HouseholdWorkflow
+from workflows.runner import workflow_runner
 from workflows.search_attributes import ALL as SEARCH_ATTRIBUTES
 
 
@@ -47,31 +45,6 @@ async def ensure_search_attributes(client: Client, namespace: str = "default") -
             )
         )
     return missing
-
-
-def sandbox_runner() -> SandboxedWorkflowRunner:
-    # Our models and pydantic are deterministic; passing them through avoids re-importing them per run.
-    return SandboxedWorkflowRunner(
-        restrictions=SandboxRestrictions.default.with_passthrough_modules(
-            "models",
-            "pydantic",
-            "pydantic_core",
-            "annotated_types",
-            "workflows.rules",
-            "workflows.search_attributes",
-            "workflows.authn",
-            "core.errors",
-            "core.signing",
-            "cryptography",
-        )
-    )
-
-
-def workflow_runner(converter: DataConverter, *, sandbox: bool = True) -> WorkflowRunner:
-    """The sandbox (or none, for the auditors' replay), answering the worker's per-payload context questions
-    itself when `converter` takes no context (runtime/runner.py)."""
-    inner = sandbox_runner() if sandbox else UnsandboxedWorkflowRunner()
-    return ContextFreeRunner(inner) if context_free(converter) else inner
 
 
 class ChannelNotConfigured(RuntimeError):

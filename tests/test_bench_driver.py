@@ -16,8 +16,8 @@ from bench.baseline import BaselineWorkflow, noop
 from bench.driver import STEPS_PER_HOUSEHOLD, run_baseline, run_ours
 from db.schema import households
 from models.household import workflow_id_for
-from runtime.worker import sandbox_runner
 from tests.conftest import FRONT_DOOR, make_households, running_worker
+from workflows.runner import sandbox_runner
 
 # What a household on the driver's path costs in Temporal calls: 17 activities completed (the 13 that record
 # a step are local activities), 11 updates, 2 signals. The baseline takes the same, its activities regular

@@ -25,6 +25,7 @@ from archive.schedule import archive_status, retention, set_retention
 from archive.store import ArchivedHistory, ArchiveUntrusted, PostgresArchive, sha256
 from archive.sweep import archive_run, backlog
 from archive.witness import Witness
+from archive.workflow import HistoryArchiveWorkflow
 from core.errors import Refusal
 from core.settings import ROOT
 from core.signing import new_ring
@@ -43,7 +44,6 @@ from tests.conftest import (
     token_for,
     wait_until,
 )
-from workflows.archive import HistoryArchiveWorkflow
 
 
 async def sweep(client: Client, task_queue: str) -> ArchiveSweepResult:

@@ -15,10 +15,10 @@ from temporalio.worker import Replayer
 
 from auditor.history import LOCAL_ACTIVITY_MARKER, read_trail
 from core.codec import for_reading
-from runtime.worker import workflow_runner
 from tests.conftest import SEALED
 from workflows.batch import PayoutBatchWorkflow
 from workflows.household import SIGNED_PATCH, HouseholdWorkflow
+from workflows.runner import workflow_runner
 
 HERE = Path(__file__).parent / "histories"
 HISTORIES = sorted(HERE.glob("*.json"))

@@ -40,10 +40,10 @@ from operations.csv_list import to_csv
 from operations.imports import register, start_workflows
 from operations.policies import add_version
 from operations.signing_keys import public_keys
-from runtime.worker import workflow_runner
 from tests.conftest import FRONT_DOOR, SEALED, enroll, make_households, take_step, wait_until
 from tests.test_audit import trails_of
 from workflows.household import HouseholdWorkflow
+from workflows.runner import workflow_runner
 
 DISTRICT_NAME, COMMUNE_NAME = "Văn Quan", "Tràng Các"
 COMMUNE = sample.commune_user(DISTRICT_NAME, COMMUNE_NAME)

@@ -37,6 +37,7 @@ from archive.witness import (
     load_witness,
     read_public_keys,
 )
+from archive.workflow import HistoryArchiveWorkflow
 from auditor.records import Records
 from auditor.verify import KINDS, verify
 from core import keyfiles
@@ -47,7 +48,6 @@ from db.schema import workflow_histories as wh
 from models.archive import ArchiveSweepInput
 from operations.seed import seed_demo
 from tests.conftest import drive_one, enroll, make_households, running_worker, wait_until
-from workflows.archive import HistoryArchiveWorkflow
 
 
 async def _archive_run(client, archive: PostgresArchive, workflow_id: str) -> None:

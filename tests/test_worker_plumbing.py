@@ -1,5 +1,5 @@
 """What the worker adds to the SDK's plumbing: the runner that answers serialization-context questions itself
-(runtime/runner.py), used only where no context can change a payload, and one payload converter for the process
+(workflows/runner.py), used only where no context can change a payload, and one payload converter for the process
 (core/converter.py)."""
 
 from __future__ import annotations
@@ -12,9 +12,8 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from core.converter import DATA_CONVERTER, SharedPydanticPayloadConverter
 from models import Actor, Jurisdiction, VerifyInput
-from runtime.runner import ContextFreeRunner, context_free
-from runtime.worker import workflow_runner
 from tests.conftest import SEALED
+from workflows.runner import ContextFreeRunner, context_free, workflow_runner
 
 
 class _PerWorkflowKeys(PayloadCodec, WithSerializationContext):

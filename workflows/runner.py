@@ -1,4 +1,5 @@
-"""A workflow runner that answers the worker's serialization-context questions without entering the workflow.
+"""How the engine's workflows run: the sandbox (`sandbox_runner`), and a runner that answers the worker's
+serialization-context questions without entering the workflow.
 
 For every payload sequence it encodes or decodes on a workflow's behalf, the SDK asks the workflow instance
 which serialization context applies (for the payload codec and external storage). In the sandbox each
@@ -6,7 +7,7 @@ answer is an `exec` inside the sandbox with its importer applied; it was 16 % of
 (py-spy, 2026-11-23), plus a converter cloned per activity command. Our codec takes no context and we keep
 no payloads in external storage, so the answer cannot change a byte: the runner answers "none" (the worker's
 own converter) and "this workflow" at once. `context_free(converter)` is the condition, checked wherever
-the runner is built.
+the runner is built (`workflow_runner`: the worker, the replayer, the auditors' replay).
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from temporalio.converter import (
     StorageDriverWorkflowInfo,
     WithSerializationContext,
 )
-from temporalio.worker import WorkflowInstance, WorkflowInstanceDetails, WorkflowRunner
+from temporalio.worker import UnsandboxedWorkflowRunner, WorkflowInstance, WorkflowInstanceDetails, WorkflowRunner
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 
 def context_free(converter: DataConverter) -> bool:
@@ -72,3 +74,28 @@ class _ContextFreeInstance(WorkflowInstance):
 
     def get_thread_id(self) -> int | None:
         return self._inner.get_thread_id()
+
+
+def sandbox_runner() -> SandboxedWorkflowRunner:
+    # Our models and pydantic are deterministic; passing them through avoids re-importing them per run.
+    return SandboxedWorkflowRunner(
+        restrictions=SandboxRestrictions.default.with_passthrough_modules(
+            "models",
+            "pydantic",
+            "pydantic_core",
+            "annotated_types",
+            "workflows.rules",
+            "workflows.search_attributes",
+            "workflows.authn",
+            "core.errors",
+            "core.signing",
+            "cryptography",
+        )
+    )
+
+
+def workflow_runner(converter: DataConverter, *, sandbox: bool = True) -> WorkflowRunner:
+    """The sandbox (or none, for the auditors' replay), answering the worker's per-payload context questions
+    itself when `converter` takes no context (ContextFreeRunner above)."""
+    inner = sandbox_runner() if sandbox else UnsandboxedWorkflowRunner()
+    return ContextFreeRunner(inner) if context_free(converter) else inner
