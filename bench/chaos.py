@@ -41,8 +41,6 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy import select
-from sqlalchemy.engine import make_url
 
 from auditor.history import Trail, read_trails
 from auditor.records import fetch_histories
@@ -51,9 +49,8 @@ from core.client import connect
 from core.errors import Refusal
 from core.settings import ROOT, Settings
 from core.signing import SigningRing, load_ring
-from db import ledger
-from db.engine import make_engine, make_sessions
-from db.schema import household_tranches, households, ledger_transfers
+from db import households, ledger
+from db.engine import make_engine, make_sessions, make_url
 from models.finance import TrancheStatus
 from models.household import Household, Stage, Step, workflow_id_for
 from models.state import HouseholdState
@@ -527,14 +524,13 @@ async def run_checks(
     checks: list[Check] = []
     trails = await read_history(client, codes)
     async with sessions() as s:
-        rm = {r.code: r for r in await s.execute(select(households).where(households.c.code.in_(codes)))}
+        rm = {r.code: r for r in await households.rows_of(s, codes)}
         tranches = defaultdict(dict)
-        for r in await s.execute(select(household_tranches).where(household_tranches.c.household_code.in_(codes))):
+        for r in await households.tranche_rows_of(s, codes):
             tranches[r.household_code][r.tranche] = r
-        t = ledger_transfers.c
         posted: dict[tuple[str, int], int] = defaultdict(int)
         posted_n: dict[tuple[str, int], int] = defaultdict(int)
-        for r in await s.execute(select(t.household_code, t.tranche, t.amount).where(t.kind == "post_pending")):
+        for r in await ledger.posted_pieces(s):
             if r.household_code in wanted:
                 posted[(r.household_code, r.tranche)] += r.amount
                 posted_n[(r.household_code, r.tranche)] += 1

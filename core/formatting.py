@@ -46,3 +46,10 @@ def moment(at: datetime | None, *, seconds: bool = False) -> str:
     if at is None:
         return ""
     return local(at).strftime("%d/%m/%Y %H:%M:%S" if seconds else "%d/%m/%Y %H:%M")
+
+
+def days(d: timedelta) -> str:
+    """A retention or an interval: '30 days', '1 day', or '12 hours' when not whole days."""
+    if d.days and not d.seconds:
+        return f"{d.days} day{'s' if d.days != 1 else ''}"
+    return f"{d.total_seconds() / 3600:g} hours"

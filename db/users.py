@@ -9,7 +9,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.errors import Refusal
-from db.schema import users
+from db.schema import api_tokens, user_credentials, users
 from models.actor import Actor, Jurisdiction
 
 
@@ -73,3 +73,33 @@ async def upsert(session: AsyncSession, rows: list[dict]) -> int:
     )
     await session.execute(stmt)
     return len(rows)
+
+
+@dataclass(frozen=True)
+class Account:
+    """A user as account administration lists them: whether a password is set, the names of their live tokens."""
+
+    user: User
+    password_set: bool
+    tokens: tuple[str, ...]
+
+
+async def accounts(session: AsyncSession) -> list[Account]:
+    """Every user, by role then user id, with their credentials' state (never a secret or a hash)."""
+    rows = (await session.execute(select(users).order_by(users.c.role, users.c.user_id))).mappings().all()
+    with_password = set(await session.scalars(select(user_credentials.c.user_id)))
+    live = (
+        await session.execute(
+            select(api_tokens.c.user_id, api_tokens.c.name)
+            .where(api_tokens.c.revoked_at.is_(None))
+            .order_by(api_tokens.c.id)
+        )
+    ).all()
+    return [
+        Account(
+            user=User(**{k: r[k] for k in User.__dataclass_fields__}),
+            password_set=r["user_id"] in with_password,
+            tokens=tuple(name for user_id, name in live if user_id == r["user_id"]),
+        )
+        for r in rows
+    ]

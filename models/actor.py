@@ -6,6 +6,25 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from models.household import Household
 
+# The programme's roles, the ones the workflow policy names and those that only read or manage. A user's role is
+# one of these (`starter.py users add --role`); which role may take which step is the policy's (data, versioned).
+ROLES: tuple[str, ...] = (
+    "admin",  # administrator: accounts, new policy versions, a restore of lost audit rows; reads every view
+    "auditor",  # inspector (Thanh tra): reads histories, timelines and the three-way check; changes nothing
+    "commune_officer",  # UBND cấp xã: verifies, reports construction progress, completes it, accepts; may release
+    "district_officer",  # UBND cấp huyện: verifies, approves, accepts, cancels; imports lists, registers decisions
+    "finance_officer",  # Sở Tài chính: funding sources, allocation, payout authorisation, settlement, loans
+    "payment_channel",  # the system user that records the payment channel's answers (paid, failed)
+    "province_officer",  # UBND tỉnh: imports the approved lists, approves, cancels, registers decisions
+    "treasury_officer",  # Kho bạc Nhà nước: releases authorised tranches to the payment channel
+    "vbsp_officer",  # Ngân hàng Chính sách xã hội: records preferential loans (co-financing, never grant money)
+)
+
+# Who administers accounts (add, reset, disable, enable, tokens: `starter.py users …`) and who the first
+# administrator is. Fixed, not a policy field: a policy version must never be able to lock every
+# administrator out, and the first administrator is set up before any policy is read.
+ACCOUNT_ADMIN_ROLE = "admin"
+
 
 class Jurisdiction(BaseModel):
     """A province, optionally narrowed to a district and a commune. Empty parts mean 'all of it'."""

@@ -1,25 +1,47 @@
 """Drive imported households through the whole programme as the officers responsible for each step would:
 verification, approval, allocation by the allocation policy, construction with its progress report,
 payment of each tranche (authorised by Finance, released by the treasury, confirmed by the payment
-channel), acceptance and settlement."""
+channel), acceptance and settlement.
+
+The demo (`starter.py demo`) is these parts in order; the command line only shows them: the lists loaded
+(`load`), the refusals the rules give (`refusals`), the rounds of steps and payout batches (`rounds`), cấp bù
+and co-financing (`finance_extras`), work left for the web app (`web_work`), passwords to sign in with
+(`logins`); the checks it ends with are operations/checks.py."""
 
 from __future__ import annotations
 
 import asyncio
+import secrets
+from collections import Counter
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Protocol
 
 from temporalio.client import Client
 
 from core.errors import Refusal
 from core.signing import SigningRing
-from db import households
+from db import households, users
 from db.engine import Sessions
-from models.finance import REPORTED_MILESTONES, TrancheStatus
+from db.ledger import Transfer
+from models.finance import (
+    REPORTED_MILESTONES,
+    BatchAction,
+    BatchProgress,
+    BatchSelection,
+    PayoutBatchResult,
+    TrancheStatus,
+)
 from models.household import Household, Stage, Step
 from models.state import HouseholdState
-from operations import sample
+from operations import accounts, finance_ops, sample
 from operations.actions import household_state, take_step
+from operations.imports import ImportReport, import_file
+from operations.payouts import payment_counts, start_batch, tranche_counts, wait_for_payments
+from operations.seed import seed_demo
 
 Action = tuple[Step, str, dict]  # step, user, keyword arguments for take_step
 
@@ -144,3 +166,258 @@ async def drive_all(
 
     await asyncio.gather(*(one(h) for h in items))
     return result
+
+
+# ------------------------------------------------------------------------------------------- the lists
+
+PROVINCES = ("lang-son",)  # the provinces bench/province.py generates
+
+
+def province_files(state_dir: Path, name: str) -> tuple[Path, int]:
+    """Write a generated province's lists into the state folder; return the main list and the support its
+    households are entitled to (the budget the demo gives the province)."""
+    from bench.province import SUPPORT, lang_son, write  # the generator lives with the benchmarks
+
+    if name not in PROVINCES:
+        raise ValueError(f"province {name!r}: this build generates {', '.join(PROVINCES)}")
+    where = state_dir / f"province-{name}"
+    where.mkdir(parents=True, exist_ok=True)
+    generated = lang_son()
+    write(generated, where)
+    return where / "households.csv", sum(SUPPORT[r["support_type"]] for r in generated.all)
+
+
+@dataclass
+class Loaded:
+    """What `load` did: the reference data seeded, the province's budget received (a generated province),
+    each list imported with its report, and the households now in the programme."""
+
+    seeded: dict[str, int]
+    budget: Transfer | None
+    imports: list[tuple[str, ImportReport]]
+    items: list[Household]
+
+
+async def load(
+    sessions: Sessions,
+    client: Client,
+    task_queue: str,
+    households_csv: Path,
+    *,
+    budget: int | None = None,
+    province: str | None = None,
+) -> Loaded:
+    """The demo officers, sources and receipts; a generated province's whole budget; the approved list, and
+    beside it a supplementary list (households_supplementary.csv), registered as the decision amending it."""
+    seeded = await seed_demo(sessions)
+    received = None
+    if budget:
+        ref = f"Giao dự toán hỗ trợ nhà ở 2025 toàn tỉnh ({province})"
+        received, _ = await finance_ops.receive(
+            sessions, sample.FINANCE_USERS[1], source="NS-TINH", amount=budget, ref=ref
+        )
+    imports = [(households_csv.name, await import_file(sessions, client, task_queue, households_csv, "tinh.luong"))]
+    extra = households_csv.with_name("households_supplementary.csv")
+    if extra.exists():  # a supplementary decision amends the approved list
+        await finance_ops.add_decision(
+            sessions,
+            sample.PROVINCE_USER,
+            sample.SUPPLEMENTARY_DECISION,
+            supplements=sample.DECISION,
+            decided_on=date(2025, 6, 30),
+            note="Danh sách bổ sung",
+        )
+        more = await import_file(sessions, client, task_queue, extra, "tinh.luong")
+        imports.append((f"{extra.name} ({sample.SUPPLEMENTARY_DECISION}, supplements {sample.DECISION})", more))
+    codes = [code for _, report in imports for code in report.codes]
+    async with sessions() as session:
+        items = [h for code in codes if (h := await households.get_household(session, code))]
+    return Loaded(seeded, received, imports, items)
+
+
+async def refusals(
+    client: Client, sessions: Sessions, h: Household, *, signer: SigningRing
+) -> list[tuple[Step, str, Refusal]]:
+    """Steps the rules do not allow on a household just imported, tried: settling before anything (out of
+    order) and verifying as a finance officer (not their role). Each with the refusal it got."""
+    refused = []
+    for step, user in ((Step.SETTLE, "tc.nong"), (Step.VERIFY, "tc.hoang")):
+        try:
+            await take_step(client, sessions, h.code, step, user, evidence=["DEMO"], signer=signer)
+        except Refusal as r:
+            refused.append((step, user, r))
+    return refused
+
+
+# ------------------------------------------------------------------------------------------- the rounds
+
+# A payout batch covers one decision, split by district when the decision's list is longer than this: what
+# one Finance officer authorises at a time, and a batch workflow's history stays small.
+BATCH_SPLIT = 500
+ROUNDS = 7  # officers' steps, then payout batches, then the channel's answers: every file is closed by then
+
+
+def batch_selections(items: list[Household]) -> list[BatchSelection]:
+    """One payout batch per decision, per district of a decision longer than BATCH_SPLIT."""
+    per_decision = Counter(h.decision_ref for h in items)
+    return [
+        BatchSelection(decision_ref=d, district=district)
+        for d in sorted(per_decision)
+        for district in (
+            sorted({h.district for h in items if h.decision_ref == d}) if per_decision[d] > BATCH_SPLIT else [None]
+        )
+    ]
+
+
+class RoundsView(Protocol):
+    """How the rounds are shown while they run (the command line's progress bars and lines)."""
+
+    def officers(self, round_no: int, households: int) -> AbstractContextManager[Callable[[str], None]]:
+        """While the officers take their steps: called with each household's code when it is done."""
+        ...
+
+    def stepped(self, round_no: int, result: DriveResult) -> None: ...
+
+    def batch(
+        self, action: BatchAction, tranche: int, selection: BatchSelection
+    ) -> AbstractContextManager[Callable[[BatchProgress], None]]:
+        """While one payout batch runs: called with its progress."""
+        ...
+
+    def batched(self, result: PayoutBatchResult) -> None: ...
+
+    def answered(self, payments: dict[str, int], unanswered: int) -> None:
+        """The payment channel's answers so far, by status, and the released payments it has not answered."""
+        ...
+
+
+async def rounds(
+    client: Client,
+    sessions: Sessions,
+    task_queue: str,
+    items: list[Household],
+    *,
+    signer: SigningRing,
+    concurrency: int,
+    view: RoundsView,
+) -> dict[str, str]:
+    """Officers take every step they can; then Finance authorises and the treasury releases each due tranche
+    in one batch per decision (`batch_selections`); the payment channel answers; again until every file is
+    closed. Returns the households that failed, with why."""
+    failures: dict[str, str] = {}
+    async with sessions() as session:
+        finance = await users.require_actor(session, sample.FINANCE_USERS[0])
+        treasury = await users.require_actor(session, sample.TREASURY_USER)
+    selections = batch_selections(items)
+    codes = [h.code for h in items]
+    for round_no in range(1, ROUNDS + 1):
+        with view.officers(round_no, len(items)) as done:
+            result = await drive_all(
+                client, sessions, items, signer=signer, concurrency=concurrency, payouts=False, on_done=done
+            )
+        failures |= result.failures
+        view.stepped(round_no, result)
+        pending = await tranche_counts(sessions, codes, ("due", "authorised"))
+        if not pending:
+            break
+        for tranche in sorted({n for n, _ in pending}):
+            for selection in selections:
+                for action, actor in ((BatchAction.AUTHORISE, finance), (BatchAction.RELEASE, treasury)):
+                    where = "/".join(filter(None, (selection.decision_ref, selection.district)))
+                    with view.batch(action, tranche, selection) as show:
+                        batch = await start_batch(
+                            client,
+                            task_queue,
+                            signer,
+                            actor,
+                            action,
+                            tranche,
+                            selection,
+                            evidence=[f"{action.value}/{where}/t{tranche}/r{round_no}"],
+                            ref=f"demo-r{round_no}",
+                            concurrency=8,
+                            on_progress=show,
+                        )
+                    view.batched(batch)
+        left = await wait_for_payments(sessions, codes)
+        view.answered(await payment_counts(sessions, codes), left)
+    return failures
+
+
+# ------------------------------------------------------------------------------------------- the rest
+
+
+@dataclass
+class Extras:
+    """Cấp bù and co-financing: a second budget assignment (and whether it was new), the district advance
+    paid back by it (None: nothing to pay back), and the preferential loans recorded."""
+
+    received: tuple[Transfer, bool]
+    reimbursed: tuple[Transfer | None, bool]
+    loans: int
+
+
+async def finance_extras(sessions: Sessions, items: list[Household]) -> Extras:
+    finance_user = sample.FINANCE_USERS[1]
+    received = await finance_ops.receive(
+        sessions, finance_user, source="MTQG-GNBV", amount=1_000_000_000, ref="Giao dự toán MTQG GNBV 2025 đợt 2"
+    )
+    reimbursed = await finance_ops.reimburse(
+        sessions, finance_user, advance_source="ADV-LOCBINH", ref="QĐ cấp bù Lộc Bình đợt 1"
+    )
+    poor = [h for h in items if h.beneficiary_group.value == "poor"][:6]
+    for h in poor:
+        await finance_ops.record_loan(
+            sessions,
+            sample.VBSP_USER,
+            household_code=h.code,
+            amount=40_000_000,
+            status="disbursed",
+            ref=f"HĐ-VAY/{h.code}",
+        )
+    return Extras(received, reimbursed, len(poor))
+
+
+async def web_work(
+    sessions: Sessions, client: Client, task_queue: str, state_dir: Path, first: Household
+) -> ImportReport:
+    """A few households left at verification in the first household's commune, so that each officer has
+    work waiting in the web app (the demo's own list is closed by now)."""
+    rows = sample.households(6, seed=2026, prefix="LS270W", decision=sample.SUPPLEMENTARY_DECISION)
+    rows = [r | {"district": first.district, "commune": first.commune, "programme": ""} for r in rows]
+    path = state_dir / "web-work.csv"
+    sample.write_households_csv(path, rows)
+    return await import_file(sessions, client, task_queue, path, sample.PROVINCE_USER)
+
+
+@dataclass(frozen=True)
+class Login:
+    kind: str  # what kind of officer
+    user: str
+    password: str = field(repr=False)
+    does: str  # what they do in the programme
+
+
+async def logins(sessions: Sessions, first: Household, items: list[Household], *, signer: SigningRing) -> list[Login]:
+    """Passwords for one officer of each kind (new ones on every demo run), to sign in to the web app or
+    prove `--as USER` at the command line; each recorded in the account trail, signed with the front door's
+    ring `signer` (a password the trail does not name signs nobody in)."""
+    other = next((h for h in items if h.district != first.district), first)
+    who = [
+        ("commune officer", sample.commune_user(first.district, first.commune), f"{first.commune}: verify, report"),
+        ("district officer", sample.district_user(first.district), f"{first.district}: approve, accept"),
+        ("district officer", sample.district_user(other.district), f"{other.district} (cannot see {first.district})"),
+        ("finance", sample.FINANCE_USERS[0], "allocate, authorise payout batches"),
+        ("finance", sample.FINANCE_USERS[1], "settle (not the same officer who allocated)"),
+        ("treasury", sample.TREASURY_USER, "release authorised payouts"),
+        ("auditor", sample.AUDITOR_USER, "read-only: timelines, three-way check"),
+        ("administrator", sample.ADMIN_USER, "starter.py users … --admin, policy apply, audit restore"),
+    ]
+    made = []
+    async with sessions() as session, session.begin():
+        for kind, user, does in who:
+            password = secrets.token_urlsafe(9)
+            # Recorded in the account trail like any reset, by the one setting the demo up.
+            await accounts.reset_password(session, accounts.SETUP, user, password, signer=signer)
+            made.append(Login(kind, user, password, does))
+    return made

@@ -1,6 +1,6 @@
 """Payout batches from the command line, the web app and the demo: sign the batch for the officer the front
 door authenticated, start (or rejoin) its workflow, follow its progress, wait for the payment channel's
-answers."""
+answers. `start_batch` is the one way a front door starts a batch."""
 
 from __future__ import annotations
 
@@ -8,14 +8,14 @@ import asyncio
 import hashlib
 from collections.abc import Callable
 
-from sqlalchemy import func, select
 from temporalio.client import Client, WorkflowQueryFailedError
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.service import RPCError
 
 from core import signing
+from db import payouts as payouts_db
 from db.engine import Sessions
-from db.schema import household_tranches, payments
+from models.actor import Actor
 from models.finance import BatchAction, BatchProgress, BatchSelection, PayoutBatchInput, PayoutBatchResult
 from workflows.authn import batch_step, batch_workflow_id
 from workflows.batch import PayoutBatchWorkflow
@@ -38,6 +38,35 @@ def sign_batch(ring: signing.SigningRing, inp: PayoutBatchInput) -> PayoutBatchI
         user_id=inp.actor.user_id,
         ttl=signing.BATCH_TTL,
     )
+
+
+async def start_batch(
+    client: Client,
+    task_queue: str,
+    signer: signing.SigningRing,
+    actor: Actor,
+    action: BatchAction,
+    tranche: int,
+    selection: BatchSelection,
+    *,
+    evidence: list[str],
+    ref: str,
+    concurrency: int | None = None,
+    on_progress: Callable[[BatchProgress], None] | None = None,
+) -> PayoutBatchResult:
+    """One payout batch, taken by `actor` (whom the calling front door authenticated) on the households of
+    `selection`: its id from the selection and `ref` (the same ones again rejoin or re-run it), its input
+    signed with the front door's ring `signer`, followed to its end. `concurrency` None: the input's default."""
+    inp = PayoutBatchInput(
+        batch_id=batch_id_for(action, tranche, selection, ref),
+        action=action,
+        tranche=tranche,
+        selection=selection,
+        actor=actor,
+        evidence=evidence,
+        **({} if concurrency is None else {"concurrency": concurrency}),
+    )
+    return await run_batch(client, task_queue, sign_batch(signer, inp), on_progress=on_progress)
 
 
 async def run_batch(
@@ -75,19 +104,14 @@ async def tranche_counts(
     sessions: Sessions, codes: list[str] | None, statuses: tuple[str, ...]
 ) -> dict[tuple[int, str], int]:
     """How many of these households' tranches are in each of these statuses: {(tranche, status): n}."""
-    t = household_tranches.c
-    q = select(t.tranche, t.status, func.count()).where(t.status.in_(statuses)).group_by(t.tranche, t.status)
-    if codes is not None:
-        q = q.where(t.household_code.in_(codes))
     async with sessions() as session:
-        return {(n, status): count for n, status, count in await session.execute(q)}
+        return await payouts_db.tranche_counts(session, codes, statuses)
 
 
 async def payment_counts(sessions: Sessions, codes: list[str]) -> dict[str, int]:
     """Payment instructions of these households by status (sent, confirmed, failed)."""
-    q = select(payments.c.status, func.count()).where(payments.c.household_code.in_(codes)).group_by(payments.c.status)
     async with sessions() as session:
-        return dict((await session.execute(q)).all())
+        return await payouts_db.payment_counts(session, codes)
 
 
 async def payments_in_flight(sessions: Sessions, codes: list[str] | None = None) -> int:

@@ -22,9 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-from sqlalchemy.engine import make_url
-
 from core.settings import ROOT, Settings
+from db.engine import make_url
 from workflows.search_attributes import ALL as SEARCH_ATTRIBUTES
 
 PG_SYSTEM_USER = "embedded_postgres"  # PostgreSQL refuses to run as root

@@ -20,12 +20,12 @@ from temporalio.api.workflowservice.v1 import DeleteWorkflowExecutionRequest
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
-from archive import cli as archive_cli
 from archive.schedule import archive_status, retention, set_retention
 from archive.store import ArchivedHistory, ArchiveUntrusted, PostgresArchive, sha256
 from archive.sweep import archive_run, backlog
 from archive.witness import Witness
 from archive.workflow import HistoryArchiveWorkflow
+from cli import archive as archive_cli
 from core.errors import Refusal
 from core.settings import ROOT
 from core.signing import new_ring

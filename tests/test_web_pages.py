@@ -14,6 +14,7 @@ from sqlalchemy import select
 
 from auditor.live import verify_live
 from db.schema import audit_log, households, programme_deadlines
+from models.actor import Jurisdiction
 from models.household import Step
 from operations import reports, sample
 from operations.actions import household_state
@@ -175,7 +176,9 @@ async def test_an_auditor_runs_the_three_way_check_from_the_page(web, client, se
 
 async def test_the_dashboard_measures_progress_against_the_deadlines(web, sessions):
     async with sessions() as s:
-        rows = await reports.deadline_progress(s, date(2025, 5, 10), [households.c.district == WEB_DISTRICT])
+        rows = await reports.deadline_progress(
+            s, date(2025, 5, 10), Jurisdiction(province=sample.PROVINCE, district=WEB_DISTRICT)
+        )
         everyone = await reports.deadline_progress(s, date(2025, 5, 10))
     names = [r.name for r in rows]
     assert names == [

@@ -2,8 +2,8 @@
 
 Every change is an administrator's: `--admin USER` with that administrator's password (prompted), API
 token (`HOUSING_TOKEN`, or `--admin-token-stdin`) or password on standard input (`--admin-password-stdin`),
-checked as every sign-in is (operations/credentials.py). Each change is recorded in the tamper-evident
-trail `account_changes` (`users trail --verify` recomputes it). The very first administrator is set up
+checked as every sign-in is (cli/credentials.py). Each change is recorded in the tamper-evident trail
+`account_changes` (`users trail --verify` recomputes it). The very first administrator is set up
 with `users bootstrap`, which works only while no administrator can sign in.
 
 A password is typed at a prompt (never on the command line, where `ps` and shell history would keep it),
@@ -18,21 +18,21 @@ import sys
 
 import typer
 from rich.table import Table
-from sqlalchemy import select
 
-from cli.command import database, fail, out, run
-from core.errors import Refusal
+from cli.command import command, database, fail, out
+from cli.credentials import sign_in
+from core.formatting import moment
 from core.settings import Settings
 from core.signing import SigningKeyError, load_ring
-from db import access, signing_keys
 from db import account_changes as trail
-from db.schema import api_tokens, user_credentials, users
-from operations import accounts, credentials, sample
+from db import signing_keys
+from db import users as users_db
+from models.actor import ACCOUNT_ADMIN_ROLE, ROLES
+from operations import accounts, sample
 
 app = typer.Typer(no_args_is_help=True, help="Accounts for the web app and the API: add, disable, reset, tokens")
-
-# The programme's roles: those the workflow policy names, and those that only read or manage.
-ROLES = sorted({u["role"] for u in sample.users()})
+# A command with no front-door ring (SigningKeyError) changes nothing: no account change goes unsigned.
+changes = command(refuses=(SigningKeyError,))
 
 
 def _password(generate: bool, from_stdin: bool, user_id: str) -> tuple[str, bool]:
@@ -42,16 +42,6 @@ def _password(generate: bool, from_stdin: bool, user_id: str) -> tuple[str, bool
     if from_stdin:
         return sys.stdin.readline().rstrip("\n"), False
     return typer.prompt(f"password for {user_id}", hide_input=True, confirmation_prompt=True), False
-
-
-def _act(fn):
-    """Run `fn(settings)`; a refusal ends the command with its rule and a non-zero exit."""
-    try:
-        return run(fn)
-    except Refusal as e:
-        fail(str(e))
-    except SigningKeyError as e:  # no front-door ring here: nothing changed, since no change goes unsigned
-        fail(str(e))
 
 
 GENERATE = typer.Option(False, "--generate", help="Generate a password and print it once")
@@ -67,28 +57,25 @@ ADMIN_TOKEN_STDIN = typer.Option(
 )
 
 
-def _administrator(admin: str, password_stdin: bool, token_stdin: bool) -> str:
+async def _administrator(settings: Settings, admin: str, password_stdin: bool, token_stdin: bool) -> str:
     """The proved administrator's user id; anyone else is refused before anything is asked or changed."""
-    who = credentials.sign_in(
+    who = await sign_in(
+        settings,
         admin,
         password_stdin=password_stdin,
         token_stdin=token_stdin,
-        roles=(access.ACCOUNT_ADMIN_ROLE,),
+        roles=(ACCOUNT_ADMIN_ROLE,),
         what="administer accounts",
     )
     return who.user_id
 
 
-def _change(fn, *args):
-    """Run `fn(session, *args)` in one transaction (the change and its trail row commit together), its trail
-    row signed by this front door's ring (the command line that proved the administrator)."""
-
-    async def go(settings: Settings):
-        signer = load_ring(settings)
-        async with database(settings) as sessions, sessions() as s, s.begin():
-            return await fn(s, *args, signer=signer)
-
-    return _act(go)
+async def _change(settings: Settings, fn, *args):
+    """`fn(session, *args)` in one transaction (the change and its trail row commit together), its trail row
+    signed by this front door's ring (the command line that proved the administrator)."""
+    signer = load_ring(settings)
+    async with database(settings) as sessions, sessions() as s, s.begin():
+        return await fn(s, *args, signer=signer)
 
 
 def _row(
@@ -102,7 +89,9 @@ def _row(
 
 
 @app.command("add")
-def add(
+@changes
+async def add(
+    settings: Settings,
     user_id: str,
     name: str = typer.Option(..., "--name", help="Full name"),
     role: str = typer.Option(..., "--role", help=f"One of: {', '.join(ROLES)}"),
@@ -120,9 +109,9 @@ def add(
     if role not in ROLES:
         fail(f"--role {role!r} is not a role of the programme; the roles are: {', '.join(ROLES)}")
     row = _row(user_id, name, role, agency, province, district, commune)
-    by = _administrator(admin, admin_password_stdin, admin_token_stdin)
+    by = await _administrator(settings, admin, admin_password_stdin, admin_token_stdin)
     password, shown = _password(generate, password_stdin, user_id)
-    _change(accounts.add_user, by, row, password)
+    await _change(settings, accounts.add_user, by, row, password)
     out.print(
         f"user {user_id} added by {by}: {role}, {agency}, {' / '.join(filter(None, (province, district, commune)))}"
     )
@@ -131,7 +120,9 @@ def add(
 
 
 @app.command("bootstrap")
-def bootstrap(
+@changes
+async def bootstrap(
+    settings: Settings,
     user_id: str,
     name: str | None = typer.Option(None, "--name", help="Full name (when the user is not registered yet)"),
     agency: str | None = typer.Option(None, "--agency", help="Agency (when the user is not registered yet)"),
@@ -145,9 +136,9 @@ def bootstrap(
     if name or agency:
         if not (name and agency):
             fail("a new administrator needs both --name and --agency")
-        row = _row(user_id, name, access.ACCOUNT_ADMIN_ROLE, agency, province, None, None)
+        row = _row(user_id, name, ACCOUNT_ADMIN_ROLE, agency, province, None, None)
     password, shown = _password(generate, password_stdin, user_id)
-    _change(accounts.bootstrap, user_id, password, row)
+    await _change(settings, accounts.bootstrap, user_id, password, row)
     out.print(
         f"first administrator {user_id} set up (recorded in the trail as bootstrap)"
         + (f"; password (shown once): {password}" if shown else "")
@@ -155,7 +146,9 @@ def bootstrap(
 
 
 @app.command("reset")
-def reset(
+@changes
+async def reset(
+    settings: Settings,
     user_id: str,
     generate: bool = GENERATE,
     password_stdin: bool = STDIN,
@@ -164,14 +157,16 @@ def reset(
     admin_token_stdin: bool = ADMIN_TOKEN_STDIN,
 ) -> None:
     """Give a user a new password (their open sessions stay until they expire or the user is disabled)."""
-    by = _administrator(admin, admin_password_stdin, admin_token_stdin)
+    by = await _administrator(settings, admin, admin_password_stdin, admin_token_stdin)
     password, shown = _password(generate, password_stdin, user_id)
-    _change(accounts.reset_password, by, user_id, password)
+    await _change(settings, accounts.reset_password, by, user_id, password)
     out.print(f"password of {user_id} reset by {by}" + (f" (shown once): {password}" if shown else ""))
 
 
 @app.command("disable")
-def disable(
+@changes
+async def disable(
+    settings: Settings,
     user_id: str,
     admin: str = ADMIN,
     admin_password_stdin: bool = ADMIN_PASSWORD_STDIN,
@@ -179,27 +174,35 @@ def disable(
 ) -> None:
     """Stop a user from signing in or acting: ends their sessions, revokes their API tokens. The engine
     refuses their steps too (it checks the users table inside every step's transaction)."""
-    _set_active(user_id, False, _administrator(admin, admin_password_stdin, admin_token_stdin))
+    await _set_active(
+        settings, user_id, False, await _administrator(settings, admin, admin_password_stdin, admin_token_stdin)
+    )
 
 
 @app.command("enable")
-def enable(
+@changes
+async def enable(
+    settings: Settings,
     user_id: str,
     admin: str = ADMIN,
     admin_password_stdin: bool = ADMIN_PASSWORD_STDIN,
     admin_token_stdin: bool = ADMIN_TOKEN_STDIN,
 ) -> None:
     """Let a disabled user sign in again (with a password reset if it was lost; tokens stay revoked)."""
-    _set_active(user_id, True, _administrator(admin, admin_password_stdin, admin_token_stdin))
+    await _set_active(
+        settings, user_id, True, await _administrator(settings, admin, admin_password_stdin, admin_token_stdin)
+    )
 
 
-def _set_active(user_id: str, active: bool, by: str) -> None:
-    _change(accounts.set_active, by, user_id, active)
+async def _set_active(settings: Settings, user_id: str, active: bool, by: str) -> None:
+    await _change(settings, accounts.set_active, by, user_id, active)
     out.print(f"user {user_id} {'enabled' if active else 'disabled'} by {by}")
 
 
 @app.command("token")
-def token(
+@changes
+async def token(
+    settings: Settings,
     user_id: str,
     name: str = typer.Option(..., "--name", help="What the token is for"),
     admin: str = ADMIN,
@@ -207,8 +210,8 @@ def token(
     admin_token_stdin: bool = ADMIN_TOKEN_STDIN,
 ) -> None:
     """Create an API token for a machine client acting as this user; it is printed once, stored hashed."""
-    by = _administrator(admin, admin_password_stdin, admin_token_stdin)
-    value = _change(accounts.issue_token, by, user_id, name)
+    by = await _administrator(settings, admin, admin_password_stdin, admin_token_stdin)
+    value = await _change(settings, accounts.issue_token, by, user_id, name)
     out.print(
         f"API token {name!r} for {user_id} (shown once; send as 'Authorization: Bearer …', or set "
         "HOUSING_TOKEN for starter.py):"
@@ -217,7 +220,9 @@ def token(
 
 
 @app.command("revoke")
-def revoke(
+@changes
+async def revoke(
+    settings: Settings,
     user_id: str,
     name: str = typer.Option(..., "--name"),
     admin: str = ADMIN,
@@ -225,13 +230,15 @@ def revoke(
     admin_token_stdin: bool = ADMIN_TOKEN_STDIN,
 ) -> None:
     """Revoke an API token by its name."""
-    by = _administrator(admin, admin_password_stdin, admin_token_stdin)
-    _change(accounts.revoke_token, by, user_id, name)
+    by = await _administrator(settings, admin, admin_password_stdin, admin_token_stdin)
+    await _change(settings, accounts.revoke_token, by, user_id, name)
     out.print(f"token {name!r} of {user_id} revoked by {by}")
 
 
 @app.command("trail")
-def show_trail(
+@command
+async def show_trail(
+    settings: Settings,
     user_id: str | None = typer.Argument(None, help="Only this user's changes (the whole chain is verified)"),
     verify: bool = typer.Option(
         False,
@@ -242,19 +249,13 @@ def show_trail(
     """Every account change: when, by whom, what, on whom (never a secret). With --verify, the chain is
     recomputed from the first row and each row's front-door signature checked against `signing_keys`: an
     edited, removed, reordered or unsigned (forged) row is named."""
-
-    async def go(settings: Settings):
-        async with database(settings) as sessions, sessions() as s:
-            return await trail.read(s), await signing_keys.load(s)
-
-    rows, keys = run(go)
+    async with database(settings) as sessions, sessions() as s:
+        rows, keys = await trail.read(s), await signing_keys.load(s)
     shown = [r for r in rows if user_id is None or r.user_id == user_id]
-    table = Table("#", "when (UTC)", "by", "action", "user", "details", "hash", title="Account changes")
+    table = Table("#", "when (UTC+7)", "by", "action", "user", "details", "hash", title="Account changes")
     for r in shown:
         details = ", ".join(f"{k}={v}" for k, v in sorted(r.details.items()))
-        table.add_row(
-            str(r.id), f"{r.at:%Y-%m-%d %H:%M:%S}", r.by_user, r.action, r.user_id, details, r.hash[:16] + "…"
-        )
+        table.add_row(str(r.id), moment(r.at, seconds=True), r.by_user, r.action, r.user_id, details, r.hash[:16] + "…")
     out.print(table)
     if not verify:
         return
@@ -263,38 +264,26 @@ def show_trail(
         b = checked.first_break
         fail(
             f"account trail broken at row {b.id} ({b.action} of {b.user_id} by {b.by_user}, "
-            f"{b.at:%Y-%m-%d %H:%M:%S}): {checked.reason}"
+            f"{moment(b.at, seconds=True)}): {checked.reason}"
         )
     out.print(f"account trail verified: {checked.rows} rows, chain unbroken, each signed by a front door")
 
 
 @app.command("list")
-def list_users() -> None:
+@command
+async def list_users(settings: Settings) -> None:
     """Users, their role and jurisdiction, whether they can sign in, and their live API tokens."""
-
-    async def go(settings: Settings):
-        async with database(settings) as sessions, sessions() as s:
-            rows = (await s.execute(select(users).order_by(users.c.role, users.c.user_id))).mappings().all()
-            with_password = set(await s.scalars(select(user_credentials.c.user_id)))
-            tokens = (
-                await s.execute(
-                    select(api_tokens.c.user_id, api_tokens.c.name).where(api_tokens.c.revoked_at.is_(None))
-                )
-            ).all()
-        return rows, with_password, tokens
-
-    rows, with_password, tokens = run(go)
+    async with database(settings) as sessions, sessions() as s:
+        listed = await users_db.accounts(s)
     table = Table("user", "name", "role", "jurisdiction", "active", "password", "API tokens", title="Users")
-    for r in rows:
-        names = ", ".join(n for u, n in tokens if u == r["user_id"])
-        where = " / ".join(filter(None, (r["province"], r["district"], r["commune"])))
+    for a in listed:
         table.add_row(
-            r["user_id"],
-            r["full_name"],
-            r["role"],
-            where,
-            "yes" if r["active"] else "no",
-            "set" if r["user_id"] in with_password else "—",
-            names,
+            a.user.user_id,
+            a.user.full_name,
+            a.user.role,
+            str(a.user.jurisdiction),
+            "yes" if a.user.active else "no",
+            "set" if a.password_set else "—",
+            ", ".join(a.tokens),
         )
     out.print(table)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import Progress
 from rich.table import Table
 from temporalio.client import WorkflowHistory
 
@@ -37,16 +37,17 @@ from auditor.live import verify_live
 from auditor.records import household_workflow_ids
 from auditor.replay import replay, replay_files
 from auditor.verify import KINDS, verify
-from cli.command import database, err, fail, out, run
+from cli.command import command, database, err, fail, out, progress
+from cli.credentials import PASSWORD_STDIN, TOKEN_STDIN, sign_in
 from core.client import connect, key_ring
 from core.codec import KeyRing, PayloadKeyError, read_ring, with_codec
 from core.converter import DATA_CONVERTER
+from core.formatting import amount, dong, moment
 from core.settings import Settings
 from db import audit
 from db.engine import Sessions
 from finance.channel import HttpBank
 from models.household import workflow_id_for
-from operations import credentials
 
 app = typer.Typer(no_args_is_help=True, help="Checks for auditors and inspectors: export, replay, timeline, verify")
 
@@ -74,14 +75,7 @@ def _codes(codes: list[str] | None) -> list[str] | None:
 
 
 def _progress() -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err,
-        transient=True,
-    )
+    return progress(console=err, transient=True)
 
 
 def _open_archive(directory: Path) -> archive_mod.Archive:
@@ -92,29 +86,23 @@ def _open_archive(directory: Path) -> archive_mod.Archive:
 
 
 @app.command("export")
-def export(directory: Path = typer.Argument(..., help="An empty or new folder")) -> None:
+@command(refuses=(FileExistsError,))
+async def export(settings: Settings, directory: Path = typer.Argument(..., help="An empty or new folder")) -> None:
     """Write every workflow history (sealed, as stored), the audit log, the ledger's household transfers and
     the policy versions, with a manifest of SHA-256 hashes (and SHA256SUMS for sha256sum -c)."""
-
-    async def go(settings: Settings):
-        client = await connect(settings, keys_required=False)  # histories are written as stored: sealed
-        async with database(settings) as sessions:
-            with _progress() as bar:
-                task = bar.add_task("histories", total=None)
-                return await archive_mod.export(
-                    client,
-                    sessions,
-                    directory,
-                    namespace=settings.temporal_namespace,
-                    archive=open_archive(sessions, settings),
-                    on_total=lambda n: bar.update(task, total=n),
-                    on_done=lambda: bar.advance(task),
-                )
-
-    try:
-        result = run(go)
-    except FileExistsError as e:
-        fail(str(e))
+    client = await connect(settings, keys_required=False)  # histories are written as stored: sealed
+    async with database(settings) as sessions:
+        with _progress() as bar:
+            task = bar.add_task("histories", total=None)
+            result = await archive_mod.export(
+                client,
+                sessions,
+                directory,
+                namespace=settings.temporal_namespace,
+                archive=open_archive(sessions, settings),
+                on_total=lambda n: bar.update(task, total=n),
+                on_done=lambda: bar.advance(task),
+            )
     out.print(
         f"exported {result.histories} histories ({result.households} households), {result.audit_rows} audit "
         f"rows, {result.transfers} ledger transfers to {directory}"
@@ -176,7 +164,9 @@ async def _histories(settings: Settings, source: Path | None, query: str, codes:
 
 
 @app.command("replay")
-def replay_cmd(
+@command
+async def replay_cmd(
+    settings: Settings,
     source: Path | None = FROM,
     codes: list[str] = typer.Option(None, "--code", help="Only these households"),
     jobs: int = typer.Option(os.cpu_count() or 1, "--jobs", min=1, help="Processes replaying an export"),
@@ -190,36 +180,10 @@ def replay_cmd(
 ) -> None:
     """Replay histories against the current workflow code; name every household whose history the code no
     longer reproduces (non-determinism), with the reason. Exit 1 when any does."""
-
-    async def go(settings: Settings):
-        ring = _ring(settings, key_file)
-        if ring is None:
-            fail("replay opens every payload: give the payload keys (PAYLOAD_KEYS, the key file or --key-file)")
-        started = time.perf_counter()
-        if source:
-            arch = _open_archive(source)
-            # The binary copies: parsing JSON costs more than replaying; 'audit verify' proves them equal.
-            files = _archive_files(arch, ALL_WORKFLOWS, _codes(codes), binary=True)
-            with _progress() as bar:
-                task = bar.add_task(f"replaying ({jobs} processes)", total=len(files))
-                report = await replay_files(
-                    files, ring.dump(), jobs=jobs, sandbox=sandbox, on_done=lambda n: bar.advance(task, n)
-                )
-            return report, time.perf_counter() - started, [f"export: {p}" for p in arch.problems]
-        async with _histories(settings, None, ALL_WORKFLOWS, _codes(codes)) as read:
-            with _progress() as bar:
-                task = bar.add_task("replaying", total=read.total)
-                report = await replay(
-                    read.histories, with_codec(DATA_CONVERTER, ring), sandbox=sandbox, on_done=lambda: bar.advance(task)
-                )
-            if read.live.from_archive:
-                err.print(f"{read.live.from_archive} histories read from the archive (Temporal no longer holds them)")
-            missing = [
-                f"no history for {w}: neither on the Temporal server nor in the archive" for w in read.live.missing
-            ]
-        return report, time.perf_counter() - started, missing
-
-    report, seconds, problems = run(go)
+    ring = _ring(settings, key_file)
+    if ring is None:
+        fail("replay opens every payload: give the payload keys (PAYLOAD_KEYS, the key file or --key-file)")
+    report, seconds, problems = await _replay(settings, ring, source, _codes(codes), jobs, sandbox)
     for p in problems:
         err.print(f"[yellow]{p}[/]")
     rate = report.replayed / seconds if seconds else 0
@@ -236,8 +200,37 @@ def replay_cmd(
         raise typer.Exit(1)
 
 
+async def _replay(
+    settings: Settings, ring: KeyRing, source: Path | None, codes: list[str] | None, jobs: int, sandbox: bool
+):
+    """The replay's report, its seconds, and the problems met (an altered export, histories not found)."""
+    started = time.perf_counter()
+    if source:
+        arch = _open_archive(source)
+        # The binary copies: parsing JSON costs more than replaying; 'audit verify' proves them equal.
+        files = _archive_files(arch, ALL_WORKFLOWS, codes, binary=True)
+        with _progress() as bar:
+            task = bar.add_task(f"replaying ({jobs} processes)", total=len(files))
+            report = await replay_files(
+                files, ring.dump(), jobs=jobs, sandbox=sandbox, on_done=lambda n: bar.advance(task, n)
+            )
+        return report, time.perf_counter() - started, [f"export: {p}" for p in arch.problems]
+    async with _histories(settings, None, ALL_WORKFLOWS, codes) as read:
+        with _progress() as bar:
+            task = bar.add_task("replaying", total=read.total)
+            report = await replay(
+                read.histories, with_codec(DATA_CONVERTER, ring), sandbox=sandbox, on_done=lambda: bar.advance(task)
+            )
+        if read.live.from_archive:
+            err.print(f"{read.live.from_archive} histories read from the archive (Temporal no longer holds them)")
+        missing = [f"no history for {w}: neither on the Temporal server nor in the archive" for w in read.live.missing]
+    return report, time.perf_counter() - started, missing
+
+
 @app.command("timeline")
-def timeline_cmd(
+@command
+async def timeline_cmd(
+    settings: Settings,
     code: str = typer.Argument(..., help="Household code"),
     lang: str = typer.Option("vi", "--lang", help="vi | en"),
     as_json: bool = typer.Option(False, "--json"),
@@ -250,27 +243,23 @@ def timeline_cmd(
     if lang not in ("vi", "en"):
         fail(f"--lang {lang!r}: use vi or en")
     code = code.strip().upper()
-
-    async def go(settings: Settings):
-        converter = with_codec(DATA_CONVERTER, _ring(settings, key_file, no_key))
-        if source:
-            arch = _open_archive(source)
-            match = [p for w, p in arch.history_files() if w == workflow_id_for(code)]
-            if not match:
-                fail(f"household {code}: no history in the export {source.name}")
-            history = archive_mod.read_history(workflow_id_for(code), match[0])
-        else:
-            client = await connect(settings, keys_required=False)
-            async with database(settings) as sessions:
-                found = await Histories(client, open_archive(sessions, settings)).get(workflow_id_for(code))
-            if found is None:
-                fail(f"household {code}: no workflow history, neither on the Temporal server nor in the archive")
-            if found.where == "archive":
-                err.print(f"{code}: read from the archive (Temporal's retention has removed its history)")
-            history = found.history
-        return await read_trail(history, converter)
-
-    trail = run(go)
+    converter = with_codec(DATA_CONVERTER, _ring(settings, key_file, no_key))
+    if source:
+        arch = _open_archive(source)
+        match = [p for w, p in arch.history_files() if w == workflow_id_for(code)]
+        if not match:
+            fail(f"household {code}: no history in the export {source.name}")
+        history = archive_mod.read_history(workflow_id_for(code), match[0])
+    else:
+        client = await connect(settings, keys_required=False)
+        async with database(settings) as sessions:
+            found = await Histories(client, open_archive(sessions, settings)).get(workflow_id_for(code))
+        if found is None:
+            fail(f"household {code}: no workflow history, neither on the Temporal server nor in the archive")
+        if found.where == "archive":
+            err.print(f"{code}: read from the archive (Temporal's retention has removed its history)")
+        history = found.history
+    trail = await read_trail(history, converter)
     if as_json:
         print(json.dumps(tl.as_json(trail), ensure_ascii=False, indent=1, default=str))
         return
@@ -294,7 +283,9 @@ def timeline_cmd(
 
 
 @app.command("verify")
-def verify_cmd(
+@command
+async def verify_cmd(
+    settings: Settings,
     source: Path | None = FROM,
     codes: list[str] = typer.Option(None, "--code", help="Only these households"),
     as_json: bool = typer.Option(False, "--json"),
@@ -303,44 +294,14 @@ def verify_cmd(
     """Cross-check the Temporal histories, the hash-chained audit log and the ledger, and every step's signature
     against the public signing keys (the database's, or with --from the export's); list every discrepancy.
     Exit 1 when there is any."""
-
-    async def go(settings: Settings):
-        converter = with_codec(DATA_CONVERTER, _ring(settings, key_file))
-        wanted = _codes(codes)
-        if source:
-            async with _histories(settings, source, HOUSEHOLDS, wanted) as read:
-                with _progress() as bar:
-                    task = bar.add_task("reading histories", total=read.total)
-                    trails = await read_trails(read.histories, converter, on_done=lambda: bar.advance(task))
-                if not wanted:  # the rest (payout batches) are not in the three-way check; replay reads their copies
-                    read.export.compare_copies()
-                return verify(trails, read.export.records(wanted), archive_problems=read.export.problems)
-        client = await connect(settings, keys_required=False)
-        async with database(settings) as sessions:
-            with _progress() as bar:
-                task = bar.add_task("reading histories", total=None)
-                report, live = await verify_live(
-                    client,
-                    sessions,
-                    settings,
-                    converter,
-                    wanted,
-                    on_total=lambda n: bar.update(task, total=n),
-                    on_done=lambda: bar.advance(task),
-                )
-        if live.from_archive:
-            err.print(f"{live.from_archive} histories read from the archive (Temporal no longer holds them)")
-        return report
-
-    report = run(go)
+    report = await _verify(settings, source, _codes(codes), with_codec(DATA_CONVERTER, _ring(settings, key_file)))
     if as_json:
         print(json.dumps(report.as_dict(), ensure_ascii=False, indent=1))
     else:
-        agreed = f"{report.amount_checked:,}".replace(",", ".")
         out.print(
             f"verified {report.households} households: {report.transitions} steps in the histories, "
             f"{report.audit_rows} audit rows, {report.transfers} ledger transfers; "
-            f"{agreed} đồng moved, agreed by all three records"
+            f"{dong(report.amount_checked)} moved, agreed by all three records"
         )
         if report.ok:
             out.print("histories, audit log and ledger agree: 0 discrepancies")
@@ -355,15 +316,42 @@ def verify_cmd(
         raise typer.Exit(1)
 
 
+async def _verify(settings: Settings, source: Path | None, wanted: list[str] | None, converter):
+    """The three-way check of an export (--from), or of the live histories, audit log and ledger."""
+    if source:
+        async with _histories(settings, source, HOUSEHOLDS, wanted) as read:
+            with _progress() as bar:
+                task = bar.add_task("reading histories", total=read.total)
+                trails = await read_trails(read.histories, converter, on_done=lambda: bar.advance(task))
+            if not wanted:  # the rest (payout batches) are not in the three-way check; replay reads their copies
+                read.export.compare_copies()
+            return verify(trails, read.export.records(wanted), archive_problems=read.export.problems)
+    client = await connect(settings, keys_required=False)
+    async with database(settings) as sessions:
+        with _progress() as bar:
+            task = bar.add_task("reading histories", total=None)
+            report, live = await verify_live(
+                client,
+                sessions,
+                settings,
+                converter,
+                wanted,
+                on_total=lambda n: bar.update(task, total=n),
+                on_done=lambda: bar.advance(task),
+            )
+    if live.from_archive:
+        err.print(f"{live.from_archive} histories read from the archive (Temporal no longer holds them)")
+    return report
+
+
 @app.command("chain")
-def chain_cmd(code: str | None = typer.Argument(None, help="One household; all when omitted")) -> None:
+@command
+async def chain_cmd(
+    settings: Settings, code: str | None = typer.Argument(None, help="One household; all when omitted")
+) -> None:
     """Recompute the audit log's hash chains; name the first broken row. Exit 1 when broken."""
-
-    async def go(settings: Settings):
-        async with database(settings) as sessions, sessions() as session:
-            return await audit.verify_chain(session, code)
-
-    result = run(go)
+    async with database(settings) as sessions, sessions() as session:
+        result = await audit.verify_chain(session, code)
     if result.ok:
         out.print(f"audit chain verified: {result.rows} rows over {result.households} households, no break")
     else:
@@ -371,15 +359,17 @@ def chain_cmd(code: str | None = typer.Argument(None, help="One household; all w
 
 
 @app.command("restore")
-def restore_cmd(
+@command
+async def restore_cmd(
+    settings: Settings,
     codes: list[str] = typer.Argument(None, help="Household codes (or --all)"),
     every: bool = typer.Option(False, "--all", help="Every household with a workflow history"),
     operator: str = typer.Option(..., "--as", help="The operator (an active admin in the users table)"),
     reason: str = typer.Option(..., "--reason", help="Why (e.g. the restore's ticket and backup)"),
     dry_run: bool = typer.Option(False, "--dry-run", help="List what would be re-recorded; write nothing"),
     key_file: Path | None = KEY_FILE,
-    password_stdin: bool = credentials.PASSWORD_STDIN,
-    token_stdin: bool = credentials.TOKEN_STDIN,
+    password_stdin: bool = PASSWORD_STDIN,
+    token_stdin: bool = TOKEN_STDIN,
 ) -> None:
     """After the database was restored from a backup older than Temporal's state: re-record, in order, each
     step a household's history holds beyond its last audit row, from the history's own records, through the
@@ -388,30 +378,23 @@ def restore_cmd(
     if bool(codes) == every:
         fail("name household codes, or --all")
     # The operator proves who they are (the restore's own check then asks for an admin).
-    credentials.sign_in(operator, password_stdin=password_stdin, token_stdin=token_stdin)
-
-    async def go(settings: Settings):
-        ring = _ring(settings, key_file)
-        if ring is None:
-            fail("restore reads every record from the histories: give the payload keys")
-        async with _histories(settings, None, HOUSEHOLDS, None if every else _codes(codes)) as read:
-            with _progress() as bar:
-                task = bar.add_task("reading histories", total=read.total)
-                trails = await read_trails(
-                    read.histories, with_codec(DATA_CONVERTER, ring), on_done=lambda: bar.advance(task)
-                )
-            read.report_missing()
-        # As the schema owner, like migrations: the application's role may neither write restore marks nor
-        # move the transfers' id sequence, so a worker's login cannot forge a restore.
-        async with database(settings, url=settings.owner_asyncpg_url) as sessions:
-            return await restore_mod.restore(
-                sessions, trails, operator=operator, reason=reason, channel=HttpBank.name, dry_run=dry_run
+    await sign_in(settings, operator, password_stdin=password_stdin, token_stdin=token_stdin)
+    ring = _ring(settings, key_file)
+    if ring is None:
+        fail("restore reads every record from the histories: give the payload keys")
+    async with _histories(settings, None, HOUSEHOLDS, None if every else _codes(codes)) as read:
+        with _progress() as bar:
+            task = bar.add_task("reading histories", total=read.total)
+            trails = await read_trails(
+                read.histories, with_codec(DATA_CONVERTER, ring), on_done=lambda: bar.advance(task)
             )
-
-    try:
-        report = run(go)
-    except restore_mod.RestoreRefused as e:
-        fail(str(e))
+        read.report_missing()
+    # As the schema owner, like migrations: the application's role may neither write restore marks nor
+    # move the transfers' id sequence, so a worker's login cannot forge a restore.
+    async with database(settings, url=settings.owner_asyncpg_url) as sessions:
+        report = await restore_mod.restore(
+            sessions, trails, operator=operator, reason=reason, channel=HttpBank.name, dry_run=dry_run
+        )
     if report.restored:
         verb = "would re-record" if report.dry_run else "re-recorded"
         table = Table(
@@ -432,8 +415,8 @@ def restore_cmd(
                 str(r.seq),
                 r.step,
                 r.actor,
-                f"{r.at.astimezone(tl.VIETNAM):%d/%m/%Y %H:%M}",
-                f"{r.amount:,}" if r.amount else "",
+                moment(r.at),
+                amount(r.amount) if r.amount else "",
                 (r.audit_hash or r.history_hash)[:16] + "…",
                 same,
             )
