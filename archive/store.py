@@ -25,16 +25,14 @@ from typing import Protocol
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from temporalio.api.history.v1 import History
 from temporalio.client import WorkflowHistory
 
 from core import keyfiles
 from core.errors import Refusal
 from core.signing import SigningRing
+from db import histories
 from db.engine import Sessions
-from db.schema import workflow_histories as wh
 
 HOUSEHOLD_PREFIX = "household-"
 
@@ -177,68 +175,61 @@ class PostgresArchive:
         return self.trusted is None or h.verifies(self.trusted)
 
     async def _check_trust(self, session) -> None:
-        if self.trusted is None and self.strict:
-            if await session.scalar(select(wh.c.seq).where(wh.c.signature != "").limit(1)) is not None:
-                raise ArchiveUntrusted()
+        if self.trusted is None and self.strict and await histories.any_signed(session):
+            raise ArchiveUntrusted()
 
     async def put(self, history: ArchivedHistory) -> bool:
-        stmt = (
-            pg_insert(wh)
-            .values(
-                workflow_id=history.workflow_id,
-                run_id=history.run_id,
-                workflow_type=history.workflow_type,
-                household_code=history.household_code,
-                status=history.status,
-                started_at=history.started_at,
-                closed_at=history.closed_at,
-                events=history.events,
-                key_ids=list(history.key_ids),
-                history=history.history,
-                sha256=history.sha256,
-                key_id=history.key_id,
-                signature=history.signature,
-            )
-            .on_conflict_do_nothing(index_elements=["run_id", "signature"])
-        )
+        row = {
+            "workflow_id": history.workflow_id,
+            "run_id": history.run_id,
+            "workflow_type": history.workflow_type,
+            "household_code": history.household_code,
+            "status": history.status,
+            "started_at": history.started_at,
+            "closed_at": history.closed_at,
+            "events": history.events,
+            "key_ids": list(history.key_ids),
+            "history": history.history,
+            "sha256": history.sha256,
+            "key_id": history.key_id,
+            "signature": history.signature,
+        }
         async with self.sessions() as session:
-            new = (await session.execute(stmt)).rowcount == 1
+            new = await histories.insert(session, row)
             await session.commit()
         return new
 
-    async def _rows(self, *where) -> list[ArchivedHistory]:
+    async def _rows(self, **where) -> list[ArchivedHistory]:
         """The rows (their particulars, not their bytes) the trusted keys verify, in archive order."""
-        q = select(*_PARTICULARS).where(*where).order_by(wh.c.seq)
         async with self.sessions() as session:
             await self._check_trust(session)
-            rows = (await session.execute(q)).mappings().all()
+            rows = await histories.particulars(session, **where)
         return [h for h in (_from_row({**r, "history": b""}) for r in rows) if self._ok(h)]
 
     async def get(self, workflow_id: str) -> ArchivedHistory | None:
         # The particulars first (a planted row's bytes are never loaded), then the bytes of the one chosen.
-        runs = await self._rows(wh.c.workflow_id == workflow_id)
+        runs = await self._rows(workflow_id=workflow_id)
         if not runs:
             return None
         latest = max(runs, key=lambda h: (h.closed_at, h.seq))
         async with self.sessions() as session:
-            data = await session.scalar(select(wh.c.history).where(wh.c.seq == latest.seq))
-        return replace(latest, history=bytes(data))
+            data = await histories.history_bytes(session, latest.seq)
+        return replace(latest, history=data)
 
     async def archived_runs(self, run_ids: Sequence[str]) -> set[str]:
-        return {h.run_id for h in await self._rows(wh.c.run_id.in_(list(run_ids)))} if run_ids else set()
+        return {h.run_id for h in await self._rows(run_ids=run_ids)} if run_ids else set()
 
     async def unsigned(self) -> list[ArchivedHistory]:
         """The rows the trusted keys do not verify (without their bytes): none when nothing is trusted."""
         if self.trusted is None:
             return []
-        q = select(*_PARTICULARS).order_by(wh.c.seq)
         async with self.sessions() as session:
-            rows = (await session.execute(q)).mappings().all()
+            rows = await histories.particulars(session)
         return [h for h in (_from_row({**r, "history": b""}) for r in rows) if not self._ok(h)]
 
     async def workflow_ids(self, *, households_only: bool = False) -> list[str]:
-        where = [wh.c.workflow_type == "HouseholdWorkflow"] if households_only else []
-        return sorted({h.workflow_id for h in await self._rows(*where)})
+        where = {"workflow_type": "HouseholdWorkflow"} if households_only else {}
+        return sorted({h.workflow_id for h in await self._rows(**where)})
 
     async def counts(self) -> ArchiveCounts:
         runs = {h.run_id: h for h in await self._rows()}.values()
@@ -252,11 +243,7 @@ class PostgresArchive:
     async def entries(self, *, up_to: int | None = None) -> list[ArchiveEntry]:
         # Trusting the witness: only what it signed (a planted row is in no checkpoint, so removing it later
         # is no difference either).
-        where = [wh.c.seq <= up_to] if up_to is not None else []
-        return [ArchiveEntry(h.seq, h.workflow_id, h.run_id, h.sha256) for h in await self._rows(*where)]
-
-
-_PARTICULARS = [c for c in wh.c if c.name != "history"]
+        return [ArchiveEntry(h.seq, h.workflow_id, h.run_id, h.sha256) for h in await self._rows(up_to=up_to)]
 
 
 def _from_row(row) -> ArchivedHistory:

@@ -81,17 +81,13 @@ from typing import Any, NamedTuple
 import structlog
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from sqlalchemy import Integer, Text, bindparam, func, select, text
-from sqlalchemy.dialects.postgresql import ARRAY, distinct_on
-from sqlalchemy.exc import IntegrityError
 
 from archive.store import ArchiveEntry, HistoryArchive
 from core import keyfiles
 from core.signing import SigningRing, new_key_id, new_ring, read_ring, write_ring
+from db import witness as witness_db
 from db.audit import GENESIS
 from db.engine import Sessions
-from db.schema import audit_log
-from db.schema import witness_checkpoints as wc
 
 log = structlog.get_logger("witness")
 
@@ -312,15 +308,10 @@ class _State:
 
 async def chain_heads(sessions: Sessions) -> tuple[dict[str, list[Any]], int]:
     """Each household's head [seq, hash] (its last audit row) and the number of rows, in one query."""
-    q = (
-        select(audit_log.c.household_code, audit_log.c.seq, audit_log.c.hash, func.count().over().label("rows"))
-        .ext(distinct_on(audit_log.c.household_code))
-        .order_by(audit_log.c.household_code, audit_log.c.seq.desc())
-    )
     heads: dict[str, list[Any]] = {}
     total = 0
     async with sessions() as session:
-        for code, seq, head, n in await session.execute(q):
+        for code, seq, head, n in await witness_db.chain_heads(session):
             heads[code], total = [seq, head.strip()], n
     return heads, total
 
@@ -450,18 +441,17 @@ class Witness:
         """The heads folded from the database's checkpoints up to seq `up_to` that this ring signed: from the
         one kept in memory on, when the database still holds it; else from the first."""
         keys, base = self.public_keys(), self._fold
-        q = select(wc).where(wc.c.seq <= up_to).order_by(wc.c.seq)
+        after = None
         async with self.sessions() as session:
             if base is not None and base.at <= up_to:
-                held = await session.scalar(select(wc.c.hash).where(wc.c.seq == base.at))
+                held = await witness_db.hash_of(session, base.at)
                 if held is not None and held.strip() == base.hash:
-                    fold, q = base.copy(), q.where(wc.c.seq > base.at)
+                    fold, after = base.copy(), base.at
                 else:
                     fold = _Fold()
             else:
                 fold = _Fold()
-            result = await session.stream(q.execution_options(yield_per=50))
-            async for row in result.mappings():
+            async for row in witness_db.checkpoints(session, up_to=up_to, after=after, yield_per=50):
                 cp = _from_row(row)
                 if _unreadable(cp) is None and cp.problem(keys) is None and cp.seq == row["seq"]:
                     fold.add(cp)
@@ -472,7 +462,7 @@ class Witness:
 
     async def latest(self) -> Checkpoint | None:
         async with self.sessions() as session:
-            row = (await session.execute(select(wc).order_by(wc.c.seq.desc()).limit(1))).mappings().first()
+            row = await witness_db.latest(session)
         return _from_row(row) if row else None
 
     async def checkpoint(self, *, force: bool = False) -> Checkpoint | None:
@@ -480,7 +470,7 @@ class Witness:
         older than the interval, or with `force`; returns it, or None when none was needed or another worker
         wrote that seq at the same moment. Either way the newest checkpoint is (re)published."""
         async with self.sessions() as session:
-            row = (await session.execute(select(wc).order_by(wc.c.seq.desc()).limit(1))).mappings().first()
+            row = await witness_db.latest(session)
         state = await current_state(self.sessions, self.archive)
         now = self.clock()
         last = _from_row(row) if row else None
@@ -524,8 +514,8 @@ class Witness:
                     key_id=cp.key_id,
                     signature=cp.signature,
                 )
-                await session.execute(wc.insert().values(**row))
-        except IntegrityError:
+                await witness_db.insert(session, row)
+        except witness_db.CheckpointTaken:
             return None  # another worker wrote checkpoint `seq` meanwhile: it covers the same moment
         fold.add(cp)
         self._fold = fold
@@ -570,7 +560,7 @@ def load_witness(settings, sessions: Sessions, archive: HistoryArchive) -> Witne
 
 async def _anything_to_witness(sessions: Sessions) -> bool:
     async with sessions() as session:
-        return await session.scalar(select(audit_log.c.id).limit(1)) is not None
+        return await witness_db.any_audit_row(session)
 
 
 def _unreadable(cp: Checkpoint) -> str | None:
@@ -677,8 +667,7 @@ async def check_witness(
             fold.lose(fold.at + 1, up_to - 1)
 
     async with sessions() as session:
-        result = await session.stream(select(wc).order_by(wc.c.seq).execution_options(yield_per=20))
-        async for row in result.mappings():
+        async for row in witness_db.checkpoints(session, yield_per=20):
             cp, seq = _from_row(row), row["seq"]
             db_hashes[seq], db_max = row["hash"].strip(), seq
             where = f"database checkpoint {seq} (made {row['made_at'].isoformat()})"
@@ -813,13 +802,8 @@ async def check_witness(
 async def _compare_chains(sessions: Sessions, fold: _Fold, where: str) -> list[Finding]:
     heads = fold.seen
     codes = sorted(heads)
-    q = text(
-        "SELECT a.household_code, a.seq, a.hash FROM audit_log a "
-        "JOIN unnest(:codes, :seqs) AS h(code, seq) ON a.household_code = h.code AND a.seq = h.seq"
-    ).bindparams(bindparam("codes", type_=ARRAY(Text)), bindparam("seqs", type_=ARRAY(Integer)))
     async with sessions() as session:
-        rows = await session.execute(q, {"codes": codes, "seqs": [int(heads[c][0]) for c in codes]})
-        now = {code: head.strip() for code, _, head in rows}
+        now = await witness_db.heads_at(session, {c: int(heads[c][0]) for c in codes})
     found = []
     for code in codes:
         seq, expected = heads[code]

@@ -9,16 +9,15 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import select
 from temporalio.client import Client, WorkflowHistory
 
 from archive.source import HOUSEHOLDS, Histories
 from core.signing import TrustedKeys
-from db import signing_keys
+from db import audit as audit_db
+from db import ledger, restores, signing_keys
+from db import policy as policy_db
 from db.audit import canonical
 from db.engine import Sessions
-from db.restores import restored_steps
-from db.schema import audit_log, ledger_accounts, ledger_transfers, workflow_policies
 from models.household import workflow_id_for
 
 
@@ -46,26 +45,10 @@ def _plain(row: dict[str, Any]) -> dict[str, Any]:
 async def read_records(sessions: Sessions, codes: Iterable[str] | None = None) -> Records:
     wanted = sorted(set(codes)) if codes is not None else None
     async with sessions() as session:
-        q = select(audit_log).order_by(audit_log.c.household_code, audit_log.c.seq)
-        if wanted is not None:
-            q = q.where(audit_log.c.household_code.in_(wanted))
-        audit_rows = [_plain(dict(r)) for r in (await session.execute(q)).mappings()]
-        debit, credit = ledger_accounts.alias("debit"), ledger_accounts.alias("credit")
-        q = (
-            select(ledger_transfers, debit.c.code.label("debit_account"), credit.c.code.label("credit_account"))
-            .join(debit, debit.c.id == ledger_transfers.c.debit_account_id)
-            .join(credit, credit.c.id == ledger_transfers.c.credit_account_id)
-            .where(ledger_transfers.c.household_code.is_not(None))
-            .order_by(ledger_transfers.c.id)
-        )
-        if wanted is not None:
-            q = q.where(ledger_transfers.c.household_code.in_(wanted))
-        transfers = [_plain(dict(r)) for r in (await session.execute(q)).mappings()]
-        policies = {r.version: dict(r.document) for r in await session.execute(select(workflow_policies))}
-        q = select(restored_steps)
-        if wanted is not None:
-            q = q.where(restored_steps.c.household_code.in_(wanted))
-        restored = {r["idempotency_key"]: _plain(dict(r)) for r in (await session.execute(q)).mappings()}
+        audit_rows = [_plain(r) for r in await audit_db.rows(session, wanted)]
+        transfers = [_plain(r) for r in await ledger.household_transfers(session, wanted)]
+        policies = await policy_db.all_workflow_policies(session)
+        restored = {r["idempotency_key"]: _plain(r) for r in await restores.marks(session, wanted)}
         keys = await signing_keys.load(session)
     return Records(audit_rows=audit_rows, transfers=transfers, policies=policies, restored=restored, keys=keys)
 

@@ -24,22 +24,18 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, insert, select, text
-
 from activities.household import HouseholdActivities
 from auditor.history import Trail, Transition
 from core.errors import Refusal
+from db import audit as audit_db
 from db import finance as finance_db
 from db import households, ledger, restores, users
+from db import policy as policy_db
 from db.audit import GENESIS, row_hash
 from db.engine import Sessions
-from db.restores import restored_steps
-from db.schema import audit_log, ledger_transfers, payments
 from models.finance import PaymentInstruction
 from models.household import CHANNEL_STEPS
 from models.records import MoneyOp, TransitionRecord
-
-OPERATOR_ROLES = ("admin",)  # who may re-record steps into the audit log
 
 
 class RestoreRefused(Refusal):
@@ -75,16 +71,6 @@ class RestoreReport:
 def recorded_steps(trail: Trail) -> list[Transition]:
     """The steps the history says were written, in order (a refused attempt leaves its seq to the next)."""
     return sorted((t for t in trail.transitions if t.recorded), key=lambda t: t.record.seq)
-
-
-async def _rows(session, code: str) -> tuple[list[Any], dict[int, Any]]:
-    rows = (
-        await session.execute(select(audit_log).where(audit_log.c.household_code == code).order_by(audit_log.c.seq))
-    ).all()
-    marks = {
-        m.seq: m for m in await session.execute(select(restored_steps).where(restored_steps.c.household_code == code))
-    }
-    return rows, marks
 
 
 def lost_steps(trail: Trail, rows: Sequence[Any], marks: dict[int, Any]) -> list[Transition]:
@@ -125,10 +111,11 @@ async def require_operator(session, user_id: str) -> users.User:
         raise RestoreRefused("UnknownUser", f"operator {user_id!r} is not registered")
     if not user.active:
         raise RestoreRefused("UserDisabled", f"operator {user_id!r} is disabled")
-    if user.role not in OPERATOR_ROLES:
+    allowed = (await policy_db.policy_today(session)).restore_roles
+    if user.role not in allowed:
         raise RestoreRefused(
             "OperatorNotAllowed",
-            f"operator {user_id!r} is {user.role}; re-recording steps needs the role {' or '.join(OPERATOR_ROLES)}",
+            f"operator {user_id!r} is {user.role}; re-recording steps needs the role {' or '.join(allowed)}",
         )
     return user
 
@@ -158,7 +145,7 @@ async def _restore_instructions(session, trail: Trail, before_event: int, channe
         if ev.kind != "submit_payment" or ev.event_id > before_event or not isinstance(ev.data.get("input"), dict):
             continue
         instr = PaymentInstruction.model_validate(ev.data["input"])
-        if await session.scalar(select(payments.c.payment_id).where(payments.c.payment_id == instr.payment_id)):
+        if await finance_db.payment_recorded(session, instr.payment_id):
             continue
         await finance_db.save_instruction(session, instr, channel)
 
@@ -171,14 +158,7 @@ async def _restore_household(
     prev_history_hash: str | None = GENESIS  # the hash the history's previous step holds (None: unknown)
     done: list[RestoredStep] = []
     keys = [t.record.idempotency_key for t in lost]
-    ahead = (
-        await session.execute(
-            select(ledger_transfers.c.id, ledger_transfers.c.idempotency_key).where(
-                ledger_transfers.c.household_code == code,
-                func.split_part(ledger_transfers.c.idempotency_key, ":", 1).in_(keys),
-            )
-        )
-    ).first()
+    ahead = await ledger.first_of_steps(session, code, keys)
     if ahead is not None:
         raise RestoreRefused(
             "RestoreFork",
@@ -197,11 +177,7 @@ async def _restore_household(
         # The ledger key of a post or void names the pending transfer as the ledger holds it now.
         first = (await restores.current_ids(session, code, rec.transfer_ids[:1]))[0] if rec.transfer_ids else None
         wanted = _pins(t, rec, first)
-        taken = set(
-            (
-                await session.execute(select(ledger_transfers.c.id).where(ledger_transfers.c.id.in_(wanted.values())))
-            ).scalars()
-        )
+        taken = await ledger.taken_ids(session, wanted.values())
         token = ledger.PINNED_IDS.set({k: i for k, i in wanted.items() if i not in taken})
         try:
             got = await write._record(session, rec, restoring=True)
@@ -215,7 +191,7 @@ async def _restore_household(
         if got.replayed:
             raise RestoreRefused("RestoreFork", f"household {code}: key {rec.idempotency_key} is already recorded")
         step_ids = _compare(code, t, got)
-        row = (await session.execute(select(audit_log).where(audit_log.c.id == got.audit_id))).one()._mapping
+        row = await audit_db.row_by_id(session, got.audit_id)
         if got.audit_hash != outcome.audit_hash:
             # Only transfer ids may differ (and, after such a step, the link): the history's ids must give back
             # the history's hash.
@@ -228,22 +204,21 @@ async def _restore_household(
                     f"{outcome.audit_hash[:16]}…, and not only by transfer ids",
                 )
         prev_history_hash = outcome.audit_hash
-        await session.execute(
-            insert(restored_steps).values(
-                household_code=code,
-                seq=rec.seq,
-                idempotency_key=rec.idempotency_key,
-                step=rec.step.value,
-                audit_id=got.audit_id,
-                audit_hash=got.audit_hash,
-                history_hash=outcome.audit_hash,
-                workflow_id=trail.workflow_id,
-                run_id=trail.run_id,
-                history_event_id=t.event_id,
-                transfer_ids={str(k): v for k, v in step_ids.items()},
-                restored_by=operator,
-                reason=reason,
-            )
+        await restores.mark(
+            session,
+            household_code=code,
+            seq=rec.seq,
+            idempotency_key=rec.idempotency_key,
+            step=rec.step.value,
+            audit_id=got.audit_id,
+            audit_hash=got.audit_hash,
+            history_hash=outcome.audit_hash,
+            workflow_id=trail.workflow_id,
+            run_id=trail.run_id,
+            history_event_id=t.event_id,
+            transfer_ids={str(k): v for k, v in step_ids.items()},
+            restored_by=operator,
+            reason=reason,
         )
         done.append(
             RestoredStep(
@@ -262,7 +237,7 @@ async def _restore_household(
     # An instruction sent after the last step (a release the channel has not answered yet): its answer, when
     # it comes, resolves the row.
     await _restore_instructions(session, trail, 1 << 62, channel)
-    await _advance_sequence(session, 0)
+    await ledger.advance_transfer_ids(session, 0)
     return done
 
 
@@ -271,18 +246,6 @@ def _named_ids(t: Transition) -> list[int]:
     if outcome is None:
         return []
     return [p.transfer_id for a in outcome.allocation for p in a.pieces] + [outcome.transfer_id or 0]
-
-
-async def _advance_sequence(session, at_least: int) -> None:
-    """Move the transfers' id sequence past `at_least` and every id in the ledger (never back)."""
-    await session.execute(
-        text(
-            "SELECT setval(pg_get_serial_sequence('ledger_transfers', 'id'), GREATEST(:at_least, "
-            "(SELECT COALESCE(max(id), 0) FROM ledger_transfers), "
-            "(SELECT last_value FROM ledger_transfers_id_seq), 1))"
-        ),
-        {"at_least": at_least},
-    )
 
 
 def _compare(code: str, t: Transition, got) -> dict[int, int]:
@@ -332,7 +295,7 @@ async def restore(
         # them first, so no transfer written meanwhile (here or by the engine) takes one.
         named = [i for trail in trails if trail.opened for t in recorded_steps(trail) for i in _named_ids(t)]
         async with sessions() as session, session.begin():
-            await _advance_sequence(session, max(named, default=0))
+            await ledger.advance_transfer_ids(session, max(named, default=0))
     for trail in trails:
         if trail.workflow_type != "HouseholdWorkflow":
             continue
@@ -346,7 +309,7 @@ async def restore(
                         "UnknownHousehold",
                         f"household {code} is not in the database: register it from the approved list first",
                     )
-                rows, marks = await _rows(session, code)
+                rows, marks = await restores.household_rows(session, code)
                 lost = lost_steps(trail, rows, marks)
                 if not lost:
                     report.up_to_date.append(code)

@@ -229,3 +229,16 @@ def head_breaks(heads: Mapping[str, Any], last: Mapping[str, Mapping[str, Any]])
                 )
             )
     return found
+
+
+async def rows(session: AsyncSession, codes: list[str] | None = None) -> list[dict[str, Any]]:
+    """Every audit row (of these households, when given), by household and seq."""
+    q = select(audit_log).order_by(audit_log.c.household_code, audit_log.c.seq)
+    if codes is not None:
+        q = q.where(audit_log.c.household_code.in_(codes))
+    return [dict(r) for r in (await session.execute(q)).mappings()]
+
+
+async def row_by_id(session: AsyncSession, audit_id: int) -> Mapping[str, Any]:
+    """The audit row with this id (every column)."""
+    return (await session.execute(select(audit_log).where(audit_log.c.id == audit_id))).one()._mapping

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from core.settings import Settings
 
+# Callers outside db/ name these through db.engine, so only db/ imports sqlalchemy.
+Session = AsyncSession
+Engine = AsyncEngine
 Sessions = async_sessionmaker[AsyncSession]
+
+__all__ = ["Engine", "IntegrityError", "Session", "Sessions", "make_engine", "make_sessions", "make_url"]
 
 
 def make_engine(settings: Settings, *, url: str | None = None) -> AsyncEngine:

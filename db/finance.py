@@ -27,9 +27,9 @@ from db.schema import (
     payout_batch_tickets,
     tranche_plans,
 )
-from finance.allocation import AllocationPolicy, SourceRules, SourceView
+from models.allocation import AllocationPolicy, SourceRow, SourceRules
 from models.finance import AllocationPiece, PaymentInstruction, Piece, TranchePlan
-from models.household import BeneficiaryGroup, Household, SupportType
+from models.household import BeneficiaryGroup, SupportType
 
 LOAN_STATUSES = ("approved", "disbursed", "repaying", "repaid", "cancelled")
 
@@ -37,55 +37,35 @@ LOAN_STATUSES = ("approved", "disbursed", "repaying", "repaid", "cancelled")
 # ------------------------------------------------------------------ sources and policies
 
 
-async def sources_for(session: AsyncSession, h: Household, *, only: str | None = None) -> list[SourceView]:
-    """The sources whose rules accept this household, their accounts locked in id order, with the free
-    balance read after the lock (concurrent allocations queue here and never see a stale balance)."""
-    rows = (
-        await session.execute(
-            select(
-                funding_sources.c.code,
-                funding_sources.c.category,
-                funding_sources.c.priority,
-                funding_sources.c.rules,
-                funding_sources.c.account_id,
-            ).order_by(funding_sources.c.account_id)
-        )
-    ).all()
-    eligible = []
-    for r in rows:
-        if only is not None and r.code != only:
-            continue
-        rules = SourceRules.model_validate(r.rules or {})
-        if rules.accepts(h):
-            eligible.append((r, rules))
-    if only is not None and not eligible:
-        known = any(r.code == only for r in rows)
-        raise Refusal(
-            "SourceNotEligible" if known else "UnknownFundingSource",
-            f"funding source {only!r} "
-            + ("does not cover household " + h.code + " by its rules" if known else "does not exist"),
-        )
-    if not eligible:
-        return []
-    ids = [r.account_id for r, _ in eligible]
-    balances = {
-        a.id: a.credits_posted - a.debits_posted - a.debits_pending
-        for a in await session.execute(
-            select(
-                ledger_accounts.c.id,
-                ledger_accounts.c.credits_posted,
-                ledger_accounts.c.debits_posted,
-                ledger_accounts.c.debits_pending,
-            )
-            .where(ledger_accounts.c.id.in_(ids))
-            .order_by(ledger_accounts.c.id)
-            .with_for_update()
-        )
-    }
+async def source_rows(session: AsyncSession) -> list[SourceRow]:
+    """Every funding source with its rules, in account order."""
+    rows = await session.execute(
+        select(
+            funding_sources.c.code,
+            funding_sources.c.category,
+            funding_sources.c.priority,
+            funding_sources.c.rules,
+            funding_sources.c.account_id,
+        ).order_by(funding_sources.c.account_id)
+    )
     return [
-        SourceView(code=r.code, category=r.category, priority=r.priority, free=balances[r.account_id], rules=rules)
-        for r, rules in eligible
+        SourceRow(r.code, r.category, r.priority, r.account_id, SourceRules.model_validate(r.rules or {})) for r in rows
     ]
+
+
+async def lock_free_balances(session: AsyncSession, account_ids: list[int]) -> dict[int, int]:
+    """The free balance of each account, read after locking the rows in id order (concurrent allocations
+    queue here and never see a stale balance)."""
+    if not account_ids:
+        return {}
+    a = ledger_accounts.c
+    rows = await session.execute(
+        select(a.id, a.credits_posted, a.debits_posted, a.debits_pending)
+        .where(a.id.in_(account_ids))
+        .order_by(a.id)
+        .with_for_update()
+    )
+    return {r.id: r.credits_posted - r.debits_posted - r.debits_pending for r in rows}
 
 
 async def source_rules(session: AsyncSession) -> dict[str, tuple[int, dict]]:
@@ -585,3 +565,8 @@ async def has_batch_ticket(session: AsyncSession, nonce: str, household_code: st
         )
     )
     return found is not None
+
+
+async def payment_recorded(session: AsyncSession, payment_id: str) -> bool:
+    """Whether the payment's instruction has its row."""
+    return bool(await session.scalar(select(payments.c.payment_id).where(payments.c.payment_id == payment_id)))

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import Row, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from db.schema import households, import_batches
+from db.schema import household_tranches, households, import_batches
 from models.actor import Jurisdiction
 from models.household import Household
 
@@ -131,3 +133,138 @@ def in_jurisdiction(j: Jurisdiction) -> list:
     if j.commune:
         where.append(h.commune == j.commune)
     return where
+
+
+def _visible_query(
+    jurisdiction: Jurisdiction,
+    columns: Sequence[str] | None,
+    *,
+    code: str | None,
+    stage: str | None,
+    district: str | None,
+    commune: str | None,
+    group: str | None,
+    code_like: str | None,
+):
+    h = households.c
+    query = select(*(h[c] for c in columns)) if columns is not None else select(households)
+    query = query.where(*in_jurisdiction(jurisdiction))
+    for column, value in (
+        (h.code, code),
+        (h.stage, stage),
+        (h.district, district),
+        (h.commune, commune),
+        (h.beneficiary_group, group),
+    ):
+        if value:
+            query = query.where(column == value)
+    if code_like:
+        query = query.where(h.code.ilike(f"%{code_like}%"))
+    return query
+
+
+async def visible(
+    session: AsyncSession,
+    jurisdiction: Jurisdiction,
+    *,
+    columns: Sequence[str] | None = None,
+    code: str | None = None,
+    stage: str | None = None,
+    district: str | None = None,
+    commune: str | None = None,
+    group: str | None = None,
+    code_like: str | None = None,
+    order: str = "code",
+    limit: int | None = None,
+    offset: int = 0,
+) -> list[dict[str, Any]]:
+    """The households a user of `jurisdiction` may see, filtered (empty filters are ignored), as rows of
+    `columns` (every column when None), ordered by code or by `order="stage_since"` (oldest first)."""
+    h = households.c
+    query = _visible_query(
+        jurisdiction,
+        columns,
+        code=code,
+        stage=stage,
+        district=district,
+        commune=commune,
+        group=group,
+        code_like=code_like,
+    )
+    query = query.order_by(h.stage_since, h.code) if order == "stage_since" else query.order_by(h.code)
+    if limit is not None:
+        query = query.limit(limit)
+    if offset:
+        query = query.offset(offset)
+    return [dict(r) for r in (await session.execute(query)).mappings().all()]
+
+
+async def count_visible(
+    session: AsyncSession,
+    jurisdiction: Jurisdiction,
+    *,
+    stage: str | None = None,
+    commune: str | None = None,
+    code_like: str | None = None,
+) -> int:
+    """How many households `visible` would give with these filters and no limit."""
+    query = _visible_query(
+        jurisdiction,
+        ["code"],
+        code=None,
+        stage=stage,
+        district=None,
+        commune=commune,
+        group=None,
+        code_like=code_like,
+    )
+    return await session.scalar(select(func.count()).select_from(query.subquery()))
+
+
+async def visible_one(
+    session: AsyncSession, jurisdiction: Jurisdiction, code: str, *, columns: Sequence[str] | None = None
+) -> dict[str, Any] | None:
+    """The household `code` if a user of `jurisdiction` may see it (outside it reads as not there)."""
+    rows = await visible(session, jurisdiction, columns=columns, code=code)
+    return rows[0] if rows else None
+
+
+async def place(session: AsyncSession, code: str) -> tuple[str, str]:
+    """The household's (district, commune)."""
+    return tuple(
+        (
+            await session.execute(select(households.c.district, households.c.commune).where(households.c.code == code))
+        ).one()
+    )
+
+
+async def first_in_stage(session: AsyncSession, district: str, stage: str) -> str | None:
+    """The first code (in code order) of the district's households at `stage`."""
+    return await session.scalar(
+        select(households.c.code)
+        .where(households.c.district == district, households.c.stage == stage)
+        .order_by(households.c.code)
+        .limit(1)
+    )
+
+
+async def rows_of(session: AsyncSession, codes: list[str]) -> list[Row]:
+    """The registry's whole rows (every column) of these households."""
+    return list(await session.execute(select(households).where(households.c.code.in_(codes))))
+
+
+async def tranche_rows_of(session: AsyncSession, codes: list[str]) -> list[Row]:
+    """Every tranche row (every column) of these households."""
+    t = household_tranches
+    return list(await session.execute(select(t).where(t.c.household_code.in_(codes))))
+
+
+async def add_import_batch(
+    session: AsyncSession, *, file_name: str, file_sha256: str, row_count: int, imported_by: str
+) -> int:
+    """Record an imported list's file; returns its batch id."""
+    return await session.scalar(
+        import_batches.insert()
+        .values(file_name=file_name, file_sha256=file_sha256, row_count=row_count, imported_by=imported_by)
+        .returning(import_batches.c.id)
+    )

@@ -13,11 +13,11 @@ Chart of accounts:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import Row, func, insert, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -376,3 +376,55 @@ async def check_invariants(session: AsyncSession) -> list[str]:
     if bad:
         problems.append(f"{bad} transfers with a non-positive amount")
     return problems
+
+
+async def posted_pieces(session: AsyncSession) -> list[Row]:
+    """(household_code, tranche, amount) of every posted pending transfer."""
+    t = ledger_transfers.c
+    return list(await session.execute(select(t.household_code, t.tranche, t.amount).where(t.kind == "post_pending")))
+
+
+async def household_transfers(session: AsyncSession, codes: list[str] | None = None) -> list[dict]:
+    """Every transfer of a household (of these households, when given), with its accounts' codes
+    (`debit_account`, `credit_account`), in the order written."""
+    debit, credit = ledger_accounts.alias("debit"), ledger_accounts.alias("credit")
+    q = (
+        select(ledger_transfers, debit.c.code.label("debit_account"), credit.c.code.label("credit_account"))
+        .join(debit, debit.c.id == ledger_transfers.c.debit_account_id)
+        .join(credit, credit.c.id == ledger_transfers.c.credit_account_id)
+        .where(ledger_transfers.c.household_code.is_not(None))
+        .order_by(ledger_transfers.c.id)
+    )
+    if codes is not None:
+        q = q.where(ledger_transfers.c.household_code.in_(codes))
+    return [dict(r) for r in (await session.execute(q)).mappings()]
+
+
+async def first_of_steps(session: AsyncSession, household_code: str, keys: list[str]) -> Row | None:
+    """(id, idempotency_key) of a transfer of the household written by one of these steps (its key's
+    first part), if any."""
+    t = ledger_transfers.c
+    return (
+        await session.execute(
+            select(t.id, t.idempotency_key).where(
+                t.household_code == household_code, func.split_part(t.idempotency_key, ":", 1).in_(keys)
+            )
+        )
+    ).first()
+
+
+async def taken_ids(session: AsyncSession, ids: Iterable[int]) -> set[int]:
+    """Which of these transfer ids the ledger holds."""
+    return set((await session.execute(select(ledger_transfers.c.id).where(ledger_transfers.c.id.in_(ids)))).scalars())
+
+
+async def advance_transfer_ids(session: AsyncSession, at_least: int) -> None:
+    """Move the transfers' id sequence past `at_least` and every id in the ledger (never back)."""
+    await session.execute(
+        text(
+            "SELECT setval(pg_get_serial_sequence('ledger_transfers', 'id'), GREATEST(:at_least, "
+            "(SELECT COALESCE(max(id), 0) FROM ledger_transfers), "
+            "(SELECT last_value FROM ledger_transfers_id_seq), 1))"
+        ),
+        {"at_least": at_least},
+    )

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 
-from sqlalchemy import or_, select
+from sqlalchemy import insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.errors import Refusal
+from core.formatting import VIETNAM
 from db.schema import support_amounts, workflow_policies
 from models.household import BeneficiaryGroup, SupportType
 from models.policy import WorkflowPolicy
@@ -23,6 +24,11 @@ async def current_workflow_policy(session: AsyncSession, as_of: date) -> Workflo
     if doc is None:
         raise Refusal("NoPolicy", f"no workflow policy is in effect on {as_of.isoformat()}")
     return WorkflowPolicy.model_validate(doc)
+
+
+async def policy_today(session: AsyncSession) -> WorkflowPolicy:
+    """The workflow policy in effect today in Vietnam: who may use the pages, finance and accounts now."""
+    return await current_workflow_policy(session, datetime.now(VIETNAM).date())
 
 
 async def entitlement(session: AsyncSession, support_type: SupportType, group: BeneficiaryGroup, as_of: date) -> int:
@@ -59,3 +65,21 @@ async def stored_workflow_policy(session: AsyncSession, version: str | None) -> 
         return None
     doc = await session.scalar(select(workflow_policies.c.document).where(workflow_policies.c.version == version))
     return WorkflowPolicy.model_validate(doc) if doc is not None else None
+
+
+async def all_workflow_policies(session: AsyncSession) -> dict[str, dict]:
+    """Every stored policy version's document, by version."""
+    return {r.version: dict(r.document) for r in await session.execute(select(workflow_policies))}
+
+
+async def workflow_policy_exists(session: AsyncSession, version: str) -> bool:
+    return bool(await session.scalar(select(workflow_policies.c.version).where(workflow_policies.c.version == version)))
+
+
+async def insert_workflow_policy(session: AsyncSession, policy: WorkflowPolicy, effective_from: date) -> None:
+    """Store a new policy version (versions are never edited; the caller checks it is new)."""
+    await session.execute(
+        insert(workflow_policies).values(
+            version=policy.version, effective_from=effective_from, document=policy.model_dump(mode="json")
+        )
+    )

@@ -4,11 +4,13 @@ why and from which history. Append-only."""
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, DateTime, ForeignKey, Integer, Table, Text, select
+from typing import Any
+
+from sqlalchemy import BigInteger, Column, DateTime, ForeignKey, Integer, Table, Text, insert, select
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from db.schema import metadata
+from db.schema import audit_log, metadata
 
 restored_steps = Table(
     "restored_steps",
@@ -44,3 +46,27 @@ async def current_ids(session: AsyncSession, household_code: str, ids: list[int]
     ).all()
     mapping = {int(k): v for m in moved for k, v in m.items()}
     return [mapping.get(i, i) for i in ids]
+
+
+async def marks(session: AsyncSession, codes: list[str] | None = None) -> list[dict]:
+    """Every restore mark (of these households, when given)."""
+    q = select(restored_steps)
+    if codes is not None:
+        q = q.where(restored_steps.c.household_code.in_(codes))
+    return [dict(r) for r in (await session.execute(q)).mappings()]
+
+
+async def household_rows(session: AsyncSession, code: str) -> tuple[list[Any], dict[int, Any]]:
+    """The household's audit rows in seq order, and its restore marks by seq."""
+    rows = (
+        await session.execute(select(audit_log).where(audit_log.c.household_code == code).order_by(audit_log.c.seq))
+    ).all()
+    marks = {
+        m.seq: m for m in await session.execute(select(restored_steps).where(restored_steps.c.household_code == code))
+    }
+    return rows, marks
+
+
+async def mark(session: AsyncSession, **values: Any) -> None:
+    """Append one restore mark (the columns of `restored_steps`)."""
+    await session.execute(insert(restored_steps).values(**values))

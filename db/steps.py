@@ -11,11 +11,18 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import func, insert, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db import outbox
 from db.audit import AuditRow, row_hash
 from db.schema import audit_log, households
+
+ASSERTION_ONCE = "audit_log_assertion_once"  # the unique index on (household, assertion's one-time id)
+
+
+class AssertionReused(Exception):
+    """The step's assertion (its one-time id) already took a step of this household."""
 
 
 async def write(
@@ -27,7 +34,8 @@ async def write(
     register: dict[str, Any],
 ) -> AuditRow:
     """Append the audit row (`audit`: its fields), enqueue `messages` (`outbox.row`s), and set `register` on
-    the household's read-model row. Returns the audit row as written."""
+    the household's read-model row. Returns the audit row as written; raises `AssertionReused` when the
+    unique index on the assertion's one-time id refuses the row."""
     digest = row_hash(prev_hash, audit)
     entry = insert(audit_log).values(prev_hash=prev_hash, hash=digest, **audit).returning(audit_log.c.id).cte("entry")
     ctes = [
@@ -39,7 +47,12 @@ async def write(
     ]
     if messages:
         ctes.append(outbox.insert_rows(messages).cte("messages"))
-    new_id = await session.scalar(select(entry.c.id).add_cte(*ctes))
+    try:
+        new_id = await session.scalar(select(entry.c.id).add_cte(*ctes))
+    except IntegrityError as err:
+        if ASSERTION_ONCE not in str(err.orig):
+            raise
+        raise AssertionReused(audit["household_code"]) from None
     return AuditRow(
         id=new_id,
         household_code=audit["household_code"],

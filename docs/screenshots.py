@@ -14,15 +14,17 @@ import sys
 from pathlib import Path
 
 from playwright.async_api import async_playwright
-from sqlalchemy import text
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core.settings import get_settings  # noqa: E402
 from core.signing import load_ring  # noqa: E402
-from db import access, users  # noqa: E402
+from db import households, users  # noqa: E402
 from db.engine import make_engine, make_sessions  # noqa: E402
-from operations import sample  # noqa: E402
+from operations import (
+    access,
+    sample,  # noqa: E402
+)
 from runtime.stack import Stack  # noqa: E402
 from web.app import COOKIE  # noqa: E402
 
@@ -48,13 +50,8 @@ async def main() -> None:
     sessions = make_sessions(engine)
     tokens = {}
     async with sessions() as s, s.begin():
-        district, commune = (
-            await s.execute(text("select district, commune from households where code = :c"), {"c": OPEN})
-        ).one()
-        closed = await s.scalar(
-            text("select code from households where district = :d and stage = 'closed' order by code limit 1"),
-            {"d": district},
-        )
+        district, commune = await households.place(s, OPEN)
+        closed = await households.first_in_stage(s, district, "closed")
         for user_id in (
             sample.PROVINCE_USER,
             sample.district_user(district),

@@ -6,76 +6,51 @@ calls `plan_allocation`, then writes one pending transfer per piece. Same input,
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
-from pydantic import BaseModel, ConfigDict, Field
-
 from core.errors import Refusal
+from models.allocation import AllocationPolicy, SourceRow, SourceRules, SourceView, Tier
 from models.finance import TranchePlan
 from models.household import Household
 
 
-class SourceRules(BaseModel):
-    """A funding source's own rules, stored with it as data. Empty lists mean 'no restriction'."""
+def covers(rules: SourceRules, h: Household) -> bool:
+    """Whether a source's own rules let it pay for this household. Empty lists mean 'no restriction'."""
+    return (
+        (not rules.programmes or h.programme in rules.programmes)
+        and (not rules.groups or h.beneficiary_group.value in rules.groups)
+        and (not rules.districts or h.district in rules.districts)
+        and (not rules.support_types or h.support_type.value in rules.support_types)
+    )
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
-    programmes: list[str] = Field(default_factory=list)  # only households of these national target programmes
-    groups: list[str] = Field(default_factory=list)
-    districts: list[str] = Field(default_factory=list)
-    support_types: list[str] = Field(default_factory=list)
-    # At most this much per house from this source, by support type (the central budget under the
-    # poverty programme pays at most 40/20 million; the province tops up).
-    max_per_house: dict[str, int] = Field(default_factory=dict)
-    # A district's own advance for programme households, reimbursed later (cấp bù) by this source.
-    reimbursed_by: str | None = None
+def in_tier(tier: Tier, s: SourceView, h: Household) -> bool:
+    """Whether the policy's tier draws on this source for this household."""
+    if tier.programme_households_only and not h.programme:
+        return False
+    return s.code in tier.sources or s.category in tier.categories
 
-    def accepts(self, h: Household) -> bool:
-        return (
-            (not self.programmes or h.programme in self.programmes)
-            and (not self.groups or h.beneficiary_group.value in self.groups)
-            and (not self.districts or h.district in self.districts)
-            and (not self.support_types or h.support_type.value in self.support_types)
+
+def eligible(sources: list[SourceRow], h: Household, *, only: str | None = None) -> list[SourceRow]:
+    """The sources whose rules cover the household (only the one Finance named, if it named one): refused
+    when the named source does not exist or its rules do not cover the household."""
+    chosen = [r for r in sources if (only is None or r.code == only) and covers(r.rules, h)]
+    if only is not None and not chosen:
+        known = any(r.code == only for r in sources)
+        raise Refusal(
+            "SourceNotEligible" if known else "UnknownFundingSource",
+            f"funding source {only!r} "
+            + ("does not cover household " + h.code + " by its rules" if known else "does not exist"),
         )
+    return chosen
 
 
-@dataclass(frozen=True)
-class SourceView:
-    code: str
-    category: str
-    priority: int
-    free: int
-    rules: SourceRules = field(default_factory=SourceRules)
-
-
-class Tier(BaseModel):
-    """One step of the policy: sources of these categories (or these codes), in priority order."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    name: str
-    categories: list[str] = Field(default_factory=list)
-    sources: list[str] = Field(default_factory=list)
-    # Only for households already in a national target programme (their programme's sources first).
-    programme_households_only: bool = False
-    # At most this much per house from the tier as a whole, by support type (the central budget under
-    # the poverty programme pays at most 40/20 million; the province tops up from the next tier).
-    max_per_house: dict[str, int] = Field(default_factory=dict)
-
-    def includes(self, s: SourceView, h: Household) -> bool:
-        if self.programme_households_only and not h.programme:
-            return False
-        return s.code in self.sources or s.category in self.categories
-
-
-class AllocationPolicy(BaseModel):
-    """Per programme, the order in which sources cover a household. Data, versioned."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    version: str
-    programme: str = "default"
-    tiers: list[Tier] = Field(min_length=1)
+def from_one_source(source: SourceView, h: Household, need: int) -> list[tuple[str, int]]:
+    """The whole entitlement from the source Finance named; refused when its free balance is short."""
+    if source.free < need:
+        raise Refusal(
+            "InsufficientFunds",
+            f"funding source {source.code} has {source.free:,} đồng free; household {h.code} needs {need:,}",
+        )
+    return [(source.code, need)]
 
 
 def plan_allocation(
@@ -90,7 +65,7 @@ def plan_allocation(
     remaining = need
     for tier in policy.tiers:
         eligible = sorted(
-            (s for s in sources if s.code not in used and tier.includes(s, h) and s.rules.accepts(h)),
+            (s for s in sources if s.code not in used and in_tier(tier, s, h) and covers(s.rules, h)),
             key=lambda s: (s.priority, s.code),
         )
         tier_left = tier.max_per_house.get(h.support_type.value, need)

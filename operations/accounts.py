@@ -5,19 +5,20 @@ tamper-evident trail (db/account_changes.py), so there is no change without its 
 while setting a deployment up (the first administrator, the demo's sign-ins), by whoever runs the stack.
 `signer` is the officers' front-door ring (core/signing.py `load_ring`) of the front door that proved it:
 every trail row is signed with it, and a row that sets a password or a token names the stored hash
-(`details["credential"]`), which is what lets a sign-in accept that credential (db/access.py). This module
+(`details["credential"]`), which is what lets a sign-in accept that credential (operations/access.py). This module
 is the one place a credential is set.
 """
 
 from __future__ import annotations
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from core.errors import Refusal
 from core.signing import SigningRing
-from db import access
+from db import access as access_db
 from db import account_changes as trail
 from db import users as users_db
+from db.engine import Session as AsyncSession
+from models.actor import ACCOUNT_ADMIN_ROLE
+from operations import access
 
 SETUP = "(setup)"
 
@@ -36,10 +37,10 @@ async def _require_admin(session: AsyncSession, by: str) -> None:
     if by == SETUP:
         return
     admin = await users_db.get(session, by)
-    if admin is None or not admin.active or admin.role != access.ACCOUNT_ADMIN_ROLE:
+    if admin is None or not admin.active or admin.role != ACCOUNT_ADMIN_ROLE:
         raise Refusal(
             "NotAllowed",
-            f"user {by!r} is not an active {access.ACCOUNT_ADMIN_ROLE}: only an administrator changes accounts",
+            f"user {by!r} is not an active {ACCOUNT_ADMIN_ROLE}: only an administrator changes accounts",
         )
 
 
@@ -66,7 +67,7 @@ async def reset_password(session: AsyncSession, by: str, user_id: str, password:
 
 async def set_active(session: AsyncSession, by: str, user_id: str, active: bool, *, signer: SigningRing) -> None:
     await _require_admin(session, by)
-    await access.set_active(session, user_id, active)
+    await access_db.set_active(session, user_id, active)
     await trail.record(session, signer=signer, by_user=by, action="enable" if active else "disable", user_id=user_id)
 
 
@@ -86,7 +87,7 @@ async def issue_token(session: AsyncSession, by: str, user_id: str, name: str, *
 
 async def revoke_token(session: AsyncSession, by: str, user_id: str, name: str, *, signer: SigningRing) -> None:
     await _require_admin(session, by)
-    await access.revoke_token(session, user_id, name)
+    await access_db.revoke_token(session, user_id, name)
     await trail.record(session, signer=signer, by_user=by, action="revoke", user_id=user_id, details={"name": name})
 
 
@@ -106,13 +107,13 @@ async def bootstrap(
     if user is None:
         if row is None:
             raise Refusal("UnknownUser", f"user {user_id!r} is not registered: give --name and --agency")
-        row = row | {"user_id": user_id, "role": access.ACCOUNT_ADMIN_ROLE, "active": True}
+        row = row | {"user_id": user_id, "role": ACCOUNT_ADMIN_ROLE, "active": True}
         await users_db.upsert(session, [row])
-    elif user.role != access.ACCOUNT_ADMIN_ROLE or not user.active:
+    elif user.role != ACCOUNT_ADMIN_ROLE or not user.active:
         raise Refusal(
             "NotAllowed",
             f"user {user_id!r} is {user.role}{'' if user.active else ' (disabled)'}: "
-            f"the first administrator must be an active {access.ACCOUNT_ADMIN_ROLE}",
+            f"the first administrator must be an active {ACCOUNT_ADMIN_ROLE}",
         )
     else:
         row = {

@@ -5,17 +5,18 @@ transaction, and is keyed by the caller's reference so that running it twice wri
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import date
 
 from core.errors import Refusal
 from db import finance as finance_db
 from db import ledger, users
+from db import policy as policy_db
 from db.engine import Sessions
-from finance.allocation import SourceRules
 from models.actor import Actor
+from models.allocation import SourceRules
+from models.policy import WorkflowPolicy
 
-FINANCE_ROLES = frozenset({"finance_officer", "admin"})
-LOAN_ROLES = frozenset({"vbsp_officer", "finance_officer"})
 CATEGORIES = ("national_target_programme", "provincial_budget", "storm_relief", "donation", "district_advance")
 
 
@@ -28,8 +29,10 @@ def parse_dong(text: str) -> int:
     return int(re.sub(r"[._ ]", "", value))
 
 
-async def _actor(session, user_id: str, roles: frozenset[str], what: str) -> Actor:
+async def _actor(session, user_id: str, gate: Callable[[WorkflowPolicy], list[str]], what: str) -> Actor:
+    """The registered, active user, if the policy in effect today gives their role this power."""
     actor = await users.require_actor(session, user_id)
+    roles = gate(await policy_db.policy_today(session))
     if actor.role not in roles:
         raise Refusal("RoleNotAllowed", f"role {actor.role!r} may not {what} (allowed: {', '.join(sorted(roles))})")
     return actor
@@ -50,7 +53,7 @@ async def add_source(
         raise Refusal("InvalidCategory", f"category must be one of {', '.join(CATEGORIES)}, got {category!r}")
     checked = SourceRules.model_validate(rules or {})  # names the bad rule before anything is written
     async with sessions() as session, session.begin():
-        await _actor(session, user_id, FINANCE_ROLES, "manage funding sources")
+        await _actor(session, user_id, lambda p: p.finance_roles, "manage funding sources")
         return await ledger.create_source(
             session,
             code=code,
@@ -69,7 +72,7 @@ async def receive(
     transfer and whether it is new (False: that document was recorded before; nothing was written)."""
     key = f"receipt:{source}:{ref}"
     async with sessions() as session, session.begin():
-        actor = await _actor(session, user_id, FINANCE_ROLES, "record money received")
+        actor = await _actor(session, user_id, lambda p: p.finance_roles, "record money received")
         if existing := await ledger.find_transfer(session, key):
             return existing, False
         return await ledger.receive(
@@ -81,7 +84,7 @@ async def add_decision(
     sessions: Sessions, user_id: str, ref: str, *, supplements: str | None, decided_on: date | None, note: str | None
 ) -> bool:
     async with sessions() as session, session.begin():
-        await _actor(session, user_id, FINANCE_ROLES | {"province_officer", "district_officer"}, "register decisions")
+        await _actor(session, user_id, lambda p: p.decision_roles, "register decisions")
         return await finance_db.add_decision(session, ref, supplements=supplements, decided_on=decided_on, note=note)
 
 
@@ -92,7 +95,7 @@ async def reimburse(
     name, up to what is outstanding. `amount` None: as much as is outstanding and the payer has free.
     Returns the transfer (None: nothing to pay) and whether it is new (False: `ref` was paid before)."""
     async with sessions() as session, session.begin():
-        actor = await _actor(session, user_id, FINANCE_ROLES, "reimburse district advances")
+        actor = await _actor(session, user_id, lambda p: p.finance_roles, "reimburse district advances")
         owed = {r.advance_source: r for r in await finance_db.receivables(session)}
         if advance_source not in owed:
             raise Refusal("NotAnAdvance", f"source {advance_source!r} is not a district advance to be reimbursed")
@@ -131,7 +134,7 @@ async def record_loan(
     note: str | None = None,
 ) -> bool:
     async with sessions() as session, session.begin():
-        actor = await _actor(session, user_id, LOAN_ROLES, "record VBSP loans")
+        actor = await _actor(session, user_id, lambda p: p.loan_roles, "record VBSP loans")
         return await finance_db.record_loan(
             session,
             key=f"loan:{household_code}:{ref}",

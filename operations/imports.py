@@ -15,7 +15,6 @@ from datetime import date
 from pathlib import Path
 
 import structlog
-from sqlalchemy import insert
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
@@ -24,7 +23,6 @@ from core.errors import Refusal
 from db import finance as finance_db
 from db import households, policy, users
 from db.engine import Sessions
-from db.schema import import_batches
 from models.household import Household
 from models.policy import WorkflowPolicy
 from models.state import HouseholdWorkflowInput
@@ -110,15 +108,12 @@ async def register(
         batch_id = None
         if new:
             await finance_db.ensure_decisions(session, {r.household.decision_ref for r in new})
-            batch_id = await session.scalar(
-                insert(import_batches)
-                .values(
-                    file_name=file_name,
-                    file_sha256=hashlib.sha256(data).hexdigest(),
-                    row_count=len(new),
-                    imported_by=actor.user_id,
-                )
-                .returning(import_batches.c.id)
+            batch_id = await households.add_import_batch(
+                session,
+                file_name=file_name,
+                file_sha256=hashlib.sha256(data).hexdigest(),
+                row_count=len(new),
+                imported_by=actor.user_id,
             )
             await households.insert_many(session, [r.household for r in new], batch_id)
         importers = await households.importers(session, [r.household.code for r in rows])

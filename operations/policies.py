@@ -7,7 +7,6 @@ import asyncio
 from dataclasses import dataclass
 from datetime import date
 
-from sqlalchemy import insert, select
 from temporalio.client import Client, WorkflowUpdateFailedError
 
 from core.errors import Refusal
@@ -15,7 +14,6 @@ from core.signing import SigningRing, sign_input
 from db import policy as policy_db
 from db import users
 from db.engine import Sessions
-from db.schema import workflow_policies
 from models.actions import SetPolicyInput
 from models.household import Step
 from models.policy import WorkflowPolicy
@@ -38,13 +36,9 @@ async def add_version(owner: Sessions, new: WorkflowPolicy, effective_from: date
         current = await policy_db.current_workflow_policy(session, date.today())
         if actor.role not in current.policy_admin_roles:
             raise Refusal("RoleNotAllowed", f"role {actor.role!r} may not publish workflow policies")
-        if await session.scalar(select(workflow_policies.c.version).where(workflow_policies.c.version == new.version)):
+        if await policy_db.workflow_policy_exists(session, new.version):
             raise Refusal("PolicyExists", f"policy version {new.version} exists; versions are never edited")
-        await session.execute(
-            insert(workflow_policies).values(
-                version=new.version, effective_from=effective_from, document=new.model_dump(mode="json")
-            )
-        )
+        await policy_db.insert_workflow_policy(session, new, effective_from)
 
 
 IN_FLIGHT = "WorkflowType='HouseholdWorkflow' AND ExecutionStatus='Running'"

@@ -18,19 +18,10 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from db import finance as finance_db
 from db import ledger
-from db.schema import (
-    decisions,
-    funding_sources,
-    household_tranches,
-    households,
-    ledger_accounts,
-    ledger_transfers,
-)
+from db import reconciliation as recon_db
+from db.engine import Session as AsyncSession
 
 
 @dataclass
@@ -116,58 +107,12 @@ class Reconciliation:
 
 
 async def reconcile(session: AsyncSession) -> Reconciliation:
-    src_rows = (
-        await session.execute(
-            select(
-                funding_sources.c.code,
-                funding_sources.c.name,
-                funding_sources.c.category,
-                funding_sources.c.is_state_budget,
-                funding_sources.c.account_id,
-            ).order_by(funding_sources.c.is_state_budget.desc(), funding_sources.c.code)
-        )
-    ).all()
+    src_rows = await recon_db.sources(session)
     sources = {r.account_id: SourceLine(r.code, r.name, r.category, r.is_state_budget) for r in src_rows}
 
-    hh = {
-        r.code: r
-        for r in await session.execute(
-            select(
-                households.c.code,
-                households.c.district,
-                households.c.decision_ref,
-                households.c.stage,
-                households.c.support_type,
-                households.c.entitlement,
-                households.c.reserved,
-                households.c.paid,
-            )
-        )
-    }
-    released_tranches = {
-        (r.household_code, r.tranche)
-        for r in await session.execute(
-            select(household_tranches.c.household_code, household_tranches.c.tranche).where(
-                household_tranches.c.status == "released"
-            )
-        )
-    }
-    t = ledger_transfers.c
-    transfers = (
-        await session.execute(
-            select(
-                t.id,
-                t.kind,
-                t.code,
-                t.debit_account_id,
-                t.credit_account_id,
-                t.amount,
-                t.pending_id,
-                t.household_code,
-                t.tranche,
-            )
-        )
-    ).all()
+    hh = {r.code: r for r in await recon_db.households_money(session)}
+    released_tranches = await recon_db.released_tranches(session)
+    transfers = await recon_db.transfers(session)
     resolved = {x.pending_id for x in transfers if x.pending_id is not None}
 
     per_household: dict[str, dict[str, int]] = defaultdict(lambda: {"reserved": 0, "released": 0, "paid": 0})
@@ -190,11 +135,10 @@ async def reconcile(session: AsyncSession) -> Reconciliation:
 
     kinds = {
         r.ref: (r.kind if r.kind == "original" else f"supplementary to {r.supplements}")
-        for r in await session.execute(select(decisions.c.ref, decisions.c.kind, decisions.c.supplements))
+        for r in await recon_db.decision_kinds(session)
     }
     loans: dict[str, int] = defaultdict(int)
-    current = finance_db.current_loans()
-    for r in await session.execute(select(current.c.household_code, current.c.amount, current.c.status)):
+    for r in await recon_db.loans(session):
         if r.status != "cancelled":
             loans[r.household_code] += int(r.amount)
 
@@ -239,8 +183,7 @@ async def reconcile(session: AsyncSession) -> Reconciliation:
 
 async def _check(session, report: Reconciliation, sources: dict, hh: dict, per_household: dict) -> list[str]:
     problems = list(await ledger.check_invariants(session))
-    a = ledger_accounts.c
-    stored = {r.id: r for r in await session.execute(select(a.id, a.debits_pending, a.debits_posted, a.credits_posted))}
+    stored = await recon_db.account_balances(session)
     for account_id, s in sources.items():
         acc = stored[account_id]
         if acc.credits_posted != s.received:

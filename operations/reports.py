@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime
 
-from sqlalchemy import and_, case, func, or_, select
-from sqlalchemy.ext.asyncio import AsyncSession
-
+from core.formatting import VIETNAM, amount
 from db import ledger, policy
-from db.schema import audit_log, households, ledger_accounts, programme_deadlines
+from db import reports as report_db
+from db.engine import Session as AsyncSession
+from models.actor import Jurisdiction
 from models.household import BeneficiaryGroup, Stage, SupportType
 
-VIETNAM = timezone(timedelta(hours=7))
 STAGE_ORDER = [s.value for s in Stage]
 
 
@@ -63,22 +61,9 @@ class Report:
         }
 
 
-async def district_stages(session: AsyncSession, where: Sequence = ()) -> list[DistrictStageRow]:
-    """Households by district and stage, of those `where` selects (an officer's jurisdiction: all when empty)."""
-    h = households.c
-    rows = await session.execute(
-        select(
-            h.district,
-            h.stage,
-            func.count(),
-            func.count().filter(h.support_type == SupportType.NEW_BUILD.value),
-            func.count().filter(h.support_type == SupportType.REPAIR.value),
-            func.coalesce(func.sum(h.reserved), 0),
-            func.coalesce(func.sum(h.paid), 0),
-        )
-        .where(*where)
-        .group_by(h.district, h.stage)
-    )
+async def district_stages(session: AsyncSession, jurisdiction: Jurisdiction | None = None) -> list[DistrictStageRow]:
+    """Households by district and stage, of those `jurisdiction` covers (an officer's: all when None)."""
+    rows = await report_db.district_stages(session, jurisdiction)
     table = [DistrictStageRow(d, s, n, nb, rp, int(res), int(paid)) for d, s, n, nb, rp, res, paid in rows]
     table.sort(key=lambda r: (r.district, STAGE_ORDER.index(r.stage)))
     return table
@@ -94,17 +79,7 @@ async def build(session: AsyncSession, today: date | None = None) -> Report:
 
 
 async def by_decision(session: AsyncSession, today: date) -> list[DecisionRow]:
-    h = households.c
-    rows = await session.execute(
-        select(
-            h.decision_ref,
-            h.support_type,
-            h.beneficiary_group,
-            func.count(),
-            func.coalesce(func.sum(h.reserved), 0),
-            func.coalesce(func.sum(h.paid), 0),
-        ).group_by(h.decision_ref, h.support_type, h.beneficiary_group)
-    )
+    rows = await report_db.by_decision(session)
     totals: dict[str, list[int]] = {}
     amounts: dict[tuple[str, str], int] = {}
     for ref, support, group, n, reserved, paid in rows:
@@ -122,25 +97,7 @@ async def by_decision(session: AsyncSession, today: date) -> list[DecisionRow]:
 async def reconcile_households(session: AsyncSession) -> list[str]:
     """For every settled household: paid in the read model = posted to its ledger account = the policy
     amount in force on the day its funds were allocated (from the audit log). Returns the mismatches."""
-    allocated_at = (
-        select(audit_log.c.household_code, func.min(audit_log.c.occurred_at).label("at"))
-        .where(audit_log.c.step == "allocate")
-        .group_by(audit_log.c.household_code)
-        .subquery()
-    )
-    rows = await session.execute(
-        select(
-            households.c.code,
-            households.c.support_type,
-            households.c.beneficiary_group,
-            households.c.paid,
-            func.coalesce(ledger_accounts.c.credits_posted, 0),
-            allocated_at.c.at,
-        )
-        .outerjoin(ledger_accounts, ledger_accounts.c.code == func.concat("HH:", households.c.code))
-        .outerjoin(allocated_at, allocated_at.c.household_code == households.c.code)
-        .where(households.c.stage == Stage.CLOSED.value)
-    )
+    rows = await report_db.settled(session)
     problems: list[str] = []
     amounts: dict[tuple, int] = {}
     for code, support, group, paid, posted, at in rows:
@@ -152,26 +109,18 @@ async def reconcile_households(session: AsyncSession) -> list[str]:
             amounts[key] = await policy.entitlement(session, SupportType(support), BeneficiaryGroup(group), key[2])
         if not (paid == posted == amounts[key]):
             problems.append(
-                f"household {code}: read model paid {paid:,}, ledger posted {posted:,}, policy {amounts[key]:,}"
+                f"household {code}: read model paid {amount(paid, 'en')}, ledger posted {amount(posted, 'en')}, "
+                f"policy {amount(amounts[key], 'en')}"
             )
     return problems
 
 
 async def stage_counts(session: AsyncSession) -> dict[str, int]:
-    rows = await session.execute(select(households.c.stage, func.count()).group_by(households.c.stage))
-    return dict(rows.all())
+    return await report_db.stage_counts(session)
 
 
 async def support_totals(session: AsyncSession, decision_ref: str | None = None) -> dict[str, int]:
-    h = households.c
-    q = select(
-        func.count().filter(h.support_type == "new_build"),
-        func.count().filter(h.support_type == "repair"),
-        func.coalesce(func.sum(case((h.stage == "closed", h.paid), else_=0)), 0),
-    )
-    if decision_ref:
-        q = q.where(h.decision_ref == decision_ref)
-    nb, rp, paid = (await session.execute(q)).one()
+    nb, rp, paid = await report_db.support_totals(session, decision_ref)
     return {"new_builds": nb, "repairs": rp, "paid": int(paid)}
 
 
@@ -196,28 +145,11 @@ class DeadlineProgress:
         return self.days_left < 0 and self.remaining > 0
 
 
-async def deadline_progress(session: AsyncSession, today: date, where: Sequence = ()) -> list[DeadlineProgress]:
-    """Each programme deadline's households covered and closed, of those `where` selects (a jurisdiction)."""
-    h, d = households.c, programme_deadlines.c
-    covers = and_(
-        or_(d.support_types.is_(None), h.support_type == func.any(d.support_types)),
-        or_(d.beneficiary_groups.is_(None), h.beneficiary_group == func.any(d.beneficiary_groups)),
-        h.stage != Stage.CANCELLED.value,
-        *where,
-    )
-    q = (
-        select(
-            d.name,
-            d.due_on,
-            d.legal_basis,
-            func.count(h.code),
-            func.count(h.code).filter(h.stage == Stage.CLOSED.value),
-        )
-        .select_from(programme_deadlines.outerjoin(households, covers))
-        .group_by(d.id, d.name, d.due_on, d.legal_basis)
-        .order_by(d.due_on)
-    )
+async def deadline_progress(
+    session: AsyncSession, today: date, jurisdiction: Jurisdiction | None = None
+) -> list[DeadlineProgress]:
+    """Each programme deadline's households covered and closed, of those `jurisdiction` covers (all when None)."""
     return [
         DeadlineProgress(name, due, basis, n, closed, (due - today).days)
-        for name, due, basis, n, closed in await session.execute(q)
+        for name, due, basis, n, closed in await report_db.deadlines(session, jurisdiction)
     ]

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from core.errors import Refusal
-from finance.allocation import AllocationPolicy, SourceRules, SourceView, Tier, plan_allocation, split_into_tranches
+from finance.allocation import plan_allocation, split_into_tranches
 from models.actor import Actor, Jurisdiction
+from models.allocation import AllocationPolicy, SourceRules, SourceView, Tier
 from models.finance import Milestone, Piece, TranchePlan, TrancheSpec, TrancheState, TrancheStatus
 from models.household import Household, Stage, Step
 from workflows.rules import Target, check_money, check_payout

@@ -23,14 +23,13 @@ from temporalio.exceptions import ApplicationError
 
 from core.errors import Refusal
 from core.settings import ROOT
-from db import access
 from db import account_changes as trail
 from db import users as users_db
 from db.engine import Sessions, make_engine, make_sessions
 from db.schema import account_changes, audit_log, login_attempts, user_credentials
 from models.finance import BatchAction, BatchSelection, PayoutBatchInput, TrancheStatus
 from models.household import Stage, workflow_id_for
-from operations import accounts, credentials, finance_ops, payouts, sample
+from operations import access, accounts, credentials, finance_ops, payouts, sample
 from operations.actions import household_state
 from operations.seed import seed_demo
 from tests.conftest import (

@@ -39,7 +39,7 @@ from db.schema import (
     outbox,
     payout_batch_runs,
 )
-from finance.allocation import AllocationPolicy, Tier
+from models.allocation import AllocationPolicy, Tier
 from models.finance import (
     BatchAction,
     BatchSelection,

@@ -157,7 +157,7 @@ async def test_concurrent_reservations_never_overcommit_a_source(scratch):
                 )
                 return True
             except Refusal as err:
-                assert err.type == "InsufficientFunds"
+                assert err.rule == "InsufficientFunds"
                 return False
 
     results = await asyncio.gather(*(attempt(i) for i in range(12)))

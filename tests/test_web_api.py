@@ -15,14 +15,14 @@ import pytest
 from sqlalchemy import func, select
 
 from core.errors import Refusal
-from db import access, signing_keys
 from db import account_changes as account_trail
+from db import signing_keys
 from db import users as users_db
 from db.schema import api_tokens, web_sessions, workflow_policies
 from models.finance import TrancheStatus
 from models.household import Step
 from models.policy import WorkflowPolicy
-from operations import accounts, sample
+from operations import access, accounts, sample
 from operations.actions import household_state
 from tests.conftest import FRONT_DOOR, TEST_SIGNING_FILE, WEB_DISTRICT, WEB_OTHER_DISTRICT, password_for, token_for
 from web.app import COOKIE

@@ -19,12 +19,12 @@ import pytest
 from sqlalchemy import func, select
 
 from core.errors import Refusal
-from db import access, signing_keys
 from db import account_changes as trail
+from db import signing_keys
 from db.schema import api_tokens, audit_log, household_tranches, households, web_sessions
 from models.finance import TrancheStatus
 from models.household import Step
-from operations import accounts, sample
+from operations import access, accounts, sample
 from operations.actions import household_state
 from tests.conftest import FRONT_DOOR, WEB_DISTRICT, WEB_OTHER_DISTRICT, enroll, make_households, take_step
 from web.app import COOKIE

@@ -23,7 +23,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
-from sqlalchemy import select
 from temporalio.client import Client
 
 from archive.source import open_archive
@@ -33,14 +32,12 @@ from core.client import connect
 from core.errors import Refusal
 from core.settings import Settings, get_settings
 from core.signing import load_ring
-from db import access
+from db import households
 from db.engine import Sessions, make_engine, make_sessions
-from db.households import in_jurisdiction
-from db.schema import households
 from db.users import User
 from finance import callbacks
 from models.household import Stage, Step
-from operations import reports
+from operations import access, reports
 from operations.actions import UPDATES, household_history, household_state, next_actions, take_step
 from web import codec, pages
 from web.problems import STATUS, Problem, problem_handler, validation_handler
@@ -199,18 +196,18 @@ def create_app(
         limit: int = Query(100, ge=1, le=1000),
         offset: int = Query(0, ge=0),
     ) -> list[HouseholdSummary]:
-        h = households.c
-        q = select(*(h[f] for f in HouseholdSummary.model_fields)).where(*in_jurisdiction(who.user.jurisdiction))
-        for column, value in (
-            (h.stage, stage and stage.value),
-            (h.district, district),
-            (h.commune, commune),
-            (h.beneficiary_group, group),
-        ):
-            if value:
-                q = q.where(column == value)
         async with request.app.state.sessions() as s:
-            rows = (await s.execute(q.order_by(h.code).limit(limit).offset(offset))).mappings().all()
+            rows = await households.visible(
+                s,
+                who.user.jurisdiction,
+                columns=list(HouseholdSummary.model_fields),
+                stage=stage and stage.value,
+                district=district,
+                commune=commune,
+                group=group,
+                limit=limit,
+                offset=offset,
+            )
         return [HouseholdSummary(**r) for r in rows]
 
     @app.get("/api/households/{code}", tags=["households"])
@@ -275,12 +272,10 @@ def create_app(
             return (await reports.build(s)).as_json()
 
     async def _visible(request: Request, user: User, code: str) -> HouseholdSummary:
-        h = households.c
-        q = select(*(h[f] for f in HouseholdSummary.model_fields)).where(
-            h.code == code.strip().upper(), *in_jurisdiction(user.jurisdiction)
-        )
         async with request.app.state.sessions() as s:
-            row = (await s.execute(q)).mappings().one_or_none()
+            row = await households.visible_one(
+                s, user.jurisdiction, code.strip().upper(), columns=list(HouseholdSummary.model_fields)
+            )
         if row is None:  # outside the user's jurisdiction reads exactly as not there
             raise Problem("UnknownHousehold", f"no household {code!r} in your jurisdiction")
         return HouseholdSummary(**row)

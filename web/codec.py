@@ -27,16 +27,13 @@ from temporalio.converter import DataConverter
 
 from core.codec import PayloadKeyError, for_reading
 from core.settings import Settings
-from db import access
+from db import policy as policy_db
+from operations import access
 from web.problems import Problem, response
 
 log = structlog.get_logger("codec")
 
 PREFIX = "/codec"
-CODEC_ROLES = frozenset({"auditor", "admin"})  # never the officers who act on households, nor finance
-# Sealing under the engine's key is an operator's act (the Web UI encodes what an operator sends a workflow);
-# an auditor reads and never writes.
-ENCODE_ROLES = frozenset({"admin"})
 MAX_PAYLOADS = 1000
 MAX_BYTES = 4 * 1024 * 1024  # a Temporal blob is at most 2 MiB by default; base64 and JSON add about a third
 ALLOW_METHODS = "POST, OPTIONS"
@@ -106,10 +103,18 @@ def router(settings: Settings, signed_in: SignedInDependency, cookie: str) -> AP
         try:
             who = await who_is(request)
             fields |= {"user": who.user.user_id, "role": who.user.role, "via": who.via}
-            if who.user.role not in CODEC_ROLES:
-                raise Problem("RoleNotAllowed", "only auditors and administrators may read the sealed payloads")
-            if apply is encode and who.user.role not in ENCODE_ROLES:
-                raise Problem("RoleNotAllowed", "only administrators may seal payloads under the engine's key")
+            # Who may open and who may seal is the policy's (codec_roles, codec_encode_roles): sealing under the
+            # engine's key is an operator's act (the Web UI encodes what an operator sends a workflow), and an
+            # auditor reads and never writes.
+            async with request.app.state.sessions() as s:
+                policy = await policy_db.policy_today(s)
+            if who.user.role not in policy.codec_roles:
+                raise Problem("RoleNotAllowed", f"only {', '.join(policy.codec_roles)} may read the sealed payloads")
+            if apply is encode and who.user.role not in policy.codec_encode_roles:
+                raise Problem(
+                    "RoleNotAllowed",
+                    f"only {', '.join(policy.codec_encode_roles)} may seal payloads under the engine key",
+                )
             payloads = await read_payloads(request)
             fields["payloads"] = len(payloads)
             out, unopened = await apply(request.app.state.client.data_converter, payloads)

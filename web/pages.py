@@ -10,14 +10,13 @@ from __future__ import annotations
 import hashlib
 import secrets
 import tempfile
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import quote
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
-from sqlalchemy import func, select
 from starlette.datastructures import UploadFile
 
 from archive.source import open_archive
@@ -25,29 +24,27 @@ from auditor import timeline as timeline_view
 from auditor.history import read_trail
 from auditor.live import verify_live
 from core.errors import Refusal
+from core.formatting import amount, day, dong
 from core.settings import Settings
-from db import access
+from db import households
 from db import policy as policy_db
-from db.households import in_jurisdiction
-from db.schema import households
-from models.finance import BatchAction, BatchSelection, PayoutBatchInput
+from models.finance import BatchAction, BatchSelection
 from models.household import Stage, Step
-from operations import payouts, reconciliation, reports
+from operations import access, payouts, reconciliation, reports
 from operations.actions import household_view, next_actions, take_step
 from operations.reports import VIETNAM
 from web.i18n import Words
+from workflows import rules
 
 __all__ = ["Words", "router", "templates"]
 
 HERE = Path(__file__).parent
 LOGIN_CSRF = "xnt_login_csrf"
 MAX_ATTACHMENT = 10 * 1024 * 1024
-FINANCE_ROLES = {"finance_officer", "treasury_officer", "province_officer", "admin"}
-AUDIT_ROLES = {"auditor", "admin", "province_officer"}
 
 templates = Jinja2Templates(directory=HERE / "templates")
-templates.env.filters["dong"] = lambda n: f"{int(n or 0):,}".replace(",", ".")
-templates.env.filters["vn_date"] = lambda d: d.astimezone(VIETNAM).strftime("%d/%m/%Y") if d else ""
+templates.env.filters["dong"] = amount
+templates.env.filters["vn_date"] = day
 
 
 class SignedOut(Exception):
@@ -61,13 +58,23 @@ def router(settings: Settings, cookie: str) -> APIRouter:
         return Words(request.cookies.get("lang", "vi"))
 
     async def who(request: Request) -> access.SignedIn:
+        """The signed-in user, and (on request.state.policy) the policy in effect today, whose role sets say
+        which pages the user may open."""
         token = request.cookies.get(cookie)
         if token:
             async with request.app.state.sessions() as s, s.begin():
                 signed = await access.session_user(s, token)
+                if signed:
+                    request.state.policy = await policy_db.policy_today(s)
             if signed:
                 return signed
         raise SignedOut()
+
+    def may_see_finance(request: Request, signed: access.SignedIn | None) -> bool:
+        return signed is not None and signed.user.role in request.state.policy.finance_view_roles
+
+    def may_see_audit(request: Request, signed: access.SignedIn | None) -> bool:
+        return signed is not None and signed.user.role in request.state.policy.audit_view_roles
 
     def page(request: Request, name: str, signed: access.SignedIn | None, **ctx) -> HTMLResponse:
         return templates.TemplateResponse(
@@ -78,8 +85,8 @@ def router(settings: Settings, cookie: str) -> APIRouter:
                 "me": signed and signed.user,
                 "csrf": signed and signed.csrf_token,
                 "Stage": Stage,
-                "finance_roles": FINANCE_ROLES,
-                "audit_roles": AUDIT_ROLES,
+                "may_see_finance": may_see_finance(request, signed),
+                "may_see_audit": may_see_audit(request, signed),
                 **ctx,
             },
         )
@@ -144,7 +151,7 @@ def router(settings: Settings, cookie: str) -> APIRouter:
     async def dashboard(request: Request) -> Response:
         signed = await who(request)
         user = signed.user
-        mine = in_jurisdiction(user.jurisdiction)  # a commune officer's counts are their commune's
+        mine = user.jurisdiction  # a commune officer's counts are their commune's
         async with request.app.state.sessions() as s:
             rep = await reports.build(s)
             deadlines = await reports.deadline_progress(s, datetime.now(VIETNAM).date(), mine)
@@ -178,34 +185,28 @@ def router(settings: Settings, cookie: str) -> APIRouter:
     ) -> Response:
         signed = await who(request)
         user = signed.user
-        h = households.c
-        query = select(
-            h.code,
-            h.head_of_household,
-            h.district,
-            h.commune,
-            h.stage,
-            h.stage_since,
-            h.beneficiary_group,
-            h.support_type,
-            h.paid,
-        )
-        query = query.where(*in_jurisdiction(user.jurisdiction))
-        if stage:
-            query = query.where(h.stage == stage)
-        if commune:
-            query = query.where(h.commune == commune)
-        if q:
-            query = query.where(h.code.ilike(f"%{q.strip()}%"))
+        columns = [
+            "code",
+            "head_of_household",
+            "district",
+            "commune",
+            "stage",
+            "stage_since",
+            "beneficiary_group",
+            "support_type",
+            "paid",
+        ]
+        wanted = {"stage": stage, "commune": commune, "code_like": q.strip()}
         async with request.app.state.sessions() as s:
-            rows = (await s.execute(query.order_by(h.stage_since, h.code).limit(300))).mappings().all()
-            total = await s.scalar(select(func.count()).select_from(query.subquery()))
+            rows = await households.visible(
+                s, user.jurisdiction, columns=columns, order="stage_since", limit=300, **wanted
+            )
+            total = await households.count_visible(s, user.jurisdiction, **wanted)
             policy = await policy_db.current_workflow_policy(s, datetime.now(VIETNAM).date())
         now = datetime.now(UTC)
         items = []
         for row in rows:
-            days = policy.sla_days.get(Stage(row["stage"]))
-            due = row["stage_since"] + timedelta(days=days) if days and row["stage_since"] else None
+            due = rules.sla_due(policy, Stage(row["stage"]), row["stage_since"])
             items.append({**row, "due": due, "overdue": bool(due and due < now)})
         return page(
             request,
@@ -251,10 +252,8 @@ def router(settings: Settings, cookie: str) -> APIRouter:
     async def household_page(code: str, request: Request, message: str = "", error: str = "") -> Response:
         signed = await who(request)
         user = signed.user
-        h = households.c
-        query = select(households).where(h.code == code.strip().upper(), *in_jurisdiction(user.jurisdiction))
         async with request.app.state.sessions() as s:
-            row = (await s.execute(query)).mappings().one_or_none()
+            row = await households.visible_one(s, user.jurisdiction, code.strip().upper())
         if row is None:
             return page(request, "missing.html", signed, code=code)
         client, db = request.app.state.client, request.app.state.sessions
@@ -315,7 +314,7 @@ def router(settings: Settings, cookie: str) -> APIRouter:
     @r.get("/finance")
     async def finance(request: Request, message: str = "") -> Response:
         signed = await who(request)
-        if signed.user.role not in FINANCE_ROLES:
+        if not may_see_finance(request, signed):
             return page(request, "forbidden.html", signed)
         async with request.app.state.sessions() as s:
             rec = await reconciliation.reconcile(s)
@@ -346,25 +345,26 @@ def router(settings: Settings, cookie: str) -> APIRouter:
         check_csrf(signed, csrf)
         selection = BatchSelection(district=district or None, decision_ref=decision or None)
         ref = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
-        inp = PayoutBatchInput(
-            batch_id=payouts.batch_id_for(BatchAction(action), tranche, selection, f"web-{ref}"),
-            action=BatchAction(action),
-            tranche=tranche,
-            selection=selection,
-            actor=signed.user.actor(),
+        result = await payouts.start_batch(
+            request.app.state.client,
+            settings.temporal_task_queue,
+            request.app.state.signer,
+            signed.user.actor(),
+            BatchAction(action),
+            tranche,
+            selection,
             evidence=_refs(evidence),
+            ref=f"web-{ref}",
         )
-        inp = payouts.sign_batch(request.app.state.signer, inp)
-        result = await payouts.run_batch(request.app.state.client, settings.temporal_task_queue, inp)
         p = result.progress
-        message = f"{action} t{tranche}: {p.done} done ({result.amount:,} đ), {p.skipped} skipped, {p.failed} failed"
+        message = f"{action} t{tranche}: {p.done} done ({dong(result.amount)}), {p.skipped} skipped, {p.failed} failed"
         failures = [i for i in result.items if i.outcome == "failed"]
         return page(request, "batch.html", signed, message=message, failures=failures)
 
     @r.get("/finance/reconciliation.xlsx")
     async def export(request: Request) -> Response:
         signed = await who(request)
-        if signed.user.role not in FINANCE_ROLES | AUDIT_ROLES:
+        if not (may_see_finance(request, signed) or may_see_audit(request, signed)):
             return page(request, "forbidden.html", signed)
         async with request.app.state.sessions() as s:
             rec = await reconciliation.reconcile(s)
@@ -381,7 +381,7 @@ def router(settings: Settings, cookie: str) -> APIRouter:
     @r.get("/audit")
     async def audit(request: Request, code: str = "") -> Response:
         signed = await who(request)
-        if signed.user.role not in AUDIT_ROLES:
+        if not may_see_audit(request, signed):
             return page(request, "forbidden.html", signed)
         if code:
             return RedirectResponse(f"/households/{quote(code.strip().upper())}", status_code=303)
@@ -391,7 +391,7 @@ def router(settings: Settings, cookie: str) -> APIRouter:
     async def audit_verify(request: Request, csrf: str = Form(...)) -> Response:
         signed = await who(request)
         check_csrf(signed, csrf)
-        if signed.user.role not in AUDIT_ROLES:
+        if not may_see_audit(request, signed):
             return page(request, "forbidden.html", signed)
         client, db = request.app.state.client, request.app.state.sessions
         report, _ = await verify_live(client, db, settings, client.data_converter)
