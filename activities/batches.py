@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from pydantic import ValidationError
 from temporalio import activity
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
@@ -170,18 +171,22 @@ class BatchActivities:
                 message=f"tranche {inp.tranche} is {tranche.status.value}",
                 amount=0,
             )
+        # The signed batch rides along: the household verifies it covers this step (workflows/authn.py).
+        step_type = AuthorisePayoutInput if inp.action is BatchAction.AUTHORISE else ReleasePayoutInput
+        try:
+            step = step_type(
+                actor=inp.actor, tranche=inp.tranche, evidence=inp.evidence, batch_id=inp.batch_id, batch=inp.batch
+            )
+        except ValidationError as err:  # a batch signed before its evidence was checked like a step's
+            return BatchItem(household_code=inp.household_code, outcome="failed", rule="InvalidInput", message=str(err))
         ticket = await self._ticket(inp, tranche.status)
         if ticket is not None:
             return ticket
-        # The signed batch rides along: the household verifies it covers this step (workflows/authn.py).
-        fields = dict(
-            actor=inp.actor, tranche=inp.tranche, evidence=inp.evidence, batch_id=inp.batch_id, batch=inp.batch
-        )
         try:
-            if inp.action is BatchAction.AUTHORISE:
-                result = await handle.execute_update(HouseholdWorkflow.authorise_payout, AuthorisePayoutInput(**fields))
+            if isinstance(step, AuthorisePayoutInput):
+                result = await handle.execute_update(HouseholdWorkflow.authorise_payout, step)
             else:
-                result = await handle.execute_update(HouseholdWorkflow.release_payout, ReleasePayoutInput(**fields))
+                result = await handle.execute_update(HouseholdWorkflow.release_payout, step)
         except WorkflowUpdateFailedError as err:
             cause = err.cause
             if isinstance(cause, ApplicationError):

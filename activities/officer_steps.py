@@ -168,13 +168,15 @@ def batch_of(a: ActionAssertion, signed: dict) -> PayoutBatchInput | None:
     if not a.step.startswith(authn.batch_step("")):
         return None
     try:
-        return PayoutBatchInput.model_validate(signed)
+        # A signed input as recorded (in the step's record, or in an audit row years later): read back as it was
+        # signed, a blank evidence reference from before batches refused one included (models/actions.py).
+        return PayoutBatchInput.model_validate(signed, context={"recorded": True})
     except ValidationError:
         raise Refusal(RULE, "the assertion is a payout batch's, but its signed input is not a batch") from None
 
 
 def check_says(rec: TransitionRecord, signed: dict, batch: PayoutBatchInput | None) -> None:
-    """What the record will write (who, evidence, reason, source, tranche, milestone) is what was signed."""
+    """What the record will write (who, evidence, reason, source, tranche, milestone, batch) is what was signed."""
     if batch is not None:
         said = {"reason": f"batch {batch.batch_id}"}
     else:
@@ -186,6 +188,8 @@ def check_says(rec: TransitionRecord, signed: dict, batch: PayoutBatchInput | No
             said["tranche"] = signed["tranche"]
         if rec.step is Step.SET_POLICY:
             said["evidence"] = [(signed.get("policy") or {}).get("version")]
+    if rec.batch_id is not None:  # steps recorded since the batch has its own field (before: the reason alone)
+        said["batch_id"] = batch.batch_id if batch is not None else signed.get("batch_id")
     recorded = {
         "actor": rec.actor.model_dump(mode="json"),
         "evidence": list(rec.evidence),
@@ -193,6 +197,7 @@ def check_says(rec: TransitionRecord, signed: dict, batch: PayoutBatchInput | No
         "source": rec.source,
         "milestone": rec.milestone,
         "tranche": rec.tranche,
+        "batch_id": rec.batch_id,
     }
     differs = sorted(name for name, value in said.items() if value != recorded[name])
     if differs:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from temporalio import workflow
 
 from models.actor import Actor
 from models.assertion import ActionAssertion
@@ -14,23 +16,59 @@ from models.policy import WorkflowPolicy
 EvidenceRef = str  # a document reference: minutes, decision, photo file name with its hash, ...
 
 
-class ActionInput(BaseModel):
+def _read_back(info: ValidationInfo) -> bool:
+    """Whether an input is read back from where it was recorded rather than made for a new step.
+
+    New: built in code by a front door or an activity (`Model(...)`), or a live update's input as the workflow
+    decodes it (a refusal there rejects the update: nothing is recorded). Read back: anything a workflow decodes
+    or builds while replaying, or builds from its own history (a batch's input for each household); a payload
+    decoded outside a live update (a workflow's start input, an activity's input: recorded once already, and
+    refusing them would wedge the workflow); and what a reader validates with the context `{"recorded": True}`
+    (the auditors, a signed input from an audit row)."""
+    if isinstance(info.context, dict) and info.context.get("recorded"):
+        return True
+    if workflow.in_workflow():
+        return workflow.unsafe.is_replaying() or info.mode == "python"
+    return info.mode == "json"
+
+
+class Evidenced(BaseModel):
+    """Who acts and on what evidence: what every step's input has, a batch's included. A blank evidence
+    reference is refused."""
+
     model_config = ConfigDict(frozen=True, str_strip_whitespace=True)
+
+    # Inputs whose model did not refuse blank references before (payouts, batches): one recorded with a blank
+    # reference is read back as it was (`_read_back`) instead of being refused on replay.
+    blank_evidence_recorded: ClassVar[bool] = False
 
     actor: Actor
     evidence: list[EvidenceRef] = Field(default_factory=list)
-    reason: str | None = Field(default=None, max_length=2000)
+
+    @field_validator("evidence")
+    @classmethod
+    def _no_blank_evidence(cls, v: list[str], info: ValidationInfo) -> list[str]:
+        cleaned = [e.strip() for e in v]
+        if any(not e for e in cleaned):
+            if cls.blank_evidence_recorded and _read_back(info):
+                return v
+            raise ValueError("evidence references may not be blank")
+        return cleaned
+
+
+class StepInput(Evidenced):
+    """An officer's step on one household: a lifecycle step (`ActionInput`) or a payout step
+    (models/finance.py)."""
+
     # Signed by the front door that authenticated the actor (models/assertion.py); the engine refuses a step
     # without one. None only in histories recorded before signed actions.
     assertion: ActionAssertion | None = None
 
-    @field_validator("evidence")
-    @classmethod
-    def _no_blank_evidence(cls, v: list[str]) -> list[str]:
-        cleaned = [e.strip() for e in v]
-        if any(not e for e in cleaned):
-            raise ValueError("evidence references may not be blank")
-        return cleaned
+
+class ActionInput(StepInput):
+    """A lifecycle step: with a reason (required to send back or cancel)."""
+
+    reason: str | None = Field(default=None, max_length=2000)
 
 
 class ActionResult(BaseModel):

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from models.actions import Evidenced, EvidenceRef, StepInput
 from models.actor import Actor
 from models.assertion import ActionAssertion
 from models.household import BeneficiaryGroup, Stage, SupportType
@@ -105,27 +106,28 @@ class AllocationPiece(BaseModel):
 # ------------------------------------------------------------------ payout updates
 
 
-class ReportProgressInput(BaseModel):
+class ReportProgressInput(StepInput):
     """The commune reports a construction milestone; the tranche it triggers becomes due."""
 
-    model_config = ConfigDict(frozen=True, str_strip_whitespace=True)
+    blank_evidence_recorded = True  # refused since the payout inputs share the lifecycle's check
 
-    actor: Actor
     milestone: Milestone
-    evidence: list[str] = Field(default_factory=list)
-    assertion: ActionAssertion | None = None  # signed by the front door (models/assertion.py)
 
 
-class PayoutInput(BaseModel):
-    model_config = ConfigDict(frozen=True, str_strip_whitespace=True)
+class PayoutInput(StepInput):
+    """A step on one tranche: Finance authorises it, the paying unit releases it."""
 
-    actor: Actor
+    blank_evidence_recorded = True  # refused since the payout inputs share the lifecycle's check
+
     tranche: int = Field(ge=1)
-    evidence: list[str] = Field(default_factory=list)
     batch_id: str | None = None  # set when the step is one household of a bulk batch
-    assertion: ActionAssertion | None = None  # signed by the front door (models/assertion.py)
     # A batch's step carries the batch as its officer signed it (its assertion inside) instead of its own.
     batch: PayoutBatchInput | None = None
+
+    @property
+    def signed_as(self) -> StepInput | PayoutBatchInput:
+        """What the step's assertion covers: the batch, for a batch's step; else the step's own input."""
+        return self.batch if self.batch is not None else self
 
 
 class AuthorisePayoutInput(PayoutInput):
@@ -134,6 +136,10 @@ class AuthorisePayoutInput(PayoutInput):
 
 class ReleasePayoutInput(PayoutInput):
     """The paying unit releases an authorised tranche to the payment channel; never its authoriser."""
+
+
+# An officer's step on a tranche: what the payout updates take.
+PayoutStepInput = ReportProgressInput | AuthorisePayoutInput | ReleasePayoutInput
 
 
 class PayoutResult(BaseModel):
@@ -305,15 +311,15 @@ class BatchSelection(BaseModel):
         return ", ".join(p for p in parts if p) or "the whole province"
 
 
-class PayoutBatchInput(BaseModel):
-    model_config = ConfigDict(frozen=True)
+class PayoutBatchInput(Evidenced):
+    # Strings as signed (a batch's strings were never stripped); its evidence references are, by the shared check.
+    model_config = ConfigDict(frozen=True, str_strip_whitespace=False)
+    blank_evidence_recorded = True  # refused since the batch inputs share the lifecycle's check
 
     batch_id: str
     action: BatchAction
     tranche: int = Field(ge=1)
     selection: BatchSelection
-    actor: Actor
-    evidence: list[str] = Field(default_factory=list)
     concurrency: int = Field(default=8, ge=1, le=64)
     # Signed by the front door for the batch's workflow id and step `payout_batch:<action>`; every
     # household's step carries it, and each household checks the batch covers it.
@@ -350,14 +356,14 @@ class PayoutBatchResult(BaseModel):
     items: list[BatchItem]
 
 
-class ApplyPayoutInput(BaseModel):
-    model_config = ConfigDict(frozen=True)
+class ApplyPayoutInput(Evidenced):
+    model_config = ConfigDict(frozen=True, str_strip_whitespace=False)
+    blank_evidence_recorded = True  # refused since the batch inputs share the lifecycle's check
 
     household_code: str
     action: BatchAction
     tranche: int
-    actor: Actor
-    evidence: list[str]
+    evidence: list[EvidenceRef]  # required here: the batch's, as signed
     batch_id: str
     # The batch as its officer signed it: each household's step carries it (None: a batch started before).
     batch: PayoutBatchInput | None = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -36,6 +37,16 @@ def money_effect(
         left = max(reserved_before - moved, 0)
         return {"reserved": left} | ({"funding_source": None} if paid_before == 0 and left == 0 else {})
     return {}
+
+
+@dataclass(frozen=True)
+class MoneyPlan:
+    """The money operation a lifecycle step makes, as the workflow plans it before recording the step."""
+
+    op: MoneyOp = MoneyOp.NONE
+    reservation_id: int | None = None  # POST / VOID of the single reservation (households allocated before tranches)
+    transfer_ids: list[int] = field(default_factory=list)  # VOID: the open tranches' pieces
+    tranche_updates: dict[int, str] = field(default_factory=dict)  # tranche → its new status
 
 
 class TransitionRecord(BaseModel):
@@ -73,6 +84,9 @@ class TransitionRecord(BaseModel):
     # The policy version the household ran under when the step was taken (a policy change: the one it
     # replaces, whose admin roles decide). None in steps recorded before signed actions.
     policy_version: str | None = None
+    # The payout batch a step is one household of. Its reason still says "batch <id>" (the audit row hashes the
+    # reason, and the timeline shows it), so old and new steps read the same. None in steps recorded before it.
+    batch_id: str | None = None
 
 
 class TransitionOutcome(BaseModel):

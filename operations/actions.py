@@ -15,6 +15,7 @@ from db import policy as policy_db
 from db.engine import Sessions
 from models import actions as m
 from models import finance as f
+from models.actions import StepInput
 from models.actor import Actor
 from models.household import Step, workflow_id_for
 from models.state import HouseholdState
@@ -57,17 +58,10 @@ async def take_step(
     if step not in UPDATES:
         raise Refusal("UnknownStep", f"{step.value!r} is recorded from the payment channel, not taken by an officer")
     update, input_type = UPDATES[step]
-    fields: dict = {"actor": actor, "evidence": evidence or []}
-    if step is Step.REPORT_PROGRESS:
-        fields["milestone"] = milestone
-    elif step in (Step.AUTHORISE_PAYOUT, Step.RELEASE_PAYOUT):
-        fields["tranche"] = tranche
-    else:
-        fields["reason"] = reason
-    if step is Step.ALLOCATE:
-        fields["source"] = source
     try:
-        inp = input_type(**fields)
+        inp = _step_input(
+            input_type, actor, evidence or [], reason=reason, source=source, tranche=tranche, milestone=milestone
+        )
     except ValueError as err:
         raise Refusal("InvalidInput", str(err)) from None
     workflow_id = workflow_id_for(code.strip().upper())
@@ -77,6 +71,30 @@ async def take_step(
         return await handle.execute_update(update, inp)
     except (WorkflowUpdateFailedError, RPCError) as err:
         raise Refusal.of(err) from None
+
+
+def _step_input(
+    input_type: type[StepInput],
+    actor: Actor,
+    evidence: list[str],
+    *,
+    reason: str | None,
+    source: str | None,
+    tranche: int | None,
+    milestone: str | None,
+) -> StepInput:
+    """The step's input, with the fields its model has: a milestone to report, a tranche to authorise or
+    release, a reason for a lifecycle step (and the source asked for, to allocate). Refused (ValueError) when
+    the model refuses it."""
+    if issubclass(input_type, f.ReportProgressInput):
+        return input_type.model_validate({"actor": actor, "evidence": evidence, "milestone": milestone})
+    if issubclass(input_type, f.PayoutInput):
+        return input_type.model_validate({"actor": actor, "evidence": evidence, "tranche": tranche})
+    if issubclass(input_type, m.AllocateInput):
+        return input_type(actor=actor, evidence=evidence, reason=reason, source=source)
+    if issubclass(input_type, m.ActionInput):
+        return input_type(actor=actor, evidence=evidence, reason=reason)
+    raise TypeError(f"{input_type.__name__} is not an officer's step input")
 
 
 async def household_state(

@@ -14,7 +14,9 @@ from datetime import datetime
 
 from core import signing
 from core.errors import Refusal
+from models.actions import SetPolicyInput, StepInput
 from models.assertion import OFFICERS, ActionAssertion, input_digest
+from models.finance import PayoutInput
 from models.household import Household
 
 RULE = "Unauthenticated"
@@ -33,7 +35,7 @@ def _refuse(message: str) -> Refusal:
 
 
 def check_step(
-    inp,
+    inp: StepInput | SetPolicyInput,
     *,
     workflow_id: str,
     step: str,
@@ -45,14 +47,14 @@ def check_step(
     """The assertion of an officer's step (or of the payout batch it belongs to), verified; refuses with
     `Unauthenticated` naming what is wrong."""
     keys = keys or signing.trusted()
-    batch = getattr(inp, "batch", None)
+    batch = inp.batch if isinstance(inp, PayoutInput) else None
     try:
         if batch is not None:
             a = batch.assertion
             check_batch_covers(inp, batch, step, household)
             verify_batch(batch, keys=keys, now=now)
         else:
-            a = getattr(inp, "assertion", None)
+            a = inp.assertion
             keys.verify(
                 a,
                 workflow_id=workflow_id,

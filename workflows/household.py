@@ -12,6 +12,7 @@ activity has succeeded.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TypeVar
 
@@ -55,6 +56,7 @@ with workflow.unsafe.imports_passed_through():
         VerifyResult,
     )
     from models import assertion as assertions
+    from models.actions import StepInput
     from models.actor import Actor
     from models.assertion import ActionAssertion
     from models.finance import (
@@ -65,7 +67,10 @@ with workflow.unsafe.imports_passed_through():
         PaymentInstruction,
         PaymentNotice,
         PaymentRequest,
+        PayoutBatchInput,
+        PayoutInput,
         PayoutResult,
+        PayoutStepInput,
         ReleasePayoutInput,
         ReportProgressInput,
         SettleRequest,
@@ -74,7 +79,7 @@ with workflow.unsafe.imports_passed_through():
         failure_reason,
     )
     from models.household import FORWARD, FUNDED_STAGES
-    from models.records import TransitionOutcome, money_effect
+    from models.records import MoneyPlan, TransitionOutcome, money_effect
     from workflows import authn, rules, search_attributes
 
 R = TypeVar("R", bound=ActionResult)
@@ -105,6 +110,32 @@ INQUIRY_DEADLINE = timedelta(minutes=2)  # an inquiry the channel does not answe
 # one-time id and hands the assertion to the recording activity; a policy change is recorded as a step; the
 # channel's answer is asked and recorded in one local activity, and instructions are built from PostgreSQL.
 SIGNED_PATCH = "signed-actions-2026"
+# From this change on, a batch's step names its batch in its record's own field (`batch_id`) as well as in its
+# reason ("batch <id>", which the audit row hashes and the timeline shows, as before).
+BATCH_ID_PATCH = "batch-id-field-2026"
+
+
+@dataclass(frozen=True)
+class StepFacts:
+    """What the caller decides about a step: who, on what evidence, to which stage, moving what. `_transition`
+    adds what the workflow knows (the sequence number and key, the household, the stage it leaves, the time, the
+    policy version) to make the step's TransitionRecord."""
+
+    step: Step
+    actor: Actor
+    evidence: list[str]
+    reason: str | None
+    to_stage: Stage
+    money: MoneyPlan = field(default_factory=MoneyPlan)
+    source: str | None = None  # RESERVE: the funding source asked for (None: the allocation policy splits)
+    plan_tranches: bool = False
+    tranche: int | None = None
+    payment_id: str | None = None
+    milestone: str | None = None
+    next_agency: str | None = None
+    assertion: ActionAssertion | None = None
+    signed_input: dict | None = None
+    batch_id: str | None = None
 
 
 def _one_notice(args: tuple[object, ...]) -> PaymentNotice | None:
@@ -153,8 +184,7 @@ class HouseholdWorkflow:
         escalate a released payment the channel has not confirmed in time."""
         changes = self._changes
         stage = self._state.stage
-        days = self._policy.sla_days.get(stage)
-        sla_due = self._state.stage_since + timedelta(days=days) * (self._reminders_in_stage + 1) if days else None
+        sla_due = rules.sla_due(self._policy, stage, self._state.stage_since, self._reminders_in_stage)
         payment = self._next_payment_due()
         dues = [d for d in (sla_due, payment[0] if payment else None) if d is not None]
         if not dues:
@@ -276,13 +306,15 @@ class HouseholdWorkflow:
             assertion, signed = self._unused_assertion(inp)
             self._check_policy_change(inp)
             await self._transition(
-                Step.SET_POLICY,
-                inp.actor,
-                [inp.policy.version],
-                None,
-                self._state.stage,
-                assertion=assertion,
-                signed_input=signed,
+                StepFacts(
+                    Step.SET_POLICY,
+                    inp.actor,
+                    [inp.policy.version],
+                    None,
+                    self._state.stage,
+                    assertion=assertion,
+                    signed_input=signed,
+                )
             )
             return self._apply_policy(inp)
 
@@ -306,7 +338,7 @@ class HouseholdWorkflow:
 
     # ---------------------------------------------------------------- who is acting
 
-    def _authenticate(self, step: Step, inp) -> None:
+    def _authenticate(self, step: Step, inp: StepInput | SetPolicyInput) -> None:
         """Refuse (`Unauthenticated`) a step whose signed assertion does not hold (workflows/authn.py). Validators
         only: they do not run on replay, where the keys installed and the time are not the recorded ones."""
         try:
@@ -321,7 +353,7 @@ class HouseholdWorkflow:
         except Refusal as v:
             raise v.application_error() from None
 
-    def _unused_assertion(self, inp) -> tuple[ActionAssertion | None, dict | None]:
+    def _unused_assertion(self, inp: StepInput | SetPolicyInput) -> tuple[ActionAssertion | None, dict | None]:
         """Under the lock, in the handler: the step's assertion and the input it covers, for the record. Two
         updates validated at once with one assertion: the second finds it used and is refused.
 
@@ -333,7 +365,7 @@ class HouseholdWorkflow:
         from before the patch (whose replay answers the patch False for the rest of its run) must still hand
         its new, signed steps to the activity that refuses unsigned ones. Steps replayed from before signing
         carry none and pass None."""
-        source = inp.batch if getattr(inp, "batch", None) is not None else inp
+        source: StepInput | SetPolicyInput | PayoutBatchInput = inp.signed_as if isinstance(inp, PayoutInput) else inp
         a = source.assertion
         if a is not None and a.nonce in self._nonces:
             raise ApplicationError(
@@ -350,9 +382,7 @@ class HouseholdWorkflow:
         async with self._lock:
             signed = self._unused_assertion(inp)
             t = self._validate_payout(Step.REPORT_PROGRESS, inp)
-            return await self._payout_step(
-                Step.REPORT_PROGRESS, inp, t, TrancheStatus.DUE, signed, milestone=inp.milestone
-            )
+            return await self._payout_step(Step.REPORT_PROGRESS, inp, t, TrancheStatus.DUE, signed)
 
     @report_progress.validator
     def _validate_report_progress(self, inp: ReportProgressInput) -> None:
@@ -411,13 +441,14 @@ class HouseholdWorkflow:
             )
             await self._record_answer(t, check)
 
-    def _validate_payout(self, step: Step, inp, *, signed: bool = False) -> TrancheState:
+    def _validate_payout(self, step: Step, inp: PayoutStepInput, *, signed: bool = False) -> TrancheState:
+        """The rules for a payout step; `signed` (validators): its assertion first."""
         if signed:
             self._authenticate(step, inp)
+        asked = inp.tranche if isinstance(inp, PayoutInput) else None
+        milestone = inp.milestone if isinstance(inp, ReportProgressInput) else None
         try:
-            tranche = rules.payout_tranche(
-                step, self._state.tranches, getattr(inp, "tranche", None), getattr(inp, "milestone", None)
-            )
+            tranche = rules.payout_tranche(step, self._state.tranches, asked, milestone)
             rules.check_actor(
                 step=step,
                 household=self._household,
@@ -433,8 +464,8 @@ class HouseholdWorkflow:
                 stage=self._state.stage,
                 household_code=self._household.code,
                 tranches=self._state.tranches,
-                tranche=getattr(inp, "tranche", None),
-                milestone=getattr(inp, "milestone", None),
+                tranche=asked,
+                milestone=milestone,
                 actor=inp.actor,
             )
         except Refusal as v:
@@ -443,12 +474,10 @@ class HouseholdWorkflow:
     async def _payout_step(
         self,
         step: Step,
-        inp,
+        inp: PayoutStepInput,
         t: TrancheState,
         status: TrancheStatus,
         signed: tuple[ActionAssertion | None, dict | None],
-        *,
-        milestone: Milestone | None = None,
     ) -> PayoutResult:
         payment_id = None
         update: dict[str, object] = {"status": status}
@@ -470,19 +499,24 @@ class HouseholdWorkflow:
             Step.AUTHORISE_PAYOUT: self._policy.rule(Step.RELEASE_PAYOUT).responsible_agency,
         }.get(step)
         assertion, signed_input = signed
+        milestone: Milestone | None = inp.milestone if isinstance(inp, ReportProgressInput) else None
+        batch_id = inp.batch_id if isinstance(inp, PayoutInput) else None
         seq, outcome = await self._transition(
-            step,
-            inp.actor,
-            inp.evidence,
-            getattr(inp, "batch_id", None) and f"batch {inp.batch_id}",
-            self._state.stage,
-            tranche=t.n,
-            tranche_updates={t.n: status.value},
-            payment_id=payment_id,
-            milestone=milestone.value if milestone else None,
-            next_agency=next_agency,
-            assertion=assertion,
-            signed_input=signed_input,
+            StepFacts(
+                step,
+                inp.actor,
+                inp.evidence,
+                batch_id and f"batch {batch_id}",  # what the audit row and the timeline have always said
+                self._state.stage,
+                money=MoneyPlan(tranche_updates={t.n: status.value}),
+                tranche=t.n,
+                payment_id=payment_id,
+                milestone=milestone.value if milestone else None,
+                next_agency=next_agency,
+                assertion=assertion,
+                signed_input=signed_input,
+                batch_id=batch_id if batch_id and workflow.patched(BATCH_ID_PATCH) else None,
+            )
         )
         self._set_tranche(t.n, **update)
         return PayoutResult(
@@ -565,35 +599,42 @@ class HouseholdWorkflow:
         """Histories before `settle_answer`: record the answer check_payment brought, with the channel's
         signature (record_transition verifies it: a hand-completed answer records nothing)."""
         status = check.status
-        signed = {"assertion": status.assertion, "signed_input": status.answer}
         retry = t.attempts < self._policy.payment_max_attempts
         if status.state == "confirmed":
             await self._transition(
-                Step.PAYMENT_CONFIRMED,
-                check.channel_actor,
-                [status.bank_ref or status.payment_id],
-                None,
-                self._state.stage,
-                money=MoneyOp.POST,
-                transfer_ids=[p.transfer_id for p in t.pieces],
-                tranche=t.n,
-                tranche_updates={t.n: TrancheStatus.PAID.value},
-                payment_id=status.payment_id,
-                **signed,
+                StepFacts(
+                    Step.PAYMENT_CONFIRMED,
+                    check.channel_actor,
+                    [status.bank_ref or status.payment_id],
+                    None,
+                    self._state.stage,
+                    money=MoneyPlan(
+                        MoneyOp.POST,
+                        transfer_ids=[p.transfer_id for p in t.pieces],
+                        tranche_updates={t.n: TrancheStatus.PAID.value},
+                    ),
+                    tranche=t.n,
+                    payment_id=status.payment_id,
+                    assertion=status.assertion,
+                    signed_input=status.answer,
+                )
             )
         elif status.state == "failed":
             after = TrancheStatus.RELEASED if retry else TrancheStatus.DUE
             await self._transition(
-                Step.PAYMENT_FAILED,
-                check.channel_actor,
-                [],
-                failure_reason(status.reason, t.attempts, retry),
-                self._state.stage,
-                tranche=t.n,
-                tranche_updates={t.n: after.value},
-                payment_id=status.payment_id,
-                next_agency=None if retry else self._policy.finance_agency,
-                **signed,
+                StepFacts(
+                    Step.PAYMENT_FAILED,
+                    check.channel_actor,
+                    [],
+                    failure_reason(status.reason, t.attempts, retry),
+                    self._state.stage,
+                    money=MoneyPlan(tranche_updates={t.n: after.value}),
+                    tranche=t.n,
+                    payment_id=status.payment_id,
+                    next_agency=None if retry else self._policy.finance_agency,
+                    assertion=status.assertion,
+                    signed_input=status.answer,
+                )
             )
         else:
             return
@@ -770,23 +811,23 @@ class HouseholdWorkflow:
             target = self._validate(step, inp)
             state = self._state
             plan_tranches = step is Step.ALLOCATE and workflow.patched(TRANCHES_PATCH)
-            money, reservation, pieces, updates = self._money_for(step, target.to_stage)
+            plan = self._money_for(step, target.to_stage)
             next_step = FORWARD.get(target.to_stage)
+            source = inp.source if isinstance(inp, AllocateInput) else None
             seq, outcome = await self._transition(
-                step,
-                inp.actor,
-                inp.evidence,
-                inp.reason,
-                target.to_stage,
-                money=money,
-                source=getattr(inp, "source", None),
-                reservation_id=reservation,
-                transfer_ids=pieces,
-                plan_tranches=plan_tranches,
-                tranche_updates=updates,
-                next_agency=self._policy.rule(next_step[0]).responsible_agency if next_step else None,
-                assertion=assertion,
-                signed_input=signed,
+                StepFacts(
+                    step,
+                    inp.actor,
+                    inp.evidence,
+                    inp.reason,
+                    target.to_stage,
+                    money=plan,
+                    source=source,
+                    plan_tranches=plan_tranches,
+                    next_agency=self._policy.rule(next_step[0]).responsible_agency if next_step else None,
+                    assertion=assertion,
+                    signed_input=signed,
+                )
             )
             self._reminders_in_stage = 0
             if step is Step.ALLOCATE:
@@ -807,16 +848,16 @@ class HouseholdWorkflow:
                     )
                 else:
                     self._state = self._state.model_copy(update={"reservation_id": outcome.transfer_id})
-            elif money is MoneyOp.VOID or money is MoneyOp.POST:
+            elif plan.op is MoneyOp.VOID or plan.op is MoneyOp.POST:
                 self._state = self._state.model_copy(update={"reservation_id": None})
-            for n, status in updates.items():
+            for n, status in plan.tranche_updates.items():
                 self._set_tranche(n, status=TrancheStatus(status))
             # Each result model declares which of these it reports.
             money_facts = {
                 "amount": self._state.paid if step is Step.SETTLE and outcome.amount is None else outcome.amount,
                 "transfer_id": outcome.transfer_id,
-                "source": outcome.sources or getattr(inp, "source", None),
-                "released": (outcome.amount or 0) if money is MoneyOp.VOID else 0,
+                "source": outcome.sources or source,
+                "released": (outcome.amount or 0) if plan.op is MoneyOp.VOID else 0,
             }
             extra = {k: v for k, v in money_facts.items() if k in result_type.model_fields}
             return result_type(
@@ -830,27 +871,7 @@ class HouseholdWorkflow:
                 **extra,
             )
 
-    async def _transition(
-        self,
-        step: Step,
-        actor: Actor,
-        evidence: list[str],
-        reason: str | None,
-        to_stage: Stage,
-        *,
-        money: MoneyOp = MoneyOp.NONE,
-        source: str | None = None,
-        reservation_id: int | None = None,
-        transfer_ids: list[int] | None = None,
-        plan_tranches: bool = False,
-        tranche: int | None = None,
-        tranche_updates: dict[int, str] | None = None,
-        payment_id: str | None = None,
-        milestone: str | None = None,
-        next_agency: str | None = None,
-        assertion: ActionAssertion | None = None,
-        signed_input: dict | None = None,
-    ) -> tuple[int, TransitionOutcome]:
+    async def _transition(self, facts: StepFacts) -> tuple[int, TransitionOutcome]:
         """Record one transition through the activity, then (only then) change the state."""
         state = self._state
         seq = len(state.timeline) + 1
@@ -859,28 +880,29 @@ class HouseholdWorkflow:
             workflow_id=workflow.info().workflow_id,
             household_code=self._household.code,
             seq=seq,
-            step=step,
+            step=facts.step,
             from_stage=state.stage,
-            to_stage=to_stage,
+            to_stage=facts.to_stage,
             at=workflow.now(),
-            actor=actor,
-            evidence=evidence,
-            reason=reason,
-            money=money,
-            source=source,
-            reservation_id=reservation_id,
-            transfer_ids=transfer_ids or [],
-            plan_tranches=plan_tranches,
-            tranche=tranche,
-            tranche_updates=tranche_updates or {},
-            payment_id=payment_id,
-            milestone=milestone,
+            actor=facts.actor,
+            evidence=facts.evidence,
+            reason=facts.reason,
+            money=facts.money.op,
+            source=facts.source,
+            reservation_id=facts.money.reservation_id,
+            transfer_ids=facts.money.transfer_ids,
+            plan_tranches=facts.plan_tranches,
+            tranche=facts.tranche,
+            tranche_updates=facts.money.tranche_updates,
+            payment_id=facts.payment_id,
+            milestone=facts.milestone,
             support_type=self._household.support_type,
             beneficiary_group=self._household.beneficiary_group,
-            next_agency=next_agency,
-            assertion=assertion,
-            signed_input=signed_input,
+            next_agency=facts.next_agency,
+            assertion=facts.assertion,
+            signed_input=facts.signed_input,
             policy_version=self._policy.version,
+            batch_id=facts.batch_id,
         )
         try:
             run = (
@@ -900,7 +922,7 @@ class HouseholdWorkflow:
             if isinstance(cause, ApplicationError):
                 raise ApplicationError(cause.message, type=cause.type, non_retryable=True) from None
             raise ApplicationError(
-                f"step {step.value!r} was not recorded: {cause or err}", type="NotRecorded", non_retryable=True
+                f"step {facts.step.value!r} was not recorded: {cause or err}", type="NotRecorded", non_retryable=True
             ) from None
 
         self._took(record, outcome)
@@ -951,26 +973,29 @@ class HouseholdWorkflow:
             "step taken", extra={"step": step.value, "to_stage": to_stage.value, "user": actor.user_id}
         )
 
-    def _money_for(self, step: Step, to_stage: Stage) -> tuple[MoneyOp, int | None, list[int], dict[int, str]]:
-        """The money operation a lifecycle step makes: (op, legacy reservation, tranche pieces, tranche statuses)."""
+    def _money_for(self, step: Step, to_stage: Stage) -> MoneyPlan:
+        """The money operation a lifecycle step makes: the op, the legacy reservation, the tranche pieces and the
+        tranches' new statuses."""
         reservation = self._state.reservation_id
         if step is Step.ALLOCATE:
-            return MoneyOp.RESERVE, None, [], {}
+            return MoneyPlan(MoneyOp.RESERVE)
         if step is Step.ACCEPT:
             # The house is finished: every tranche still waiting for a milestone is now due.
             due = {t.n: TrancheStatus.DUE.value for t in self._state.tranches if t.status is TrancheStatus.PLANNED}
-            return MoneyOp.NONE, None, [], due
+            return MoneyPlan(tranche_updates=due)
         if reservation is not None:  # allocated before tranches: one reservation, posted whole at settlement
             if step is Step.SETTLE:
-                return MoneyOp.POST, reservation, [], {}
+                return MoneyPlan(MoneyOp.POST, reservation_id=reservation)
             if to_stage not in FUNDED_STAGES:
-                return MoneyOp.VOID, reservation, [], {}
-            return MoneyOp.NONE, None, [], {}
+                return MoneyPlan(MoneyOp.VOID, reservation_id=reservation)
+            return MoneyPlan()
         if to_stage in FUNDED_STAGES or step is Step.SETTLE:
-            return MoneyOp.NONE, None, [], {}
+            return MoneyPlan()
         # Cancelled, or sent back before fund allocation: what is not paid goes back to its sources.
         open_tranches = [t for t in self._state.tranches if t.status not in (TrancheStatus.PAID, TrancheStatus.VOIDED)]
         pieces = [p.transfer_id for t in open_tranches for p in t.pieces]
         if not pieces:
-            return MoneyOp.NONE, None, [], {}
-        return MoneyOp.VOID, None, pieces, {t.n: TrancheStatus.VOIDED.value for t in open_tranches}
+            return MoneyPlan()
+        return MoneyPlan(
+            MoneyOp.VOID, transfer_ids=pieces, tranche_updates={t.n: TrancheStatus.VOIDED.value for t in open_tranches}
+        )
