@@ -8,26 +8,26 @@ nothing twice.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 
 import structlog
-from sqlalchemy.exc import IntegrityError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from activities import channel_answers, officer_steps
 from core.errors import Refusal
+from core.formatting import VIETNAM, day, dong
 from db import audit, households, ledger, outbox, policy, restores, steps, users
 from db import finance as finance_db
 from db.engine import Sessions
-from finance.allocation import plan_allocation, split_into_tranches
+from finance.allocation import eligible, from_one_source, plan_allocation, split_into_tranches
+from models.allocation import SourceView
 from models.finance import AllocationPiece, Piece
-from models.household import CHANNEL_STEPS, PAYOUT_STEPS, STAGE_VI, Step
+from models.household import CHANNEL_STEPS, PAYOUT_STEPS, Step
 from models.records import MoneyOp, ReminderRecord, TransitionOutcome, TransitionRecord, money_effect
+from models.vocabulary import stage_name
 
 log = structlog.get_logger(__name__)
-ASSERTION_ONCE = "audit_log_assertion_once"  # the unique index on (household, assertion's one-time id)
-VIETNAM = timezone(timedelta(hours=7))
 
 
 class HouseholdActivities:
@@ -68,10 +68,12 @@ class HouseholdActivities:
                 kind="sla_reminder",
                 channel="agency",
                 recipient=f"{rec.agency} ({where})",
-                subject=f"Nhắc hạn: hộ {rec.household_code} chờ bước {STAGE_VI[rec.stage]} đã {rec.overdue_days} ngày",
+                subject=(
+                    f"Nhắc hạn: hộ {rec.household_code} chờ bước {stage_name(rec.stage)} đã {rec.overdue_days} ngày"
+                ),
                 body=(
-                    f"Hộ {rec.household_code} ở bước '{STAGE_VI[rec.stage]}' từ "
-                    f"{rec.entered_at.astimezone(VIETNAM):%d/%m/%Y}; quá thời hạn quy định. "
+                    f"Hộ {rec.household_code} ở bước '{stage_name(rec.stage)}' từ "
+                    f"{day(rec.entered_at)}; quá thời hạn quy định. "
                     f"Đề nghị {rec.agency} xử lý."
                 ),
             )
@@ -168,9 +170,7 @@ class HouseholdActivities:
                     **effect,
                 },
             )
-        except IntegrityError as err:
-            if ASSERTION_ONCE not in str(err.orig):
-                raise
+        except steps.AssertionReused:
             # The unique index: one assertion takes one step per household (a copied one is refused here too).
             raise Refusal(
                 officer_steps.RULE, f"household {rec.household_code}: the step's assertion was used before"
@@ -256,15 +256,11 @@ class HouseholdActivities:
         """Split the entitlement across sources by the allocation policy (or take it all from the source
         Finance named), cut it into the tranche plan, and reserve one pending transfer per piece."""
         household = await households.get_household(session, rec.household_code)
-        views = await finance_db.sources_for(session, household, only=rec.source)
+        chosen = eligible(await finance_db.source_rows(session), household, only=rec.source)
+        free = await finance_db.lock_free_balances(session, [r.account_id for r in chosen])
+        views = [SourceView(r.code, r.category, r.priority, free[r.account_id], r.rules) for r in chosen]
         if rec.source:
-            if views[0].free < need:
-                raise Refusal(
-                    "InsufficientFunds",
-                    f"funding source {rec.source} has {views[0].free:,} đồng free; household "
-                    f"{rec.household_code} needs {need:,}",
-                )
-            pieces = [(rec.source, need)]
+            pieces = from_one_source(views[0], household, need)
         else:
             alloc_policy = await finance_db.allocation_policy(session, household.programme, as_of)
             pieces = plan_allocation(household, need, views, alloc_policy)
@@ -336,15 +332,16 @@ class HouseholdActivities:
                     kind="task",
                     channel="agency",
                     recipient=f"{rec.next_agency} ({where})",
-                    subject=f"Hộ {rec.household_code}: chờ bước {STAGE_VI[rec.to_stage]}",
+                    subject=f"Hộ {rec.household_code}: chờ bước {stage_name(rec.to_stage)}",
                     body=(
-                        f"Hộ {rec.household_code} ({where}) đã qua bước '{STAGE_VI[rec.from_stage]}' "
-                        f"({rec.actor.user_id}, {rec.actor.agency}); đề nghị thực hiện bước '{STAGE_VI[rec.to_stage]}'."
+                        f"Hộ {rec.household_code} ({where}) đã qua bước '{stage_name(rec.from_stage)}' "
+                        f"({rec.actor.user_id}, {rec.actor.agency}); "
+                        f"đề nghị thực hiện bước '{stage_name(rec.to_stage)}'."
                     ),
                 )
             )
         household_news = {
-            Step.ALLOCATE: f"Hộ được bố trí {amount or 0:,} đồng hỗ trợ; có thể khởi công.",
+            Step.ALLOCATE: f"Hộ được bố trí {dong(amount)} hỗ trợ; có thể khởi công.",
             Step.SETTLE: "Hồ sơ hỗ trợ nhà ở của hộ đã được quyết toán và hoàn thành.",
             Step.CANCEL: f"Hồ sơ hỗ trợ nhà ở của hộ đã bị hủy. Lý do: {rec.reason}",
         }
@@ -391,7 +388,7 @@ class HouseholdActivities:
                     channel="sms",
                     recipient=f"household:{rec.household_code}",
                     subject=f"Hỗ trợ nhà ở - hộ {rec.household_code}",
-                    body=f"Hộ đã nhận đợt {n}: {amount or 0:,} đồng hỗ trợ nhà ở.",
+                    body=f"Hộ đã nhận đợt {n}: {dong(amount)} hỗ trợ nhà ở.",
                 )
             )
         return out

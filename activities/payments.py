@@ -18,6 +18,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from core.errors import Refusal
+from core.formatting import dong
 from db import finance as finance_db
 from db import households, outbox, users
 from db.engine import Sessions
@@ -204,7 +205,7 @@ class PaymentActivities:
                 recipient=f"{rec.finance_agency} ({where})",
                 subject=f"Chưa xác nhận chuyển tiền: hộ {named.household_code}, đợt {named.tranche}",
                 body=(
-                    f"Lệnh chi {named.payment_id} ({amount:,} đồng) chưa được kênh thanh toán xác nhận sau "
+                    f"Lệnh chi {named.payment_id} ({dong(amount)}) chưa được kênh thanh toán xác nhận sau "
                     f"{rec.overdue_hours} giờ; kênh trả lời: {status.reason or status.state}. Đề nghị kiểm tra với "
                     "ngân hàng/Kho bạc."
                 ),

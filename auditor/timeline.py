@@ -7,39 +7,12 @@ given, and the money the ledger moved (amount, tranche, sources).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import timedelta, timezone
-from typing import Any, Literal
+from typing import Any
 
 from auditor.history import Sealed, Trail, Transition
+from core.formatting import Lang, dong, moment
+from models.vocabulary import stage_name, step_name, title
 
-Lang = Literal["vi", "en"]
-VIETNAM = timezone(timedelta(hours=7))
-
-STEPS: dict[str, tuple[str, str]] = {
-    "verify": ("Rà soát, thẩm định hộ", "Household verified"),
-    "approve": ("Phê duyệt danh sách", "Household approved"),
-    "allocate": ("Phân bổ kinh phí", "Funds allocated"),
-    "complete_construction": ("Báo cáo hoàn thành xây dựng", "Construction completed"),
-    "accept": ("Nghiệm thu", "House accepted"),
-    "settle": ("Quyết toán", "Settled"),
-    "send_back": ("Trả lại để bổ sung", "Sent back"),
-    "cancel": ("Hủy hồ sơ", "Cancelled"),
-    "report_progress": ("Báo cáo tiến độ", "Progress reported"),
-    "authorise_payout": ("Duyệt chi", "Payout authorised"),
-    "release_payout": ("Chuyển tiền", "Payout released"),
-    "payment_confirmed": ("Ngân hàng xác nhận đã chi", "Payment confirmed by the channel"),
-    "payment_failed": ("Chuyển tiền không thành công", "Payment failed"),
-}
-STAGES: dict[str, tuple[str, str]] = {
-    "verification": ("rà soát, thẩm định", "verification"),
-    "approval": ("phê duyệt", "approval"),
-    "fund_allocation": ("phân bổ kinh phí", "fund allocation"),
-    "construction": ("thi công", "construction"),
-    "acceptance": ("nghiệm thu", "acceptance"),
-    "settlement": ("thanh toán, quyết toán", "settlement"),
-    "closed": ("hoàn thành", "closed"),
-    "cancelled": ("đã hủy", "cancelled"),
-}
 ROLES: dict[str, tuple[str, str]] = {
     "commune_officer": ("cán bộ UBND xã", "commune officer"),
     "district_officer": ("cán bộ UBND huyện", "district officer"),
@@ -81,9 +54,19 @@ def _w(key: str, lang: Lang, table: dict[str, tuple[str, str]] = WORDS) -> str:
     return (pair[0] if lang == "vi" else pair[1]) if pair else key
 
 
-def dong(amount: int, lang: Lang) -> str:
-    text = f"{amount:,}"
-    return (text.replace(",", ".") + " đ") if lang == "vi" else text + " VND"
+def _step(key: str, lang: Lang) -> str:
+    """A step's name (models/vocabulary.py) as a line says it was taken: ``Phân bổ kinh phí``, ``Funds allocated``."""
+    try:
+        return title(step_name(key, lang, done=True))
+    except ValueError:
+        return key
+
+
+def _stage(key: str, lang: Lang) -> str:
+    try:
+        return stage_name(key, lang)
+    except ValueError:
+        return key
 
 
 @dataclass
@@ -102,7 +85,7 @@ class Line:
 def lines(trail: Trail, lang: Lang = "vi") -> list[Line]:
     out: list[Line] = []
     for ev in trail.events:
-        at = ev.at.astimezone(VIETNAM).strftime("%d/%m/%Y %H:%M:%S")
+        at = moment(ev.at, seconds=True)
         if ev.kind == "step":
             out.append(_step_line(ev.data["transition"], at, lang))
             continue
@@ -114,7 +97,7 @@ def lines(trail: Trail, lang: Lang = "vi") -> list[Line]:
             policy = ev.data.get("policy")
             line.what += f" ({_w('policy_version', lang)} {policy})" if policy else ""
         elif ev.kind == "refused":
-            line.what += f": {_w(ev.data['update'], lang, STEPS)} — {ev.data['rule']}"
+            line.what += f": {_step(ev.data['update'], lang)} — {ev.data['rule']}"
             line.reason = ev.data.get("message")
         elif ev.kind == "policy":
             line.what += f" {ev.data['version']}"
@@ -137,7 +120,7 @@ def lines(trail: Trail, lang: Lang = "vi") -> list[Line]:
         elif ev.kind == "send_reminder":
             rec = ev.data.get("input")
             if isinstance(rec, dict):
-                line.what += f": {rec['agency']} ({_w(rec['stage'], lang, STAGES)}, {rec['overdue_days']} d)"
+                line.what += f": {rec['agency']} ({_stage(rec['stage'], lang)}, {rec['overdue_days']} d)"
         elif ev.kind == "signal":
             continue  # only a wake-up; the channel's answer (check_payment) is the line that counts
         elif ev.kind == "terminated":
@@ -148,11 +131,11 @@ def lines(trail: Trail, lang: Lang = "vi") -> list[Line]:
 
 def _step_line(t: Transition, at: str, lang: Lang) -> Line:
     rec, outcome = t.record, t.outcome
-    what = _w(rec.step.value, lang, STEPS)
+    what = _step(rec.step.value, lang)
     if rec.tranche:
         what += f" ({_w('tranche', lang)} {rec.tranche})"
     if rec.from_stage != rec.to_stage:
-        what += f": {_w(rec.from_stage.value, lang, STAGES)} → {_w(rec.to_stage.value, lang, STAGES)}"
+        what += f": {_stage(rec.from_stage.value, lang)} → {_stage(rec.to_stage.value, lang)}"
     money = ""
     if rec.money.value in MONEY_WORD and t.amount:
         money = f"{_w(MONEY_WORD[rec.money.value], lang)} {dong(t.amount, lang)}"

@@ -38,9 +38,10 @@ from core import signing
 from core.errors import Refusal
 from db.audit import GENESIS, ChainWalk, canonical, row_hash
 from models.assertion import CHANNEL, OFFICERS, ActionAssertion
-from models.household import CHANNEL_STEPS, FORWARD, Step, workflow_id_for
+from models.household import CHANNEL_STEPS, Step, workflow_id_for
 from models.policy import WorkflowPolicy
 from models.records import MoneyOp, TransitionRecord
+from workflows import rules
 
 CHANNEL_ROLE = "payment_channel"  # the system user that records the payment channel's answers
 
@@ -363,9 +364,7 @@ def _check_role(report: VerifyReport, t: Transition, where: str, policies: dict[
     if doc is None:
         report.add("policy_unknown", code, where, f"policy version {t.policy_version!r} is not in the policy table")
         return
-    governing = rec.step
-    if rec.step is Step.SEND_BACK and rec.from_stage in FORWARD:
-        governing = FORWARD[rec.from_stage][0]  # a send-back is governed by the refused step's rule
+    governing = rules.governing_step(rec.step, rec.from_stage)  # a send-back: the refused step's rule
     if rec.step is Step.SET_POLICY:  # the version being replaced names who may replace it
         allowed = WorkflowPolicy.model_validate(doc).policy_admin_roles
     else:

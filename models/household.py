@@ -123,15 +123,3 @@ class Household(BaseModel):
 
 def workflow_id_for(code: str) -> str:
     return f"household-{code}"
-
-
-STAGE_VI: dict[Stage, str] = {
-    Stage.VERIFICATION: "rà soát, thẩm định",
-    Stage.APPROVAL: "phê duyệt",
-    Stage.FUND_ALLOCATION: "phân bổ kinh phí",
-    Stage.CONSTRUCTION: "thi công",
-    Stage.ACCEPTANCE: "nghiệm thu",
-    Stage.SETTLEMENT: "thanh toán, quyết toán",
-    Stage.CLOSED: "hoàn thành",
-    Stage.CANCELLED: "đã hủy",
-}

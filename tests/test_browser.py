@@ -132,7 +132,7 @@ async def test_a_district_officer_approves_with_an_attachment(site, client, sess
     await form.locator("input[type=file]").set_input_files(str(scan))
     await form.locator("button").click()
     await expect(page.locator("p.ok")).to_be_visible()
-    await expect(page.locator("dd.stage")).to_have_text("Bố trí vốn")
+    await expect(page.locator("dd.stage")).to_have_text("Phân bổ kinh phí")
     await expect(page.locator(".timeline")).to_contain_text("quyet-dinh.pdf sha256:")
     assert (await household_state(client, h.code)).stage.value == "fund_allocation"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from models.household import Stage, Step
+from models.vocabulary import stage_name, step_name, title
 
 LANGS = ("vi", "en")
 
@@ -67,33 +68,8 @@ WORDS: dict[str, tuple[str, str]] = {
     "days_left": ("còn {} ngày", "{} days left"),
     "missed": ("quá hạn {} ngày, còn {} hộ", "{} days late, {} houses left"),
     "met": ("đã qua hạn", "past"),
-    "allocation_queue": ("Hộ chờ bố trí vốn", "Households waiting for fund allocation"),
+    "allocation_queue": ("Hộ chờ phân bổ kinh phí", "Households waiting for fund allocation"),
 }
-
-STAGES_VI = {
-    Stage.VERIFICATION: "Xác minh",
-    Stage.APPROVAL: "Phê duyệt",
-    Stage.FUND_ALLOCATION: "Bố trí vốn",
-    Stage.CONSTRUCTION: "Thi công",
-    Stage.ACCEPTANCE: "Nghiệm thu",
-    Stage.SETTLEMENT: "Quyết toán",
-    Stage.CLOSED: "Hoàn thành",
-    Stage.CANCELLED: "Đã hủy",
-}
-STEPS_VI = {
-    Step.VERIFY: "Xác minh hộ",
-    Step.APPROVE: "Phê duyệt",
-    Step.ALLOCATE: "Bố trí vốn",
-    Step.REPORT_PROGRESS: "Báo cáo tiến độ",
-    Step.AUTHORISE_PAYOUT: "Duyệt chi",
-    Step.RELEASE_PAYOUT: "Chuyển tiền",
-    Step.COMPLETE_CONSTRUCTION: "Hoàn thành thi công",
-    Step.ACCEPT: "Nghiệm thu",
-    Step.SETTLE: "Quyết toán",
-    Step.SEND_BACK: "Trả lại bước trước",
-    Step.CANCEL: "Hủy hồ sơ",
-}
-
 
 GROUPS = {
     "meritorious": ("Người có công", "Meritorious service"),
@@ -114,12 +90,14 @@ class Words:
         return WORDS[key][self._i]
 
     def stage(self, stage: Stage | str) -> str:
-        s = Stage(stage)
-        return STAGES_VI[s] if self.lang == "vi" else s.value.replace("_", " ")
+        """A stage's name (models/vocabulary.py), as a label: ``Phân bổ kinh phí``, ``fund allocation``."""
+        name = stage_name(stage, self.lang)
+        return title(name) if self.lang == "vi" else name
 
     def step(self, step: Step | str) -> str:
-        s = Step(step)
-        return STEPS_VI.get(s, s.value) if self.lang == "vi" else s.value.replace("_", " ")
+        """A step's name (models/vocabulary.py), as a label: ``Phân bổ kinh phí``, ``allocate``."""
+        name = step_name(step, self.lang)
+        return title(name) if self.lang == "vi" else name
 
     def group(self, value: str) -> str:
         return GROUPS.get(value, (value, value))[self._i]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from core.errors import Refusal
 from models.actions import ActionInput
@@ -34,8 +35,7 @@ def target_of(step: Step, stage: Stage, household_code: str) -> Target:
     if step is Step.SEND_BACK:
         if stage not in PREVIOUS:
             raise Refusal("OutOfOrder", f"household {household_code} is in {stage.value}: there is no earlier stage")
-        # Sending back is the reviewer's refusal of the stage's step, so that step's roles decide.
-        return Target(PREVIOUS[stage], FORWARD[stage][0])
+        return Target(PREVIOUS[stage], governing_step(step, stage))
     expected, to_stage = FORWARD[stage]
     if step is not expected:
         raise Refusal(
@@ -44,6 +44,24 @@ def target_of(step: Step, stage: Stage, household_code: str) -> Target:
             f"{stage.value!r}, whose next step is {expected.value!r}",
         )
     return Target(to_stage, step)
+
+
+def governing_step(step: Step, stage: Stage) -> Step:
+    """The step whose rule (roles, evidence) governs taking `step` from `stage`: sending back is the reviewer's
+    refusal of the stage's step, so that step's rule decides; any other step is governed by its own."""
+    if step is Step.SEND_BACK and stage in FORWARD:
+        return FORWARD[stage][0]
+    return step
+
+
+def sla_due(policy: WorkflowPolicy, stage: Stage, since: datetime | None, reminders: int = 0) -> datetime | None:
+    """When a household that entered `stage` at `since` is due to have left it: `since` + the policy's SLA
+    days for the stage; after `reminders` reminders, the next one's time (`since` + (reminders + 1) × the SLA).
+    None when the policy sets no SLA for the stage, or the time it entered is unknown."""
+    days = policy.sla_days.get(stage)
+    if not days or since is None:
+        return None
+    return since + timedelta(days=days) * (reminders + 1)
 
 
 def check_action(
