@@ -19,11 +19,12 @@ from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from core.errors import Refusal
 from core.formatting import dong
+from db import audit, households, outbox, users
 from db import finance as finance_db
-from db import households, outbox, users
 from db.engine import Sessions
 from finance.channel import InstructionConflict, PaymentChannel
 from models.actor import Actor
+from models.assertion import ActionAssertion
 from models.finance import (
     FINAL_STATES,
     ChannelStatus,
@@ -110,6 +111,11 @@ class PaymentActivities:
                 status = await self._as_sent(session, status)
                 rec = answer_record(req, status, await users.require_actor(session, self._channel_user))
                 outcome = await self._record(session, rec, asked_at=datetime.now(UTC))  # fresh when asked
+                if outcome.replayed:
+                    # A retry after the first attempt committed (a crash before its marker): the channel signed
+                    # this answer afresh, but the step is the one recorded. The history must carry the answer
+                    # and signature the audit row keeps, or the three records disagree (assertion_differs).
+                    status, rec = await self._as_recorded(session, outcome.audit_id, status, rec)
         except Refusal as err:
             # Refused (a forged, stale or foreign answer, a step that holds this number): nothing is recorded;
             # the record goes with the refusal so the history says what was refused.
@@ -124,6 +130,18 @@ class PaymentActivities:
         log.info("payment_answer_recorded", payment_id=req.payment_id, state=status.state, seq=req.seq)
         return SettledAnswer(
             status=status, outcome=outcome.model_copy(update={"record": rec.model_copy(update={"at": outcome.at})})
+        )
+
+    async def _as_recorded(
+        self, session, audit_id: int, status: ChannelStatus, rec: TransitionRecord
+    ) -> tuple[ChannelStatus, TransitionRecord]:
+        """The answer and the record as the committed audit row has them: its assertion and signed answer."""
+        row = await audit.row_by_id(session, audit_id)
+        assertion = ActionAssertion.model_validate(row["assertion"]) if row["assertion"] else None
+        signed = row["signed_input"]
+        return (
+            status.model_copy(update={"assertion": assertion, "answer": signed}),
+            rec.model_copy(update={"assertion": assertion, "signed_input": signed}),
         )
 
     async def _released(self, session, payment_id: str, household_code: str) -> PaymentInstruction:

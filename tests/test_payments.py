@@ -3,20 +3,23 @@ never paid twice; a silent channel escalates on the time-skipping server."""
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from contextlib import asynccontextmanager
 from datetime import timedelta
 
 from sqlalchemy import func, select
 from temporalio.api.enums.v1 import EventType
+from temporalio.testing import ActivityEnvironment
 
 from activities.household import HouseholdActivities
+from activities.payments import PaymentActivities
 from core.signing import sign_input
-from db.schema import ledger_transfers, outbox, payments, workflow_policies
+from db.schema import audit_log, ledger_transfers, outbox, payments, workflow_policies
 from finance.channel import FAIL_REASON, HttpBank
 from models import CompleteConstructionInput, Stage
 from models.assertion import signed_input
-from models.finance import PaymentNotice, TrancheStatus
+from models.finance import PaymentNotice, SettleRequest, TrancheStatus
 from models.household import Household, Step, workflow_id_for
 from models.policy import WorkflowPolicy
 from operations import sample
@@ -295,3 +298,55 @@ async def _handled(client, code: str, signals: int, then: EventType.ValueType) -
     kinds = [e.event_type async for e in client.get_workflow_handle(workflow_id_for(code)).fetch_history_events()]
     at = [i for i, kind in enumerate(kinds) if kind == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED]
     return len(at) >= signals and then in kinds[at[-1] :]
+
+
+async def test_a_settle_retried_after_its_commit_hands_back_the_answer_the_audit_row_keeps(
+    client, sessions, settings, tmp_path
+):
+    """Guarantee (a chaos run found it broken: assertion_differs): a worker killed after `settle_answer`
+    committed and before its marker reached the history runs the local activity again. The bank signs its
+    answer afresh (a new one-time id), yet the step is the one recorded: the history must get the signed
+    answer the audit row keeps, or the history and the audit log disagree on who said the tranche was paid."""
+    async with paying_through(client, sessions, settings, tmp_path) as (bank, tq):
+        h = await released(client, sessions, tq)
+        state = await wait_until(tranche_is(client, h.code, TrancheStatus.PAID))
+        async with sessions() as s:
+            row = (
+                await s.execute(
+                    select(audit_log).where(
+                        audit_log.c.household_code == h.code, audit_log.c.step == "payment_confirmed"
+                    )
+                )
+            ).one()
+        t = state.tranches[0]
+        retry = SettleRequest(
+            workflow_id=h.workflow_id,
+            household_code=h.code,
+            seq=row.seq,
+            stage=Stage(row.from_stage),
+            at=row.occurred_at,
+            tranche=1,
+            attempts=1,
+            payment_id=t.payment_id,
+            transfer_ids=[p.transfer_id for p in t.pieces],
+            retry=True,
+            finance_agency="Sở Tài chính",
+            support_type=h.support_type,
+            beneficiary_group=h.beneficiary_group,
+        )
+        env = ActivityEnvironment()
+        env.info = dataclasses.replace(
+            env.info, is_local=True, workflow_id=h.workflow_id, workflow_type="HouseholdWorkflow"
+        )
+        async with HttpBank(bank.url, secret=bank.secret) as channel:
+            fresh = await channel.status(t.payment_id)
+            assert fresh.assertion.nonce != row.assertion["nonce"]  # the bank signs every answer anew
+            acts = PaymentActivities(
+                sessions, channel, settings.payment_channel_user, record=HouseholdActivities(sessions)._record
+            )
+            again = await env.run(acts.settle_answer, retry)
+        assert again.outcome.replayed and again.outcome.audit_id == row.id
+        assert again.outcome.record.assertion.model_dump(mode="json") == row.assertion
+        assert again.outcome.record.signed_input == row.signed_input
+        assert again.status.state == "confirmed" and again.status.assertion.nonce == row.assertion["nonce"]
+        assert await posts(sessions, h.code) == len(t.pieces)  # nothing posted twice
