@@ -28,11 +28,13 @@ $(CHROMIUM):
 	  $$SUDO apt-get -o Acquire::Retries=3 update -qq && \
 	  $$SUDO apt-get -o Acquire::Retries=3 install -y -qq --no-install-recommends chromium >/dev/null
 
-## make test: lint, then the whole suite against real PostgreSQL and Temporal test servers
+## make test: lint, then the whole suite against real PostgreSQL and Temporal test servers, in TEST_JOBS
+## processes (pytest-xdist; each starts its own servers, a test file stays in one process)
+TEST_JOBS ?= 2
 test: install $(CHROMIUM)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_JOBS) --dist loadfile
 
 lint: install
 	$(VENV)/bin/ruff check .
