@@ -85,7 +85,7 @@ async def archive_run(
 
 
 class ArchiveActivities:
-    """`archive` should trust the witness's public keys (core/temporal.make_worker opens it so): then a row
+    """`archive` should trust the witness's public keys (runtime/worker.make_worker opens it so): then a row
     the witness did not sign does not count as a run's copy, and the run is copied again, signed."""
 
     def __init__(self, client: Client, archive: HistoryArchive, witness=None) -> None:

@@ -36,6 +36,7 @@ from auditor.history import Trail, Transition
 from auditor.records import Records
 from core import signing
 from core.errors import Refusal
+from core.formatting import amount
 from db.audit import GENESIS, ChainWalk, canonical, row_hash
 from models.assertion import CHANNEL, OFFICERS, ActionAssertion
 from models.household import CHANNEL_STEPS, Step, workflow_id_for
@@ -231,7 +232,7 @@ def verify(
                     "ledger_without_history",
                     code,
                     f"ledger transfer id={t['id']}",
-                    f"{t['kind']} {t['amount']:,} đ {t['debit_account']} → {t['credit_account']}, "
+                    f"{t['kind']} {amount(t['amount'], 'en')} đ {t['debit_account']} → {t['credit_account']}, "
                     f"key {t['idempotency_key']}: no such step in the household's history",
                 )
     missing = {r["household_code"] for r in records.audit_rows} | {t["household_code"] for t in records.transfers}
@@ -320,7 +321,8 @@ def _check_transition(
             "amount_differs",
             code,
             where,
-            f"ledger moved {moved:,} đ under this step's key (transfers {ids}); the history says {expected:,} đ",
+            f"ledger moved {amount(moved, 'en')} đ under this step's key (transfers {ids}); "
+            f"the history says {amount(expected, 'en')} đ",
         )
     else:
         report.amount_checked += moved
@@ -341,8 +343,8 @@ def _check_transition(
                     "amount_differs",
                     code,
                     f"ledger transfer id={found['id']}",
-                    f"{found['amount']:,} đ from {found['debit_account']}; the history has "
-                    f"{piece.amount:,} đ from SRC:{piece.source} (tranche {tranche.tranche})",
+                    f"{amount(found['amount'], 'en')} đ from {found['debit_account']}; the history has "
+                    f"{amount(piece.amount, 'en')} đ from SRC:{piece.source} (tranche {tranche.tranche})",
                 )
     _check_role(report, t, where, policies)
 

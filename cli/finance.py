@@ -19,7 +19,7 @@ from cli.command import command, database, err, fail, out, progress
 from cli.credentials import PASSWORD_STDIN, TOKEN_STDIN, sign_in
 from core.client import connect
 from core.formatting import amount as grouped
-from core.formatting import dong
+from core.formatting import dong, today
 from core.settings import Settings
 from core.signing import load_ring
 from db import finance as finance_db
@@ -146,7 +146,7 @@ async def finance_batch(
     decision: str | None = typer.Option(None, help="Decision reference, e.g. 270/QĐ-UBND"),
     codes: list[str] = typer.Option([], "--code", help="Household code (repeatable)"),
     evidence: list[str] = typer.Option([], "--evidence", "-e"),
-    ref: str = typer.Option(date.today().isoformat(), "--ref", help="Batch reference; the same one re-runs it"),
+    ref: str = typer.Option(today().isoformat(), "--ref", help="Batch reference; the same one re-runs it"),
     concurrency: int = typer.Option(8, min=1, max=64),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:

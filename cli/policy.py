@@ -13,9 +13,10 @@ from rich.table import Table
 from cli.command import command, database, fail, out
 from cli.credentials import PASSWORD_STDIN, TOKEN_STDIN, sign_in
 from core.client import connect
+from core.formatting import today
 from core.settings import Settings
 from core.signing import load_ring
-from db.policy import current_workflow_policy
+from db.policy import policy_today
 from models.household import FORWARD, Step
 from models.policy import WorkflowPolicy
 from operations.policies import add_version, push
@@ -28,7 +29,7 @@ app = typer.Typer(no_args_is_help=True, help="Who may take which step: versioned
 async def policy_show(settings: Settings, as_json: bool = typer.Option(False, "--json")) -> None:
     """The workflow policy in force today: roles per step, SLA days, steps that need different people."""
     async with database(settings) as sessions, sessions() as session:
-        current = await current_workflow_policy(session, date.today())
+        current = await policy_today(session)
     if as_json:
         print(current.model_dump_json(indent=2))
         return
@@ -69,7 +70,7 @@ async def policy_apply(
     """Store a new policy version and apply it to every household in flight."""
     try:
         new = WorkflowPolicy.model_validate_json(file.read_bytes())
-        start = date.fromisoformat(effective_from) if effective_from else date.today()
+        start = date.fromisoformat(effective_from) if effective_from else today()
     except (ValidationError, ValueError) as e:
         fail(f"{file.name}: {e}")
     await sign_in(settings, as_user, password_stdin=password_stdin, token_stdin=token_stdin)

@@ -25,6 +25,11 @@ def dong(n: int | None, lang: Lang = "vi") -> str:
     return f"{amount(n, lang)} đ" if lang == "vi" else f"{amount(n, lang)} VND"
 
 
+def today() -> date:
+    """Today's date in Vietnam: the day a policy is in force, a deadline is counted, a batch is named."""
+    return datetime.now(VIETNAM).date()
+
+
 def local(at: datetime) -> datetime:
     """`at` in Vietnam's time (a naive datetime is taken as UTC, as PostgreSQL and Temporal give it)."""
     if at.tzinfo is None:

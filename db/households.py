@@ -149,8 +149,9 @@ def _visible_query(
     h = households.c
     query = select(*(h[c] for c in columns)) if columns is not None else select(households)
     query = query.where(*in_jurisdiction(jurisdiction))
+    if code is not None:  # a code asked for, even a blank one, is a filter: '' matches no household
+        query = query.where(h.code == code)
     for column, value in (
-        (h.code, code),
         (h.stage, stage),
         (h.district, district),
         (h.commune, commune),

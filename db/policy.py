@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date
 
 from sqlalchemy import insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.errors import Refusal
-from core.formatting import VIETNAM
+from core.formatting import today
 from db.schema import support_amounts, workflow_policies
 from models.household import BeneficiaryGroup, SupportType
 from models.policy import WorkflowPolicy
@@ -28,7 +28,7 @@ async def current_workflow_policy(session: AsyncSession, as_of: date) -> Workflo
 
 async def policy_today(session: AsyncSession) -> WorkflowPolicy:
     """The workflow policy in effect today in Vietnam: who may use the pages, finance and accounts now."""
-    return await current_workflow_policy(session, datetime.now(VIETNAM).date())
+    return await current_workflow_policy(session, today())
 
 
 async def entitlement(session: AsyncSession, support_type: SupportType, group: BeneficiaryGroup, as_of: date) -> int:

@@ -16,20 +16,16 @@ from models.policy import WorkflowPolicy
 EvidenceRef = str  # a document reference: minutes, decision, photo file name with its hash, ...
 
 
-def _read_back(info: ValidationInfo) -> bool:
-    """Whether an input is read back from where it was recorded rather than made for a new step.
-
-    New: built in code by a front door or an activity (`Model(...)`), or a live update's input as the workflow
-    decodes it (a refusal there rejects the update: nothing is recorded). Read back: anything a workflow decodes
-    or builds while replaying, or builds from its own history (a batch's input for each household); a payload
-    decoded outside a live update (a workflow's start input, an activity's input: recorded once already, and
-    refusing them would wedge the workflow); and what a reader validates with the context `{"recorded": True}`
-    (the auditors, a signed input from an audit row)."""
+def _made_new(info: ValidationInfo) -> bool:
+    """Whether an input is being made for a new step: built in code (`Model(...)`) by a front door or an
+    activity, outside a workflow. Everything else is read back from where it was signed or recorded: what a
+    workflow decodes (an update's input was signed by a front door that made it new; a start input or a
+    replayed one was recorded already, and refusing it would wedge the workflow), an activity's input, and
+    what a reader validates with the context `{"recorded": True}` (the auditors, a signed input from an audit
+    row)."""
     if isinstance(info.context, dict) and info.context.get("recorded"):
-        return True
-    if workflow.in_workflow():
-        return workflow.unsafe.is_replaying() or info.mode == "python"
-    return info.mode == "json"
+        return False
+    return info.mode == "python" and not workflow.in_workflow()
 
 
 class Evidenced(BaseModel):
@@ -39,7 +35,7 @@ class Evidenced(BaseModel):
     model_config = ConfigDict(frozen=True, str_strip_whitespace=True)
 
     # Inputs whose model did not refuse blank references before (payouts, batches): one recorded with a blank
-    # reference is read back as it was (`_read_back`) instead of being refused on replay.
+    # reference is read back as it was (`_made_new` is false) instead of being refused on replay.
     blank_evidence_recorded: ClassVar[bool] = False
 
     actor: Actor
@@ -48,12 +44,11 @@ class Evidenced(BaseModel):
     @field_validator("evidence")
     @classmethod
     def _no_blank_evidence(cls, v: list[str], info: ValidationInfo) -> list[str]:
-        cleaned = [e.strip() for e in v]
-        if any(not e for e in cleaned):
-            if cls.blank_evidence_recorded and _read_back(info):
-                return v
+        # The references stay as given: a model that strips its strings has stripped them already, and one that
+        # does not (a batch's input) keeps them as its officer signed them, so its digest does not change.
+        if any(not e.strip() for e in v) and not (cls.blank_evidence_recorded and not _made_new(info)):
             raise ValueError("evidence references may not be blank")
-        return cleaned
+        return v
 
 
 class StepInput(Evidenced):

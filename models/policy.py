@@ -34,26 +34,28 @@ class WorkflowPolicy(BaseModel):
     policy_admin_roles: list[str] = Field(default_factory=lambda: ["admin"])
     # Roles that may import an approved list (and so start households' workflows).
     import_roles: list[str] = Field(default_factory=lambda: ["province_officer", "admin"])
+    # The role sets below gate powers outside a household's steps; none may be empty (a policy version that
+    # left nobody able to restore the audit log, or to read the sealed payloads, is refused when applied).
     # Roles that manage funding sources, record money received and reimburse district advances (cấp bù).
-    finance_roles: list[str] = Field(default_factory=lambda: ["finance_officer", "admin"])
+    finance_roles: list[str] = Field(min_length=1, default_factory=lambda: ["finance_officer", "admin"])
     # Roles that register decisions (quyết định) that approve lists or allocate budgets.
     decision_roles: list[str] = Field(
-        default_factory=lambda: ["finance_officer", "admin", "province_officer", "district_officer"]
+        min_length=1, default_factory=lambda: ["finance_officer", "admin", "province_officer", "district_officer"]
     )
     # Roles that record VBSP preferential loans (co-financing, never grant money).
-    loan_roles: list[str] = Field(default_factory=lambda: ["vbsp_officer", "finance_officer"])
+    loan_roles: list[str] = Field(min_length=1, default_factory=lambda: ["vbsp_officer", "finance_officer"])
     # Roles that see the finance pages (reconciliation, payout batches) and export the reconciliation.
     finance_view_roles: list[str] = Field(
-        default_factory=lambda: ["finance_officer", "treasury_officer", "province_officer", "admin"]
+        min_length=1, default_factory=lambda: ["finance_officer", "treasury_officer", "province_officer", "admin"]
     )
     # Roles that see the audit pages (timelines, the three-way check) and export the reconciliation.
-    audit_view_roles: list[str] = Field(default_factory=lambda: ["auditor", "admin", "province_officer"])
+    audit_view_roles: list[str] = Field(min_length=1, default_factory=lambda: ["auditor", "admin", "province_officer"])
     # Roles the codec endpoint opens sealed payloads for (never the officers who act on households, nor
     # Finance), and the roles it seals payloads for under the engine's key.
-    codec_roles: list[str] = Field(default_factory=lambda: ["auditor", "admin"])
-    codec_encode_roles: list[str] = Field(default_factory=lambda: ["admin"])
+    codec_roles: list[str] = Field(min_length=1, default_factory=lambda: ["auditor", "admin"])
+    codec_encode_roles: list[str] = Field(min_length=1, default_factory=lambda: ["admin"])
     # Roles that may re-record a household's steps from its history into a lost audit log.
-    restore_roles: list[str] = Field(default_factory=lambda: ["admin"])
+    restore_roles: list[str] = Field(min_length=1, default_factory=lambda: ["admin"])
     # A released payment not confirmed within this many hours is escalated to Finance (and again after
     # each further period); it is never re-sent on a timeout, only on a definite failure.
     payment_confirm_hours: int = Field(default=72, ge=1)

@@ -27,6 +27,7 @@ from core.signing import SigningRing
 from db import households, users
 from db.engine import Sessions
 from db.ledger import Transfer
+from models.actions import ActionResult
 from models.finance import (
     REPORTED_MILESTONES,
     BatchAction,
@@ -129,7 +130,7 @@ async def drive_one(
         step, user, kwargs = action
         result = await take_step(client, sessions, h.code, step, user, signer=signer, **kwargs)
         taken += 1
-        if getattr(result, "to_stage", None) is not None and result.to_stage.terminal:
+        if isinstance(result, ActionResult) and result.to_stage.terminal:
             return taken  # a closed workflow answers queries only by replaying its history: do not ask
 
 

@@ -11,7 +11,6 @@ import asyncio
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import date
 from pathlib import Path
 
 import structlog
@@ -75,7 +74,7 @@ async def register(
         # registered (unchanged), instead of failing on the primary key half-way through its own insert.
         await households.lock_registry(session)
         actor = await users.require_actor(session, user_id)
-        current = await policy.current_workflow_policy(session, date.today())
+        current = await policy.policy_today(session)
         if actor.role not in current.import_roles:
             raise Refusal("RoleNotAllowed", f"role {actor.role!r} may not import lists (policy {current.version})")
         by_code, by_cccd = await households.existing(

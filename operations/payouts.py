@@ -13,6 +13,7 @@ from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.service import RPCError
 
 from core import signing
+from core.errors import Refusal
 from db import payouts as payouts_db
 from db.engine import Sessions
 from models.actor import Actor
@@ -57,15 +58,18 @@ async def start_batch(
     """One payout batch, taken by `actor` (whom the calling front door authenticated) on the households of
     `selection`: its id from the selection and `ref` (the same ones again rejoin or re-run it), its input
     signed with the front door's ring `signer`, followed to its end. `concurrency` None: the input's default."""
-    inp = PayoutBatchInput(
-        batch_id=batch_id_for(action, tranche, selection, ref),
-        action=action,
-        tranche=tranche,
-        selection=selection,
-        actor=actor,
-        evidence=evidence,
-        **({} if concurrency is None else {"concurrency": concurrency}),
-    )
+    try:
+        inp = PayoutBatchInput(
+            batch_id=batch_id_for(action, tranche, selection, ref),
+            action=action,
+            tranche=tranche,
+            selection=selection,
+            actor=actor,
+            evidence=evidence,
+            **({} if concurrency is None else {"concurrency": concurrency}),
+        )
+    except ValueError as err:  # pydantic's ValidationError: a blank reference, a concurrency out of range
+        raise Refusal("InvalidInput", str(err)) from None
     return await run_batch(client, task_queue, sign_batch(signer, inp), on_progress=on_progress)
 
 

@@ -33,7 +33,7 @@ async def add_version(owner: Sessions, new: WorkflowPolicy, effective_from: date
     without segregation of duties."""
     async with owner() as session, session.begin():
         actor = await users.require_actor(session, user_id)
-        current = await policy_db.current_workflow_policy(session, date.today())
+        current = await policy_db.policy_today(session)
         if actor.role not in current.policy_admin_roles:
             raise Refusal("RoleNotAllowed", f"role {actor.role!r} may not publish workflow policies")
         if await policy_db.workflow_policy_exists(session, new.version):

@@ -18,6 +18,7 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from core.formatting import amount
 from db import finance as finance_db
 from db import ledger
 from db import reconciliation as recon_db
@@ -188,28 +189,31 @@ async def _check(session, report: Reconciliation, sources: dict, hh: dict, per_h
         acc = stored[account_id]
         if acc.credits_posted != s.received:
             problems.append(
-                f"source {s.code}: received {s.received:,} by the transfers, {acc.credits_posted:,} on its account"
+                f"source {s.code}: received {amount(s.received, 'en')} by the transfers, "
+                f"{amount(acc.credits_posted, 'en')} on its account"
             )
         if acc.debits_pending != s.reserved + s.released:
             problems.append(
-                f"source {s.code}: reserved+released {s.reserved + s.released:,} by the transfers, "
-                f"{acc.debits_pending:,} on its account"
+                f"source {s.code}: reserved+released {amount(s.reserved + s.released, 'en')} by the transfers, "
+                f"{amount(acc.debits_pending, 'en')} on its account"
             )
         if acc.debits_posted != s.paid + s.reimbursed_out:
             problems.append(
-                f"source {s.code}: paid+reimbursed {s.paid + s.reimbursed_out:,} by the transfers, "
-                f"{acc.debits_posted:,} on its account"
+                f"source {s.code}: paid+reimbursed {amount(s.paid + s.reimbursed_out, 'en')} by the transfers, "
+                f"{amount(acc.debits_posted, 'en')} on its account"
             )
         if s.free < 0:
-            problems.append(f"source {s.code} is below zero: {s.free:,}")
+            problems.append(f"source {s.code} is below zero: {amount(s.free, 'en')}")
     for code, h in hh.items():
         money = per_household.get(code, {"reserved": 0, "released": 0, "paid": 0})
         if h.paid != money["paid"]:
-            problems.append(f"household {code}: read model paid {h.paid:,}, ledger posted {money['paid']:,}")
+            problems.append(
+                f"household {code}: read model paid {amount(h.paid, 'en')}, ledger posted {amount(money['paid'], 'en')}"
+            )
         if h.reserved != money["reserved"] + money["released"]:
             problems.append(
-                f"household {code}: read model reserved {h.reserved:,}, ledger pending "
-                f"{money['reserved'] + money['released']:,}"
+                f"household {code}: read model reserved {amount(h.reserved, 'en')}, ledger pending "
+                f"{amount(money['reserved'] + money['released'], 'en')}"
             )
     for figure in ("reserved", "released", "paid"):
         views = {
@@ -221,7 +225,9 @@ async def _check(session, report: Reconciliation, sources: dict, hh: dict, per_h
             )
         }
         if len(set(views.values())) != 1:
-            problems.append(f"{figure} differs between views: " + ", ".join(f"{k} {v:,}" for k, v in views.items()))
+            problems.append(
+                f"{figure} differs between views: " + ", ".join(f"{k} {amount(v, 'en')}" for k, v in views.items())
+            )
     return problems
 
 
@@ -346,7 +352,10 @@ def write_xlsx(r: Reconciliation, path: Path) -> Path:
         for i, head in enumerate(header, start=1):
             width = max(
                 [len(str(head))]
-                + [len(f"{row[i - 1]:,}" if isinstance(row[i - 1], int) else str(row[i - 1])) for row in body]
+                + [
+                    len(f"{amount(row[i - 1], 'en')}" if isinstance(row[i - 1], int) else str(row[i - 1]))
+                    for row in body
+                ]
             )
             ws.column_dimensions[get_column_letter(i)].width = min(width + 2, 60)
         ws.freeze_panes = "B2"

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from datetime import date, datetime
+from datetime import date
 
+from core import formatting
 from core.formatting import VIETNAM, amount
 from db import ledger, policy
 from db import reports as report_db
@@ -74,7 +75,7 @@ async def build(session: AsyncSession, today: date | None = None) -> Report:
     return Report(
         by_district_stage=table,
         by_source=await ledger.source_balances(session),
-        by_decision=await by_decision(session, today or datetime.now(VIETNAM).date()),
+        by_decision=await by_decision(session, today or formatting.today()),
     )
 
 

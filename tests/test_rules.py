@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 import pytest
 
 from core.errors import Refusal
 from models import Actor, Jurisdiction, Stage, Step, StepRule, VerifyInput, WorkflowPolicy
+from models.finance import AuthorisePayoutInput, BatchAction, BatchSelection, PayoutBatchInput
 from models.household import Household
 from models.records import MoneyOp, money_effect
 from models.state import TimelineEntry
@@ -113,6 +115,25 @@ def test_blank_evidence_references_are_rejected_by_the_model():
         VerifyInput(actor=actor(), evidence=["  "])
 
 
+def test_payout_and_batch_inputs_share_the_check_and_keep_what_was_signed():
+    """A payout step or a batch made new with a blank reference is refused, like a lifecycle step; one read
+    back as recorded (signed before the check) is taken as it was; a batch's references stay as signed."""
+    selection = BatchSelection(district="Lộc Bình")
+    with pytest.raises(ValueError, match="may not be blank"):
+        AuthorisePayoutInput(actor=actor(), tranche=1, evidence=["  "])
+    with pytest.raises(ValueError, match="may not be blank"):
+        PayoutBatchInput(
+            batch_id="b", action=BatchAction.AUTHORISE, tranche=1, selection=selection, actor=actor(), evidence=[" "]
+        )
+    recorded = {"actor": actor().model_dump(mode="json"), "tranche": 1, "evidence": [""]}
+    assert AuthorisePayoutInput.model_validate_json(json.dumps(recorded)).evidence == [""]
+    assert AuthorisePayoutInput.model_validate(recorded, context={"recorded": True}).evidence == [""]
+    padded = PayoutBatchInput(
+        batch_id="b", action=BatchAction.AUTHORISE, tranche=1, selection=selection, actor=actor(), evidence=[" QĐ 1 "]
+    )
+    assert padded.evidence == [" QĐ 1 "]  # its digest is over the references as the officer signed them
+
+
 def test_jurisdiction_narrowing():
     assert Jurisdiction(province="Lạng Sơn").covers(H)
     assert Jurisdiction(province="Lạng Sơn", district="Lộc Bình", commune="Mẫu Sơn").covers(H)
@@ -212,3 +233,9 @@ def test_a_tranche_pair_is_judged_per_tranche_and_the_importer_per_policy():
         timeline=(),
         imported_by="h1",
     )
+
+
+@pytest.mark.parametrize("field", ["restore_roles", "codec_roles", "finance_roles", "loan_roles"])
+def test_a_policy_that_leaves_a_power_to_nobody_is_refused(field):
+    with pytest.raises(ValueError, match=field):
+        WorkflowPolicy.model_validate(POLICY.model_dump() | {field: []})

@@ -170,6 +170,7 @@ async def test_an_officer_neither_sees_nor_acts_on_another_districts_household(w
         assert mine.code in {h["code"] for h in listed} and {h["district"] for h in listed} == {DISTRICT}
         assert (await c.get(f"/api/households/{theirs.code}")).json()["type"] == "UnknownHousehold"
         assert (await c.get(f"/api/households/{theirs.code}/timeline")).status_code == 404
+        assert (await c.get("/api/households/%20")).json()["type"] == "UnknownHousehold"  # a blank code is none
         detail = (await c.get(f"/api/households/{mine.code}")).json()
         assert detail["household"]["code"] == mine.code and detail["state"]["stage"] == "verification"
         commune = sample.commune_user(OTHER_DISTRICT, web["communes"][OTHER_DISTRICT])

@@ -26,6 +26,7 @@ from temporalio.api.common.v1 import Payload, Payloads
 from temporalio.converter import DataConverter
 
 from core.codec import PayloadKeyError, for_reading
+from core.errors import Refusal
 from core.settings import Settings
 from db import policy as policy_db
 from operations import access
@@ -118,7 +119,8 @@ def router(settings: Settings, signed_in: SignedInDependency, cookie: str) -> AP
             payloads = await read_payloads(request)
             fields["payloads"] = len(payloads)
             out, unopened = await apply(request.app.state.client.data_converter, payloads)
-        except Problem as p:
+        except (Problem, Refusal) as err:  # a refusal from below (no policy in force, say) answers the same way
+            p = err if isinstance(err, Problem) else Problem.of(err)
             log.info(event, refused=True, rule=p.rule, status=p.status, **fields)
             return cors(request, response(p))
         log.info(event, refused=False, unopened=unopened, **fields)

@@ -24,7 +24,7 @@ from auditor import timeline as timeline_view
 from auditor.history import read_trail
 from auditor.live import verify_live
 from core.errors import Refusal
-from core.formatting import amount, day, dong
+from core.formatting import amount, day, dong, today
 from core.settings import Settings
 from db import households
 from db import policy as policy_db
@@ -32,7 +32,6 @@ from models.finance import BatchAction, BatchSelection
 from models.household import Stage, Step
 from operations import access, payouts, reconciliation, reports
 from operations.actions import household_view, next_actions, take_step
-from operations.reports import VIETNAM
 from web.i18n import Words
 from workflows import rules
 
@@ -154,7 +153,7 @@ def router(settings: Settings, cookie: str) -> APIRouter:
         mine = user.jurisdiction  # a commune officer's counts are their commune's
         async with request.app.state.sessions() as s:
             rep = await reports.build(s)
-            deadlines = await reports.deadline_progress(s, datetime.now(VIETNAM).date(), mine)
+            deadlines = await reports.deadline_progress(s, today(), mine)
             rows = await reports.district_stages(s, mine)
         districts = sorted({x.district for x in rows})
         by = {(x.district, x.stage): x.households for x in rows}
@@ -202,11 +201,10 @@ def router(settings: Settings, cookie: str) -> APIRouter:
                 s, user.jurisdiction, columns=columns, order="stage_since", limit=300, **wanted
             )
             total = await households.count_visible(s, user.jurisdiction, **wanted)
-            policy = await policy_db.current_workflow_policy(s, datetime.now(VIETNAM).date())
         now = datetime.now(UTC)
         items = []
         for row in rows:
-            due = rules.sla_due(policy, Stage(row["stage"]), row["stage_since"])
+            due = rules.sla_due(request.state.policy, Stage(row["stage"]), row["stage_since"])
             items.append({**row, "due": due, "overdue": bool(due and due < now)})
         return page(
             request,
