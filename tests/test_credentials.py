@@ -558,6 +558,9 @@ async def test_the_web_apps_payout_batch_is_signed_for_the_signed_in_officer(web
 
     ref = f"{uuid.uuid4().hex[:8]}/QĐ-UBND"
     await finance_ops.add_decision(
+        sessions, sample.PROVINCE_USER, "270/QĐ-UBND", supplements=None, decided_on=None, note=None
+    )
+    await finance_ops.add_decision(
         sessions, sample.PROVINCE_USER, ref, supplements="270/QĐ-UBND", decided_on=None, note=None
     )
     (h,) = await enroll(

@@ -495,6 +495,10 @@ async def test_a_signed_batch_is_taken_by_its_first_run_and_a_retry_of_that_run_
 
 async def test_a_supplementary_list_is_imported_and_reported_under_its_own_decision(client, sessions, task_queue):
     ref = f"{tag()}/QĐ-UBND"
+    # The decision it supplements, registered here (an import of its list registers it too; this test runs alone).
+    await finance_ops.add_decision(
+        sessions, sample.PROVINCE_USER, "270/QĐ-UBND", supplements=None, decided_on=None, note=None
+    )
     assert await finance_ops.add_decision(
         sessions, sample.PROVINCE_USER, ref, supplements="270/QĐ-UBND", decided_on=date(2025, 6, 30), note="bổ sung"
     )
