@@ -217,7 +217,7 @@ async def test_the_web_app_serves_the_callback_receiver(client, sessions, settin
             assert await signals(client, h.workflow_id) == 0
             good = callbacks.signed_headers(settings.callback_secret(), body)
             assert (await http.post(callbacks.CALLBACK_PATH, content=body, headers=good)).status_code == 202
-            assert await signals(client, h.workflow_id) == 1
+            assert await signals_after(client, h.workflow_id, 1) == 1
             unknown = b'{"payment_id": "NOBODY-00001-A1-T1-1"}'
             sig = callbacks.signed_headers(settings.callback_secret(), unknown)
             assert (await http.post(callbacks.CALLBACK_PATH, content=unknown, headers=sig)).status_code == 404
