@@ -14,9 +14,9 @@ import structlog
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
-from activities import channel_answers, officer_steps
+from activities import channel_answers, moves, officer_steps
 from core.errors import Refusal
-from core.formatting import VIETNAM, day, dong
+from core.formatting import VIETNAM, day, dong, place
 from db import audit, households, ledger, outbox, policy, restores, steps, users
 from db import finance as finance_db
 from db.engine import Sessions
@@ -51,6 +51,10 @@ class HouseholdActivities:
                 non_retryable=True,
                 category=ApplicationErrorCategory.BENIGN,
             ) from None
+        except Exception:
+            # Not a refusal: retried (a database outage, a bug). Logged here, where the step is named.
+            log.exception("transition_failed", household=rec.household_code, step=rec.step.value, seq=rec.seq)
+            raise
         if not local:
             return outcome
         # The history keeps what the database committed: a retry's record carries the first attempt's time.
@@ -60,7 +64,7 @@ class HouseholdActivities:
     async def send_reminder(self, rec: ReminderRecord) -> bool:
         async with self._sessions() as session, session.begin():
             row = await households.get(session, rec.household_code)
-            where = f"{row.district} / {row.commune}" if row else ""
+            where = place(row.district, row.commune) if row else ""
             written = await outbox.enqueue(
                 session,
                 key=rec.idempotency_key,
@@ -117,6 +121,7 @@ class HouseholdActivities:
                 replayed=True,
                 allocation=allocation,
                 sources=sources,
+                policy=await moves.moved_policy(session, rec) if rec.step is Step.MOVE else None,
             )
         if row.last_seq != rec.seq - 1 or row.stage != rec.from_stage.value:
             raise Refusal(
@@ -126,7 +131,9 @@ class HouseholdActivities:
             )
         officer_steps.check_household(rec, row)
         await users.confirm_actor(session, rec.actor)
+        await moves.check_actor_unit(session, rec)
         await self._authenticate(session, rec, row, restoring=restoring, asked_at=asked_at)
+        moved_policy = await moves.check_move(session, rec, row) if rec.step is Step.MOVE else None
 
         moved = await self._move_money(session, rec)
         transfer = moved.first
@@ -168,6 +175,7 @@ class HouseholdActivities:
                     "last_seq": rec.seq,
                     **({"stage_since": rec.at} if rec.to_stage != rec.from_stage else {}),
                     **effect,
+                    **(moves.register_change(rec) if rec.step is Step.MOVE else {}),
                 },
             )
         except steps.AssertionReused:
@@ -191,6 +199,7 @@ class HouseholdActivities:
             allocation=moved.allocation,
             sources=moved.sources,
             at=rec.at,
+            policy=moved_policy,
         )
 
     async def _authenticate(
@@ -320,7 +329,7 @@ class HouseholdActivities:
     def _messages(self, rec: TransitionRecord, row: households.HouseholdRow, amount: int | None) -> list[dict]:
         """The outbox rows that announce this step: a task for the agency that acts next, and news for the
         household of what touches its money or its file."""
-        where = f"{row.district} / {row.commune}"
+        where = place(row.district, row.commune)
         if rec.step in PAYOUT_STEPS or rec.step in CHANNEL_STEPS:
             return self._payout_messages(rec, where, amount)
         out = []
@@ -344,6 +353,7 @@ class HouseholdActivities:
             Step.ALLOCATE: f"Hộ được bố trí {dong(amount)} hỗ trợ; có thể khởi công.",
             Step.SETTLE: "Hồ sơ hỗ trợ nhà ở của hộ đã được quyết toán và hoàn thành.",
             Step.CANCEL: f"Hồ sơ hỗ trợ nhà ở của hộ đã bị hủy. Lý do: {rec.reason}",
+            Step.MOVE: f"Hồ sơ hỗ trợ nhà ở của hộ chuyển về UBND {rec.moved_to} ({', '.join(rec.evidence)}).",
         }
         if rec.step in household_news:
             out.append(

@@ -22,6 +22,7 @@ from temporalio import activity
 
 from core import signing
 from core.errors import Refusal
+from core.formatting import place
 from db import households, signing_keys
 from db import policy as policy_db
 from models.assertion import OFFICERS, ActionAssertion, digest_of
@@ -29,6 +30,7 @@ from models.finance import PayoutBatchInput
 from models.household import Step, workflow_id_for
 from models.policy import WorkflowPolicy
 from models.records import TransitionRecord
+from models.reorganisation import REORGANISE_STEP, ReorganiseInput
 
 # The rules' home, workflows/authn.py and workflows/rules.py, is imported where used: importing the package
 # `workflows` here would import the workflow, which imports this worker's activities (a cycle).
@@ -78,7 +80,7 @@ def check_household(rec: TransitionRecord, row: households.HouseholdRow) -> None
             "OutsideJurisdiction",
             f"user {rec.actor.user_id} ({rec.actor.jurisdiction}) has no "
             f"jurisdiction over household {rec.household_code} as registered ({row.province} / "
-            f"{row.district} / {row.commune})",
+            f"{place(row.district, row.commune)})",
         )
 
 
@@ -124,6 +126,9 @@ def check_signed_step(
     and `audit verify` call it."""
     from workflows import authn
 
+    if a.step == REORGANISE_STEP:
+        check_signed_move(keys, a, signed, user_id=user_id, at=at, rec=rec)
+        return
     batch = batch_of(a, signed)
     try:
         if batch is not None:
@@ -160,6 +165,36 @@ def check_signed_step(
         raise Refusal(RULE, err.message) from None
     if rec is not None:
         check_says(rec, signed, batch)
+
+
+def check_signed_move(
+    keys: signing.TrustedKeys, a: ActionAssertion, signed: dict, *, user_id: str, at: datetime, rec=None
+) -> None:
+    """A move carries its reorganisation's one assertion, signed for the reorganisation's workflow: verified,
+    issued no later than the move, and (given the record) the move says what the reorganisation signed: its
+    actor, its basis as the evidence, its batch id and its policy version."""
+    from workflows import authn
+
+    try:
+        batch = ReorganiseInput.model_validate(signed, context={"recorded": True})
+    except ValidationError:
+        raise Refusal(RULE, "the assertion is a reorganisation's, but its signed input is not one") from None
+    try:
+        if batch.assertion is None:
+            batch = batch.model_copy(update={"assertion": a})
+        if batch.actor.user_id != user_id:
+            raise signing.Unauthenticated(f"reorganisation {batch.batch_id} is signed by {batch.actor.user_id}")
+        authn.verify_reorganisation(batch, keys=keys, now=at, check_expiry=False)
+        if a.issued_at - signing.CLOCK_SKEW > at:
+            raise signing.Unauthenticated(f"the assertion was issued at {a.issued_at.isoformat()}, after the step")
+    except signing.Unauthenticated as err:
+        raise Refusal(RULE, err.message) from None
+    if rec is None:
+        return
+    said = (batch.actor, [batch.basis], batch.batch_id, batch.policy_version)
+    recorded = (rec.actor, list(rec.evidence), rec.batch_id, rec.moved_policy)
+    if said != recorded or rec.step is not Step.MOVE:
+        raise Refusal(RULE, f"the move of {rec.household_code} is not what reorganisation {batch.batch_id} signed")
 
 
 def batch_of(a: ActionAssertion, signed: dict) -> PayoutBatchInput | None:

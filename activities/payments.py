@@ -18,7 +18,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from core.errors import Refusal
-from core.formatting import dong
+from core.formatting import dong, place
 from db import audit, households, outbox, users
 from db import finance as finance_db
 from db.engine import Sessions
@@ -213,7 +213,7 @@ class PaymentActivities:
             channel_actor = await users.require_actor(session, self._channel_user)
             await finance_db.mark_overdue(session, named.payment_id)
             row = await households.get(session, named.household_code)
-            where = f"{row.district} / {row.commune}" if row else ""
+            where = place(row.district, row.commune) if row else ""
             await outbox.enqueue(
                 session,
                 key=f"{named.payment_id}#escalation{rec.escalation}",

@@ -223,6 +223,9 @@ async def read_trail(history: WorkflowHistory, converter: DataConverter) -> Trai
                 policy_version = (arg.get("policy") or {}).get("version")
                 trail.policy = arg.get("policy")
                 trail.events.append(Event(at, "policy", {"version": policy_version, "actor": _actor_of(arg)}, eid))
+            elif name == "move" and isinstance(arg, dict):  # the moved household runs under the new unit's policy
+                policy_version = arg.get("policy_version") or policy_version
+                trail.events.append(Event(at, "policy", {"version": policy_version, "actor": _actor_of(arg)}, eid))
         elif t == E.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
             a = ev.activity_task_scheduled_event_attributes
             inp = await read.value(a.input.payloads)

@@ -184,7 +184,7 @@ def header(trail: Trail, lang: Lang) -> list[tuple[str, str]]:
     values = (
         h["head_of_household"],
         h["cccd"],
-        f"{h['commune']}, {h['district']}, {h['province']}",
+        ", ".join(p for p in (h["commune"], h.get("district"), h["province"]) if p),  # as imported: the history's
         h["beneficiary_group"],
         h["support_type"],
         h["decision_ref"],

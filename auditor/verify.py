@@ -367,7 +367,7 @@ def _check_role(report: VerifyReport, t: Transition, where: str, policies: dict[
         report.add("policy_unknown", code, where, f"policy version {t.policy_version!r} is not in the policy table")
         return
     governing = rules.governing_step(rec.step, rec.from_stage)  # a send-back: the refused step's rule
-    if rec.step is Step.SET_POLICY:  # the version being replaced names who may replace it
+    if rec.step in (Step.SET_POLICY, Step.MOVE):  # the version being replaced names who may replace it
         allowed = WorkflowPolicy.model_validate(doc).policy_admin_roles
     else:
         allowed = (doc.get("steps", {}).get(governing.value) or {}).get("roles", [])

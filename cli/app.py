@@ -25,7 +25,7 @@ import sys
 
 import typer
 
-from cli import archive, audit, demo, finance, households, keys, policy, reports, service, stack, users
+from cli import archive, audit, demo, finance, households, keys, policy, reform, reports, service, stack, users
 from cli.command import err
 from core.codec import PayloadKeyError
 from runtime.stack import StackError
@@ -42,6 +42,7 @@ app.add_typer(archive.app, name="archive")
 app.add_typer(policy.app, name="policy")
 app.add_typer(keys.app, name="keys")
 app.add_typer(users.app, name="users")
+app.add_typer(reform.app, name="reform")
 
 
 def main() -> None:

@@ -14,6 +14,7 @@ from rich.table import Table
 
 from cli.command import database, err, fail, out, progress, run
 from cli.finance import batch_progress, print_batch
+from cli.reform import print_handovers, print_reorganisation
 from cli.reports import print_reconciliation, print_report
 from cli.stack import start as start_stack
 from core.client import connect
@@ -23,6 +24,7 @@ from core.signing import load_ring
 from models.finance import BatchAction, BatchProgress, BatchSelection, PayoutBatchResult
 from models.household import Household
 from operations import checks, demo
+from operations.reform import write_handover_xlsx
 from runtime.stack import Stack, StackError
 
 app = typer.Typer()
@@ -76,17 +78,56 @@ async def _demo(settings: Settings, households_csv: Path, budget: int | None, pr
         for step, user, refusal in await demo.refusals(client, sessions, first, signer=signer):
             out.print(f"{first.code}: {step.value} as {user} → [yellow]{refusal.rule}[/]: {refusal.message}")
 
-        out.rule("[bold]4. Households through the programme; tranches paid in batches")
+        out.rule("[bold]4. Before the reform: part of the list through the programme (to 30/06/2025)")
+        early, started, later = demo.split_for_reform(items)
+        out.print(
+            f"{len(early)} households of {first.decision_ref} finished under the old map; {len(started)} taken "
+            f"through their first round; the {len(later)} of the supplementary list not started"
+        )
+        view = _Rounds()
         failures = await demo.rounds(
-            client, sessions, task_queue, items, signer=signer, concurrency=concurrency, view=_Rounds()
+            client, sessions, task_queue, early, signer=signer, concurrency=concurrency, view=view, label="truoc"
+        )
+        failures |= await demo.rounds(
+            client,
+            sessions,
+            task_queue,
+            started,
+            signer=signer,
+            concurrency=concurrency,
+            view=view,
+            last_round=1,
+            label="truoc-mo",
+        )
+
+        out.rule("[bold]5. The reform of 1 July 2025: 65 commune-level units, no districts")
+        async with database(settings, url=settings.owner_asyncpg_url) as owner:
+            with progress() as bar:
+                task = bar.add_task("1672/NQ-UBTVQH15: households in flight to their new units", total=None)
+                reformed = await demo.apply_reform(
+                    client,
+                    sessions,
+                    owner,
+                    task_queue,
+                    settings.state_dir,
+                    signer=signer,
+                    on_progress=lambda p: bar.update(task, total=p.total or None, completed=p.finished),
+                )
+        _print_reform(reformed, settings)
+        items = await demo.reload(sessions, items)
+        first = next((h for h in items if h.district is None), items[0])  # a moved household
+
+        out.rule("[bold]6. After the reform: the new communes' officers finish every file; tranches in batches")
+        failures |= await demo.rounds(
+            client, sessions, task_queue, items, signer=signer, concurrency=concurrency, view=view, label="sau"
         )
         for code, why in failures.items():
             err.print(f"[red]{code}[/]: {why}")
 
-        out.rule("[bold]5. Cấp bù and co-financing")
+        out.rule("[bold]7. Cấp bù and co-financing")
         _print_extras(await demo.finance_extras(sessions, items))
 
-        out.rule("[bold]6. Summary")
+        out.rule("[bold]8. Summary")
         web_work = await demo.web_work(sessions, client, task_queue, settings.state_dir, first)
         out.print(
             f"left for the web app: {len(web_work.codes)} households at verification in {first.commune} "
@@ -121,6 +162,22 @@ class _Rounds:
 
     def answered(self, payments: dict[str, int], unanswered: int) -> None:
         out.print(f"payment channel: {payments}" + (f"; {unanswered} not answered yet" if unanswered else ""))
+
+
+def _print_reform(r: demo.Reformed, settings: Settings) -> None:
+    what = "loaded" if r.loaded.new else "loaded before"
+    out.print(f"gazetteer {r.loaded.version} {what}: {r.loaded.units} units ({', '.join(r.loaded.reorganisations)})")
+    out.print(f"policy {r.policy}: the district's steps to the commune (its chairman) or the province")
+    print_reorganisation(r.moved)
+    p = r.moved.progress
+    rate = p.done / r.seconds if r.seconds else 0
+    out.print(f"moved {p.done} households in flight in {r.seconds:.1f} s ({rate:.1f} households/s)")
+    print_handovers(r.handovers, r.moved.basis)
+    xlsx = write_handover_xlsx(r.handovers, settings.state_dir / "reports" / "ban-giao-1672.xlsx", r.moved.basis)
+    out.print(f"Excel: {xlsx}")
+    if r.refused:
+        code, user, refusal = r.refused
+        out.print(f"{code}: accept as {user} (old district) → [yellow]{refusal.rule}[/]: {refusal.message}")
 
 
 def _print_extras(extras: demo.Extras) -> None:

@@ -58,3 +58,9 @@ def days(d: timedelta) -> str:
     if d.days and not d.seconds:
         return f"{d.days} day{'s' if d.days != 1 else ''}"
     return f"{d.total_seconds() / 3600:g} hours"
+
+
+def place(*units: str | None) -> str:
+    """A household's or officer's units joined, the missing ones left out: 'Lộc Bình / Tú Mịch', or 'Mẫu Sơn'
+    after the reform (no district)."""
+    return " / ".join(u for u in units if u)

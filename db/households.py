@@ -19,7 +19,7 @@ from models.household import Household
 class HouseholdRow:
     code: str
     province: str
-    district: str
+    district: str | None  # None: moved to a commune of the two-tier map (after 1 July 2025)
     commune: str
     beneficiary_group: str
     support_type: str
@@ -32,6 +32,9 @@ class HouseholdRow:
     reserved: int
     paid: int
     funding_source: str | None
+    old_district: str | None  # where the household was imported (the old map): never changes
+    old_commune: str
+    moved_under: str | None  # the reorganisation that moved it, if one did
 
 
 _ROW_COLUMNS = [households.c[name] for name in HouseholdRow.__dataclass_fields__]
@@ -236,6 +239,16 @@ async def place(session: AsyncSession, code: str) -> tuple[str, str]:
         (
             await session.execute(select(households.c.district, households.c.commune).where(households.c.code == code))
         ).one()
+    )
+
+
+async def first_moved(session: AsyncSession, basis: str) -> str | None:
+    """The first code (in code order) of a household moved under reorganisation `basis`, not yet closed."""
+    return await session.scalar(
+        select(households.c.code)
+        .where(households.c.moved_under == basis, households.c.stage.not_in(("closed", "cancelled")))
+        .order_by(households.c.code)
+        .limit(1)
     )
 
 

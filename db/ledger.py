@@ -9,6 +9,7 @@ Chart of accounts:
   ORIGIN:<src>  where a source's money comes from (central budget, donors); debited when budget arrives
   SRC:<src>     a funding source: credited by receipts, debited by reservations; never overdrawn
   HH:<code>     a household's entitlement: credited when its reservation is posted (paid)
+A handover (2025 reform) moves a district-held source's free money to its successor's source: SRC → SRC.
 """
 
 from __future__ import annotations
@@ -231,6 +232,23 @@ async def reimburse(
         memo=memo,
         code="reimbursement",
         what=f"reimbursement of {advance_source} by {payer}",
+    )
+
+
+async def hand_over(
+    session: AsyncSession, *, key: str, source: str, to_source: str, amount: int, memo: str
+) -> Transfer:
+    """A district-held source's free money handed to its successor's source (biên bản bàn giao):
+    SRC:<source> → SRC:<to_source>, posted at once; the source may not go below zero."""
+    return await _post_between(
+        session,
+        key=key,
+        debit=f"SRC:{source}",
+        credit=f"SRC:{to_source}",
+        amount=amount,
+        memo=memo,
+        code="handover",
+        what=f"handover of {source} to {to_source}",
     )
 
 

@@ -18,9 +18,19 @@ async def sources(session: AsyncSession) -> list[Row]:
 
 
 async def households_money(session: AsyncSession) -> list[Row]:
-    """(code, district, decision_ref, stage, support_type, entitlement, reserved, paid) per household."""
+    """(code, district, decision_ref, stage, support_type, entitlement, reserved, paid) per household; the
+    district is the one it was imported under (the old map: a household moved by the 2025 reform has none now)."""
     h = households.c
-    q = select(h.code, h.district, h.decision_ref, h.stage, h.support_type, h.entitlement, h.reserved, h.paid)
+    q = select(
+        h.code,
+        h.old_district.label("district"),
+        h.decision_ref,
+        h.stage,
+        h.support_type,
+        h.entitlement,
+        h.reserved,
+        h.paid,
+    )
     return list(await session.execute(q))
 
 

@@ -87,6 +87,10 @@ households = Table(
     Column("programme", Text),
     Column("created_at", DateTime(timezone=True)),
     Column("updated_at", DateTime(timezone=True)),
+    Column("old_district", Text),
+    Column("old_commune", Text),
+    Column("moved_under", Text),
+    Column("moved_at", DateTime(timezone=True)),
 )
 
 audit_log = Table(
@@ -400,4 +404,70 @@ audit_chain_heads = Table(
     Column("seq", Integer),
     Column("hash", Text),
     Column("moved_at", DateTime(timezone=True)),
+)
+
+gazetteers = Table(
+    "gazetteers",
+    metadata,
+    Column("version", Text, primary_key=True),
+    Column("province", Text),
+    Column("source", Text),
+    Column("sha256", Text),
+    Column("document", JSONB),
+    Column("loaded_by", Text),
+    Column("loaded_at", DateTime(timezone=True)),
+)
+
+admin_units = Table(
+    "admin_units",
+    metadata,
+    Column("code", Text, primary_key=True),
+    Column("name", Text),
+    Column("level", Text),
+    Column("parent", Text),
+    Column("valid_from", Date),
+    Column("valid_until", Date),
+    Column("generated", Boolean),
+    Column("gazetteer", Text),
+)
+
+reorganisations = Table(
+    "reorganisations",
+    metadata,
+    Column("basis", Text, primary_key=True),
+    Column("title", Text),
+    Column("effective", Date),
+    Column("gazetteer", Text),
+)
+
+successions = Table(
+    "successions",
+    metadata,
+    Column("basis", Text, primary_key=True),
+    Column("from_unit", Text, primary_key=True),
+    Column("to_unit", Text, primary_key=True),
+    Column("households", ARRAY(Text)),
+    Column("generated", Boolean),
+)
+
+handovers = Table(
+    "handovers",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("idempotency_key", Text),
+    Column("basis", Text),
+    Column("source", Text),
+    Column("from_unit", Text),
+    Column("to_unit", Text),
+    Column("to_source", Text),
+    Column("received", BigInteger),
+    Column("reserved", BigInteger),
+    Column("paid", BigInteger),
+    Column("reimbursed_out", BigInteger),
+    Column("handed_over", BigInteger),
+    Column("receivable", BigInteger),
+    Column("transfer_id", BigInteger),
+    Column("findings", JSONB),
+    Column("recorded_by", Text),
+    Column("recorded_at", DateTime(timezone=True)),
 )

@@ -44,6 +44,8 @@ class Step(StrEnum):
     PAYMENT_FAILED = "payment_failed"
     # A policy admin replaced the household's workflow policy (from = to = the current stage; no money).
     SET_POLICY = "set_policy"
+    # A reorganisation of local government moved the household to its new unit (and the new unit's policy).
+    MOVE = "move"
 
 
 PAYOUT_STEPS = frozenset({Step.REPORT_PROGRESS, Step.AUTHORISE_PAYOUT, Step.RELEASE_PAYOUT})
@@ -94,7 +96,8 @@ class Household(BaseModel):
     head_of_household: str = Field(min_length=2, max_length=120)
     cccd: str = Field(pattern=r"^\d{12}$", description="12-digit citizen ID of the head of household")
     province: str = Field(min_length=2, max_length=80)
-    district: str = Field(min_length=2, max_length=80)
+    # None once the household is moved to a commune of the two-tier map (from 1 July 2025 there are no districts).
+    district: str | None = Field(default=None, min_length=2, max_length=80)
     commune: str = Field(min_length=2, max_length=80)
     beneficiary_group: BeneficiaryGroup
     support_type: SupportType
@@ -110,6 +113,16 @@ class Household(BaseModel):
             v = v.strip().upper()
             return v or None
         return v
+
+    @field_validator("district", mode="before")
+    @classmethod
+    def _blank_district(cls, v: object) -> object:
+        return (v.strip() or None) if isinstance(v, str) else v
+
+    @property
+    def place(self) -> str:
+        """Its units, smallest first: 'commune, district, province' (no district after the reform)."""
+        return ", ".join(p for p in (self.commune, self.district, self.province) if p)
 
     @field_validator("code", mode="before")
     @classmethod

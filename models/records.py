@@ -13,6 +13,7 @@ from models.actor import Actor
 from models.assertion import ActionAssertion
 from models.finance import AllocationPiece, ChannelStatus
 from models.household import BeneficiaryGroup, Stage, Step, SupportType
+from models.policy import WorkflowPolicy
 
 
 class MoneyOp(StrEnum):
@@ -87,6 +88,10 @@ class TransitionRecord(BaseModel):
     # The payout batch a step is one household of. Its reason still says "batch <id>" (the audit row hashes the
     # reason, and the timeline shows it), so old and new steps read the same. None in steps recorded before it.
     batch_id: str | None = None
+    # A move (a reorganisation): the commune it moves to and the policy version it runs under from then on; the
+    # recording activity checks both against the gazetteer and the policy table before it writes.
+    moved_to: str | None = None
+    moved_policy: str | None = None
 
 
 class TransitionOutcome(BaseModel):
@@ -98,6 +103,8 @@ class TransitionOutcome(BaseModel):
     amount: int | None = None
     replayed: bool = False  # True when the key had been recorded before: nothing was written
     allocation: list[AllocationPiece] = Field(default_factory=list)  # RESERVE with tranches: what was reserved
+    # A move: the policy the household runs under from now on, as the policy table holds it.
+    policy: WorkflowPolicy | None = None
     sources: str | None = None  # RESERVE: the sources drawn on, as the read model shows them
     # When the step was recorded: the record's own time, or on a retry the time the first attempt committed
     # (a worker that crashed after the commit retries with a later workflow.now()). None in older histories.

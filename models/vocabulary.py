@@ -54,6 +54,7 @@ STEPS: dict[Step, Name] = {
     Step.PAYMENT_CONFIRMED: Name("ngân hàng xác nhận đã chi", "payment confirmed", "payment confirmed by the channel"),
     Step.PAYMENT_FAILED: Name("chuyển tiền không thành công", "payment failed", "payment failed"),
     Step.SET_POLICY: Name("thay quy trình áp dụng", "set policy", "policy replaced"),
+    Step.MOVE: Name("chuyển về đơn vị hành chính mới", "move to the new unit", "moved to the new unit"),
 }
 
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from activities import moves
 from archive.source import Found, Histories
 from archive.state import ReplayFailed, state_from_history
 from archive.store import HistoryArchive
 from core.errors import Refusal
+from core.formatting import today
 from core.signing import SigningRing, sign_input
 from db import households, users
 from db import policy as policy_db
@@ -55,6 +57,7 @@ async def take_step(
     household's workflow signed with the front door's ring (`signer`); the engine refuses it unsigned."""
     async with sessions() as session:
         actor = await users.require_actor(session, user_id)
+        await moves.unit_in_force(session, actor, today())
     if step not in UPDATES:
         raise Refusal("UnknownStep", f"{step.value!r} is recorded from the payment channel, not taken by an officer")
     update, input_type = UPDATES[step]

@@ -11,7 +11,9 @@ and co-financing (`finance_extras`), work left for the web app (`web_work`), pas
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
+import time
 from collections import Counter
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -37,8 +39,9 @@ from models.finance import (
     TrancheStatus,
 )
 from models.household import Household, Stage, Step
+from models.reorganisation import ReorganiseResult
 from models.state import HouseholdState
-from operations import accounts, finance_ops, sample
+from operations import accounts, finance_ops, reform, sample
 from operations.actions import household_state, take_step
 from operations.imports import ImportReport, import_file
 from operations.payouts import payment_counts, start_batch, tranche_counts, wait_for_payments
@@ -50,8 +53,10 @@ Action = tuple[Step, str, dict]  # step, user, keyword arguments for take_step
 def next_action(state: HouseholdState, h: Household, *, payouts: bool = True) -> Action | str | None:
     """The next thing an officer does on this household: an action, "wait" (for the payment channel),
     "payout" (a tranche waits for Finance or the treasury and `payouts` is off), or None (closed)."""
-    commune = sample.commune_user(h.district, h.commune)
-    district = sample.district_user(h.district)
+    if h.district is None:  # moved to the two-tier map: the new commune's officer and its chairman
+        commune, district = sample.new_commune_user(h.commune), sample.chair_user(h.commune)
+    else:
+        commune, district = sample.commune_user(h.district, h.commune), sample.district_user(h.district)
     first_finance, second_finance = sample.FINANCE_USERS
     stage = state.stage
     if stage.terminal:
@@ -259,15 +264,21 @@ ROUNDS = 7  # officers' steps, then payout batches, then the channel's answers: 
 
 
 def batch_selections(items: list[Household]) -> list[BatchSelection]:
-    """One payout batch per decision, per district of a decision longer than BATCH_SPLIT."""
+    """One payout batch per decision; a decision longer than BATCH_SPLIT, one per district, and the households
+    moved to the two-tier map (no district) by lists of at most BATCH_SPLIT codes."""
     per_decision = Counter(h.decision_ref for h in items)
-    return [
-        BatchSelection(decision_ref=d, district=district)
-        for d in sorted(per_decision)
-        for district in (
-            sorted({h.district for h in items if h.decision_ref == d}) if per_decision[d] > BATCH_SPLIT else [None]
-        )
-    ]
+    out = []
+    for d in sorted(per_decision):
+        if per_decision[d] <= BATCH_SPLIT:
+            out.append(BatchSelection(decision_ref=d))
+            continue
+        mine = [h for h in items if h.decision_ref == d]
+        out += [BatchSelection(decision_ref=d, district=x) for x in sorted({h.district for h in mine if h.district})]
+        moved = sorted(h.code for h in mine if h.district is None)
+        out += [
+            BatchSelection(decision_ref=d, codes=moved[i : i + BATCH_SPLIT]) for i in range(0, len(moved), BATCH_SPLIT)
+        ]
+    return out
 
 
 class RoundsView(Protocol):
@@ -301,6 +312,9 @@ async def rounds(
     signer: SigningRing,
     concurrency: int,
     view: RoundsView,
+    first_round: int = 1,
+    last_round: int = ROUNDS,
+    label: str = "demo",
 ) -> dict[str, str]:
     """Officers take every step they can; then Finance authorises and the treasury releases each due tranche
     in one batch per decision (`batch_selections`); the payment channel answers; again until every file is
@@ -311,7 +325,7 @@ async def rounds(
         treasury = await users.require_actor(session, sample.TREASURY_USER)
     selections = batch_selections(items)
     codes = [h.code for h in items]
-    for round_no in range(1, ROUNDS + 1):
+    for round_no in range(first_round, last_round + 1):
         with view.officers(round_no, len(items)) as done:
             result = await drive_all(
                 client, sessions, items, signer=signer, concurrency=concurrency, payouts=False, on_done=done
@@ -335,7 +349,7 @@ async def rounds(
                             tranche,
                             selection,
                             evidence=[f"{action.value}/{where}/t{tranche}/r{round_no}"],
-                            ref=f"demo-r{round_no}",
+                            ref=f"{label}-r{round_no}",
                             concurrency=8,
                             on_progress=show,
                         )
@@ -343,6 +357,83 @@ async def rounds(
         left = await wait_for_payments(sessions, codes)
         view.answered(await payment_counts(sessions, codes), left)
     return failures
+
+
+# ------------------------------------------------------------------------------------------- the reform
+
+
+@dataclass
+class Reformed:
+    """What the reform did: the gazetteer loaded, the two-tier policy, the reorganisation's run and how long it
+    took, the handover records, and a district officer's step refused after the date."""
+
+    loaded: reform.Loaded
+    policy: str
+    moved: ReorganiseResult
+    seconds: float
+    handovers: list[reform.Handover]
+    refused: tuple[str, str, Refusal] | None
+
+
+def split_for_reform(items: list[Household], early_share: float = 0.1) -> tuple[list, list, list]:
+    """The demo's story before the reform: a tenth of Decision 270's list finished (closed under the old map),
+    the rest of it taken through its first round, the supplementary list not started."""
+    main = [h for h in items if h.decision_ref == sample.DECISION]
+    later = [h for h in items if h.decision_ref != sample.DECISION]
+    n = max(1, int(len(main) * early_share))
+    return main[:n], main[n:], later
+
+
+async def apply_reform(
+    client: Client,
+    sessions: Sessions,
+    owner: Sessions,
+    task_queue: str,
+    state_dir: Path,
+    *,
+    signer: SigningRing,
+    on_progress: Callable[[BatchProgress], None] | None = None,
+) -> Reformed:
+    """1 July 2025: the gazetteer (the generated Lạng Sơn's) loaded, the new communes' officers registered, the
+    two-tier policy published, every household in flight moved by one signed reorganisation (timed), the district
+    money handed over, and an old district officer's step tried on a moved household."""
+    path = state_dir / "gazetteer" / "lang-son-2025.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(sample.gazetteer(), ensure_ascii=False, indent=1), encoding="utf-8")
+    loaded = await reform.load_gazetteer(owner, path, sample.ADMIN_USER)
+    async with sessions() as session, session.begin():
+        await users.upsert(session, sample.new_commune_users())
+    policy = await reform.publish_two_tier(owner, reform.TWO_TIER_VERSION, sample.ADMIN_USER)
+    started = time.perf_counter()
+    moved = await reform.apply_reorganisation(
+        client,
+        sessions,
+        task_queue,
+        signer,
+        sample.ADMIN_USER,
+        basis=sample.REFORM_2025,
+        policy_version=policy.version,
+        on_progress=on_progress,
+    )
+    seconds = time.perf_counter() - started
+    made = await reform.hand_over(sessions, sample.FINANCE_USERS[1], basis=sample.REFORM_2025)
+    refused = None
+    async with sessions() as session:
+        code = await households.first_moved(session, sample.REFORM_2025)
+        row = await households.get(session, code) if code else None
+    if row is not None:
+        old = sample.district_user(row.old_district)
+        try:
+            await take_step(client, sessions, code, Step.ACCEPT, old, evidence=["BB-NGHIEM-THU"], signer=signer)
+        except Refusal as r:
+            refused = (code, old, r)
+    return Reformed(loaded, policy.version, moved, seconds, made, refused)
+
+
+async def reload(sessions: Sessions, items: list[Household]) -> list[Household]:
+    """The households as the register has them now (a moved one: its new commune, no district)."""
+    async with sessions() as session:
+        return [h for x in items if (h := await households.get_household(session, x.code))]
 
 
 # ------------------------------------------------------------------------------------------- the rest
@@ -403,11 +494,26 @@ async def logins(sessions: Sessions, first: Household, items: list[Household], *
     """Passwords for one officer of each kind (new ones on every demo run), to sign in to the web app or
     prove `--as USER` at the command line; each recorded in the account trail, signed with the front door's
     ring `signer` (a password the trail does not name signs nobody in)."""
-    other = next((h for h in items if h.district != first.district), first)
+    if first.district is None:  # after the reform: the new commune's officers act on the moved households
+        other = next((h for h in items if h.commune != first.commune), first)
+        place = [
+            ("commune officer", sample.new_commune_user(first.commune), f"{first.commune}: verify, report"),
+            ("commune chairman", sample.chair_user(first.commune), f"{first.commune}: approve, accept"),
+            ("commune chairman", sample.chair_user(other.commune), f"{other.commune} (cannot see {first.commune})"),
+        ]
+    else:
+        other = next((h for h in items if h.district != first.district), first)
+        place = [
+            ("commune officer", sample.commune_user(first.district, first.commune), f"{first.commune}: verify, report"),
+            ("district officer", sample.district_user(first.district), f"{first.district}: approve, accept"),
+            (
+                "district officer",
+                sample.district_user(other.district),
+                f"{other.district} (cannot see {first.district})",
+            ),
+        ]
     who = [
-        ("commune officer", sample.commune_user(first.district, first.commune), f"{first.commune}: verify, report"),
-        ("district officer", sample.district_user(first.district), f"{first.district}: approve, accept"),
-        ("district officer", sample.district_user(other.district), f"{other.district} (cannot see {first.district})"),
+        *place,
         ("finance", sample.FINANCE_USERS[0], "allocate, authorise payout batches"),
         ("finance", sample.FINANCE_USERS[1], "settle (not the same officer who allocated)"),
         ("treasury", sample.TREASURY_USER, "release authorised payouts"),

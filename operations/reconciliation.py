@@ -20,6 +20,7 @@ from pathlib import Path
 
 from core.formatting import amount
 from db import finance as finance_db
+from db import gazetteer as gazetteer_db
 from db import ledger
 from db import reconciliation as recon_db
 from db.engine import Session as AsyncSession
@@ -36,10 +37,14 @@ class SourceLine:
     released: int = 0
     paid: int = 0
     reimbursed_out: int = 0
+    handed_in: int = 0  # a district-held source's free money handed to this one (2025 reform)
+    handed_out: int = 0  # this source's free money handed to its holder's successor
 
     @property
     def free(self) -> int:
-        return self.received - self.reserved - self.released - self.paid - self.reimbursed_out
+        return (
+            self.received + self.handed_in - self.reserved - self.released - self.paid - self.reimbursed_out
+        ) - self.handed_out
 
 
 @dataclass
@@ -64,10 +69,12 @@ class GroupLine:
 @dataclass
 class Reconciliation:
     sources: list[SourceLine]
-    districts: list[GroupLine]
+    districts: list[GroupLine]  # the old map: the district each household was imported under
     decisions: list[GroupLine]
     receivables: list[finance_db.Receivable]
     problems: list[str] = field(default_factory=list)
+    # The new map (two-tier, from 1 July 2025): the commune each household is in, or its old unit's successor.
+    communes: list[GroupLine] = field(default_factory=list)
 
     @property
     def balanced(self) -> bool:
@@ -102,6 +109,7 @@ class Reconciliation:
                 "all": self.totals(self.sources),
             },
             "by_district": [line(d) for d in self.districts],
+            "by_commune": [line(c) for c in self.communes],
             "by_decision": [line(d) for d in self.decisions],
             "receivables": [asdict(r) for r in self.receivables],
         }
@@ -119,7 +127,12 @@ async def reconcile(session: AsyncSession) -> Reconciliation:
     per_household: dict[str, dict[str, int]] = defaultdict(lambda: {"reserved": 0, "released": 0, "paid": 0})
     for x in transfers:
         src = sources.get(x.debit_account_id)
-        if x.kind == "posted":
+        if x.kind == "posted" and x.code == "handover":
+            if (dest := sources.get(x.credit_account_id)) is not None:
+                dest.handed_in += x.amount
+            if src is not None:
+                src.handed_out += x.amount
+        elif x.kind == "posted":
             if (dest := sources.get(x.credit_account_id)) is not None:
                 dest.received += x.amount
             if src is not None:
@@ -145,9 +158,16 @@ async def reconcile(session: AsyncSession) -> Reconciliation:
 
     districts: dict[str, GroupLine] = {}
     by_decision: dict[str, GroupLine] = {}
+    communes: dict[str, GroupLine] = {}
+    maps = await gazetteer_db.old_and_new(session)
     for code, h in hh.items():
         money = per_household.get(code, {"reserved": 0, "released": 0, "paid": 0})
-        views = ((districts, h.district, ""), (by_decision, h.decision_ref, kinds.get(h.decision_ref, "")))
+        old_district, old_commune, new_commune = maps.get(code, (h.district, "", None))
+        views = (
+            (districts, h.district or "", ""),
+            (by_decision, h.decision_ref, kinds.get(h.decision_ref, "")),
+            (communes, new_commune or f"{old_commune} ({old_district}, bản đồ cũ)", ""),
+        )
         for table, key, kind in views:
             g = table.setdefault(key, GroupLine(key=key, kind=kind))
             g.households += 1
@@ -165,6 +185,7 @@ async def reconcile(session: AsyncSession) -> Reconciliation:
     report = Reconciliation(
         sources=list(sources.values()),
         districts=sorted(districts.values(), key=lambda g: g.key),
+        communes=sorted(communes.values(), key=lambda g: g.key),
         decisions=sorted(by_decision.values(), key=lambda g: (g.kind != "original", g.key)),
         receivables=await finance_db.receivables(session),
     )
@@ -187,9 +208,9 @@ async def _check(session, report: Reconciliation, sources: dict, hh: dict, per_h
     stored = await recon_db.account_balances(session)
     for account_id, s in sources.items():
         acc = stored[account_id]
-        if acc.credits_posted != s.received:
+        if acc.credits_posted != s.received + s.handed_in:
             problems.append(
-                f"source {s.code}: received {amount(s.received, 'en')} by the transfers, "
+                f"source {s.code}: received {amount(s.received + s.handed_in, 'en')} by the transfers, "
                 f"{amount(acc.credits_posted, 'en')} on its account"
             )
         if acc.debits_pending != s.reserved + s.released:
@@ -197,9 +218,10 @@ async def _check(session, report: Reconciliation, sources: dict, hh: dict, per_h
                 f"source {s.code}: reserved+released {amount(s.reserved + s.released, 'en')} by the transfers, "
                 f"{amount(acc.debits_pending, 'en')} on its account"
             )
-        if acc.debits_posted != s.paid + s.reimbursed_out:
+        if acc.debits_posted != s.paid + s.reimbursed_out + s.handed_out:
             problems.append(
-                f"source {s.code}: paid+reimbursed {amount(s.paid + s.reimbursed_out, 'en')} by the transfers, "
+                f"source {s.code}: paid+reimbursed+handed over "
+                f"{amount(s.paid + s.reimbursed_out + s.handed_out, 'en')} by the transfers, "
                 f"{amount(acc.debits_posted, 'en')} on its account"
             )
         if s.free < 0:
@@ -222,6 +244,7 @@ async def _check(session, report: Reconciliation, sources: dict, hh: dict, per_h
                 ("sources", report.sources),
                 ("districts", report.districts),
                 ("decisions", report.decisions),
+                ("communes", report.communes),
             )
         }
         if len(set(views.values())) != 1:
@@ -243,6 +266,8 @@ SOURCE_COLUMNS = [
     ("released", "Đã chuyển, chờ xác nhận"),
     ("paid", "Đã chi"),
     ("reimbursed_out", "Cấp bù đã trả"),
+    ("handed_in", "Nhận bàn giao"),
+    ("handed_out", "Đã bàn giao"),
     ("free", "Còn lại"),
 ]
 GROUP_COLUMNS = [
@@ -279,7 +304,8 @@ def sheets(r: Reconciliation) -> list[tuple[str, list[str], list[list]]]:
         t = r.totals(lines)
         return [label if i == 0 else t.get(k, "") for i, (k, _) in enumerate(columns)]
 
-    district_cols = [(k, h.format(key="Huyện / thành phố")) for k, h in GROUP_COLUMNS if k != "kind"]
+    district_cols = [(k, h.format(key="Huyện / thành phố (trước 01/07/2025)")) for k, h in GROUP_COLUMNS if k != "kind"]
+    commune_cols = [(k, h.format(key="Xã / phường (từ 01/07/2025)")) for k, h in GROUP_COLUMNS if k != "kind"]
     decision_cols = [(k, h.format(key="Quyết định")) for k, h in GROUP_COLUMNS]
     state = [s for s in r.sources if s.state_budget]
     other = [s for s in r.sources if not s.state_budget]
@@ -300,6 +326,11 @@ def sheets(r: Reconciliation) -> list[tuple[str, list[str], list[list]]]:
             rows(r.districts, district_cols) + [total_row(r.districts, district_cols)],
         ),
         (
+            "Theo xã (mới)",
+            [h for _, h in commune_cols],
+            rows(r.communes, commune_cols) + [total_row(r.communes, commune_cols)],
+        ),
+        (
             "Theo quyết định",
             [h for _, h in decision_cols],
             rows(r.decisions, decision_cols) + [total_row(r.decisions, decision_cols)],
@@ -314,6 +345,7 @@ def write_csv(r: Reconciliation, folder: Path) -> list[Path]:
     names = {
         "Theo nguồn": "by_source",
         "Theo huyện": "by_district",
+        "Theo xã (mới)": "by_commune",
         "Theo quyết định": "by_decision",
         "Cấp bù": "receivables",
     }

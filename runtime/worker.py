@@ -14,6 +14,7 @@ from temporalio.worker import Worker
 from activities.batches import BatchActivities
 from activities.household import HouseholdActivities
 from activities.payments import PaymentActivities
+from activities.reorganisation import ReorganisationActivities
 from archive.store import PostgresArchive
 from archive.sweep import ArchiveActivities
 from archive.workflow import HistoryArchiveWorkflow
@@ -22,6 +23,7 @@ from db.engine import Sessions
 from finance.channel import HttpBank, PaymentChannel
 from workflows.batch import PayoutBatchWorkflow
 from workflows.household import HouseholdWorkflow
+from workflows.reorganisation import ReorganisationWorkflow
 from workflows.runner import workflow_runner
 from workflows.search_attributes import ALL as SEARCH_ATTRIBUTES
 
@@ -85,13 +87,14 @@ def make_worker(
         sessions, channel or make_channel(settings), settings.payment_channel_user, record=households._record
     )
     batches = BatchActivities(client, sessions)
+    reorganising = ReorganisationActivities(client, sessions)
     # The sweep's archive trusts only rows its witness signed (a planted row does not stand for a run's copy).
     archive = PostgresArchive(sessions, trusted=witness.public_keys() if witness is not None else None)
     archiving = ArchiveActivities(client, archive, witness)
     return Worker(
         client,
         task_queue=task_queue or settings.temporal_task_queue,
-        workflows=[HouseholdWorkflow, PayoutBatchWorkflow, HistoryArchiveWorkflow],
+        workflows=[HouseholdWorkflow, PayoutBatchWorkflow, HistoryArchiveWorkflow, ReorganisationWorkflow],
         activities=[
             households.record_transition,
             households.send_reminder,
@@ -102,6 +105,8 @@ def make_worker(
             batches.select_payouts,
             batches.select_payout_candidates,
             batches.apply_payout,
+            reorganising.select_moves,
+            reorganising.apply_move,
             archiving.archive_closed,
             archiving.write_checkpoint,
         ],

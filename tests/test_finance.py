@@ -713,7 +713,7 @@ async def test_the_reconciliation_balances_after_a_run_with_cancellations_and_na
 
     # Exports open in Excel: a workbook with one sheet per view and the totals as numbers.
     book = load_workbook(reconciliation.write_xlsx(rec, tmp_path / "r.xlsx"))
-    assert book.sheetnames == ["Theo nguồn", "Theo huyện", "Theo quyết định", "Cấp bù", "Kiểm tra"]
+    assert book.sheetnames == ["Theo nguồn", "Theo huyện", "Theo xã (mới)", "Theo quyết định", "Cấp bù", "Kiểm tra"]
     last = [c.value for c in book["Theo nguồn"][book["Theo nguồn"].max_row]]
     assert last[0] == "Tổng cộng" and last[7] == totals["paid"]
     assert book["Kiểm tra"]["A1"].value == "Cân đối đến từng đồng"
@@ -734,13 +734,17 @@ async def test_the_reconciliation_balances_after_a_run_with_cancellations_and_na
         await s.rollback()
     views, orphan = broken.problems
     assert re.fullmatch(r"1 transfers reserve or pay source money for no registered household \(ids \d+\)", orphan)
-    sources, districts, decisions = (
+    sources, districts, decisions, communes = (
         int(n.replace(",", ""))
         for n in re.fullmatch(
-            r"reserved differs between views: sources ([\d,]+), districts ([\d,]+), decisions ([\d,]+)", views
+            r"reserved differs between views: sources ([\d,]+), districts ([\d,]+), decisions ([\d,]+), "
+            r"communes ([\d,]+)",
+            views,
         ).groups()
     )
-    assert sources - districts == 5 and districts == decisions  # the 5 đồng reserved for nobody, nothing else
+    assert (
+        sources - districts == 5 and districts == decisions == communes
+    )  # the 5 đồng reserved for nobody, nothing else
 
 
 async def test_report_command_exports_and_exits_zero_when_balanced(settings, sessions, tmp_path):

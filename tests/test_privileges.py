@@ -243,18 +243,28 @@ async def test_the_application_cannot_publish_a_policy(app_conn, sessions):
 async def test_the_application_cannot_change_a_registered_payee_or_place(app_conn, settled):
     """Migration 0010: a step updates only the register columns it writes (stage, money); the payee, the CCCD,
     the place and the support type are written once, at import, so the application's login cannot redirect a
-    payment (the instruction is built from this row)."""
+    payment (the instruction is built from this row). Migration 0015 lets a reorganisation move a household: the
+    place may change then, and only then, to the unit the gazetteer's succession names (a trigger)."""
     for column in (
         "head_of_household = 'Kẻ Mạo Danh'",
         "cccd = '001099000001'",
-        "commune = 'Khác'",
         "support_type = 'new_build'",
+        "old_commune = 'Khác'",
     ):
         await _refused(
             app_conn,
             f"UPDATE households SET {column} WHERE code = '{settled.code}'",
             "permission denied for table households",
         )
+    for change in ("commune = 'Khác'", "district = NULL, commune = 'Khác', moved_under = NULL"):
+        tx = app_conn.transaction()
+        await tx.start()
+        try:
+            with pytest.raises(asyncpg.PostgresError) as e:
+                await app_conn.execute(f"UPDATE households SET {change} WHERE code = '{settled.code}'")
+        finally:
+            await tx.rollback()
+        assert e.value.sqlstate == "23000" and "only by a move" in str(e.value), change
     tx = app_conn.transaction()
     await tx.start()
     try:  # what a step writes stays writable

@@ -45,7 +45,7 @@ from tests.test_audit import trails_of
 from workflows.household import HouseholdWorkflow
 from workflows.runner import workflow_runner
 
-DISTRICT_NAME, COMMUNE_NAME = "Văn Quan", "Tràng Các"
+DISTRICT_NAME, COMMUNE_NAME = "Văn Quan", "Khánh Khê"
 COMMUNE = sample.commune_user(DISTRICT_NAME, COMMUNE_NAME)
 DISTRICT = sample.district_user(DISTRICT_NAME)
 ROGUE = signing.new_ring("rogue-door")  # a front door nobody registered

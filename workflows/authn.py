@@ -18,6 +18,7 @@ from models.actions import SetPolicyInput, StepInput
 from models.assertion import OFFICERS, ActionAssertion, input_digest
 from models.finance import PayoutInput
 from models.household import Household
+from models.reorganisation import REORGANISE_STEP, MoveInput, ReorganiseInput, reorganisation_workflow_id
 
 RULE = "Unauthenticated"
 
@@ -106,3 +107,43 @@ def check_batch_covers(inp, batch, step: str, household: Household | None) -> No
             or (sel.codes and household.code not in sel.codes)
         ):
             raise signing.Unauthenticated(f"household {household.code} is not in batch {batch.batch_id}'s selection")
+
+
+def verify_reorganisation(
+    batch: ReorganiseInput, *, keys: signing.TrustedKeys, now: datetime, check_expiry=True
+) -> None:
+    """A reorganisation's one assertion: signed by an officers' front door for this batch's workflow and step
+    `reorganise`, over this input and its actor. Raises `signing.Unauthenticated`."""
+    if batch.assertion is None:
+        raise signing.Unauthenticated("the reorganisation carries no signed assertion: start it through a front door")
+    keys.verify(
+        batch.assertion,
+        workflow_id=reorganisation_workflow_id(batch.batch_id),
+        step=REORGANISE_STEP,
+        input_digest=input_digest(batch),
+        user_id=batch.actor.user_id,
+        holder=OFFICERS,
+        now=now,
+        max_ttl=signing.BATCH_TTL,
+        check_expiry=check_expiry,
+    )
+
+
+def check_move(
+    inp: MoveInput, *, now: datetime, seen: Collection[str], keys: signing.TrustedKeys | None = None
+) -> ActionAssertion:
+    """A household's move: its reorganisation is signed, and the move says what the reorganisation signed (its
+    actor, its basis, its policy version); refuses with `Unauthenticated`."""
+    keys = keys or signing.trusted()
+    batch = inp.batch
+    try:
+        verify_reorganisation(batch, keys=keys, now=now)
+        if (inp.actor, inp.basis, inp.policy_version) != (batch.actor, batch.basis, batch.policy_version):
+            raise signing.Unauthenticated(
+                f"the move's actor, basis or policy is not what reorganisation {batch.batch_id} signed"
+            )
+    except signing.Unauthenticated as err:
+        raise _refuse(err.message) from None
+    if batch.assertion.nonce in seen:
+        raise _refuse(f"reorganisation {batch.batch_id} moved this household already")
+    return batch.assertion

@@ -80,6 +80,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from models.household import FORWARD, FUNDED_STAGES
     from models.records import MoneyPlan, TransitionOutcome, money_effect
+    from models.reorganisation import MoveInput, MoveResult
     from workflows import authn, rules, search_attributes
 
 R = TypeVar("R", bound=ActionResult)
@@ -136,6 +137,8 @@ class StepFacts:
     assertion: ActionAssertion | None = None
     signed_input: dict | None = None
     batch_id: str | None = None
+    moved_to: str | None = None
+    moved_policy: str | None = None
 
 
 def _one_notice(args: tuple[object, ...]) -> PaymentNotice | None:
@@ -335,6 +338,61 @@ class HouseholdWorkflow:
         self._state = self._state.model_copy(update={"policy_version": inp.policy.version})
         self._changes += 1
         return SetPolicyResult(previous_version=previous, version=inp.policy.version)
+
+    @workflow.update
+    async def move(self, inp: MoveInput) -> MoveResult:
+        """Move the household to its new unit under a reorganisation of local government (and to the policy in
+        force there from its effective date). A step of its own, recorded before it applies: the recording
+        activity checks the destination against the gazetteer and the policy against the policy table. The
+        history keeps where the household was; from now on its jurisdiction is the new unit's."""
+        async with self._lock:
+            self._check_move(inp)
+            _, outcome = await self._transition(
+                StepFacts(
+                    Step.MOVE,
+                    inp.actor,
+                    [inp.basis],
+                    inp.reason,
+                    self._state.stage,
+                    assertion=inp.batch.assertion,
+                    signed_input=assertions.signed_input(inp.batch),
+                    batch_id=inp.batch.batch_id,
+                    moved_to=inp.to_commune,
+                    moved_policy=inp.policy_version,
+                )
+            )
+            previous = self._policy.version
+            self._household = self._household.model_copy(update={"district": None, "commune": inp.to_commune})
+            if outcome.policy is not None:  # the policy table's, as the recording activity read it
+                self._policy = outcome.policy
+            self._state = self._state.model_copy(update={"policy_version": self._policy.version})
+            self._reminders_in_stage = 0
+            self._changes += 1
+            workflow.upsert_search_attributes(search_attributes.updates(self._household, self._state.stage))
+            return MoveResult(
+                household_code=self._household.code,
+                seq=len(self._state.timeline),
+                to_commune=inp.to_commune,
+                previous_version=previous,
+                version=self._policy.version,
+                audit_hash=self._state.timeline[-1].audit_hash,
+            )
+
+    @move.validator
+    def _validate_move(self, inp: MoveInput) -> None:
+        try:
+            authn.check_move(inp, now=workflow.now(), seen=self._nonces)
+        except Refusal as v:
+            raise v.application_error() from None
+        self._check_move(inp)
+
+    def _check_move(self, inp: MoveInput) -> None:
+        try:
+            rules.check_move(
+                inp, stage=self._state.stage, household=self._household, admin_roles=self._policy.policy_admin_roles
+            )
+        except Refusal as v:
+            raise v.application_error() from None
 
     # ---------------------------------------------------------------- who is acting
 
@@ -903,6 +961,8 @@ class HouseholdWorkflow:
             signed_input=facts.signed_input,
             policy_version=self._policy.version,
             batch_id=facts.batch_id,
+            moved_to=facts.moved_to,
+            moved_policy=facts.moved_policy,
         )
         try:
             run = (

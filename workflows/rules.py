@@ -16,6 +16,7 @@ from models.actor import Actor
 from models.finance import REPORTED_MILESTONES, Milestone, TrancheState, TrancheStatus
 from models.household import FORWARD, FUNDED_STAGES, PREVIOUS, Household, Stage, Step
 from models.policy import WorkflowPolicy
+from models.reorganisation import MoveInput
 from models.state import TimelineEntry
 
 
@@ -273,6 +274,21 @@ def payout_tranche(
     if step is Step.REPORT_PROGRESS:
         return next((t.n for t in tranches if t.milestone is milestone), None)
     return tranche
+
+
+def check_move(inp: MoveInput, *, stage: Stage, household: Household, admin_roles: Sequence[str]) -> None:
+    """A reorganisation moves a household in flight, once, from the unit it is in, by a policy admin."""
+    if stage.terminal:
+        raise Refusal("OutOfOrder", f"household {household.code} is {stage.value}: a closed file keeps its units")
+    check_policy_change(inp.actor, admin_roles)
+    if (household.district, household.commune) != (inp.from_district, inp.from_commune):
+        where = " / ".join(p for p in (household.district, household.commune) if p)
+        rule = "AlreadyMoved" if household.district is None else "NotInUnit"
+        raise Refusal(
+            rule,
+            f"household {household.code} is in {where}, not in "
+            f"{' / '.join(p for p in (inp.from_district, inp.from_commune) if p)}: {inp.basis} does not move it",
+        )
 
 
 def check_policy_change(actor: Actor, admin_roles: Sequence[str]) -> None:

@@ -18,7 +18,7 @@ SUPPORT_TYPE = SearchAttributeKey.for_keyword("SupportType")
 ALL = (STAGE, DISTRICT, COMMUNE, BENEFICIARY_GROUP, SUPPORT_TYPE)
 
 
-def _values(household: Household, stage: Stage) -> list[tuple[SearchAttributeKey[str], str]]:
+def _values(household: Household, stage: Stage) -> list[tuple[SearchAttributeKey[str], str | None]]:
     return [
         (STAGE, stage.value),
         (DISTRICT, household.district),
@@ -29,8 +29,9 @@ def _values(household: Household, stage: Stage) -> list[tuple[SearchAttributeKey
 
 
 def at_start(household: Household, stage: Stage = Stage.VERIFICATION) -> TypedSearchAttributes:
-    return TypedSearchAttributes([SearchAttributePair(k, v) for k, v in _values(household, stage)])
+    return TypedSearchAttributes([SearchAttributePair(k, v) for k, v in _values(household, stage) if v is not None])
 
 
 def updates(household: Household, stage: Stage) -> list[SearchAttributeUpdate]:
-    return [k.value_set(v) for k, v in _values(household, stage)]
+    """The attributes as they are now; a household moved to the two-tier map has no district."""
+    return [k.value_set(v) if v is not None else k.value_unset() for k, v in _values(household, stage)]

@@ -1,0 +1,258 @@
+"""The 1 July 2025 reform applied to households in flight, in a database of the module's own: the gazetteer
+refused whole when it is wrong, a household moved mid-construction and finished by the new commune's officers
+(and refused to the old district's), a re-run that moves nothing twice, a forged move refused, the district's
+money handed over by a balanced transfer, and the reports under the old and the new map agreeing to the đồng.
+
+The tests run in order on one database: the district officers act first (before the gazetteer says their
+district has ended), then the reform is loaded and applied."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from core.errors import Refusal
+from db import gazetteer as gazetteer_db
+from db import households, ledger, users
+from db.schema import audit_log
+from models.gazetteer import Gazetteer
+from models.household import Stage, Step
+from models.reorganisation import MoveInput, ReorganiseInput, reorganisation_workflow_id
+from operations import reform, sample
+from operations.actions import household_state
+from operations.reconciliation import reconcile
+from operations.seed import seed_demo
+from tests.conftest import drive_one, enroll, front_door, make_households, running_worker, take_step
+
+BASIS = sample.REFORM_2025
+TWO_TIER = reform.TWO_TIER_VERSION
+
+
+def lang_son() -> dict:
+    return sample.gazetteer()
+
+
+def test_the_gazetteer_file_is_the_generators():
+    """data/gazetteer/lang-son-2025.json is what `operations.sample.gazetteer()` writes
+    (`python -m operations.sample`)."""
+    path = Path(__file__).parents[1] / "data" / "gazetteer" / "lang-son-2025.json"
+    assert json.loads(path.read_text(encoding="utf-8")) == lang_son()
+
+
+# ------------------------------------------------------------------------------------------- pure: the file
+
+
+def test_the_sample_gazetteer_has_65_units_after_the_reform_and_a_successor_for_every_old_one():
+    g = Gazetteer.model_validate(lang_son())
+    assert g.problems() == []
+    new = [u for u in g.units if u.valid_from is not None]
+    assert len(new) == 65 and sorted(u.name for u in new if u.level == "ward") == sorted(sample.WARDS)
+    assert g.successor(BASIS, "Lộc Bình", "Tú Mịch", "X")[1].name == "Mẫu Sơn"
+    assert g.successor(BASIS, "Lộc Bình", "Khánh Xuân", "X")[1].name == "Lộc Bình"
+    assert g.successor(sample.REFORM_2024, "Văn Quan", "Tràng Các", "X")[1].name == "Khánh Khê"
+    for district, communes in sample.UNITS.items():  # every commune the sample lists exists on 24/01/2025
+        for c in communes:
+            assert g.successor(BASIS, district, c, "X") is not None, (district, c)
+
+
+def test_a_succession_to_an_unknown_unit_or_a_unit_left_without_successor_is_refused_whole():
+    doc = lang_son()
+    doc["reorganisations"][1]["successions"][-1]["to_unit"] = "LS-X-NOWHERE"
+    found = Gazetteer.model_validate(doc).problems()
+    assert any(p.startswith("UnknownUnit") and "LS-X-NOWHERE" in p for p in found)
+    doc = lang_son()
+    dropped = doc["reorganisations"][1]["successions"].pop()
+    found = Gazetteer.model_validate(doc).problems()
+    assert found == [
+        f"UnitWithoutSuccessor: unit {dropped['from_unit']} (Hữu Liên) ends on 2025-07-01 under {BASIS} "
+        "without a successor"
+    ]
+    with pytest.raises(Refusal) as err:
+        Gazetteer.model_validate(doc).check()
+    assert err.value.rule == "InvalidGazetteer"
+
+
+def test_a_split_unit_must_say_which_households_go_where():
+    doc = lang_son()
+    succ = doc["reorganisations"][1]["successions"]
+    tu_mich = next(s for s in succ if s["from_unit"] == sample.unit_code("Lộc Bình", "Tú Mịch"))
+    succ.append(dict(from_unit=tu_mich["from_unit"], to_unit=sample.unit_code("X", "Lộc Bình")))
+    assert any(p.startswith("SplitUnassigned") for p in Gazetteer.model_validate(doc).problems())
+    succ[-1]["households"] = ["LS-1"]
+    g = Gazetteer.model_validate(doc)
+    assert g.problems() == []
+    assert g.successor(BASIS, "Lộc Bình", "Tú Mịch", "LS-1")[1].name == "Lộc Bình"
+    assert g.successor(BASIS, "Lộc Bình", "Tú Mịch", "LS-2")[1].name == "Mẫu Sơn"
+
+
+# ------------------------------------------------------------------------------------------ in the database
+
+
+@pytest.fixture(scope="module")
+async def db(scratch):
+    await seed_demo(scratch)
+    async with scratch() as s, s.begin():
+        await ledger.receive(s, key="reform:topup", source="NS-TINH", amount=50_000_000_000, memo="tests")
+        await users.upsert(s, sample.new_commune_users())
+    return scratch
+
+
+@pytest.fixture(scope="module")
+async def reformed(client, db, scratch_owner, scratch_settings, tmp_path_factory):
+    """The story up to the reform, told once for the module (its tests run in any order): two households of Tú
+    Mịch (Lộc Bình) imported; before the reform the old commune verifies one, the district approves it, Finance
+    allocates, the commune reports its foundation; the district cancels the other (it keeps its old units). Then
+    the gazetteer is loaded, the two-tier policy published and the reorganisation applied, twice."""
+    async with running_worker(client, db, scratch_settings) as tq:
+        moving, cancelled = make_households(2, district="Lộc Bình", commune="Tú Mịch", support_type="new_build")
+        await enroll(client, db, tq, [moving, cancelled])
+        await drive_one(client, db, moving, payouts=False)
+        await take_step(
+            client, db, cancelled.code, Step.CANCEL, sample.district_user("Lộc Bình"), reason="không đủ điều kiện"
+        )
+        path = tmp_path_factory.mktemp("gazetteer") / "lang-son.json"
+        path.write_text(json.dumps(lang_son(), ensure_ascii=False), encoding="utf-8")
+        loaded = await reform.load_gazetteer(scratch_owner, path, sample.ADMIN_USER)
+        loaded_again = await reform.load_gazetteer(scratch_owner, path, sample.ADMIN_USER)
+        policy = await reform.publish_two_tier(scratch_owner, TWO_TIER, sample.ADMIN_USER)
+        signer = await front_door(client)
+        first = await reform.apply_reorganisation(
+            client, db, tq, signer, sample.ADMIN_USER, basis=BASIS, policy_version=TWO_TIER
+        )
+        again = await reform.apply_reorganisation(
+            client, db, tq, signer, sample.ADMIN_USER, basis=BASIS, policy_version=TWO_TIER
+        )
+        yield dict(
+            tq=tq,
+            moving=moving,
+            cancelled=cancelled,
+            loaded=(loaded, loaded_again),
+            policy=policy,
+            runs=(first, again),
+        )
+
+
+async def test_a_wrong_gazetteer_is_refused_and_nothing_is_stored(db, scratch_owner, tmp_path):
+    doc = lang_son() | {"version": "lang-son-wrong"}
+    doc["reorganisations"][1]["successions"].pop()
+    path = tmp_path / "wrong.json"
+    path.write_text(json.dumps(doc, ensure_ascii=False), encoding="utf-8")
+    with pytest.raises(Refusal) as err:
+        await reform.load_gazetteer(scratch_owner, path, sample.ADMIN_USER)
+    assert err.value.rule == "InvalidGazetteer" and "UnitWithoutSuccessor" in err.value.message
+    async with db() as s:
+        assert await gazetteer_db.version_digest(s, "lang-son-wrong") is None
+
+
+async def test_the_reform_moves_households_in_flight_once_and_the_new_commune_finishes_them(client, db, reformed):
+    moving, cancelled = reformed["moving"], reformed["cancelled"]
+    loaded, loaded_again = reformed["loaded"]
+    assert loaded.new and loaded.reorganisations == [sample.REFORM_2024, BASIS] and not loaded_again.new
+    assert "district_officer" not in reformed["policy"].rule(Step.ACCEPT).roles
+    first, again = reformed["runs"]
+    assert (first.progress.done, first.progress.failed) == (1, 0), first.failed
+    assert again.progress.total == 0  # nothing left to move: a re-run moves nothing twice
+    async with db() as s:
+        row = await households.get(s, moving.code)
+        kept = await households.get(s, cancelled.code)
+        moves = await s.scalar(
+            select(func.count())
+            .select_from(audit_log)
+            .where(audit_log.c.step == "move", audit_log.c.household_code == moving.code)
+        )
+    assert moves == 1
+    assert (row.stage, row.district, row.commune, row.moved_under, row.old_district, row.old_commune) == (
+        Stage.CONSTRUCTION.value,
+        None,
+        "Mẫu Sơn",
+        BASIS,
+        "Lộc Bình",
+        "Tú Mịch",
+    )
+    assert (kept.district, kept.commune, kept.moved_under) == ("Lộc Bình", "Tú Mịch", None)
+    state = await household_state(client, moving.code)
+    assert state.policy_version == TWO_TIER
+    assert state.timeline[-1].step is Step.MOVE
+    assert state.timeline[-1].reason == f"moved from Lộc Bình / Tú Mịch to Mẫu Sơn under {BASIS}"
+
+    # After the date: the old district's and the old commune's officers are refused, naming the rule; the new
+    # commune's officers finish the file.
+    await take_step(client, db, moving.code, Step.COMPLETE_CONSTRUCTION, "x.mauson", evidence=["BC-HT"])
+    for old, unit in (
+        (sample.district_user("Lộc Bình"), "Lộc Bình"),
+        (sample.commune_user("Lộc Bình", "Tú Mịch"), "Tú Mịch"),
+    ):
+        with pytest.raises(Refusal) as err:
+            await take_step(client, db, moving.code, Step.ACCEPT, old, evidence=["BB-NT"])
+        assert err.value.rule == "UnitAbolished" and unit in err.value.message
+    done = await take_step(client, db, moving.code, Step.ACCEPT, "ct.mauson", evidence=["BB-NT"])
+    assert done.to_stage is Stage.SETTLEMENT
+
+
+async def test_a_move_the_gazetteer_does_not_make_is_refused_by_the_engine(client, db, reformed):
+    """An update sent with a signed reorganisation but another destination than the succession's: the recording
+    activity, reading the gazetteer in PostgreSQL, refuses it; the household stays where it is."""
+    tq = reformed["tq"]
+    (h,) = make_households(1, district="Lộc Bình", commune="Khuất Xá")
+    await enroll(client, db, tq, [h])
+    async with db() as s:
+        admin = await users.require_actor(s, sample.ADMIN_USER)
+    batch = ReorganiseInput(batch_id="forged-1", basis=BASIS, policy_version=TWO_TIER, actor=admin, evidence=[BASIS])
+    from core.signing import BATCH_TTL, sign_input
+
+    signer = await front_door(client)
+    batch = sign_input(
+        signer,
+        batch,
+        workflow_id=reorganisation_workflow_id(batch.batch_id),
+        step="reorganise",
+        user_id=admin.user_id,
+        ttl=BATCH_TTL,
+    )
+    move = MoveInput(
+        actor=admin,
+        basis=BASIS,
+        from_district="Lộc Bình",
+        from_commune="Khuất Xá",
+        to_commune="Mẫu Sơn",
+        policy_version=TWO_TIER,
+        batch=batch,
+    )
+    from temporalio.client import WorkflowUpdateFailedError
+
+    with pytest.raises(WorkflowUpdateFailedError) as err:
+        await client.get_workflow_handle(h.workflow_id).execute_update("move", move)
+    assert err.value.cause.type == "NotTheSuccessor"
+    async with db() as s:
+        row = await households.get(s, h.code)
+    assert (row.district, row.commune, row.moved_under) == ("Lộc Bình", "Khuất Xá", None)
+
+
+async def test_district_money_is_handed_over_and_both_maps_report_the_same_totals(db, reformed, tmp_path):
+    async with db() as s:
+        before = {b.code: b for b in await ledger.source_balances(s)}
+    made = await reform.hand_over(db, sample.FINANCE_USERS[1], basis=BASIS)
+    (adv,) = made
+    assert (adv.source, adv.to_source, adv.new) == ("ADV-LOCBINH", "NS-TINH", True)
+    assert adv.handed_over == before["ADV-LOCBINH"].free > 0
+    assert [h.new for h in await reform.hand_over(db, sample.FINANCE_USERS[1], basis=BASIS)] == [False]
+    async with db() as s:
+        after = {b.code: b for b in await ledger.source_balances(s)}
+        assert await ledger.check_invariants(s) == []
+        r = await reconcile(s)
+    assert after["ADV-LOCBINH"].free == 0
+    assert after["NS-TINH"].free == before["NS-TINH"].free + adv.handed_over
+    assert r.problems == []
+    old, new = r.totals(r.districts), r.totals(r.communes)
+    for figure in ("households", "entitlement", "reserved", "released", "paid", "cancelled"):
+        assert old[figure] == new[figure], figure
+    communes = {c.key for c in r.communes}
+    assert "Mẫu Sơn" in communes and "Tú Mịch" not in communes  # the cancelled file reads under its successor
+    xlsx = reform.write_handover_xlsx(made, tmp_path / "ban-giao.xlsx", BASIS)
+    from openpyxl import load_workbook
+
+    ws = load_workbook(xlsx).active
+    assert ws.cell(3, 1).value == "ADV-LOCBINH" and ws.cell(3, 9).value == adv.handed_over
