@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from cli.command import command, database, err, out
+from cli.command import command, database, err, fail, out
 from core.formatting import amount
 from core.settings import Settings
 from operations import reconciliation, reports
@@ -24,18 +24,24 @@ async def report(
     as_json: bool = typer.Option(False, "--json"),
     csv_dir: Path | None = typer.Option(None, "--csv", help="Write the reconciliation tables as CSV files here"),
     xlsx: Path | None = typer.Option(None, "--xlsx", help="Write the reconciliation as an Excel workbook"),
+    map_: str = typer.Option(
+        "old", "--map", help="Households by 'old' district (before 1 July 2025) or by 'new' commune (from then on)"
+    ),
 ) -> None:
-    """Households by district and stage, and the reconciliation per source, district and decision
+    """Households by unit and stage, and the reconciliation per source, old district, new commune and decision
     (received, reserved, released, paid, free), checked against the ledger. Exit 1 if it does not balance."""
+    if map_ not in ("old", "new"):
+        fail(f"--map {map_!r}: 'old' (districts before 1 July 2025) or 'new' (communes from then on)")
     async with database(settings) as sessions, sessions() as session:
-        rep, rec = await reports.build(session), await reconciliation.reconcile(session)
+        rep = await reports.build(session, new_map=map_ == "new")
+        rec = await reconciliation.reconcile(session)
     written = (reconciliation.write_csv(rec, csv_dir) if csv_dir else []) + (
         [reconciliation.write_xlsx(rec, xlsx)] if xlsx else []
     )
     if as_json:
         print(json.dumps(rep.as_json() | {"reconciliation": rec.as_json()}, ensure_ascii=False, indent=2))
     else:
-        print_report(rep)
+        print_report(rep, new_map=map_ == "new")
         print_reconciliation(rec)
     for path in written:
         err.print(f"wrote {path}")
@@ -71,16 +77,16 @@ def print_reconciliation(rec: reconciliation.Reconciliation) -> None:
             err.print(f"[red]reconciliation: {p}[/]")
 
 
-def print_report(rep: reports.Report) -> None:
+def print_report(rep: reports.Report, *, new_map: bool = False) -> None:
     table = Table(
-        "district",
+        "commune (from 01/07/2025)" if new_map else "district (before 01/07/2025)",
         "stage",
         "households",
         "new builds",
         "repairs",
         "reserved (đ)",
         "paid (đ)",
-        title="Households by district and stage",
+        title="Households by commune and stage" if new_map else "Households by district and stage",
     )
     for r in rep.by_district_stage:
         table.add_row(

@@ -176,7 +176,7 @@ async def old_and_new(session: AsyncSession) -> dict[str, tuple[str | None, str,
     known: dict[tuple[str | None, str], str | None] = {}
     out = {}
     for r in rows:
-        new = r.commune if r.moved_under else None
+        new = r.commune if r.moved_under or r.old_district is None else None  # moved, or imported on the new map
         place = (r.old_district, r.old_commune)
         if new is None and g is not None:
             if place not in known or split:  # a unit split by household list: asked per household

@@ -22,11 +22,12 @@ async def district_stages(
     session: AsyncSession, jurisdiction: Jurisdiction | None = None
 ) -> list[tuple[str, str, int, int, int, int, int]]:
     """(district, stage, households, new builds, repairs, reserved, paid) of the households `jurisdiction`
-    covers (all when None), one row per district and stage."""
+    covers (all when None), one row per district and stage: the district each was imported under (the old map;
+    a household the 2025 reform moved has no district now)."""
     h = households.c
     rows = await session.execute(
         select(
-            h.district,
+            h.old_district,
             h.stage,
             func.count(),
             func.count().filter(h.support_type == SupportType.NEW_BUILD.value),
@@ -35,9 +36,17 @@ async def district_stages(
             func.coalesce(func.sum(h.paid), 0),
         )
         .where(*_within(jurisdiction))
-        .group_by(h.district, h.stage)
+        .group_by(h.old_district, h.stage)
     )
     return [tuple(r) for r in rows]
+
+
+async def unit_stages(session: AsyncSession, jurisdiction: Jurisdiction | None = None) -> list[Row]:
+    """(code, stage, support_type, reserved, paid) per household `jurisdiction` covers: what the new map's
+    dashboard groups by commune (operations/reports.py, with the gazetteer's successions)."""
+    h = households.c
+    q = select(h.code, h.stage, h.support_type, h.reserved, h.paid).where(*_within(jurisdiction))
+    return list((await session.execute(q)).all())
 
 
 async def by_decision(session: AsyncSession) -> list[tuple[str, str, str, int, int, int]]:

@@ -25,6 +25,9 @@ class Level(StrEnum):
     TOWN = "town"  # thị trấn (a commune-level unit of a district, until 1 July 2025)
 
 
+# The old map's name for a household that never had a district (imported on the two-tier map).
+NO_DISTRICT = "(không có huyện)"
+
 COMMUNE_LEVELS = frozenset({Level.COMMUNE, Level.WARD, Level.TOWN})
 
 

@@ -281,6 +281,14 @@ def batch_selections(items: list[Household]) -> list[BatchSelection]:
     return out
 
 
+def in_selection(h: Household, selection: BatchSelection) -> bool:
+    return (
+        (selection.decision_ref is None or h.decision_ref == selection.decision_ref)
+        and (selection.district is None or h.district == selection.district)
+        and (not selection.codes or h.code in selection.codes)
+    )
+
+
 class RoundsView(Protocol):
     """How the rounds are shown while they run (the command line's progress bars and lines)."""
 
@@ -337,6 +345,10 @@ async def rounds(
             break
         for tranche in sorted({n for n, _ in pending}):
             for selection in selections:
+                members = [h.code for h in items if in_selection(h, selection)]
+                waiting = await tranche_counts(sessions, members, ("due", "authorised"))
+                if not any(n == tranche for n, _ in waiting):
+                    continue  # nothing of this selection waits for Finance or the treasury at this tranche
                 for action, actor in ((BatchAction.AUTHORISE, finance), (BatchAction.RELEASE, treasury)):
                     where = "/".join(filter(None, (selection.decision_ref, selection.district)))
                     with view.batch(action, tranche, selection) as show:
@@ -495,7 +507,7 @@ async def logins(sessions: Sessions, first: Household, items: list[Household], *
     prove `--as USER` at the command line; each recorded in the account trail, signed with the front door's
     ring `signer` (a password the trail does not name signs nobody in)."""
     if first.district is None:  # after the reform: the new commune's officers act on the moved households
-        other = next((h for h in items if h.commune != first.commune), first)
+        other = next((h for h in items if h.district is None and h.commune != first.commune), first)
         place = [
             ("commune officer", sample.new_commune_user(first.commune), f"{first.commune}: verify, report"),
             ("commune chairman", sample.chair_user(first.commune), f"{first.commune}: approve, accept"),

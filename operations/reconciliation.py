@@ -24,6 +24,7 @@ from db import gazetteer as gazetteer_db
 from db import ledger
 from db import reconciliation as recon_db
 from db.engine import Session as AsyncSession
+from models.gazetteer import NO_DISTRICT
 
 
 @dataclass
@@ -164,9 +165,9 @@ async def reconcile(session: AsyncSession) -> Reconciliation:
         money = per_household.get(code, {"reserved": 0, "released": 0, "paid": 0})
         old_district, old_commune, new_commune = maps.get(code, (h.district, "", None))
         views = (
-            (districts, h.district or "", ""),
+            (districts, h.district or NO_DISTRICT, ""),
             (by_decision, h.decision_ref, kinds.get(h.decision_ref, "")),
-            (communes, new_commune or f"{old_commune} ({old_district}, bản đồ cũ)", ""),
+            (communes, new_commune or f"{old_commune} ({old_district or NO_DISTRICT}, bản đồ cũ)", ""),
         )
         for table, key, kind in views:
             g = table.setdefault(key, GroupLine(key=key, kind=kind))

@@ -7,10 +7,12 @@ from datetime import date
 
 from core import formatting
 from core.formatting import VIETNAM, amount
+from db import gazetteer as gazetteer_db
 from db import ledger, policy
 from db import reports as report_db
 from db.engine import Session as AsyncSession
 from models.actor import Jurisdiction
+from models.gazetteer import NO_DISTRICT
 from models.household import BeneficiaryGroup, Stage, SupportType
 
 STAGE_ORDER = [s.value for s in Stage]
@@ -62,16 +64,35 @@ class Report:
         }
 
 
-async def district_stages(session: AsyncSession, jurisdiction: Jurisdiction | None = None) -> list[DistrictStageRow]:
-    """Households by district and stage, of those `jurisdiction` covers (an officer's: all when None)."""
-    rows = await report_db.district_stages(session, jurisdiction)
-    table = [DistrictStageRow(d, s, n, nb, rp, int(res), int(paid)) for d, s, n, nb, rp, res, paid in rows]
+async def district_stages(
+    session: AsyncSession, jurisdiction: Jurisdiction | None = None, *, new_map: bool = False
+) -> list[DistrictStageRow]:
+    """Households by unit and stage, of those `jurisdiction` covers (an officer's: all when None): by the district
+    each was imported under (the old map), or with `new_map` by the commune of the two-tier map it is in (moved)
+    or its old unit's successor is (closed before the reform); the same households either way."""
+    if not new_map:
+        rows = await report_db.district_stages(session, jurisdiction)
+        table = [
+            DistrictStageRow(d or NO_DISTRICT, s, n, nb, rp, int(res), int(paid)) for d, s, n, nb, rp, res, paid in rows
+        ]
+    else:
+        maps = await gazetteer_db.old_and_new(session)
+        cells: dict[tuple[str, str], list[int]] = {}
+        for r in await report_db.unit_stages(session, jurisdiction):
+            old_district, old_commune, new = maps[r.code]
+            cell = cells.setdefault((new or f"{old_commune} ({old_district or NO_DISTRICT})", r.stage), [0, 0, 0, 0, 0])
+            cell[0] += 1
+            cell[1] += r.support_type == "new_build"
+            cell[2] += r.support_type == "repair"
+            cell[3] += int(r.reserved)
+            cell[4] += int(r.paid)
+        table = [DistrictStageRow(unit, stage, *c) for (unit, stage), c in cells.items()]
     table.sort(key=lambda r: (r.district, STAGE_ORDER.index(r.stage)))
     return table
 
 
-async def build(session: AsyncSession, today: date | None = None) -> Report:
-    table = await district_stages(session)
+async def build(session: AsyncSession, today: date | None = None, *, new_map: bool = False) -> Report:
+    table = await district_stages(session, new_map=new_map)
     return Report(
         by_district_stage=table,
         by_source=await ledger.source_balances(session),
