@@ -33,7 +33,7 @@ app = typer.Typer()
 @app.command("demo")
 def demo_cmd(
     households_csv: Path = typer.Option(ROOT / "data/demo/households.csv", "--households", exists=True),
-    concurrency: int = typer.Option(16, min=1, max=200),
+    concurrency: int = typer.Option(None, min=1, max=200, help="Officers acting at once (16; a province: 32)"),
     province: str | None = typer.Option(
         None,
         "--province",
@@ -44,6 +44,10 @@ def demo_cmd(
     (allocation split across sources, tranches paid through the payment channel), and print the summary."""
     # The simulated bank fails a few first attempts so the demo shows retries; a running bank keeps its own.
     os.environ.setdefault("PAYMENT_FAIL_RATE", "0.05")
+    if province:  # a whole province on two cores: two worker processes, a channel that answers in 0.05 s
+        os.environ.setdefault("WORKER_PROCESSES", "2")
+        os.environ.setdefault("PAYMENT_DELAY_SECONDS", "0.05")
+    concurrency = concurrency or (32 if province else 16)
     settings = get_settings()
     budget = None
     if province:

@@ -45,13 +45,15 @@ def to_household(m) -> Household:
 
 
 async def existing(session: AsyncSession, codes: list[str], cccds: list[str]) -> tuple[dict, dict]:
-    """Registered households whose code or CCCD is among these: (by code, by CCCD)."""
+    """Registered households whose code or CCCD is among these: (by code, as imported: a household a
+    reorganisation moved reads with the units of its list; by CCCD)."""
     rows = (
         (await session.execute(select(households).where(households.c.code.in_(codes) | households.c.cccd.in_(cccds))))
         .mappings()
         .all()
     )
-    return {r["code"]: to_household(r) for r in rows}, {r["cccd"]: r["code"] for r in rows}
+    as_imported = [{**r, "district": r["old_district"], "commune": r["old_commune"]} for r in rows]
+    return {r["code"]: to_household(r) for r in as_imported}, {r["cccd"]: r["code"] for r in rows}
 
 
 async def insert_many(session: AsyncSession, items: list[Household], batch_id: int) -> None:

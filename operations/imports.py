@@ -19,7 +19,9 @@ from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from core.errors import Refusal
+from core.formatting import day, today
 from db import finance as finance_db
+from db import gazetteer as gazetteer_db
 from db import households, policy, users
 from db.engine import Sessions
 from models.household import Household
@@ -62,6 +64,36 @@ def _differences(a: Household, b: Household) -> list[str]:
     return [name for name in Household.model_fields if getattr(a, name) != getattr(b, name)]
 
 
+async def _units_in_force(session, rows: list[ParsedRow]) -> list[Problem]:
+    """With a gazetteer loaded, each new row's commune must exist today (a list names the units of its day: one
+    naming a commune a reorganisation ended is refused, with the unit that succeeded it)."""
+    g = await gazetteer_db.stored(session)
+    if g is None:
+        return []
+    on = today()
+    out = []
+    for row in rows:
+        h = row.household
+        if g.unit_at(h.district, h.commune, on) is not None:
+            continue
+        where = " / ".join(p for p in (h.district, h.commune) if p)
+        ended = next(
+            (
+                (r, found)
+                for r in sorted(g.reorganisations, key=lambda r: r.effective, reverse=True)
+                if (found := g.successor(r.basis, h.district, h.commune, h.code)) is not None
+            ),
+            None,
+        )
+        if ended:
+            r, (old, new) = ended
+            why = f"{where} ceased to exist on {day(r.effective)} under {r.basis}: it is {new.name} now"
+        else:
+            why = f"{where} is not a unit of the gazetteer {g.version} on {day(on)}"
+        out.append(Problem(row.line, "commune", why))
+    return out
+
+
 async def register(
     sessions: Sessions, data: bytes, file_name: str, user_id: str
 ) -> tuple[ImportReport, list[Household], WorkflowPolicy]:
@@ -102,6 +134,7 @@ async def register(
                 )
             else:
                 new.append(row)
+        problems += await _units_in_force(session, new)
         if problems:
             raise ImportRejected(problems)
         batch_id = None

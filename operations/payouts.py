@@ -90,11 +90,16 @@ async def run_batch(
         id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
     )
+    return await follow(handle, PayoutBatchWorkflow.progress, on_progress, poll=poll)
+
+
+async def follow(handle, progress_query, on_progress: Callable[[BatchProgress], None] | None, *, poll: float):
+    """A batch workflow's result, showing its progress (its `progress_query`) every `poll` seconds meanwhile."""
     result_task = asyncio.ensure_future(handle.result())
     while not result_task.done():
         if on_progress:
             try:
-                on_progress(await handle.query(PayoutBatchWorkflow.progress))
+                on_progress(await handle.query(progress_query))
             except (RPCError, WorkflowQueryFailedError):  # a query can race the completion; the result follows
                 pass
         await asyncio.wait([result_task], timeout=poll)

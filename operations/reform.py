@@ -6,16 +6,14 @@ Whatever the front door (command line, demo), this is the one way each of these 
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import ValidationError
-from temporalio.client import Client, WorkflowQueryFailedError
+from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
-from temporalio.service import RPCError
 
 from core import signing
 from core.errors import Refusal
@@ -35,6 +33,7 @@ from models.reorganisation import (
     ReorganiseRun,
     reorganisation_workflow_id,
 )
+from operations.payouts import follow
 from operations.policies import add_version
 from workflows.reorganisation import ReorganisationWorkflow
 
@@ -176,18 +175,7 @@ async def apply_reorganisation(
         id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
     )
-    result_task = asyncio.ensure_future(handle.result())
-    while not result_task.done():
-        if on_progress:
-            try:
-                on_progress(await handle.query(ReorganisationWorkflow.progress))
-            except (RPCError, WorkflowQueryFailedError):
-                pass
-        await asyncio.wait([result_task], timeout=poll)
-    result = result_task.result()
-    if on_progress:
-        on_progress(result.progress)
-    return result
+    return await follow(handle, ReorganisationWorkflow.progress, on_progress, poll=poll)
 
 
 # --------------------------------------------------------------------------------------- the money handed over

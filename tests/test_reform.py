@@ -196,7 +196,7 @@ async def test_a_move_the_gazetteer_does_not_make_is_refused_by_the_engine(clien
     """An update sent with a signed reorganisation but another destination than the succession's: the recording
     activity, reading the gazetteer in PostgreSQL, refuses it; the household stays where it is."""
     tq = reformed["tq"]
-    (h,) = make_households(1, district="Lộc Bình", commune="Khuất Xá")
+    (h,) = make_households(1, district="", commune="Khuất Xá")  # imported on the two-tier map, after the reform
     await enroll(client, db, tq, [h])
     async with db() as s:
         admin = await users.require_actor(s, sample.ADMIN_USER)
@@ -215,7 +215,7 @@ async def test_a_move_the_gazetteer_does_not_make_is_refused_by_the_engine(clien
     move = MoveInput(
         actor=admin,
         basis=BASIS,
-        from_district="Lộc Bình",
+        from_district=None,
         from_commune="Khuất Xá",
         to_commune="Mẫu Sơn",
         policy_version=TWO_TIER,
@@ -228,7 +228,20 @@ async def test_a_move_the_gazetteer_does_not_make_is_refused_by_the_engine(clien
     assert err.value.cause.type == "NotTheSuccessor"
     async with db() as s:
         row = await households.get(s, h.code)
-    assert (row.district, row.commune, row.moved_under) == ("Lộc Bình", "Khuất Xá", None)
+    assert (row.district, row.commune, row.moved_under) == (None, "Khuất Xá", None)
+
+
+async def test_a_list_naming_a_unit_that_no_longer_exists_is_refused_with_its_successor(db, reformed):
+    from operations.csv_list import to_csv
+    from operations.imports import ImportRejected, register
+
+    old, new = make_households(2, district="Lộc Bình", commune="Tú Mịch")
+    new = new.model_copy(update={"district": None, "commune": "Mẫu Sơn"})
+    with pytest.raises(ImportRejected) as err:
+        await register(db, to_csv([new, old]), "after-the-reform.csv", sample.PROVINCE_USER)
+    (problem,) = err.value.problems
+    assert (problem.line, problem.field) == (3, "commune")
+    assert problem.message == f"Lộc Bình / Tú Mịch ceased to exist on 01/07/2025 under {BASIS}: it is Mẫu Sơn now"
 
 
 async def test_district_money_is_handed_over_and_both_maps_report_the_same_totals(db, reformed, tmp_path):
@@ -256,3 +269,33 @@ async def test_district_money_is_handed_over_and_both_maps_report_the_same_total
 
     ws = load_workbook(xlsx).active
     assert ws.cell(3, 1).value == "ADV-LOCBINH" and ws.cell(3, 9).value == adv.handed_over
+
+
+async def test_the_moved_households_history_and_the_reorganisations_replay(client, reformed):
+    """Both histories replay against the code as it is (the move is deterministic). With CAPTURE_HISTORIES set,
+    the household's is written to tests/histories/, where tests/test_replay.py replays it on every run."""
+    import os
+
+    from temporalio.worker import Replayer
+
+    from core.codec import for_reading
+    from tests.conftest import SEALED
+    from workflows.batch import PayoutBatchWorkflow
+    from workflows.household import HouseholdWorkflow
+    from workflows.reorganisation import ReorganisationWorkflow
+    from workflows.runner import workflow_runner
+
+    moving = reformed["moving"]
+    household = await client.get_workflow_handle(moving.workflow_id).fetch_history()
+    batch_id = reform.reorganisation_batch_id(BASIS, TWO_TIER)
+    batch = await client.get_workflow_handle(reorganisation_workflow_id(batch_id)).fetch_history()
+    replayer = Replayer(
+        workflows=[HouseholdWorkflow, PayoutBatchWorkflow, ReorganisationWorkflow],
+        data_converter=for_reading(SEALED),
+        workflow_runner=workflow_runner(SEALED),
+    )
+    for history in (household, batch):
+        assert (await replayer.replay_workflow(history, raise_on_replay_failure=False)).replay_failure is None
+    if os.environ.get("CAPTURE_HISTORIES"):
+        out = Path(__file__).parent / "histories" / "reform_moved_mid_construction.json"
+        out.write_text(household.to_json(), encoding="utf-8")
