@@ -121,7 +121,7 @@ class HouseholdActivities:
                 replayed=True,
                 allocation=allocation,
                 sources=sources,
-                policy=await moves.moved_policy(session, rec) if rec.step is Step.MOVE else None,
+                **(await self._retried_move(session, rec, prior.id) if rec.step is Step.MOVE else {}),
             )
         if row.last_seq != rec.seq - 1 or row.stage != rec.from_stage.value:
             raise Refusal(
@@ -133,7 +133,7 @@ class HouseholdActivities:
         await users.confirm_actor(session, rec.actor)
         await moves.check_actor_unit(session, rec)
         await self._authenticate(session, rec, row, restoring=restoring, asked_at=asked_at)
-        moved_policy = await moves.check_move(session, rec, row) if rec.step is Step.MOVE else None
+        move = await moves.check_move(session, rec, row) if rec.step is Step.MOVE else None
 
         moved = await self._move_money(session, rec)
         transfer = moved.first
@@ -175,7 +175,7 @@ class HouseholdActivities:
                     "last_seq": rec.seq,
                     **({"stage_since": rec.at} if rec.to_stage != rec.from_stage else {}),
                     **effect,
-                    **(moves.register_change(rec) if rec.step is Step.MOVE else {}),
+                    **(move.register(rec.at) if move else {}),
                 },
             )
         except steps.AssertionReused:
@@ -199,8 +199,12 @@ class HouseholdActivities:
             allocation=moved.allocation,
             sources=moved.sources,
             at=rec.at,
-            policy=moved_policy,
+            **({"policy": move.policy, "moved_to": move.commune, "moved_district": move.district} if move else {}),
         )
+
+    async def _retried_move(self, session, rec: TransitionRecord, prior_id: int) -> dict:
+        move = await moves.recorded_move(session, prior_id, await households.get(session, rec.household_code))
+        return {"policy": move.policy, "moved_to": move.commune, "moved_district": move.district}
 
     async def _authenticate(
         self, session, rec: TransitionRecord, row, *, restoring: bool, asked_at: datetime | None

@@ -9,19 +9,21 @@ applies the policy this activity hands back, not one an update carried.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
 from core.errors import Refusal
 from core.formatting import VIETNAM, day, place
+from db import audit, households
 from db import gazetteer as gazetteer_db
-from db import households
 from db import policy as policy_db
 from models.actor import Actor
+from models.gazetteer import Level
 from models.household import Step
 from models.policy import WorkflowPolicy
 from models.records import TransitionRecord
-from models.reorganisation import move_reason
+from models.reorganisation import REORGANISE_STEP, move_reason
 
 
 def _day(rec: TransitionRecord) -> date:
@@ -49,10 +51,24 @@ async def unit_in_force(session, actor: Actor, on: date) -> None:
         )
 
 
-async def check_move(session, rec: TransitionRecord, row: households.HouseholdRow) -> WorkflowPolicy:
+@dataclass(frozen=True)
+class Move:
+    """Where a move takes the household (the register's columns) and the policy it runs under from then on."""
+
+    commune: str
+    district: str | None  # the new unit's district: None on the two-tier map
+    basis: str
+    policy: WorkflowPolicy
+
+    def register(self, at) -> dict[str, Any]:
+        """The register's columns a move sets (where the household was imported stays, kept by a trigger)."""
+        return {"district": self.district, "commune": self.commune, "moved_under": self.basis, "moved_at": at}
+
+
+async def check_move(session, rec: TransitionRecord, row: households.HouseholdRow) -> Move:
     """The move is the reorganisation's for this registered household: the reorganisation is stored and in
     effect, its succession sends the household's unit to `moved_to`, the reason says so, and the policy is the
-    table's. Returns that policy."""
+    table's. Returns the move as it will be written."""
     basis = rec.evidence[0] if rec.evidence else ""
     reorg = await gazetteer_db.reorganisation(session, basis)
     if reorg is None:
@@ -61,6 +77,8 @@ async def check_move(session, rec: TransitionRecord, row: households.HouseholdRo
         raise Refusal("NotInEffect", f"{basis} takes effect on {day(reorg.effective)}; nothing moves before")
     if row.moved_under == basis:
         raise Refusal("AlreadyMoved", f"household {rec.household_code} was moved under {basis} already")
+    if rec.assertion is None or rec.assertion.step != REORGANISE_STEP:
+        raise Refusal("Unauthenticated", f"a move of {rec.household_code} is signed by a reorganisation only")
     g = await gazetteer_db.stored(session)
     found = g.successor(basis, row.district, row.commune, rec.household_code) if g else None
     if found is None or found[1].name != rec.moved_to:
@@ -79,16 +97,21 @@ async def check_move(session, rec: TransitionRecord, row: households.HouseholdRo
             f"role {rec.actor.role!r} may not move households (policy {rec.policy_version} names "
             f"{', '.join(current.policy_admin_roles) if current else 'nobody'})",
         )
-    return await moved_policy(session, rec)
+    new = found[1]
+    parent = g.unit(new.parent) if new.parent else None
+    district = parent.name if parent is not None and parent.level is Level.DISTRICT else None
+    return Move(new.name, district, basis, await _policy(session, rec.moved_policy))
 
 
-async def moved_policy(session, rec: TransitionRecord) -> WorkflowPolicy:
-    policy = await policy_db.stored_workflow_policy(session, rec.moved_policy)
+async def recorded_move(session, prior_id: int, row: households.HouseholdRow) -> Move:
+    """A move retried after its commit: what the first attempt wrote (the register's units, the policy its
+    reorganisation signed), whatever this attempt's input says."""
+    signed = await audit.signed_input_of(session, prior_id) or {}
+    return Move(row.commune, row.district, row.moved_under or "", await _policy(session, signed.get("policy_version")))
+
+
+async def _policy(session, version: str | None) -> WorkflowPolicy:
+    policy = await policy_db.stored_workflow_policy(session, version)
     if policy is None:
-        raise Refusal("UnknownPolicy", f"policy version {rec.moved_policy!r} is not in the policy table")
+        raise Refusal("UnknownPolicy", f"policy version {version!r} is not in the policy table")
     return policy
-
-
-def register_change(rec: TransitionRecord) -> dict[str, Any]:
-    """The register's columns a move sets (where the household was imported stays, kept by a trigger)."""
-    return {"district": None, "commune": rec.moved_to, "moved_under": rec.evidence[0], "moved_at": rec.at}

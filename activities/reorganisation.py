@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from temporalio import activity
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 
 from core import signing
 from core.errors import Refusal
@@ -74,21 +74,25 @@ class ReorganisationActivities:
             g = await gazetteer_db.stored(session)
         candidates, unmapped = [], []
         for r in rows:
-            found = g.successor(batch.basis, r.district, r.commune, r.code) if g else None
+            # One recorded moved under this basis is asked again from where it was: a crash may have come between
+            # the move's record and its workflow (which refuses a second move).
+            again = r.moved_under == batch.basis
+            district, commune = (r.old_district, r.old_commune) if again else (r.district, r.commune)
+            found = g.successor(batch.basis, district, commune, r.code) if g else None
             if found is None:
-                where = " / ".join(p for p in (r.district, r.commune) if p)
+                where = " / ".join(p for p in (district, commune) if p)
                 unmapped.append(
                     BatchItem(
                         household_code=r.code,
-                        outcome="skipped" if r.district is None else "failed",
-                        rule="AlreadyMoved" if r.district is None else "NoSuccession",
+                        outcome="skipped" if district is None else "failed",
+                        rule="AlreadyMoved" if district is None else "NoSuccession",
                         message=f"{batch.basis} does not move {where}",
                     )
                 )
                 continue
             candidates.append(
                 MoveCandidate(
-                    household_code=r.code, from_district=r.district, from_commune=r.commune, to_commune=found[1].name
+                    household_code=r.code, from_district=district, from_commune=commune, to_commune=found[1].name
                 )
             )
         return SelectMovesResult(candidates=candidates, unmapped=unmapped, last=rows[-1].code if rows else None)
@@ -107,7 +111,10 @@ class ReorganisationActivities:
         )
         handle = self._client.get_workflow_handle(workflow_id_for(c.household_code))
         try:
-            await handle.execute_update(HouseholdWorkflow.move, move)
+            # One update id per signed batch and household: a retried activity is answered by the same update; a
+            # batch signed again asks anew (and the household refuses a second move).
+            nonce = batch.assertion.nonce if batch.assertion else batch.batch_id
+            await handle.execute_update(HouseholdWorkflow.move, move, id=f"move-{nonce}-{c.household_code}")
         except WorkflowUpdateFailedError as err:
             cause = err.cause
             if isinstance(cause, ApplicationError):
@@ -119,6 +126,9 @@ class ReorganisationActivities:
                     message=cause.message,
                 )
             raise
-        except RPCError as err:  # the workflow closed since the page was read
+        except RPCError as err:
+            if err.status is not RPCStatusCode.NOT_FOUND:
+                raise  # the activity is retried
+            # The workflow closed since the page was read.
             return BatchItem(household_code=c.household_code, outcome="skipped", rule="Closed", message=err.message)
         return BatchItem(household_code=c.household_code, outcome="done", message=f"to {c.to_commune}")

@@ -96,7 +96,7 @@ class Figures:
 
 def script(h: Household) -> list[tuple[Step, str, dict]]:
     """The officers' 11 actions on one household, in order; the channel confirms each release."""
-    commune, district = sample.commune_user(h.district, h.commune), sample.district_user(h.district)
+    commune, district = sample.officers_of(h.district, h.commune)
     finance, settles = sample.FINANCE_USERS
     return [
         (Step.VERIFY, commune, {"evidence": [f"BB/{h.code}"]}),

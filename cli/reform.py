@@ -149,7 +149,8 @@ async def reform_status(settings: Settings, basis: str = BASIS) -> None:
                 fail(f"no reorganisation {basis!r} is loaded ('reform load')")
             province = (await gazetteer_db.stored(session)).province
             moved = await gazetteer_db.moved_count(session, basis)
-            left = len(await gazetteer_db.to_move(session, basis, province, limit=1_000_000))
+            rows = await gazetteer_db.to_move(session, basis, province, limit=1_000_000)
+            left = sum(r.moved_under != basis for r in rows)
         made = await reform.handovers(sessions)
     out.print(f"{basis}: {moved} households moved; {left} in flight not moved yet")
     if made:

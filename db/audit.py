@@ -239,6 +239,11 @@ async def rows(session: AsyncSession, codes: list[str] | None = None) -> list[di
     return [dict(r) for r in (await session.execute(q)).mappings()]
 
 
+async def signed_input_of(session: AsyncSession, audit_id: int) -> dict[str, Any] | None:
+    """The input a recorded step's assertion covers."""
+    return await session.scalar(select(audit_log.c.signed_input).where(audit_log.c.id == audit_id))
+
+
 async def row_by_id(session: AsyncSession, audit_id: int) -> Mapping[str, Any]:
     """The audit row with this id (every column)."""
     return (await session.execute(select(audit_log).where(audit_log.c.id == audit_id))).one()._mapping

@@ -135,6 +135,8 @@ def in_jurisdiction(j: Jurisdiction) -> list:
     where = [h.province == j.province]
     if j.district:
         where.append(h.district == j.district)
+    elif j.commune:  # a commune of the two-tier map: not the commune of the same name of an old district
+        where.append(h.district.is_(None))
     if j.commune:
         where.append(h.commune == j.commune)
     return where
@@ -242,6 +244,17 @@ async def place(session: AsyncSession, code: str) -> tuple[str, str]:
             await session.execute(select(households.c.district, households.c.commune).where(households.c.code == code))
         ).one()
     )
+
+
+async def current_districts(session: AsyncSession) -> list[str]:
+    """The districts households are in now (a payout batch selects by these): none once the reform moved them."""
+    q = (
+        select(households.c.district)
+        .where(households.c.district.is_not(None))
+        .distinct()
+        .order_by(households.c.district)
+    )
+    return list(await session.scalars(q))
 
 
 async def first_moved(session: AsyncSession, basis: str) -> str | None:

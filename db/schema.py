@@ -463,7 +463,7 @@ handovers = Table(
     Column("received", BigInteger),
     Column("reserved", BigInteger),
     Column("paid", BigInteger),
-    Column("reimbursed_out", BigInteger),
+    Column("reimbursed", BigInteger),
     Column("handed_over", BigInteger),
     Column("receivable", BigInteger),
     Column("transfer_id", BigInteger),

@@ -35,10 +35,20 @@ class Jurisdiction(BaseModel):
     district: str | None = None
     commune: str | None = None
 
+    @property
+    def province_wide(self) -> bool:
+        return self.district is None and self.commune is None
+
     def covers(self, household: Household) -> bool:
+        # A commune of the two-tier map (no district) is not the commune of the same name of an old district.
+        district_ok = (
+            self.district == household.district
+            if self.commune is not None
+            else (self.district is None or self.district == household.district)
+        )
         return (
             self.province == household.province
-            and (self.district is None or self.district == household.district)
+            and district_ok
             and (self.commune is None or self.commune == household.commune)
         )
 

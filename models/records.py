@@ -103,8 +103,11 @@ class TransitionOutcome(BaseModel):
     amount: int | None = None
     replayed: bool = False  # True when the key had been recorded before: nothing was written
     allocation: list[AllocationPiece] = Field(default_factory=list)  # RESERVE with tranches: what was reserved
-    # A move: the policy the household runs under from now on, as the policy table holds it.
+    # A move: the policy the household runs under from now on, as the policy table holds it, and the units it is
+    # in, as the register holds them (a retry: what the first attempt recorded).
     policy: WorkflowPolicy | None = None
+    moved_to: str | None = None
+    moved_district: str | None = None
     sources: str | None = None  # RESERVE: the sources drawn on, as the read model shows them
     # When the step was recorded: the record's own time, or on a retry the time the first attempt committed
     # (a worker that crashed after the commit retries with a later workflow.now()). None in older histories.

@@ -104,4 +104,4 @@ class ReorganiseResult(BaseModel):
     batch_id: str
     basis: str
     progress: BatchProgress
-    failed: list[BatchItem]  # the households not moved, each with the rule that refused it
+    failed: list[BatchItem]  # households not moved, each with the rule that refused it (the first 200)

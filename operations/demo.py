@@ -53,10 +53,7 @@ Action = tuple[Step, str, dict]  # step, user, keyword arguments for take_step
 def next_action(state: HouseholdState, h: Household, *, payouts: bool = True) -> Action | str | None:
     """The next thing an officer does on this household: an action, "wait" (for the payment channel),
     "payout" (a tranche waits for Finance or the treasury and `payouts` is off), or None (closed)."""
-    if h.district is None:  # moved to the two-tier map: the new commune's officer and its chairman
-        commune, district = sample.new_commune_user(h.commune), sample.chair_user(h.commune)
-    else:
-        commune, district = sample.commune_user(h.district, h.commune), sample.district_user(h.district)
+    commune, district = sample.officers_of(h.district, h.commune)
     first_finance, second_finance = sample.FINANCE_USERS
     stage = state.stage
     if stage.terminal:

@@ -193,7 +193,7 @@ class Handover:
     received: int
     reserved: int
     paid: int
-    reimbursed_out: int
+    reimbursed: int
     handed_over: int
     receivable: int
     transfer_id: int | None
@@ -219,6 +219,9 @@ async def hand_over(sessions: Sessions, user_id: str, *, basis: str) -> list[Han
         ended = {s.from_unit: s.to_unit for s in reorg.successions}
         districts = {u.name: u for u in g.units if u.level.value == "district" and u.code in ended}
         rows = {r.code: r for r in await finance_db.source_rows(session)}
+        # The district-held sources' accounts locked first: no allocation or void moves their money meanwhile.
+        held = [r.account_id for r in rows.values() if any(d in districts for d in r.rules.districts)]
+        await finance_db.lock_free_balances(session, held)
         balances = {b.code: b for b in await ledger.source_balances(session)}
         owed = {r.advance_source: r for r in await finance_db.receivables(session)}
         provincial = [code for code, b in balances.items() if b.category == "provincial_budget"]
@@ -236,7 +239,7 @@ async def hand_over(sessions: Sessions, user_id: str, *, basis: str) -> list[Han
                 continue
             b = balances[code]
             receivable = owed[code].outstanding if code in owed else 0
-            reimbursed_out = owed[code].reimbursed if code in owed else 0
+            reimbursed = owed[code].reimbursed if code in owed else 0
             free = b.free
             findings = []
             if b.reserved:
@@ -266,7 +269,7 @@ async def hand_over(sessions: Sessions, user_id: str, *, basis: str) -> list[Han
                 received=b.received,
                 reserved=b.reserved,
                 paid=b.posted,
-                reimbursed_out=reimbursed_out,
+                reimbursed=reimbursed,
                 handed_over=max(free, 0),
                 receivable=receivable,
                 transfer_id=transfer.id if transfer else None,
@@ -286,7 +289,7 @@ def _handover(row, *, new: bool) -> Handover:
         received=row.received,
         reserved=row.reserved,
         paid=row.paid,
-        reimbursed_out=row.reimbursed_out,
+        reimbursed=row.reimbursed,
         handed_over=row.handed_over,
         receivable=row.receivable,
         transfer_id=row.transfer_id,
@@ -308,7 +311,7 @@ HANDOVER_COLUMNS = [
     ("received", "Đã nhận"),
     ("reserved", "Đang giữ chỗ cho hộ"),
     ("paid", "Đã chi"),
-    ("reimbursed_out", "Đã được cấp bù"),
+    ("reimbursed", "Đã được cấp bù"),
     ("handed_over", "Số dư bàn giao"),
     ("receivable", "Còn phải thu (cấp bù)"),
     ("findings", "Tồn tại, kiến nghị"),

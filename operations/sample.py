@@ -485,6 +485,14 @@ def chair_user(commune: str) -> str:
     return f"ct.{slug(commune)}"
 
 
+def officers_of(district: str | None, commune: str) -> tuple[str, str]:
+    """Who acts on a household of these units: (the commune's officer, the one who takes the district's steps —
+    the district's officer, or after the reform the commune's chairman)."""
+    if district is None:
+        return new_commune_user(commune), chair_user(commune)
+    return commune_user(district, commune), district_user(district)
+
+
 def new_commune_users() -> list[dict]:
     """Two officers of each commune-level unit after the reform: the one who verifies and reports (x.<unit>),
     and the chairman who approves, accepts and cancels as the district did (ct.<unit>)."""

@@ -59,7 +59,7 @@ class SignInResult(BaseModel):
 class HouseholdSummary(BaseModel):
     code: str
     head_of_household: str
-    district: str
+    district: str | None  # None: moved to a commune of the two-tier map
     commune: str
     beneficiary_group: str
     support_type: str
@@ -266,7 +266,7 @@ def create_app(
 
     @app.get("/api/reports/province", tags=["reports"])
     async def province_report(request: Request, who: Who) -> dict:
-        if who.user.district is not None:
+        if who.user.district is not None or who.user.commune is not None:
             raise Problem("ProvinceWideOnly", "the province's report is for users whose jurisdiction is the province")
         async with request.app.state.sessions() as s:
             return (await reports.build(s)).as_json()

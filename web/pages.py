@@ -162,7 +162,7 @@ def router(settings: Settings, cookie: str) -> APIRouter:
             (d, [(st, by.get((d, st.value), 0)) for st in stages], sum(by.get((d, st.value), 0) for st in Stage))
             for d in districts
         ]
-        sources = rep.by_source if user.district is None else []
+        sources = rep.by_source if user.district is None and user.commune is None else []
         top = max([s.received for s in sources] or [1])
         return page(
             request,
@@ -172,7 +172,7 @@ def router(settings: Settings, cookie: str) -> APIRouter:
             stages=stages,
             sources=sources,
             top=top,
-            decisions=rep.by_decision if user.district is None else [],
+            decisions=rep.by_decision if user.district is None and user.commune is None else [],
             deadlines=deadlines,
         )
 
@@ -316,8 +316,9 @@ def router(settings: Settings, cookie: str) -> APIRouter:
             return page(request, "forbidden.html", signed)
         async with request.app.state.sessions() as s:
             rec = await reconciliation.reconcile(s)
+            # A batch selects by the district a household is in now (none after the 2025 reform: by decision).
+            districts = await households.current_districts(s)
         waiting = await payouts.tranche_counts(request.app.state.sessions, None, ("due", "authorised"))
-        districts = sorted({d.key for d in rec.districts}) if rec.districts else []
         return page(
             request,
             "finance.html",

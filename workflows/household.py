@@ -362,7 +362,10 @@ class HouseholdWorkflow:
                 )
             )
             previous = self._policy.version
-            self._household = self._household.model_copy(update={"district": None, "commune": inp.to_commune})
+            moved_to = outcome.moved_to or inp.to_commune  # the register's, as the recording activity wrote it
+            self._household = self._household.model_copy(
+                update={"district": outcome.moved_district if outcome.moved_to else None, "commune": moved_to}
+            )
             if outcome.policy is not None:  # the policy table's, as the recording activity read it
                 self._policy = outcome.policy
             self._state = self._state.model_copy(update={"policy_version": self._policy.version})

@@ -29,6 +29,7 @@ with workflow.unsafe.imports_passed_through():
 
 RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=20), maximum_attempts=5)
 PAGE = 500
+MAX_FAILED_LISTED = 200  # failures named in the result (all are counted): the result stays far below 2 MB
 HISTORY_LIMIT = 20_000  # events before the run continues as new (Temporal's hard limit is 51,200)
 
 
@@ -91,7 +92,7 @@ class ReorganisationWorkflow:
         )
 
     def _count(self, item: BatchItem) -> None:
-        if item.outcome == "failed":
+        if item.outcome == "failed" and len(self._failed) < MAX_FAILED_LISTED:
             self._failed.append(item)
         self._progress = self._progress.model_copy(update={item.outcome: getattr(self._progress, item.outcome) + 1})
 

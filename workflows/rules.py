@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from core.errors import Refusal
+from core.formatting import place
 from models.actions import ActionInput
 from models.actor import Actor
 from models.finance import REPORTED_MILESTONES, Milestone, TrancheState, TrancheStatus
@@ -120,7 +121,7 @@ def check_actor(
         raise Refusal(
             "OutsideJurisdiction",
             f"user {actor.user_id} ({actor.jurisdiction}) has no jurisdiction over household {household.code} "
-            f"({household.province} / {household.district} / {household.commune})",
+            f"({place(household.province, household.district, household.commune)})",
         )
     _check_segregation(step, actor, policy, timeline, household.code, tranche)
     _check_importer(step, actor, policy, household.code, imported_by)

@@ -87,20 +87,31 @@ BEGIN
         NEW.old_commune := NEW.commune;
         RETURN NEW;
     END IF;
-    IF NEW.old_district IS DISTINCT FROM OLD.old_district OR NEW.old_commune IS DISTINCT FROM OLD.old_commune
-       OR (OLD.moved_under IS NOT NULL AND NEW.moved_under IS DISTINCT FROM OLD.moved_under) THEN
-        RAISE EXCEPTION 'household %: where it was imported and the reorganisation that moved it are never changed',
+    IF NEW.old_district IS DISTINCT FROM OLD.old_district OR NEW.old_commune IS DISTINCT FROM OLD.old_commune THEN
+        RAISE EXCEPTION 'household %: where it was imported is never changed',
             OLD.code USING ERRCODE = 'integrity_constraint_violation';
     END IF;
-    IF (NEW.province, NEW.district, NEW.commune) IS DISTINCT FROM (OLD.province, OLD.district, OLD.commune) THEN
-        IF OLD.moved_under IS NOT NULL OR NEW.moved_under IS NULL OR NEW.province IS DISTINCT FROM OLD.province
+    IF (NEW.province, NEW.district, NEW.commune, NEW.moved_under)
+       IS DISTINCT FROM (OLD.province, OLD.district, OLD.commune, OLD.moved_under) THEN
+        -- Units and the reorganisation that moved them change together, to what one succession of a new
+        -- reorganisation names for this household (a split unit: the successor whose list names it, else the one
+        -- without a list), with the time of the move.
+        IF NEW.moved_under IS NULL OR NEW.moved_under IS NOT DISTINCT FROM OLD.moved_under OR NEW.moved_at IS NULL
+           OR NEW.province IS DISTINCT FROM OLD.province
            OR NOT EXISTS (
                 SELECT 1 FROM successions s
                 JOIN admin_units f ON f.code = s.from_unit
                 LEFT JOIN admin_units fp ON fp.code = f.parent
                 JOIN admin_units t ON t.code = s.to_unit
+                LEFT JOIN admin_units tp ON tp.code = t.parent
                 WHERE s.basis = NEW.moved_under AND f.name = OLD.commune
-                  AND fp.name IS NOT DISTINCT FROM OLD.district AND t.name = NEW.commune AND NEW.district IS NULL) THEN
+                  AND (fp.level = 'district' AND fp.name = OLD.district
+                       OR fp.level = 'province' AND OLD.district IS NULL)
+                  AND t.name = NEW.commune
+                  AND NEW.district IS NOT DISTINCT FROM (CASE WHEN tp.level = 'district' THEN tp.name END)
+                  AND (OLD.code = ANY (s.households) OR (cardinality(s.households) = 0 AND NOT EXISTS (
+                        SELECT 1 FROM successions o
+                        WHERE o.basis = s.basis AND o.from_unit = s.from_unit AND OLD.code = ANY (o.households))))) THEN
             RAISE EXCEPTION 'household %: its units change only by a move a reorganisation''s succession makes, once',
                 OLD.code USING ERRCODE = 'integrity_constraint_violation';
         END IF;
@@ -127,7 +138,7 @@ CREATE TABLE handovers (
     received         bigint NOT NULL,
     reserved         bigint NOT NULL,
     paid             bigint NOT NULL,
-    reimbursed_out   bigint NOT NULL,
+    reimbursed   bigint NOT NULL,
     handed_over      bigint NOT NULL CHECK (handed_over >= 0),
     receivable       bigint NOT NULL,
     transfer_id      bigint REFERENCES ledger_transfers(id),
