@@ -129,7 +129,7 @@ def reorganisation_batch_id(basis: str, policy_version: str) -> str:
     return f"{slug}-{policy_version}"
 
 
-async def apply_reorganisation(
+async def start_reorganisation(
     client: Client,
     sessions: Sessions,
     task_queue: str,
@@ -139,13 +139,14 @@ async def apply_reorganisation(
     basis: str,
     policy_version: str,
     concurrency: int = 16,
-    on_progress: Callable[[BatchProgress], None] | None = None,
-    poll: float = 0.5,
-) -> ReorganiseResult:
-    """Apply reorganisation `basis` to every household of the province in flight, as `user_id` (whom the front
-    door authenticated), signed with its ring; each moved household runs under `policy_version` from then on."""
+):
+    """Sign reorganisation `basis` for `user_id` (whom the front door authenticated) and start (or rejoin) its
+    workflow; returns its handle. The workflow's activities decide (signature, admin, reorganisation, policy)."""
     async with sessions() as session:
         actor = await users.require_actor(session, user_id)
+        # Said here so the administrator hears it at once; the batch's first activity decides it again.
+        if actor.role not in (await policy_db.policy_today(session)).policy_admin_roles:
+            raise Refusal("RoleNotAllowed", f"role {actor.role!r} may not apply a reorganisation")
         if await gazetteer_db.reorganisation(session, basis) is None:
             raise Refusal("UnknownReorganisation", f"no reorganisation {basis!r} is loaded ('reform load')")
     try:
@@ -167,13 +168,40 @@ async def apply_reorganisation(
         user_id=actor.user_id,
         ttl=signing.BATCH_TTL,
     )
-    handle = await client.start_workflow(
+    return await client.start_workflow(
         ReorganisationWorkflow.run,
         ReorganiseRun(batch=signed),
         id=reorganisation_workflow_id(inp.batch_id),
         task_queue=task_queue,
         id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+    )
+
+
+async def apply_reorganisation(
+    client: Client,
+    sessions: Sessions,
+    task_queue: str,
+    signer: signing.SigningRing,
+    user_id: str,
+    *,
+    basis: str,
+    policy_version: str,
+    concurrency: int = 16,
+    on_progress: Callable[[BatchProgress], None] | None = None,
+    poll: float = 0.5,
+) -> ReorganiseResult:
+    """Apply reorganisation `basis` to every household of the province in flight, as `user_id` (whom the front
+    door authenticated), signed with its ring; each moved household runs under `policy_version` from then on."""
+    handle = await start_reorganisation(
+        client,
+        sessions,
+        task_queue,
+        signer,
+        user_id,
+        basis=basis,
+        policy_version=policy_version,
+        concurrency=concurrency,
     )
     return await follow(handle, ReorganisationWorkflow.progress, on_progress, poll=poll)
 

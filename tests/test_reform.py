@@ -316,3 +316,32 @@ def test_a_commune_of_the_new_map_is_not_the_old_commune_of_the_same_name():
     assert (new_commune.covers(moved), new_commune.covers(old)) == (True, False)
     assert (old_commune.covers(moved), old_commune.covers(old)) == (False, True)
     assert province.covers(moved) and province.covers(old)
+
+
+async def test_the_api_starts_a_reorganisation_for_an_administrator_only(client, db, scratch_settings, reformed):
+    import httpx
+
+    from tests.conftest import token_for
+    from web.app import create_app
+
+    settings = scratch_settings.model_copy(update={"temporal_task_queue": reformed["tq"]})
+    app = create_app(settings, sessions=db, client=client)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://web") as http:
+
+        async def post(user: str) -> httpx.Response:
+            headers = {"Authorization": f"Bearer {await token_for(db, user)}"}
+            return await http.post("/api/reform/apply", json={"basis": BASIS}, headers=headers)
+
+        refused = await post(sample.chair_user("Mẫu Sơn"))
+        assert (refused.status_code, refused.json()["type"]) == (403, "RoleNotAllowed")
+        started = await post(sample.ADMIN_USER)
+        assert started.status_code == 202, started.text
+        batch_id = started.json()["batch_id"]
+        headers = {"Authorization": f"Bearer {await token_for(db, sample.ADMIN_USER)}"}
+        from models.reorganisation import ReorganiseResult
+
+        handle = client.get_workflow_handle(started.json()["workflow_id"], result_type=ReorganiseResult)
+        result = await handle.result()
+        assert result.progress.done == 0  # everything in flight was moved already
+        progress = await http.get(f"/api/reform/{batch_id}", headers=headers)
+        assert progress.status_code == 200 and progress.json()["total"] == result.progress.total

@@ -24,6 +24,7 @@ from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from temporalio.client import Client
+from temporalio.service import RPCError
 
 from archive.source import open_archive
 from auditor import timeline as timeline_view
@@ -37,10 +38,12 @@ from db.engine import Sessions, make_engine, make_sessions
 from db.users import User
 from finance import callbacks
 from models.household import Stage, Step
-from operations import access, reports
+from models.reorganisation import reorganisation_workflow_id
+from operations import access, reform, reports
 from operations.actions import UPDATES, household_history, household_state, next_actions, take_step
 from web import codec, pages
 from web.problems import STATUS, Problem, problem_handler, validation_handler
+from workflows.reorganisation import ReorganisationWorkflow
 
 COOKIE = "xnt_session"
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
@@ -54,6 +57,11 @@ class SignInInput(BaseModel):
 class SignInResult(BaseModel):
     user: User
     csrf_token: str
+
+
+class ReformBody(BaseModel):
+    basis: str = "1672/NQ-UBTVQH15"
+    policy_version: str = reform.TWO_TIER_VERSION
 
 
 class HouseholdSummary(BaseModel):
@@ -263,6 +271,33 @@ def create_app(
         except Refusal as r:
             raise Problem.of(r) from None
         return result.model_dump(mode="json")
+
+    @app.post("/api/reform/apply", tags=["reform"], status_code=202)
+    async def reform_apply(body: ReformBody, request: Request, who: Who) -> dict:
+        """Start the signed reorganisation of every household in flight (the policy version must be published:
+        `reform apply` at the command line does both); follow it at GET /api/reform/{batch_id}."""
+        try:
+            handle = await reform.start_reorganisation(
+                request.app.state.client,
+                request.app.state.sessions,
+                settings.temporal_task_queue,
+                request.app.state.signer,
+                who.user.user_id,
+                basis=body.basis,
+                policy_version=body.policy_version,
+            )
+        except Refusal as r:
+            raise Problem.of(r) from None
+        return {"batch_id": handle.id.removeprefix("reorganisation-"), "workflow_id": handle.id}
+
+    @app.get("/api/reform/{batch_id}", tags=["reform"])
+    async def reform_progress(batch_id: str, request: Request, who: Who) -> dict:
+        """A reorganisation's progress: households moved, skipped (moved or closed before), failed, of all."""
+        handle = request.app.state.client.get_workflow_handle(reorganisation_workflow_id(batch_id))
+        try:
+            return (await handle.query(ReorganisationWorkflow.progress)).model_dump()
+        except RPCError:
+            raise Problem("UnknownReorganisation", f"no reorganisation batch {batch_id!r}") from None
 
     @app.get("/api/reports/province", tags=["reports"])
     async def province_report(request: Request, who: Who) -> dict:

@@ -22,6 +22,8 @@ STATUS = {
     "ActorMismatch": 403,
     "CsrfFailed": 403,
     "ProvinceWideOnly": 403,
+    "UnitAbolished": 403,
+    "UnknownReorganisation": 404,
     "UnknownHousehold": 404,
     "UnknownStep": 404,
     "UnknownTranche": 404,
