@@ -151,7 +151,10 @@ async def test_the_reform_moves_households_in_flight_once_and_the_new_commune_fi
     moving, cancelled = reformed["moving"], reformed["cancelled"]
     loaded, loaded_again = reformed["loaded"]
     assert loaded.new and loaded.reorganisations == [sample.REFORM_2024, BASIS] and not loaded_again.new
-    assert "district_officer" not in reformed["policy"].rule(Step.ACCEPT).roles
+    policy = reformed["policy"]
+    for step in (Step.APPROVE, Step.ACCEPT, Step.CANCEL):  # the district's steps: the commune's or the province's
+        assert "district_officer" not in policy.rule(step).roles and "commune_officer" in policy.rule(step).roles
+        assert "huyện" not in policy.rule(step).responsible_agency  # reminders go to the commune
     first, again = reformed["runs"]
     assert (first.progress.done, first.progress.failed) == (1, 0), first.failed
     # A re-run moves nothing twice: the household moved is asked again (a crash may have come between its record
