@@ -162,8 +162,7 @@ async def old_and_new(session: AsyncSession) -> dict[str, tuple[str | None, str,
     h = households.c
     rows = (await session.execute(select(h.code, h.old_district, h.old_commune, h.moved_under, h.commune))).all()
     g = await stored(session)
-    newest_first = sorted(g.reorganisations, key=lambda x: x.effective, reverse=True) if g else []
-    split = {s.from_unit for r in newest_first for s in r.successions if s.households}
+    split = {s.from_unit for r in (g.reorganisations if g else []) for s in r.successions if s.households}
     known: dict[tuple[str | None, str], str | None] = {}
     out = {}
     for r in rows:
@@ -171,12 +170,8 @@ async def old_and_new(session: AsyncSession) -> dict[str, tuple[str | None, str,
         place = (r.old_district, r.old_commune)
         if new is None and g is not None:
             if place not in known or split:  # a unit split by household list: asked per household
-                known[place] = None
-                for reorg in newest_first:
-                    found = g.successor(reorg.basis, r.old_district, r.old_commune, r.code)
-                    if found is not None:
-                        known[place] = found[1].name
-                        break
+                last = g.last_successor(r.old_district, r.old_commune, r.code)
+                known[place] = last.name if last else None
             new = known[place]
         out[r.code] = (r.old_district, r.old_commune, new)
     return out

@@ -197,3 +197,16 @@ class Gazetteer(BaseModel):
                 f"{basis} splits unit {old.code} by household lists, and none names household {household}",
             )
         return old, self.unit(chosen.to_unit)
+
+    def last_successor(self, district: str | None, commune: str, household: str) -> Unit | None:
+        """Where the unit `district` / `commune` is now, followed through every reorganisation since (Tràng Các →
+        Khánh Khê in 2024 → Khánh Khê of the two-tier map in 2025); None if none moved it."""
+        found: Unit | None = None
+        for r in sorted(self.reorganisations, key=lambda x: x.effective):
+            step = self.successor(r.basis, district, commune, household)
+            if step is not None:
+                found = step[1]
+                parent = self.unit(found.parent) if found.parent else None
+                district = parent.name if parent is not None and parent.level is Level.DISTRICT else None
+                commune = found.name
+        return found

@@ -53,6 +53,9 @@ def test_the_sample_gazetteer_has_65_units_after_the_reform_and_a_successor_for_
     assert g.successor(BASIS, "Lộc Bình", "Tú Mịch", "X")[1].name == "Mẫu Sơn"
     assert g.successor(BASIS, "Lộc Bình", "Khánh Xuân", "X")[1].name == "Lộc Bình"
     assert g.successor(sample.REFORM_2024, "Văn Quan", "Tràng Các", "X")[1].name == "Khánh Khê"
+    # Followed through both reorganisations: to Khánh Khê of the two-tier map.
+    assert g.last_successor("Văn Quan", "Tràng Các", "X").code == sample.unit_code("X", "Khánh Khê")
+    assert g.last_successor("Lộc Bình", "Tú Mịch", "X").name == "Mẫu Sơn"
     for district, communes in sample.UNITS.items():  # every commune the sample lists exists on 24/01/2025
         for c in communes:
             assert g.successor(BASIS, district, c, "X") is not None, (district, c)
