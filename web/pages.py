@@ -154,7 +154,8 @@ def router(settings: Settings, cookie: str) -> APIRouter:
         async with request.app.state.sessions() as s:
             rep = await reports.build(s)
             deadlines = await reports.deadline_progress(s, today(), mine)
-            rows = await reports.district_stages(s, mine)
+            # An officer of a commune of the two-tier map reads it by commune; everyone else by district.
+            rows = await reports.district_stages(s, mine, new_map=user.district is None and user.commune is not None)
         districts = sorted({x.district for x in rows})
         by = {(x.district, x.stage): x.households for x in rows}
         stages = [st for st in Stage if st is not Stage.CANCELLED]
