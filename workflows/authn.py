@@ -144,6 +144,6 @@ def check_move(
             )
     except signing.Unauthenticated as err:
         raise _refuse(err.message) from None
-    if batch.assertion.nonce in seen:
-        raise _refuse(f"reorganisation {batch.batch_id} moved this household already")
+    if batch.assertion.nonce in seen:  # not a forgery: this signed batch has moved the household (a retried send)
+        raise Refusal("AlreadyMoved", f"reorganisation {batch.batch_id} moved this household already")
     return batch.assertion
