@@ -365,7 +365,13 @@ async def rounds(
                     view.batched(batch)
         left = await wait_for_payments(sessions, codes)
         view.answered(await payment_counts(sessions, codes), left)
-    return failures
+    # A household refused in one round and closed by a later one is no failure.
+    async with sessions() as session:
+        return {
+            code: why
+            for code, why in failures.items()
+            if (row := await households.get(session, code)) is None or not Stage(row.stage).terminal
+        }
 
 
 # ------------------------------------------------------------------------------------------- the reform
