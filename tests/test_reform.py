@@ -111,7 +111,8 @@ async def reformed(client, db, scratch_owner, scratch_settings, tmp_path_factory
     the gazetteer is loaded, the two-tier policy published and the reorganisation applied, twice."""
     async with running_worker(client, db, scratch_settings) as tq:
         moving, cancelled = make_households(2, district="Lộc Bình", commune="Tú Mịch", support_type="new_build")
-        await enroll(client, db, tq, [moving, cancelled])
+        (half,) = make_households(1, district="Lộc Bình", commune="Khuất Xá")
+        await enroll(client, db, tq, [moving, cancelled, half])
         await drive_one(client, db, moving, payouts=False)
         await take_step(
             client, db, cancelled.code, Step.CANCEL, sample.district_user("Lộc Bình"), reason="không đủ điều kiện"
@@ -122,6 +123,7 @@ async def reformed(client, db, scratch_owner, scratch_settings, tmp_path_factory
         loaded_again = await reform.load_gazetteer(scratch_owner, path, sample.ADMIN_USER)
         policy = await reform.publish_two_tier(scratch_owner, TWO_TIER, sample.ADMIN_USER)
         signer = await front_door(client)
+        await _recorded_but_not_applied(client, db, signer, half)
         first = await reform.apply_reorganisation(
             client, db, tq, signer, sample.ADMIN_USER, basis=BASIS, policy_version=TWO_TIER
         )
@@ -130,12 +132,79 @@ async def reformed(client, db, scratch_owner, scratch_settings, tmp_path_factory
         )
         yield dict(
             tq=tq,
+            half=half,
             moving=moving,
             cancelled=cancelled,
             loaded=(loaded, loaded_again),
             policy=policy,
             runs=(first, again),
         )
+
+
+async def _recorded_but_not_applied(client, db, signer, h) -> None:
+    """A crash between a move's record and its workflow: the recording transaction commits the move (as the
+    recording activity would), and the workflow never hears of it."""
+    from datetime import UTC, datetime
+
+    from activities.household import HouseholdActivities
+    from core.signing import BATCH_TTL, sign_input
+    from models.assertion import signed_input
+    from models.records import MoneyOp, TransitionRecord
+    from models.reorganisation import move_reason
+
+    async with db() as s:
+        admin = await users.require_actor(s, sample.ADMIN_USER)
+    batch_id = reform.reorganisation_batch_id(BASIS, TWO_TIER)
+    batch = ReorganiseInput(batch_id=batch_id, basis=BASIS, policy_version=TWO_TIER, actor=admin, evidence=[BASIS])
+    batch = sign_input(
+        signer,
+        batch,
+        workflow_id=reorganisation_workflow_id(batch_id),
+        step="reorganise",
+        user_id=admin.user_id,
+        ttl=BATCH_TTL,
+    )
+    state = await household_state(client, h.code)
+    rec = TransitionRecord(
+        idempotency_key=f"{h.workflow_id}#1",
+        workflow_id=h.workflow_id,
+        household_code=h.code,
+        seq=1,
+        step=Step.MOVE,
+        from_stage=Stage.VERIFICATION,
+        to_stage=Stage.VERIFICATION,
+        at=datetime.now(UTC),
+        actor=admin,
+        evidence=[BASIS],
+        reason=move_reason(h.district, h.commune, "Khuất Xá", BASIS),
+        money=MoneyOp.NONE,
+        support_type=h.support_type,
+        beneficiary_group=h.beneficiary_group,
+        assertion=batch.assertion,
+        signed_input=signed_input(batch),
+        policy_version=state.policy_version,
+        batch_id=batch_id,
+        moved_to="Khuất Xá",
+        moved_policy=TWO_TIER,
+    )
+    async with db() as s, s.begin():
+        await HouseholdActivities(db)._record(s, rec)
+
+
+async def test_a_move_recorded_but_not_applied_by_its_workflow_is_mended_by_the_reorganisation(client, db, reformed):
+    """The reorganisation asks again a household the register shows moved: its workflow, still at its old unit,
+    takes the move, and the recording activity hands back what the first attempt recorded (nothing twice)."""
+    half = reformed["half"]
+    state = await household_state(client, half.code)
+    assert state.policy_version == TWO_TIER
+    assert [t.step for t in state.timeline] == [Step.MOVE]
+    async with db() as s:
+        row = await households.get(s, half.code)
+        moves = await s.scalar(
+            select(func.count()).select_from(audit_log).where(audit_log.c.household_code == half.code)
+        )
+    assert (row.district, row.commune, row.moved_under, moves) == (None, "Khuất Xá", BASIS, 1)
+    await take_step(client, db, half.code, Step.VERIFY, sample.new_commune_user("Khuất Xá"), evidence=["BB-BX"])
 
 
 async def test_a_wrong_gazetteer_is_refused_and_nothing_is_stored(db, scratch_owner, tmp_path):
@@ -159,10 +228,10 @@ async def test_the_reform_moves_households_in_flight_once_and_the_new_commune_fi
         assert "district_officer" not in policy.rule(step).roles and "commune_officer" in policy.rule(step).roles
         assert "huyện" not in policy.rule(step).responsible_agency  # reminders go to the commune
     first, again = reformed["runs"]
-    assert (first.progress.done, first.progress.failed) == (1, 0), first.failed
+    assert (first.progress.done, first.progress.failed) == (2, 0), first.failed  # `moving`, and `half` mended
     # A re-run moves nothing twice: the household moved is asked again (a crash may have come between its record
     # and its workflow) and refuses, as moved already.
-    assert (again.progress.done, again.progress.skipped, again.progress.failed) == (0, 1, 0), again
+    assert (again.progress.done, again.progress.skipped, again.progress.failed) == (0, 2, 0), again
     async with db() as s:
         row = await households.get(s, moving.code)
         kept = await households.get(s, cancelled.code)
