@@ -22,6 +22,7 @@ from db import finance as finance_db
 from db.engine import Sessions
 from finance.allocation import eligible, from_one_source, plan_allocation, split_into_tranches
 from models.allocation import SourceView
+from models.assertion import ActionAssertion
 from models.finance import AllocationPiece, Piece
 from models.household import CHANNEL_STEPS, PAYOUT_STEPS, Step
 from models.records import MoneyOp, ReminderRecord, TransitionOutcome, TransitionRecord, money_effect
@@ -57,8 +58,18 @@ class HouseholdActivities:
             raise
         if not local:
             return outcome
-        # The history keeps what the database committed: a retry's record carries the first attempt's time.
-        return outcome.model_copy(update={"record": rec.model_copy(update={"at": outcome.at})})
+        # The history keeps what the database committed: a retry's record carries the first attempt's time and,
+        # when another signed input asked again (a move mended by a reorganisation signed anew), the assertion
+        # and signed input the audit row keeps, so the history and the audit log name the same signature.
+        update: dict = {"at": outcome.at}
+        if outcome.replayed:
+            async with self._sessions() as session:
+                row = await audit.row_by_id(session, outcome.audit_id)
+            update |= {
+                "assertion": ActionAssertion.model_validate(row["assertion"]) if row["assertion"] else None,
+                "signed_input": row["signed_input"],
+            }
+        return outcome.model_copy(update={"record": rec.model_copy(update=update)})
 
     @activity.defn(name="send_reminder")
     async def send_reminder(self, rec: ReminderRecord) -> bool:

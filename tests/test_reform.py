@@ -204,6 +204,17 @@ async def test_a_move_recorded_but_not_applied_by_its_workflow_is_mended_by_the_
             select(func.count()).select_from(audit_log).where(audit_log.c.household_code == half.code)
         )
     assert (row.district, row.commune, row.moved_under, moves) == (None, "Khuất Xá", BASIS, 1)
+    # The history names the signature the audit row keeps (the first, crashed attempt's), not the mending batch's:
+    # the three-way check finds them the same.
+    from auditor.history import read_trail
+    from db.audit import rows as audit_rows
+    from tests.conftest import SEALED
+
+    trail = await read_trail(await client.get_workflow_handle(half.workflow_id).fetch_history(), SEALED)
+    (move,) = [t for t in trail.transitions if t.record.step is Step.MOVE]
+    async with db() as s:
+        (recorded,) = [r for r in await audit_rows(s, [half.code]) if r["step"] == "move"]
+    assert move.outcome.record.assertion.nonce == recorded["assertion"]["nonce"]
     await take_step(client, db, half.code, Step.VERIFY, sample.new_commune_user("Khuất Xá"), evidence=["BB-BX"])
 
 
