@@ -75,19 +75,10 @@ def _pid_alive(pid_file: Path) -> int | None:
         os.kill(pid, 0)
     except (ProcessLookupError, PermissionError):
         return None
-    if _zombie(pid):  # exited, and another process (the one that started it) has not reaped it yet
-        return None
     started = _process_started_at(pid)
     if started is not None and started > pid_file.stat().st_mtime + 5:
         return None  # the pid was reused: that process began after our pid file was written, so it is not ours
     return pid
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except (OSError, IndexError):
-        return False
 
 
 def _process_started_at(pid: int) -> float | None:
