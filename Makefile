@@ -4,12 +4,16 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test lint format up down status clean
+.PHONY: install demo test lint format up down status clean lock compose-check
 
-$(STAMP): pyproject.toml
+# The dependencies come from requirements-dev.lock, pinned with their hashes (runtime, embedded stack, tests);
+# the project itself is then installed on top without resolving anything again. After changing pyproject.toml's
+# dependencies: `make lock` (pip-tools), and commit both lock files.
+$(STAMP): pyproject.toml requirements-dev.lock
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	$(PY) -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements-dev.lock
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -55,3 +59,10 @@ status: install
 
 clean: down
 	rm -rf .state
+
+## make lock: pin every dependency with its hashes: requirements.lock (the image) and requirements-dev.lock
+LOCK := --quiet --generate-hashes --no-emit-find-links --no-emit-index-url --strip-extras --allow-unsafe
+lock: install
+	$(PY) -m pip install --quiet pip-tools
+	$(VENV)/bin/pip-compile $(LOCK) -o requirements.lock pyproject.toml
+	$(VENV)/bin/pip-compile $(LOCK) --extra embedded --extra test -o requirements-dev.lock pyproject.toml
