@@ -53,7 +53,7 @@ async def serve(dispatcher_on: bool, ready_file: Path | None) -> None:
     settings = get_settings()
     engine = make_engine(settings)
     sessions = make_sessions(engine)
-    client = await connect(settings)
+    client = await connect(settings, metrics_port=settings.metrics_port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

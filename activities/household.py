@@ -15,6 +15,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from activities import channel_answers, moves, officer_steps
+from core import metrics
 from core.errors import Refusal
 from core.formatting import VIETNAM, day, dong, place
 from db import audit, households, ledger, outbox, policy, restores, steps, users
@@ -45,6 +46,7 @@ class HouseholdActivities:
                 outcome = await self._record(session, rec)
         except Refusal as err:
             # A business refusal is an answer, not a fault: non-retryable, and logged as benign.
+            metrics.refused(err.rule, "engine")
             raise ApplicationError(
                 err.message,
                 *([rec] if local else []),
@@ -56,6 +58,8 @@ class HouseholdActivities:
             # Not a refusal: retried (a database outage, a bug). Logged here, where the step is named.
             log.exception("transition_failed", household=rec.household_code, step=rec.step.value, seq=rec.seq)
             raise
+        if not outcome.replayed:
+            metrics.step_recorded(rec.step.value)
         if not local:
             return outcome
         # The history keeps what the database committed: a retry's record carries the first attempt's time and,

@@ -17,6 +17,7 @@ import structlog
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
+from core import metrics
 from core.errors import Refusal
 from core.formatting import dong, place
 from db import audit, households, outbox, users
@@ -78,6 +79,8 @@ class PaymentActivities:
             _same_terms(req, instr)
             new = await finance_db.save_instruction(session, instr, self._channel.name)
         await self._send(instr)
+        if new:
+            metrics.payment("released")
         log.info("payment_submitted", payment_id=instr.payment_id, amount=instr.amount, new=new)
         return instr
 
@@ -120,6 +123,7 @@ class PaymentActivities:
             # Refused (a forged, stale or foreign answer, a step that holds this number): nothing is recorded;
             # the record goes with the refusal so the history says what was refused.
             log.warning("payment_answer_refused", payment_id=req.payment_id, rule=err.rule, error=err.message)
+            metrics.refused(err.rule, "engine")
             raise ApplicationError(
                 err.message,
                 *([rec] if rec else []),
@@ -128,6 +132,9 @@ class PaymentActivities:
                 category=ApplicationErrorCategory.BENIGN,
             ) from None
         log.info("payment_answer_recorded", payment_id=req.payment_id, state=status.state, seq=req.seq)
+        if not outcome.replayed:
+            metrics.step_recorded(rec.step.value)
+            metrics.payment(str(status.state))
         return SettledAnswer(
             status=status, outcome=outcome.model_copy(update={"record": rec.model_copy(update={"at": outcome.at})})
         )
@@ -189,6 +196,7 @@ class PaymentActivities:
         """A payment is late: ask the channel; if it never received the instruction, send it again as
         PostgreSQL has it (same id: it cannot be paid twice); tell Finance."""
         named = rec.instruction
+        metrics.payment("escalated")
         async with self._sessions() as session:
             try:
                 instr = await finance_db.released_instruction(session, named.payment_id, named.household_code)

@@ -19,6 +19,7 @@ from temporalio.client import Client, WorkflowExecution
 from archive.source import ALL_WORKFLOWS
 from archive.store import HistoryArchive, archived
 from auditor.archive import history_key_ids
+from core import metrics
 from core.signing import SigningRing
 from models.archive import ArchiveSweepInput, ArchiveSweepResult
 
@@ -112,6 +113,7 @@ class ArchiveActivities:
                 failed.append(f"{wf.id} {wf.run_id}: {err}")
             activity.heartbeat(i + 1)
         waiting = len(found.missing) - new
+        metrics.backlog("archive", waiting)
         if todo:
             log.info("histories_archived", archived=new, waiting=waiting, failed=len(failed), closed=len(found.closed))
         return ArchiveSweepResult(

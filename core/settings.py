@@ -7,7 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, DotEnvSettingsSource, SettingsConfigDict
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,6 +31,21 @@ class Settings(BaseSettings):
     temporal_namespace: str = "default"
     temporal_task_queue: str = "households"
     temporal_ui_url: str = "http://127.0.0.1:8080"
+    # TLS to Temporal, under the names Temporal's CLI and SDK read (envconfig): a server CA to trust, a client
+    # certificate and key for mTLS, the name the server's certificate carries, or an API key (Temporal Cloud).
+    # Any of them switches TLS on; TEMPORAL_TLS=true alone trusts the system's CAs.
+    temporal_tls: bool = False
+    temporal_tls_server_ca_cert_path: Path | None = None
+    temporal_tls_client_cert_path: Path | None = None
+    temporal_tls_client_key_path: Path | None = None
+    temporal_tls_server_name: str | None = None
+    temporal_api_key: SecretStr | None = None
+    # Prometheus metrics (the SDK's runtime telemetry and the engine's own counters, core/metrics.py), served
+    # at http://METRICS_HOST:<port>/metrics: METRICS_PORT for a worker (the embedded stack's worker n takes
+    # METRICS_PORT + n - 1), WEB_METRICS_PORT for the web app. Unset: no endpoint.
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    web_metrics_port: int | None = Field(default=None, ge=1, le=65535)
     # How long Temporal keeps a closed workflow's history. The stack sets it on the namespace (embedded and
     # compose); the archive sweep copies every closed history into `workflow_histories` long before that.
     temporal_retention_days: int = Field(default=30, ge=1, le=3650)

@@ -54,6 +54,15 @@ async def enqueue(session: AsyncSession, **message: Any) -> bool:
     return new_id is not None
 
 
+async def due_count(session: AsyncSession) -> int:
+    """Messages due now and not sent: the outbox's backlog."""
+    return await session.scalar(
+        select(func.count())
+        .select_from(outbox)
+        .where(outbox.c.status == "pending", outbox.c.next_attempt_at <= func.now())
+    )
+
+
 async def claim_due(session: AsyncSession, limit: int) -> list[Message]:
     """Due messages, locked for this transaction; other dispatchers skip them."""
     rows = await session.execute(

@@ -11,6 +11,7 @@ import asyncio
 
 import structlog
 
+from core import metrics
 from core.settings import Settings
 from db import outbox
 from db.engine import Sessions
@@ -47,6 +48,15 @@ class Dispatcher:
             total += n
         return total
 
+    async def _measure_backlog(self) -> None:
+        """The outbox's backlog as a gauge, read when the dispatcher is idle (a channel that refuses every
+        message leaves them due: the backlog then grows while nothing is sent)."""
+        try:
+            async with self._sessions() as session:
+                metrics.backlog("outbox", await outbox.due_count(session))
+        except Exception:  # noqa: BLE001 (a measurement must not stop the dispatcher)
+            log.warning("outbox_backlog_unmeasured", exc_info=True)
+
     async def run_forever(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
@@ -55,6 +65,7 @@ class Dispatcher:
                 log.exception("dispatcher_error")
                 n = 0
             if n == 0:
+                await self._measure_backlog()
                 try:
                     await asyncio.wait_for(stop.wait(), timeout=self._settings.notify_poll_seconds)
                 except TimeoutError:

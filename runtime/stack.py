@@ -481,6 +481,9 @@ class BackgroundWorker(_Background):
         cmd = [sys.executable, str(ROOT / "worker.py"), "--ready-file", str(ready)]
         if self.number > 1:
             cmd.append("--no-dispatcher")
+        # One metrics endpoint a process: worker n serves METRICS_PORT + n - 1.
+        if base := env.get("METRICS_PORT") or os.environ.get("METRICS_PORT"):
+            env = {**env, "METRICS_PORT": str(int(base) + self.number - 1)}
         self._launch(cmd, env, ready.exists, self.name)
         return True
 

@@ -29,6 +29,7 @@ from temporalio.service import RPCError
 from archive.source import open_archive
 from auditor import timeline as timeline_view
 from auditor.history import read_trail
+from core import metrics
 from core.client import connect
 from core.errors import Refusal
 from core.settings import Settings, get_settings
@@ -113,6 +114,7 @@ Who = Annotated[access.SignedIn, Depends(signed_in)]
 async def refused_page(request: Request, exc: Exception) -> Response:
     """A refusal raised under a page (a stale form, an attachment too large): shown, with its rule."""
     assert isinstance(exc, Refusal)
+    metrics.refused(exc.rule, "web")
     words = pages.Words(request.cookies.get("lang", "vi"))
     context = {"t": words, "me": None, "rule": exc.rule, "message": exc.message}
     resp = pages.templates.TemplateResponse(request, "refused.html", context)
@@ -134,7 +136,7 @@ def create_app(
             engine = make_engine(settings)
             app.state.sessions = make_sessions(engine)
         if client is None:
-            app.state.client = await connect(settings)
+            app.state.client = await connect(settings, metrics_port=settings.web_metrics_port)
         try:
             yield
         finally:

@@ -6,6 +6,7 @@ from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from core import metrics
 from core.errors import Refusal
 
 # The HTTP status for each rule the engine (or the sign-in) can answer with; anything else is 409: the
@@ -49,6 +50,7 @@ class Problem(Exception):
 
 
 def response(p: Problem) -> JSONResponse:
+    metrics.refused(p.rule, "web")
     return JSONResponse(
         {"type": p.rule, "title": p.rule, "status": p.status, "detail": p.detail},
         status_code=p.status,
