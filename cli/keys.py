@@ -21,6 +21,7 @@ from core.signing import write_ring as write_signing_ring
 from db import signing_keys as signing_keys_db
 from models.assertion import CHANNEL, OFFICERS
 from operations import signing_keys as signing_keys_ops
+from runtime.tls import make_dev_ca
 
 app = typer.Typer(no_args_is_help=True, help="Payload encryption keys and signing keys: create, rotate, list")
 
@@ -134,3 +135,16 @@ async def keys_signing_list(settings: Settings) -> None:
     for k in sorted(keys.keys.values(), key=lambda k: (k.holder, k.valid_from)):
         table.add_row(k.key_id, k.holder, moment(k.valid_from), moment(k.valid_until) if k.valid_until else "—")
     out.print(table)
+
+
+@app.command("tls-dev")
+def keys_tls_dev(
+    folder: Path = typer.Option(Path("secrets/tls"), "--dir", help="Where to write the CA and certificates"),
+) -> None:
+    """Make a development CA and the certificates compose's stack uses: Temporal's frontend (mTLS), its
+    clients (worker, web app, CLI) and the web app's HTTPS. A province uses its own CA instead."""
+    try:
+        written = make_dev_ca(folder)
+    except FileExistsError as e:
+        fail(str(e))
+    out.print(f"development CA and certificates written: {', '.join(p.name for p in written)} (keys 0600)")
