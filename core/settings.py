@@ -124,6 +124,8 @@ class Settings(BaseSettings):
     web_host: str = "127.0.0.1"
     web_port: int = 8000
     web_secure_cookie: bool = True
+    # The largest request body the web app reads (a step's form with its attachments, 10 MB each).
+    web_max_request_bytes: int = Field(default=32 * 2**20, ge=2**16)
     # Test each pooled connection with a round trip before use. Off by default: an activity that meets a
     # connection PostgreSQL has dropped fails and is retried by Temporal, and the ping costs three round
     # trips (begin, select, rollback) on every checkout, about a fifth of a transition's SQL traffic.

@@ -216,3 +216,64 @@ async def test_the_dashboard_measures_progress_against_the_deadlines(web, sessio
         assert "Tiến độ so với các mốc thời hạn" in home.text and "Hoàn thành xóa nhà tạm" in home.text
     shown = re.findall(r'<td class="num">(\d+) / (\d+) ', home.text)  # "closed / covered" of each deadline
     assert shown == [(str(closed), str(covered)) for covered, closed in counted(WEB_DISTRICT)]
+
+
+async def test_every_page_carries_the_security_headers_and_no_inline_script_or_style(web, sessions):
+    officer = sample.commune_user(WEB_DISTRICT, web["communes"][WEB_DISTRICT])
+    async with browser(web["app"], sessions, officer) as (c, _):
+        for path in ("/", "/households", f"/households/{web['mine'].code}", "/login", "/static/app.css"):
+            r = await c.get(path)
+            policy = r.headers["content-security-policy"]
+            assert "script-src 'self'" in policy and "style-src 'self'" in policy and "unsafe" not in policy
+            assert "frame-ancestors 'none'" in policy and r.headers["x-frame-options"] == "DENY"
+            assert r.headers["referrer-policy"] == "no-referrer" and r.headers["x-content-type-options"] == "nosniff"
+            if r.headers["content-type"].startswith("text/html"):
+                assert re.findall(r"<script(?![^>]*\bsrc=)[^>]*>", r.text) == [], path  # no inline script
+                assert " style=" not in r.text and "<style" not in r.text and " on" + "click=" not in r.text, path
+        docs = await c.get("/docs")
+        assert docs.headers["content-security-policy"].startswith("frame-ancestors 'none'")
+
+
+async def test_a_body_over_the_limit_is_refused_before_it_is_read(web, sessions):
+    officer = sample.commune_user(WEB_DISTRICT, web["communes"][WEB_DISTRICT])
+    limit = web["app"].user_middleware[0].kwargs["max_body"]
+    async with browser(web["app"], sessions, officer) as (c, csrf):
+        big = await c.post(
+            f"/households/{web['mine'].code}/act",
+            data={"csrf": csrf, "step": "verify"},
+            files={"files": ("huge.pdf", b"0" * (limit + 1), "application/pdf")},
+        )
+        assert big.status_code == 413 and big.json()["type"] == "RequestTooLarge"
+        assert "frame-ancestors 'none'" in big.headers["content-security-policy"]
+    assert (await household_state(web["app"].state.client, web["mine"].code)).stage.value == "verification"
+
+
+async def test_an_upload_is_stored_only_from_an_officer_who_may_take_that_step(web, client, sessions, settings):
+    commune = web["communes"][WEB_DISTRICT]
+    officer = sample.commune_user(WEB_DISTRICT, commune)
+    (h,) = await enroll(
+        client, sessions, web["task_queue"], make_households(1, district=WEB_DISTRICT, commune=commune, programme="")
+    )
+    folder = settings.state_dir / "evidence"
+    async with browser(web["app"], sessions, officer) as (c, csrf):
+        for code, step, scan in [
+            (web["theirs"].code, "verify", b"another district's file"),  # outside the jurisdiction
+            (h.code, "approve", b"the district's step"),  # not the commune's to take
+        ]:
+            r = await c.post(
+                f"/households/{code}/act",
+                data={"csrf": csrf, "step": step},
+                files={"files": ("x.pdf", scan, "application/pdf")},
+            )
+            assert r.status_code == 403 and ("OutsideJurisdiction" in r.text or "AttachmentRefused" in r.text)
+            assert not (folder / hashlib.sha256(scan).hexdigest()).exists()
+        kept = b"the commune's own minutes"
+        ok = await c.post(
+            f"/households/{h.code}/act",
+            data={"csrf": csrf, "step": "verify"},
+            files={"files": ("bb.pdf", kept, "application/pdf")},
+        )
+        assert ok.status_code == 303 and "message=" in ok.headers["location"]
+    stored = folder / hashlib.sha256(kept).hexdigest()
+    assert stored.read_bytes() == kept
+    assert stored.stat().st_mode & 0o777 == 0o600 and folder.stat().st_mode & 0o077 == 0

@@ -8,6 +8,7 @@ offers only the steps the engine would accept (rules.allowed_actions).
 from __future__ import annotations
 
 import hashlib
+import os
 import secrets
 import tempfile
 from datetime import UTC, datetime
@@ -31,7 +32,7 @@ from db import policy as policy_db
 from models.finance import BatchAction, BatchSelection
 from models.household import Stage, Step
 from operations import access, payouts, reconciliation, reports
-from operations.actions import household_view, next_actions, take_step
+from operations.actions import household_state, household_view, next_actions, take_step
 from web.i18n import Words
 from workflows import rules
 
@@ -278,10 +279,14 @@ def router(settings: Settings, cookie: str) -> APIRouter:
         form = await request.form()
         check_csrf(signed, str(form.get("csrf", "")))
         evidence = _refs(form.get("evidence"))
-        for upload in form.getlist("files"):
-            if isinstance(upload, UploadFile) and upload.filename:
-                evidence.append(await _store(settings, upload))
         step = str(form.get("step", ""))
+        uploads = [u for u in form.getlist("files") if isinstance(u, UploadFile) and u.filename]
+        if uploads:
+            # An attachment is kept only from an officer who may take this step on this household now: a
+            # stranger's upload never reaches the disk. The engine still decides the step itself.
+            await _may_attach(request, signed, code, step)
+        for upload in uploads:
+            evidence.append(await _store(settings, upload))
         try:
             tranche = int(str(form["tranche"])) if form.get("tranche") else None
         except ValueError:
@@ -408,14 +413,33 @@ def _refs(text: object) -> list[str]:
 BULK_STEPS = {Step.VERIFY, Step.APPROVE, Step.COMPLETE_CONSTRUCTION, Step.ACCEPT}
 
 
+async def _may_attach(request: Request, signed: access.SignedIn, code: str, step: str) -> None:
+    """Refuse, before anything is stored, an upload for a household outside the officer's jurisdiction or for
+    a step the engine would not accept from this officer now."""
+    async with request.app.state.sessions() as s:
+        row = await households.visible_one(s, signed.user.jurisdiction, code.strip().upper())
+    if row is None:
+        raise Refusal("OutsideJurisdiction", f"{code}: not a household of your jurisdiction")
+    db = request.app.state.sessions
+    state = await household_state(request.app.state.client, row["code"])
+    options = await next_actions(db, state, signed.user.actor())
+    if step not in {o.step.value for o in options}:
+        raise Refusal(
+            "AttachmentRefused", f"{code}: {step or 'this step'} is not yours to take now; nothing was attached"
+        )
+
+
 async def _store(settings: Settings, upload: UploadFile) -> str:
-    """Keep an attachment by its SHA-256 and return the evidence reference the audit trail records."""
+    """Keep an attachment by its SHA-256 and return the evidence reference the audit trail records. The
+    folder and the files are the web app's alone (0700 / 0600): evidence names households and their CCCD."""
     data = await upload.read(MAX_ATTACHMENT + 1)
     if len(data) > MAX_ATTACHMENT:
         raise Refusal("AttachmentTooLarge", f"{upload.filename}: larger than {MAX_ATTACHMENT // 2**20} MB")
     digest = hashlib.sha256(data).hexdigest()
     folder = settings.state_dir / "evidence"
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / digest).write_bytes(data)
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(folder / digest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
     name = Path(upload.filename or "file").name[:80]
     return f"{name} sha256:{digest}"

@@ -36,6 +36,8 @@ STATUS = {
     "UnknownMilestone": 422,
     "TooManyAttempts": 429,
     "PayloadsTooLarge": 413,
+    "RequestTooLarge": 413,
+    "AttachmentRefused": 403,
 }
 
 

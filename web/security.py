@@ -1,0 +1,103 @@
+"""What every response of the web app carries, and how much a request may send.
+
+Pages that authorise payouts must not run a script the app did not serve, be framed by another site, or tell
+other sites where the officer was: a Content-Security-Policy with no inline script or style (htmx and the
+stylesheet come from /static), frame-ancestors 'none', no referrer. The API docs (/docs, /redoc) load
+Swagger's assets and inline bootstrap script, so they get a policy of their own that still forbids framing.
+
+A request body larger than `max_body` is refused with 413 before the app reads it: by its Content-Length,
+and, when it streams without one, as soon as the bytes received pass the limit."""
+
+from __future__ import annotations
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+PAGE_POLICY = "; ".join(
+    [
+        "default-src 'self'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "img-src 'self' data:",
+        "connect-src 'self'",
+        "font-src 'self'",
+        "object-src 'none'",
+        "base-uri 'none'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+    ]
+)
+DOCS_POLICY = "frame-ancestors 'none'; object-src 'none'; base-uri 'none'"
+DOCS = ("/docs", "/redoc")
+
+
+def headers_for(path: str, *, https: bool) -> list[tuple[bytes, bytes]]:
+    policy = DOCS_POLICY if path.startswith(DOCS) else PAGE_POLICY
+    out = [
+        (b"content-security-policy", policy.encode()),
+        (b"x-frame-options", b"DENY"),
+        (b"referrer-policy", b"no-referrer"),
+        (b"x-content-type-options", b"nosniff"),
+        (b"permissions-policy", b"camera=(), microphone=(), geolocation=(), payment=()"),
+        (b"cross-origin-opener-policy", b"same-origin"),
+    ]
+    if https:
+        out.append((b"strict-transport-security", b"max-age=31536000"))
+    return out
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class SecurityMiddleware:
+    """The headers above on every HTTP response, and the request body limit."""
+
+    def __init__(self, app: ASGIApp, *, max_body: int, https: bool) -> None:
+        self.app, self.max_body, self.https = app, max_body, https
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        extra = headers_for(scope.get("path", ""), https=self.https)
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_body):
+            await self._too_large(send, extra)
+            return
+        received = 0
+        started = False
+
+        async def limited() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body:
+                    raise BodyTooLarge
+            return message
+
+        async def with_headers(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                known = {k.lower() for k, _ in message.get("headers", [])}
+                message = {
+                    **message,
+                    "headers": [*message.get("headers", []), *(h for h in extra if h[0] not in known)],
+                }
+            await send(message)
+
+        try:
+            await self.app(scope, limited, with_headers)
+        except BodyTooLarge:
+            if not started:
+                await self._too_large(send, extra)
+
+    async def _too_large(self, send: Send, extra: list[tuple[bytes, bytes]]) -> None:
+        body = (
+            b'{"type":"RequestTooLarge","title":"RequestTooLarge","status":413,'
+            + f'"detail":"the request is larger than {self.max_body // 2**20} MB"}}'.encode()
+        )
+        headers = [(b"content-type", b"application/problem+json"), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 413, "headers": headers + extra})
+        await send({"type": "http.response.body", "body": body})
