@@ -32,10 +32,22 @@ $(CHROMIUM):
 	  $$SUDO apt-get -o Acquire::Retries=3 update -qq && \
 	  $$SUDO apt-get -o Acquire::Retries=3 install -y -qq --no-install-recommends chromium >/dev/null
 
+# tests/test_compose.py checks docker-compose.yml with `docker-compose config` (Debian's package: no engine needed).
+COMPOSE_BIN := /usr/bin/docker-compose
+$(COMPOSE_BIN):
+	@echo "Installing Debian's docker-compose for the compose check (apt-get)"
+	@if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  $$SUDO apt-get -o Acquire::Retries=3 update -qq && \
+	  $$SUDO apt-get -o Acquire::Retries=3 install -y -qq --no-install-recommends docker-compose >/dev/null
+
+compose-check: $(COMPOSE_BIN)
+	$(COMPOSE_BIN) -f docker-compose.yml config -q
+
 ## make test: lint, then the whole suite against real PostgreSQL and Temporal test servers, in TEST_JOBS
 ## processes (pytest-xdist; each starts its own servers, a test file stays in one process)
 TEST_JOBS ?= 2
-test: install $(CHROMIUM)
+test: install $(CHROMIUM) $(COMPOSE_BIN)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest -n $(TEST_JOBS) --dist loadfile

@@ -3,6 +3,8 @@ doors', the bank's and the witness's rings; their public halves registered in Po
 
 from __future__ import annotations
 
+import os
+import secrets
 from pathlib import Path
 
 import typer
@@ -148,3 +150,50 @@ def keys_tls_dev(
     except FileExistsError as e:
         fail(str(e))
     out.print(f"development CA and certificates written: {', '.join(p.name for p in written)} (keys 0600)")
+
+
+@app.command("compose-secrets")
+def keys_compose_secrets(
+    folder: Path = typer.Option(Path("secrets"), "--dir", help="The folder docker-compose.yml reads secrets from"),
+) -> None:
+    """Make every secret docker-compose.yml names that the folder lacks: the payload key ring, the signing
+    rings (officers, bank, witness) with their public halves, the bank's callback secret, the database
+    passwords and the URLs built from them, and a development CA (a province puts its own certificates in
+    tls/ instead). Never replaces a file that exists: a new ring would disown what the old one sealed."""
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    made: list[str] = []
+
+    def secret(name: str, text: str) -> None:
+        path = folder / name
+        if not path.exists():
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(text)
+            made.append(name)
+
+    if not (folder / "payload-keys").exists():
+        write_ring(folder / "payload-keys", new_ring())
+        made.append("payload-keys")
+    for name, holder, prefix in (("signing-keys", OFFICERS, "officers-"), ("bank-signing-keys", CHANNEL, "bank-")):
+        if not (folder / name).exists():
+            ring = new_signing_ring(new_key_id(prefix))
+            write_signing_ring(folder / name, ring)
+            (folder / f"{name}.pub").write_text(signing_keys_ops.public_file_text(ring, holder))
+            made += [name, f"{name}.pub"]
+    if not (folder / "witness-keys").exists():
+        ring = new_signing_ring(new_key_id(WITNESS_KEY_PREFIX))
+        write_signing_ring(folder / "witness-keys", ring)
+        write_public_key_file(folder / "witness-keys.pub", ring)
+        made += ["witness-keys", "witness-keys.pub"]
+    secret("bank-callback-secret", secrets.token_urlsafe(32))
+    for name in ("temporal-db-password", "app-db-superuser-password", "app-db-owner-password", "app-db-app-password"):
+        secret(name, secrets.token_urlsafe(24))
+    owner_pw = (folder / "app-db-owner-password").read_text().strip()
+    app_pw = (folder / "app-db-app-password").read_text().strip()
+    # Read by the settings from SECRETS_DIR (one file per setting, named as the setting).
+    secret("database_url", f"postgresql://housing_app:{app_pw}@app-db:5432/housing")
+    secret("database_owner_url", f"postgresql://housing:{owner_pw}@app-db:5432/housing")
+    if not (folder / "tls" / "ca.pem").exists():
+        made += [f"tls/{p.name}" for p in make_dev_ca(folder / "tls")]
+    out.print(f"{len(made)} secrets made in {folder.name}/: {', '.join(made) or 'none (all were there)'}")
+    out.print("the containers run as uid 10001: give it read access (chown 10001 on the files), nobody else")

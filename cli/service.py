@@ -66,4 +66,8 @@ def web_cmd(
         host=host or settings.web_host,
         port=port or settings.web_port,
         log_config=None,
+        # HTTPS when a certificate is configured (compose's web service); the embedded stack serves HTTP on
+        # the loopback only.
+        ssl_certfile=settings.web_tls_cert_path,
+        ssl_keyfile=settings.web_tls_key_path,
     )

@@ -8,7 +8,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, DotEnvSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, DotEnvSettingsSource, SecretsSettingsSource, SettingsConfigDict
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -24,7 +24,11 @@ class Settings(BaseSettings):
         # points it at nothing, for itself and the commands it starts).
         env_file = os.environ.get("HOUSING_ENV_FILE", ".env")
         dotenv = DotEnvSettingsSource(settings_cls, env_file=env_file, env_file_encoding="utf-8")
-        return init_settings, env_settings, dotenv, file_secret_settings
+        # SECRETS_DIR (compose: /run/secrets): a setting may also come from a file of that folder named as the
+        # setting (database_url, database_owner_url, temporal_api_key), so no password sits in the environment.
+        secrets_dir = os.environ.get("SECRETS_DIR")
+        files = SecretsSettingsSource(settings_cls, secrets_dir=secrets_dir) if secrets_dir else file_secret_settings
+        return init_settings, env_settings, dotenv, files
 
     # Same names as docker-compose.yml's environment blocks.
     temporal_address: str = "127.0.0.1:7233"
@@ -124,6 +128,9 @@ class Settings(BaseSettings):
     web_host: str = "127.0.0.1"
     web_port: int = 8000
     web_secure_cookie: bool = True
+    # The web app's own HTTPS (compose publishes it beyond the host): a certificate and its key.
+    web_tls_cert_path: Path | None = None
+    web_tls_key_path: Path | None = None
     # The largest request body the web app reads (a step's form with its attachments, 10 MB each).
     web_max_request_bytes: int = Field(default=32 * 2**20, ge=2**16)
     # Test each pooled connection with a round trip before use. Off by default: an activity that meets a

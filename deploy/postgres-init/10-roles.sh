@@ -5,6 +5,11 @@
 #   HOUSING_APP_USER    the worker's and the web app's login: owns nothing, not superuser, cannot create
 #                       databases or roles; the migrations grant it what the engine needs, table by table.
 set -eu
+# Passwords come as compose secrets (*_FILE) or, for a quick local try, as the variables themselves.
+for v in HOUSING_OWNER_PASSWORD HOUSING_APP_PASSWORD; do
+    eval "file=\${${v}_FILE:-}"
+    if [ -n "$file" ]; then eval "$v=\$(cat \"\$file\")"; fi
+done
 : "${HOUSING_OWNER_USER:?}" "${HOUSING_OWNER_PASSWORD:?}" "${HOUSING_APP_USER:?}" "${HOUSING_APP_PASSWORD:?}"
 : "${HOUSING_DB:=housing}"
 
