@@ -17,18 +17,31 @@ from models.gazetteer import Gazetteer
 TERMINAL = ("closed", "cancelled")
 
 
+# The merged gazetteer by the digests of the versions it was made from, in loading order. Every move's record,
+# import and reconciliation asks for it; parsing every stored document each time was work repeated on the hot
+# path. Content-addressed, so a cache entry can never stand for another set of versions (nor another database).
+_MERGED: dict[tuple[str, ...], Gazetteer] = {}
+
+
 async def stored(session: AsyncSession) -> Gazetteer | None:
     """Every version loaded, as one gazetteer (units and reorganisations of all versions); None: none loaded."""
-    docs = list(await session.scalars(select(gazetteers.c.document).order_by(gazetteers.c.loaded_at)))
-    if not docs:
+    digests = tuple(await session.scalars(select(gazetteers.c.sha256).order_by(gazetteers.c.loaded_at)))
+    if not digests:
         return None
+    if (hit := _MERGED.get(digests)) is not None:
+        return hit.model_copy(deep=True)
+    docs = list(await session.scalars(select(gazetteers.c.document).order_by(gazetteers.c.loaded_at)))
     units: dict[str, dict] = {}
     reorgs: dict[str, dict] = {}
     for d in docs:
         units |= {u["code"]: u for u in d["units"]}
         reorgs |= {r["basis"]: r for r in d.get("reorganisations", [])}
     last = docs[-1]
-    return Gazetteer.model_validate({**last, "units": list(units.values()), "reorganisations": list(reorgs.values())})
+    merged = Gazetteer.model_validate({**last, "units": list(units.values()), "reorganisations": list(reorgs.values())})
+    if len(_MERGED) > 16:
+        _MERGED.clear()
+    _MERGED[digests] = merged
+    return merged.model_copy(deep=True)
 
 
 async def version_digest(session: AsyncSession, version: str) -> str | None:
