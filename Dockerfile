@@ -11,7 +11,7 @@ FROM python:3.11-slim
 ENV PATH=/opt/venv/bin:$PATH PYTHONPATH=/app PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 LOG_JSON=true
 RUN useradd --system --uid 10001 --create-home --home-dir /home/app app \
     && mkdir -p /var/lib/housing/witness /var/lib/housing/evidence /var/lib/bank \
-    && chown -R app:app /var/lib/housing /var/lib/bank
+    && chown -R app:app /var/lib/housing /var/lib/bank && chmod 700 /var/lib/housing/evidence
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /app
 COPY --chown=root:root . /app

@@ -196,7 +196,8 @@ class PaymentActivities:
         """A payment is late: ask the channel; if it never received the instruction, send it again as
         PostgreSQL has it (same id: it cannot be paid twice); tell Finance."""
         named = rec.instruction
-        metrics.payment("escalated")
+        if activity.info().attempt == 1:
+            metrics.payment("escalated")
         async with self._sessions() as session:
             try:
                 instr = await finance_db.released_instruction(session, named.payment_id, named.household_code)

@@ -155,6 +155,9 @@ def keys_tls_dev(
 @app.command("compose-secrets")
 def keys_compose_secrets(
     folder: Path = typer.Option(Path("secrets"), "--dir", help="The folder docker-compose.yml reads secrets from"),
+    chown: bool = typer.Option(
+        False, "--chown", help="As root: give each private secret to the container user that reads it"
+    ),
 ) -> None:
     """Make every secret docker-compose.yml names that the folder lacks: the payload key ring, the signing
     rings (officers, bank, witness) with their public halves, the bank's callback secret, the database
@@ -196,4 +199,27 @@ def keys_compose_secrets(
     if not (folder / "tls" / "ca.pem").exists():
         made += [f"tls/{p.name}" for p in make_dev_ca(folder / "tls")]
     out.print(f"{len(made)} secrets made in {folder.name}/: {', '.join(made) or 'none (all were there)'}")
-    out.print("the containers run as uid 10001: give it read access (chown 10001 on the files), nobody else")
+    # Compose (without swarm) bind-mounts a secret file with its owner and mode: each private one must belong
+    # to the user of the one image that reads it. Public halves and certificates are readable by all.
+    owners = compose_secret_owners()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        name = str(path.relative_to(folder))
+        if name.endswith((".pub", ".pem")):
+            path.chmod(0o644)
+        elif chown and name in owners:
+            os.chown(path, owners[name], owners[name])
+    if not chown:
+        out.print("then, as root: the same command with --chown, so each container's user can read its secrets")
+
+
+def compose_secret_owners() -> dict[str, int]:
+    """Which container user reads each private secret: the application image (10001), the postgres image's
+    init script (999), Temporal's server and admin tools and the Web UI (1000). The CA's key is no one's:
+    move it off the server once the certificates are made."""
+    app, postgres, temporal = 10001, 999, 1000
+    owners = {name: app for name in ("payload-keys", "signing-keys", "bank-signing-keys", "witness-keys")}
+    owners |= {"bank-callback-secret": app, "database_url": app, "database_owner_url": app}
+    owners |= {"tls/client.key": app, "tls/web.key": app, "tls/temporal.key": temporal, "tls/tools.key": temporal}
+    owners |= {"temporal-db-password": temporal, "app-db-owner-password": postgres, "app-db-app-password": postgres}
+    owners |= {"app-db-superuser-password": postgres}
+    return owners

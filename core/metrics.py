@@ -8,7 +8,7 @@ Inside an activity the activity's meter is used (it carries the task queue and a
 process runtime's. With no endpoint configured every call here costs nothing and records nothing.
 
 Names (counters end in `_total`): housing_steps_recorded_total{step}, housing_refusals_total{rule, where},
-housing_payments_total{event}, housing_backlog{queue}.
+housing_payments_total{event}, housing_backlog{queue} (outbox, outbox_dead, archive).
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from temporalio.common import MetricMeter
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
 _runtime: Runtime | None = None
-_instruments: dict[tuple[int, str], object] = {}
 
 
 def runtime(host: str, port: int | None) -> Runtime | None:
@@ -43,12 +42,10 @@ def _meter() -> MetricMeter:
 
 
 def _instrument(kind: str, name: str, description: str):
+    # Made from the meter at hand each time: an activity's meter is its own (it carries that activity's
+    # labels), so an instrument kept from another meter would count under another activity's name.
     meter = _meter()
-    key = (id(meter), name)
-    if key not in _instruments:
-        make = meter.create_counter if kind == "counter" else meter.create_gauge
-        _instruments[key] = make(name, description)
-    return _instruments[key]
+    return (meter.create_counter if kind == "counter" else meter.create_gauge)(name, description)
 
 
 def step_recorded(step: str) -> None:
@@ -56,15 +53,18 @@ def step_recorded(step: str) -> None:
 
 
 def refused(rule: str, where: str) -> None:
-    """A refusal named by its rule; `where` is the engine (the recording transaction) or the web app."""
+    """A refusal named by its rule. `where="engine"`: decided in the recording transaction (the worker);
+    `where="web"`: what the web app answered, the engine's refusals it passes back included. Alert on one."""
     _instrument("counter", "housing_refusals", "Actions refused, by rule").add(1, {"rule": rule, "where": where})
 
 
 def payment(event: str) -> None:
-    """released (handed to the channel), confirmed (the bank's signed answer recorded), escalated (late)."""
+    """released (handed to the channel), confirmed or failed (the bank's signed answer recorded), escalated
+    (late: counted once per escalation, not per retry of its activity)."""
     _instrument("counter", "housing_payments", "Payments, by event").add(1, {"event": event})
 
 
 def backlog(queue: str, size: int) -> None:
-    """outbox: notifications due and not sent; archive: closed histories Temporal holds, not yet archived."""
+    """outbox: notifications waiting to be sent (due or retrying later); outbox_dead: given up after the last
+    attempt; archive: closed histories Temporal holds, not yet archived."""
     _instrument("gauge", "housing_backlog", "Work waiting, by queue").set(max(size, 0), {"queue": queue})

@@ -54,13 +54,13 @@ async def enqueue(session: AsyncSession, **message: Any) -> bool:
     return new_id is not None
 
 
-async def due_count(session: AsyncSession) -> int:
-    """Messages due now and not sent: the outbox's backlog."""
-    return await session.scalar(
-        select(func.count())
-        .select_from(outbox)
-        .where(outbox.c.status == "pending", outbox.c.next_attempt_at <= func.now())
+async def backlog(session: AsyncSession) -> dict[str, int]:
+    """Messages not sent, by status: `pending` (due now or retrying later, as a failing channel leaves them)
+    and `dead` (given up after the last attempt)."""
+    rows = await session.execute(
+        select(outbox.c.status, func.count()).where(outbox.c.status.in_(("pending", "dead"))).group_by(outbox.c.status)
     )
+    return {"pending": 0, "dead": 0} | {status: n for status, n in rows}
 
 
 async def claim_due(session: AsyncSession, limit: int) -> list[Message]:

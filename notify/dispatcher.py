@@ -49,11 +49,13 @@ class Dispatcher:
         return total
 
     async def _measure_backlog(self) -> None:
-        """The outbox's backlog as a gauge, read when the dispatcher is idle (a channel that refuses every
-        message leaves them due: the backlog then grows while nothing is sent)."""
+        """The outbox's backlog as gauges, read when the dispatcher has nothing due: every message waiting
+        (a channel that refuses them pushes their next attempt later, so they stay counted) and the dead."""
         try:
             async with self._sessions() as session:
-                metrics.backlog("outbox", await outbox.due_count(session))
+                counts = await outbox.backlog(session)
+            metrics.backlog("outbox", counts["pending"])
+            metrics.backlog("outbox_dead", counts["dead"])
         except Exception:  # noqa: BLE001 (a measurement must not stop the dispatcher)
             log.warning("outbox_backlog_unmeasured", exc_info=True)
 

@@ -1,4 +1,4 @@
-"""A development certificate authority and the certificates compose's stack uses (deploy/tls/, never in an
+"""A development certificate authority and the certificates compose's stack uses (secrets/tls/, never in an
 image): Temporal's frontend (mTLS), the clients that reach it (worker, web app, migrate, the CLI) and the web
 app's HTTPS. A province's own CA replaces all of it: the settings only name files.
 
@@ -29,10 +29,12 @@ class Leaf:
     client: bool
 
 
-# Temporal's frontend is both (its services reach each other through it); the clients are clients only.
+# Temporal's frontend is both (its services reach each other through it); the clients are clients only,
+# one pair per reader, since compose bind-mounts each secret with one owner.
 LEAVES = (
     Leaf("temporal", ("temporal", "localhost", "127.0.0.1"), server=True, client=True),
     Leaf("client", ("housing-worker",), server=False, client=True),
+    Leaf("tools", ("temporal-tools",), server=False, client=True),  # admin tools and the Web UI (uid 1000)
     Leaf("web", ("localhost", "web", "127.0.0.1"), server=True, client=False),
 )
 

@@ -156,3 +156,28 @@ def test_compose_secrets_makes_every_secret_the_file_names_once_and_privately(co
         read = Settings()
     password = (folder / "app-db-app-password").read_text()
     assert read.database_url == f"postgresql://housing_app:{password}@app-db:5432/housing"
+
+
+# The user each image runs as when it reads its secrets. The postgres image reads POSTGRES_PASSWORD_FILE as root
+# before it drops to its user (999), which then runs the init script.
+READER = {name: 10001 for name in ("migrate", "bank", "worker", "worker-more", "web")}
+READER |= {name: 1000 for name in ("temporal", "temporal-schema", "temporal-setup", "temporal-ui")}
+READER |= {"app-db": 999, "temporal-db": 0}
+
+
+def test_each_private_secret_belongs_to_the_one_user_that_reads_it(compose) -> None:
+    from cli.keys import compose_secret_owners
+
+    owners = compose_secret_owners()
+    files = {name: os.path.relpath(s["file"], ROOT / "secrets") for name, s in compose["secrets"].items()}
+    wrong = []
+    for service, s in compose["services"].items():
+        for secret in s.get("secrets", []):
+            path = files[_source(secret)]
+            if path.endswith((".pem", ".pub")) or READER[service] == 0:
+                continue
+            if path == "app-db-superuser-password":
+                continue  # read as root by the postgres image's entrypoint
+            if owners.get(path) != READER[service]:
+                wrong.append(f"{service} (uid {READER[service]}) reads {path}, owned by {owners.get(path)}")
+    assert wrong == []

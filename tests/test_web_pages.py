@@ -245,6 +245,14 @@ async def test_a_body_over_the_limit_is_refused_before_it_is_read(web, sessions)
         )
         assert big.status_code == 413 and big.json()["type"] == "RequestTooLarge"
         assert "frame-ancestors 'none'" in big.headers["content-security-policy"]
+
+        # Streamed, with no Content-Length: refused as soon as the bytes pass the limit, 413 all the same.
+        async def chunks():
+            for _ in range(limit // 2**20 + 2):
+                yield b"0" * 2**20
+
+        streamed = await c.post("/api/session", content=chunks(), headers={"content-type": "application/json"})
+        assert streamed.status_code == 413, streamed.text
     assert (await household_state(web["app"].state.client, web["mine"].code)).stage.value == "verification"
 
 

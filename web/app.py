@@ -156,7 +156,7 @@ def create_app(
     app.add_exception_handler(RequestValidationError, validation_handler)
     app.add_exception_handler(pages.SignedOut, lambda request, exc: RedirectResponse("/login", status_code=303))
     app.add_exception_handler(Refusal, refused_page)
-    app.add_middleware(SecurityMiddleware, max_body=settings.web_max_request_bytes, https=settings.web_secure_cookie)
+    app.add_middleware(SecurityMiddleware, max_body=settings.web_max_request_bytes)
     app.mount("/static", StaticFiles(directory=Path(pages.__file__).parent / "static"), name="static")
     app.include_router(pages.router(settings, COOKIE))
     app.include_router(callbacks.router(settings.callback_secret, lambda request: request.app.state.client))

@@ -283,7 +283,7 @@ def router(settings: Settings, cookie: str) -> APIRouter:
         uploads = [u for u in form.getlist("files") if isinstance(u, UploadFile) and u.filename]
         if uploads:
             # An attachment is kept only from an officer who may take this step on this household now: a
-            # stranger's upload never reaches the disk. The engine still decides the step itself.
+            # stranger's upload is never kept (it never reaches evidence/). The engine still decides the step itself.
             await _may_attach(request, signed, code, step)
         for upload in uploads:
             evidence.append(await _store(settings, upload))
@@ -438,6 +438,7 @@ async def _store(settings: Settings, upload: UploadFile) -> str:
     digest = hashlib.sha256(data).hexdigest()
     folder = settings.state_dir / "evidence"
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    folder.chmod(0o700)  # also a folder made before (an image's, a volume's)
     fd = os.open(folder / digest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(data)

@@ -10,6 +10,7 @@ and, when it streams without one, as soon as the bytes received pass the limit."
 
 from __future__ import annotations
 
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 PAGE_POLICY = "; ".join(
@@ -45,21 +46,25 @@ def headers_for(path: str, *, https: bool) -> list[tuple[bytes, bytes]]:
     return out
 
 
-class BodyTooLarge(Exception):
-    pass
+class BodyTooLarge(HTTPException):
+    """Raised while the app reads a streamed body past the limit. An HTTPException, so that FastAPI's body
+    parsing passes it on (it turns any other error into 400) and the answer is 413."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"the request is larger than {limit // 2**20} MB")
 
 
 class SecurityMiddleware:
     """The headers above on every HTTP response, and the request body limit."""
 
-    def __init__(self, app: ASGIApp, *, max_body: int, https: bool) -> None:
-        self.app, self.max_body, self.https = app, max_body, https
+    def __init__(self, app: ASGIApp, *, max_body: int) -> None:
+        self.app, self.max_body = app, max_body
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        extra = headers_for(scope.get("path", ""), https=self.https)
+        extra = headers_for(scope.get("path", ""), https=scope.get("scheme") == "https")
         length = dict(scope.get("headers") or []).get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > self.max_body):
             await self._too_large(send, extra)
@@ -73,7 +78,7 @@ class SecurityMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_body:
-                    raise BodyTooLarge
+                    raise BodyTooLarge(self.max_body)
             return message
 
         async def with_headers(message: Message) -> None:
