@@ -196,7 +196,7 @@ class PaymentActivities:
         """A payment is late: ask the channel; if it never received the instruction, send it again as
         PostgreSQL has it (same id: it cannot be paid twice); tell Finance."""
         named = rec.instruction
-        if activity.info().attempt == 1:
+        if not activity.in_activity() or activity.info().attempt == 1:  # once per escalation, not per retry
             metrics.payment("escalated")
         async with self._sessions() as session:
             try:
