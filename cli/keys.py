@@ -3,8 +3,6 @@ doors', the bank's and the witness's rings; their public halves registered in Po
 
 from __future__ import annotations
 
-import os
-import secrets
 from pathlib import Path
 
 import typer
@@ -23,6 +21,7 @@ from core.signing import write_ring as write_signing_ring
 from db import signing_keys as signing_keys_db
 from models.assertion import CHANNEL, OFFICERS
 from operations import signing_keys as signing_keys_ops
+from runtime.secrets import make_compose_secrets
 from runtime.tls import make_dev_ca
 
 app = typer.Typer(no_args_is_help=True, help="Payload encryption keys and signing keys: create, rotate, list")
@@ -163,63 +162,7 @@ def keys_compose_secrets(
     rings (officers, bank, witness) with their public halves, the bank's callback secret, the database
     passwords and the URLs built from them, and a development CA (a province puts its own certificates in
     tls/ instead). Never replaces a file that exists: a new ring would disown what the old one sealed."""
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    made: list[str] = []
-
-    def secret(name: str, text: str) -> None:
-        path = folder / name
-        if not path.exists():
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(text)
-            made.append(name)
-
-    if not (folder / "payload-keys").exists():
-        write_ring(folder / "payload-keys", new_ring())
-        made.append("payload-keys")
-    for name, holder, prefix in (("signing-keys", OFFICERS, "officers-"), ("bank-signing-keys", CHANNEL, "bank-")):
-        if not (folder / name).exists():
-            ring = new_signing_ring(new_key_id(prefix))
-            write_signing_ring(folder / name, ring)
-            (folder / f"{name}.pub").write_text(signing_keys_ops.public_file_text(ring, holder))
-            made += [name, f"{name}.pub"]
-    if not (folder / "witness-keys").exists():
-        ring = new_signing_ring(new_key_id(WITNESS_KEY_PREFIX))
-        write_signing_ring(folder / "witness-keys", ring)
-        write_public_key_file(folder / "witness-keys.pub", ring)
-        made += ["witness-keys", "witness-keys.pub"]
-    secret("bank-callback-secret", secrets.token_urlsafe(32))
-    for name in ("temporal-db-password", "app-db-superuser-password", "app-db-owner-password", "app-db-app-password"):
-        secret(name, secrets.token_urlsafe(24))
-    owner_pw = (folder / "app-db-owner-password").read_text().strip()
-    app_pw = (folder / "app-db-app-password").read_text().strip()
-    # Read by the settings from SECRETS_DIR (one file per setting, named as the setting).
-    secret("database_url", f"postgresql://housing_app:{app_pw}@app-db:5432/housing")
-    secret("database_owner_url", f"postgresql://housing:{owner_pw}@app-db:5432/housing")
-    if not (folder / "tls" / "ca.pem").exists():
-        made += [f"tls/{p.name}" for p in make_dev_ca(folder / "tls")]
+    made = make_compose_secrets(folder, chown=chown)
     out.print(f"{len(made)} secrets made in {folder.name}/: {', '.join(made) or 'none (all were there)'}")
-    # Compose (without swarm) bind-mounts a secret file with its owner and mode: each private one must belong
-    # to the user of the one image that reads it. Public halves and certificates are readable by all.
-    owners = compose_secret_owners()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        name = str(path.relative_to(folder))
-        if name.endswith((".pub", ".pem")):
-            path.chmod(0o644)
-        elif chown and name in owners:
-            os.chown(path, owners[name], owners[name])
     if not chown:
         out.print("then, as root: the same command with --chown, so each container's user can read its secrets")
-
-
-def compose_secret_owners() -> dict[str, int]:
-    """Which container user reads each private secret: the application image (10001), the postgres image's
-    init script (999), Temporal's server and admin tools and the Web UI (1000). The CA's key is no one's:
-    move it off the server once the certificates are made."""
-    app, postgres, temporal = 10001, 999, 1000
-    owners = {name: app for name in ("payload-keys", "signing-keys", "bank-signing-keys", "witness-keys")}
-    owners |= {"bank-callback-secret": app, "database_url": app, "database_owner_url": app}
-    owners |= {"tls/client.key": app, "tls/web.key": app, "tls/temporal.key": temporal, "tls/tools.key": temporal}
-    owners |= {"temporal-db-password": temporal, "app-db-owner-password": postgres, "app-db-app-password": postgres}
-    owners |= {"app-db-superuser-password": postgres}
-    return owners

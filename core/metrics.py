@@ -35,6 +35,11 @@ def runtime(host: str, port: int | None) -> Runtime | None:
     return _runtime
 
 
+def enabled() -> bool:
+    """Whether this process serves metrics: what is measured only for them (a query) is skipped otherwise."""
+    return _runtime is not None
+
+
 def _meter() -> MetricMeter:
     if activity.in_activity():
         return activity.metric_meter()

@@ -29,7 +29,7 @@ async def stored(session: AsyncSession) -> Gazetteer | None:
     if not digests:
         return None
     if (hit := _MERGED.get(digests)) is not None:
-        return hit.model_copy(deep=True)
+        return hit  # frozen, as are its units and reorganisations: shared, never changed by a caller
     docs = list(await session.scalars(select(gazetteers.c.document).order_by(gazetteers.c.loaded_at)))
     units: dict[str, dict] = {}
     reorgs: dict[str, dict] = {}
@@ -41,7 +41,7 @@ async def stored(session: AsyncSession) -> Gazetteer | None:
     if len(_MERGED) > 16:
         _MERGED.clear()
     _MERGED[digests] = merged
-    return merged.model_copy(deep=True)
+    return merged
 
 
 async def version_digest(session: AsyncSession, version: str) -> str | None:

@@ -8,6 +8,7 @@ idempotency key so a gateway can drop the repeat.
 from __future__ import annotations
 
 import asyncio
+import time
 
 import structlog
 
@@ -20,11 +21,15 @@ from notify.channels import Channel
 log = structlog.get_logger("notify")
 
 
+BACKLOG_EVERY = 15.0  # seconds between two counts of the outbox's backlog (a scrape's usual interval)
+
+
 class Dispatcher:
     def __init__(self, sessions: Sessions, channel: Channel, settings: Settings) -> None:
         self._sessions = sessions
         self._channel = channel
         self._settings = settings
+        self._measured = -BACKLOG_EVERY
 
     async def drain_once(self) -> int:
         """Send one batch of due messages. Returns how many were sent."""
@@ -49,8 +54,13 @@ class Dispatcher:
         return total
 
     async def _measure_backlog(self) -> None:
-        """The outbox's backlog as gauges, read when the dispatcher has nothing due: every message waiting
-        (a channel that refuses them pushes their next attempt later, so they stay counted) and the dead."""
+        """The outbox's backlog as gauges, read when the dispatcher has nothing due, at most every
+        BACKLOG_EVERY seconds and only when metrics are served: every message waiting (a channel that refuses
+        them pushes their next attempt later, so they stay counted) and the dead."""
+        now = time.monotonic()
+        if not metrics.enabled() or now - self._measured < BACKLOG_EVERY:
+            return
+        self._measured = now
         try:
             async with self._sessions() as session:
                 counts = await outbox.backlog(session)

@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from core.settings import Settings
+from runtime.secrets import OWNERS
 from runtime.stack import binary
 from tests.test_image import ROOT, sent
 
@@ -166,9 +167,7 @@ READER |= {"app-db": 999, "temporal-db": 0}
 
 
 def test_each_private_secret_belongs_to_the_one_user_that_reads_it(compose) -> None:
-    from cli.keys import compose_secret_owners
-
-    owners = compose_secret_owners()
+    owners = OWNERS
     files = {name: os.path.relpath(s["file"], ROOT / "secrets") for name, s in compose["secrets"].items()}
     wrong = []
     for service, s in compose["services"].items():

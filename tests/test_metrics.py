@@ -49,11 +49,11 @@ async def scraped(client, sessions, settings):
                 if _value(after, "temporal_workflow_completed_total", task_queue=tq) >= 1:
                     break
                 await asyncio.sleep(0.1)
-    return before, after, taken, tq
+    return before, after, taken, tq, url
 
 
 async def test_the_engine_counts_the_steps_it_recorded_and_the_payments(scraped) -> None:
-    before, after, taken, tq = scraped
+    before, after, taken, tq, _ = scraped
     assert _value(before, "housing_steps_recorded_total", task_queue=tq) == 0
     steps = _value(after, "housing_steps_recorded_total", task_queue=tq)
     # drive_one's steps and the engine's own (allocation, the bank's answers) are all recorded, once each.
@@ -66,8 +66,32 @@ async def test_the_engine_counts_the_steps_it_recorded_and_the_payments(scraped)
 
 
 async def test_the_sdk_task_metrics_and_the_web_refusals_are_on_the_same_endpoint(scraped) -> None:
-    _, after, _, tq = scraped
+    _, after, _, tq, _ = scraped
     assert _value(after, "temporal_workflow_completed_total", task_queue=tq) == 1  # the household closed
     assert _value(after, "temporal_local_activity_execution_latency_count", task_queue=tq) >= 1
     assert _value(after, "temporal_workflow_task_execution_latency_count", task_queue=tq) >= 1
     assert _value(after, "housing_refusals_total", rule="OutOfOrder", where="web") == 1
+
+
+async def test_the_outbox_backlog_is_a_gauge_of_every_message_waiting_and_the_dead(scraped, scratch, settings) -> None:
+    """In a database of its own: three messages, one given up after its last attempt, one failed and retried
+    later (not due now, yet waiting), one due. The gauges count two waiting and one dead."""
+    from db import outbox
+    from notify.dispatcher import Dispatcher
+
+    async with scratch() as s, s.begin():
+        for n in range(3):
+            message = dict(household_code=None, kind="test", channel="log", recipient="x", subject="s", body="b")
+            await outbox.enqueue(s, key=f"metrics-{n}", **message)
+        due = await outbox.claim_due(s, 10)
+        await outbox.mark_failed(s, due[0], "the channel refused it", max_attempts=1)  # dead
+        await outbox.mark_failed(s, due[1], "the channel is down", max_attempts=99)  # later
+    dispatcher = Dispatcher(scratch, None, settings)
+    await dispatcher._measure_backlog()
+    async with scratch() as s, s.begin():  # one more waiting: not counted again within the interval
+        await outbox.enqueue(s, key="metrics-3", **message)
+    await dispatcher._measure_backlog()
+    async with httpx.AsyncClient() as http:
+        text = (await http.get(scraped[4])).text
+    assert _value(text, "housing_backlog", queue="outbox") == 2
+    assert _value(text, "housing_backlog", queue="outbox_dead") == 1

@@ -44,7 +44,7 @@ from operations import access, reform, reports
 from operations.actions import UPDATES, household_history, household_state, next_actions, take_step
 from web import codec, pages
 from web.problems import STATUS, Problem, problem_handler, validation_handler
-from web.security import SecurityMiddleware
+from web.security import BodyTooLarge, SecurityMiddleware, too_large
 from workflows.reorganisation import ReorganisationWorkflow
 
 COOKIE = "xnt_session"
@@ -157,6 +157,7 @@ def create_app(
     app.add_exception_handler(pages.SignedOut, lambda request, exc: RedirectResponse("/login", status_code=303))
     app.add_exception_handler(Refusal, refused_page)
     app.add_middleware(SecurityMiddleware, max_body=settings.web_max_request_bytes)
+    app.add_exception_handler(BodyTooLarge, lambda request, exc: too_large(exc))
     app.mount("/static", StaticFiles(directory=Path(pages.__file__).parent / "static"), name="static")
     app.include_router(pages.router(settings, COOKIE))
     app.include_router(callbacks.router(settings.callback_secret, lambda request: request.app.state.client))

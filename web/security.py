@@ -11,7 +11,10 @@ and, when it streams without one, as soon as the bytes received pass the limit."
 from __future__ import annotations
 
 from starlette.exceptions import HTTPException
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from web.problems import Problem, response
 
 PAGE_POLICY = "; ".join(
     [
@@ -67,7 +70,7 @@ class SecurityMiddleware:
         extra = headers_for(scope.get("path", ""), https=scope.get("scheme") == "https")
         length = dict(scope.get("headers") or []).get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > self.max_body):
-            await self._too_large(send, extra)
+            await self._too_large(scope, receive, send, extra)
             return
         received = 0
         started = False
@@ -96,13 +99,14 @@ class SecurityMiddleware:
             await self.app(scope, limited, with_headers)
         except BodyTooLarge:
             if not started:
-                await self._too_large(send, extra)
+                await self._too_large(scope, receive, send, extra)
 
-    async def _too_large(self, send: Send, extra: list[tuple[bytes, bytes]]) -> None:
-        body = (
-            b'{"type":"RequestTooLarge","title":"RequestTooLarge","status":413,'
-            + f'"detail":"the request is larger than {self.max_body // 2**20} MB"}}'.encode()
-        )
-        headers = [(b"content-type", b"application/problem+json"), (b"content-length", str(len(body)).encode())]
-        await send({"type": "http.response.start", "status": 413, "headers": headers + extra})
-        await send({"type": "http.response.body", "body": body})
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send, extra: list[tuple[bytes, bytes]]) -> None:
+        answer = too_large(BodyTooLarge(self.max_body))
+        answer.headers.update({k.decode(): v.decode() for k, v in extra})
+        await answer(scope, receive, send)
+
+
+def too_large(exc: BodyTooLarge) -> Response:
+    """The refusal as every other is answered (web/problems.py), here and from the app's exception handler."""
+    return response(Problem("RequestTooLarge", str(exc.detail)))
