@@ -1,5 +1,6 @@
-"""`starter.py keys …`: the payload encryption keys (the key file's ring) and the signing keys (the front
-doors', the bank's and the witness's rings; their public halves registered in PostgreSQL)."""
+"""`starter.py keys …`: the payload encryption keys (the key file's ring), the signing keys (the front
+doors', the bank's and the witness's rings; their public halves registered in PostgreSQL) and the match key
+shared with other programmes (core/matching.py)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from cli.command import command, database, fail, out
 from core.client import key_ring
 from core.codec import PayloadKeyError, new_ring, read_ring, write_ring
 from core.formatting import moment
+from core.keyfiles import write_secret
+from core.matching import new_key as new_match_key
 from core.settings import Settings, get_settings
 from core.signing import SigningKeyError, new_key_id
 from core.signing import new_ring as new_signing_ring
@@ -95,6 +98,21 @@ def keys_witness_new(
     write_signing_ring(file, ring)
     write_public_key_file(file.with_name(file.name + ".pub"), ring)
     out.print(f"witness key {ring.active} written to {file.name}; public key in {file.name}.pub (publish it)")
+
+
+@app.command("match-key")
+def keys_match_key(
+    file: Path = typer.Option(None, help="Where to write (default: MATCH_KEY_PATH, match-key in the state folder)"),
+    force: bool = typer.Option(False, "--force", help="Replace an existing key (every keyed hash made changes)"),
+) -> None:
+    """Create the key shared with other programmes to match CCCD by keyed hash (HMAC-SHA256), readable by
+    its owner only. Refuses to overwrite without --force: a new key matches none of the lists exchanged and
+    none of the households' keyed hashes stored (append-only) made with the old one."""
+    path = file or get_settings().match_key_path
+    if path.exists() and not force:
+        fail(f"{path.name} exists; a new key matches nothing hashed with it (--force to replace it)")
+    write_secret(path, new_match_key())
+    out.print(f"match key written to {path.name} (give it only to the programmes that exchange lists)")
 
 
 @app.command("signing-register")

@@ -7,7 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from pydantic import Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, DotEnvSettingsSource, SecretsSettingsSource, SettingsConfigDict
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -113,6 +113,9 @@ class Settings(BaseSettings):
     witness_dir: Path | None = None
     witness_public_key_file: Path | None = None
     witness_interval_hours: float = Field(default=24.0, gt=0)  # a checkpoint at least this often
+    # The key shared with the other programmes to match CCCD by keyed hash (core/matching.py): MATCH_KEY_PATH
+    # names its file (default: match-key in the state folder, which the embedded stack creates; `keys match-key`).
+    match_key_file: Path | None = Field(default=None, validation_alias=AliasChoices("match_key_path", "match_key_file"))
     # The Temporal Web UI's origin, allowed (CORS) to call the web app's /codec endpoints.
     codec_cors_origins: str = ""
     # An officer's API token for scripts that run `starter.py ... --as USER` without a prompt.
@@ -183,6 +186,10 @@ class Settings(BaseSettings):
     @property
     def witness_keys_path(self) -> Path:
         return self.witness_keys_file or self.state_dir / "witness-keys"
+
+    @property
+    def match_key_path(self) -> Path:
+        return self.match_key_file or self.state_dir / "match-key"
 
     @property
     def witness_path(self) -> Path:

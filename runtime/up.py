@@ -13,6 +13,7 @@ from archive.witness import ensure_witness_keys
 from core.client import connect
 from core.codec import new_ring, write_ring
 from core.formatting import days
+from core.matching import ensure_key as ensure_match_key
 from core.settings import Settings
 from operations.signing_keys import ensure_stack_keys
 from runtime.migrate import migrate as apply_migrations
@@ -41,6 +42,8 @@ def bring_up(stack: Stack, worker: bool) -> Iterator[str]:
         f"Keys        witness key {witness.active}: checkpoints and its public key published in "
         f"{stack.settings.witness_path.name}/ in the state folder"
     )
+    if ensure_match_key(stack.settings.match_key_path):  # other programmes' lists are matched with it
+        yield f"Keys        match key created ({stack.settings.match_key_path.name}; share it only with the programmes)"
     if stack.embedded_temporal:
         started = stack.temporal().start()
         yield (
