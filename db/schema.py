@@ -471,3 +471,49 @@ handovers = Table(
     Column("recorded_by", Text),
     Column("recorded_at", DateTime(timezone=True)),
 )
+
+# Other programmes' lists and double-support overrides (migration 0017): keyed hashes of CCCD only.
+other_programme_lists = Table(
+    "other_programme_lists",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("programme", Text),
+    Column("name", Text),
+    Column("file_name", Text),
+    Column("file_sha256", Text),
+    Column("row_count", Integer),
+    Column("imported_by", Text),
+    Column("imported_at", DateTime(timezone=True)),
+)
+
+other_programme_beneficiaries = Table(
+    "other_programme_beneficiaries",
+    metadata,
+    Column("list_id", BigInteger),
+    Column("programme", Text, primary_key=True),
+    Column("cccd_hmac", Text, primary_key=True),
+    Column("supported_year", Integer),
+    Column("note", Text),
+)
+
+household_match_keys = Table(
+    "household_match_keys",
+    metadata,
+    Column("household_code", Text, primary_key=True),
+    Column("cccd_hmac", Text),
+    Column("keyed_at", DateTime(timezone=True)),
+)
+
+double_support_overrides = Table(
+    "double_support_overrides",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("household_code", Text),
+    Column("programme", Text),
+    Column("audit_id", BigInteger),
+    Column("by_user", Text),
+    Column("reason", Text),
+    Column("evidence", ARRAY(Text)),
+    Column("at", DateTime(timezone=True)),
+    Column("recorded_at", DateTime(timezone=True)),
+)
