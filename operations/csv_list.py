@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pydantic import ValidationError
 
 from models.household import Household
+from operations.tables import Problem as Problem  # its home is the table reader; importers name it here too
 
 COLUMNS = (
     "code",
@@ -43,16 +44,6 @@ _ALIASES = {
     },
     "support_type": {"xây mới": "new_build", "new build": "new_build", "sửa chữa": "repair"},
 }
-
-
-@dataclass(frozen=True)
-class Problem:
-    line: int
-    field: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"line {self.line}, field {self.field}: {self.message}"
 
 
 @dataclass(frozen=True)
