@@ -10,7 +10,8 @@ the report's and the demo's commands at the top.
     python starter.py report [--json] [--csv DIR] [--xlsx FILE]
     python starter.py finance sources|source-add|receive|batch|decision-add|loan|reimburse
     python starter.py audit export DIR | replay [--from DIR] | timeline CODE [--lang en] [--json] | verify | chain
-    python starter.py keys new|rotate|list
+    python starter.py keys new|rotate|list|match-key
+    python starter.py registry import FILE --programme CODE|report [--xlsx FILE]|export-keys --out FILE|key-households
     python starter.py users add|reset|disable|enable|token|revoke --admin USER | bootstrap | trail [--verify] | list
     python starter.py web [--port N]
     python starter.py demo
@@ -25,7 +26,21 @@ import sys
 
 import typer
 
-from cli import archive, audit, demo, finance, households, keys, policy, reform, reports, service, stack, users
+from cli import (
+    archive,
+    audit,
+    demo,
+    finance,
+    households,
+    keys,
+    policy,
+    reform,
+    registry,
+    reports,
+    service,
+    stack,
+    users,
+)
 from cli.command import err
 from core.codec import PayloadKeyError
 from runtime.stack import StackError
@@ -43,6 +58,7 @@ app.add_typer(policy.app, name="policy")
 app.add_typer(keys.app, name="keys")
 app.add_typer(users.app, name="users")
 app.add_typer(reform.app, name="reform")
+app.add_typer(registry.app, name="registry")
 
 
 def main() -> None:
