@@ -22,26 +22,37 @@ from models.finance import Milestone, PayoutResult
 from models.household import Stage, Step
 from models.vocabulary import stage_name
 from operations.actions import household_state_from, take_step
+from operations.csv_list import template_xlsx
 from operations.imports import ImportRejected, import_file
 
 app = typer.Typer()
+# `starter.py households template`: the group the list's own commands may grow in.
+lists = typer.Typer(help="The approved list's file: the template to fill in")
+app.add_typer(lists, name="households")
 
 
 @app.command("import")
 @command
 async def import_list(
     settings: Settings,
-    file: Path = typer.Argument(..., exists=True, dir_okay=False, help="CSV of the approved list"),
+    file: Path = typer.Argument(
+        ..., exists=True, dir_okay=False, help="The approved list: Excel .xlsx, or CSV/TXT (, ; or tab; UTF-8 or 1258)"
+    ),
     as_user: str = typer.Option(..., "--as", help="User id of the officer importing"),
     password_stdin: bool = PASSWORD_STDIN,
     token_stdin: bool = TOKEN_STDIN,
 ) -> None:
-    """Import an approved list: every row is checked; any problem and nothing is imported."""
+    """Import an approved list: every row is checked; any problem and nothing is imported.
+
+    The import is signed by this front door for the officer who proved who they are (the key ring is read
+    once the list is found good)."""
     await sign_in(settings, as_user, password_stdin=password_stdin, token_stdin=token_stdin)
     async with database(settings) as sessions:
         client = await connect(settings, lazy=True)  # not contacted until the list has been registered
         try:
-            report = await import_file(sessions, client, settings.temporal_task_queue, file, as_user)
+            report = await import_file(
+                sessions, client, settings.temporal_task_queue, file, as_user, signer=lambda: load_ring(settings)
+            )
         except ImportRejected as rejected:
             err.print(f"[bold red]{file.name} rejected[/]: {len(rejected.problems)} problem(s); nothing was imported")
             for p in rejected.problems:
@@ -209,3 +220,12 @@ async def list_households(
             amount(r.paid),
         )
     out.print(table)
+
+
+@lists.command("template")
+def template(
+    out_path: Path = typer.Option(Path("mau-danh-sach.xlsx"), "--out", dir_okay=False, help="Where to write it"),
+) -> None:
+    """Write the list's template: Vietnamese headers, one example row, the CCCD column formatted as text."""
+    out_path.write_bytes(template_xlsx())
+    out.print(f"{out_path}: the approved list's template (fill in the first sheet; the example row imports as it is)")

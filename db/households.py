@@ -289,11 +289,30 @@ async def tranche_rows_of(session: AsyncSession, codes: list[str]) -> list[Row]:
 
 
 async def add_import_batch(
-    session: AsyncSession, *, file_name: str, file_sha256: str, row_count: int, imported_by: str
+    session: AsyncSession,
+    *,
+    file_name: str,
+    file_sha256: str,
+    row_count: int,
+    imported_by: str,
+    assertion: dict[str, Any] | None = None,
 ) -> int:
-    """Record an imported list's file; returns its batch id."""
+    """Record an imported list's file, with the front door's assertion over it (None: imported around the
+    front doors, as before 0018); returns its batch id."""
     return await session.scalar(
         import_batches.insert()
-        .values(file_name=file_name, file_sha256=file_sha256, row_count=row_count, imported_by=imported_by)
+        .values(
+            file_name=file_name,
+            file_sha256=file_sha256,
+            row_count=row_count,
+            imported_by=imported_by,
+            assertion=assertion,
+        )
         .returning(import_batches.c.id)
     )
+
+
+async def import_batch(session: AsyncSession, batch_id: int) -> dict[str, Any] | None:
+    """One import batch's row (file, SHA-256, rows, importer, when, assertion), or None."""
+    row = (await session.execute(select(import_batches).where(import_batches.c.id == batch_id))).mappings().first()
+    return dict(row) if row else None

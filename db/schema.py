@@ -61,6 +61,7 @@ import_batches = Table(
     Column("row_count", Integer),
     Column("imported_by", Text),
     Column("imported_at", DateTime(timezone=True)),
+    Column("assertion", JSONB),  # the front door's assertion over the file (0018); None before
 )
 
 households = Table(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,10 +20,12 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from core.errors import Refusal
 from core.formatting import day, today
+from core.signing import SigningRing
 from db import finance as finance_db
 from db import gazetteer as gazetteer_db
 from db import households, policy, users
 from db.engine import Sessions
+from models.assertion import digest_of
 from models.household import Household
 from models.policy import WorkflowPolicy
 from models.state import HouseholdWorkflowInput
@@ -94,11 +96,31 @@ async def _units_in_force(session, rows: list[ParsedRow]) -> list[Problem]:
     return out
 
 
+# What an import's assertion names as its workflow and step: a list is not one household's.
+IMPORTS = "imports"
+IMPORT_STEP = "import_list"
+
+
+def import_digest(*, file_name: str, file_sha256: str, row_count: int, imported_by: str) -> str:
+    """What an import batch's assertion covers: the file (by name and SHA-256), the households it registered
+    and who imported it; recomputed from the batch's row, it checks the row was written by a front door."""
+    return digest_of(
+        {"file_name": file_name, "file_sha256": file_sha256, "row_count": row_count, "imported_by": imported_by}
+    )
+
+
 async def register(
-    sessions: Sessions, data: bytes, file_name: str, user_id: str
+    sessions: Sessions,
+    data: bytes,
+    file_name: str,
+    user_id: str,
+    *,
+    signer: SigningRing | Callable[[], SigningRing] | None = None,
 ) -> tuple[ImportReport, list[Household], WorkflowPolicy]:
-    """Validate the whole list and write it in one transaction; refuse it whole on any problem."""
-    rows, problems = parse(data)
+    """Validate the whole list and write it in one transaction; refuse it whole on any problem. With
+    `signer` (the front door's ring, or what loads it once the list is found good) the batch carries the
+    front door's assertion that `user_id` imported exactly this file."""
+    rows, problems = parse(data, file_name)
     if problems:
         raise ImportRejected(problems)
     async with sessions() as session, session.begin():
@@ -140,13 +162,19 @@ async def register(
         batch_id = None
         if new:
             await finance_db.ensure_decisions(session, {r.household.decision_ref for r in new})
-            batch_id = await households.add_import_batch(
-                session,
+            batch = dict(
                 file_name=file_name,
                 file_sha256=hashlib.sha256(data).hexdigest(),
                 row_count=len(new),
                 imported_by=actor.user_id,
             )
+            assertion = None
+            if signer is not None:
+                ring = signer if isinstance(signer, SigningRing) else signer()
+                assertion = ring.sign(
+                    workflow_id=IMPORTS, step=IMPORT_STEP, input_digest=import_digest(**batch), user_id=actor.user_id
+                ).model_dump(mode="json")
+            batch_id = await households.add_import_batch(session, **batch, assertion=assertion)
             await households.insert_many(session, [r.household for r in new], batch_id)
         importers = await households.importers(session, [r.household.code for r in rows])
     report = ImportReport(
@@ -225,11 +253,20 @@ async def _squatted(client: Client, sessions: Sessions, h: Household) -> bool:
     return row is not None and row.last_seq == 0
 
 
-async def import_file(sessions: Sessions, client: Client, task_queue: str, path: Path, user_id: str) -> ImportReport:
-    """Register the list, then start its workflows. The client is first used after registration, so with
-    a lazy client a bad file is reported whatever the state of the workflow servers."""
+async def import_file(
+    sessions: Sessions,
+    client: Client,
+    task_queue: str,
+    path: Path,
+    user_id: str,
+    *,
+    signer: SigningRing | Callable[[], SigningRing] | None = None,
+) -> ImportReport:
+    """Register the list (signed by `signer`, see `register`), then start its workflows. The client is first
+    used after registration, so with a lazy client a bad file is reported whatever the state of the workflow
+    servers."""
     data = path.read_bytes()
-    report, items, current = await register(sessions, data, path.name, user_id)
+    report, items, current = await register(sessions, data, path.name, user_id, signer=signer)
     report.workflows_started, report.workflows_existing = await start_workflows(
         client, task_queue, items, current, importers=report.importers, sessions=sessions
     )

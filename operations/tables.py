@@ -65,10 +65,12 @@ class Problem:
 
 @dataclass(frozen=True)
 class Table:
-    """A table's header (as found, NFC, stripped) and its non-blank rows as (line, cells by header name)."""
+    """A table's header (as found, NFC, stripped) and its non-blank rows as (line, cells by header name);
+    `header_line` is where the header was found (1 unless blank lines come first)."""
 
     header: list[str]
     rows: list[tuple[int, dict[str, str]]]
+    header_line: int = 1
 
 
 class TableRefused(Exception):
@@ -288,4 +290,4 @@ def _table(found) -> Table:
         problems.append(Problem(header_line, "file", "the file has no header and no rows"))
     if problems:
         raise TableRefused(problems)
-    return Table(header=header or [], rows=rows)
+    return Table(header=header or [], rows=rows, header_line=header_line)
