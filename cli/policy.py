@@ -13,7 +13,7 @@ from rich.table import Table
 from cli.command import command, database, fail, out
 from cli.credentials import PASSWORD_STDIN, TOKEN_STDIN, sign_in
 from core.client import connect
-from core.formatting import today
+from core.formatting import day, today
 from core.settings import Settings
 from core.signing import load_ring
 from db.policy import policy_today
@@ -79,6 +79,6 @@ async def policy_apply(
     async with database(settings) as sessions:
         report = await push(await connect(settings), sessions, new, as_user, signer=load_ring(settings))
     out.print(
-        f"policy {new.version} stored (effective {start}); applied to {report.applied} households in flight"
+        f"policy {new.version} stored (effective {day(start)}); applied to {report.applied} households in flight"
         + (f", refused by {report.refused}" if report.refused else "")
     )

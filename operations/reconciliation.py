@@ -18,6 +18,7 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from core.cells import append_row, safe_row
 from core.formatting import amount
 from db import finance as finance_db
 from db import gazetteer as gazetteer_db
@@ -355,8 +356,8 @@ def write_csv(r: Reconciliation, folder: Path) -> list[Path]:
         path = folder / f"reconciliation_{names[title]}.csv"
         with path.open("w", encoding="utf-8-sig", newline="") as f:
             w = csv.writer(f)
-            w.writerow(header)
-            w.writerows(body)
+            w.writerow(safe_row(header))
+            w.writerows(safe_row(row) for row in body)
         out.append(path)
     return out
 
@@ -370,9 +371,9 @@ def write_xlsx(r: Reconciliation, path: Path) -> Path:
     wb.remove(wb.active)
     for title, header, body in sheets(r):
         ws = wb.create_sheet(title)
-        ws.append(header)
+        append_row(ws, header)
         for row in body:
-            ws.append(row)
+            append_row(ws, row)
         for cell in ws[1]:
             cell.font = Font(bold=True)
         for row in ws.iter_rows(min_row=2):
@@ -393,9 +394,9 @@ def write_xlsx(r: Reconciliation, path: Path) -> Path:
             ws.column_dimensions[get_column_letter(i)].width = min(width + 2, 60)
         ws.freeze_panes = "B2"
     status = wb.create_sheet("Kiểm tra")
-    status.append(["Cân đối đến từng đồng" if r.balanced else "CHÊNH LỆCH"])
+    append_row(status, ["Cân đối đến từng đồng" if r.balanced else "CHÊNH LỆCH"])
     for p in r.problems:
-        status.append([p])
+        append_row(status, [p])
     path.parent.mkdir(parents=True, exist_ok=True)
     wb.save(path)
     return path

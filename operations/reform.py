@@ -16,6 +16,7 @@ from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 
 from core import signing
+from core.cells import append_row
 from core.errors import Refusal
 from core.formatting import dong, today
 from db import finance as finance_db
@@ -354,13 +355,13 @@ def write_handover_xlsx(items: list[Handover], path: Path, basis: str) -> Path:
     wb = Workbook()
     ws = wb.active
     ws.title = "Bàn giao"
-    ws.append([f"Biên bản bàn giao tài chính, ngân sách theo {basis}"])
+    append_row(ws, [f"Biên bản bàn giao tài chính, ngân sách theo {basis}"])
     ws["A1"].font = Font(bold=True)
-    ws.append([h for _, h in HANDOVER_COLUMNS])
+    append_row(ws, [h for _, h in HANDOVER_COLUMNS])
     for c in ws[2]:
         c.font = Font(bold=True)
     for h in items:
-        ws.append(["; ".join(h.findings) if k == "findings" else getattr(h, k) for k, _ in HANDOVER_COLUMNS])
+        append_row(ws, ["; ".join(h.findings) if k == "findings" else getattr(h, k) for k, _ in HANDOVER_COLUMNS])
     for row in ws.iter_rows(min_row=3):
         for c in row:
             if isinstance(c.value, int):
