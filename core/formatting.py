@@ -1,5 +1,6 @@
 """How the engine writes money and dates for people: one helper, used by the command line, the pages, the
-timeline, the notifications and the reports (exports keep raw integers and ISO dates for Excel to read).
+timeline, the notifications and the reports (exports keep raw integers and ISO dates for Excel to read, and
+write their cells through `core.cells`, so that text stays text).
 
 Money is an integer number of đồng, grouped with dots as Vietnamese writes it: ``1.200.000.000 đ``; in
 English ``1,200,000,000 VND``. Dates are Vietnam's local time (UTC+7), ``dd/mm/yyyy``.

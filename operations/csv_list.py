@@ -148,12 +148,14 @@ def parse(data: bytes, file_name: str = "list.csv") -> tuple[list[ParsedRow], li
     """The households of the list in `data` (`file_name` only words the messages: what the file is, is read
     from its bytes), or every problem found; any problem and the caller refuses the whole list."""
     try:
-        table = read_table(data, file_name)
-    except TableRefused as refused:
-        return [], refused.problems
+        table, refused = read_table(data, file_name), []
+    except TableRefused as err:
+        if err.table is None:
+            return [], err.problems
+        table, refused = err.table, err.problems  # rows with a refused cell: the others are checked too
     columns, problems = _columns(table.header, table.header_line)
     if problems:
-        return [], problems
+        return [], refused + problems
     shown = columns  # a problem names the field as the file's header does
 
     rows: list[ParsedRow] = []
@@ -185,9 +187,9 @@ def parse(data: bytes, file_name: str = "list.csv") -> tuple[list[ParsedRow], li
             else:
                 seen[value] = line
         rows.append(ParsedRow(line, household))
-    if not rows and not problems:
+    if not rows and not problems and not refused:
         problems.append(Problem(table.header_line + 1, "file", "the list has no households"))
-    return rows, problems
+    return rows, sorted(refused + problems, key=lambda p: p.line)
 
 
 def to_csv(items: list[Household] | list[dict]) -> bytes:

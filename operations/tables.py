@@ -74,11 +74,15 @@ class Table:
 
 
 class TableRefused(Exception):
-    """The file is not a table the engine reads, or a cell holds what it must not: every problem found."""
+    """The file is not a table the engine reads, or a cell holds what it must not: every problem found.
 
-    def __init__(self, problems: list[Problem]) -> None:
+    When the file is a table and only some rows are refused, `table` holds the others, so that a reader can
+    report their problems too, at once (the officer mends the file once); it is None otherwise."""
+
+    def __init__(self, problems: list[Problem], table: Table | None = None) -> None:
         super().__init__("; ".join(str(p) for p in problems[:5]) + (" …" if len(problems) > 5 else ""))
         self.problems = problems
+        self.table = table
 
 
 def _refuse(message: str, field: str = "file", line: int = 1) -> TableRefused:
@@ -289,5 +293,9 @@ def _table(found) -> Table:
     if header is None:
         problems.append(Problem(header_line, "file", "the file has no header and no rows"))
     if problems:
-        raise TableRefused(problems)
+        refused_lines = {p.line for p in problems}
+        rest = None
+        if header is not None and header_line not in refused_lines:
+            rest = Table(header, [r for r in rows if r[0] not in refused_lines], header_line)
+        raise TableRefused(problems, rest)
     return Table(header=header or [], rows=rows, header_line=header_line)

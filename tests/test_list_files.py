@@ -268,3 +268,10 @@ def test_a_list_written_by_to_csv_quotes_what_needs_quoting():
     h = make_households(1)[0].model_copy(update={"head_of_household": "Lan, Nông Thị"})
     rows, problems = parse(to_csv([h]))
     assert problems == [] and rows[0].household.head_of_household == "Lan, Nông Thị"
+
+
+def test_a_refused_cell_and_a_bad_row_elsewhere_are_reported_at_once():
+    bad_cccd = ROW[:3] + ["20190000101"] + ROW[4:] + [DECISION]
+    bidi = ROW[:2] + ["Lan\u202e"] + ROW[3:] + [DECISION]
+    problems = problems_of(lines(VI_HEADER, bidi, bad_cccd).encode())
+    assert [p.split(":")[0] for p in problems] == ["line 2, field Họ tên chủ hộ", "line 3, field Số CCCD"]

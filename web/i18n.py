@@ -69,6 +69,42 @@ WORDS: dict[str, tuple[str, str]] = {
     "missed": ("quá hạn {} ngày, còn {} hộ", "{} days late, {} houses left"),
     "met": ("đã qua hạn", "past"),
     "allocation_queue": ("Hộ chờ phân bổ kinh phí", "Households waiting for fund allocation"),
+    "import_list": ("Nhập danh sách", "Import a list"),
+    "import_intro": (
+        "Tải lên danh sách hộ đã được phê duyệt: tệp Excel (.xlsx) hoặc CSV/TXT. Mọi dòng đều được kiểm tra; "
+        "có lỗi thì không dòng nào được nhập.",
+        "Upload the approved list of households: an Excel file (.xlsx) or CSV/TXT. Every row is checked; any "
+        "problem and no row is imported.",
+    ),
+    "import_template": ("Tải mẫu danh sách (Excel)", "Download the list's template (Excel)"),
+    "import_file": ("Tệp danh sách", "The list's file"),
+    "import_check": ("Kiểm tra", "Check"),
+    "import_refused": (
+        "Danh sách bị từ chối: {} lỗi; chưa nhập gì.",
+        "The list is refused: {} problem(s); nothing was imported.",
+    ),
+    "import_line": ("Dòng", "Line"),
+    "import_field": ("Cột", "Field"),
+    "import_problem": ("Lỗi", "Problem"),
+    "import_more": ("… và {} lỗi khác.", "… and {} more."),
+    "import_again": ("Tải lên tệp khác", "Upload another file"),
+    "import_good": (
+        "Danh sách hợp lệ: {} hộ. Chưa nhập gì cho đến khi bạn xác nhận.",
+        "The list is good: {} households. Nothing is imported until you confirm.",
+    ),
+    "import_by_unit": ("Theo đơn vị", "By unit"),
+    "import_first": ("Các hộ đầu danh sách", "The first households"),
+    "import_confirm_note": (
+        "Xác nhận: danh sách được kiểm tra lại, đối chiếu với sổ đăng ký, ghi lại dưới chữ ký của bạn "
+        "và mở hồ sơ cho từng hộ.",
+        "Confirm: the list is checked again, against the register too, recorded under your signature, "
+        "and a file opened for each household.",
+    ),
+    "import_confirm": ("Xác nhận nhập danh sách", "Confirm the import"),
+    "import_done": (
+        "Đã nhập: {} hộ mới, {} hộ đã có; mở {} hồ sơ.",
+        "Imported: {} new households, {} already registered; {} files opened.",
+    ),
 }
 
 GROUPS = {

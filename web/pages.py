@@ -8,13 +8,18 @@ offers only the steps the engine would accept (rules.allowed_actions).
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import secrets
 import tempfile
+import time
+import unicodedata
+from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import quote
 
+import structlog
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
@@ -33,6 +38,9 @@ from models.finance import BatchAction, BatchSelection
 from models.household import Stage, Step
 from operations import access, payouts, reconciliation, reports
 from operations.actions import household_state, household_view, next_actions, take_step
+from operations.csv_list import parse, template_xlsx
+from operations.imports import ImportRejected, register, start_workflows
+from operations.tables import MAX_BYTES as MAX_LIST
 from web.i18n import Words
 from workflows import rules
 
@@ -41,6 +49,12 @@ __all__ = ["Words", "router", "templates"]
 HERE = Path(__file__).parent
 LOGIN_CSRF = "xnt_login_csrf"
 MAX_ATTACHMENT = 10 * 1024 * 1024
+XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+# An uploaded list waits for its confirmation this long, then is removed (it names people and their CCCD).
+HELD_FOR = 24 * 3600
+PROBLEMS_SHOWN = 500
+
+log = structlog.get_logger(__name__)
 
 templates = Jinja2Templates(directory=HERE / "templates")
 templates.env.filters["dong"] = amount
@@ -76,6 +90,9 @@ def router(settings: Settings, cookie: str) -> APIRouter:
     def may_see_audit(request: Request, signed: access.SignedIn | None) -> bool:
         return signed is not None and signed.user.role in request.state.policy.audit_view_roles
 
+    def may_import(request: Request, signed: access.SignedIn | None) -> bool:
+        return signed is not None and signed.user.role in request.state.policy.import_roles
+
     def page(request: Request, name: str, signed: access.SignedIn | None, **ctx) -> HTMLResponse:
         return templates.TemplateResponse(
             request,
@@ -87,6 +104,7 @@ def router(settings: Settings, cookie: str) -> APIRouter:
                 "Stage": Stage,
                 "may_see_finance": may_see_finance(request, signed),
                 "may_see_audit": may_see_audit(request, signed),
+                "may_import": may_import(request, signed),
                 **ctx,
             },
         )
@@ -313,6 +331,91 @@ def router(settings: Settings, cookie: str) -> APIRouter:
             return RedirectResponse(f"{back}?error={quote(f'UnknownStep: {step}')}", status_code=303)
         return RedirectResponse(f"{back}?message={quote(f'{step} #{done.seq}')}", status_code=303)
 
+    # ------------------------------------------------------------------ importing a list
+
+    def require_import(request: Request, signed: access.SignedIn) -> None:
+        """Refuse, before a byte is kept, an officer whose role the policy does not let import (as `register`
+        refuses, in the same words)."""
+        if not may_import(request, signed):
+            policy = request.state.policy
+            raise Refusal("RoleNotAllowed", f"role {signed.user.role!r} may not import lists (policy {policy.version})")
+
+    @r.get("/imports")
+    async def import_form(request: Request) -> Response:
+        signed = await who(request)
+        if not may_import(request, signed):
+            return page(request, "forbidden.html", signed)
+        return page(request, "import.html", signed)
+
+    @r.get("/imports/template.xlsx")
+    async def import_template(request: Request) -> Response:
+        await who(request)
+        return Response(
+            template_xlsx(),
+            media_type=XLSX,
+            headers={"Content-Disposition": 'attachment; filename="mau-danh-sach.xlsx"'},
+        )
+
+    @r.post("/imports/preview")
+    async def import_preview(request: Request) -> Response:
+        """Read the uploaded list and show its problems by line and field, or what it would register, with the
+        button that confirms it. Nothing is registered here; the file is held server-side by its SHA-256 for the
+        confirmation, which reads and checks it again."""
+        signed = await who(request)
+        form = await request.form()
+        check_csrf(signed, str(form.get("csrf", "")))
+        require_import(request, signed)
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile) or not upload.filename:
+            raise Refusal("InvalidInput", "choose the list's file (.xlsx or .csv) to upload")
+        data = await upload.read(MAX_LIST + 1)
+        name = unicodedata.normalize("NFC", Path(upload.filename).name)[:120]
+        rows, problems = parse(data, name)
+        log.info("list_previewed", user=signed.user.user_id, file=name, rows=len(rows), problems=len(problems))
+        if problems:
+            return _problems_page(request, signed, name, problems)
+        digest = _hold(settings, data, name, signed.user.user_id)
+        return page(request, "import_preview.html", signed, **_summary(name, digest, [r.household for r in rows]))
+
+    @r.post("/imports/confirm")
+    async def import_confirm(request: Request, csrf: str = Form(...), sha256: str = Form(...)) -> Response:
+        """Register the held list exactly as the command line does (every row checked again, against the
+        register too; signed by this front door for the signed-in officer), then start its workflows."""
+        signed = await who(request)
+        check_csrf(signed, csrf)
+        require_import(request, signed)
+        user_id = signed.user.user_id
+        data, name = _held(settings, sha256, user_id)
+        db = request.app.state.sessions
+        try:
+            report, items, current = await register(db, data, name, user_id, signer=request.app.state.signer)
+        except ImportRejected as rejected:
+            return _problems_page(request, signed, name, rejected.problems)
+        report.workflows_started, report.workflows_existing = await start_workflows(
+            request.app.state.client,
+            settings.temporal_task_queue,
+            items,
+            current,
+            importers=report.importers,
+            sessions=db,
+        )
+        _release(settings, sha256, user_id)
+        log.info("list_imported", user=user_id, file=name, batch=report.batch_id, registered=report.registered)
+        return page(request, "import_done.html", signed, report=report, file_name=name, summary=report.describe(name))
+
+    def _problems_page(request: Request, signed: access.SignedIn, name: str, problems: list) -> HTMLResponse:
+        resp = page(
+            request,
+            "import_preview.html",
+            signed,
+            file_name=name,
+            problems=problems[:PROBLEMS_SHOWN],
+            more=max(0, len(problems) - PROBLEMS_SHOWN),
+            count=len(problems),
+        )
+        resp.status_code = 422
+        return resp
+
     # ------------------------------------------------------------------ finance
 
     @r.get("/finance")
@@ -427,6 +530,75 @@ async def _may_attach(request: Request, signed: access.SignedIn, code: str, step
         raise Refusal(
             "AttachmentRefused", f"{code}: {step or 'this step'} is not yours to take now; nothing was attached"
         )
+
+
+def _summary(name: str, digest: str, items: list) -> dict:
+    """What a good list would register: its households by unit, group and support type."""
+    units = Counter((h.district or "", h.commune) for h in items)
+    return {
+        "file_name": name,
+        "sha256": digest,
+        "rows": len(items),
+        "units": sorted(units.items()),
+        "groups": sorted(Counter(h.beneficiary_group.value for h in items).items()),
+        "supports": sorted(Counter(h.support_type.value for h in items).items()),
+        "decisions": sorted({h.decision_ref for h in items}),
+        "first": items[:10],
+    }
+
+
+def _held_folder(settings: Settings) -> Path:
+    folder = settings.state_dir / "imports"
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    folder.chmod(0o700)
+    return folder
+
+
+def _held_name(digest: str, user_id: str) -> str:
+    """One officer's upload of one file: another officer uploading the same bytes holds a copy of their own."""
+    return f"{digest}.{hashlib.sha256(user_id.encode()).hexdigest()[:16]}"
+
+
+def _hold(settings: Settings, data: bytes, name: str, user_id: str) -> str:
+    """Keep an uploaded list, readable by the web app alone, until it is confirmed (or a day has passed);
+    returns its SHA-256, by which the confirmation names it."""
+    folder = _held_folder(settings)
+    cutoff = time.time() - HELD_FOR
+    for old in folder.iterdir():  # lists nobody confirmed: they name people, they do not stay
+        if old.stat().st_mtime < cutoff:
+            old.unlink(missing_ok=True)
+    digest = hashlib.sha256(data).hexdigest()
+    held = folder / _held_name(digest, user_id)
+    meta = json.dumps({"file_name": name, "uploaded_by": user_id, "sha256": digest}, ensure_ascii=False).encode()
+    for path, content in ((held, data), (held.with_suffix(held.suffix + ".json"), meta)):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(content)
+    return digest
+
+
+def _held(settings: Settings, digest: str, user_id: str) -> tuple[bytes, str]:
+    """The list this officer uploaded with this SHA-256, checked against it, and its file name."""
+    if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        raise Refusal("InvalidInput", "sha256: 64 lower-case hexadecimal digits")
+    held = _held_folder(settings) / _held_name(digest, user_id)
+    try:
+        data = held.read_bytes()
+        meta = json.loads(held.with_suffix(held.suffix + ".json").read_bytes())
+    except (FileNotFoundError, ValueError):
+        raise Refusal(
+            "UploadMissing",
+            "no list of yours with this SHA-256 is waiting (confirmed already, or over a day old): upload it again",
+        ) from None
+    if hashlib.sha256(data).hexdigest() != digest or meta.get("uploaded_by") != user_id:
+        raise Refusal("UploadMissing", "the held list is not the one previewed: upload it again")
+    return data, str(meta["file_name"])
+
+
+def _release(settings: Settings, digest: str, user_id: str) -> None:
+    held = _held_folder(settings) / _held_name(digest, user_id)
+    held.unlink(missing_ok=True)
+    held.with_suffix(held.suffix + ".json").unlink(missing_ok=True)
 
 
 async def _store(settings: Settings, upload: UploadFile) -> str:
