@@ -185,3 +185,59 @@ async def test_a_commune_officer_may_not_import(web, sessions):
         confirm = await c.post("/imports/confirm", data={"csrf": csrf, "sha256": hashlib.sha256(data).hexdigest()})
         assert confirm.status_code == 403 and "RoleNotAllowed" in confirm.text
     assert await _count(sessions, [items[0].code]) == 0
+
+
+async def test_the_command_line_imports_an_xlsx_signed_for_the_officer_running_it(client, settings, sessions, tmp_path):
+    """The other front door: `starter.py import` reads the workbook and signs the batch as `--as` proved."""
+    import asyncio
+    import os
+    import subprocess
+    import sys
+
+    from core.settings import ROOT
+    from tests.conftest import TEST_KEYS_FILE, TEST_SIGNING_FILE, token_for
+
+    items = make_households(2, district=WEB_DISTRICT, commune="Tú Mịch", programme="")
+    wb = openpyxl.Workbook()
+    for row in vietnamese_rows(items):
+        wb.active.append(row)
+    path = tmp_path / "danh-sach.xlsx"
+    wb.save(path)
+    env = {
+        **os.environ,
+        "DATABASE_URL": settings.database_url,
+        "TEMPORAL_ADDRESS": client.service_client.config.target_host,
+        "TEMPORAL_TASK_QUEUE": f"cli-import-{os.getpid()}",  # no worker: the workflows wait, untouched
+        "PAYLOAD_KEYS_FILE": str(TEST_KEYS_FILE),
+        "SIGNING_KEYS_FILE": str(TEST_SIGNING_FILE),
+        "STATE_DIR": str(tmp_path / "state"),
+        "HOUSING_TOKEN": await token_for(sessions, sample.PROVINCE_USER),
+    }
+    env.pop("SIGNING_KEYS", None)
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, str(ROOT / "starter.py"), "import", str(path), "--as", sample.PROVINCE_USER],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "2 households — 2 registered" in done.stdout
+    async with sessions() as s:
+        batch_id = await s.scalar(select(households.c.import_batch_id).where(households.c.code == items[0].code))
+        batch = await households_db.import_batch(s, batch_id)
+        keys = await signing_keys.load(s)
+    signed = ActionAssertion.model_validate(batch["assertion"])
+    covered = {k: batch[k] for k in ("file_name", "file_sha256", "row_count", "imported_by")}
+    assert covered["file_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    keys.verify(
+        signed,
+        workflow_id=IMPORTS,
+        step=IMPORT_STEP,
+        input_digest=import_digest(**covered),
+        user_id=sample.PROVINCE_USER,
+        holder=OFFICERS,
+        now=signed.issued_at,
+    )
