@@ -241,3 +241,18 @@ async def test_the_command_line_imports_an_xlsx_signed_for_the_officer_running_i
         holder=OFFICERS,
         now=signed.issued_at,
     )
+
+
+async def test_what_only_the_register_knows_is_found_at_confirmation_and_nothing_is_written(web, sessions):
+    items = make_households(2, district=WEB_DISTRICT, commune=web["communes"][WEB_DISTRICT], programme="")
+    first = "".join(",".join(r) + "\n" for r in vietnamese_rows(items[:1])).encode()
+    taken = items[1].model_copy(update={"cccd": items[0].cccd})  # a registered person under a new code
+    second = "".join(",".join(r) + "\n" for r in vietnamese_rows([taken])).encode()
+    async with browser(web["app"], sessions, sample.PROVINCE_USER) as (c, csrf):
+        for data, status in ((first, 200), (second, 422)):
+            preview = await c.post("/imports/preview", data={"csrf": csrf}, files={"file": ("a.csv", data, "text/csv")})
+            assert preview.status_code == 200, preview.text
+            done = await c.post("/imports/confirm", data={"csrf": csrf, "sha256": _sha(preview.text)})
+            assert done.status_code == status, done.text
+    assert f"is already registered to household {items[0].code}" in done.text
+    assert await _count(sessions, [items[1].code]) == 0

@@ -389,7 +389,8 @@ def router(settings: Settings, cookie: str) -> APIRouter:
         db = request.app.state.sessions
         try:
             report, items, current = await register(db, data, name, user_id, signer=request.app.state.signer)
-        except ImportRejected as rejected:
+        except ImportRejected as rejected:  # against the register: the mended file is uploaded anew
+            _release(settings, sha256, user_id)
             return _problems_page(request, signed, name, rejected.problems)
         report.workflows_started, report.workflows_existing = await start_workflows(
             request.app.state.client,
@@ -565,8 +566,11 @@ def _hold(settings: Settings, data: bytes, name: str, user_id: str) -> str:
     folder = _held_folder(settings)
     cutoff = time.time() - HELD_FOR
     for old in folder.iterdir():  # lists nobody confirmed: they name people, they do not stay
-        if old.stat().st_mtime < cutoff:
-            old.unlink(missing_ok=True)
+        try:
+            if old.stat().st_mtime < cutoff:
+                old.unlink(missing_ok=True)
+        except FileNotFoundError:  # confirmed (and removed) meanwhile
+            pass
     digest = hashlib.sha256(data).hexdigest()
     held = folder / _held_name(digest, user_id)
     meta = json.dumps({"file_name": name, "uploaded_by": user_id, "sha256": digest}, ensure_ascii=False).encode()
