@@ -12,6 +12,7 @@ type accept the English values or the Vietnamese terms.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import unicodedata
 from dataclasses import dataclass
@@ -94,6 +95,7 @@ _ALIASES = {
 LEADING_ZERO = "has 11 digits: leading zero lost? (Excel drops it; format the column as text)"
 
 
+@functools.lru_cache(maxsize=4096)  # a list repeats its groups and support types on every row
 def _fold(text: str) -> str:
     """A name as compared: no diacritics (đ is d), lower case, letters and digits only ('Số CCCD' is 'socccd')."""
     text = unicodedata.normalize("NFD", text.replace("Đ", "D").replace("đ", "d"))

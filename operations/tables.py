@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import unicodedata
 import zipfile
 from dataclasses import dataclass
@@ -48,8 +49,15 @@ _INVISIBLE = {
     0x2069: "POP DIRECTIONAL ISOLATE",
     0xFEFF: "ZERO WIDTH NO-BREAK SPACE (byte-order mark)",
 }
-# Inside a cell a tab and a line break (a quoted cell over several lines) are text; other controls are not.
-_ALLOWED_CONTROLS = {"\t", "\n"}
+# Inside a cell a tab and a line break (a quoted cell over several lines; CR LF from a workbook) are text; the
+# other controls (Unicode category Cc: U+0000-U+001F, U+007F-U+009F) are not, nor the invisible characters.
+_ALLOWED_CONTROLS = "\t\n\r"
+_REFUSED = re.compile(
+    "["
+    + "".join(re.escape(chr(c)) for c in [*range(0x20), *range(0x7F, 0xA0)] if chr(c) not in _ALLOWED_CONTROLS)
+    + "".join(re.escape(chr(c)) for c in _INVISIBLE)
+    + "]"
+)
 _DELIMITERS = (",", ";", "\t")
 
 
@@ -241,19 +249,15 @@ def _xlsx_text(value) -> str:
 
 def _clean(raw: str, line: int, field: str, problems: list[Problem]) -> str:
     """The cell NFC and stripped; an invisible or control character is a problem, named with its position."""
-    for position, ch in enumerate(raw, start=1):
-        code = ord(ch)
-        if code in _INVISIBLE:
-            what = _INVISIBLE[code]
-        elif unicodedata.category(ch) == "Cc" and ch not in _ALLOWED_CONTROLS:
-            what = f"control character {unicodedata.name(ch, repr(ch))}"
-        else:
-            continue
-        problems.append(
-            Problem(line, field, f"holds U+{code:04X} {what} at character {position}, invisible: retype the cell")
-        )
-        return ""
-    return unicodedata.normalize("NFC", raw).strip()
+    found = _REFUSED.search(raw)
+    if found is None:
+        return unicodedata.normalize("NFC", raw).strip()
+    ch = found.group()
+    code = ord(ch)
+    what = _INVISIBLE.get(code) or f"control character {unicodedata.name(ch, '')}".strip()
+    at = found.start() + 1
+    problems.append(Problem(line, field, f"holds U+{code:04X} {what} at character {at}, invisible: retype the cell"))
+    return ""
 
 
 def _table(found) -> Table:

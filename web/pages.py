@@ -7,6 +7,7 @@ offers only the steps the engine would accept (rules.allowed_actions).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -370,7 +371,7 @@ def router(settings: Settings, cookie: str) -> APIRouter:
             raise Refusal("InvalidInput", "choose the list's file (.xlsx or .csv) to upload")
         data = await upload.read(MAX_LIST + 1)
         name = unicodedata.normalize("NFC", Path(upload.filename).name)[:120]
-        rows, problems = parse(data, name)
+        rows, problems = await asyncio.to_thread(parse, data, name)  # a big list: seconds, off the loop
         log.info("list_previewed", user=signed.user.user_id, file=name, rows=len(rows), problems=len(problems))
         if problems:
             return _problems_page(request, signed, name, problems)
