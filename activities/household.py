@@ -14,18 +14,19 @@ import structlog
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
-from activities import channel_answers, moves, officer_steps
+from activities import channel_answers, moves, officer_steps, review_checks
 from core import metrics
 from core.errors import Refusal
 from core.formatting import VIETNAM, day, dong, place
 from db import audit, households, ledger, outbox, policy, restores, steps, users
 from db import finance as finance_db
+from db import review as review_db
 from db.engine import Sessions
 from finance.allocation import eligible, from_one_source, plan_allocation, split_into_tranches
 from models.allocation import SourceView
 from models.assertion import ActionAssertion
 from models.finance import AllocationPiece, Piece
-from models.household import CHANNEL_STEPS, PAYOUT_STEPS, Step
+from models.household import CHANNEL_STEPS, PAYOUT_STEPS, Step, SupportType
 from models.records import MoneyOp, ReminderRecord, TransitionOutcome, TransitionRecord, money_effect
 from models.vocabulary import stage_name
 
@@ -149,8 +150,9 @@ class HouseholdActivities:
         await moves.check_actor_unit(session, rec)
         await self._authenticate(session, rec, row, restoring=restoring, asked_at=asked_at)
         move = await moves.check_move(session, rec, row) if rec.step is Step.MOVE else None
+        change = await review_checks.before_writing(session, rec, row)
 
-        moved = await self._move_money(session, rec)
+        moved = await self._move_money(session, rec, row, change)
         transfer = moved.first
         amount = moved.amount
         effect = money_effect(
@@ -159,6 +161,8 @@ class HouseholdActivities:
             source=moved.sources or rec.source,
             reserved_before=row.reserved,
             paid_before=row.paid,
+            released=moved.released,
+            entitlement=moved.entitlement,
         )
         await self._update_payouts(session, rec)
         try:
@@ -198,6 +202,7 @@ class HouseholdActivities:
             raise Refusal(
                 officer_steps.RULE, f"household {rec.household_code}: the step's assertion was used before"
             ) from None
+        await review_checks.after_writing(session, rec, row, change, entry.id)
         log.info(
             "transition_recorded",
             household=rec.household_code,
@@ -213,6 +218,8 @@ class HouseholdActivities:
             amount=amount,
             allocation=moved.allocation,
             sources=moved.sources,
+            released=moved.released,
+            entitlement=moved.entitlement,
             at=rec.at,
             **({"policy": move.policy, "moved_to": move.commune, "moved_district": move.district} if move else {}),
         )
@@ -253,9 +260,11 @@ class HouseholdActivities:
         if rec.step is Step.SET_POLICY:
             await officer_steps.check_policy_change(session, rec)
 
-    async def _move_money(self, session, rec: TransitionRecord) -> _Moved:
+    async def _move_money(self, session, rec: TransitionRecord, row=None, change=None) -> _Moved:
         memo = f"{rec.step.value} {rec.household_code} by {rec.actor.user_id}"
         key = f"{rec.idempotency_key}:{rec.money.value}"
+        if rec.money is MoneyOp.ADJUST:
+            return await self._adjust(session, rec, row, change, key, memo)
         if rec.money is MoneyOp.RESERVE:
             as_of = rec.at.astimezone(VIETNAM).date()
             amount = await policy.entitlement(session, rec.support_type, rec.beneficiary_group, as_of)
@@ -325,6 +334,67 @@ class HouseholdActivities:
             )
         await finance_db.record_allocation(session, rec.household_code, allocation)
         return _Moved(transfers, need, sources="+".join(dict.fromkeys(src for src, _ in pieces)), allocation=allocation)
+
+    async def _adjust(self, session, rec: TransitionRecord, row, change, key: str, memo: str) -> _Moved:
+        """A change of support type approved: the entitlement from the policy table for the new type; what the
+        tranches not yet paid hold goes back to its sources, and they are reserved again, from the same sources in
+        the same proportions, for what is left to pay (the new entitlement less what was paid, never touched)."""
+        as_of = rec.at.astimezone(VIETNAM).date()
+        new_type = SupportType(change.value)
+        entitlement = await policy.entitlement(session, new_type, rec.beneficiary_group, as_of)
+        left = entitlement - row.paid
+        if left <= 0:
+            raise Refusal(
+                "ChangeBelowPaid",
+                f"household {rec.household_code} was paid {dong(row.paid)}; {new_type.value} is entitled to "
+                f"{dong(entitlement)}: nothing would be left to pay (recover the difference, or cancel)",
+            )
+        await review_checks.no_payment_in_flight(session, rec.household_code)
+        pending = await restores.current_ids(session, rec.household_code, rec.transfer_ids) if rec.transfer_ids else []
+        pieces = await review_checks.unpaid_pieces(session, rec.household_code, pending)
+        if not pieces:
+            raise Refusal("NoUnpaidTranche", f"household {rec.household_code} has no tranche left unpaid to adjust")
+        voided = [await ledger.void(session, key=f"{key}:void:{p.id}", pending_id=p.id, memo=memo) for p in pieces]
+        released = sum(t.amount for t in voided)
+        shares = review_checks.rescale([p.amount for p in pieces], left)
+        reserved: list[ledger.Transfer] = []
+        by_tranche: dict[int, list[tuple[ledger.Transfer, str]]] = {}
+        for p, amount in zip(pieces, shares, strict=True):
+            if amount <= 0:
+                continue
+            t = await ledger.reserve(
+                session,
+                key=f"{key}:t{p.tranche}:{p.source}",
+                source=p.source,
+                household_code=rec.household_code,
+                amount=amount,
+                memo=memo,
+                tranche=p.tranche,
+            )
+            reserved.append(t)
+            by_tranche.setdefault(p.tranche, []).append((t, p.source))
+        plan = {r.tranche: r for r in await households.tranche_rows_of(session, [rec.household_code])}
+        allocation = [
+            AllocationPiece(
+                tranche=n,
+                percent=plan[n].percent,
+                milestone=plan[n].milestone,
+                amount=sum(t.amount for t, _ in got),
+                pieces=[Piece(transfer_id=t.id, source=src, amount=t.amount) for t, src in got],
+            )
+            for n, got in sorted(by_tranche.items())
+        ]
+        touched = {p.tranche for p in pieces}
+        await review_db.set_tranche_amounts(
+            session, rec.household_code, {n: sum(t.amount for t, _ in by_tranche.get(n, [])) for n in touched}
+        )
+        return _Moved(
+            [*voided, *reserved],
+            sum(t.amount for t in reserved),
+            allocation=allocation,
+            released=released,
+            entitlement=entitlement,
+        )
 
     async def _update_payouts(self, session, rec: TransitionRecord) -> None:
         if rec.tranche_updates:
@@ -431,6 +501,8 @@ class _Moved:
     amount: int | None
     sources: str | None = None
     allocation: list[AllocationPiece] = field(default_factory=list)
+    released: int | None = None  # ADJUST: what the unpaid tranches gave back
+    entitlement: int | None = None  # ADJUST: the entitlement from now on
 
     @property
     def first(self) -> ledger.Transfer | None:

@@ -315,6 +315,8 @@ def _check_transition(
 
     moved = sum(x["amount"] for x in transfers)
     expected = (outcome.amount or 0) if rec.money is not MoneyOp.NONE else 0
+    if rec.money is MoneyOp.ADJUST:  # the unpaid pieces voided under this key, then reserved again
+        expected += outcome.released or 0
     if moved != expected:
         ids = ", ".join(str(x["id"]) for x in transfers) or "none"
         report.add(

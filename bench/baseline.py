@@ -1,11 +1,11 @@
 """Temporal's floor for the driver: a bare workflow that takes exactly the Temporal calls a household takes,
 each activity doing nothing. Same servers, same client library; no database, no codec.
 
-Per household (as `HouseholdWorkflow` on the driver's path): 11 updates, 15 activities and 2 signals —
+Per household (as `HouseholdWorkflow` on the driver's path): 12 updates, 16 activities and 2 signals —
 every update records its step (one activity), the two releases also hand the instruction to the channel
 (a second activity), and each of the channel's two confirmations is a signal whose handler asks the channel
-and records its answer in one activity (since `signed-actions-2026`; before it, two: 17 in all). The
-activities are regular ones; started with `local=True`, all 15 are local activities, as ours are since that
+and records its answer in one activity (since `signed-actions-2026`; before it, two: 18 in all). The
+activities are regular ones; started with `local=True`, all 16 are local activities, as ours are since that
 patch (the driver's `--baseline-local`).
 
     python -m bench.baseline TASK_QUEUE      # a worker for it, as its own process (the driver starts it)
@@ -24,8 +24,8 @@ from temporalio.worker import Worker
 with workflow.unsafe.imports_passed_through():
     from core.settings import get_settings
 
-# Activities each of the 11 updates runs, in the driver's order: the releases (6th and 10th) run two.
-ACTIVITIES_PER_UPDATE = (1, 1, 1, 1, 1, 2, 1, 1, 1, 2, 1)
+# Activities each of the 12 updates runs, in the driver's order: the releases (7th and 11th) run two.
+ACTIVITIES_PER_UPDATE = (1, 1, 1, 1, 1, 1, 2, 1, 1, 1, 2, 1)
 ACTIVITIES_PER_SIGNAL = 1  # the channel asked and its answer recorded, in one activity
 SIGNALS = 2
 UPDATES = len(ACTIVITIES_PER_UPDATE)

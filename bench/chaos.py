@@ -5,7 +5,7 @@
 
 A stack of its own (a fresh state folder, free loopback ports, `EMBEDDED_STACK=true` so the embedded
 servers run on those ports) is started with `starter.py stack up`. A seeded sample of the generated
-province (bench/province.py) is imported; `--officers` officers take the households through the 11 steps
+province (bench/province.py) is imported; `--officers` officers take the households through the 12 steps
 of bench/driver.py's script, deciding each next step from the household's state (a refusal that means
 "already done" is success), retrying failures with a bounded backoff. The nemesis kills the worker,
 PostgreSQL's postmaster, the Temporal dev server and the bank with SIGKILL, found by their pid files, each
@@ -360,6 +360,8 @@ def next_action(h: Household, state: HouseholdState) -> Action | str | None:
         return s, user, {**kwargs, "tranche": tranche, "evidence": [f"{kwargs['evidence'][0][:-1]}{tranche}"]}
 
     first = {Stage.VERIFICATION: Step.VERIFY, Stage.APPROVAL: Step.APPROVE, Stage.FUND_ALLOCATION: Step.ALLOCATE}
+    if state.stage is Stage.APPROVAL and state.posting is None:
+        return act(Step.POST_LIST)
     if state.stage in first:
         return act(first[state.stage])
     tranches = sorted(state.tranches, key=lambda t: t.n)
@@ -793,7 +795,7 @@ async def chaos(args: argparse.Namespace, stack: ChaosStack, started_utc: str) -
             f"seed {args.seed}"
         )
         faults = plan_faults(args.seed, {k: v for k, v in counts.items() if bank_present or k != "bank"})
-        figures = Officers(total_steps=len(registered) * 11)
+        figures = Officers(total_steps=len(registered) * len(script(registered[0])))
         t0 = time.monotonic()
         deadline = t0 + args.timeout
         work = asyncio.create_task(

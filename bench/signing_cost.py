@@ -68,9 +68,9 @@ def main() -> None:
             lambda: authn.check_step(signed, workflow_id=wf, step="verify", now=now, seen=(), keys=keys), n
         ),
     }
-    # A household's path: 11 officers' steps signed once, verified twice (validator, activity).
+    # A household's path: 12 officers' steps signed once, verified twice (validator, activity).
     sign, verify = figures["front door: digest + sign"], figures["engine: check_step (digest + verify + one-time id)"]
-    path_ms = (sign + 2 * verify) * 11 / 1000
+    path_ms = (sign + 2 * verify) * 12 / 1000
     table = Table("operation", "µs per call", title=f"Signing cost ({n:,} calls, best of 3)")
     for name, us in figures.items():
         table.add_row(name, f"{us:,.1f}")

@@ -77,10 +77,18 @@ async def act(
     ),
     tranche: int | None = typer.Option(None, "--tranche", help="authorise_payout / release_payout: which tranche"),
     milestone: Milestone | None = typer.Option(None, "--milestone", help="report_progress: the milestone reached"),
+    detail: list[str] = typer.Option(
+        [],
+        "--set",
+        "-s",
+        help="A field of the step's own input, NAME=VALUE (repeatable; dotted for a verification's findings): "
+        "-s findings.roof=non_durable, -s place='Nhà văn hoá thôn', -s objection=9, -s kind=support_type",
+    ),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Take one step on a household, signed by this front door for the user who proved who they are. The
     engine refuses what the rules do not allow."""
+    details = _details(detail)
     await sign_in(settings, as_user, password_stdin=password_stdin, token_stdin=token_stdin)
     async with database(settings) as sessions:
         client = await connect(settings)
@@ -96,6 +104,7 @@ async def act(
             tranche=tranche,
             signer=load_ring(settings),
             milestone=milestone.value if milestone else None,
+            details=details,
         )
     if as_json:
         print(result.model_dump_json(indent=2))
@@ -112,6 +121,23 @@ async def act(
         f"{result.household_code}: {step.value} done — {result.from_stage.value} → {result.to_stage.value}"
         f" (step {result.seq}{money})"
     )
+
+
+def _details(pairs: list[str]) -> dict:
+    """`--set` pairs as the step input's fields (the input model judges the values)."""
+    details: dict = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
+            raise typer.BadParameter(f"{pair!r}: write NAME=VALUE", param_hint="--set")
+        *outer, last = name.strip().split(".")
+        into = details
+        for part in outer:
+            into = into.setdefault(part, {})
+            if not isinstance(into, dict):
+                raise typer.BadParameter(f"{name}: {part} is given a value and fields", param_hint="--set")
+        into[last] = value
+    return details
 
 
 @app.command("status")

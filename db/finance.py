@@ -310,7 +310,15 @@ async def released_instruction(session: AsyncSession, payment_id: str, household
     ht, h = household_tranches, households
     row = (
         await session.execute(
-            select(ht.c.amount, ht.c.status, ht.c.released_by, h.c.head_of_household, h.c.workflow_id)
+            select(
+                ht.c.amount,
+                ht.c.status,
+                ht.c.released_by,
+                # The payee a change approved names, else the head of household (both written only by triggers'
+                # leave: at import, or by an approved change request).
+                func.coalesce(h.c.payee, h.c.head_of_household).label("head_of_household"),
+                h.c.workflow_id,
+            )
             .join(h, h.c.code == ht.c.household_code)
             .where(ht.c.household_code == household_code, ht.c.tranche == n)
         )

@@ -92,6 +92,22 @@ households = Table(
     Column("old_commune", Text),
     Column("moved_under", Text),
     Column("moved_at", DateTime(timezone=True)),
+    Column("payee", Text),  # None: the head of household (a change approved may name another)
+)
+
+household_changes = Table(
+    "household_changes",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("household_code", Text),
+    Column("kind", Text),
+    Column("old_value", Text),
+    Column("new_value", Text),
+    Column("request_audit_id", BigInteger),
+    Column("decision_audit_id", BigInteger),
+    Column("requested_by", Text),
+    Column("approved_by", Text),
+    Column("at", DateTime(timezone=True)),
 )
 
 audit_log = Table(

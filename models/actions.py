@@ -10,6 +10,7 @@ from temporalio import workflow
 
 from models.actor import Actor
 from models.assertion import ActionAssertion
+from models.eligibility import EligibilityFindings
 from models.household import Stage, Step
 from models.policy import WorkflowPolicy
 
@@ -79,7 +80,10 @@ class ActionResult(BaseModel):
 
 
 class VerifyInput(ActionInput):
-    """Commune review (rà soát, bình xét, thẩm định): evidence is the review minutes."""
+    """Commune review (rà soát, bình xét, thẩm định): evidence is the review minutes; `findings`, what the review
+    found (models/eligibility.py), required and checked against the criteria when the household's policy has them."""
+
+    findings: EligibilityFindings | None = None
 
 
 class VerifyResult(ActionResult):

@@ -46,10 +46,29 @@ class Step(StrEnum):
     SET_POLICY = "set_policy"
     # A reorganisation of local government moved the household to its new unit (and the new unit's policy).
     MOVE = "move"
+    # Before the money (models/review.py): the list posted, objections raised and resolved, a double-support
+    # match overridden; after approval, a change asked for by the commune and decided by another person.
+    POST_LIST = "post_list"
+    RECORD_OBJECTION = "record_objection"
+    RESOLVE_OBJECTION = "resolve_objection"
+    OVERRIDE_DOUBLE_SUPPORT = "override_double_support"
+    REQUEST_CHANGE = "request_change"
+    DECIDE_CHANGE = "decide_change"
 
 
 PAYOUT_STEPS = frozenset({Step.REPORT_PROGRESS, Step.AUTHORISE_PAYOUT, Step.RELEASE_PAYOUT})
 CHANNEL_STEPS = frozenset({Step.PAYMENT_CONFIRMED, Step.PAYMENT_FAILED})
+# Steps that record a fact about the household without moving it (unless an outcome sends it back or ends it).
+REVIEW_STEPS = frozenset(
+    {
+        Step.POST_LIST,
+        Step.RECORD_OBJECTION,
+        Step.RESOLVE_OBJECTION,
+        Step.OVERRIDE_DOUBLE_SUPPORT,
+        Step.REQUEST_CHANGE,
+        Step.DECIDE_CHANGE,
+    }
+)
 
 
 # The programme's order of work: the step that ends each stage and the stage it leads to.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from models.eligibility import EligibilityCriteria
 from models.household import Stage, Step
 
 
@@ -66,6 +67,12 @@ class WorkflowPolicy(BaseModel):
     # Instructions sent for one tranche before a failed payment goes back to Finance to re-authorise.
     payment_max_attempts: int = Field(default=2, ge=1)
     finance_agency: str = "Sở Tài chính"
+    # Before the money. Versions without them (before 2026.2) record verification without findings and approve
+    # without a posting, as they did: their histories replay unchanged.
+    # The criteria verification's findings are checked against (None: findings are optional and not checked).
+    eligibility: EligibilityCriteria | None = None
+    # Days the reviewed list stays posted before approval may be given (None: no posting step).
+    posting_days: int | None = Field(default=None, ge=0, le=90)
 
     def inquiry_offset_minutes(self, n: int) -> int | None:
         """Minutes after release of the n-th status inquiry (from 1); None when none are asked."""

@@ -21,15 +21,27 @@ class MoneyOp(StrEnum):
     RESERVE = "reserve"  # pending transfer source → household
     POST = "post"  # the pending transfer becomes final
     VOID = "void"  # the pending transfer is released back to the source
+    # A change of support type: the tranches not yet paid are voided and reserved again for the new entitlement.
+    ADJUST = "adjust"
 
 
 def money_effect(
-    op: MoneyOp, *, amount: int | None, source: str | None, reserved_before: int, paid_before: int
+    op: MoneyOp,
+    *,
+    amount: int | None,
+    source: str | None,
+    reserved_before: int,
+    paid_before: int,
+    released: int | None = None,
+    entitlement: int | None = None,
 ) -> dict[str, object]:
     """What a money operation does to a household's money fields. The one definition, applied to the
     workflow's state and to the read model alike. `amount` is what the ledger moved: the whole
-    reservation, a tranche posted, or what a void released."""
+    reservation, a tranche posted, or what a void released; an adjustment: what it reserved again, having
+    `released` what the unpaid tranches held, for the new `entitlement`."""
     moved = amount or 0
+    if op is MoneyOp.ADJUST:
+        return {"entitlement": entitlement or 0, "reserved": max(reserved_before - (released or 0), 0) + moved}
     if op is MoneyOp.RESERVE:
         return {"entitlement": moved, "reserved": moved, "funding_source": source}
     if op is MoneyOp.POST:
@@ -109,6 +121,10 @@ class TransitionOutcome(BaseModel):
     moved_to: str | None = None
     moved_district: str | None = None
     sources: str | None = None  # RESERVE: the sources drawn on, as the read model shows them
+    # A change of support type (MoneyOp.ADJUST): what the unpaid tranches released, and the new entitlement; the
+    # tranches reserved again are in `allocation`.
+    released: int | None = None
+    entitlement: int | None = None
     # When the step was recorded: the record's own time, or on a retry the time the first attempt committed
     # (a worker that crashed after the commit retries with a later workflow.now()). None in older histories.
     at: datetime | None = None

@@ -6,9 +6,11 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from models.eligibility import EligibilityFindings
 from models.finance import TrancheState
 from models.household import Household, Stage, Step
 from models.policy import WorkflowPolicy
+from models.review import ChangeRequest, Objection, Posting
 
 
 class HouseholdWorkflowInput(BaseModel):
@@ -44,6 +46,7 @@ class HouseholdState(BaseModel):
     stage: Stage
     stage_since: datetime
     policy_version: str
+    posting_days: int | None = None  # the policy's posting period (None: approval needs no posting)
     imported_by: str | None = None  # who imported the household's list (segregation of duties)
     entitlement: int = 0
     reserved: int = 0
@@ -54,6 +57,14 @@ class HouseholdState(BaseModel):
     payment_escalations: int = 0
     reminders_sent: int = 0
     timeline: list[TimelineEntry] = Field(default_factory=list)
+    # Before the money (models/review.py): what verification found, the posting of the list, the objections raised
+    # while it was posted, the other programmes whose match was overridden, the changes asked for.
+    findings: EligibilityFindings | None = None
+    posting: Posting | None = None
+    objections: list[Objection] = Field(default_factory=list)
+    overridden: list[str] = Field(default_factory=list)
+    changes: list[ChangeRequest] = Field(default_factory=list)
+    payee: str | None = None  # None: the head of household
 
 
 class HouseholdWorkflowResult(BaseModel):

@@ -55,6 +55,14 @@ STEPS: dict[Step, Name] = {
     Step.PAYMENT_FAILED: Name("chuyển tiền không thành công", "payment failed", "payment failed"),
     Step.SET_POLICY: Name("thay quy trình áp dụng", "set policy", "policy replaced"),
     Step.MOVE: Name("chuyển về đơn vị hành chính mới", "move to the new unit", "moved to the new unit"),
+    Step.POST_LIST: Name("niêm yết công khai danh sách", "post the list", "list posted"),
+    Step.RECORD_OBJECTION: Name("ghi nhận ý kiến phản ánh", "record an objection", "objection recorded"),
+    Step.RESOLVE_OBJECTION: Name("giải quyết ý kiến phản ánh", "resolve an objection", "objection resolved"),
+    Step.OVERRIDE_DOUBLE_SUPPORT: Name(
+        "xác nhận không trùng hỗ trợ", "override a double-support match", "double-support match overridden"
+    ),
+    Step.REQUEST_CHANGE: Name("đề nghị điều chỉnh", "request a change", "change requested"),
+    Step.DECIDE_CHANGE: Name("phê duyệt điều chỉnh", "decide a change", "change decided"),
 }
 
 

@@ -12,11 +12,12 @@ from archive.store import HistoryArchive
 from core.errors import Refusal
 from core.formatting import today
 from core.signing import SigningRing, sign_input
-from db import households, users
+from db import households, registry, users
 from db import policy as policy_db
 from db.engine import Sessions
 from models import actions as m
 from models import finance as f
+from models import review as r
 from models.actions import StepInput
 from models.actor import Actor
 from models.household import Step, workflow_id_for
@@ -36,6 +37,12 @@ UPDATES = {
     Step.REPORT_PROGRESS: (HouseholdWorkflow.report_progress, f.ReportProgressInput),
     Step.AUTHORISE_PAYOUT: (HouseholdWorkflow.authorise_payout, f.AuthorisePayoutInput),
     Step.RELEASE_PAYOUT: (HouseholdWorkflow.release_payout, f.ReleasePayoutInput),
+    Step.POST_LIST: (HouseholdWorkflow.post_list, r.PostInput),
+    Step.RECORD_OBJECTION: (HouseholdWorkflow.record_objection, r.ObjectionInput),
+    Step.RESOLVE_OBJECTION: (HouseholdWorkflow.resolve_objection, r.ResolveObjectionInput),
+    Step.OVERRIDE_DOUBLE_SUPPORT: (HouseholdWorkflow.override_double_support, r.OverrideInput),
+    Step.REQUEST_CHANGE: (HouseholdWorkflow.request_change, r.ChangeRequestInput),
+    Step.DECIDE_CHANGE: (HouseholdWorkflow.decide_change, r.DecideChangeInput),
 }
 
 
@@ -51,10 +58,13 @@ async def take_step(
     source: str | None = None,
     tranche: int | None = None,
     milestone: str | None = None,
+    details: dict | None = None,
     signer: SigningRing,
 ) -> m.ActionResult | f.PayoutResult:
     """Take `step` as `user_id`, whom the calling front door has authenticated: the input goes to the
-    household's workflow signed with the front door's ring (`signer`); the engine refuses it unsigned."""
+    household's workflow signed with the front door's ring (`signer`); the engine refuses it unsigned.
+    `details`: the fields of the step's own input model beyond evidence and reason (a verification's
+    findings, a posting's place and date, an objection, a change; models/review.py)."""
     async with sessions() as session:
         actor = await users.require_actor(session, user_id)
         await moves.unit_in_force(session, actor, today())
@@ -63,7 +73,14 @@ async def take_step(
     update, input_type = UPDATES[step]
     try:
         inp = _step_input(
-            input_type, actor, evidence or [], reason=reason, source=source, tranche=tranche, milestone=milestone
+            input_type,
+            actor,
+            evidence or [],
+            reason=reason,
+            source=source,
+            tranche=tranche,
+            milestone=milestone,
+            details=details or {},
         )
     except ValueError as err:
         raise Refusal("InvalidInput", str(err)) from None
@@ -85,10 +102,11 @@ def _step_input(
     source: str | None,
     tranche: int | None,
     milestone: str | None,
+    details: dict,
 ) -> StepInput:
     """The step's input, with the fields its model has: a milestone to report, a tranche to authorise or
-    release, a reason for a lifecycle step (and the source asked for, to allocate). Refused (ValueError) when
-    the model refuses it."""
+    release, a reason for a lifecycle step (and the source asked for, to allocate), the `details` of a step
+    before the money. Refused (ValueError) when the model refuses it."""
     if issubclass(input_type, f.ReportProgressInput):
         return input_type.model_validate({"actor": actor, "evidence": evidence, "milestone": milestone})
     if issubclass(input_type, f.PayoutInput):
@@ -96,7 +114,10 @@ def _step_input(
     if issubclass(input_type, m.AllocateInput):
         return input_type(actor=actor, evidence=evidence, reason=reason, source=source)
     if issubclass(input_type, m.ActionInput):
-        return input_type(actor=actor, evidence=evidence, reason=reason)
+        unknown = sorted(set(details) - set(input_type.model_fields))
+        if unknown:
+            raise ValueError(f"step input {input_type.__name__} has no field {', '.join(unknown)}")
+        return input_type.model_validate({**details, "actor": actor, "evidence": evidence, "reason": reason})
     raise TypeError(f"{input_type.__name__} is not an officer's step input")
 
 
@@ -169,6 +190,7 @@ async def next_actions(sessions: Sessions, state: HouseholdState, actor: Actor) 
     async with sessions() as session:
         household = await households.get_household(session, state.household_code)
         policy = await policy_db.workflow_policy(session, state.policy_version)
+        matches = await registry.open_matches(session, state.household_code)
     if household is None:
         return []
     return rules.allowed_actions(
@@ -179,4 +201,7 @@ async def next_actions(sessions: Sessions, state: HouseholdState, actor: Actor) 
         timeline=state.timeline,
         tranches=state.tranches,
         imported_by=state.imported_by,
+        review=rules.review_of(state, today()),
+        matches=sorted({m.programme for m in matches}),
+        payee=state.payee,
     )

@@ -18,13 +18,14 @@ from collections import Counter
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Protocol
 
 from temporalio.client import Client
 
 from core.errors import Refusal
+from core.formatting import local
 from core.signing import SigningRing
 from db import households, users
 from db.engine import Sessions
@@ -52,7 +53,8 @@ Action = tuple[Step, str, dict]  # step, user, keyword arguments for take_step
 
 def next_action(state: HouseholdState, h: Household, *, payouts: bool = True) -> Action | str | None:
     """The next thing an officer does on this household: an action, "wait" (for the payment channel),
-    "payout" (a tranche waits for Finance or the treasury and `payouts` is off), or None (closed)."""
+    "payout" (a tranche waits for Finance or the treasury and `payouts` is off), or None (closed). Under a
+    policy with a posting period, a household waiting for approval is posted first (sample.posting_for)."""
     commune, district = sample.officers_of(h.district, h.commune)
     first_finance, second_finance = sample.FINANCE_USERS
     stage = state.stage
@@ -82,8 +84,16 @@ def next_action(state: HouseholdState, h: Household, *, payouts: bool = True) ->
             return "wait"
     if stage is Stage.SETTLEMENT and any(t.status is not TrancheStatus.PAID for t in state.tranches):
         return "wait"
+    if stage is Stage.APPROVAL and state.posting_days is not None and state.posting is None:
+        posted = local(state.stage_since).date() - timedelta(days=sample.POSTED_DAYS_AGO)
+        details = sample.posting_for(h, posted)
+        return Step.POST_LIST, commune, {"evidence": [f"TB-NIEM-YET/{h.code}"], "details": details}
     return {
-        Stage.VERIFICATION: (Step.VERIFY, commune, {"evidence": [f"BB-BINH-XET/{h.code}"]}),
+        Stage.VERIFICATION: (
+            Step.VERIFY,
+            commune,
+            {"evidence": [f"BB-BINH-XET/{h.code}"], "details": {"findings": sample.findings_for(h)}},
+        ),
         Stage.APPROVAL: (Step.APPROVE, district, {"evidence": [h.decision_ref]}),
         Stage.FUND_ALLOCATION: (Step.ALLOCATE, first_finance, {"evidence": [f"QD-PHAN-BO/{h.code}"]}),
         Stage.CONSTRUCTION: (Step.COMPLETE_CONSTRUCTION, commune, {"evidence": [f"BC-HOAN-THANH/{h.code}"]}),

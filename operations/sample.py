@@ -528,3 +528,29 @@ if __name__ == "__main__":
     gazetteer_file.parent.mkdir(parents=True, exist_ok=True)
     gazetteer_file.write_text(json.dumps(gazetteer(), ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
     print(f"wrote {gazetteer_file}")
+
+
+# ---------------------------------------------------------------- the review before the money (models/review.py)
+
+# The demo's lists were posted on paper this many days before the engine records the posting (longer than any
+# posting period the policy data sets, so the households it drives may be approved at once).
+POSTED_DAYS_AGO = 14
+
+
+def findings_for(h) -> dict:
+    """What the demo's commune review finds for a household (as `VerifyInput.findings`): a house whose
+    foundation and roof are not durable (a new build: all three parts), 24 m² for 4 people."""
+    new = h.support_type.value == "new_build"
+    return {
+        "has_house": True,
+        "foundation": "non_durable",
+        "frame": "non_durable" if new else "durable",
+        "roof": "non_durable",
+        "floor_area_m2": 24.0,
+        "household_size": 4,
+    }
+
+
+def posting_for(h, on: date) -> dict:
+    """The demo's posting of a household's list (as `PostInput`'s fields): at its commune's hall, on `on`."""
+    return {"place": f"Nhà văn hóa thôn và trụ sở UBND xã {h.commune}", "posted_on": on.isoformat()}

@@ -37,12 +37,16 @@ from temporalio.testing import WorkflowEnvironment
 from core import signing
 from core.codec import KeyRing, with_codec
 from core.converter import DATA_CONVERTER
+from core.errors import Refusal
+from core.formatting import local
 from core.settings import Settings
+from db import households as households_db
 from db import ledger, signing_keys
 from db.engine import make_engine, make_sessions
 from finance import callbacks
 from finance.channel import HttpBank
-from models.household import Household
+from models.eligibility import EligibilityFindings
+from models.household import Household, Stage, Step
 from operations import actions, demo, sample
 from operations.actions import household_state
 from operations.csv_list import to_csv
@@ -71,6 +75,15 @@ SEALED = with_codec(DATA_CONVERTER, TEST_RING)
 TEST_SIGNING_FILE = Path(__file__).parent / "histories" / "signing-keys.test"
 TEST_BANK_SIGNING_FILE = Path(__file__).parent / "histories" / "bank-signing-keys.test"
 FRONT_DOOR = signing.read_ring(TEST_SIGNING_FILE)
+# What a commune review finds for an eligible household (the roof and the frame not durable), for the tests that
+# sign a VerifyInput themselves; take_step below adds the household's own findings.
+FINDINGS = EligibilityFindings(
+    foundation="durable", frame="non_durable", roof="non_durable", floor_area_m2=20, household_size=3
+)
+# The same findings as a household page's verification form sends them (web/step_forms.py).
+FINDINGS_FORM = {k: str(v) for k, v in FINDINGS.model_dump(exclude={"has_house", "earlier_support"}).items()}
+# And as `starter.py act … verify` takes them.
+FINDINGS_ARGS = tuple(a for k, v in FINDINGS_FORM.items() for a in ("-s", f"findings.{k}={v}"))
 
 
 class ServerClock:
@@ -104,9 +117,48 @@ async def front_door(client: Client, signer=None):
 
 
 async def take_step(client: Client, sessions, code: str, step, user_id: str, **kw):
-    """`operations.actions.take_step` through the suite's front door: the step signed with its ring."""
+    """`operations.actions.take_step` through the suite's front door: the step signed with its ring. As the
+    demo's officers do (operations/demo.next_action): a verification given no findings records the demo's
+    eligible ones, and an approval of a household whose policy posts the list and which is not posted yet is
+    preceded by its commune's posting (`sample.POSTED_DAYS_AGO` days before it entered approval). A test of
+    those rules calls `operations.actions.take_step` itself."""
     signer = await front_door(client, kw.pop("signer", None))
+    if step is Step.VERIFY and "details" not in kw:
+        async with sessions() as session:
+            h = await households_db.get_household(session, code.strip().upper())
+        if h is not None:
+            kw["details"] = {"findings": sample.findings_for(h)}
+    if step is Step.APPROVE:
+        await post_list(client, sessions, code.strip().upper(), signer=signer)
     return await actions.take_step(client, sessions, code, step, user_id, signer=signer, **kw)
+
+
+async def post_list(client: Client, sessions, code: str, *, signer=None) -> None:
+    """Post a household in approval whose policy posts lists and which is not posted yet, as its commune
+    would have (`sample.POSTED_DAYS_AGO` days before it entered approval, so the period is over)."""
+    signer = await front_door(client, signer)
+    try:
+        state = await actions.household_state(client, code)
+    except Refusal:
+        return
+    async with sessions() as session:
+        h = await households_db.get_household(session, code)
+    if h is None or state.posting_days is None or state.posting is not None:
+        return
+    if state.stage is not Stage.APPROVAL:
+        return
+    commune, _ = sample.officers_of(h.district, h.commune)
+    posted = local(state.stage_since).date() - timedelta(days=sample.POSTED_DAYS_AGO)
+    await actions.take_step(
+        client,
+        sessions,
+        code,
+        Step.POST_LIST,
+        commune,
+        evidence=[f"TB-NIEM-YET/{code}"],
+        details=sample.posting_for(h, posted),
+        signer=signer,
+    )
 
 
 async def drive_one(client: Client, sessions, h, **kw) -> int:

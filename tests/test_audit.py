@@ -109,7 +109,7 @@ async def test_timeline_from_the_history_alone_in_both_languages(client, run):
     vi = timeline.lines(trail, "vi")
     en = timeline.lines(trail, "en")
     steps = [t.record.step for t in trail.transitions]
-    assert steps[:3] == ["verify", "approve", "allocate"] and steps[-1] == "settle"
+    assert steps[:4] == ["verify", "post_list", "approve", "allocate"] and steps[-1] == "settle"
     allocate = next(line for line in vi if line.detail.get("step") == "allocate")
     assert allocate.who == "tc.hoang" and allocate.role == "cán bộ Sở Tài chính"
     assert allocate.money.startswith("giữ chỗ 60.000.000 đ") and "42.000.000 đ (đợt 1)" in allocate.money
@@ -322,7 +322,7 @@ async def test_a_rewritten_and_rechained_audit_log_is_caught_by_the_hashes_in_th
         report = await verify_live(client, sessions, run["codes"], bound)
     kinds = report.by_kind()
     assert "chain_broken" not in kinds  # the chain alone would not see it
-    assert kinds["audit_hash_differs"] == len(rows) - 2  # every row from the allocation (seq 3) on
+    assert kinds["audit_hash_differs"] == len(rows) - 3  # every row from the allocation (seq 4) on
     assert kinds["amount_differs"] == 1
     assert "audit amount 70000000, history 60000000 (allocate)" in next(
         d.detail for d in report.discrepancies if d.kind == "amount_differs"

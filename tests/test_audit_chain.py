@@ -61,13 +61,13 @@ async def test_an_edited_row_is_named_by_the_chain_check(sessions, owner_session
     rows = await _rows(sessions, settled.code)
     async with sessions() as s:
         assert (await audit.verify_chain(s, settled.code)).ok
-    target = rows[2]  # the allocation: someone changes the amount
+    target = rows[3]  # the allocation: someone changes the amount
     await _tamper(owner_sessions, "UPDATE audit_log SET amount = amount + 1000000 WHERE id = :id", {"id": target["id"]})
     try:
         async with sessions() as s:
             report = await audit.verify_chain(s, settled.code)
         assert not report.ok
-        assert (report.first_break.id, report.first_break.seq) == (target["id"], 3)
+        assert (report.first_break.id, report.first_break.seq) == (target["id"], 4)
         assert "edited" in report.first_break.reason
         assert f"id={target['id']}" in str(report.first_break)
     finally:
@@ -143,7 +143,7 @@ async def test_a_cut_tail_and_a_removed_chain_are_named_by_the_chain_check(
     for h in (a, b):
         await drive_one(client, sessions, h)
     rows = await _rows(sessions, a.code)
-    assert len(rows) == 13
+    assert len(rows) == 14
     async with sessions() as s:
         heads = {
             r.household_code: r
@@ -152,7 +152,7 @@ async def test_a_cut_tail_and_a_removed_chain_are_named_by_the_chain_check(
             )
         }
         assert (await audit.verify_chain(s, a.code)).ok
-    assert (heads[a.code].seq, heads[a.code].hash.strip()) == (13, rows[-1]["hash"].strip())
+    assert (heads[a.code].seq, heads[a.code].hash.strip()) == (14, rows[-1]["hash"].strip())
 
     cut = ("DELETE FROM audit_log WHERE household_code = :c AND seq > 10", {"c": a.code})
     gone = ("DELETE FROM audit_log WHERE household_code = :c", {"c": b.code})
@@ -160,7 +160,7 @@ async def test_a_cut_tail_and_a_removed_chain_are_named_by_the_chain_check(
         tail = await audit.verify_chain(s, a.code)
         assert tail.rows == 10 and not tail.ok
         assert (tail.first_break.household_code, tail.first_break.seq) == (a.code, 10)
-        assert "ends at row 10, but its head was recorded at row 13" in tail.first_break.reason
+        assert "ends at row 10, but its head was recorded at row 14" in tail.first_break.reason
         whole = await audit.verify_chain(s, b.code)
         assert whole.rows == 0 and not whole.ok
         assert (whole.first_break.id, whole.first_break.household_code) == (0, b.code)

@@ -155,7 +155,7 @@ async def test_a_household_started_under_one_key_continues_after_rotation(client
     history = await new_client.get_workflow_handle(h.workflow_id).fetch_history()
     trail = await read_trail(history, with_codec(DATA_CONVERTER, rotated))
     assert trail.sealed_keys == {TEST_RING.active, rotated.active}
-    assert trail.opened and [t.record.step for t in trail.transitions] == ["verify", "approve"]
+    assert trail.opened and [t.record.step for t in trail.transitions] == ["verify", "post_list", "approve"]
     # The old ring opens the start (old key) but not what the new key sealed: the trail says so.
     partial = await read_trail(history, with_codec(DATA_CONVERTER, TEST_RING))
     assert not partial.opened and partial.household["code"] == h.code and partial.transitions == []

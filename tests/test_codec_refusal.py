@@ -26,7 +26,7 @@ from models.household import Step
 from operations import sample
 from operations.actions import household_state
 from runtime.stack import binary
-from tests.conftest import FRONT_DOOR, SEALED, enroll, make_households, running_worker, take_step, wait_until
+from tests.conftest import FINDINGS, FRONT_DOOR, SEALED, enroll, make_households, running_worker, take_step, wait_until
 
 E = EventType
 
@@ -128,7 +128,7 @@ async def test_a_signed_input_sent_unsealed_is_refused_the_same_way(client, sess
     actor = await commune_actor(sessions, h)
     inp = signing.sign_input(
         FRONT_DOOR,
-        VerifyInput(actor=actor, evidence=["BB-COPIED"]),
+        VerifyInput(actor=actor, evidence=["BB-COPIED"], findings=FINDINGS),
         workflow_id=h.workflow_id,
         step=Step.VERIFY.value,
         user_id=actor.user_id,

@@ -33,6 +33,7 @@ from operations import access, accounts, credentials, finance_ops, payouts, samp
 from operations.actions import household_state
 from operations.seed import seed_demo
 from tests.conftest import (
+    FINDINGS_ARGS,
     FRONT_DOOR,
     TEST_KEYS_FILE,
     TEST_SIGNING_FILE,
@@ -41,6 +42,7 @@ from tests.conftest import (
     make_households,
     new_database,
     password_for,
+    post_list,
     token_for,
 )
 from web.app import COOKIE
@@ -132,7 +134,7 @@ async def test_act_is_taken_only_for_the_person_who_proves_to_be_the_user(client
     commune, district = await _officers_of(sessions, h)
     async with sessions() as s, s.begin():
         await accounts.reset_password(s, accounts.SETUP, commune, PASSWORD, signer=FRONT_DOOR)
-    verify = ("act", h.code, "verify", "--as", commune, "-e", f"BB/{h.code}")
+    verify = ("act", h.code, "verify", "--as", commune, "-e", f"BB/{h.code}", *FINDINGS_ARGS)
 
     async def act(*args: str, **kw) -> subprocess.CompletedProcess:
         return await starter(client, settings.database_url, *args, task_queue=task_queue, **kw)
@@ -162,6 +164,7 @@ async def test_act_is_taken_only_for_the_person_who_proves_to_be_the_user(client
     by_token = await act(*verify, token=await token_for(sessions, commune))
     assert by_token.returncode == 0, by_token.stdout + by_token.stderr
     assert "verify done" in by_token.stdout
+    await post_list(client, sessions, h.code)
     async with sessions() as s, s.begin():
         await accounts.reset_password(s, accounts.SETUP, district, PASSWORD, signer=FRONT_DOOR)
     by_password = await act(
@@ -170,7 +173,14 @@ async def test_act_is_taken_only_for_the_person_who_proves_to_be_the_user(client
     assert by_password.returncode == 0, by_password.stdout + by_password.stderr
     state = await household_state(client, h.code)
     assert state.stage is Stage.FUND_ALLOCATION
-    assert [(e.step.value, e.user_id) for e in state.timeline[-2:]] == [("verify", commune), ("approve", district)]
+    verified, posted, approved = state.timeline[-3:]
+    assert (verified.step.value, verified.user_id, approved.step.value, approved.user_id) == (
+        "verify",
+        commune,
+        "approve",
+        district,
+    )
+    assert posted.step.value == "post_list" and posted.role == "commune_officer"
 
 
 async def test_wrong_passwords_lock_the_name_at_the_command_line_as_on_the_web(sessions):
@@ -223,7 +233,7 @@ async def test_a_credential_written_with_the_application_login_signs_nobody_in(
             text("INSERT INTO api_tokens (user_id, name, token_hash) VALUES (:u, :n, :h)"),
             {"u": commune, "n": f"ke-gian-{uuid.uuid4().hex[:6]}", "h": access.digest(token)},
         )
-    verify = ("act", h.code, "verify", "--as", commune, "-e", f"BB/{h.code}")
+    verify = ("act", h.code, "verify", "--as", commune, "-e", f"BB/{h.code}", *FINDINGS_ARGS)
     before = await _events(client, h.code)
     by_password = await starter(
         client, settings.database_url, *verify, "--password-stdin", stdin="mat-khau-ke-gian-1\n", task_queue=task_queue

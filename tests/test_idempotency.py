@@ -17,7 +17,7 @@ from models import MoneyOp, Stage, Step, TransitionRecord, VerifyInput
 from models.assertion import digest_of, signed_input
 from operations import sample
 from operations.imports import register
-from tests.conftest import FRONT_DOOR, make_households, to_csv
+from tests.conftest import FINDINGS, FRONT_DOOR, make_households, to_csv
 from workflows.household import HouseholdWorkflow
 
 
@@ -193,7 +193,7 @@ async def test_a_step_committed_before_a_crash_keeps_its_first_time_in_the_histo
     first_at = max(datetime.now(UTC) - timedelta(minutes=7), key.valid_from + timedelta(milliseconds=1))
     inp = sign_input(
         FRONT_DOOR,
-        VerifyInput(actor=actor, evidence=["BB-XM-01"]),
+        VerifyInput(actor=actor, evidence=["BB-XM-01"], findings=FINDINGS),
         workflow_id=h.workflow_id,
         step=Step.VERIFY.value,
         user_id=commune,

@@ -17,6 +17,7 @@ from workflows.search_attributes import STAGE
 
 FORWARD_STEPS = [
     Step.VERIFY,
+    Step.POST_LIST,  # the reviewed list posted publicly (policy 2026.2)
     Step.APPROVE,
     Step.ALLOCATE,
     Step.REPORT_PROGRESS,  # foundation done (new build) / 30% of the work (repair): tranche 1 falls due
@@ -84,7 +85,7 @@ async def test_new_build_and_repair_go_through_all_six_stages(client, sessions, 
             (2, amount - first, "paid"),
         ]
         assert [e.amount for e in state.timeline if e.step is Step.PAYMENT_CONFIRMED] == [first, amount - first]
-        assert state.timeline[6].user_id == sample.CHANNEL_USER
+        assert state.timeline[7].user_id == sample.CHANNEL_USER
         result = await client.get_workflow_handle_for(HouseholdWorkflow.run, workflow_id_for(h.code)).result()
         assert result == HouseholdWorkflowResult(household_code=h.code, stage=Stage.CLOSED, paid=amount, steps=n)
 

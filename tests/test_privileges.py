@@ -244,11 +244,11 @@ async def test_the_application_cannot_change_a_registered_payee_or_place(app_con
     """Migration 0010: a step updates only the register columns it writes (stage, money); the payee, the CCCD,
     the place and the support type are written once, at import, so the application's login cannot redirect a
     payment (the instruction is built from this row). Migration 0015 lets a reorganisation move a household: the
-    place may change then, and only then, to the unit the gazetteer's succession names (a trigger)."""
+    place may change then, and only then, to the unit the gazetteer's succession names (a trigger); migration
+    0016 lets the support type and the payee change only by an approved change request (a trigger)."""
     for column in (
         "head_of_household = 'Kẻ Mạo Danh'",
         "cccd = '001099000001'",
-        "support_type = 'new_build'",
         "old_commune = 'Khác'",
     ):
         await _refused(
@@ -265,6 +265,27 @@ async def test_the_application_cannot_change_a_registered_payee_or_place(app_con
         finally:
             await tx.rollback()
         assert e.value.sqlstate == "23000" and "only by a move" in str(e.value), change
+    # Migration 0016: the support type and the payee change only as an approved change request says (a row of
+    # household_changes written in the same transaction, standing on the request's and the decision's audit rows).
+    for change, what in (
+        ("support_type = CASE support_type WHEN 'repair' THEN 'new_build' ELSE 'repair' END", "support type"),
+        ("payee = 'Kẻ Mạo Danh'", "payee"),
+    ):
+        tx = app_conn.transaction()
+        await tx.start()
+        try:
+            with pytest.raises(asyncpg.PostgresError) as e:
+                await app_conn.execute(f"UPDATE households SET {change} WHERE code = '{settled.code}'")
+        finally:
+            await tx.rollback()
+        assert e.value.sqlstate == "23000" and f"its {what} changes only by an approved change" in str(e.value)
+    first = await app_conn.fetchval(f"SELECT min(id) FROM audit_log WHERE household_code = '{settled.code}'")
+    with pytest.raises(asyncpg.PostgresError, match="stands on its request and its approval"):
+        await app_conn.execute(
+            "INSERT INTO household_changes (household_code, kind, old_value, new_value, request_audit_id, "
+            "decision_audit_id, requested_by, approved_by) "
+            f"VALUES ('{settled.code}', 'payee', NULL, 'Kẻ Mạo Danh', {first}, {first}, 'tinh.luong', 'qt.admin')"
+        )
     tx = app_conn.transaction()
     await tx.start()
     try:  # what a step writes stays writable

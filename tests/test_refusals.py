@@ -23,7 +23,7 @@ from operations.actions import household_state
 from operations.csv_list import to_csv
 from operations.imports import register, start_workflows
 from operations.policies import add_version
-from tests.conftest import FRONT_DOOR, SEALED, drive_one, enroll, make_households, take_step
+from tests.conftest import FINDINGS, FRONT_DOOR, SEALED, drive_one, enroll, make_households, post_list, take_step
 from tests.test_finance import own_programme
 from workflows.household import HouseholdWorkflow
 
@@ -85,6 +85,7 @@ async def test_the_same_person_may_not_verify_and_approve(client, sessions, task
     report, (household,), current = await register(sessions, to_csv(items), "district.csv", DISTRICT)
     await start_workflows(client, task_queue, [household], current, importers=report.importers)
     await take_step(client, sessions, household.code, Step.VERIFY, DISTRICT, evidence=["BB"])
+    await post_list(client, sessions, household.code)
     r = await _refused(client, sessions, household.code, Step.APPROVE, DISTRICT, evidence=["QĐ"])
     assert r.rule == "SegregationOfDuties"
     assert f"user {DISTRICT} took step 'verify'" in r.message
@@ -138,11 +139,14 @@ async def test_the_engine_refuses_an_actor_the_users_table_does_not_know(client,
         jurisdiction=Jurisdiction(province="Lạng Sơn", district="Cao Lộc", commune="Hải Yến"),
     )
     with pytest.raises(WorkflowUpdateFailedError) as caught:
-        await handle.execute_update(HouseholdWorkflow.verify, VerifyInput(actor=ghost, evidence=["BB"]))
+        await handle.execute_update(
+            HouseholdWorkflow.verify, VerifyInput(actor=ghost, evidence=["BB"], findings=FINDINGS)
+        )
     assert isinstance(caught.value.cause, ApplicationError) and caught.value.cause.type == "Unauthenticated"
     with pytest.raises(WorkflowUpdateFailedError) as caught:
         await handle.execute_update(
-            HouseholdWorkflow.verify, _signed(VerifyInput(actor=ghost, evidence=["BB"]), wid, Step.VERIFY)
+            HouseholdWorkflow.verify,
+            _signed(VerifyInput(actor=ghost, evidence=["BB"], findings=FINDINGS), wid, Step.VERIFY),
         )
     assert isinstance(caught.value.cause, ApplicationError) and caught.value.cause.type == "UnknownUser"
 
@@ -154,6 +158,7 @@ async def test_the_engine_refuses_an_actor_the_users_table_does_not_know(client,
         jurisdiction=Jurisdiction(province="Lạng Sơn", district="Cao Lộc"),
     )
     await take_step(client, sessions, household.code, Step.VERIFY, DISTRICT, evidence=["BB"])
+    await post_list(client, sessions, household.code)
     with pytest.raises(WorkflowUpdateFailedError) as caught:
         await handle.execute_update(
             HouseholdWorkflow.approve, _signed(ApproveInput(actor=promoted, evidence=["QĐ"]), wid, Step.APPROVE)

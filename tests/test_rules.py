@@ -13,6 +13,7 @@ from models.finance import AuthorisePayoutInput, BatchAction, BatchSelection, Pa
 from models.household import Household
 from models.records import MoneyOp, money_effect
 from models.state import TimelineEntry
+from tests.conftest import FINDINGS
 from workflows.rules import check_action, check_actor, target_of
 
 H = Household(
@@ -112,7 +113,7 @@ def test_evidence_and_reason():
 
 def test_blank_evidence_references_are_rejected_by_the_model():
     with pytest.raises(ValueError):
-        VerifyInput(actor=actor(), evidence=["  "])
+        VerifyInput(actor=actor(), evidence=["  "], findings=FINDINGS)
 
 
 def test_payout_and_batch_inputs_share_the_check_and_keep_what_was_signed():
@@ -209,7 +210,7 @@ def test_a_tranche_pair_is_judged_per_tranche_and_the_importer_per_policy():
             stage=Stage.APPROVAL,
             household=H,
             policy=payouts,
-            action=VerifyInput(actor=importer, evidence=["QĐ"]),
+            action=VerifyInput(actor=importer, evidence=["QĐ"], findings=FINDINGS),
             timeline=(),
             imported_by="h1",
         )
@@ -219,7 +220,7 @@ def test_a_tranche_pair_is_judged_per_tranche_and_the_importer_per_policy():
         stage=Stage.APPROVAL,
         household=H,
         policy=payouts,
-        action=VerifyInput(actor=importer, evidence=["QĐ"]),
+        action=VerifyInput(actor=importer, evidence=["QĐ"], findings=FINDINGS),
         timeline=(),
         imported_by="p1",
     )
@@ -229,7 +230,7 @@ def test_a_tranche_pair_is_judged_per_tranche_and_the_importer_per_policy():
         stage=Stage.APPROVAL,
         household=H,
         policy=POLICY,
-        action=VerifyInput(actor=importer, evidence=["QĐ"]),
+        action=VerifyInput(actor=importer, evidence=["QĐ"], findings=FINDINGS),
         timeline=(),
         imported_by="h1",
     )

@@ -40,7 +40,7 @@ from operations.csv_list import to_csv
 from operations.imports import register, start_workflows
 from operations.policies import add_version
 from operations.signing_keys import public_keys
-from tests.conftest import FRONT_DOOR, SEALED, enroll, make_households, take_step, wait_until
+from tests.conftest import FINDINGS, FRONT_DOOR, SEALED, enroll, make_households, post_list, take_step, wait_until
 from tests.test_audit import trails_of
 from workflows.household import HouseholdWorkflow
 from workflows.runner import workflow_runner
@@ -131,14 +131,14 @@ async def yesterdays_door(owner_sessions, sessions, settings):
 
 
 async def test_an_unsigned_step_is_refused_and_leaves_no_event(client, sessions, household):
-    inp = VerifyInput(actor=await _actor(sessions, COMMUNE), evidence=["BB"])
+    inp = VerifyInput(actor=await _actor(sessions, COMMUNE), evidence=["BB"], findings=FINDINGS)
     err = await _refused(client, sessions, household.code, HouseholdWorkflow.verify, inp)
     assert err.type == "Unauthenticated" and "carries no signed assertion" in err.message
     assert (await household_state(client, household.code)).stage is Stage.VERIFICATION
 
 
 async def test_a_forged_signature_and_an_unknown_key_are_refused(client, sessions, household):
-    inp = VerifyInput(actor=await _actor(sessions, COMMUNE), evidence=["BB"])
+    inp = VerifyInput(actor=await _actor(sessions, COMMUNE), evidence=["BB"], findings=FINDINGS)
     err = await _refused(
         client,
         sessions,
@@ -160,7 +160,7 @@ async def test_a_forged_signature_and_an_unknown_key_are_refused(client, session
 
 
 async def test_an_expired_assertion_is_refused(client, sessions, household, yesterdays_door):
-    inp = VerifyInput(actor=await _actor(sessions, COMMUNE), evidence=["BB"])
+    inp = VerifyInput(actor=await _actor(sessions, COMMUNE), evidence=["BB"], findings=FINDINGS)
     an_hour_ago = datetime.now(UTC) - timedelta(hours=1)
     err = await _refused(
         client,
@@ -179,6 +179,7 @@ async def test_an_expired_assertion_is_refused(client, sessions, household, yest
 
 async def test_an_assertion_for_another_step_or_with_its_input_changed_is_refused(client, sessions, household):
     await take_step(client, sessions, household.code, Step.VERIFY, COMMUNE, evidence=["BB"])
+    await post_list(client, sessions, household.code)
     approve = ApproveInput(actor=await _actor(sessions, DISTRICT), evidence=["QĐ-1"])
     err = await _refused(
         client, sessions, household.code, HouseholdWorkflow.approve, _sign(approve, household.workflow_id, Step.VERIFY)
@@ -201,7 +202,11 @@ async def test_a_replayed_assertion_is_refused_here_and_on_another_household(cli
     first, second = await enroll(
         client, sessions, task_queue, make_households(2, district=DISTRICT_NAME, commune=COMMUNE_NAME)
     )
-    inp = _sign(VerifyInput(actor=await _actor(sessions, COMMUNE), evidence=["BB"]), first.workflow_id, Step.VERIFY)
+    inp = _sign(
+        VerifyInput(actor=await _actor(sessions, COMMUNE), evidence=["BB"], findings=FINDINGS),
+        first.workflow_id,
+        Step.VERIFY,
+    )
     handle = client.get_workflow_handle(first.workflow_id)
     await handle.execute_update(HouseholdWorkflow.verify, inp)
     err = await _refused(client, sessions, first.code, HouseholdWorkflow.verify, inp)  # the same, sent again
@@ -212,7 +217,11 @@ async def test_a_replayed_assertion_is_refused_here_and_on_another_household(cli
 
 
 async def test_one_assertion_sent_twice_at_once_takes_one_step(client, sessions, household):
-    inp = _sign(VerifyInput(actor=await _actor(sessions, COMMUNE), evidence=["BB"]), household.workflow_id, Step.VERIFY)
+    inp = _sign(
+        VerifyInput(actor=await _actor(sessions, COMMUNE), evidence=["BB"], findings=FINDINGS),
+        household.workflow_id,
+        Step.VERIFY,
+    )
     handle = client.get_workflow_handle(household.workflow_id)
     results = await asyncio.gather(
         *(handle.execute_update(HouseholdWorkflow.verify, inp) for _ in range(2)), return_exceptions=True
@@ -275,7 +284,11 @@ async def _foreign(client, task_queue: str, record: TransitionRecord, cls=Foreig
 
 async def _verify_record(sessions, h, *, evidence=("BB",), **changes) -> TransitionRecord:
     """The record the household's workflow would hand the activity for its first step, properly signed."""
-    inp = _sign(VerifyInput(actor=await _actor(sessions, COMMUNE), evidence=list(evidence)), h.workflow_id, Step.VERIFY)
+    inp = _sign(
+        VerifyInput(actor=await _actor(sessions, COMMUNE), evidence=list(evidence), findings=FINDINGS),
+        h.workflow_id,
+        Step.VERIFY,
+    )
     rec = TransitionRecord(
         idempotency_key=f"{h.workflow_id}#1",
         workflow_id=h.workflow_id,
@@ -317,7 +330,12 @@ async def test_the_activity_refuses_a_record_that_is_not_what_was_signed(session
     changed = await _verify_record(sessions, household)
     changed = changed.model_copy(update={"evidence": ["BB-KHÁC"]})
     rogue = await _verify_record(sessions, household)
-    rogue_inp = _sign(VerifyInput(actor=rogue.actor, evidence=["BB"]), household.workflow_id, Step.VERIFY, ring=ROGUE)
+    rogue_inp = _sign(
+        VerifyInput(actor=rogue.actor, evidence=["BB"], findings=FINDINGS),
+        household.workflow_id,
+        Step.VERIFY,
+        ring=ROGUE,
+    )
     rogue = rogue.model_copy(update={"assertion": rogue_inp.assertion})
     for rec, says in ((unsigned, "carries no signed assertion"), (changed, "evidence"), (rogue, "does not know")):
         with pytest.raises(ApplicationError) as caught:
@@ -440,6 +458,7 @@ async def test_a_policy_change_must_be_signed_by_a_policy_admin_for_a_stored_ver
 
 async def test_the_importer_of_a_list_may_not_approve_its_households(client, sessions, household):
     await take_step(client, sessions, household.code, Step.VERIFY, COMMUNE, evidence=["BB"])
+    await post_list(client, sessions, household.code)
     province = await _actor(sessions, sample.PROVINCE_USER)  # imported the list (tests/conftest.py enroll)
     state = await household_state(client, household.code)
     assert state.imported_by == sample.PROVINCE_USER

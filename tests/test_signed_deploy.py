@@ -70,7 +70,7 @@ async def test_a_household_in_flight_across_the_deploy_keeps_taking_signed_steps
             )
         ).all()
     # Both recorded with their signed assertions, before the deploy and after it.
-    assert [r.step for r in rows] == ["verify", "approve"] and all(r.assertion for r in rows)
+    assert [r.step for r in rows] == ["verify", "post_list", "approve"] and all(r.assertion for r in rows)
 
 
 async def test_a_signal_with_no_input_or_two_is_ignored_and_the_household_goes_on(client, sessions, settings):

@@ -21,6 +21,7 @@ from core.signing import (
 from models.actions import VerifyInput
 from models.actor import Actor, Jurisdiction
 from models.assertion import CHANNEL, OFFICERS, input_digest
+from tests.conftest import FINDINGS
 
 NOW = datetime(2026, 12, 2, 8, 0, tzinfo=UTC)
 ACTOR = Actor(
@@ -39,7 +40,7 @@ def trusted(
 
 
 def signed(ring: SigningRing, inp: VerifyInput | None = None, **kw) -> VerifyInput:
-    inp = inp or VerifyInput(actor=ACTOR, evidence=["BB-01"])
+    inp = inp or VerifyInput(actor=ACTOR, evidence=["BB-01"], findings=FINDINGS)
     args = {"workflow_id": WF, "step": "verify", "user_id": ACTOR.user_id, "now": NOW} | kw
     return sign_input(ring, inp, **args)
 

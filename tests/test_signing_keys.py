@@ -17,7 +17,7 @@ from models.actor import Actor, Jurisdiction
 from models.assertion import CHANNEL, OFFICERS, input_digest
 from operations import sample
 from operations import signing_keys as ops
-from tests.conftest import TEST_SIGNING_FILE
+from tests.conftest import FINDINGS, TEST_SIGNING_FILE
 
 WF = "household-KEYS-00001"
 
@@ -26,7 +26,7 @@ def _inp() -> VerifyInput:
     actor = Actor(
         user_id="x.keys", role="commune_officer", agency="UBND xã", jurisdiction=Jurisdiction(province=sample.PROVINCE)
     )
-    return VerifyInput(actor=actor, evidence=["BB"])
+    return VerifyInput(actor=actor, evidence=["BB"], findings=FINDINGS)
 
 
 def _verify(keys, ring, *, issued: datetime) -> None:

@@ -13,7 +13,7 @@ from models.actions import VerifyInput
 from models.household import Step, workflow_id_for
 from operations import sample
 from operations.actions import household_state
-from tests.conftest import FRONT_DOOR, enroll, make_households, running_worker, wait_until
+from tests.conftest import FINDINGS, FRONT_DOOR, enroll, make_households, running_worker, wait_until
 from workflows.household import HouseholdWorkflow
 
 
@@ -60,7 +60,7 @@ async def _verify_at_server_time(env, sessions, h, user_id: str) -> None:
         actor = await users.require_actor(s, user_id)
     inp = sign_input(
         FRONT_DOOR,
-        VerifyInput(actor=actor, evidence=["BB"]),
+        VerifyInput(actor=actor, evidence=["BB"], findings=FINDINGS),
         workflow_id=h.workflow_id,
         step=Step.VERIFY.value,
         user_id=user_id,

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import uuid
+from datetime import timedelta
 from functools import partial
 
 import httpx
@@ -15,6 +16,7 @@ import pytest
 from sqlalchemy import func, select
 
 from core.errors import Refusal
+from core.formatting import today
 from db import account_changes as account_trail
 from db import signing_keys
 from db import users as users_db
@@ -187,7 +189,7 @@ async def test_every_step_is_refused_to_every_role_the_policy_does_not_name(web,
     covers the household but whom the policy does not name for the step is refused by the engine
     (403 RoleNotAllowed, its message); then the officer it names takes the step (200). The household is its
     own: the module's `mine` stays in verification for the other tests, whatever their order."""
-    from tests.conftest import enroll, make_households
+    from tests.conftest import FINDINGS, enroll, make_households
 
     commune = web["communes"][DISTRICT]
     fresh = make_households(1, district=DISTRICT, commune=commune, programme="")
@@ -209,7 +211,8 @@ async def test_every_step_is_refused_to_every_role_the_policy_does_not_name(web,
         document = await s.scalar(select(workflow_policies.c.document).where(workflow_policies.c.version == version))
     policy = WorkflowPolicy.model_validate(document)
     path = [
-        (Step.VERIFY, "commune_officer", {}),
+        (Step.VERIFY, "commune_officer", {"details": {"findings": FINDINGS.model_dump(mode="json")}}),
+        (Step.POST_LIST, "commune_officer", {"details": sample.posting_for(h, today() - timedelta(days=14))}),
         (Step.APPROVE, "district_officer", {}),
         (Step.ALLOCATE, "finance_officer", {}),
         (Step.REPORT_PROGRESS, "commune_officer", {"milestone": "foundation"}),
@@ -249,9 +252,10 @@ async def test_every_step_is_refused_to_every_role_the_policy_does_not_name(web,
             done = await c.post(url, json=body)
         assert done.status_code == 200, (step, done.text)
     # Exactly the roles the seeded policy does not name for each step (migrations 0002, 0003): verify, approve,
-    # release (twice) and accept name two of these nine roles, the six other steps one.
+    # release (twice) and accept name two of these nine roles, the seven other steps one (posting: 0016).
     assert named_here == {
         Step.VERIFY: {"commune_officer", "district_officer"},
+        Step.POST_LIST: {"commune_officer"},
         Step.APPROVE: {"district_officer", "province_officer"},
         Step.ALLOCATE: {"finance_officer"},
         Step.REPORT_PROGRESS: {"commune_officer"},
@@ -261,7 +265,7 @@ async def test_every_step_is_refused_to_every_role_the_policy_does_not_name(web,
         Step.ACCEPT: {"commune_officer", "district_officer"},
         Step.SETTLE: {"finance_officer"},
     }
-    assert refusals == 5 * (len(users) - 2) + 6 * (len(users) - 1) == 83
+    assert refusals == 5 * (len(users) - 2) + 7 * (len(users) - 1) == 91
     async with http(web["app"], tokens["auditor"]) as c:
         lines = (await c.get(f"/api/households/{h.code}/timeline", params={"lang": "en"})).json()["lines"]
         report = (await c.get("/api/reports/province")).json()

@@ -22,12 +22,14 @@ from operations.csv_list import to_csv
 from operations.imports import register, start_workflows
 from runtime.stack import BackgroundWeb, free_port
 from tests.conftest import (
+    FINDINGS_FORM,
     TEST_KEYS_FILE,
     TEST_SIGNING_FILE,
     WEB_DISTRICT,
     enroll,
     make_households,
     password_for,
+    post_list,
     take_step,
 )
 
@@ -70,10 +72,11 @@ async def test_a_commune_officer_verifies_with_an_attachment_and_sees_the_refusa
         assert h.code in queue.text and web["theirs"].code not in queue.text  # another district's is not listed
         page = await c.get(f"/households/{h.code}")
         assert 'name="step" value="verify"' in page.text and 'value="approve"' not in page.text  # only what it may
+        assert 'name="roof"' in page.text and 'name="floor_area_m2"' in page.text  # what the review found
         scan = b"%PDF-1.4 bien ban xac minh"
         done = await c.post(
             f"/households/{h.code}/act",
-            data={"csrf": csrf, "step": "verify", "evidence": "BB-01"},
+            data={"csrf": csrf, "step": "verify", "evidence": "BB-01", **FINDINGS_FORM},
             files={"files": ("bien-ban.pdf", scan, "application/pdf")},
         )
         assert done.status_code == 303 and "message=" in done.headers["location"]
@@ -136,6 +139,7 @@ async def test_a_district_officer_approves_a_selection_in_bulk_and_each_refusal_
     fresh = make_households(2, district=WEB_DISTRICT, commune=commune, programme="")
     items = await enroll(client, sessions, web["task_queue"], fresh)
     await take_step(client, sessions, items[0].code, Step.VERIFY, officer, evidence=["BB"])
+    await post_list(client, sessions, items[0].code)
     async with browser(web["app"], sessions, sample.district_user(WEB_DISTRICT)) as (c, csrf):
         done = await c.post(
             "/households/bulk",
@@ -278,7 +282,7 @@ async def test_an_upload_is_stored_only_from_an_officer_who_may_take_that_step(w
         kept = b"the commune's own minutes"
         ok = await c.post(
             f"/households/{h.code}/act",
-            data={"csrf": csrf, "step": "verify"},
+            data={"csrf": csrf, "step": "verify", **FINDINGS_FORM},
             files={"files": ("bb.pdf", kept, "application/pdf")},
         )
         assert ok.status_code == 303 and "message=" in ok.headers["location"]

@@ -26,7 +26,7 @@ from models.finance import TrancheStatus
 from models.household import Step
 from operations import access, accounts, sample
 from operations.actions import household_state
-from tests.conftest import FRONT_DOOR, WEB_DISTRICT, WEB_OTHER_DISTRICT, enroll, make_households, take_step
+from tests.conftest import FRONT_DOOR, WEB_DISTRICT, WEB_OTHER_DISTRICT, enroll, make_households, post_list, take_step
 from web.app import COOKIE
 
 PASSWORD = "mat-khau-bao-mat-2025"
@@ -107,11 +107,12 @@ async def enrolled(web, client, sessions, n: int = 1, *, commune: str | None = N
 
 
 async def verified(web, client, sessions):
-    """A household of the web district's first commune, verified: waiting for the district's approval."""
+    """A household of the web district's first commune, verified and posted: waiting for the district's approval."""
     (h,) = await enrolled(web, client, sessions)
     await take_step(
         client, sessions, h.code, Step.VERIFY, sample.commune_user(WEB_DISTRICT, h.commune), evidence=["BB-XM"]
     )
+    await post_list(client, sessions, h.code)
     assert await stage_of(client, h.code) == "approval"
     return h
 

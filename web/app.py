@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -86,6 +86,9 @@ class ActionBody(BaseModel):
     source: str | None = None
     tranche: int | None = None
     milestone: str | None = None
+    # The step's own fields beyond these (a verification's findings, a posting, an objection, a change:
+    # models/eligibility.py, models/review.py); the step's input model judges them.
+    details: dict[str, Any] | None = Field(default=None, max_length=20)
 
 
 async def signed_in(request: Request) -> access.SignedIn:

@@ -43,6 +43,7 @@ from operations.csv_list import parse, template_xlsx
 from operations.imports import ImportRejected, register, start_workflows
 from operations.tables import MAX_BYTES as MAX_LIST
 from web.i18n import Words
+from web.step_forms import details_from_form
 from workflows import rules
 
 __all__ = ["Words", "router", "templates"]
@@ -324,6 +325,7 @@ def router(settings: Settings, cookie: str) -> APIRouter:
                 reason=reason,
                 tranche=tranche,
                 milestone=milestone,
+                details=details_from_form(Step(step), form),
                 signer=request.app.state.signer,
             )
         except Refusal as e:

@@ -24,6 +24,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.household import HouseholdActivities
     from activities.payments import PaymentActivities
     from core.errors import Refusal
+    from core.formatting import local
     from models import (
         AcceptInput,
         AcceptResult,
@@ -78,9 +79,29 @@ with workflow.unsafe.imports_passed_through():
         TrancheStatus,
         failure_reason,
     )
-    from models.household import FORWARD, FUNDED_STAGES
+    from models.household import FORWARD, FUNDED_STAGES, SupportType
     from models.records import MoneyPlan, TransitionOutcome, money_effect
     from models.reorganisation import MoveInput, MoveResult
+    from models.review import (
+        ChangeKind,
+        ChangeRequest,
+        ChangeRequestInput,
+        ChangeRequestResult,
+        DecideChangeInput,
+        DecideChangeResult,
+        ItemStatus,
+        Objection,
+        ObjectionInput,
+        ObjectionOutcome,
+        ObjectionResult,
+        OverrideInput,
+        OverrideResult,
+        Posting,
+        PostInput,
+        PostResult,
+        ResolveObjectionInput,
+        ResolveObjectionResult,
+    )
     from workflows import authn, rules, search_attributes
 
 R = TypeVar("R", bound=ActionResult)
@@ -161,6 +182,7 @@ class HouseholdWorkflow:
             stage=Stage.VERIFICATION,
             stage_since=workflow.now(),
             policy_version=inp.policy.version,
+            posting_days=inp.policy.posting_days,
             imported_by=inp.imported_by,
         )
         self._reminders_in_stage = 0
@@ -335,7 +357,9 @@ class HouseholdWorkflow:
     def _apply_policy(self, inp: SetPolicyInput) -> SetPolicyResult:
         previous = self._policy.version
         self._policy = inp.policy
-        self._state = self._state.model_copy(update={"policy_version": inp.policy.version})
+        self._state = self._state.model_copy(
+            update={"policy_version": inp.policy.version, "posting_days": inp.policy.posting_days}
+        )
         self._changes += 1
         return SetPolicyResult(previous_version=previous, version=inp.policy.version)
 
@@ -368,7 +392,9 @@ class HouseholdWorkflow:
             )
             if outcome.policy is not None:  # the policy table's, as the recording activity read it
                 self._policy = outcome.policy
-            self._state = self._state.model_copy(update={"policy_version": self._policy.version})
+            self._state = self._state.model_copy(
+                update={"policy_version": self._policy.version, "posting_days": self._policy.posting_days}
+            )
             self._reminders_in_stage = 0
             self._changes += 1
             workflow.upsert_search_attributes(search_attributes.updates(self._household, self._state.stage))
@@ -396,6 +422,184 @@ class HouseholdWorkflow:
             )
         except Refusal as v:
             raise v.application_error() from None
+
+    # ---------------------------------------------------------------- before the money (models/review.py)
+
+    @workflow.update
+    async def post_list(self, inp: PostInput) -> PostResult:
+        return await self._review_step(Step.POST_LIST, inp, PostResult)
+
+    @post_list.validator
+    def _validate_post_list(self, inp: PostInput) -> None:
+        self._validate_review(Step.POST_LIST, inp, signed=True)
+
+    @workflow.update
+    async def record_objection(self, inp: ObjectionInput) -> ObjectionResult:
+        return await self._review_step(Step.RECORD_OBJECTION, inp, ObjectionResult)
+
+    @record_objection.validator
+    def _validate_record_objection(self, inp: ObjectionInput) -> None:
+        self._validate_review(Step.RECORD_OBJECTION, inp, signed=True)
+
+    @workflow.update
+    async def resolve_objection(self, inp: ResolveObjectionInput) -> ResolveObjectionResult:
+        return await self._review_step(Step.RESOLVE_OBJECTION, inp, ResolveObjectionResult)
+
+    @resolve_objection.validator
+    def _validate_resolve_objection(self, inp: ResolveObjectionInput) -> None:
+        self._validate_review(Step.RESOLVE_OBJECTION, inp, signed=True)
+
+    @workflow.update
+    async def override_double_support(self, inp: OverrideInput) -> OverrideResult:
+        return await self._review_step(Step.OVERRIDE_DOUBLE_SUPPORT, inp, OverrideResult)
+
+    @override_double_support.validator
+    def _validate_override_double_support(self, inp: OverrideInput) -> None:
+        self._validate_review(Step.OVERRIDE_DOUBLE_SUPPORT, inp, signed=True)
+
+    @workflow.update
+    async def request_change(self, inp: ChangeRequestInput) -> ChangeRequestResult:
+        return await self._review_step(Step.REQUEST_CHANGE, inp, ChangeRequestResult)
+
+    @request_change.validator
+    def _validate_request_change(self, inp: ChangeRequestInput) -> None:
+        self._validate_review(Step.REQUEST_CHANGE, inp, signed=True)
+
+    @workflow.update
+    async def decide_change(self, inp: DecideChangeInput) -> DecideChangeResult:
+        return await self._review_step(Step.DECIDE_CHANGE, inp, DecideChangeResult)
+
+    @decide_change.validator
+    def _validate_decide_change(self, inp: DecideChangeInput) -> None:
+        self._validate_review(Step.DECIDE_CHANGE, inp, signed=True)
+
+    def _review(self) -> rules.Review:
+        return rules.review_of(self._state, local(workflow.now()).date())
+
+    def _validate_review(self, step: Step, inp: ActionInput, *, signed: bool = False) -> Stage:
+        if signed:
+            self._authenticate(step, inp)
+        try:
+            return rules.check_review(
+                step=step,
+                inp=inp,
+                stage=self._state.stage,
+                household=self._household,
+                policy=self._policy,
+                timeline=self._state.timeline,
+                review=self._review(),
+                tranches=self._state.tranches,
+                payee=self._state.payee,
+            )
+        except Refusal as v:
+            raise v.application_error() from None
+
+    def _review_money(self, step: Step, inp: ActionInput, to_stage: Stage) -> MoneyPlan:
+        """A withdrawal approved is a cancellation's money; a change of support type approved re-reserves the
+        tranches not yet paid (households allocated in one reservation, before tranches, keep theirs: refused)."""
+        if to_stage is Stage.CANCELLED:
+            return self._money_for(Step.CANCEL, to_stage)
+        if step is not Step.DECIDE_CHANGE or not inp.approved:
+            return MoneyPlan()
+        change = next(c for c in self._state.changes if c.id == inp.change)
+        if change.kind is not ChangeKind.SUPPORT_TYPE or self._state.stage not in FUNDED_STAGES:
+            return MoneyPlan()
+        if self._state.reservation_id is not None:
+            raise ApplicationError(
+                f"household {self._household.code} was allocated in one reservation, before tranches: cancel and "
+                "re-import it to change its support type",
+                type="LegacyAllocation",
+                non_retryable=True,
+            )
+        unpaid = [t for t in self._state.tranches if t.status in (TrancheStatus.PLANNED, TrancheStatus.DUE)]
+        return MoneyPlan(MoneyOp.ADJUST, transfer_ids=[p.transfer_id for t in unpaid for p in t.pieces])
+
+    async def _review_step(self, step: Step, inp: ActionInput, result_type: type[R]) -> R:
+        async with self._lock:
+            assertion, signed = self._unused_assertion(inp)
+            to_stage = self._validate_review(step, inp)
+            state = self._state
+            plan = self._review_money(step, inp, to_stage)
+            # The agency is told when the household moves on (a step that keeps it where it is tells no one).
+            next_step = FORWARD.get(to_stage) if to_stage != state.stage else None
+            seq, outcome = await self._transition(
+                StepFacts(
+                    step,
+                    inp.actor,
+                    inp.evidence,
+                    inp.reason,
+                    to_stage,
+                    money=plan,
+                    next_agency=self._policy.rule(next_step[0]).responsible_agency if next_step else None,
+                    assertion=assertion,
+                    signed_input=signed,
+                )
+            )
+            if to_stage != state.stage:
+                self._reminders_in_stage = 0
+            extra = self._reviewed(step, inp, seq, plan, outcome)
+            return result_type(
+                household_code=self._household.code,
+                step=step,
+                from_stage=state.stage,
+                to_stage=to_stage,
+                seq=seq,
+                at=self._state.timeline[-1].at,
+                audit_hash=outcome.audit_hash,
+                **extra,
+            )
+
+    def _reviewed(
+        self, step: Step, inp: ActionInput, seq: int, plan: MoneyPlan, outcome: TransitionOutcome
+    ) -> dict[str, object]:
+        """The state after a recorded step before the money; what its result reports."""
+        s, who = self._state, inp.actor.user_id
+        if step is Step.POST_LIST:
+            ends = inp.posted_on + timedelta(days=self._policy.posting_days or 0)
+            posting = Posting(seq=seq, place=inp.place, posted_on=inp.posted_on, period_ends=ends, by=who)
+            self._state = s.model_copy(update={"posting": posting})
+            return {"period_ends": ends}
+        if step is Step.RECORD_OBJECTION:
+            objection = Objection(id=seq, objector=inp.objector, about=inp.about, by=who)
+            self._state = s.model_copy(update={"objections": [*s.objections, objection]})
+            return {"objection": seq}
+        if step is Step.RESOLVE_OBJECTION:
+            status = ItemStatus.DISMISSED if inp.outcome is ObjectionOutcome.DISMISSED else ItemStatus.UPHELD
+            done = {"status": status, "resolved_by": who, "resolution": inp.reason}
+            objections = [o.model_copy(update=done) if o.id == inp.objection else o for o in s.objections]
+            self._state = s.model_copy(update={"objections": objections})
+            return {"objection": inp.objection, "outcome": inp.outcome}
+        if step is Step.OVERRIDE_DOUBLE_SUPPORT:
+            self._state = s.model_copy(update={"overridden": [*s.overridden, inp.programme]})
+            return {"programme": inp.programme}
+        if step is Step.REQUEST_CHANGE:
+            change = ChangeRequest(id=seq, kind=inp.kind, value=inp.value, by=who)
+            self._state = s.model_copy(update={"changes": [*s.changes, change]})
+            return {"change": seq}
+        # DECIDE_CHANGE
+        change = next(c for c in s.changes if c.id == inp.change)
+        status = ItemStatus.APPROVED if inp.approved else ItemStatus.REFUSED
+        changes = [
+            c.model_copy(update={"status": status, "decided_by": who}) if c.id == change.id else c for c in s.changes
+        ]
+        update: dict[str, object] = {"changes": changes}
+        if inp.approved and change.kind is ChangeKind.PAYEE:
+            update["payee"] = change.value
+        self._state = s.model_copy(update=update)
+        for n, new_status in plan.tranche_updates.items():
+            self._set_tranche(n, status=TrancheStatus(new_status))
+        if inp.approved and change.kind is ChangeKind.SUPPORT_TYPE:
+            self._household = self._household.model_copy(update={"support_type": SupportType(change.value)})
+            for a in outcome.allocation:  # the tranches not yet paid, reserved again
+                self._set_tranche(a.tranche, amount=a.amount, pieces=a.pieces)
+            workflow.upsert_search_attributes(search_attributes.updates(self._household, self._state.stage))
+        return {
+            "change": change.id,
+            "approved": inp.approved,
+            "entitlement": outcome.entitlement,
+            "released": outcome.released or ((outcome.amount or 0) if plan.op is MoneyOp.VOID else 0),
+            "reserved": (outcome.amount or 0) if plan.op is MoneyOp.ADJUST else 0,
+        }
 
     # ---------------------------------------------------------------- who is acting
 
@@ -608,7 +812,7 @@ class HouseholdWorkflow:
                         payment_id=t.payment_id or "",
                         household_code=self._household.code,
                         amount=t.amount,
-                        payee=self._household.head_of_household,
+                        payee=self._state.payee or self._household.head_of_household,
                     ),
                     start_to_close_timeout=ACTIVITY_TIMEOUT,
                     schedule_to_close_timeout=SUBMIT_DEADLINE,
@@ -860,7 +1064,10 @@ class HouseholdWorkflow:
                 action=inp,
                 timeline=self._state.timeline,
                 imported_by=self._state.imported_by,
+                review=self._review(),
             )
+            if step is Step.VERIFY:
+                rules.check_eligibility(getattr(inp, "findings", None), self._policy, self._household.code)
             rules.check_money(step, target, self._state.tranches, self._household.code)
             return target
         except Refusal as v:
@@ -891,6 +1098,8 @@ class HouseholdWorkflow:
                 )
             )
             self._reminders_in_stage = 0
+            if step is Step.VERIFY:
+                self._state = self._state.model_copy(update={"findings": getattr(inp, "findings", None)})
             if step is Step.ALLOCATE:
                 if outcome.allocation:
                     self._state = self._state.model_copy(
@@ -1007,8 +1216,12 @@ class HouseholdWorkflow:
                 source=outcome.sources or source,
                 reserved_before=state.reserved,
                 paid_before=state.paid,
+                released=outcome.released,
+                entitlement=outcome.entitlement,
             ),
         }
+        if to_stage is Stage.VERIFICATION and state.stage is not Stage.VERIFICATION:
+            update["posting"] = None  # reviewed again: the list is posted again before approval
         if to_stage != state.stage:
             update |= {"stage": to_stage, "stage_since": at}
         entry = TimelineEntry(

@@ -8,17 +8,32 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 from core.errors import Refusal
-from core.formatting import place
+from core.formatting import day, place
 from models.actions import ActionInput
 from models.actor import Actor
+from models.eligibility import EligibilityFindings
 from models.finance import REPORTED_MILESTONES, Milestone, TrancheState, TrancheStatus
 from models.household import FORWARD, FUNDED_STAGES, PREVIOUS, Household, Stage, Step
 from models.policy import WorkflowPolicy
 from models.reorganisation import MoveInput
-from models.state import TimelineEntry
+from models.review import (
+    ChangeKind,
+    ChangeRequest,
+    ChangeRequestInput,
+    DecideChangeInput,
+    ItemStatus,
+    Objection,
+    ObjectionInput,
+    ObjectionOutcome,
+    OverrideInput,
+    Posting,
+    PostInput,
+    ResolveObjectionInput,
+)
+from models.state import HouseholdState, TimelineEntry
 
 
 @dataclass(frozen=True)
@@ -75,8 +90,10 @@ def check_action(
     action: ActionInput,
     timeline: Sequence[TimelineEntry],
     imported_by: str | None = None,
+    review: Review | None = None,
 ) -> Target:
-    """All rules for one action, in the order an officer would want to hear about them."""
+    """All rules for one action, in the order an officer would want to hear about them (`review`: what the
+    rules before the money judge an approval on)."""
     target = target_of(step, stage, household.code)
     check_actor(
         step=step,
@@ -90,6 +107,8 @@ def check_action(
     )
     if step in (Step.SEND_BACK, Step.CANCEL) and not (action.reason and action.reason.strip()):
         raise Refusal("ReasonMissing", f"step {step.value!r} needs a reason")
+    if step is Step.APPROVE and review is not None:
+        check_posted(policy, review, household.code)
     return target
 
 
@@ -304,6 +323,8 @@ class Option:
     step: Step
     tranche: int | None = None
     milestone: Milestone | None = None
+    item: int | None = None  # the objection resolved or the change decided
+    programme: str | None = None  # the other programme whose match is overridden
 
 
 LIFECYCLE_OPTIONS = (
@@ -327,10 +348,15 @@ def allowed_actions(
     timeline: Sequence[TimelineEntry],
     tranches: Sequence[TrancheState],
     imported_by: str | None = None,
+    review: Review | None = None,
+    matches: Sequence[str] = (),
+    payee: str | None = None,
 ) -> list[Option]:
     """What a page may offer this actor on this household: every step the workflow's validators would
     accept now, found by running those same rules (with evidence and a reason taken as given, since the
-    officer supplies them in the form). The engine still decides when the step is sent."""
+    officer supplies them in the form). `review`: the household's posting, objections and changes, and today;
+    `matches`: the other programmes whose lists hold it (an override is offered for each one not overridden).
+    The engine still decides when the step is sent."""
     probe = ActionInput(actor=actor, evidence=["…"], reason="…")
     options: list[Option] = []
     for step in LIFECYCLE_OPTIONS:
@@ -343,11 +369,29 @@ def allowed_actions(
                 action=probe,
                 timeline=timeline,
                 imported_by=imported_by,
+                review=review,
             )
             check_money(step, target, tranches, household.code)
         except Refusal:
             continue
         options.append(Option(step))
+    if review is not None:
+        for option, inp in _review_probes(actor, review, matches):
+            try:
+                check_review(
+                    step=option.step,
+                    inp=inp,
+                    stage=stage,
+                    household=household,
+                    policy=policy,
+                    timeline=timeline,
+                    review=review,
+                    tranches=tranches,
+                    payee=payee,
+                )
+            except Refusal:
+                continue
+            options.append(option)
     for step in (Step.REPORT_PROGRESS, Step.AUTHORISE_PAYOUT, Step.RELEASE_PAYOUT):
         for t in tranches:
             milestone = t.milestone if step is Step.REPORT_PROGRESS else None
@@ -375,3 +419,231 @@ def allowed_actions(
                 continue
             options.append(Option(step, tranche=None if milestone else t.n, milestone=milestone))
     return options
+
+
+def _review_probes(actor: Actor, review: Review, matches: Sequence[str]) -> list[tuple[Option, ActionInput]]:
+    """One probe input per review step (and per open objection, open change, or match not overridden), with
+    what the officer would type taken as given."""
+    given = {"actor": actor, "evidence": ["…"], "reason": "…"}
+    probes: list[tuple[Option, ActionInput]] = [
+        (Option(Step.POST_LIST), PostInput(**given, place="…" * 3, posted_on=review.today)),
+        (Option(Step.RECORD_OBJECTION), ObjectionInput(**given, objector="…" * 2, about="…" * 3)),
+        (Option(Step.REQUEST_CHANGE), ChangeRequestInput(**given, kind=ChangeKind.WITHDRAW)),
+    ]
+    for o in review.objections:
+        if o.status is ItemStatus.OPEN:
+            inp = ResolveObjectionInput(**given, objection=o.id, outcome=ObjectionOutcome.DISMISSED)
+            probes.append((Option(Step.RESOLVE_OBJECTION, item=o.id), inp))
+    for c in review.changes:
+        if c.status is ItemStatus.OPEN:
+            probes.append((Option(Step.DECIDE_CHANGE, item=c.id), DecideChangeInput(**given, change=c.id)))
+    for programme in matches:
+        if programme not in review.overridden:
+            inp = OverrideInput(**given, programme=programme)
+            probes.append((Option(Step.OVERRIDE_DOUBLE_SUPPORT, programme=programme), inp))
+    return probes
+
+
+# ---------------------------------------------------------------- before the money (models/review.py)
+
+
+@dataclass(frozen=True)
+class Review:
+    """What the workflow knows about a household's review that the rules before the money judge: the posting of
+    its list, the objections raised, the changes asked for, and today's date in Vietnam (from workflow.now())."""
+
+    today: date
+    posting: Posting | None = None
+    objections: Sequence[Objection] = ()
+    changes: Sequence[ChangeRequest] = ()
+    overridden: Sequence[str] = ()
+
+
+def review_of(state: HouseholdState, today: date) -> Review:
+    """What a household's state holds of its review, as the rules judge it on `today`."""
+    return Review(
+        today=today,
+        posting=state.posting,
+        objections=state.objections,
+        changes=state.changes,
+        overridden=state.overridden,
+    )
+
+
+def check_eligibility(findings: EligibilityFindings | None, policy: WorkflowPolicy, household_code: str) -> None:
+    """Verification under a policy with criteria records what was found, and the household meets one of them
+    (and has had no earlier State housing support): refused naming the criterion otherwise."""
+    criteria = policy.eligibility
+    if criteria is None:
+        return
+    if findings is None:
+        raise Refusal(
+            "FindingsMissing",
+            f"policy {policy.version} verifies a household on its findings ({criteria.basis}): record the materials "
+            "of the foundation, frame and roof, the floor area and household size, and any earlier support",
+        )
+    if criteria.earlier_support_excludes and findings.earlier_support:
+        raise Refusal(
+            "NotEligible",
+            f"household {household_code} had earlier State housing support ({findings.earlier_support}): "
+            f"not eligible under {criteria.basis}",
+        )
+    if not findings.has_house:
+        return
+    parts = findings.non_durable_parts
+    if len(parts) >= criteria.min_non_durable_parts:
+        return
+    per_person = findings.area_per_person
+    if per_person is not None and per_person < criteria.area_per_person_below_m2:
+        return
+    raise Refusal(
+        "NotEligible",
+        f"household {household_code} meets no criterion of {criteria.basis}: it has a house, "
+        f"{len(parts)} of its 3 main parts are of non-durable materials (needs at least "
+        f"{criteria.min_non_durable_parts}), and {per_person:.1f} m² per person (needs under "
+        f"{criteria.area_per_person_below_m2:g})",
+    )
+
+
+POSTING_BACKDATE_DAYS = 60  # a posting recorded later than this after it went up is refused: post it again
+
+
+def check_posted(policy: WorkflowPolicy, review: Review, household_code: str) -> None:
+    """Approval under a policy with a posting period: the list was posted, the period is over, and no objection
+    raised while it was posted is still open."""
+    if policy.posting_days is None:
+        return
+    if review.posting is None:
+        raise Refusal(
+            "NotPosted",
+            f"household {household_code} has not been posted publicly: policy {policy.version} posts the reviewed "
+            f"list for {policy.posting_days} days before approval",
+        )
+    if review.today < review.posting.period_ends:
+        raise Refusal(
+            "PostingPeriod",
+            f"the posting of household {household_code} at {review.posting.place} runs until "
+            f"{day(review.posting.period_ends - timedelta(days=1))}: approval from {day(review.posting.period_ends)}",
+        )
+    open_ = [o.id for o in review.objections if o.status is ItemStatus.OPEN]
+    if open_:
+        raise Refusal(
+            "ObjectionOpen",
+            f"household {household_code} has open objection(s) {', '.join(map(str, open_))}: resolve them first",
+        )
+
+
+REVIEW_STAGES = {
+    Step.POST_LIST: {Stage.APPROVAL},
+    Step.RECORD_OBJECTION: {Stage.APPROVAL},
+    Step.RESOLVE_OBJECTION: {Stage.APPROVAL},
+    Step.OVERRIDE_DOUBLE_SUPPORT: {Stage.VERIFICATION, Stage.APPROVAL},
+    Step.REQUEST_CHANGE: {Stage.FUND_ALLOCATION, Stage.CONSTRUCTION, Stage.ACCEPTANCE, Stage.SETTLEMENT},
+    Step.DECIDE_CHANGE: {Stage.FUND_ALLOCATION, Stage.CONSTRUCTION, Stage.ACCEPTANCE, Stage.SETTLEMENT},
+}
+# Steps that need a reason whatever their outcome (a refused change needs one too: check_review).
+REVIEW_REASONS = frozenset({Step.RESOLVE_OBJECTION, Step.OVERRIDE_DOUBLE_SUPPORT, Step.REQUEST_CHANGE})
+
+
+def check_review(
+    *,
+    step: Step,
+    inp: ActionInput,
+    stage: Stage,
+    household: Household,
+    policy: WorkflowPolicy,
+    timeline: Sequence[TimelineEntry],
+    review: Review,
+    tranches: Sequence[TrancheState],
+    payee: str | None = None,
+) -> Stage:
+    """All rules for a step before the money (or a change after approval): the stage it may be taken in, who may
+    take it, and what it needs; returns the stage it leads to."""
+    code = household.code
+    if stage.terminal:
+        raise Refusal("OutOfOrder", f"household {code} is {stage.value}: no step can be taken")
+    if stage not in REVIEW_STAGES[step]:
+        allowed = ", ".join(sorted(s.value for s in REVIEW_STAGES[step]))
+        raise Refusal("OutOfOrder", f"step {step.value!r} is taken in {allowed}; household {code} is in {stage.value}")
+    check_actor(
+        step=step, household=household, policy=policy, actor=inp.actor, evidence=inp.evidence, timeline=timeline
+    )
+    if step in REVIEW_REASONS and not (inp.reason and inp.reason.strip()):
+        raise Refusal("ReasonMissing", f"step {step.value!r} needs a reason")
+    if step is Step.POST_LIST:
+        return _check_post(inp, policy, review, code, stage)
+    if step is Step.RECORD_OBJECTION:
+        if review.posting is None:
+            raise Refusal("NotPosted", f"household {code} has not been posted: objections are raised while it is")
+        if review.today >= review.posting.period_ends:
+            raise Refusal(
+                "PostingClosed",
+                f"the posting of household {code} ended on {day(review.posting.period_ends - timedelta(days=1))}",
+            )
+        return stage
+    if step is Step.RESOLVE_OBJECTION:
+        found = next((o for o in review.objections if o.id == inp.objection), None)
+        if found is None:
+            raise Refusal("UnknownObjection", f"household {code} has no objection {inp.objection}")
+        if found.status is not ItemStatus.OPEN:
+            raise Refusal("AlreadyResolved", f"objection {found.id} of household {code} was {found.status.value}")
+        return {
+            ObjectionOutcome.DISMISSED: stage,
+            ObjectionOutcome.UPHELD_SEND_BACK: Stage.VERIFICATION,
+            ObjectionOutcome.UPHELD_CANCEL: Stage.CANCELLED,
+        }[inp.outcome]
+    if step is Step.OVERRIDE_DOUBLE_SUPPORT:
+        if inp.programme in review.overridden:
+            raise Refusal(
+                "AlreadyOverridden", f"the match of household {code} with {inp.programme} was overridden already"
+            )
+        return stage
+    if step is Step.REQUEST_CHANGE:
+        pending = [c.id for c in review.changes if c.status is ItemStatus.OPEN]
+        if pending:
+            raise Refusal("ChangePending", f"household {code} has change {pending[0]} waiting for a decision")
+        current = {ChangeKind.SUPPORT_TYPE: household.support_type.value, ChangeKind.PAYEE: payee}.get(inp.kind)
+        if inp.kind is ChangeKind.PAYEE and current is None:
+            current = household.head_of_household
+        if inp.kind is not ChangeKind.WITHDRAW and inp.value == current:
+            raise Refusal("NoChange", f"household {code}'s {inp.kind.value} is {current} already")
+        return stage
+    # DECIDE_CHANGE
+    found = next((c for c in review.changes if c.id == inp.change), None)
+    if found is None:
+        raise Refusal("UnknownChange", f"household {code} has no change request {inp.change}")
+    if found.status is not ItemStatus.OPEN:
+        raise Refusal("AlreadyDecided", f"change {found.id} of household {code} was {found.status.value}")
+    if not inp.approved:
+        if not (inp.reason and inp.reason.strip()):
+            raise Refusal("ReasonMissing", "a change refused needs a reason")
+        return stage
+    in_flight = [t.n for t in tranches if t.status in (TrancheStatus.AUTHORISED, TrancheStatus.RELEASED)]
+    if found.kind is not ChangeKind.PAYEE and in_flight:
+        raise Refusal(
+            "PaymentInFlight",
+            f"household {code}: tranche(s) {', '.join(map(str, in_flight))} are authorised or with the payment "
+            "channel; decide the change once they are answered",
+        )
+    if found.kind is ChangeKind.WITHDRAW:
+        return Stage.CANCELLED
+    return stage
+
+
+def _check_post(inp: ActionInput, policy: WorkflowPolicy, review: Review, code: str, stage: Stage) -> Stage:
+    if policy.posting_days is None:
+        raise Refusal("NoPosting", f"policy {policy.version} has no posting period")
+    if review.posting is not None:
+        raise Refusal(
+            "AlreadyPosted",
+            f"household {code} was posted at {review.posting.place} on {day(review.posting.posted_on)}",
+        )
+    if inp.posted_on > review.today:
+        raise Refusal("PostingDate", f"a posting on {day(inp.posted_on)} is in the future")
+    if inp.posted_on < review.today - timedelta(days=POSTING_BACKDATE_DAYS):
+        raise Refusal(
+            "PostingDate",
+            f"a posting on {day(inp.posted_on)} is recorded more than {POSTING_BACKDATE_DAYS} days after it went "
+            "up: post the list again",
+        )
+    return stage
