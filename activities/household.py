@@ -335,12 +335,14 @@ class HouseholdActivities:
         await finance_db.record_allocation(session, rec.household_code, allocation)
         return _Moved(transfers, need, sources="+".join(dict.fromkeys(src for src, _ in pieces)), allocation=allocation)
 
-    async def _adjust(self, session, rec: TransitionRecord, row, change, key: str, memo: str) -> _Moved:
+    async def _adjust(
+        self, session, rec: TransitionRecord, row, change: review_checks.Decision, key: str, memo: str
+    ) -> _Moved:
         """A change of support type approved: the entitlement from the policy table for the new type; what the
         tranches not yet paid hold goes back to its sources, and they are reserved again, from the same sources in
         the same proportions, for what is left to pay (the new entitlement less what was paid, never touched)."""
         as_of = rec.at.astimezone(VIETNAM).date()
-        new_type = SupportType(change.value)
+        new_type = SupportType(change.request.value)
         entitlement = await policy.entitlement(session, new_type, rec.beneficiary_group, as_of)
         left = entitlement - row.paid
         if left <= 0:

@@ -19,6 +19,7 @@ from cli.reports import print_reconciliation, print_report
 from cli.stack import start as start_stack
 from core.client import connect
 from core.formatting import dong
+from core.matching import key_if_present
 from core.settings import ROOT, Settings, get_settings
 from core.signing import load_ring
 from models.finance import BatchAction, BatchProgress, BatchSelection, PayoutBatchResult
@@ -69,7 +70,10 @@ async def _demo(settings: Settings, households_csv: Path, budget: int | None, pr
         client = await connect(settings)
         task_queue = settings.temporal_task_queue
         out.rule("[bold]2. Reference data and the approved list")
-        loaded = await demo.load(sessions, client, task_queue, households_csv, budget=budget, province=province)
+        key = key_if_present(settings.match_key_path)  # the stack makes it: lists are keyed on import
+        loaded = await demo.load(
+            sessions, client, task_queue, households_csv, budget=budget, province=province, match_key=key
+        )
         out.print(f"seeded: {loaded.seeded}")
         if loaded.budget:
             out.print(f"NS-TINH received {dong(loaded.budget.amount)}: the province's whole list at today's policy")
@@ -82,8 +86,16 @@ async def _demo(settings: Settings, households_csv: Path, budget: int | None, pr
         for step, user, refusal in await demo.refusals(client, sessions, first, signer=signer):
             out.print(f"{first.code}: {step.value} as {user} → [yellow]{refusal.rule}[/]: {refusal.message}")
 
-        out.rule("[bold]4. Before the reform: part of the list through the programme (to 30/06/2025)")
         early, started, later = demo.split_for_reform(items)
+        out.rule("[bold]4. Before the money: posting and objections, another programme's list, a change re-approved")
+        async with database(settings, url=settings.owner_asyncpg_url) as owner:
+            reviewed = await demo.before_the_money(
+                client, sessions, owner, early, settings.state_dir, key=key, signer=signer
+            )
+        for line in reviewed.lines:
+            out.print(line)
+
+        out.rule("[bold]5. Before the reform: part of the list through the programme (to 30/06/2025)")
         out.print(
             f"{len(early)} households of {first.decision_ref} finished under the old map; {len(started)} taken "
             f"through their first round; the {len(later)} of the supplementary list not started"
@@ -104,7 +116,7 @@ async def _demo(settings: Settings, households_csv: Path, budget: int | None, pr
             label="truoc-mo",
         )
 
-        out.rule("[bold]5. The reform of 1 July 2025: 65 commune-level units, no districts")
+        out.rule("[bold]6. The reform of 1 July 2025: 65 commune-level units, no districts")
         async with database(settings, url=settings.owner_asyncpg_url) as owner:
             with progress() as bar:
                 task = bar.add_task("1672/NQ-UBTVQH15: households in flight to their new units", total=None)
@@ -121,17 +133,17 @@ async def _demo(settings: Settings, households_csv: Path, budget: int | None, pr
         items = await demo.reload(sessions, items)
         first = next((h for h in items if h.district is None), items[0])  # a moved household
 
-        out.rule("[bold]6. After the reform: the new communes' officers finish every file; tranches in batches")
+        out.rule("[bold]7. After the reform: the new communes' officers finish every file; tranches in batches")
         failures |= await demo.rounds(
             client, sessions, task_queue, items, signer=signer, concurrency=concurrency, view=view, label="sau"
         )
         for code, why in failures.items():
             err.print(f"[red]{code}[/]: {why}")
 
-        out.rule("[bold]7. Cấp bù and co-financing")
+        out.rule("[bold]8. Cấp bù and co-financing")
         _print_extras(await demo.finance_extras(sessions, items))
 
-        out.rule("[bold]8. Summary")
+        out.rule("[bold]9. Summary")
         web_work = await demo.web_work(sessions, client, task_queue, settings.state_dir, first)
         out.print(
             f"left for the web app: {len(web_work.codes)} households at verification in {first.commune} "

@@ -15,6 +15,7 @@ from cli.command import command, database, err, out
 from cli.credentials import PASSWORD_STDIN, TOKEN_STDIN, sign_in
 from core.client import connect
 from core.formatting import amount, day, dong, moment
+from core.matching import key_if_present
 from core.settings import Settings
 from core.signing import load_ring
 from db import households
@@ -51,7 +52,13 @@ async def import_list(
         client = await connect(settings, lazy=True)  # not contacted until the list has been registered
         try:
             report = await import_file(
-                sessions, client, settings.temporal_task_queue, file, as_user, signer=lambda: load_ring(settings)
+                sessions,
+                client,
+                settings.temporal_task_queue,
+                file,
+                as_user,
+                signer=lambda: load_ring(settings),
+                match_key=key_if_present(settings.match_key_path),
             )
         except ImportRejected as rejected:
             err.print(f"[bold red]{file.name} rejected[/]: {len(rejected.problems)} problem(s); nothing was imported")

@@ -76,6 +76,12 @@ def read_key(path: Path) -> bytes:
     return key
 
 
+def key_if_present(path: Path) -> bytes | None:
+    """The key when its file exists (an import keys the households it registers with it), else None: a stack
+    with no registry yet imports as before, and `registry key-households` keys those households later."""
+    return read_key(path) if Path(path).exists() else None
+
+
 def new_key() -> str:
     """The text of a new key file (a fresh 32-byte key), to write with core.keyfiles.write_secret."""
     return (

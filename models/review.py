@@ -37,6 +37,9 @@ class ObjectionInput(ActionInput):
 
     objector: str = Field(min_length=2, max_length=200)
     about: str = Field(min_length=3, max_length=2000)
+    # The day it was raised (the letter's or the meeting's date), when it is recorded later: it must fall within
+    # the posting period. None: today.
+    raised_on: date | None = None
 
 
 class ObjectionResult(ActionResult):
@@ -146,6 +149,7 @@ class Objection(BaseModel):
     objector: str
     about: str
     by: str
+    raised_on: date | None = None
     status: ItemStatus = ItemStatus.OPEN
     resolved_by: str | None = None
     resolution: str | None = None

@@ -205,6 +205,32 @@ def to_csv(items: list[Household] | list[dict]) -> bytes:
     return buf.getvalue().encode()
 
 
+# How a list written by an agency names each value: the first Vietnamese name the reader knows it by.
+_LABEL = {field: {code: name.capitalize() for name, code in reversed(list(a.items()))} for field, a in _ALIASES.items()}
+
+
+def to_xlsx(items: list[Household]) -> bytes:
+    """A list as an agency sends it in a workbook: the template's Vietnamese headers and value names, every
+    cell text (the CCCD keeps its leading zero); it imports as `to_csv`'s list does."""
+    from openpyxl import Workbook
+
+    from core.cells import append_row
+
+    wb = Workbook()
+    ws = wb.active
+    ws.title = "Danh sách"
+    ws.append([VIETNAMESE[c] for c in ALL_COLUMNS])
+    for h in items:
+        d = h.model_dump(mode="json")
+        append_row(ws, (_LABEL.get(c, {}).get(d.get(c), d.get(c)) or "" for c in ALL_COLUMNS))
+    for row in ws.iter_rows(min_row=2):
+        for cell in row:
+            cell.number_format = "@"
+    buf = io.BytesIO()
+    wb.save(buf)
+    return buf.getvalue()
+
+
 TEMPLATE_EXAMPLE = {
     "code": "LS-LB-TM-0001",
     "head_of_household": "Hoàng Văn An",

@@ -11,6 +11,7 @@ and co-financing (`finance_extras`), work left for the web app (`web_work`), pas
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import secrets
 import time
@@ -25,7 +26,7 @@ from typing import Protocol
 from temporalio.client import Client
 
 from core.errors import Refusal
-from core.formatting import local
+from core.formatting import day, dong, local
 from core.signing import SigningRing
 from db import households, users
 from db.engine import Sessions
@@ -42,7 +43,7 @@ from models.finance import (
 from models.household import Household, Stage, Step
 from models.reorganisation import ReorganiseResult
 from models.state import HouseholdState
-from operations import accounts, finance_ops, reform, sample
+from operations import accounts, finance_ops, reform, registry, sample
 from operations.actions import household_state, take_step
 from operations.imports import ImportReport, import_file
 from operations.payouts import payment_counts, start_batch, tranche_counts, wait_for_payments
@@ -219,9 +220,11 @@ async def load(
     *,
     budget: int | None = None,
     province: str | None = None,
+    match_key: bytes | None = None,
 ) -> Loaded:
     """The demo officers, sources and receipts; a generated province's whole budget; the approved list, and
-    beside it a supplementary list (households_supplementary.csv), registered as the decision amending it."""
+    beside it a supplementary list (households_supplementary.xlsx, or .csv), registered as the decision amending
+    it."""
     seeded = await seed_demo(sessions)
     received = None
     if budget:
@@ -229,9 +232,17 @@ async def load(
         received, _ = await finance_ops.receive(
             sessions, sample.FINANCE_USERS[1], source="NS-TINH", amount=budget, ref=ref
         )
-    imports = [(households_csv.name, await import_file(sessions, client, task_queue, households_csv, "tinh.luong"))]
-    extra = households_csv.with_name("households_supplementary.csv")
-    if extra.exists():  # a supplementary decision amends the approved list
+    imports = [
+        (
+            households_csv.name,
+            await import_file(sessions, client, task_queue, households_csv, "tinh.luong", match_key=match_key),
+        )
+    ]
+    extra = next(
+        (f for ext in (".xlsx", ".csv") if (f := households_csv.with_name(f"households_supplementary{ext}")).exists()),
+        households_csv.with_name("households_supplementary.csv"),
+    )
+    if extra.exists():  # a supplementary decision amends the approved list (a workbook, as agencies send it)
         await finance_ops.add_decision(
             sessions,
             sample.PROVINCE_USER,
@@ -240,7 +251,7 @@ async def load(
             decided_on=date(2025, 6, 30),
             note="Danh sách bổ sung",
         )
-        more = await import_file(sessions, client, task_queue, extra, "tinh.luong")
+        more = await import_file(sessions, client, task_queue, extra, "tinh.luong", match_key=match_key)
         imports.append((f"{extra.name} ({sample.SUPPLEMENTARY_DECISION}, supplements {sample.DECISION})", more))
     codes = [code for _, report in imports for code in report.codes]
     async with sessions() as session:
@@ -260,6 +271,183 @@ async def refusals(
         except Refusal as r:
             refused.append((step, user, r))
     return refused
+
+
+# ------------------------------------------------------------------------------------------- before the money
+
+OTHER_PROGRAMME = "CT-135"  # a programme that supported households before; its list is matched by keyed hash
+
+
+@dataclass
+class BeforeTheMoney:
+    """What happened to three households before their money (operations/demo.before_the_money), as lines."""
+
+    lines: list[str] = field(default_factory=list)
+
+
+async def _until(
+    client: Client, sessions: Sessions, h: Household, done: Callable[[HouseholdState], bool], *, signer: SigningRing
+) -> HouseholdState:
+    """Take the household's steps (as `drive_one` does) until `done` holds of its state."""
+    waited = 0.0
+    while not done(state := await household_state(client, h.code)):
+        action = next_action(state, h)
+        if action is None or action == "payout":
+            raise Refusal("DemoStuck", f"household {h.code} closed or waits for a payout before the demo's point")
+        if action == "wait":
+            if waited > 60:
+                raise Refusal("PaymentNotConfirmed", f"household {h.code}: the payment channel has not answered")
+            await asyncio.sleep(0.1)
+            waited += 0.1
+            continue
+        step, user, kwargs = action
+        await take_step(client, sessions, h.code, step, user, signer=signer, **kwargs)
+    return state
+
+
+async def _refused(coro) -> Refusal:
+    try:
+        await coro
+    except Refusal as r:
+        return r
+    raise Refusal("DemoExpectedRefusal", "the engine took a step the demo expected it to refuse")
+
+
+async def before_the_money(
+    client: Client,
+    sessions: Sessions,
+    owner: Sessions,
+    items: list[Household],
+    state_dir: Path,
+    *,
+    key: bytes,
+    signer: SigningRing,
+) -> BeforeTheMoney:
+    """Three households of the list before their money, under the policy's review rules: the first posted with
+    an objection raised, which blocks its approval until another officer dismisses it; the second on another
+    programme's list (CT-135's, imported as a workbook of CCCD, matched by keyed hash), which blocks its approval
+    until the province records why it is not double support; the third, a repair whose first tranche is paid,
+    switched to a new build by a change the commune asks for and the district approves (the entitlement from
+    the policy table, the unpaid tranches re-reserved). Each is left where the rounds finish it."""
+    out = BeforeTheMoney()
+    a, b = items[0], items[1]
+    c = next((h for h in items[2:] if h.support_type.value == "repair"), None)
+
+    def step(h: Household, s: Step, user: str, evidence: list[str], **kw):
+        return take_step(client, sessions, h.code, s, user, evidence=evidence, signer=signer, **kw)
+
+    # 1. An objection raised while the list was posted.
+    commune, district = sample.officers_of(a.district, a.commune)
+    state = await _until(
+        client, sessions, a, lambda s: s.stage is Stage.APPROVAL and s.posting is not None, signer=signer
+    )
+    posting = state.posting
+    raised = await step(
+        a,
+        Step.RECORD_OBJECTION,
+        commune,
+        [f"DON-PHAN-ANH/{a.code}"],
+        details={
+            "objector": "Bà Hoàng Thị Mai, thôn Bản Chu",
+            "about": "Hộ đã có nhà kiên cố ở thôn bên cạnh",
+            "raised_on": (posting.posted_on + timedelta(days=2)).isoformat(),
+        },
+    )
+    out.lines.append(
+        f"{a.code}: posted at {posting.place} on {day(posting.posted_on)} (approval from {day(posting.period_ends)}); "
+        f"objection #{raised.objection} recorded by {commune}"
+    )
+    r = await _refused(step(a, Step.APPROVE, district, [a.decision_ref]))
+    out.lines.append(f"{a.code}: approve as {district} → {r.rule}: {r.message}")
+    dismissed = await step(
+        a,
+        Step.RESOLVE_OBJECTION,
+        district,
+        [f"BB-XAC-MINH/{a.code}"],
+        reason="Tổ công tác xác minh: nhà ở thôn bên cạnh là của con trai đã tách hộ; ý kiến không có cơ sở",
+        details={"objection": raised.objection, "outcome": "dismissed"},
+    )
+    out.lines.append(
+        f"{a.code}: objection #{dismissed.objection} {dismissed.outcome.value} by {district} (not the verifier); "
+        "approval may follow"
+    )
+
+    # 2. Another programme's list names a household of ours.
+    lists = state_dir / "lists"
+    lists.mkdir(parents=True, exist_ok=True)
+    workbook = lists / "ct135-ho-tro-nha-o-2019.xlsx"
+    workbook.write_bytes(_other_programme_xlsx([b.cccd, "020188000001", "020188000002"]))
+    imported = await registry.import_list(
+        owner,
+        workbook.read_bytes(),
+        workbook.name,
+        programme=OTHER_PROGRAMME,
+        user_id=sample.FINANCE_USERS[0],
+        key=key,
+        name="Danh sách hỗ trợ nhà ở CT-135 năm 2019",
+    )
+    out.lines.append(imported.describe(workbook.name))
+    commune, district = sample.officers_of(b.district, b.commune)
+    await _until(client, sessions, b, lambda s: s.stage is Stage.APPROVAL and s.posting is not None, signer=signer)
+    r = await _refused(step(b, Step.APPROVE, district, [b.decision_ref]))
+    out.lines.append(f"{b.code}: approve as {district} → {r.rule}: {r.message}")
+    await step(
+        b,
+        Step.OVERRIDE_DOUBLE_SUPPORT,
+        sample.PROVINCE_USER,
+        [f"CV-XAC-MINH-CT135/{b.code}"],
+        reason="CT-135 năm 2019 hỗ trợ công trình nước sạch của hộ, không hỗ trợ nhà ở: không trùng hỗ trợ",
+        details={"programme": OTHER_PROGRAMME},
+    )
+    out.lines.append(
+        f"{b.code}: match with {OTHER_PROGRAMME} overridden by {sample.PROVINCE_USER}, reason and evidence on record"
+    )
+
+    # 3. A repair found to need a new build, after its first tranche was paid.
+    if c is None:
+        return out
+    commune, district = sample.officers_of(c.district, c.commune)
+    paid = await _until(
+        client,
+        sessions,
+        c,
+        lambda s: any(t.status is TrancheStatus.PAID for t in s.tranches),
+        signer=signer,
+    )
+    asked = await step(
+        c,
+        Step.REQUEST_CHANGE,
+        commune,
+        [f"BB-KHAO-SAT-LAI/{c.code}"],
+        reason="Khảo sát lại: khung, tường hư hỏng nặng, không sửa chữa được; đề nghị chuyển sang xây mới",
+        details={"kind": "support_type", "support_type": "new_build"},
+    )
+    r = await _refused(step(c, Step.DECIDE_CHANGE, commune, ["-"], details={"change": asked.change}))
+    out.lines.append(f"{c.code}: change #{asked.change} decided by its requester {commune} → {r.rule}: {r.message}")
+    decided = await step(c, Step.DECIDE_CHANGE, district, [f"QD-DIEU-CHINH/{c.code}"], details={"change": asked.change})
+    before = sum(t.amount for t in paid.tranches)
+    paid_so_far = sum(t.amount for t in paid.tranches if t.status is TrancheStatus.PAID)
+    out.lines.append(
+        f"{c.code}: repair → new build approved by {district}: entitlement {dong(before)} → "
+        f"{dong(decided.entitlement or 0)}; the unpaid tranches released {dong(decided.released)} and reserved "
+        f"{dong(decided.reserved)} again; the {dong(paid_so_far)} paid untouched"
+    )
+    return out
+
+
+def _other_programme_xlsx(cccds: list[str]) -> bytes:
+    """Another programme's list as it would send it: its beneficiaries' CCCD, the year supported, a note."""
+    from openpyxl import Workbook
+
+    wb = Workbook()
+    ws = wb.active
+    ws.append(["Số CCCD", "Năm hỗ trợ", "Ghi chú"])
+    for cccd in cccds:
+        ws.append([cccd, 2019, "Hỗ trợ theo Chương trình 135"])
+        ws.cell(row=ws.max_row, column=1).number_format = "@"
+    buf = io.BytesIO()
+    wb.save(buf)
+    return buf.getvalue()
 
 
 # ------------------------------------------------------------------------------------------- the rounds

@@ -29,6 +29,7 @@ from models.assertion import digest_of
 from models.household import Household
 from models.policy import WorkflowPolicy
 from models.state import HouseholdWorkflowInput
+from operations import registry
 from operations.csv_list import ParsedRow, Problem, parse
 from workflows import search_attributes
 from workflows.household import HouseholdWorkflow
@@ -116,10 +117,13 @@ async def register(
     user_id: str,
     *,
     signer: SigningRing | Callable[[], SigningRing] | None = None,
+    match_key: bytes | None = None,
 ) -> tuple[ImportReport, list[Household], WorkflowPolicy]:
     """Validate the whole list and write it in one transaction; refuse it whole on any problem. With
     `signer` (the front door's ring, or what loads it once the list is found good) the batch carries the
-    front door's assertion that `user_id` imported exactly this file."""
+    front door's assertion that `user_id` imported exactly this file. With `match_key` (MATCH_KEY_PATH) each
+    household's keyed CCCD hash is stored in the same transaction, so approval finds it on another
+    programme's list (db.registry.open_matches)."""
     rows, problems = parse(data, file_name)
     if problems:
         raise ImportRejected(problems)
@@ -176,6 +180,8 @@ async def register(
                 ).model_dump(mode="json")
             batch_id = await households.add_import_batch(session, **batch, assertion=assertion)
             await households.insert_many(session, [r.household for r in new], batch_id)
+        if match_key is not None:
+            await registry.key_households(session, match_key, [(r.household.code, r.household.cccd) for r in rows])
         importers = await households.importers(session, [r.household.code for r in rows])
     report = ImportReport(
         batch_id=batch_id,
@@ -261,12 +267,13 @@ async def import_file(
     user_id: str,
     *,
     signer: SigningRing | Callable[[], SigningRing] | None = None,
+    match_key: bytes | None = None,
 ) -> ImportReport:
     """Register the list (signed by `signer`, see `register`), then start its workflows. The client is first
     used after registration, so with a lazy client a bad file is reported whatever the state of the workflow
     servers."""
     data = path.read_bytes()
-    report, items, current = await register(sessions, data, path.name, user_id, signer=signer)
+    report, items, current = await register(sessions, data, path.name, user_id, signer=signer, match_key=match_key)
     report.workflows_started, report.workflows_existing = await start_workflows(
         client, task_queue, items, current, importers=report.importers, sessions=sessions
     )

@@ -522,8 +522,13 @@ if __name__ == "__main__":
     first = households(int(sys.argv[2]) if len(sys.argv) > 2 else 120)
     write_households_csv(target, first)
     extra = [r for r in supplementary() if r["cccd"] not in {f["cccd"] for f in first}]
-    write_households_csv(target.with_name("households_supplementary.csv"), extra)
-    print(f"wrote {target} and {target.with_name('households_supplementary.csv')}")
+    # The supplementary list as agencies exchange a decision's attached list: a workbook.
+    from models.household import Household
+    from operations.csv_list import to_xlsx
+
+    workbook = target.with_name("households_supplementary.xlsx")
+    workbook.write_bytes(to_xlsx([Household.model_validate(r) for r in extra]))
+    print(f"wrote {target} and {workbook}")
     gazetteer_file = target.parent.parent / "gazetteer" / "lang-son-2025.json"
     gazetteer_file.parent.mkdir(parents=True, exist_ok=True)
     gazetteer_file.write_text(json.dumps(gazetteer(), ensure_ascii=False, indent=1) + "\n", encoding="utf-8")

@@ -179,3 +179,27 @@ async def test_the_auditors_reader_takes_every_recorded_history(path: Path):
         recorded = [t for t in trail.transitions if t.recorded]
         assert [t.record.seq for t in recorded] == list(range(1, len(recorded) + 1))
         assert all(t.outcome.audit_hash for t in recorded)
+
+
+async def test_the_review_histories_hold_the_steps_before_the_money():
+    """`review_*` (policy 2026.2, recorded by capture_sealed.py) take the steps the histories before them never
+    had, and every earlier file above still replays against the same code: the new steps are new updates,
+    gated by the policy's data, not a changed command sequence."""
+    path = HERE / "review_objection_override_then_support_type_changed.json"
+    trail = await read_trail(WorkflowHistory.from_json(path.stem, path.read_text()), SEALED)
+    steps = [t.record.step.value for t in trail.transitions if t.recorded]
+    assert steps[:6] == [
+        "verify",
+        "post_list",
+        "record_objection",
+        "resolve_objection",
+        "override_double_support",
+        "approve",
+    ]
+    assert {"request_change", "decide_change", "settle"} <= set(steps)
+    decided = next(t for t in trail.transitions if t.record.step.value == "decide_change")
+    assert decided.record.money.value == "adjust" and decided.outcome.released and decided.outcome.amount
+    earlier = [p for p in HISTORIES if not p.stem.startswith("review_")]
+    for p in earlier:
+        old = await read_trail(WorkflowHistory.from_json(p.stem, p.read_text()), SEALED)
+        assert not {"post_list", "decide_change"} & {t.record.step.value for t in old.transitions}, p.stem

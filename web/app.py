@@ -32,6 +32,7 @@ from auditor.history import read_trail
 from core import metrics
 from core.client import connect
 from core.errors import Refusal
+from core.matching import key_if_present
 from core.settings import Settings, get_settings
 from core.signing import load_ring
 from db import households
@@ -155,6 +156,7 @@ def create_app(
         app.state.client = client
     # The web app is a front door: it signs each step of the user it has authenticated (core/signing.py).
     app.state.signer = load_ring(settings)
+    app.state.match_key = key_if_present(settings.match_key_path)  # lists imported here are keyed with it
     app.add_exception_handler(Problem, problem_handler)
     app.add_exception_handler(RequestValidationError, validation_handler)
     app.add_exception_handler(pages.SignedOut, lambda request, exc: RedirectResponse("/login", status_code=303))

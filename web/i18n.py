@@ -57,6 +57,7 @@ WORDS: dict[str, tuple[str, str]] = {
     "posted_on": ("Ngày niêm yết", "Posted on"),
     "objector": ("Người phản ánh", "Raised by"),
     "about": ("Nội dung", "What they said"),
+    "raised_on": ("Ngày nhận ý kiến", "Raised on"),
     "objection": ("Ý kiến", "Objection"),
     "outcome": ("Kết luận", "Outcome"),
     "dismissed": ("Không có cơ sở (giữ trong danh sách)", "Dismissed (stays on the list)"),

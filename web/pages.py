@@ -391,7 +391,9 @@ def router(settings: Settings, cookie: str) -> APIRouter:
         data, name = _held(settings, sha256, user_id)
         db = request.app.state.sessions
         try:
-            report, items, current = await register(db, data, name, user_id, signer=request.app.state.signer)
+            report, items, current = await register(
+                db, data, name, user_id, signer=request.app.state.signer, match_key=request.app.state.match_key
+            )
         except ImportRejected as rejected:  # against the register: the mended file is uploaded anew
             _release(settings, sha256, user_id)
             return _problems_page(request, signed, name, rejected.problems)

@@ -13,7 +13,7 @@ from models.household import Step
 
 _TEXT = {
     Step.POST_LIST: ("place", "posted_on"),
-    Step.RECORD_OBJECTION: ("objector", "about"),
+    Step.RECORD_OBJECTION: ("objector", "about", "raised_on"),
     Step.RESOLVE_OBJECTION: ("objection", "outcome"),
     Step.OVERRIDE_DOUBLE_SUPPORT: ("programme",),
     Step.REQUEST_CHANGE: ("kind", "support_type", "payee"),

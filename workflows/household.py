@@ -560,7 +560,13 @@ class HouseholdWorkflow:
             self._state = s.model_copy(update={"posting": posting})
             return {"period_ends": ends}
         if step is Step.RECORD_OBJECTION:
-            objection = Objection(id=seq, objector=inp.objector, about=inp.about, by=who)
+            objection = Objection(
+                id=seq,
+                objector=inp.objector,
+                about=inp.about,
+                by=who,
+                raised_on=inp.raised_on or local(workflow.now()).date(),
+            )
             self._state = s.model_copy(update={"objections": [*s.objections, objection]})
             return {"objection": seq}
         if step is Step.RESOLVE_OBJECTION:

@@ -575,7 +575,16 @@ def check_review(
     if step is Step.RECORD_OBJECTION:
         if review.posting is None:
             raise Refusal("NotPosted", f"household {code} has not been posted: objections are raised while it is")
-        if review.today >= review.posting.period_ends:
+        raised = inp.raised_on or review.today
+        if raised > review.today:
+            raise Refusal("ObjectionDate", f"an objection raised on {day(raised)} is in the future")
+        if raised < review.posting.posted_on:
+            raise Refusal(
+                "ObjectionDate",
+                f"an objection raised on {day(raised)} predates the posting of household {code} "
+                f"({day(review.posting.posted_on)})",
+            )
+        if raised >= review.posting.period_ends:
             raise Refusal(
                 "PostingClosed",
                 f"the posting of household {code} ended on {day(review.posting.period_ends - timedelta(days=1))}",

@@ -22,7 +22,7 @@ from db.schema import outbox
 from models import Stage
 from models.finance import BatchAction, BatchSelection, PayoutBatchInput, TrancheStatus
 from models.household import Step
-from operations import payouts, policies, sample
+from operations import payouts, policies, registry, sample
 from tests.conftest import (
     BankProcess,
     drive_one,
@@ -277,3 +277,78 @@ async def test_capture_the_inquiry_paths(skipping_env, sessions, settings, tmp_p
 
 async def _confirmed_at(bank, code: str) -> bool:
     return [p["state"] for p in await bank.statement(code)] == ["confirmed"]
+
+
+async def test_capture_the_review_paths(client, sessions, owner_sessions, settings, tmp_path, request):
+    """Before the money (policy 2026.2): a posting with an objection dismissed, a match with another
+    programme's list overridden, then a repair changed to a new build after its first tranche was paid; and an
+    objection upheld, sending the household back to be reviewed again. Recorded as `review_*`."""
+    from tests.test_review import PROGRAMME, _paid, _posted, _step, _until, _verified
+
+    changed, sent_back = make_households(2, beneficiary_group="poor", support_type="repair", programme="")
+    bank = BankProcess(tmp_path / "bank", delay=0.02).start()
+    request.addfinalizer(bank.stop)
+    key = b"review-capture-match-key-32-bytes!"
+    async with running_worker(client, sessions, settings, bank=bank) as tq:
+        await enroll(client, sessions, tq, [changed, sent_back])
+        async with sessions() as s, s.begin():
+            await registry.key_households(s, key, [(changed.code, changed.cccd)])
+        other = f"cccd,year\n{changed.cccd},2019\n".encode()
+        await registry.import_list(
+            owner_sessions, other, "ct135.csv", programme=PROGRAMME, user_id=sample.FINANCE_USERS[0], key=key
+        )
+        for h in (changed, sent_back):
+            commune, district = sample.officers_of(h.district, h.commune)
+            await _verified(client, sessions, h)
+            posted = await _posted(client, sessions, h)
+            raised = await _step(
+                client,
+                sessions,
+                h,
+                Step.RECORD_OBJECTION,
+                commune,
+                objector="Trưởng thôn",
+                about="Hộ đã có nhà",
+                raised_on=posted.period_ends - timedelta(days=1),
+            )
+            outcome = "dismissed" if h is changed else "upheld_send_back"
+            await _step(
+                client,
+                sessions,
+                h,
+                Step.RESOLVE_OBJECTION,
+                district,
+                reason="Xác minh",
+                objection=raised.objection,
+                outcome=outcome,
+            )
+        await _step(
+            client,
+            sessions,
+            changed,
+            Step.OVERRIDE_DOUBLE_SUPPORT,
+            sample.PROVINCE_USER,
+            ["CV"],
+            "Nước sạch",
+            programme=PROGRAMME,
+        )
+        await _until(client, sessions, changed, _paid)
+        commune, district = sample.officers_of(changed.district, changed.commune)
+        asked = await _step(
+            client,
+            sessions,
+            changed,
+            Step.REQUEST_CHANGE,
+            commune,
+            ["BB"],
+            "Khung hư hỏng",
+            kind="support_type",
+            support_type="new_build",
+        )
+        await _step(client, sessions, changed, Step.DECIDE_CHANGE, district, ["QĐ"], change=asked.change)
+        await drive_one(client, sessions, changed)
+        await client.get_workflow_handle(changed.workflow_id).result()
+        await save(client, changed.workflow_id, "review_objection_override_then_support_type_changed")
+        await _verified(client, sessions, sent_back)
+        await client.get_workflow_handle(sent_back.workflow_id).terminate("history captured")
+        await save(client, sent_back.workflow_id, "review_objection_upheld_then_reviewed_again")
