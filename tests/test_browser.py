@@ -30,6 +30,7 @@ from tests.conftest import (
     enroll,
     make_households,
     password_for,
+    post_list,
     running_worker,
     take_step,
 )
@@ -123,6 +124,7 @@ async def test_a_district_officer_approves_with_an_attachment(site, client, sess
     await take_step(
         client, sessions, h.code, Step.VERIFY, sample.commune_user(WEB_DISTRICT, site["commune"]), evidence=["BB-XM"]
     )
+    await post_list(client, sessions, h.code)  # posted publicly, its period over: the approval is offered
     page = await signed_in(site, sample.district_user(WEB_DISTRICT))
     await page.goto(f"/households/{h.code}")
     scan = tmp_path / "quyet-dinh.pdf"

@@ -7,12 +7,13 @@ import hashlib
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import date
+from datetime import date, timedelta
 
 import httpx
 from sqlalchemy import select
 
 from auditor.live import verify_live
+from core.formatting import today
 from db.schema import audit_log, households, programme_deadlines
 from models.actor import Jurisdiction
 from models.household import Step
@@ -289,3 +290,40 @@ async def test_an_upload_is_stored_only_from_an_officer_who_may_take_that_step(w
     stored = folder / hashlib.sha256(kept).hexdigest()
     assert stored.read_bytes() == kept
     assert stored.stat().st_mode & 0o777 == 0o600 and folder.stat().st_mode & 0o077 == 0
+
+
+async def test_the_posting_and_an_objection_are_taken_from_the_household_page(web, client, sessions):
+    """The commune officer posts the verified household and records an objection with the page's fields; the
+    district officer is offered the objection's resolution (and no approval while it is open) and dismisses
+    it; the approval is offered then."""
+    commune = web["communes"][WEB_DISTRICT]
+    officer, district = sample.commune_user(WEB_DISTRICT, commune), sample.district_user(WEB_DISTRICT)
+    (h,) = await enroll(
+        client, sessions, web["task_queue"], make_households(1, district=WEB_DISTRICT, commune=commune, programme="")
+    )
+    await take_step(client, sessions, h.code, Step.VERIFY, officer, evidence=["BB"])
+    posted_on = today() - timedelta(days=14)
+    async with browser(web["app"], sessions, officer) as (c, csrf):
+        page = await c.get(f"/households/{h.code}")
+        assert 'value="post_list"' in page.text and 'name="posted_on"' in page.text
+        form = {"csrf": csrf, "step": "post_list", "evidence": "TB-01", "place": "Nhà văn hóa thôn"}
+        done = await c.post(f"/households/{h.code}/act", data=form | {"posted_on": posted_on.isoformat()})
+        assert "message=" in done.headers["location"], done.headers["location"]
+        raised = {"csrf": csrf, "step": "record_objection", "evidence": "DON-01", "objector": "Ông Tám"}
+        late = await c.post(f"/households/{h.code}/act", data=raised | {"about": "Đã có nhà"})
+        assert "PostingClosed" in late.headers["location"]  # raised today: the posting is over
+        on = (posted_on + timedelta(days=1)).isoformat()
+        done = await c.post(f"/households/{h.code}/act", data=raised | {"about": "Đã có nhà", "raised_on": on})
+        assert "message=" in done.headers["location"], done.headers["location"]
+    (objection,) = (await household_state(client, h.code)).objections
+    async with browser(web["app"], sessions, district) as (c, csrf):
+        page = await c.get(f"/households/{h.code}")
+        assert 'value="resolve_objection"' in page.text and f'name="objection" value="{objection.id}"' in page.text
+        assert 'value="approve"' not in page.text  # the objection is open
+        resolve = {"csrf": csrf, "step": "resolve_objection", "evidence": "BB-XM", "objection": str(objection.id)}
+        done = await c.post(
+            f"/households/{h.code}/act", data=resolve | {"outcome": "dismissed", "reason": "Không có cơ sở"}
+        )
+        assert "message=" in done.headers["location"], done.headers["location"]
+        page = await c.get(f"/households/{h.code}")
+        assert 'value="approve"' in page.text and 'value="resolve_objection"' not in page.text
