@@ -22,7 +22,7 @@ from db import audit, households, ledger, outbox, policy, restores, steps, users
 from db import finance as finance_db
 from db import review as review_db
 from db.engine import Sessions
-from finance.allocation import eligible, from_one_source, plan_allocation, split_into_tranches
+from finance.allocation import covers, eligible, from_one_source, plan_allocation, split_into_tranches
 from models.allocation import SourceView
 from models.assertion import ActionAssertion
 from models.finance import AllocationPiece, Piece
@@ -123,11 +123,13 @@ class HouseholdActivities:
                     f"not {rec.step.value} by {rec.actor.user_id}",
                 )
             # A retry must hand the workflow what the first attempt did, tranches included.
-            allocation, sources = [], None
+            allocation, sources, adjusted = [], None, {}
             if rec.money is MoneyOp.RESERVE and rec.plan_tranches:
                 allocation, sources = await finance_db.allocation_recorded(
                     session, rec.household_code, f"{rec.idempotency_key}:{rec.money.value}:"
                 )
+            if rec.money is MoneyOp.ADJUST:  # the voids and the new reservations the first attempt wrote
+                allocation, adjusted = await self._adjusted(session, rec, row)
             return TransitionOutcome(
                 audit_id=prior.id,
                 audit_hash=prior.hash,
@@ -137,6 +139,7 @@ class HouseholdActivities:
                 replayed=True,
                 allocation=allocation,
                 sources=sources,
+                **adjusted,
                 **(await self._retried_move(session, rec, prior.id) if rec.step is Step.MOVE else {}),
             )
         if row.last_seq != rec.seq - 1 or row.stage != rec.from_stage.value:
@@ -344,6 +347,9 @@ class HouseholdActivities:
         as_of = rec.at.astimezone(VIETNAM).date()
         new_type = SupportType(change.request.value)
         entitlement = await policy.entitlement(session, new_type, rec.beneficiary_group, as_of)
+        household = (await households.get_household(session, rec.household_code)).model_copy(
+            update={"support_type": new_type}
+        )
         left = entitlement - row.paid
         if left <= 0:
             raise Refusal(
@@ -356,9 +362,29 @@ class HouseholdActivities:
         pieces = await review_checks.unpaid_pieces(session, rec.household_code, pending)
         if not pieces:
             raise Refusal("NoUnpaidTranche", f"household {rec.household_code} has no tranche left unpaid to adjust")
+        # Each source must cover the household as it will be: a source kept for repairs does not pay a new build.
+        rules = {r.code: r for r in await finance_db.source_rows(session)}
+        barred = sorted(
+            {p.source for p in pieces if p.source not in rules or not covers(rules[p.source].rules, household)}
+        )
+        if barred:
+            raise Refusal(
+                "SourceNotEligible",
+                f"funding source(s) {', '.join(barred)} of household {rec.household_code} do not cover "
+                f"{new_type.value} by their rules: cancel the unpaid tranches and allocate again instead",
+            )
         voided = [await ledger.void(session, key=f"{key}:void:{p.id}", pending_id=p.id, memo=memo) for p in pieces]
         released = sum(t.amount for t in voided)
         shares = review_checks.rescale([p.amount for p in pieces], left)
+        per_tranche: dict[int, int] = {}
+        for p, amount in zip(pieces, shares, strict=True):
+            per_tranche[p.tranche] = per_tranche.get(p.tranche, 0) + amount
+        if any(total <= 0 for total in per_tranche.values()):
+            raise Refusal(
+                "ChangeBelowPaid",
+                f"household {rec.household_code}: {dong(left)} left to pay cannot fill its unpaid tranches "
+                f"{', '.join(map(str, sorted(per_tranche)))}",
+            )
         reserved: list[ledger.Transfer] = []
         by_tranche: dict[int, list[tuple[ledger.Transfer, str]]] = {}
         for p, amount in zip(pieces, shares, strict=True):
@@ -397,6 +423,17 @@ class HouseholdActivities:
             released=released,
             entitlement=entitlement,
         )
+
+    async def _adjusted(self, session, rec: TransitionRecord, row) -> tuple[list[AllocationPiece], dict]:
+        """What a recorded change of support type did, read back from the ledger under its key (a retry after
+        the first attempt committed): the new reservations by tranche, what the voids released, the new
+        entitlement (the policy table's for the type the register now holds)."""
+        key = f"{rec.idempotency_key}:{rec.money.value}:"
+        allocation, _ = await finance_db.allocation_recorded(session, rec.household_code, key + "t")
+        released = await ledger.sum_under(session, rec.household_code, key + "void:")
+        as_of = rec.at.astimezone(VIETNAM).date()
+        entitlement = await policy.entitlement(session, SupportType(row.support_type), rec.beneficiary_group, as_of)
+        return allocation, {"released": released, "entitlement": entitlement}
 
     async def _update_payouts(self, session, rec: TransitionRecord) -> None:
         if rec.tranche_updates:

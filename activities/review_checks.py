@@ -54,6 +54,8 @@ async def before_writing(session, rec: TransitionRecord, row) -> Decision | None
             "also decide it",
         )
     approved = bool(signed.get("approved", True))
+    if approved and request.kind == "payee":  # an instruction sent names the payee its authoriser approved
+        await no_payment_in_flight(session, rec.household_code)
     adjusts = approved and request.kind == "support_type" and Stage(row.stage) in FUNDED_STAGES
     if adjusts != (rec.money is MoneyOp.ADJUST):
         raise Refusal(

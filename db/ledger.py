@@ -446,3 +446,14 @@ async def advance_transfer_ids(session: AsyncSession, at_least: int) -> None:
         ),
         {"at_least": at_least},
     )
+
+
+async def sum_under(session: AsyncSession, household_code: str, key_prefix: str) -> int:
+    """What the household's transfers whose key starts with `key_prefix` moved, in đồng."""
+    t = ledger_transfers
+    total = await session.scalar(
+        select(func.coalesce(func.sum(t.c.amount), 0)).where(
+            t.c.household_code == household_code, t.c.idempotency_key.startswith(key_prefix, autoescape=True)
+        )
+    )
+    return int(total)

@@ -12,11 +12,13 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select
 
+from activities.household import HouseholdActivities
 from auditor.records import read_records
 from auditor.verify import verify
 from core.errors import Refusal
 from core.formatting import today
 from db import policy as policy_db
+from db import users as users_db
 from db.schema import audit_log, households, ledger_accounts, payments
 from models.finance import TrancheStatus
 from models.household import Stage, Step, SupportType
@@ -334,6 +336,15 @@ async def test_a_change_of_support_type_after_a_paid_tranche_reserves_again_only
     r = await _refused(client, sessions, h, Step.DECIDE_CHANGE, district, change=asked.change)
     assert r.rule == "AlreadyDecided"
 
+    # The recording activity run again for the same step (a worker lost after its commit) hands back what the
+    # first run did, read from the ledger under the step's key: the workflow's tranches and money stay right.
+    (trail,) = await trails_of(client, [h.code])
+    first = next(t for t in trail.transitions if t.record.step is Step.DECIDE_CHANGE)
+    again = await HouseholdActivities(sessions).record_transition(first.record)
+    assert again.replayed
+    assert (again.released, again.entitlement, again.amount) == (unpaid_before, new, new - paid)
+    assert again.allocation == first.outcome.allocation
+
     after = await household_state(client, h.code)
     assert [t.amount for t in after.tranches if t.status is TrancheStatus.PAID] == [paid]  # never what was paid
     assert sum(t.amount for t in after.tranches) == new
@@ -362,6 +373,50 @@ async def test_a_change_of_support_type_after_a_paid_tranche_reserves_again_only
     assert posted == new
     report = verify(await trails_of(client, [h.code]), await read_records(sessions, [h.code]))
     assert report.discrepancies == [] and report.amount_checked >= new
+
+
+async def test_a_new_payee_waits_for_the_tranche_already_authorised(client, sessions, task_queue):
+    h = await _household(client, sessions, task_queue, programme="")
+    commune, district = _officers(h)
+    await _until(client, sessions, h, lambda s: any(t.status is TrancheStatus.AUTHORISED for t in s.tranches))
+    asked = await _step(
+        client, sessions, h, Step.REQUEST_CHANGE, commune, ["UQ"], "Chủ hộ đi xa", kind="payee", payee="Lò Thị Hoa"
+    )
+    r = await _refused(client, sessions, h, Step.DECIDE_CHANGE, district, change=asked.change)
+    assert r.rule == "PaymentInFlight"  # the instruction names the payee its authoriser approved
+
+
+async def test_an_objection_is_resolved_by_neither_its_recorder_nor_a_role_that_may_not_cancel(
+    client, sessions, task_queue
+):
+    h = await _household(client, sessions, task_queue)
+    commune, district = _officers(h)
+    await _step(client, sessions, h, Step.VERIFY, district, findings=FINDINGS.model_dump(mode="json"))
+    posted = await _posted(client, sessions, h)
+    raised = await _step(
+        client,
+        sessions,
+        h,
+        Step.RECORD_OBJECTION,
+        commune,
+        objector="Hàng xóm",
+        about="Hộ đã có nhà",
+        raised_on=posted.period_ends - timedelta(days=1),
+    )
+    cancel = {"objection": raised.objection, "outcome": "upheld_cancel", "reason": "Có cơ sở"}
+    r = await _refused(client, sessions, h, Step.RESOLVE_OBJECTION, commune, **cancel)
+    assert r.rule == "SegregationOfDuties" and "recorded objection" in r.message
+    # Another commune officer may dismiss it, but not take the household off the list: cancelling is the
+    # district's or the province's.
+    other = f"{commune}.2"
+    async with sessions() as s, s.begin():
+        user = await users_db.get(s, commune)
+        row = {k: getattr(user, k) for k in ("full_name", "role", "agency", "province", "district", "commune")}
+        await users_db.upsert(s, [row | {"user_id": other, "active": True}])
+    r = await _refused(client, sessions, h, Step.RESOLVE_OBJECTION, other, **cancel)
+    assert r.rule == "RoleNotAllowed" and "upheld_cancel" in r.message
+    done = await _step(client, sessions, h, Step.RESOLVE_OBJECTION, sample.PROVINCE_USER, ["BB"], **cancel)
+    assert done.to_stage is Stage.CANCELLED  # the district officer verified it: the province resolves
 
 
 async def test_a_new_payee_is_paid_and_a_withdrawal_releases_what_was_not_paid(client, sessions, task_queue):

@@ -596,6 +596,21 @@ def check_review(
             raise Refusal("UnknownObjection", f"household {code} has no objection {inp.objection}")
         if found.status is not ItemStatus.OPEN:
             raise Refusal("AlreadyResolved", f"objection {found.id} of household {code} was {found.status.value}")
+        if found.by == inp.actor.user_id:
+            raise Refusal(
+                "SegregationOfDuties",
+                f"user {inp.actor.user_id} recorded objection {found.id} of household {code} and may not also "
+                "resolve it",
+            )
+        # Upholding takes the household off the list or back from approval: only a role that may cancel it, or
+        # approve it (whose refusal a send-back is), may do that.
+        governs = {ObjectionOutcome.UPHELD_CANCEL: Step.CANCEL, ObjectionOutcome.UPHELD_SEND_BACK: Step.APPROVE}
+        if inp.outcome in governs and inp.actor.role not in policy.rule(governs[inp.outcome]).roles:
+            raise Refusal(
+                "RoleNotAllowed",
+                f"role {inp.actor.role!r} may not uphold an objection as {inp.outcome.value} (policy "
+                f"{policy.version}: the roles of {governs[inp.outcome].value!r})",
+            )
         return {
             ObjectionOutcome.DISMISSED: stage,
             ObjectionOutcome.UPHELD_SEND_BACK: Stage.VERIFICATION,
@@ -627,8 +642,9 @@ def check_review(
         if not (inp.reason and inp.reason.strip()):
             raise Refusal("ReasonMissing", "a change refused needs a reason")
         return stage
+    # A new payee too: an instruction already sent names the old one, and the authoriser approved that one.
     in_flight = [t.n for t in tranches if t.status in (TrancheStatus.AUTHORISED, TrancheStatus.RELEASED)]
-    if found.kind is not ChangeKind.PAYEE and in_flight:
+    if in_flight:
         raise Refusal(
             "PaymentInFlight",
             f"household {code}: tranche(s) {', '.join(map(str, in_flight))} are authorised or with the payment "

@@ -40,7 +40,7 @@ NEW_STEPS = {
         "roles": ["commune_officer", "district_officer", "province_officer"],
         "responsible_agency": COMMUNE,
     },
-    "override_double_support": {"roles": ["province_officer", "finance_officer"], "responsible_agency": PROVINCE},
+    "override_double_support": {"roles": ["province_officer"], "responsible_agency": PROVINCE},
     "request_change": {"roles": ["commune_officer"], "responsible_agency": COMMUNE},
     "decide_change": {"roles": ["district_officer", "province_officer"], "responsible_agency": DISTRICT},
 }
