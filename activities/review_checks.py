@@ -1,6 +1,8 @@
 """What the recording activity checks and writes for the steps before the money (models/review.py), inside the
 step's transaction, on what PostgreSQL holds rather than on what the workflow remembers:
 
+- a settlement is refused (`GrievanceOpen`) while a payment grievance of the household is not resolved
+  (operations/receipts.py);
 - an approval is refused (`DoubleSupport`) while the household's keyed CCCD is on another programme's list and
   no override of that match is recorded;
 - an override names a match that exists, and is written with its audit row;
@@ -14,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from core.errors import Refusal
-from db import registry
+from db import receipts, registry
 from db import review as review_db
 from models.household import FUNDED_STAGES, Stage, Step
 from models.records import MoneyOp, TransitionRecord
@@ -29,6 +31,15 @@ class Decision:
 async def before_writing(session, rec: TransitionRecord, row) -> Decision | None:
     """Refuse what PostgreSQL says may not be recorded; a decision on a change: the request it decides."""
     signed = rec.signed_input or {}
+    if rec.step is Step.SETTLE:
+        waiting = await receipts.open_payment_grievances(session, rec.household_code)
+        if waiting:
+            raise Refusal(
+                "GrievanceOpen",
+                f"household {rec.household_code} has open payment grievance(s) {', '.join(map(str, waiting))}: "
+                "settlement waits until they are resolved",
+            )
+        return None
     if rec.step is Step.APPROVE:
         found = await registry.open_matches(session, rec.household_code)
         if found:

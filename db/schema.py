@@ -9,6 +9,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    Numeric,
     SmallInteger,
     Table,
     Text,
@@ -533,4 +534,75 @@ double_support_overrides = Table(
     Column("evidence", ARRAY(Text)),
     Column("at", DateTime(timezone=True)),
     Column("recorded_at", DateTime(timezone=True)),
+)
+
+# After the money (migration 0019): payment verification plans, their answers, grievances.
+verification_plans = Table(
+    "verification_plans",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("name", Text),
+    Column("decision_ref", Text),
+    Column("district", Text),
+    Column("commune", Text),
+    Column("paid_from", Date),
+    Column("paid_to", Date),
+    Column("full_list", Boolean),
+    Column("confidence", Numeric(5, 4)),
+    Column("margin", Numeric(5, 4)),
+    Column("design_factor", Numeric(4, 2)),
+    Column("population", Integer),
+    Column("risk_count", Integer),
+    Column("sample_size", Integer),
+    Column("seed", BigInteger),
+    Column("created_by", Text),
+    Column("created_at", DateTime(timezone=True)),
+)
+
+verification_households = Table(
+    "verification_households",
+    metadata,
+    Column("plan_id", BigInteger, primary_key=True),
+    Column("household_code", Text, primary_key=True),
+    Column("reason", Text),
+)
+
+verification_answers = Table(
+    "verification_answers",
+    metadata,
+    Column("plan_id", BigInteger, primary_key=True),
+    Column("household_code", Text, primary_key=True),
+    Column("answer", Text),
+    Column("amount", BigInteger),
+    Column("asked_by", Text),
+    Column("channel", Text),
+    Column("note", Text),
+    Column("answered_at", DateTime(timezone=True)),
+)
+
+grievances = Table(
+    "grievances",
+    metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("household_code", Text),
+    Column("category", Text),
+    Column("said", Text),
+    Column("said_by", Text),
+    Column("evidence", ARRAY(Text)),
+    Column("responsible", Text),
+    Column("due_on", Date),
+    Column("opened_by", Text),
+    Column("opened_at", DateTime(timezone=True)),
+    Column("plan_id", BigInteger),
+)
+
+grievance_resolutions = Table(
+    "grievance_resolutions",
+    metadata,
+    Column("grievance_id", BigInteger, primary_key=True),
+    Column("outcome", Text),
+    Column("resolution", Text),
+    Column("evidence", ARRAY(Text)),
+    Column("resolved_by", Text),
+    Column("resolved_at", DateTime(timezone=True)),
 )

@@ -73,6 +73,8 @@ class WorkflowPolicy(BaseModel):
     eligibility: EligibilityCriteria | None = None
     # Days the reviewed list stays posted before approval may be given (None: no posting step).
     posting_days: int | None = Field(default=None, ge=0, le=90)
+    # After the money: days a grievance has to be resolved in (the Law on Complaints gives 30 for a first one).
+    grievance_days: int = Field(default=30, ge=1, le=90)
 
     def inquiry_offset_minutes(self, n: int) -> int | None:
         """Minutes after release of the n-th status inquiry (from 1); None when none are asked."""

@@ -1,0 +1,438 @@
+"""After the money: Finance's payment verification plans (did the money reach the household?), their answers,
+and the grievances an answer opens or an officer files on a person's behalf.
+
+A plan is drawn over the households whose payments the channel confirmed (a decision, a district, a commune, a
+period), as a full list or a sample (operations/sampling.py: its size from the confidence and margin, its
+seed recorded); every household whose payment carries a risk is always in it. A commune officer of the
+household, or Finance, records each answer once. "Not received" or "received with issues" opens a payment
+grievance about the officer who released the payment, due in the policy's `grievance_days`; until it is
+resolved by someone else, the household's settlement is refused (`GrievanceOpen`, activities/review_checks.py).
+A resolution finding the money did not arrive is `trace_payment`: the payment is traced with the channel by
+its end-to-end id, never paid a second time from here.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+
+import structlog
+
+from core.cells import append_row
+from core.errors import Refusal
+from core.formatting import day, today
+from db import households, users
+from db import policy as policy_db
+from db import receipts as db
+from db.engine import Sessions
+from models.actor import Actor
+from models.receipts import OPENS, Answer, Category, Channel, Outcome
+from operations.sampling import DESIGN_FACTOR, draw, sample_size
+
+log = structlog.get_logger(__name__)
+
+
+async def _finance(session, user_id: str, what: str) -> Actor:
+    actor = await users.require_actor(session, user_id)
+    current = await policy_db.policy_today(session)
+    if actor.role not in current.finance_roles:
+        raise Refusal(
+            "RoleNotAllowed",
+            f"role {actor.role!r} may not {what} (finance_roles of policy {current.version}: "
+            f"{', '.join(current.finance_roles)})",
+        )
+    return actor
+
+
+async def _officer_of(session, user_id: str, household_code: str, what: str) -> Actor:
+    """Finance, or an officer whose jurisdiction covers the household."""
+    actor = await users.require_actor(session, user_id)
+    current = await policy_db.policy_today(session)
+    if actor.role in current.finance_roles:
+        return actor
+    h = await households.get_household(session, household_code)
+    if h is None:
+        raise Refusal("UnknownHousehold", f"no household {household_code} on any imported list")
+    if actor.role in ("auditor", "payment_channel") or not actor.jurisdiction.covers(h):
+        raise Refusal("OutsideJurisdiction", f"{user_id} ({actor.role}) may not {what} for household {household_code}")
+    return actor
+
+
+@dataclass(frozen=True)
+class Plan:
+    id: int
+    name: str
+    population: int
+    risk: int
+    sampled: int
+    sample_size: int  # households drawn at random from those without a risk (all of them for a full list)
+    seed: int
+    confidence: float | None
+    margin: float | None
+
+    @property
+    def asked(self) -> int:
+        return self.risk + self.sampled
+
+    def describe(self) -> str:
+        how = (
+            "full list"
+            if self.confidence is None
+            else f"sample at {self.confidence:.0%} confidence, ±{self.margin:.0%}, ×{DESIGN_FACTOR} (seed {self.seed})"
+        )
+        return (
+            f"plan {self.id} '{self.name}': {self.asked} of {self.population} paid households to ask — "
+            f"{self.risk} always (a risk), {self.sampled} drawn; {how}"
+        )
+
+
+async def create_plan(
+    sessions: Sessions,
+    user_id: str,
+    name: str,
+    *,
+    decision_ref: str | None = None,
+    district: str | None = None,
+    commune: str | None = None,
+    paid_from: date | None = None,
+    paid_to: date | None = None,
+    confidence: float | None = 0.95,
+    margin: float | None = 0.05,
+    full_list: bool = False,
+    seed: int | None = None,
+) -> Plan:
+    """Draw and store a plan (Finance only). Refused when no paid household matches."""
+    seed = secrets.randbits(62) if seed is None else seed
+    async with sessions() as session, session.begin():
+        actor = await _finance(session, user_id, "create a payment verification plan")
+        codes = await db.paid_households(
+            session, decision_ref=decision_ref, district=district, commune=commune, paid_from=paid_from, paid_to=paid_to
+        )
+        if not codes:
+            raise Refusal(
+                "NothingPaid", "no household with a confirmed payment matches the plan's decision, units and period"
+            )
+        risky = await db.risks(session, codes)
+        rest = len(codes) - len(risky)
+        try:
+            size = None if full_list else sample_size(rest, confidence, margin)
+        except (TypeError, ValueError) as e:
+            raise Refusal("InvalidInput", str(e)) from None
+        drawn = draw(codes, risky, size_of_rest=size, seed=seed)
+        plan_id = await db.add_plan(
+            session,
+            drawn.reasons,
+            name=name,
+            decision_ref=decision_ref,
+            district=district,
+            commune=commune,
+            paid_from=paid_from,
+            paid_to=paid_to,
+            full_list=full_list,
+            confidence=None if full_list else confidence,
+            margin=None if full_list else margin,
+            design_factor=DESIGN_FACTOR,
+            population=len(codes),
+            risk_count=drawn.risk,
+            sample_size=drawn.sampled,
+            seed=seed,
+            created_by=actor.user_id,
+        )
+    plan = Plan(
+        plan_id,
+        name,
+        len(codes),
+        drawn.risk,
+        drawn.sampled,
+        drawn.sampled,
+        seed,
+        None if full_list else confidence,
+        None if full_list else margin,
+    )
+    log.info("verification_plan_created", plan=plan_id, population=len(codes), risk=drawn.risk, sampled=drawn.sampled)
+    return plan
+
+
+@dataclass(frozen=True)
+class Answered:
+    household_code: str
+    answer: Answer
+    new: bool  # False: answered before; the first answer stands
+    grievance: int | None  # the grievance it opened
+
+
+async def record_answer(
+    sessions: Sessions,
+    user_id: str,
+    plan_id: int,
+    household_code: str,
+    answer: Answer,
+    channel: Channel,
+    *,
+    amount: int | None = None,
+    note: str | None = None,
+) -> Answered:
+    """A household's answer to the plan, asked by a commune officer of it or by Finance; a "not received" or
+    "received with issues" answer opens a payment grievance in the same transaction."""
+    code = household_code.strip().upper()
+    answer, channel = Answer(answer), Channel(channel)
+    if amount is not None and amount < 0:
+        raise Refusal("InvalidInput", "amount: đồng received, not negative")
+    async with sessions() as session, session.begin():
+        actor = await _officer_of(session, user_id, code, "record a payment verification answer")
+        if await db.plan(session, plan_id) is None:
+            raise Refusal("UnknownPlan", f"no verification plan {plan_id}")
+        if not await db.in_plan(session, plan_id, code):
+            raise Refusal("NotInPlan", f"household {code} is not among the households plan {plan_id} asks")
+        new = await db.add_answer(
+            session,
+            plan_id=plan_id,
+            household_code=code,
+            answer=answer.value,
+            amount=amount,
+            asked_by=actor.user_id,
+            channel=channel.value,
+            note=(note or "").strip() or None,
+        )
+        stored = await db.answer_of(session, plan_id, code)
+        grievance = None
+        category = OPENS.get(Answer(stored.answer))
+        if category is not None:
+            grievance = await _open(
+                session,
+                code,
+                category,
+                said=stored.note or f"{Answer(stored.answer).value} (plan {plan_id}, asked by {stored.channel})",
+                opened_by=stored.asked_by,
+                evidence=[],
+                plan_id=plan_id,
+            )
+    return Answered(code, Answer(stored.answer), new, grievance)
+
+
+async def _open(
+    session,
+    code: str,
+    category: Category,
+    *,
+    said: str,
+    opened_by: str,
+    evidence,
+    plan_id=None,
+    said_by=None,
+    responsible=None,
+) -> int:
+    current = await policy_db.policy_today(session)
+    if responsible is None:
+        responsible = await db.last_releaser(session, code) if category.payment else None
+    if responsible is None:
+        raise Refusal("ResponsibleMissing", f"a grievance about household {code} needs the officer responsible")
+    if await users.get(session, responsible) is None:
+        raise Refusal("UnknownUser", f"user {responsible!r} is not registered")
+    return await db.add_grievance(
+        session,
+        household_code=code,
+        category=category.value,
+        said=said,
+        said_by=said_by,
+        evidence=list(evidence),
+        responsible=responsible,
+        due_on=today() + timedelta(days=current.grievance_days),
+        opened_by=opened_by,
+        plan_id=plan_id,
+    )
+
+
+async def file_grievance(
+    sessions: Sessions,
+    user_id: str,
+    household_code: str,
+    category: Category,
+    said: str,
+    *,
+    said_by: str | None = None,
+    responsible: str | None = None,
+    evidence: list[str] | None = None,
+) -> int:
+    """An officer files a grievance on a person's behalf (said_by: who raised it). `responsible`: the officer
+    it is about (a payment grievance: by default who released the household's last payment)."""
+    code = household_code.strip().upper()
+    category = Category(category)
+    if not said.strip():
+        raise Refusal("InvalidInput", "said: what the person said is required")
+    async with sessions() as session, session.begin():
+        actor = await _officer_of(session, user_id, code, "file a grievance")
+        return await _open(
+            session,
+            code,
+            category,
+            said=said.strip(),
+            said_by=said_by,
+            opened_by=actor.user_id,
+            evidence=evidence or [],
+            responsible=responsible,
+        )
+
+
+async def resolve_grievance(
+    sessions: Sessions,
+    user_id: str,
+    grievance_id: int,
+    outcome: Outcome,
+    resolution: str,
+    *,
+    evidence: list[str] | None = None,
+) -> None:
+    """Resolve a grievance, by neither the officer it is about nor the one who filed it (PostgreSQL holds the
+    same rule). Refused when resolved already."""
+    outcome = Outcome(outcome)
+    if not resolution.strip():
+        raise Refusal("ReasonMissing", "a resolution says what was found and done")
+    async with sessions() as session, session.begin():
+        g = await db.grievance(session, grievance_id)
+        if g is None:
+            raise Refusal("UnknownGrievance", f"no grievance {grievance_id}")
+        actor = await _officer_of(session, user_id, g.household_code, "resolve a grievance")
+        if await db.resolution_of(session, grievance_id) is not None:
+            raise Refusal("AlreadyResolved", f"grievance {grievance_id} was resolved already")
+        if actor.user_id in (g.responsible, g.opened_by):
+            role = "is the officer it is about" if actor.user_id == g.responsible else "filed it"
+            raise Refusal(
+                "SegregationOfDuties", f"user {actor.user_id} {role} and may not resolve grievance {grievance_id}"
+            )
+        await db.add_resolution(
+            session,
+            grievance_id=grievance_id,
+            outcome=outcome.value,
+            resolution=resolution.strip(),
+            evidence=list(evidence or []),
+            resolved_by=actor.user_id,
+        )
+    log.info("grievance_resolved", grievance=grievance_id, outcome=outcome.value, by=user_id)
+
+
+@dataclass(frozen=True)
+class PlanReport:
+    plan: object
+    lines: list[db.PlanLine]
+
+    @property
+    def answered(self) -> int:
+        return sum(1 for line in self.lines if line.answer)
+
+    @property
+    def finished(self) -> bool:
+        """A plan finishes only when every household it asks has answered."""
+        return self.answered == len(self.lines)
+
+    def counts(self) -> dict[str, int]:
+        out = {a.value: 0 for a in Answer}
+        for line in self.lines:
+            if line.answer:
+                out[line.answer] += 1
+        return out
+
+
+async def plan_report(sessions: Sessions, user_id: str, plan_id: int) -> PlanReport:
+    async with sessions() as session:
+        actor = await users.require_actor(session, user_id)
+        current = await policy_db.policy_today(session)
+        if actor.role not in (*current.finance_roles, "auditor"):
+            raise Refusal("RoleNotAllowed", f"role {actor.role!r} may not read verification plans")
+        plan = await db.plan(session, plan_id)
+        if plan is None:
+            raise Refusal("UnknownPlan", f"no verification plan {plan_id}")
+        return PlanReport(plan, await db.plan_lines(session, plan_id))
+
+
+REPORT_HEADER = [
+    "Mã hộ",
+    "Chủ hộ",
+    "Huyện",
+    "Xã",
+    "Lý do chọn",
+    "Đã chi (đ)",
+    "Trả lời",
+    "Số tiền nhận (đ)",
+    "Người hỏi",
+    "Cách hỏi",
+    "Ghi chú",
+    "Ngày",
+]
+
+
+def report_rows(report: PlanReport) -> list[list]:
+    return [
+        [
+            line.household_code,
+            line.head_of_household,
+            line.district or "",
+            line.commune,
+            line.reason,
+            line.paid,
+            line.answer or "",
+            line.amount if line.amount is not None else "",
+            line.asked_by or "",
+            line.channel or "",
+            line.note or "",
+            day(line.answered_at) if line.answered_at else "",
+        ]
+        for line in report.lines
+    ]
+
+
+def write_xlsx(report: PlanReport, path: Path) -> Path:
+    """The plan's results as a workbook a person opens in Excel: its parameters, then one row per household."""
+    from openpyxl import Workbook
+    from openpyxl.styles import Font
+
+    p = report.plan
+    wb = Workbook()
+    ws = wb.active
+    ws.title = "Kết quả xác minh"
+    for label, value in (
+        ("Kế hoạch", f"{p.id} — {p.name}"),
+        ("Số hộ đã chi", p.population),
+        ("Hộ luôn hỏi (rủi ro)", p.risk_count),
+        ("Hộ chọn ngẫu nhiên", p.sample_size),
+        (
+            "Độ tin cậy / sai số",
+            "toàn bộ danh sách" if p.full_list else f"{float(p.confidence):.0%} / ±{float(p.margin):.0%}",
+        ),
+        ("Hệ số thiết kế", float(p.design_factor)),
+        ("Hạt giống (seed)", str(p.seed)),
+        ("Đã trả lời", f"{report.answered}/{len(report.lines)}"),
+    ):
+        append_row(ws, [label, value])
+    ws.append([])
+    append_row(ws, REPORT_HEADER)
+    for cell in ws[ws.max_row]:
+        cell.font = Font(bold=True)
+    for row in report_rows(report):
+        append_row(ws, row)
+        ws.cell(row=ws.max_row, column=6).number_format = "#,##0"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    wb.save(path)
+    return path
+
+
+async def grievances(sessions: Sessions, user_id: str, *, open_only: bool = False) -> list[db.GrievanceLine]:
+    """The grievances the user may see: Finance and auditors all of them, an officer those of their area."""
+    async with sessions() as session:
+        actor = await users.require_actor(session, user_id)
+        current = await policy_db.policy_today(session)
+        lines = await db.grievance_lines(session, open_only=open_only)
+        if actor.role in (*current.finance_roles, "auditor"):
+            return lines
+        mine = []
+        for line in lines:
+            h = await households.get_household(session, line.household_code)
+            if h is not None and actor.jurisdiction.covers(h):
+                mine.append(line)
+        return mine
+
+
+def overdue(line: db.GrievanceLine, on: date | None = None) -> bool:
+    return line.outcome is None and line.due_on < (on or today())
