@@ -34,6 +34,7 @@ from cli import (
     households,
     keys,
     policy,
+    receipts,
     reform,
     registry,
     reports,
@@ -59,6 +60,8 @@ app.add_typer(keys.app, name="keys")
 app.add_typer(users.app, name="users")
 app.add_typer(reform.app, name="reform")
 app.add_typer(registry.app, name="registry")
+app.add_typer(receipts.app, name="receipts")
+app.add_typer(receipts.grievances_app, name="grievances")
 
 
 def main() -> None:

@@ -143,7 +143,6 @@ async def _demo(settings: Settings, households_csv: Path, budget: int | None, pr
         out.rule("[bold]8. Cấp bù and co-financing")
         _print_extras(await demo.finance_extras(sessions, items))
 
-        out.rule("[bold]9. Summary")
         web_work = await demo.web_work(sessions, client, task_queue, settings.state_dir, first)
         out.print(
             f"left for the web app: {len(web_work.codes)} households at verification in {first.commune} "
@@ -151,8 +150,23 @@ async def _demo(settings: Settings, households_csv: Path, budget: int | None, pr
         )
         logins = await demo.logins(sessions, first, items, signer=signer)
         checked = await checks.run(settings, sessions, client)
+
+        out.rule("[bold]9. After the money: receipts verified by sampling, a grievance, the settlement dossier")
+        v = checked.verified
+        after = await demo.after_the_money(
+            sessions,
+            items,
+            settings.state_dir,
+            verified=f"{len(v.discrepancies)} discrepancies over {v.transitions} steps, {v.households} households",
+            checkpoint=f"witness checkpoint {checked.swept.checkpoint_seq or '-'} (signed, in witness/)",
+        )
+        for line in after.lines:
+            out.print(line)
+        for path in after.files:
+            out.print(f"Excel: {path}")
+    out.rule("[bold]10. Summary")
     _print_summary(settings, checked, first, logins)
-    if failures or not checked.ok:
+    if failures or not checked.ok or not after.matches:
         raise typer.Exit(1)
 
 

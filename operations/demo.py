@@ -41,9 +41,10 @@ from models.finance import (
     TrancheStatus,
 )
 from models.household import Household, Stage, Step
+from models.receipts import Answer, Channel, Outcome
 from models.reorganisation import ReorganiseResult
 from models.state import HouseholdState
-from operations import accounts, finance_ops, reform, registry, sample
+from operations import accounts, dossier, finance_ops, receipts, reform, registry, sample
 from operations.actions import household_state, take_step
 from operations.imports import ImportReport, import_file
 from operations.payouts import payment_counts, start_batch, tranche_counts, wait_for_payments
@@ -431,6 +432,85 @@ async def before_the_money(
         f"{c.code}: repair → new build approved by {district}: entitlement {dong(before)} → "
         f"{dong(decided.entitlement or 0)}; the unpaid tranches released {dong(decided.released)} and reserved "
         f"{dong(decided.reserved)} again; the {dong(paid_so_far)} paid untouched"
+    )
+    return out
+
+
+# ------------------------------------------------------------------------------------------- after the money
+
+
+@dataclass
+class AfterTheMoney:
+    """What Finance did once the money was paid (operations/demo.after_the_money), as lines, and the files."""
+
+    lines: list[str] = field(default_factory=list)
+    files: list[Path] = field(default_factory=list)
+    matches: bool = False
+
+
+async def after_the_money(
+    sessions: Sessions, items: list[Household], state_dir: Path, *, verified: str, checkpoint: str
+) -> AfterTheMoney:
+    """A payment verification plan over every paid household (95 %, ±10 %, the risk households always in),
+    each drawn household asked by its commune officer, one of them answering "not received"; the grievance it
+    opens resolved by Finance (the channel's statement traced, not paid again); then the province's settlement
+    dossier, whose totals must equal the reconciliation."""
+    out = AfterTheMoney()
+    finance, other_finance = sample.FINANCE_USERS
+    plan = await receipts.create_plan(
+        sessions, finance, "Xác minh nhận tiền hỗ trợ nhà ở 2025", confidence=0.95, margin=0.10, seed=20250701
+    )
+    out.lines.append(plan.describe())
+    report = await receipts.plan_report(sessions, finance, plan.id)
+    by_code = {h.code: h for h in items}
+    not_received = next((line for line in report.lines if line.reason == "sampled"), report.lines[0])
+    for line in report.lines:
+        h = by_code.get(line.household_code)
+        commune = sample.officers_of(h.district, h.commune)[0] if h else finance
+        if line is not_received:
+            said = await receipts.record_answer(
+                sessions,
+                commune,
+                plan.id,
+                line.household_code,
+                Answer.NOT_RECEIVED,
+                Channel.VISIT,
+                amount=0,
+                note="Hộ nói chưa nhận được đợt 2",
+            )
+            out.lines.append(
+                f"{line.household_code}: not received (asked by {commune}, visit) → grievance {said.grievance} opened "
+                "about the payment's releaser"
+            )
+        else:
+            await receipts.record_answer(
+                sessions, commune, plan.id, line.household_code, Answer.RECEIVED_FULL, Channel.PHONE
+            )
+    report = await receipts.plan_report(sessions, finance, plan.id)
+    counts = report.counts()
+    out.lines.append(
+        f"plan {plan.id}: {report.answered}/{len(report.lines)} answered, "
+        f"{'finished' if report.finished else 'not finished'} ({counts['received_full']} received in full, "
+        f"{counts['not_received']} not received)"
+    )
+    out.files.append(receipts.write_xlsx(report, state_dir / "reports" / f"xac-minh-{plan.id}.xlsx"))
+    await receipts.resolve_grievance(
+        sessions,
+        other_finance,
+        said.grievance,
+        Outcome.TRACE_PAYMENT,
+        "Tra soát với kênh thanh toán: đã chuyển đủ vào tài khoản người nhận; hộ xác nhận đã nhận sau khi kiểm tra",
+        evidence=[f"SAO-KE/{not_received.household_code}"],
+    )
+    out.lines.append(f"grievance {said.grievance} resolved by {other_finance} (trace_payment: the channel's statement)")
+    d = await dossier.build(sessions, finance, verified=verified, checkpoint=checkpoint)
+    out.matches = d.matches
+    out.files.append(dossier.write_xlsx(d, state_dir / "reports" / "ho-so-quyet-toan-tinh.xlsx"))
+    expected = ", ".join(f"{k} {dong(v)}" for k, v in d.expected.items())
+    out.lines.append(
+        f"settlement dossier ({d.scope}, every source): paid {dong(d.paid)}, still reserved {dong(d.pending)}, "
+        f"released back {dong(d.released)}; reconciliation: {expected} → "
+        + ("equal to the đồng" if d.matches else "DIFFERENT")
     )
     return out
 

@@ -14,7 +14,7 @@ from core.errors import Refusal
 from models.finance import TrancheStatus
 from models.household import Stage, Step
 from models.receipts import Answer, Channel, Outcome
-from operations import receipts, sample
+from operations import dossier, receipts, sample
 from operations.actions import household_state
 from operations.sampling import draw, sample_size
 from tests.conftest import enroll, make_households, take_step
@@ -177,3 +177,25 @@ async def test_an_officer_files_a_grievance_for_a_person_and_a_construction_one_
     assert paid_up.stage is Stage.SETTLEMENT
     done = await take_step(client, sessions, h.code, Step.SETTLE, SECOND_FINANCE, evidence=["QT"])
     assert done.to_stage is Stage.CLOSED  # a construction grievance does not hold the settlement
+
+
+async def test_the_settlement_dossier_equals_the_reconciliation_to_the_dong(client, sessions, task_queue, tmp_path):
+    _, (h,) = await _paid_households(client, sessions, task_queue, 1)
+    with pytest.raises(Refusal) as r:
+        await dossier.build(sessions, sample.commune_user(h.district, h.commune))
+    assert r.value.rule == "RoleNotAllowed"
+    with pytest.raises(Refusal) as r:
+        await dossier.build(sessions, FINANCE, source="KHONG-CO")
+    assert r.value.rule == "UnknownFundingSource"
+    for source in (None, "NS-TINH"):
+        d = await dossier.build(sessions, sample.AUDITOR_USER, source=source, verified="0 discrepancies")
+        assert d.expected and d.matches, (source, d.expected, d.paid, d.pending)
+        assert d.paid > 0
+    path = dossier.write_xlsx(d, tmp_path / "quyet-toan.xlsx")
+    book = openpyxl.load_workbook(path)
+    assert book.sheetnames == [name for name, _, _ in d.sheets]
+    summary = dict(r[:2] for r in book["Tổng hợp"].iter_rows(min_row=2, values_only=True))
+    assert summary["Đã chi (đ)"] == d.paid and summary["Khớp đối chiếu"] == "khớp đến từng đồng"
+    payments = list(book["Chi trả"].iter_rows(min_row=2, values_only=True))
+    assert any(p[1] == h.code and p[6] == "confirmed" and p[7] for p in payments)  # with the bank's reference
+    assert len(dossier.write_csv(d, tmp_path / "csv")) == len(d.sheets)
