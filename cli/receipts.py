@@ -9,12 +9,15 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from archive.witness import read_published
+from auditor.live import verify_live
 from cli.command import command, database, err, out
 from cli.credentials import PASSWORD_STDIN, TOKEN_STDIN, sign_in
+from core.client import connect
 from core.formatting import day, dong
 from core.settings import Settings
 from models.receipts import Answer, Category, Channel, Outcome
-from operations import receipts
+from operations import dossier, receipts
 
 app = typer.Typer(no_args_is_help=True, help="Payment verification plans: did the money reach the household?")
 grievances_app = typer.Typer(no_args_is_help=True, help="Grievances (khiếu nại, phản ánh) about a household")
@@ -184,3 +187,40 @@ async def grievance_list(
             g.resolved_by or "",
         )
     out.print(table)
+
+
+@app.command("dossier")
+@command
+async def receipts_dossier(
+    settings: Settings,
+    xlsx: Path = typer.Option(..., "--xlsx", help="The workbook to write"),
+    source: str = typer.Option(None, "--source", help="One funding source (default: every source)"),
+    commune: str = typer.Option(None, "--commune", help="One commune (default: the province)"),
+    csv_dir: Path = typer.Option(None, "--csv", help="Also one CSV per sheet in this folder"),
+    as_user: str = AS_USER,
+    password_stdin: bool = PASSWORD_STDIN,
+    token_stdin: bool = TOKEN_STDIN,
+) -> None:
+    """The settlement dossier (hồ sơ quyết toán): runs the three-way verification, reads the witness's latest
+    signed checkpoint, and writes the workbook; exit 1 when its totals differ from the reconciliation."""
+    await sign_in(settings, as_user, password_stdin=password_stdin, token_stdin=token_stdin)
+    client = await connect(settings)
+    async with database(settings) as sessions:
+        report, _ = await verify_live(client, sessions, settings, client.data_converter)
+        cp = read_published(settings.witness_path)
+        d = await dossier.build(
+            sessions,
+            as_user,
+            source=source,
+            commune=commune,
+            verified=f"{len(report.discrepancies)} discrepancies over {report.transitions} steps",
+            checkpoint=f"{cp.seq} ({cp.hash[:16]}…, key {cp.key_id})" if cp else "none published",
+        )
+    err.print(f"wrote {dossier.write_xlsx(d, xlsx)}")
+    if csv_dir:
+        err.print(f"wrote {len(dossier.write_csv(d, csv_dir))} CSV files in {csv_dir}")
+    expected = ", ".join(f"{k} {dong(v)}" for k, v in d.expected.items()) or "no reconciliation line for this scope"
+    out.print(f"{d.scope}, {d.source or 'every source'}: paid {dong(d.paid)}, reserved {dong(d.pending)}; {expected}")
+    if d.expected and not d.matches:
+        err.print("[bold red]the dossier's totals differ from the reconciliation[/]")
+        raise typer.Exit(1)

@@ -18,16 +18,14 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy import select
-
 from core.cells import append_row, safe_row
 from core.errors import Refusal
 from core.formatting import day, moment
+from db import dossier as dossier_db
 from db import policy as policy_db
 from db import reconciliation as recon_db
 from db import users
 from db.engine import Sessions
-from db.schema import audit_log, funding_sources, handovers, household_changes, households, payments
 from operations.reconciliation import Reconciliation, reconcile
 
 
@@ -66,47 +64,20 @@ async def build(
         current = await policy_db.policy_today(session)
         if actor.role not in (*current.finance_roles, "auditor"):
             raise Refusal("RoleNotAllowed", f"role {actor.role!r} may not write a settlement dossier")
-        accounts = {
-            r.account_id: r.code
-            for r in await session.execute(select(funding_sources.c.account_id, funding_sources.c.code))
-        }
+        accounts = await dossier_db.source_accounts(session)
         if source is not None and source not in accounts.values():
             raise Refusal("UnknownFundingSource", f"funding source {source!r} does not exist")
-        h = households
-        q = select(h).order_by(h.c.code)
-        if commune:
-            q = q.where(h.c.commune == commune)
-        register = {r.code: r for r in await session.execute(q)}
+        register = await dossier_db.register(session, commune)
         if not register:
             raise Refusal("NothingToSettle", f"no household registered in {commune or 'the province'}")
         recon = await reconcile(session)
         transfers = await recon_db.transfers(session)
-        steps = await session.execute(
-            select(audit_log.c.household_code, audit_log.c.step, audit_log.c.evidence, audit_log.c.occurred_at)
-            .where(
-                audit_log.c.household_code.in_(list(register)),
-                audit_log.c.step.in_(("complete_construction", "accept")),
-            )
-            .order_by(audit_log.c.id)
-        )
         minutes: dict[str, dict[str, tuple]] = defaultdict(dict)
-        for code, step, evidence, at in steps:
+        for code, step, evidence, at in await dossier_db.minutes(session, list(register)):
             minutes[code][step] = (evidence, at)
-        changes = list(
-            await session.execute(
-                select(household_changes)
-                .where(household_changes.c.household_code.in_(list(register)))
-                .order_by(household_changes.c.id)
-            )
-        )
-        paid_rows = list(
-            await session.execute(
-                select(payments)
-                .where(payments.c.household_code.in_(list(register)))
-                .order_by(payments.c.household_code, payments.c.tranche, payments.c.attempt)
-            )
-        )
-        handed = list(await session.execute(select(handovers).order_by(handovers.c.id)))
+        changes = await dossier_db.changes(session, list(register))
+        paid_rows = await dossier_db.payments_of(session, list(register))
+        handed = await dossier_db.handovers_all(session)
 
     d = Dossier(
         "province" if commune is None else f"commune {commune}",
