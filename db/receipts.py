@@ -97,6 +97,11 @@ async def add_plan(session: AsyncSession, reasons: Mapping[str, str], **values: 
     return plan_id
 
 
+async def plans(session: AsyncSession) -> list:
+    vp = verification_plans
+    return list(await session.execute(select(vp).order_by(vp.c.id.desc())))
+
+
 async def plan(session: AsyncSession, plan_id: int):
     return (await session.execute(select(verification_plans).where(verification_plans.c.id == plan_id))).one_or_none()
 

@@ -336,15 +336,31 @@ class PlanReport:
 
 
 async def plan_report(sessions: Sessions, user_id: str, plan_id: int) -> PlanReport:
+    """The plan and its households: all of them for Finance and auditors; for an officer, those of their area
+    (the ones they ask), so `finished` is then about their part."""
     async with sessions() as session:
         actor = await users.require_actor(session, user_id)
         current = await policy_db.policy_today(session)
-        if actor.role not in (*current.finance_roles, "auditor"):
-            raise Refusal("RoleNotAllowed", f"role {actor.role!r} may not read verification plans")
         plan = await db.plan(session, plan_id)
         if plan is None:
             raise Refusal("UnknownPlan", f"no verification plan {plan_id}")
-        return PlanReport(plan, await db.plan_lines(session, plan_id))
+        lines = await db.plan_lines(session, plan_id)
+        if actor.role in (*current.finance_roles, "auditor"):
+            return PlanReport(plan, lines)
+        if actor.role == "payment_channel":
+            raise Refusal("RoleNotAllowed", f"role {actor.role!r} may not read verification plans")
+        covered = []
+        for line in lines:
+            h = await households.get_household(session, line.household_code)
+            if h is not None and actor.jurisdiction.covers(h):
+                covered.append(line)
+        return PlanReport(plan, covered)
+
+
+async def plans(sessions: Sessions) -> list:
+    """Every plan, newest first."""
+    async with sessions() as session:
+        return await db.plans(session)
 
 
 REPORT_HEADER = [

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import re
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import date, timedelta
 
 import httpx
+import openpyxl
 from sqlalchemy import select
 
 from auditor.live import verify_live
@@ -35,6 +38,7 @@ from tests.conftest import (
 )
 
 PASSWORD = "mat-khau-trang-2025"
+XLSX_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
 
 @asynccontextmanager
@@ -327,3 +331,48 @@ async def test_the_posting_and_an_objection_are_taken_from_the_household_page(we
         assert "message=" in done.headers["location"], done.headers["location"]
         page = await c.get(f"/households/{h.code}")
         assert 'value="approve"' in page.text and 'value="resolve_objection"' not in page.text
+
+
+async def test_receipts_are_answered_and_a_grievance_resolved_from_the_pages_and_the_dossier_downloaded(
+    web, client, sessions
+):
+    """A commune officer answers a plan's household "not received" with the page's form; the grievance queue
+    shows it; Finance resolves it there; an auditor downloads the settlement dossier, a commune officer may
+    not."""
+    from models.finance import TrancheStatus
+    from operations import receipts
+    from tests.test_review import _until
+
+    commune = web["communes"][WEB_DISTRICT]
+    officer = sample.commune_user(WEB_DISTRICT, commune)
+    decision = f"{uuid.uuid4().int % 10**6}/QĐ-WEB"
+    fresh = make_households(1, district=WEB_DISTRICT, commune=commune, programme="", decision_ref=decision)
+    (h,) = await enroll(client, sessions, web["task_queue"], fresh)
+    await _until(client, sessions, h, lambda s: any(t.status is TrancheStatus.PAID for t in s.tranches))
+    plan = await receipts.create_plan(sessions, sample.FINANCE_USERS[0], "Web", decision_ref=decision, full_list=True)
+    async with browser(web["app"], sessions, officer) as (c, csrf):
+        page = await c.get(f"/receipts/{plan.id}")
+        assert h.code in page.text and 'name="answer"' in page.text
+        done = await c.post(
+            f"/receipts/{plan.id}/answer",
+            data={"csrf": csrf, "code": h.code, "answer": "not_received", "channel": "visit", "note": "Chưa nhận"},
+        )
+        assert "message=" in done.headers["location"] and "grievance" in done.headers["location"]
+        queue = await c.get("/grievances")
+        assert h.code in queue.text and "Chưa nhận tiền" in queue.text
+        forbidden = await c.get("/dossier.xlsx")
+        assert forbidden.headers["content-type"].startswith("text/html")
+    (g,) = [x for x in await receipts.grievances(sessions, officer, open_only=True) if x.household_code == h.code]
+    async with browser(web["app"], sessions, sample.FINANCE_USERS[1]) as (c, csrf):
+        done = await c.post(
+            f"/grievances/{g.id}/resolve",
+            data={"csrf": csrf, "outcome": "trace_payment", "resolution": "Kênh thanh toán xác nhận đã chuyển"},
+        )
+        assert "message=" in done.headers["location"], done.headers["location"]
+    assert not [x for x in await receipts.grievances(sessions, officer, open_only=True) if x.id == g.id]
+    async with browser(web["app"], sessions, sample.AUDITOR_USER) as (c, csrf):
+        got = await c.get("/dossier.xlsx")
+        assert got.status_code == 200 and got.headers["content-type"] == XLSX_TYPE
+        book = openpyxl.load_workbook(io.BytesIO(got.content))
+        summary = dict(r[:2] for r in book["Tổng hợp"].iter_rows(min_row=2, values_only=True))
+        assert summary["Khớp đối chiếu"] == "khớp đến từng đồng"

@@ -27,6 +27,7 @@ from fastapi.templating import Jinja2Templates
 from starlette.datastructures import UploadFile
 
 from archive.source import open_archive
+from archive.witness import read_published
 from auditor import timeline as timeline_view
 from auditor.history import read_trail
 from auditor.live import verify_live
@@ -37,7 +38,7 @@ from db import households
 from db import policy as policy_db
 from models.finance import BatchAction, BatchSelection
 from models.household import Stage, Step
-from operations import access, payouts, reconciliation, reports
+from operations import access, dossier, payouts, receipts, reconciliation, reports
 from operations.actions import household_state, household_view, next_actions, take_step
 from operations.csv_list import parse, template_xlsx
 from operations.imports import ImportRejected, register, start_workflows
@@ -510,6 +511,115 @@ def router(settings: Settings, cookie: str) -> APIRouter:
         client, db = request.app.state.client, request.app.state.sessions
         report, _ = await verify_live(client, db, settings, client.data_converter)
         return page(request, "audit.html", signed, report=report)
+
+    # ------------------------------------------------------------------ after the money
+
+    def back_to(url: str, *, error: Refusal | None = None, message: str | None = None) -> RedirectResponse:
+        said = f"error={quote(f'{error.rule}: {error.message}')}" if error else f"message={quote(message or '')}"
+        return RedirectResponse(f"{url}?{said}", status_code=303)
+
+    @r.get("/receipts")
+    async def receipt_plans(request: Request) -> Response:
+        signed = await who(request)
+        return page(request, "receipts.html", signed, plans=await receipts.plans(request.app.state.sessions))
+
+    @r.get("/receipts/{plan_id}")
+    async def receipt_plan(plan_id: int, request: Request) -> Response:
+        signed = await who(request)
+        try:
+            report = await receipts.plan_report(request.app.state.sessions, signed.user.user_id, plan_id)
+        except Refusal:
+            return page(request, "forbidden.html", signed)
+        return page(
+            request,
+            "receipt_plan.html",
+            signed,
+            report=report,
+            message=request.query_params.get("message"),
+            error=request.query_params.get("error"),
+        )
+
+    @r.post("/receipts/{plan_id}/answer")
+    async def receipt_answer(plan_id: int, request: Request) -> Response:
+        signed = await who(request)
+        form = await request.form()
+        check_csrf(signed, str(form.get("csrf", "")))
+        back = f"/receipts/{plan_id}"
+        try:
+            amount = int(str(form["amount"]).replace(".", "")) if form.get("amount") else None
+            done = await receipts.record_answer(
+                request.app.state.sessions,
+                signed.user.user_id,
+                plan_id,
+                str(form.get("code", "")),
+                str(form.get("answer", "")),
+                str(form.get("channel", "")),
+                amount=amount,
+                note=str(form.get("note") or "") or None,
+            )
+        except ValueError as e:
+            return back_to(back, error=Refusal("InvalidInput", str(e)))
+        except Refusal as e:
+            return back_to(back, error=e)
+        opened = f"; grievance {done.grievance}" if done.grievance else ""
+        return back_to(back, message=f"{done.household_code}: {done.answer.value}{opened}")
+
+    @r.get("/grievances")
+    async def grievance_queue(request: Request) -> Response:
+        signed = await who(request)
+        lines = await receipts.grievances(request.app.state.sessions, signed.user.user_id)
+        return page(
+            request,
+            "grievances.html",
+            signed,
+            lines=lines,
+            overdue=receipts.overdue,
+            message=request.query_params.get("message"),
+            error=request.query_params.get("error"),
+        )
+
+    @r.post("/grievances/{grievance_id}/resolve")
+    async def grievance_resolve(grievance_id: int, request: Request) -> Response:
+        signed = await who(request)
+        form = await request.form()
+        check_csrf(signed, str(form.get("csrf", "")))
+        try:
+            await receipts.resolve_grievance(
+                request.app.state.sessions,
+                signed.user.user_id,
+                grievance_id,
+                str(form.get("outcome", "")),
+                str(form.get("resolution", "")),
+                evidence=_refs(form.get("evidence")),
+            )
+        except ValueError as e:
+            return back_to("/grievances", error=Refusal("InvalidInput", str(e)))
+        except Refusal as e:
+            return back_to("/grievances", error=e)
+        return back_to("/grievances", message=f"#{grievance_id}")
+
+    @r.get("/dossier.xlsx")
+    async def dossier_download(request: Request, source: str | None = None, commune: str | None = None) -> Response:
+        """The settlement dossier, after the three-way verification it prints (Finance and auditors)."""
+        signed = await who(request)
+        client, db = request.app.state.client, request.app.state.sessions
+        report, _ = await verify_live(client, db, settings, client.data_converter)
+        cp = read_published(settings.witness_path)
+        try:
+            built = await dossier.build(
+                db,
+                signed.user.user_id,
+                source=source or None,
+                commune=commune or None,
+                verified=f"{len(report.discrepancies)} discrepancies over {report.transitions} steps",
+                checkpoint=f"{cp.seq} ({cp.hash[:16]}…, key {cp.key_id})" if cp else "none published",
+            )
+        except Refusal:
+            return page(request, "forbidden.html", signed)
+        with tempfile.TemporaryDirectory() as folder:
+            data = dossier.write_xlsx(built, Path(folder) / "dossier.xlsx").read_bytes()
+        name = f"ho-so-quyet-toan-{built.source or 'tat-ca'}.xlsx"
+        return Response(data, media_type=XLSX, headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
     return r
 
