@@ -224,3 +224,13 @@ async def receipts_dossier(
     if d.expected and not d.matches:
         err.print("[bold red]the dossier's totals differ from the reconciliation[/]")
         raise typer.Exit(1)
+
+
+@grievances_app.command("remind")
+@command
+async def grievance_remind(settings: Settings) -> None:
+    """Remind the officer responsible of a grievance due within 3 days, escalate an overdue one to Finance
+    (through the outbox, once each). Run daily."""
+    async with database(settings) as sessions:
+        written = await receipts.remind(sessions)
+    out.print(", ".join(f"{k}: {v}" for k, v in written.items()))

@@ -23,7 +23,7 @@ import structlog
 from core.cells import append_row
 from core.errors import Refusal
 from core.formatting import day, today
-from db import households, users
+from db import households, outbox, users
 from db import policy as policy_db
 from db import receipts as db
 from db.engine import Sessions
@@ -452,3 +452,43 @@ async def grievances(sessions: Sessions, user_id: str, *, open_only: bool = Fals
 
 def overdue(line: db.GrievanceLine, on: date | None = None) -> bool:
     return line.outcome is None and line.due_on < (on or today())
+
+
+REMIND_DAYS_BEFORE = 3
+
+
+async def remind(sessions: Sessions, on: date | None = None) -> dict[str, int]:
+    """Through the outbox, once each (keyed by grievance): a reminder to the officer responsible when an open
+    grievance is due within REMIND_DAYS_BEFORE days, and its escalation to Finance once it is overdue. Run
+    daily (`grievances remind`); running it again writes nothing new."""
+    on = on or today()
+    written = {"grievance_reminder": 0, "grievance_overdue": 0}
+    async with sessions() as session, session.begin():
+        current = await policy_db.policy_today(session)
+        for g in await db.grievance_lines(session, open_only=True):
+            where = f"{g.commune}" + (f", {g.district}" if g.district else "")
+            due = day(g.due_on)
+            if g.due_on - timedelta(days=REMIND_DAYS_BEFORE) <= on:
+                written["grievance_reminder"] += await outbox.enqueue(
+                    session,
+                    key=f"grievance:{g.id}:reminder",
+                    household_code=g.household_code,
+                    kind="grievance_reminder",
+                    channel="agency",
+                    recipient=g.responsible,
+                    subject=f"Nhắc hạn giải quyết phản ánh #{g.id} của hộ {g.household_code} (hạn {due})",
+                    body=f"Phản ánh ({g.category}) của hộ {g.household_code} ({where}): {g.said}. Hạn {due}.",
+                )
+            if g.due_on < on:
+                written["grievance_overdue"] += await outbox.enqueue(
+                    session,
+                    key=f"grievance:{g.id}:overdue",
+                    household_code=g.household_code,
+                    kind="grievance_overdue",
+                    channel="agency",
+                    recipient=current.finance_agency,
+                    subject=f"Phản ánh #{g.id} của hộ {g.household_code} quá hạn giải quyết ({due})",
+                    body=f"Phản ánh ({g.category}) của hộ {g.household_code} ({where}), phụ trách {g.responsible}: "
+                    f"{g.said}. Quá hạn từ {due}; đề nghị {current.finance_agency} chỉ đạo giải quyết.",
+                )
+    return written

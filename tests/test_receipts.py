@@ -5,12 +5,14 @@ server and PostgreSQL, refusals by the rule they name."""
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 
 import openpyxl
 import pytest
-from sqlalchemy import text
+from sqlalchemy import select, text
 
 from core.errors import Refusal
+from db.schema import outbox
 from models.finance import TrancheStatus
 from models.household import Stage, Step
 from models.receipts import Answer, Channel, Outcome
@@ -199,3 +201,30 @@ async def test_the_settlement_dossier_equals_the_reconciliation_to_the_dong(clie
     payments = list(book["Chi trả"].iter_rows(min_row=2, values_only=True))
     assert any(p[1] == h.code and p[6] == "confirmed" and p[7] for p in payments)  # with the bank's reference
     assert len(dossier.write_csv(d, tmp_path / "csv")) == len(d.sheets)
+
+
+async def test_a_grievance_near_its_due_date_reminds_its_officer_and_one_overdue_goes_to_finance_once(
+    client, sessions, task_queue
+):
+    _, (h,) = await _paid_households(client, sessions, task_queue, 1)
+    commune, district = sample.officers_of(h.district, h.commune)
+    g = await receipts.file_grievance(sessions, commune, h.code, "payment_issue", "Phải trả phí nhận tiền")
+    (line,) = [x for x in await receipts.grievances(sessions, FINANCE) if x.id == g]
+
+    async def kinds() -> list[str]:
+        async with sessions() as s:
+            rows = await s.execute(
+                select(outbox.c.kind, outbox.c.recipient).where(outbox.c.idempotency_key.like(f"grievance:{g}:%"))
+            )
+            return sorted(f"{k}>{r}" for k, r in rows)
+
+    early = line.due_on - timedelta(days=10)
+    await receipts.remind(sessions, on=early)
+    assert await kinds() == []
+    await receipts.remind(sessions, on=line.due_on - timedelta(days=1))
+    assert await kinds() == [f"grievance_reminder>{line.responsible}"]
+    late = line.due_on + timedelta(days=1)
+    await receipts.remind(sessions, on=late)
+    await receipts.remind(sessions, on=late)  # once each
+    assert await kinds() == ["grievance_overdue>Sở Tài chính", f"grievance_reminder>{line.responsible}"]
+    assert receipts.overdue(line, on=late)
