@@ -27,6 +27,7 @@ from models.household import Household
 from operations import checks, demo
 from operations.reform import write_handover_xlsx
 from runtime.stack import Stack, StackError
+from runtime.worker import make_channel
 
 app = typer.Typer()
 
@@ -153,13 +154,15 @@ async def _demo(settings: Settings, households_csv: Path, budget: int | None, pr
 
         out.rule("[bold]9. After the money: receipts verified by sampling, a grievance, the settlement dossier")
         v = checked.verified
-        after = await demo.after_the_money(
-            sessions,
-            items,
-            settings.state_dir,
-            verified=f"{len(v.discrepancies)} discrepancies over {v.transitions} steps, {v.households} households",
-            checkpoint=f"witness checkpoint {checked.swept.checkpoint_seq or '-'} (signed, in witness/)",
-        )
+        async with make_channel(settings) as channel:  # the stack's bank: a trace asks it for its statement
+            after = await demo.after_the_money(
+                sessions,
+                items,
+                settings.state_dir,
+                channel=channel,
+                verified=f"{len(v.discrepancies)} discrepancies over {v.transitions} steps, {v.households} households",
+                checkpoint=f"witness checkpoint {checked.swept.checkpoint_seq or '-'} (signed, in witness/)",
+            )
         for line in after.lines:
             out.print(line)
         for path in after.files:

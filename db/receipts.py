@@ -189,6 +189,15 @@ async def last_releaser(session: AsyncSession, household_code: str) -> str | Non
     )
 
 
+async def payment_ids(session: AsyncSession, household_code: str) -> list[str]:
+    p = payments
+    return list(
+        await session.scalars(
+            select(p.c.payment_id).where(p.c.household_code == household_code).order_by(p.c.tranche, p.c.attempt)
+        )
+    )
+
+
 async def add_grievance(session: AsyncSession, **values: object) -> int:
     """File a grievance; one opened by an answer is filed once (the same answer again returns its id)."""
     g = grievances

@@ -31,6 +31,7 @@ from core.signing import SigningRing
 from db import households, users
 from db.engine import Sessions
 from db.ledger import Transfer
+from finance.channel import PaymentChannel
 from models.actions import ActionResult
 from models.finance import (
     REPORTED_MILESTONES,
@@ -449,7 +450,13 @@ class AfterTheMoney:
 
 
 async def after_the_money(
-    sessions: Sessions, items: list[Household], state_dir: Path, *, verified: str, checkpoint: str
+    sessions: Sessions,
+    items: list[Household],
+    state_dir: Path,
+    *,
+    channel: PaymentChannel,
+    verified: str,
+    checkpoint: str,
 ) -> AfterTheMoney:
     """A payment verification plan over every paid household (95 %, ±10 %, the risk households always in),
     each drawn household asked by its commune officer, one of them answering "not received"; the grievance it
@@ -499,10 +506,12 @@ async def after_the_money(
         other_finance,
         said.grievance,
         Outcome.TRACE_PAYMENT,
-        "Tra soát với kênh thanh toán: đã chuyển đủ vào tài khoản người nhận; hộ xác nhận đã nhận sau khi kiểm tra",
-        evidence=[f"SAO-KE/{not_received.household_code}"],
+        "Tra soát với kênh thanh toán; hộ xác nhận đã nhận sau khi kiểm tra tài khoản",
+        evidence=[f"BB-LAM-VIEC/{not_received.household_code}"],
+        channel=channel,
     )
-    out.lines.append(f"grievance {said.grievance} resolved by {other_finance} (trace_payment: the channel's statement)")
+    (resolved,) = [g for g in await receipts.grievances(sessions, finance) if g.id == said.grievance]
+    out.lines.append(f"grievance {said.grievance} {resolved.outcome} by {other_finance}: {resolved.resolution}")
     d = await dossier.build(sessions, finance, verified=verified, checkpoint=checkpoint)
     out.matches = d.matches
     out.files.append(dossier.write_xlsx(d, state_dir / "reports" / "ho-so-quyet-toan-tinh.xlsx"))

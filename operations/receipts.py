@@ -27,6 +27,7 @@ from db import households, outbox, users
 from db import policy as policy_db
 from db import receipts as db
 from db.engine import Sessions
+from finance.channel import PaymentChannel
 from models.actor import Actor
 from models.receipts import OPENS, Answer, Category, Channel, Outcome
 from operations.sampling import DESIGN_FACTOR, draw, sample_size
@@ -276,6 +277,18 @@ async def file_grievance(
         )
 
 
+async def trace(channel: PaymentChannel, payment_ids: list[str]) -> list[str]:
+    """The channel's own statement for each payment, by its end-to-end id: what a `trace_payment` resolution
+    rests on. Nothing is paid again here; a payment the channel holds unpaid is Finance's to re-authorise."""
+    lines = []
+    for pid in payment_ids:
+        s = await channel.status(pid)
+        lines.append(
+            f"{pid}: {s.state}" + (f" {s.bank_ref}" if s.bank_ref else "") + (f" ({s.reason})" if s.reason else "")
+        )
+    return lines
+
+
 async def resolve_grievance(
     sessions: Sessions,
     user_id: str,
@@ -284,12 +297,28 @@ async def resolve_grievance(
     resolution: str,
     *,
     evidence: list[str] | None = None,
+    channel: PaymentChannel | None = None,
 ) -> None:
     """Resolve a grievance, by neither the officer it is about nor the one who filed it (PostgreSQL holds the
-    same rule). Refused when resolved already."""
+    same rule). Refused when resolved already. `trace_payment` with the payment `channel`: the channel's
+    statement for each of the household's payments is asked and kept with the resolution (its references as
+    evidence)."""
     outcome = Outcome(outcome)
     if not resolution.strip():
         raise Refusal("ReasonMissing", "a resolution says what was found and done")
+    if outcome is Outcome.TRACE_PAYMENT:
+        if channel is None:
+            raise Refusal(
+                "ChannelRequired",
+                "a trace asks the payment channel for its statement: resolve it with `grievances resolve "
+                "--outcome trace_payment` where the channel is reachable",
+            )
+        async with sessions() as session:
+            g = await db.grievance(session, grievance_id)
+            ids = await db.payment_ids(session, g.household_code) if g else []
+        statement = await trace(channel, ids)
+        resolution = f"{resolution.strip()} — {'; '.join(statement) or 'the channel holds no payment of it'}"
+        evidence = [*(evidence or []), *(f"sao kê {line.split(':')[0]}" for line in statement)]
     async with sessions() as session, session.begin():
         g = await db.grievance(session, grievance_id)
         if g is None:

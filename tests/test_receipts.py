@@ -13,13 +13,14 @@ from sqlalchemy import select, text
 
 from core.errors import Refusal
 from db.schema import outbox
+from finance.channel import HttpBank
 from models.finance import TrancheStatus
 from models.household import Stage, Step
 from models.receipts import Answer, Channel, Outcome
 from operations import dossier, receipts, sample
 from operations.actions import household_state
 from operations.sampling import draw, sample_size
-from tests.conftest import enroll, make_households, take_step
+from tests.conftest import default_bank, enroll, make_households, running_worker, take_step
 from tests.test_review import _step, _until
 
 FINANCE, SECOND_FINANCE = sample.FINANCE_USERS
@@ -61,6 +62,14 @@ def test_the_same_seed_draws_the_same_households_and_risk_households_are_always_
     assert len(full.reasons) == 1000 and full.sampled == 998
 
 
+@pytest.fixture
+async def banked(client, sessions, settings):
+    """A worker paying through a bank process this module holds too, to ask it for its statement."""
+    bank = default_bank(settings)
+    async with running_worker(client, sessions, settings, bank=bank) as tq:
+        yield tq, bank
+
+
 async def _paid_households(client, sessions, task_queue, n: int):
     decision = f"{uuid.uuid4().int % 10**6}/QĐ-UBND"
     one_commune = {"district": "Cao Lộc", "commune": "Hải Yến", "programme": "", "decision_ref": decision}
@@ -71,8 +80,9 @@ async def _paid_households(client, sessions, task_queue, n: int):
 
 
 async def test_a_not_received_answer_opens_a_grievance_that_holds_the_settlement_until_another_person_resolves_it(
-    client, sessions, owner_sessions, task_queue, tmp_path
+    client, sessions, owner_sessions, banked, tmp_path
 ):
+    task_queue, bank = banked
     decision, (changed, unpaid, fine) = await _paid_households(client, sessions, task_queue, 3)
     commune, district = sample.officers_of(changed.district, changed.commune)
     asked = await _step(
@@ -147,9 +157,16 @@ async def test_a_not_received_answer_opens_a_grievance_that_holds_the_settlement
                 ),
                 {"g": said.grievance, "u": sample.TREASURY_USER},
             )
-    await receipts.resolve_grievance(
-        sessions, FINANCE, said.grievance, Outcome.TRACE_PAYMENT, "Kênh thanh toán xác nhận đã chuyển; hộ đã nhận"
-    )
+    with pytest.raises(Refusal) as r:  # a trace asks the channel; without one there is nothing to rest on
+        await receipts.resolve_grievance(sessions, FINANCE, said.grievance, Outcome.TRACE_PAYMENT, "Tra soát")
+    assert r.value.rule == "ChannelRequired"
+    async with HttpBank(bank.url, secret=bank.secret) as channel:
+        await receipts.resolve_grievance(
+            sessions, FINANCE, said.grievance, Outcome.TRACE_PAYMENT, "Tra soát với kênh", channel=channel
+        )
+    (traced,) = [g for g in await receipts.grievances(sessions, FINANCE) if g.id == said.grievance]
+    assert traced.outcome == "trace_payment" and f"{unpaid.code}-A" in traced.resolution
+    assert "confirmed" in traced.resolution  # the channel's own statement, kept with the resolution
     with pytest.raises(Refusal) as r:
         await receipts.resolve_grievance(sessions, FINANCE, said.grievance, Outcome.RESOLVED, "again")
     assert r.value.rule == "AlreadyResolved"

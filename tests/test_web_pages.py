@@ -366,7 +366,7 @@ async def test_receipts_are_answered_and_a_grievance_resolved_from_the_pages_and
     async with browser(web["app"], sessions, sample.FINANCE_USERS[1]) as (c, csrf):
         done = await c.post(
             f"/grievances/{g.id}/resolve",
-            data={"csrf": csrf, "outcome": "trace_payment", "resolution": "Kênh thanh toán xác nhận đã chuyển"},
+            data={"csrf": csrf, "outcome": "resolved", "resolution": "Hộ xác nhận đã nhận sau khi kiểm tra tài khoản"},
         )
         assert "message=" in done.headers["location"], done.headers["location"]
     assert not [x for x in await receipts.grievances(sessions, officer, open_only=True) if x.id == g.id]
