@@ -18,13 +18,10 @@ async def source_accounts(session: AsyncSession) -> dict[int, str]:
     return {r.account_id: r.code for r in await session.execute(select(fs.c.account_id, fs.c.code))}
 
 
-async def register(session: AsyncSession, commune: str | None) -> dict[str, Row]:
-    """The registered households of `commune` (the province: None), by code."""
+async def register(session: AsyncSession) -> dict[str, Row]:
+    """Every registered household, by code."""
     h = households
-    q = select(h).order_by(h.c.code)
-    if commune:
-        q = q.where(h.c.commune == commune)
-    return {r.code: r for r in await session.execute(q)}
+    return {r.code: r for r in await session.execute(select(h).order_by(h.c.code))}
 
 
 async def minutes(session: AsyncSession, codes: Sequence[str]) -> list[Row]:

@@ -22,6 +22,7 @@ from db.schema import (
     verification_answers,
     verification_households,
     verification_plans,
+    verification_population,
 )
 
 PAYMENT_CATEGORIES = ("payment_not_received", "payment_issue")
@@ -87,8 +88,15 @@ async def risks(session: AsyncSession, codes: Iterable[str]) -> dict[str, str]:
     return {code: "; ".join(whys) for code, whys in found.items()}
 
 
-async def add_plan(session: AsyncSession, reasons: Mapping[str, str], **values: object) -> int:
+async def add_plan(
+    session: AsyncSession, drawn_from: Mapping[str, str | None], reasons: Mapping[str, str], **values: object
+) -> int:
+    """Store a plan, the population it was drawn from (code → risk or None) and the households drawn."""
     plan_id = await session.scalar(verification_plans.insert().values(**values).returning(verification_plans.c.id))
+    await session.execute(
+        verification_population.insert(),
+        [{"plan_id": plan_id, "household_code": code, "risk": risk} for code, risk in drawn_from.items()],
+    )
     if reasons:
         await session.execute(
             verification_households.insert(),
@@ -100,6 +108,16 @@ async def add_plan(session: AsyncSession, reasons: Mapping[str, str], **values: 
 async def plans(session: AsyncSession) -> list:
     vp = verification_plans
     return list(await session.execute(select(vp).order_by(vp.c.id.desc())))
+
+
+async def population(session: AsyncSession, plan_id: int) -> dict[str, str | None]:
+    vp = verification_population
+    return {r.household_code: r.risk for r in await session.execute(select(vp).where(vp.c.plan_id == plan_id))}
+
+
+async def drawn(session: AsyncSession, plan_id: int) -> dict[str, str]:
+    vh = verification_households
+    return {r.household_code: r.reason for r in await session.execute(select(vh).where(vh.c.plan_id == plan_id))}
 
 
 async def plan(session: AsyncSession, plan_id: int):
@@ -198,16 +216,22 @@ async def payment_ids(session: AsyncSession, household_code: str) -> list[str]:
     )
 
 
-async def add_grievance(session: AsyncSession, **values: object) -> int:
-    """File a grievance; one opened by an answer is filed once (the same answer again returns its id)."""
+async def add_grievance(session: AsyncSession, **values: object) -> tuple[int, bool]:
+    """File a grievance once by its idempotency key: (its id, whether it is new)."""
     g = grievances
-    new = await session.scalar(
-        pg_insert(g).values(**values).on_conflict_do_nothing(constraint="grievances_from_answer").returning(g.c.id)
-    )
+    new = await session.scalar(pg_insert(g).values(**values).on_conflict_do_nothing().returning(g.c.id))
     if new is not None:
-        return new
-    return await session.scalar(
-        select(g.c.id).where(g.c.plan_id == values["plan_id"], g.c.household_code == values["household_code"])
+        return new, True
+    return await session.scalar(select(g.c.id).where(g.c.idempotency_key == values["idempotency_key"])), False
+
+
+async def releasers(session: AsyncSession, household_code: str) -> set[str]:
+    """Everyone who released a payment of the household: none of them resolves its payment grievances."""
+    p = payments
+    return set(
+        await session.scalars(
+            select(p.c.released_by).where(p.c.household_code == household_code, p.c.released_by.is_not(None))
+        )
     )
 
 
@@ -220,8 +244,11 @@ async def resolution_of(session: AsyncSession, grievance_id: int):
     return (await session.execute(select(r).where(r.c.grievance_id == grievance_id))).one_or_none()
 
 
-async def add_resolution(session: AsyncSession, **values: object) -> None:
-    await session.execute(grievance_resolutions.insert().values(**values))
+async def add_resolution(session: AsyncSession, **values: object) -> bool:
+    """Record the resolution; False when the grievance was resolved already (by a concurrent resolution too)."""
+    r = grievance_resolutions
+    done = await session.scalar(pg_insert(r).values(**values).on_conflict_do_nothing().returning(r.c.grievance_id))
+    return done is not None
 
 
 async def open_payment_grievances(session: AsyncSession, household_code: str) -> list[int]:

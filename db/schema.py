@@ -6,10 +6,10 @@ from sqlalchemy import (
     Column,
     Date,
     DateTime,
+    Double,
     Integer,
     LargeBinary,
     MetaData,
-    Numeric,
     SmallInteger,
     Table,
     Text,
@@ -548,15 +548,23 @@ verification_plans = Table(
     Column("paid_from", Date),
     Column("paid_to", Date),
     Column("full_list", Boolean),
-    Column("confidence", Numeric(5, 4)),
-    Column("margin", Numeric(5, 4)),
-    Column("design_factor", Numeric(4, 2)),
+    Column("confidence", Double),
+    Column("margin", Double),
+    Column("design_factor", Double),
     Column("population", Integer),
     Column("risk_count", Integer),
     Column("sample_size", Integer),
     Column("seed", BigInteger),
     Column("created_by", Text),
     Column("created_at", DateTime(timezone=True)),
+)
+
+verification_population = Table(
+    "verification_population",
+    metadata,
+    Column("plan_id", BigInteger, primary_key=True),
+    Column("household_code", Text, primary_key=True),
+    Column("risk", Text),
 )
 
 verification_households = Table(
@@ -584,6 +592,7 @@ grievances = Table(
     "grievances",
     metadata,
     Column("id", BigInteger, primary_key=True),
+    Column("idempotency_key", Text),
     Column("household_code", Text),
     Column("category", Text),
     Column("said", Text),

@@ -22,11 +22,12 @@ from core.cells import append_row, safe_row
 from core.errors import Refusal
 from core.formatting import day, moment
 from db import dossier as dossier_db
+from db import gazetteer as gazetteer_db
 from db import policy as policy_db
 from db import reconciliation as recon_db
 from db import users
 from db.engine import Sessions
-from operations.reconciliation import Reconciliation, reconcile
+from operations.reconciliation import Reconciliation, commune_key, reconcile
 
 
 @dataclass
@@ -43,8 +44,13 @@ class Dossier:
     checkpoint: str = "none"
 
     @property
+    def compared(self) -> bool:
+        """Whether the reconciliation has a line for this scope (a source over a commune has none)."""
+        return bool(self.expected)
+
+    @property
     def matches(self) -> bool:
-        return all(getattr(self, k) == v for k, v in self.expected.items())
+        return self.compared and all(getattr(self, k) == v for k, v in self.expected.items())
 
 
 async def build(
@@ -60,6 +66,8 @@ async def build(
     auditor. `verified` and `checkpoint`: the three-way verification's result and the witness checkpoint, as
     the caller ran and read them."""
     async with sessions() as session:
+        # One snapshot: the reconciliation and the dossier's own sums read the same ledger.
+        await session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
         actor = await users.require_actor(session, user_id)
         current = await policy_db.policy_today(session)
         if actor.role not in (*current.finance_roles, "auditor"):
@@ -67,7 +75,10 @@ async def build(
         accounts = await dossier_db.source_accounts(session)
         if source is not None and source not in accounts.values():
             raise Refusal("UnknownFundingSource", f"funding source {source!r} does not exist")
-        register = await dossier_db.register(session, commune)
+        register = await dossier_db.register(session)
+        if commune:  # as the reconciliation reports communes: the new map's, or the old commune with its district
+            maps = await gazetteer_db.old_and_new(session)
+            register = {c: r for c, r in register.items() if commune_key(c, r.district, maps) == commune}
         if not register:
             raise Refusal("NothingToSettle", f"no household registered in {commune or 'the province'}")
         recon = await reconcile(session)
@@ -250,7 +261,7 @@ def _expected(recon: Reconciliation, source: str | None, commune: str | None) ->
         return {"paid": sum(s.paid for s in lines), "pending": sum(s.reserved + s.released for s in lines)}
     if source is None:
         for g in recon.communes:
-            if g.key == commune or g.key.startswith(f"{commune} ("):
+            if g.key == commune:
                 return {"paid": g.paid, "pending": g.reserved + g.released}
     return {}
 
@@ -265,7 +276,10 @@ def _summary(d: Dossier, recon: Reconciliation) -> list[list]:
     ]
     for k, v in d.expected.items():
         rows.append([f"Đối chiếu: {k} theo sổ cái (đ)", v])
-    rows.append(["Khớp đối chiếu", "khớp đến từng đồng" if d.matches else "KHÔNG KHỚP"])
+    if not d.compared:
+        rows.append(["Khớp đối chiếu", "không có dòng đối chiếu cho phạm vi này (nguồn × xã): chưa so sánh"])
+    else:
+        rows.append(["Khớp đối chiếu", "khớp đến từng đồng" if d.matches else "KHÔNG KHỚP"])
     rows.append(["Đối chiếu toàn bộ", "cân" if recon.balanced else f"{len(recon.problems)} chênh lệch"])
     rows.append(["Kiểm tra ba chiều (lịch sử × nhật ký × sổ cái)", d.verified])
     rows.append(["Điểm kiểm tra đã ký (witness)", d.checkpoint])

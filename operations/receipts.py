@@ -13,6 +13,7 @@ its end-to-end id, never paid a second time from here.
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -124,6 +125,7 @@ async def create_plan(
         drawn = draw(codes, risky, size_of_rest=size, seed=seed)
         plan_id = await db.add_plan(
             session,
+            {code: risky.get(code) for code in codes},
             drawn.reasons,
             name=name,
             decision_ref=decision_ref,
@@ -154,6 +156,21 @@ async def create_plan(
     )
     log.info("verification_plan_created", plan=plan_id, population=len(codes), risk=drawn.risk, sampled=drawn.sampled)
     return plan
+
+
+async def redraw(sessions: Sessions, plan_id: int) -> bool:
+    """Whether the plan's households are exactly what its stored population, risks, size and seed draw: an
+    auditor's check that nobody picked them by hand."""
+    async with sessions() as session:
+        plan = await db.plan(session, plan_id)
+        if plan is None:
+            raise Refusal("UnknownPlan", f"no verification plan {plan_id}")
+        population = await db.population(session, plan_id)
+        stored = await db.drawn(session, plan_id)
+    risks = {c: r for c, r in population.items() if r}
+    rest = len(population) - len(risks)
+    size = None if plan.full_list else sample_size(rest, plan.confidence, plan.margin, plan.design_factor)
+    return draw(population, risks, size_of_rest=size, seed=plan.seed).reasons == stored
 
 
 @dataclass(frozen=True)
@@ -205,6 +222,7 @@ async def record_answer(
                 session,
                 code,
                 category,
+                key=f"plan:{plan_id}:{code}",
                 said=stored.note or f"{Answer(stored.answer).value} (plan {plan_id}, asked by {stored.channel})",
                 opened_by=stored.asked_by,
                 evidence=[],
@@ -218,6 +236,7 @@ async def _open(
     code: str,
     category: Category,
     *,
+    key: str,
     said: str,
     opened_by: str,
     evidence,
@@ -225,15 +244,25 @@ async def _open(
     said_by=None,
     responsible=None,
 ) -> int:
+    """File the grievance once by `key`. A payment grievance is about who released the household's last
+    payment; any other names the officer it is about."""
     current = await policy_db.policy_today(session)
-    if responsible is None:
-        responsible = await db.last_releaser(session, code) if category.payment else None
+    if category.payment:
+        releaser = await db.last_releaser(session, code)
+        if responsible is not None and responsible != releaser:
+            raise Refusal(
+                "ResponsibleFixed",
+                f"a payment grievance of household {code} is about who released its payment ({releaser}), "
+                f"not {responsible}",
+            )
+        responsible = releaser
     if responsible is None:
         raise Refusal("ResponsibleMissing", f"a grievance about household {code} needs the officer responsible")
     if await users.get(session, responsible) is None:
         raise Refusal("UnknownUser", f"user {responsible!r} is not registered")
-    return await db.add_grievance(
+    gid, _ = await db.add_grievance(
         session,
+        idempotency_key=key,
         household_code=code,
         category=category.value,
         said=said,
@@ -244,6 +273,7 @@ async def _open(
         opened_by=opened_by,
         plan_id=plan_id,
     )
+    return gid
 
 
 async def file_grievance(
@@ -256,19 +286,24 @@ async def file_grievance(
     said_by: str | None = None,
     responsible: str | None = None,
     evidence: list[str] | None = None,
+    key: str | None = None,
 ) -> int:
     """An officer files a grievance on a person's behalf (said_by: who raised it). `responsible`: the officer
-    it is about (a payment grievance: by default who released the household's last payment)."""
+    it is about (a payment grievance: who released the household's last payment, always). `key`: the caller's
+    idempotency key; by default the same officer filing the same words for the same household the same day
+    files one grievance, however often the request is sent."""
     code = household_code.strip().upper()
     category = Category(category)
     if not said.strip():
         raise Refusal("InvalidInput", "said: what the person said is required")
     async with sessions() as session, session.begin():
         actor = await _officer_of(session, user_id, code, "file a grievance")
+        words = "\x1f".join((code, category.value, said.strip(), said_by or "", actor.user_id, today().isoformat()))
         return await _open(
             session,
             code,
             category,
+            key=key or f"filed:{hashlib.sha256(words.encode()).hexdigest()}",
             said=said.strip(),
             said_by=said_by,
             opened_by=actor.user_id,
@@ -289,6 +324,26 @@ async def trace(channel: PaymentChannel, payment_ids: list[str]) -> list[str]:
     return lines
 
 
+async def _resolver(session, user_id: str, grievance_id: int):
+    """The grievance and the actor, if the actor may resolve it now."""
+    g = await db.grievance(session, grievance_id)
+    if g is None:
+        raise Refusal("UnknownGrievance", f"no grievance {grievance_id}")
+    actor = await _officer_of(session, user_id, g.household_code, "resolve a grievance")
+    if await db.resolution_of(session, grievance_id) is not None:
+        raise Refusal("AlreadyResolved", f"grievance {grievance_id} was resolved already")
+    why = None
+    if actor.user_id == g.responsible:
+        why = "is the officer it is about"
+    elif actor.user_id == g.opened_by:
+        why = "filed it"
+    elif Category(g.category).payment and actor.user_id in await db.releasers(session, g.household_code):
+        why = "released a payment of the household"
+    if why:
+        raise Refusal("SegregationOfDuties", f"user {actor.user_id} {why} and may not resolve grievance {grievance_id}")
+    return g, actor
+
+
 async def resolve_grievance(
     sessions: Sessions,
     user_id: str,
@@ -299,46 +354,40 @@ async def resolve_grievance(
     evidence: list[str] | None = None,
     channel: PaymentChannel | None = None,
 ) -> None:
-    """Resolve a grievance, by neither the officer it is about nor the one who filed it (PostgreSQL holds the
-    same rule). Refused when resolved already. `trace_payment` with the payment `channel`: the channel's
-    statement for each of the household's payments is asked and kept with the resolution (its references as
-    evidence)."""
+    """Resolve a grievance, by neither the officer it is about, nor the one who filed it, nor (a payment one)
+    anyone who released a payment of the household; PostgreSQL holds the same rule. Refused when resolved
+    already, by a concurrent resolution too. `trace_payment` with the payment `channel`: once the resolver is
+    found allowed, the channel's statement for each of the household's payments is asked and kept with the
+    resolution (its references as evidence)."""
     outcome = Outcome(outcome)
     if not resolution.strip():
         raise Refusal("ReasonMissing", "a resolution says what was found and done")
+    if outcome is Outcome.TRACE_PAYMENT and channel is None:
+        raise Refusal(
+            "ChannelRequired",
+            "a trace asks the payment channel for its statement: resolve it with `grievances resolve "
+            "--outcome trace_payment` where the channel is reachable",
+        )
+    async with sessions() as session:
+        g, actor = await _resolver(session, user_id, grievance_id)
+        ids = await db.payment_ids(session, g.household_code)
+    resolution, evidence = resolution.strip(), list(evidence or [])
     if outcome is Outcome.TRACE_PAYMENT:
-        if channel is None:
-            raise Refusal(
-                "ChannelRequired",
-                "a trace asks the payment channel for its statement: resolve it with `grievances resolve "
-                "--outcome trace_payment` where the channel is reachable",
-            )
-        async with sessions() as session:
-            g = await db.grievance(session, grievance_id)
-            ids = await db.payment_ids(session, g.household_code) if g else []
         statement = await trace(channel, ids)
-        resolution = f"{resolution.strip()} — {'; '.join(statement) or 'the channel holds no payment of it'}"
-        evidence = [*(evidence or []), *(f"sao kê {line.split(':')[0]}" for line in statement)]
+        resolution = f"{resolution} — {'; '.join(statement) or 'the channel holds no payment of it'}"
+        evidence += [f"sao kê {line.split(':')[0]}" for line in statement]
     async with sessions() as session, session.begin():
-        g = await db.grievance(session, grievance_id)
-        if g is None:
-            raise Refusal("UnknownGrievance", f"no grievance {grievance_id}")
-        actor = await _officer_of(session, user_id, g.household_code, "resolve a grievance")
-        if await db.resolution_of(session, grievance_id) is not None:
-            raise Refusal("AlreadyResolved", f"grievance {grievance_id} was resolved already")
-        if actor.user_id in (g.responsible, g.opened_by):
-            role = "is the officer it is about" if actor.user_id == g.responsible else "filed it"
-            raise Refusal(
-                "SegregationOfDuties", f"user {actor.user_id} {role} and may not resolve grievance {grievance_id}"
-            )
-        await db.add_resolution(
+        await _resolver(session, user_id, grievance_id)  # again, in the transaction that writes
+        done = await db.add_resolution(
             session,
             grievance_id=grievance_id,
             outcome=outcome.value,
-            resolution=resolution.strip(),
-            evidence=list(evidence or []),
+            resolution=resolution,
+            evidence=evidence,
             resolved_by=actor.user_id,
         )
+        if not done:
+            raise Refusal("AlreadyResolved", f"grievance {grievance_id} was resolved already")
     log.info("grievance_resolved", grievance=grievance_id, outcome=outcome.value, by=user_id)
 
 
@@ -487,9 +536,10 @@ REMIND_DAYS_BEFORE = 3
 
 
 async def remind(sessions: Sessions, on: date | None = None) -> dict[str, int]:
-    """Through the outbox, once each (keyed by grievance): a reminder to the officer responsible when an open
-    grievance is due within REMIND_DAYS_BEFORE days, and its escalation to Finance once it is overdue. Run
-    daily (`grievances remind`); running it again writes nothing new."""
+    """Through the outbox, once each (keyed by grievance): a reminder when an open grievance is due within
+    REMIND_DAYS_BEFORE days, to the agency that resolves it (Finance for a payment grievance, else the UBND of
+    the household's unit; never only the officer it is about, who may not resolve it), and its escalation to
+    the province once overdue. Run daily (`grievances remind`); running it again writes nothing new."""
     on = on or today()
     written = {"grievance_reminder": 0, "grievance_overdue": 0}
     async with sessions() as session, session.begin():
@@ -504,7 +554,9 @@ async def remind(sessions: Sessions, on: date | None = None) -> dict[str, int]:
                     household_code=g.household_code,
                     kind="grievance_reminder",
                     channel="agency",
-                    recipient=g.responsible,
+                    recipient=current.finance_agency
+                    if Category(g.category).payment
+                    else f"UBND {g.district or g.commune} ({g.commune})",
                     subject=f"Nhắc hạn giải quyết phản ánh #{g.id} của hộ {g.household_code} (hạn {due})",
                     body=f"Phản ánh ({g.category}) của hộ {g.household_code} ({where}): {g.said}. Hạn {due}.",
                 )
@@ -515,7 +567,7 @@ async def remind(sessions: Sessions, on: date | None = None) -> dict[str, int]:
                     household_code=g.household_code,
                     kind="grievance_overdue",
                     channel="agency",
-                    recipient=current.finance_agency,
+                    recipient=f"UBND tỉnh, {current.finance_agency}",
                     subject=f"Phản ánh #{g.id} của hộ {g.household_code} quá hạn giải quyết ({due})",
                     body=f"Phản ánh ({g.category}) của hộ {g.household_code} ({where}), phụ trách {g.responsible}: "
                     f"{g.said}. Quá hạn từ {due}; đề nghị {current.finance_agency} chỉ đạo giải quyết.",

@@ -117,6 +117,13 @@ class Reconciliation:
         }
 
 
+def commune_key(code: str, district: str | None, maps: dict) -> str:
+    """The line of the new map a household is reported under: its commune of the two-tier map (or its old
+    unit's successor), else its old commune named with its old district. `maps`: gazetteer.old_and_new."""
+    old_district, old_commune, new_commune = maps.get(code, (district, "", None))
+    return new_commune or f"{old_commune} ({old_district or NO_DISTRICT}, bản đồ cũ)"
+
+
 async def reconcile(session: AsyncSession) -> Reconciliation:
     src_rows = await recon_db.sources(session)
     sources = {r.account_id: SourceLine(r.code, r.name, r.category, r.is_state_budget) for r in src_rows}
@@ -164,11 +171,10 @@ async def reconcile(session: AsyncSession) -> Reconciliation:
     maps = await gazetteer_db.old_and_new(session)
     for code, h in hh.items():
         money = per_household.get(code, {"reserved": 0, "released": 0, "paid": 0})
-        old_district, old_commune, new_commune = maps.get(code, (h.district, "", None))
         views = (
             (districts, h.district or NO_DISTRICT, ""),
             (by_decision, h.decision_ref, kinds.get(h.decision_ref, "")),
-            (communes, new_commune or f"{old_commune} ({old_district or NO_DISTRICT}, bản đồ cũ)", ""),
+            (communes, commune_key(code, h.district, maps), ""),
         )
         for table, key, kind in views:
             g = table.setdefault(key, GroupLine(key=key, kind=kind))

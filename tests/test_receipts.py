@@ -19,6 +19,7 @@ from models.household import Stage, Step
 from models.receipts import Answer, Channel, Outcome
 from operations import dossier, receipts, sample
 from operations.actions import household_state
+from operations.reconciliation import reconcile
 from operations.sampling import draw, sample_size
 from tests.conftest import default_bank, enroll, make_households, running_worker, take_step
 from tests.test_review import _step, _until
@@ -104,6 +105,7 @@ async def test_a_not_received_answer_opens_a_grievance_that_holds_the_settlement
     reasons = {line.household_code: line.reason for line in report.lines}
     assert reasons[changed.code] == "payee changed" and reasons[fine.code] == "sampled"
     assert not report.finished
+    assert await receipts.redraw(sessions, plan.id)  # its stored population, risks and seed draw it again
 
     # Answers: by the household's commune officer (or Finance); the first answer stands.
     with pytest.raises(Refusal) as r:
@@ -185,6 +187,13 @@ async def test_an_officer_files_a_grievance_for_a_person_and_a_construction_one_
     g = await receipts.file_grievance(
         sessions, commune, h.code, "construction", "Thợ làm chậm", said_by="Chủ hộ", responsible=district
     )
+    again = await receipts.file_grievance(
+        sessions, commune, h.code, "construction", "Thợ làm chậm", said_by="Chủ hộ", responsible=district
+    )
+    assert again == g  # the same filing sent twice is one grievance
+    with pytest.raises(Refusal) as r:
+        await receipts.file_grievance(sessions, commune, h.code, "payment_issue", "Phí", responsible=district)
+    assert r.value.rule == "ResponsibleFixed"  # a payment grievance is about the payment's releaser
     lines = [x for x in await receipts.grievances(sessions, district) if x.id == g]
     assert lines and lines[0].outcome is None and not receipts.overdue(lines[0])
     paid_up = await _until(
@@ -198,6 +207,11 @@ async def test_an_officer_files_a_grievance_for_a_person_and_a_construction_one_
     assert done.to_stage is Stage.CLOSED  # a construction grievance does not hold the settlement
 
 
+async def _reconciled(sessions):
+    async with sessions() as s:
+        return await reconcile(s)
+
+
 async def test_the_settlement_dossier_equals_the_reconciliation_to_the_dong(client, sessions, task_queue, tmp_path):
     _, (h,) = await _paid_households(client, sessions, task_queue, 1)
     with pytest.raises(Refusal) as r:
@@ -208,8 +222,16 @@ async def test_the_settlement_dossier_equals_the_reconciliation_to_the_dong(clie
     assert r.value.rule == "UnknownFundingSource"
     for source in (None, "NS-TINH"):
         d = await dossier.build(sessions, sample.AUDITOR_USER, source=source, verified="0 discrepancies")
-        assert d.expected and d.matches, (source, d.expected, d.paid, d.pending)
+        assert d.compared and d.matches, (source, d.expected, d.paid, d.pending)
         assert d.paid > 0
+    # A commune as the reconciliation names it (here the old map's, with its district): the same line.
+    key = next(c.key for c in (await _reconciled(sessions)).communes if c.key.startswith(f"{h.commune} ("))
+    local = await dossier.build(sessions, FINANCE, commune=key)
+    assert local.compared and local.matches and 0 < local.paid <= d.paid
+    narrow = await dossier.build(sessions, FINANCE, commune=key, source="NS-TINH")
+    assert not narrow.compared and not narrow.matches  # no reconciliation line: never called a match
+    summary = dict(r[:2] for r in narrow.sheets[0][2])
+    assert "chưa so sánh" in summary["Khớp đối chiếu"]
     path = dossier.write_xlsx(d, tmp_path / "quyet-toan.xlsx")
     book = openpyxl.load_workbook(path)
     assert book.sheetnames == [name for name, _, _ in d.sheets]
@@ -239,9 +261,9 @@ async def test_a_grievance_near_its_due_date_reminds_its_officer_and_one_overdue
     await receipts.remind(sessions, on=early)
     assert await kinds() == []
     await receipts.remind(sessions, on=line.due_on - timedelta(days=1))
-    assert await kinds() == [f"grievance_reminder>{line.responsible}"]
+    assert await kinds() == ["grievance_reminder>Sở Tài chính"]  # who resolves it, not the releaser
     late = line.due_on + timedelta(days=1)
     await receipts.remind(sessions, on=late)
     await receipts.remind(sessions, on=late)  # once each
-    assert await kinds() == ["grievance_overdue>Sở Tài chính", f"grievance_reminder>{line.responsible}"]
+    assert await kinds() == ["grievance_overdue>UBND tỉnh, Sở Tài chính", "grievance_reminder>Sở Tài chính"]
     assert receipts.overdue(line, on=late)

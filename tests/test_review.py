@@ -84,6 +84,20 @@ async def _posted(client, sessions, h, days_ago: int = sample.POSTED_DAYS_AGO):
     return await _step(client, sessions, h, Step.POST_LIST, commune, ["TB-NIEM-YET"], **sample.posting_for(h, on))
 
 
+async def _raised(client, sessions, h, posted, about: str = "Hộ đã có nhà", by: str | None = None):
+    """An objection raised the day before the posting ended, recorded by the household's commune officer."""
+    return await _step(
+        client,
+        sessions,
+        h,
+        Step.RECORD_OBJECTION,
+        by or _officers(h)[0],
+        objector="Trưởng thôn",
+        about=about,
+        raised_on=posted.period_ends - timedelta(days=1),
+    )
+
+
 # ------------------------------------------------------------------ eligibility on record
 
 
@@ -195,16 +209,7 @@ async def test_an_upheld_objection_sends_the_household_back_to_be_reviewed_or_ta
         commune, district = _officers(h)
         await _verified(client, sessions, h)
         posted = await _posted(client, sessions, h)
-        raised = await _step(
-            client,
-            sessions,
-            h,
-            Step.RECORD_OBJECTION,
-            commune,
-            objector="Trưởng thôn",
-            about="Hộ đã chuyển đi nơi khác",
-            raised_on=posted.period_ends - timedelta(days=2),
-        )
+        raised = await _raised(client, sessions, h, posted, "Hộ đã chuyển đi nơi khác")
         await _step(
             client,
             sessions,
@@ -393,16 +398,7 @@ async def test_an_objection_is_resolved_by_neither_its_recorder_nor_a_role_that_
     commune, district = _officers(h)
     await _step(client, sessions, h, Step.VERIFY, district, findings=FINDINGS.model_dump(mode="json"))
     posted = await _posted(client, sessions, h)
-    raised = await _step(
-        client,
-        sessions,
-        h,
-        Step.RECORD_OBJECTION,
-        commune,
-        objector="Hàng xóm",
-        about="Hộ đã có nhà",
-        raised_on=posted.period_ends - timedelta(days=1),
-    )
+    raised = await _raised(client, sessions, h, posted)
     cancel = {"objection": raised.objection, "outcome": "upheld_cancel", "reason": "Có cơ sở"}
     r = await _refused(client, sessions, h, Step.RESOLVE_OBJECTION, commune, **cancel)
     assert r.rule == "SegregationOfDuties" and "recorded objection" in r.message

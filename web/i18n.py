@@ -42,6 +42,7 @@ WORDS: dict[str, tuple[str, str]] = {
     "reason": ("Lý do", "Reason"),
     "submit": ("Thực hiện", "Take the step"),
     "receipts": ("Xác minh nhận tiền", "Receipts verified"),
+    "open": ("Đang giải quyết", "Open"),
     "grievances": ("Khiếu nại, phản ánh", "Grievances"),
     "no_plans": ("Chưa có kế hoạch xác minh.", "No verification plan yet."),
     "no_grievances": ("Không có khiếu nại, phản ánh.", "No grievance."),

@@ -602,6 +602,8 @@ def router(settings: Settings, cookie: str) -> APIRouter:
     async def dossier_download(request: Request, source: str | None = None, commune: str | None = None) -> Response:
         """The settlement dossier, after the three-way verification it prints (Finance and auditors)."""
         signed = await who(request)
+        if not (may_see_finance(request, signed) or may_see_audit(request, signed)):
+            return page(request, "forbidden.html", signed)  # before the verification it would run
         client, db = request.app.state.client, request.app.state.sessions
         report, _ = await verify_live(client, db, settings, client.data_converter)
         cp = read_published(settings.witness_path)

@@ -36,9 +36,10 @@ CREATE TABLE verification_plans (
     paid_from     date,
     paid_to       date,
     full_list     boolean NOT NULL,
-    confidence    numeric(5, 4) CHECK (confidence >= 0.8 AND confidence < 1),
-    margin        numeric(5, 4) CHECK (margin >= 0.01 AND margin <= 0.2),
-    design_factor numeric(4, 2) NOT NULL,
+    -- As the draw used them (double precision: the numbers Python computed the size with, unrounded).
+    confidence    double precision CHECK (confidence >= 0.8 AND confidence < 1),
+    margin        double precision CHECK (margin >= 0.01 AND margin <= 0.2),
+    design_factor double precision NOT NULL,
     population    integer NOT NULL CHECK (population >= 1),
     risk_count    integer NOT NULL CHECK (risk_count >= 0),
     sample_size   integer NOT NULL CHECK (sample_size >= 0),
@@ -47,6 +48,14 @@ CREATE TABLE verification_plans (
     created_at    timestamptz NOT NULL DEFAULT now(),
     CHECK (full_list OR (confidence IS NOT NULL AND margin IS NOT NULL)),
     CHECK (paid_from IS NULL OR paid_to IS NULL OR paid_from <= paid_to)
+);
+-- The paid households the plan was drawn from, each with its risk (NULL: none), as they were at the draw:
+-- with the seed they draw the same sample again (operations/receipts.redraw), whatever happened since.
+CREATE TABLE verification_population (
+    plan_id         bigint NOT NULL REFERENCES verification_plans(id),
+    household_code  text NOT NULL REFERENCES households(code),
+    risk            text,
+    PRIMARY KEY (plan_id, household_code)
 );
 CREATE TABLE verification_households (
     plan_id         bigint NOT NULL REFERENCES verification_plans(id),
@@ -70,6 +79,8 @@ CREATE TABLE verification_answers (
 
 CREATE TABLE grievances (
     id                bigserial PRIMARY KEY,
+    -- The caller's key: the same filing sent again is the same grievance (an answer's: plan:<id>:<code>).
+    idempotency_key   text NOT NULL UNIQUE,
     household_code    text NOT NULL REFERENCES households(code),
     category          text NOT NULL CHECK (category IN ('payment_not_received', 'payment_issue', 'construction',
                                                         'eligibility', 'conduct', 'other')),
@@ -95,14 +106,19 @@ CREATE TABLE grievance_resolutions (
     resolved_at   timestamptz NOT NULL DEFAULT now()
 );
 
--- A grievance is resolved by someone other than the officer it is about and the one who filed it.
+-- A grievance is resolved by someone other than the officer it is about and the one who filed it; a payment
+-- grievance, by no one who released a payment of the household.
 CREATE FUNCTION grievance_resolution_check() RETURNS trigger LANGUAGE plpgsql
 SET search_path = pg_catalog, public AS $$
 DECLARE g grievances%ROWTYPE;
 BEGIN
     SELECT * INTO g FROM grievances WHERE id = NEW.grievance_id;
-    IF NEW.resolved_by IN (g.responsible, g.opened_by) THEN
-        RAISE EXCEPTION 'grievance %: % may not resolve a grievance they filed or that is about them',
+    IF NEW.resolved_by IN (g.responsible, g.opened_by) OR (
+        g.category IN ('payment_not_received', 'payment_issue')
+        AND EXISTS (SELECT 1 FROM payments p WHERE p.household_code = g.household_code
+                    AND p.released_by = NEW.resolved_by)
+    ) THEN
+        RAISE EXCEPTION 'grievance %: % may not resolve it (filed it, is its subject or released its payment)',
             NEW.grievance_id, NEW.resolved_by USING ERRCODE = 'integrity_constraint_violation';
     END IF;
     RETURN NEW;
@@ -113,6 +129,7 @@ CREATE TRIGGER grievance_resolutions_check BEFORE INSERT ON grievance_resolution
 
 TABLES = (
     "verification_plans",
+    "verification_population",
     "verification_households",
     "verification_answers",
     "grievances",
@@ -132,6 +149,7 @@ DROP FUNCTION grievance_resolution_check();
 DROP TABLE grievances;
 DROP TABLE verification_answers;
 DROP TABLE verification_households;
+DROP TABLE verification_population;
 DROP TABLE verification_plans;
 """
 

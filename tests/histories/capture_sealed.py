@@ -283,7 +283,7 @@ async def test_capture_the_review_paths(client, sessions, owner_sessions, settin
     """Before the money (policy 2026.2): a posting with an objection dismissed, a match with another
     programme's list overridden, then a repair changed to a new build after its first tranche was paid; and an
     objection upheld, sending the household back to be reviewed again. Recorded as `review_*`."""
-    from tests.test_review import PROGRAMME, _paid, _posted, _step, _until, _verified
+    from tests.test_review import PROGRAMME, _paid, _posted, _raised, _step, _until, _verified
 
     changed, sent_back = make_households(2, beneficiary_group="poor", support_type="repair", programme="")
     bank = BankProcess(tmp_path / "bank", delay=0.02).start()
@@ -301,16 +301,7 @@ async def test_capture_the_review_paths(client, sessions, owner_sessions, settin
             commune, district = sample.officers_of(h.district, h.commune)
             await _verified(client, sessions, h)
             posted = await _posted(client, sessions, h)
-            raised = await _step(
-                client,
-                sessions,
-                h,
-                Step.RECORD_OBJECTION,
-                commune,
-                objector="Trưởng thôn",
-                about="Hộ đã có nhà",
-                raised_on=posted.period_ends - timedelta(days=1),
-            )
+            raised = await _raised(client, sessions, h, posted)
             outcome = "dismissed" if h is changed else "upheld_send_back"
             await _step(
                 client,
