@@ -110,7 +110,7 @@ def script(h: Household) -> list[tuple[Step, str, dict]]:
         (Step.AUTHORISE_PAYOUT, finance, {"tranche": 1, "evidence": ["DC1"]}),
         (Step.RELEASE_PAYOUT, sample.TREASURY_USER, {"tranche": 1, "evidence": ["UNC1"]}),
         (Step.COMPLETE_CONSTRUCTION, commune, {"evidence": ["HT"]}),
-        (Step.ACCEPT, district, {"evidence": ["NT"]}),
+        (Step.ACCEPT, district, {"evidence": ["NT", "SD"]}),
         (Step.AUTHORISE_PAYOUT, finance, {"tranche": 2, "evidence": ["DC2"]}),
         (Step.RELEASE_PAYOUT, sample.TREASURY_USER, {"tranche": 2, "evidence": ["UNC2"]}),
         (Step.SETTLE, settles, {"evidence": ["QT"]}),

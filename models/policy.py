@@ -73,6 +73,9 @@ class WorkflowPolicy(BaseModel):
     eligibility: EligibilityCriteria | None = None
     # Days the reviewed list stays posted before approval may be given (None: no posting step).
     posting_days: int | None = Field(default=None, ge=0, le=90)
+    # Acceptance records both minutes the commune settles against (Circular 55/2023/TT-BTC art. 75): the
+    # acceptance of the finished house and its putting into use, as two evidence references (False before 2026.2).
+    acceptance_minutes: bool = False
     # After the money: days a grievance has to be resolved in (the Law on Complaints gives 30 for a first one).
     grievance_days: int = Field(default=30, ge=1, le=90)
 

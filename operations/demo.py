@@ -100,7 +100,11 @@ def next_action(state: HouseholdState, h: Household, *, payouts: bool = True) ->
         Stage.APPROVAL: (Step.APPROVE, district, {"evidence": [h.decision_ref]}),
         Stage.FUND_ALLOCATION: (Step.ALLOCATE, first_finance, {"evidence": [f"QD-PHAN-BO/{h.code}"]}),
         Stage.CONSTRUCTION: (Step.COMPLETE_CONSTRUCTION, commune, {"evidence": [f"BC-HOAN-THANH/{h.code}"]}),
-        Stage.ACCEPTANCE: (Step.ACCEPT, district, {"evidence": [f"BB-NGHIEM-THU/{h.code}"]}),
+        Stage.ACCEPTANCE: (
+            Step.ACCEPT,
+            district,
+            {"evidence": [f"BB-NGHIEM-THU/{h.code}", f"BB-DUA-VAO-SU-DUNG/{h.code}"]},
+        ),
         Stage.SETTLEMENT: (Step.SETTLE, second_finance, {"evidence": [f"QUYET-TOAN/{h.code}"]}),
     }[stage]
 

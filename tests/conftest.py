@@ -119,9 +119,10 @@ async def front_door(client: Client, signer=None):
 async def take_step(client: Client, sessions, code: str, step, user_id: str, **kw):
     """`operations.actions.take_step` through the suite's front door: the step signed with its ring. As the
     demo's officers do (operations/demo.next_action): a verification given no findings records the demo's
-    eligible ones, and an approval of a household whose policy posts the list and which is not posted yet is
-    preceded by its commune's posting (`sample.POSTED_DAYS_AGO` days before it entered approval). A test of
-    those rules calls `operations.actions.take_step` itself."""
+    eligible ones, an approval of a household whose policy posts the list and which is not posted yet is
+    preceded by its commune's posting (`sample.POSTED_DAYS_AGO` days before it entered approval), and an
+    acceptance given one document gets the put-into-use minutes beside it. A test of those rules calls
+    `operations.actions.take_step` itself."""
     signer = await front_door(client, kw.pop("signer", None))
     if step is Step.VERIFY and "details" not in kw:
         async with sessions() as session:
@@ -130,6 +131,8 @@ async def take_step(client: Client, sessions, code: str, step, user_id: str, **k
             kw["details"] = {"findings": sample.findings_for(h)}
     if step is Step.APPROVE:
         await post_list(client, sessions, code.strip().upper(), signer=signer)
+    if step is Step.ACCEPT and len(kw.get("evidence") or []) == 1:  # the put-into-use minutes beside it
+        kw["evidence"] = [*kw["evidence"], f"BB-DUA-VAO-SU-DUNG/{code.strip().upper()}"]
     return await actions.take_step(client, sessions, code, step, user_id, signer=signer, **kw)
 
 

@@ -17,11 +17,11 @@ from finance.channel import HttpBank
 from models.finance import TrancheStatus
 from models.household import Stage, Step
 from models.receipts import Answer, Channel, Outcome
-from operations import dossier, receipts, sample
+from operations import actions, dossier, receipts, sample
 from operations.actions import household_state
 from operations.reconciliation import reconcile
 from operations.sampling import draw, sample_size
-from tests.conftest import default_bank, enroll, make_households, running_worker, take_step
+from tests.conftest import FRONT_DOOR, default_bank, enroll, make_households, running_worker, take_step
 from tests.test_review import _step, _until
 
 FINANCE, SECOND_FINANCE = sample.FINANCE_USERS
@@ -267,3 +267,25 @@ async def test_a_grievance_near_its_due_date_reminds_its_officer_and_one_overdue
     await receipts.remind(sessions, on=late)  # once each
     assert await kinds() == ["grievance_overdue>UBND tỉnh, Sở Tài chính", "grievance_reminder>Sở Tài chính"]
     assert receipts.overdue(line, on=late)
+
+
+async def test_acceptance_records_both_minutes_and_the_dossier_lists_them(client, sessions, task_queue):
+    _, (h,) = await _paid_households(client, sessions, task_queue, 1)
+    _, district = sample.officers_of(h.district, h.commune)
+    await _until(client, sessions, h, lambda s: s.stage is Stage.ACCEPTANCE)
+
+    async def accept(*evidence: str):
+        return await actions.take_step(
+            client, sessions, h.code, Step.ACCEPT, district, evidence=list(evidence), signer=FRONT_DOOR
+        )
+
+    with pytest.raises(Refusal) as r:
+        await accept("BB-NT/01")
+    assert r.value.rule == "MinutesMissing" and "Điều 75" in r.value.message
+    with pytest.raises(Refusal) as r:
+        await accept("BB-NT/01", "BB-NT/01")  # the same document twice is one
+    assert r.value.rule == "MinutesMissing"
+    assert (await accept("BB-NT/01", "BB-SD/01")).to_stage is Stage.SETTLEMENT
+    d = await dossier.build(sessions, FINANCE)
+    (row,) = [x for x in dict((n, rows) for n, _, rows in d.sheets)["Nghiệm thu"] if x[0] == h.code]
+    assert row[1] and row[3] == "BB-NT/01; BB-SD/01"

@@ -274,9 +274,9 @@ async def test_the_reform_moves_households_in_flight_once_and_the_new_commune_fi
         (sample.commune_user("Lộc Bình", "Tú Mịch"), "Tú Mịch"),
     ):
         with pytest.raises(Refusal) as err:
-            await take_step(client, db, moving.code, Step.ACCEPT, old, evidence=["BB-NT"])
+            await take_step(client, db, moving.code, Step.ACCEPT, old, evidence=["BB-NT", "BB-SD"])
         assert err.value.rule == "UnitAbolished" and unit in err.value.message
-    done = await take_step(client, db, moving.code, Step.ACCEPT, "ct.mauson", evidence=["BB-NT"])
+    done = await take_step(client, db, moving.code, Step.ACCEPT, "ct.mauson", evidence=["BB-NT", "BB-SD"])
     assert done.to_stage is Stage.SETTLEMENT
 
 

@@ -42,6 +42,10 @@ WORDS: dict[str, tuple[str, str]] = {
     "reason": ("Lý do", "Reason"),
     "submit": ("Thực hiện", "Take the step"),
     "receipts": ("Xác minh nhận tiền", "Receipts verified"),
+    "accept_minutes": (
+        "Ghi cả hai biên bản, cách nhau bằng dấu ;: nghiệm thu; đưa vào sử dụng",
+        "Both minutes, separated by ';': acceptance; put into use",
+    ),
     "open": ("Đang giải quyết", "Open"),
     "grievances": ("Khiếu nại, phản ánh", "Grievances"),
     "no_plans": ("Chưa có kế hoạch xác minh.", "No verification plan yet."),

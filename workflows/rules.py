@@ -107,6 +107,13 @@ def check_action(
     )
     if step in (Step.SEND_BACK, Step.CANCEL) and not (action.reason and action.reason.strip()):
         raise Refusal("ReasonMissing", f"step {step.value!r} needs a reason")
+    if step is Step.ACCEPT and policy.acceptance_minutes and len({e.strip() for e in action.evidence}) < 2:
+        raise Refusal(
+            "MinutesMissing",
+            f"acceptance under policy {policy.version} records both minutes (Thông tư 55/2023/TT-BTC, Điều 75): "
+            "the acceptance of the finished house and its putting into use (biên bản nghiệm thu; biên bản đưa "
+            "vào sử dụng), two evidence references",
+        )
     if step is Step.APPROVE and review is not None:
         check_posted(policy, review, household.code)
     return target
@@ -357,7 +364,7 @@ def allowed_actions(
     officer supplies them in the form). `review`: the household's posting, objections and changes, and today;
     `matches`: the other programmes whose lists hold it (an override is offered for each one not overridden).
     The engine still decides when the step is sent."""
-    probe = ActionInput(actor=actor, evidence=["…"], reason="…")
+    probe = ActionInput(actor=actor, evidence=["…", "……"], reason="…")  # as many documents as a step needs
     options: list[Option] = []
     for step in LIFECYCLE_OPTIONS:
         try:

@@ -138,6 +138,10 @@ def upgrade() -> None:
     ]
     doc["eligibility"] = ELIGIBILITY
     doc["posting_days"] = POSTING_DAYS
+    # And at the end of the file: acceptance records both minutes (Circular 55/2023/TT-BTC art. 75; the
+    # settlement dossier lists them), and a grievance has 30 days (migration 0019's tables).
+    doc["acceptance_minutes"] = True
+    doc["grievance_days"] = 30
     bind.execute(
         sa.text(
             "INSERT INTO workflow_policies (version, effective_from, document) "
