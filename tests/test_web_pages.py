@@ -230,7 +230,8 @@ async def test_the_dashboard_measures_progress_against_the_deadlines(web, sessio
 async def test_every_page_carries_the_security_headers_and_no_inline_script_or_style(web, sessions):
     officer = sample.commune_user(WEB_DISTRICT, web["communes"][WEB_DISTRICT])
     async with browser(web["app"], sessions, officer) as (c, _):
-        for path in ("/", "/households", f"/households/{web['mine'].code}", "/login", "/static/app.css"):
+        pages = ("/", "/households", f"/households/{web['mine'].code}", "/receipts", "/grievances", "/login")
+        for path in (*pages, "/static/app.css"):
             r = await c.get(path)
             policy = r.headers["content-security-policy"]
             assert "script-src 'self'" in policy and "style-src 'self'" in policy and "unsafe" not in policy
@@ -349,12 +350,18 @@ async def test_receipts_are_answered_and_a_grievance_resolved_from_the_pages_and
     fresh = make_households(1, district=WEB_DISTRICT, commune=commune, programme="", decision_ref=decision)
     (h,) = await enroll(client, sessions, web["task_queue"], fresh)
     await _until(client, sessions, h, lambda s: any(t.status is TrancheStatus.PAID for t in s.tranches))
-    plan = await receipts.create_plan(sessions, sample.FINANCE_USERS[0], "Web", decision_ref=decision, full_list=True)
+    async with browser(web["app"], sessions, officer) as (c, csrf):  # drawing a plan is Finance's
+        refused = await c.post("/receipts", data={"csrf": csrf, "name": "x", "decision": decision, "full": "on"})
+        assert "RoleNotAllowed" in refused.headers["location"]
+    async with browser(web["app"], sessions, sample.FINANCE_USERS[0]) as (c, csrf):
+        drawn = await c.post("/receipts", data={"csrf": csrf, "name": "Web", "decision": decision, "full": "on"})
+        assert drawn.headers["location"].startswith("/receipts/"), drawn.headers["location"]
+    plan_id = int(drawn.headers["location"].split("?")[0].rsplit("/", 1)[1])
     async with browser(web["app"], sessions, officer) as (c, csrf):
-        page = await c.get(f"/receipts/{plan.id}")
+        page = await c.get(f"/receipts/{plan_id}")
         assert h.code in page.text and 'name="answer"' in page.text
         done = await c.post(
-            f"/receipts/{plan.id}/answer",
+            f"/receipts/{plan_id}/answer",
             data={"csrf": csrf, "code": h.code, "answer": "not_received", "channel": "visit", "note": "Chưa nhận"},
         )
         assert "message=" in done.headers["location"] and "grievance" in done.headers["location"]

@@ -47,6 +47,7 @@ WORDS: dict[str, tuple[str, str]] = {
         "Both minutes, separated by ';': acceptance; put into use",
     ),
     "open": ("Đang giải quyết", "Open"),
+    "new_plan": ("Lập kế hoạch xác minh", "Draw a verification plan"),
     "grievances": ("Khiếu nại, phản ánh", "Grievances"),
     "no_plans": ("Chưa có kế hoạch xác minh.", "No verification plan yet."),
     "no_grievances": ("Không có khiếu nại, phản ánh.", "No grievance."),

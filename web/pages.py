@@ -521,7 +521,43 @@ def router(settings: Settings, cookie: str) -> APIRouter:
     @r.get("/receipts")
     async def receipt_plans(request: Request) -> Response:
         signed = await who(request)
-        return page(request, "receipts.html", signed, plans=await receipts.plans(request.app.state.sessions))
+        return page(
+            request,
+            "receipts.html",
+            signed,
+            plans=await receipts.plans(request.app.state.sessions),
+            may_plan=signed.user.role in request.state.policy.finance_roles,
+            message=request.query_params.get("message"),
+            error=request.query_params.get("error"),
+        )
+
+    @r.post("/receipts")
+    async def receipt_plan_create(request: Request) -> Response:
+        """Finance draws a plan (operations/receipts.create_plan refuses anyone else)."""
+        signed = await who(request)
+        form = await request.form()
+        check_csrf(signed, str(form.get("csrf", "")))
+
+        def text(name: str) -> str | None:
+            return str(form.get(name) or "").strip() or None
+
+        try:
+            plan = await receipts.create_plan(
+                request.app.state.sessions,
+                signed.user.user_id,
+                text("name") or "",
+                decision_ref=text("decision"),
+                district=text("district"),
+                commune=text("commune"),
+                confidence=float(text("confidence") or 0.95),
+                margin=float(text("margin") or 0.05),
+                full_list=form.get("full") == "on",
+            )
+        except ValueError as e:
+            return back_to("/receipts", error=Refusal("InvalidInput", str(e)))
+        except Refusal as e:
+            return back_to("/receipts", error=e)
+        return back_to(f"/receipts/{plan.id}", message=plan.describe())
 
     @r.get("/receipts/{plan_id}")
     async def receipt_plan(plan_id: int, request: Request) -> Response:
