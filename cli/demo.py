@@ -27,7 +27,7 @@ from models.household import Household
 from operations import checks, demo
 from operations.reform import write_handover_xlsx
 from runtime.stack import Stack, StackError
-from runtime.worker import make_channel
+from runtime.worker import stack_channel
 
 app = typer.Typer()
 
@@ -154,7 +154,7 @@ async def _demo(settings: Settings, households_csv: Path, budget: int | None, pr
 
         out.rule("[bold]9. After the money: receipts verified by sampling, a grievance, the settlement dossier")
         v = checked.verified
-        async with make_channel(settings) as channel:  # the stack's bank: a trace asks it for its statement
+        async with stack_channel(settings) as channel:  # the stack's bank: a trace asks it for its statement
             after = await demo.after_the_money(
                 sessions,
                 items,

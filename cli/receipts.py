@@ -18,7 +18,7 @@ from core.formatting import day, dong
 from core.settings import Settings
 from models.receipts import Answer, Category, Channel, Outcome
 from operations import dossier, receipts
-from runtime.worker import make_channel
+from runtime.worker import stack_channel
 
 app = typer.Typer(no_args_is_help=True, help="Payment verification plans: did the money reach the household?")
 grievances_app = typer.Typer(no_args_is_help=True, help="Grievances (khiếu nại, phản ánh) about a household")
@@ -155,7 +155,7 @@ async def grievance_resolve(
 ) -> None:
     """Resolve a grievance: not by the officer it is about, nor by the one who filed it."""
     await sign_in(settings, as_user, password_stdin=password_stdin, token_stdin=token_stdin)
-    channel = make_channel(settings) if outcome is Outcome.TRACE_PAYMENT else None
+    channel = stack_channel(settings) if outcome is Outcome.TRACE_PAYMENT else None
     try:
         async with database(settings) as sessions:
             await receipts.resolve_grievance(

@@ -53,6 +53,12 @@ class ChannelNotConfigured(RuntimeError):
     pass
 
 
+def stack_channel(settings: Settings) -> HttpBank:
+    """The payment channel as the stack gives its workers (runtime/stack.Stack.env): the bank at BANK_URL
+    unless PAYMENT_CHANNEL names another; for a command that asks the channel itself (a trace)."""
+    return make_channel(settings.model_copy(update={"payment_channel": settings.payment_channel or "bank"}))
+
+
 def make_channel(settings: Settings) -> HttpBank:
     """The payment channel named in the settings: the bank at BANK_URL, calling back PAYMENT_CALLBACK_URL."""
     check_channel(settings)
