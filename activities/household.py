@@ -377,8 +377,33 @@ class HouseholdActivities:
         released = sum(t.amount for t in voided)
         shares = review_checks.rescale([p.amount for p in pieces], left)
         per_tranche: dict[int, int] = {}
+        per_source = await review_db.paid_by_source(session, rec.household_code)
         for p, amount in zip(pieces, shares, strict=True):
             per_tranche[p.tranche] = per_tranche.get(p.tranche, 0) + amount
+            per_source[p.source] = per_source.get(p.source, 0) + amount
+        # The caps a house has under the new type, of each source and of each tier of the allocation policy.
+        capped = [
+            (s, [s], cap)
+            for s in per_source
+            if s in rules and (cap := rules[s].rules.max_per_house.get(new_type.value)) is not None
+        ]
+        alloc_policy = await finance_db.allocation_policy(session, household.programme, as_of)
+        for tier in alloc_policy.tiers if alloc_policy else []:
+            if tier.programme_households_only and not household.programme:
+                continue
+            if (cap := tier.max_per_house.get(new_type.value)) is not None:
+                members = [
+                    s for s in per_source if s in rules and (rules[s].category in tier.categories or s in tier.sources)
+                ]
+                capped.append((tier.name, members, cap))
+        for name, members, cap in capped:
+            total = sum(per_source[s] for s in members)
+            if total > cap:
+                raise Refusal(
+                    "SourceCapExceeded",
+                    f"{name} would pay household {rec.household_code} {dong(total)} as a {new_type.value}; "
+                    f"{dong(cap)} a house at most: cancel the unpaid tranches and allocate again instead",
+                )
         if any(total <= 0 for total in per_tranche.values()):
             raise Refusal(
                 "ChangeBelowPaid",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.schema import audit_log, funding_sources, household_changes, household_tranches, households, ledger_transfers
@@ -125,3 +125,15 @@ async def unpaid_pieces(session: AsyncSession, household_code: str, ids: list[in
         .order_by(lt.c.tranche, lt.c.id)
     )
     return [UnpaidPiece(r.id, r.tranche, r.code, r.amount) for r in rows]
+
+
+async def paid_by_source(session: AsyncSession, household_code: str) -> dict[str, int]:
+    """What each funding source has paid the household (its posted pieces), by source code."""
+    lt, fs = ledger_transfers, funding_sources
+    rows = await session.execute(
+        select(fs.c.code, func.sum(lt.c.amount))
+        .join(fs, fs.c.account_id == lt.c.debit_account_id)
+        .where(lt.c.household_code == household_code, lt.c.kind == "post_pending")
+        .group_by(fs.c.code)
+    )
+    return {code: int(total) for code, total in rows}

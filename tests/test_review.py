@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import uuid
 from datetime import timedelta
 
 import pytest
@@ -17,6 +18,7 @@ from auditor.records import read_records
 from auditor.verify import verify
 from core.errors import Refusal
 from core.formatting import today
+from db import ledger
 from db import policy as policy_db
 from db import users as users_db
 from db.schema import audit_log, households, ledger_accounts, payments
@@ -464,3 +466,35 @@ async def test_a_new_payee_is_paid_and_a_withdrawal_releases_what_was_not_paid(c
     assert tuple(account) == (0, paid)  # what was paid stays paid; the rest went back to its sources
     report = verify(await trails_of(client, [leaving.code]), await read_records(sessions, [leaving.code]))
     assert report.discrepancies == []
+
+
+async def test_a_change_of_support_type_is_refused_when_a_source_would_pay_past_its_cap(
+    client, sessions, owner_sessions, task_queue
+):
+    code = f"TEST-CAP-{uuid.uuid4().hex[:6].upper()}"
+    async with owner_sessions() as s, s.begin():
+        rules = {"max_per_house": {"new_build": 45_000_000}}
+        await ledger.create_source(
+            s, code=code, name="Nguồn có hạn mức", category="provincial_budget", is_state_budget=True, rules=rules
+        )
+    async with sessions() as s, s.begin():
+        await ledger.receive(s, key=f"{code}:in", source=code, amount=1_000_000_000, memo="test")
+    h = await _household(client, sessions, task_queue, support_type="repair", programme="")
+    commune, district = _officers(h)
+    await take_step(client, sessions, h.code, Step.VERIFY, commune, evidence=["BB"])
+    await take_step(client, sessions, h.code, Step.APPROVE, district, evidence=["QĐ"])
+    await take_step(client, sessions, h.code, Step.ALLOCATE, sample.FINANCE_USERS[0], evidence=["PB"], source=code)
+    await _until(client, sessions, h, _paid)
+    asked = await _step(
+        client,
+        sessions,
+        h,
+        Step.REQUEST_CHANGE,
+        commune,
+        ["BB"],
+        "Khung hư hỏng",
+        kind="support_type",
+        support_type="new_build",
+    )
+    r = await _refused(client, sessions, h, Step.DECIDE_CHANGE, district, change=asked.change)
+    assert r.rule == "SourceCapExceeded" and code in r.message and "45.000.000 đ" in r.message
