@@ -9,8 +9,6 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from archive.witness import read_published
-from auditor.live import verify_live
 from cli.command import command, database, err, out
 from cli.credentials import PASSWORD_STDIN, TOKEN_STDIN, sign_in
 from core.client import connect
@@ -214,16 +212,7 @@ async def receipts_dossier(
     await sign_in(settings, as_user, password_stdin=password_stdin, token_stdin=token_stdin)
     client = await connect(settings)
     async with database(settings) as sessions:
-        report, _ = await verify_live(client, sessions, settings, client.data_converter)
-        cp = read_published(settings.witness_path)
-        d = await dossier.build(
-            sessions,
-            as_user,
-            source=source,
-            commune=commune,
-            verified=f"{len(report.discrepancies)} discrepancies over {report.transitions} steps",
-            checkpoint=f"{cp.seq} ({cp.hash[:16]}…, key {cp.key_id})" if cp else "none published",
-        )
+        d = await dossier.build_verified(client, sessions, settings, as_user, source=source, commune=commune)
     err.print(f"wrote {dossier.write_xlsx(d, xlsx)}")
     if csv_dir:
         err.print(f"wrote {len(dossier.write_csv(d, csv_dir))} CSV files in {csv_dir}")

@@ -110,6 +110,12 @@ async def get_household(session: AsyncSession, code: str) -> Household | None:
     return to_household(row) if row else None
 
 
+async def get_households(session: AsyncSession, codes: list[str]) -> dict[str, Household]:
+    """The registered households among `codes`, by code, in one query."""
+    rows = (await session.execute(select(households).where(households.c.code.in_(codes)))).mappings().all()
+    return {r["code"]: to_household(r) for r in rows}
+
+
 async def lock(session: AsyncSession, code: str) -> HouseholdRow | None:
     """Lock the household's row for this transaction: its transitions are recorded one at a time."""
     row = (

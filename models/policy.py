@@ -86,6 +86,10 @@ class WorkflowPolicy(BaseModel):
             return None
         return sum(gaps[:n]) + max(0, n - len(gaps)) * gaps[-1]
 
+    def reads_money(self, role: str) -> bool:
+        """Whether `role` reads the province's money records whole: Finance's views and the auditors'."""
+        return role in self.finance_view_roles or role in self.audit_view_roles
+
     def rule(self, step: Step) -> StepRule:
         try:
             return self.steps[step]

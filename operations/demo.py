@@ -291,7 +291,7 @@ class BeforeTheMoney:
     lines: list[str] = field(default_factory=list)
 
 
-async def _until(
+async def drive_until(
     client: Client, sessions: Sessions, h: Household, done: Callable[[HouseholdState], bool], *, signer: SigningRing
 ) -> HouseholdState:
     """Take the household's steps (as `drive_one` does) until `done` holds of its state."""
@@ -299,7 +299,7 @@ async def _until(
     while not done(state := await household_state(client, h.code)):
         action = next_action(state, h)
         if action is None or action == "payout":
-            raise Refusal("DemoStuck", f"household {h.code} closed or waits for a payout before the demo's point")
+            raise Refusal("DemoStuck", f"household {h.code} closed or waits for a payout before reaching the point")
         if action == "wait":
             if waited > 60:
                 raise Refusal("PaymentNotConfirmed", f"household {h.code}: the payment channel has not answered")
@@ -344,7 +344,7 @@ async def before_the_money(
 
     # 1. An objection raised while the list was posted.
     commune, district = sample.officers_of(a.district, a.commune)
-    state = await _until(
+    state = await drive_until(
         client, sessions, a, lambda s: s.stage is Stage.APPROVAL and s.posting is not None, signer=signer
     )
     posting = state.posting
@@ -394,7 +394,7 @@ async def before_the_money(
     )
     out.lines.append(imported.describe(workbook.name))
     commune, district = sample.officers_of(b.district, b.commune)
-    await _until(client, sessions, b, lambda s: s.stage is Stage.APPROVAL and s.posting is not None, signer=signer)
+    await drive_until(client, sessions, b, lambda s: s.stage is Stage.APPROVAL and s.posting is not None, signer=signer)
     r = await _refused(step(b, Step.APPROVE, district, [b.decision_ref]))
     out.lines.append(f"{b.code}: approve as {district} → {r.rule}: {r.message}")
     await step(
@@ -413,7 +413,7 @@ async def before_the_money(
     if c is None:
         return out
     commune, district = sample.officers_of(c.district, c.commune)
-    paid = await _until(
+    paid = await drive_until(
         client,
         sessions,
         c,

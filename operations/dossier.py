@@ -14,13 +14,19 @@ per-source sums; `Dossier.matches` is whether the two agree to the đồng.
 from __future__ import annotations
 
 import csv
+import io
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from temporalio.client import Client
+
+from archive.witness import read_published
+from auditor.live import verify_live
 from core.cells import append_row, safe_row
 from core.errors import Refusal
 from core.formatting import day, moment
+from core.settings import Settings
 from db import dossier as dossier_db
 from db import gazetteer as gazetteer_db
 from db import policy as policy_db
@@ -53,6 +59,39 @@ class Dossier:
         return self.compared and all(getattr(self, k) == v for k, v in self.expected.items())
 
 
+async def _reader(session, user_id: str) -> None:
+    """Refuse a user whose role does not read the province's money records whole (Finance, the auditors)."""
+    actor = await users.require_actor(session, user_id)
+    current = await policy_db.policy_today(session)
+    if not current.reads_money(actor.role):
+        raise Refusal("RoleNotAllowed", f"role {actor.role!r} may not write a settlement dossier")
+
+
+async def build_verified(
+    client: Client,
+    sessions: Sessions,
+    settings: Settings,
+    user_id: str,
+    *,
+    source: str | None = None,
+    commune: str | None = None,
+) -> Dossier:
+    """`build`, after the three-way verification it prints and with the witness's latest signed checkpoint
+    (what the command line and the page download); the user's role is checked before the verification runs."""
+    async with sessions() as session:
+        await _reader(session, user_id)
+    report, _ = await verify_live(client, sessions, settings, client.data_converter)
+    cp = read_published(settings.witness_path)
+    return await build(
+        sessions,
+        user_id,
+        source=source,
+        commune=commune,
+        verified=f"{len(report.discrepancies)} discrepancies over {report.transitions} steps",
+        checkpoint=f"{cp.seq} ({cp.hash[:16]}…, key {cp.key_id})" if cp else "none published",
+    )
+
+
 async def build(
     sessions: Sessions,
     user_id: str,
@@ -68,10 +107,7 @@ async def build(
     async with sessions() as session:
         # One snapshot: the reconciliation and the dossier's own sums read the same ledger.
         await session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
-        actor = await users.require_actor(session, user_id)
-        current = await policy_db.policy_today(session)
-        if actor.role not in (*current.finance_roles, "auditor"):
-            raise Refusal("RoleNotAllowed", f"role {actor.role!r} may not write a settlement dossier")
+        await _reader(session, user_id)
         accounts = await dossier_db.source_accounts(session)
         if source is not None and source not in accounts.values():
             raise Refusal("UnknownFundingSource", f"funding source {source!r} does not exist")
@@ -287,6 +323,13 @@ def _summary(d: Dossier, recon: Reconciliation) -> list[list]:
 
 
 def write_xlsx(d: Dossier, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(to_xlsx(d))
+    return path
+
+
+def to_xlsx(d: Dossier) -> bytes:
+    """The workbook: one sheet per part, bold headers, money as numbers with thousands separators."""
     from openpyxl import Workbook
     from openpyxl.styles import Font
 
@@ -302,9 +345,9 @@ def write_xlsx(d: Dossier, path: Path) -> Path:
             for cell in ws[ws.max_row]:
                 if isinstance(cell.value, int) and not isinstance(cell.value, bool):
                     cell.number_format = "#,##0"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    wb.save(path)
-    return path
+    buf = io.BytesIO()
+    wb.save(buf)
+    return buf.getvalue()
 
 
 def write_csv(d: Dossier, folder: Path) -> list[Path]:

@@ -29,7 +29,7 @@ def parse_dong(text: str) -> int:
     return int(re.sub(r"[._ ]", "", value))
 
 
-async def _actor(session, user_id: str, gate: Callable[[WorkflowPolicy], list[str]], what: str) -> Actor:
+async def require_power(session, user_id: str, gate: Callable[[WorkflowPolicy], list[str]], what: str) -> Actor:
     """The registered, active user, if the policy in effect today gives their role this power."""
     actor = await users.require_actor(session, user_id)
     roles = gate(await policy_db.policy_today(session))
@@ -53,7 +53,7 @@ async def add_source(
         raise Refusal("InvalidCategory", f"category must be one of {', '.join(CATEGORIES)}, got {category!r}")
     checked = SourceRules.model_validate(rules or {})  # names the bad rule before anything is written
     async with sessions() as session, session.begin():
-        await _actor(session, user_id, lambda p: p.finance_roles, "manage funding sources")
+        await require_power(session, user_id, lambda p: p.finance_roles, "manage funding sources")
         return await ledger.create_source(
             session,
             code=code,
@@ -72,7 +72,7 @@ async def receive(
     transfer and whether it is new (False: that document was recorded before; nothing was written)."""
     key = f"receipt:{source}:{ref}"
     async with sessions() as session, session.begin():
-        actor = await _actor(session, user_id, lambda p: p.finance_roles, "record money received")
+        actor = await require_power(session, user_id, lambda p: p.finance_roles, "record money received")
         if existing := await ledger.find_transfer(session, key):
             return existing, False
         return await ledger.receive(
@@ -84,7 +84,7 @@ async def add_decision(
     sessions: Sessions, user_id: str, ref: str, *, supplements: str | None, decided_on: date | None, note: str | None
 ) -> bool:
     async with sessions() as session, session.begin():
-        await _actor(session, user_id, lambda p: p.decision_roles, "register decisions")
+        await require_power(session, user_id, lambda p: p.decision_roles, "register decisions")
         return await finance_db.add_decision(session, ref, supplements=supplements, decided_on=decided_on, note=note)
 
 
@@ -95,7 +95,7 @@ async def reimburse(
     name, up to what is outstanding. `amount` None: as much as is outstanding and the payer has free.
     Returns the transfer (None: nothing to pay) and whether it is new (False: `ref` was paid before)."""
     async with sessions() as session, session.begin():
-        actor = await _actor(session, user_id, lambda p: p.finance_roles, "reimburse district advances")
+        actor = await require_power(session, user_id, lambda p: p.finance_roles, "reimburse district advances")
         owed = {r.advance_source: r for r in await finance_db.receivables(session)}
         if advance_source not in owed:
             raise Refusal("NotAnAdvance", f"source {advance_source!r} is not a district advance to be reimbursed")
@@ -134,7 +134,7 @@ async def record_loan(
     note: str | None = None,
 ) -> bool:
     async with sessions() as session, session.begin():
-        actor = await _actor(session, user_id, lambda p: p.loan_roles, "record VBSP loans")
+        actor = await require_power(session, user_id, lambda p: p.loan_roles, "record VBSP loans")
         return await finance_db.record_loan(
             session,
             key=f"loan:{household_code}:{ref}",

@@ -31,21 +31,23 @@ from db.engine import Sessions
 from finance.channel import PaymentChannel
 from models.actor import Actor
 from models.receipts import OPENS, Answer, Category, Channel, Outcome
+from operations.finance_ops import require_power
 from operations.sampling import DESIGN_FACTOR, draw, sample_size
 
 log = structlog.get_logger(__name__)
 
 
-async def _finance(session, user_id: str, what: str) -> Actor:
-    actor = await users.require_actor(session, user_id)
-    current = await policy_db.policy_today(session)
-    if actor.role not in current.finance_roles:
-        raise Refusal(
-            "RoleNotAllowed",
-            f"role {actor.role!r} may not {what} (finance_roles of policy {current.version}: "
-            f"{', '.join(current.finance_roles)})",
-        )
-    return actor
+# Roles that read what they may see here and write nothing: the auditors, the payment channel's system user.
+READ_ONLY_ROLES = ("auditor", "payment_channel")
+
+
+async def _in_area(session, actor: Actor, lines: list) -> list:
+    """The lines (of a plan, of the grievances) whose household the actor's jurisdiction covers: all of them for
+    a role that reads the province's money records whole (WorkflowPolicy.reads_money)."""
+    if (await policy_db.policy_today(session)).reads_money(actor.role):
+        return lines
+    found = await households.get_households(session, sorted({line.household_code for line in lines}))
+    return [line for line in lines if (h := found.get(line.household_code)) and actor.jurisdiction.covers(h)]
 
 
 async def _officer_of(session, user_id: str, household_code: str, what: str) -> Actor:
@@ -57,7 +59,7 @@ async def _officer_of(session, user_id: str, household_code: str, what: str) -> 
     h = await households.get_household(session, household_code)
     if h is None:
         raise Refusal("UnknownHousehold", f"no household {household_code} on any imported list")
-    if actor.role in ("auditor", "payment_channel") or not actor.jurisdiction.covers(h):
+    if actor.role in READ_ONLY_ROLES or not actor.jurisdiction.covers(h):
         raise Refusal("OutsideJurisdiction", f"{user_id} ({actor.role}) may not {what} for household {household_code}")
     return actor
 
@@ -68,8 +70,7 @@ class Plan:
     name: str
     population: int
     risk: int
-    sampled: int
-    sample_size: int  # households drawn at random from those without a risk (all of them for a full list)
+    sampled: int  # households drawn at random from those without a risk (all of them for a full list)
     seed: int
     confidence: float | None
     margin: float | None
@@ -108,7 +109,7 @@ async def create_plan(
     """Draw and store a plan (Finance only). Refused when no paid household matches."""
     seed = secrets.randbits(62) if seed is None else seed
     async with sessions() as session, session.begin():
-        actor = await _finance(session, user_id, "create a payment verification plan")
+        actor = await require_power(session, user_id, lambda p: p.finance_roles, "create a payment verification plan")
         codes = await db.paid_households(
             session, decision_ref=decision_ref, district=district, commune=commune, paid_from=paid_from, paid_to=paid_to
         )
@@ -148,7 +149,6 @@ async def create_plan(
         name,
         len(codes),
         drawn.risk,
-        drawn.sampled,
         drawn.sampled,
         seed,
         None if full_list else confidence,
@@ -418,21 +418,12 @@ async def plan_report(sessions: Sessions, user_id: str, plan_id: int) -> PlanRep
     (the ones they ask), so `finished` is then about their part."""
     async with sessions() as session:
         actor = await users.require_actor(session, user_id)
-        current = await policy_db.policy_today(session)
         plan = await db.plan(session, plan_id)
         if plan is None:
             raise Refusal("UnknownPlan", f"no verification plan {plan_id}")
-        lines = await db.plan_lines(session, plan_id)
-        if actor.role in (*current.finance_roles, "auditor"):
-            return PlanReport(plan, lines)
         if actor.role == "payment_channel":
             raise Refusal("RoleNotAllowed", f"role {actor.role!r} may not read verification plans")
-        covered = []
-        for line in lines:
-            h = await households.get_household(session, line.household_code)
-            if h is not None and actor.jurisdiction.covers(h):
-                covered.append(line)
-        return PlanReport(plan, covered)
+        return PlanReport(plan, await _in_area(session, actor, await db.plan_lines(session, plan_id)))
 
 
 async def plans(sessions: Sessions) -> list:
@@ -516,16 +507,7 @@ async def grievances(sessions: Sessions, user_id: str, *, open_only: bool = Fals
     """The grievances the user may see: Finance and auditors all of them, an officer those of their area."""
     async with sessions() as session:
         actor = await users.require_actor(session, user_id)
-        current = await policy_db.policy_today(session)
-        lines = await db.grievance_lines(session, open_only=open_only)
-        if actor.role in (*current.finance_roles, "auditor"):
-            return lines
-        mine = []
-        for line in lines:
-            h = await households.get_household(session, line.household_code)
-            if h is not None and actor.jurisdiction.covers(h):
-                mine.append(line)
-        return mine
+        return await _in_area(session, actor, await db.grievance_lines(session, open_only=open_only))
 
 
 def overdue(line: db.GrievanceLine, on: date | None = None) -> bool:

@@ -5,7 +5,6 @@ refused step writes nothing."""
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 import uuid
 from datetime import timedelta
@@ -27,7 +26,7 @@ from models.household import Stage, Step, SupportType
 from models.review import ItemStatus
 from operations import actions, registry, sample
 from operations.actions import household_state
-from operations.demo import next_action
+from operations.demo import drive_until
 from tests.conftest import FINDINGS, FRONT_DOOR, enroll, make_households, take_step
 from tests.test_audit import trails_of
 
@@ -290,20 +289,9 @@ async def test_a_household_on_another_programmes_list_waits_for_an_override_that
 # ------------------------------------------------------------------ changes re-approved
 
 
-async def _until(client, sessions, h, done, seconds: float = 60):
-    """Take the household's steps as the demo's officers do until `done(state)`."""
-    for _ in range(int(seconds * 10)):
-        state = await household_state(client, h.code)
-        if done(state):
-            return state
-        action = next_action(state, h)
-        assert action not in (None, "payout"), f"{h.code} cannot get there"
-        if action == "wait":
-            await asyncio.sleep(0.1)
-            continue
-        step, user, kw = action
-        await take_step(client, sessions, h.code, step, user, **kw)
-    raise AssertionError(f"{h.code}: not there in {seconds} s")
+async def _until(client, sessions, h, done):
+    """Take the household's steps as the demo's officers do until `done(state)` (operations.demo.drive_until)."""
+    return await drive_until(client, sessions, h, done, signer=FRONT_DOOR)
 
 
 def _paid(state) -> bool:

@@ -27,7 +27,6 @@ from fastapi.templating import Jinja2Templates
 from starlette.datastructures import UploadFile
 
 from archive.source import open_archive
-from archive.witness import read_published
 from auditor import timeline as timeline_view
 from auditor.history import read_trail
 from auditor.live import verify_live
@@ -638,24 +637,14 @@ def router(settings: Settings, cookie: str) -> APIRouter:
     async def dossier_download(request: Request, source: str | None = None, commune: str | None = None) -> Response:
         """The settlement dossier, after the three-way verification it prints (Finance and auditors)."""
         signed = await who(request)
-        if not (may_see_finance(request, signed) or may_see_audit(request, signed)):
-            return page(request, "forbidden.html", signed)  # before the verification it would run
         client, db = request.app.state.client, request.app.state.sessions
-        report, _ = await verify_live(client, db, settings, client.data_converter)
-        cp = read_published(settings.witness_path)
         try:
-            built = await dossier.build(
-                db,
-                signed.user.user_id,
-                source=source or None,
-                commune=commune or None,
-                verified=f"{len(report.discrepancies)} discrepancies over {report.transitions} steps",
-                checkpoint=f"{cp.seq} ({cp.hash[:16]}…, key {cp.key_id})" if cp else "none published",
+            built = await dossier.build_verified(
+                client, db, settings, signed.user.user_id, source=source or None, commune=commune or None
             )
         except Refusal:
             return page(request, "forbidden.html", signed)
-        with tempfile.TemporaryDirectory() as folder:
-            data = dossier.write_xlsx(built, Path(folder) / "dossier.xlsx").read_bytes()
+        data = dossier.to_xlsx(built)
         name = f"ho-so-quyet-toan-{built.source or 'tat-ca'}.xlsx"
         return Response(data, media_type=XLSX, headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
